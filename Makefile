@@ -1,0 +1,69 @@
+# Compleat — build, test and demo. See README.md.
+GO       ?= go
+BIN      := $(CURDIR)/bin
+BUILD    := $(CURDIR)/build
+TOOLS    := $(BUILD)/tools
+export COMPLEAT_BIN := $(BIN)
+
+# Pinned code generators for `make proto`.
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+
+ROOT_CMDS := ./director ./agent
+PLUGINS   := local aws
+
+.PHONY: all build stemcell test test-short bench lint proto demo demo-down zdt clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ $(ROOT_CMDS)
+	@for p in $(PLUGINS); do \
+	  if [ -d cpi/$$p/cmd/cpi-$$p ]; then \
+	    echo "$(GO) build -o $(BIN)/cpi-$$p ./cpi/$$p/cmd/cpi-$$p"; \
+	    $(GO) build -o $(BIN)/cpi-$$p ./cpi/$$p/cmd/cpi-$$p || exit 1; \
+	  fi; \
+	done
+
+stemcell: build
+	@mkdir -p $(BUILD)/stemcells
+	$(BIN)/director create-stemcell --agent $(BIN)/agent --tarball $(BUILD)/stemcells/local.tgz
+
+# Every test: unit, conformance of every plugin, end to end on the local CPI.
+test: build
+	$(GO) vet ./... ./cpi/... ./cpi/local/... ./cpi/aws/...
+	$(GO) test -count=1 -timeout 20m ./... ./cpi/... ./cpi/local/... ./cpi/aws/...
+
+test-short:
+	$(GO) test -short ./... ./cpi/... ./cpi/local/... ./cpi/aws/...
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./... ./cpi/... ./cpi/local/... ./cpi/aws/... | tee $(BUILD)/bench.txt
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./... ./cpi/... ./cpi/local/... ./cpi/aws/...
+
+# Regenerates cpi/v1 from cpi/v1/cpi.proto with pinned generators.
+# Needs protoc (Debian: protobuf-compiler).
+proto:
+	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler"; exit 1; }
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	PATH=$(TOOLS):$$PATH protoc -I cpi/v1 \
+	  --go_out=cpi/v1 --go_opt=paths=source_relative \
+	  --go-grpc_out=cpi/v1 --go-grpc_opt=paths=source_relative \
+	  cpi/v1/cpi.proto
+
+demo: build stemcell
+	./scripts/demo.sh up
+
+demo-down:
+	./scripts/demo.sh down
+
+zdt: build stemcell
+	$(GO) run ./test/zdt
+
+clean:
+	rm -rf $(BIN) $(BUILD)

@@ -1,0 +1,143 @@
+// Package cpi is the Cloud Provider Interface of Compleat: the contract between
+// the director and the plugins that create VMs and disks in a cloud.
+//
+// A plugin author implements [CPI] and calls [Serve] from main. The director
+// launches the plugin binary once and keeps it running; every method is a gRPC
+// call (see cpi/v1/cpi.proto) under the caller's context and deadline. Errors
+// raised in the plugin cross the process boundary as codes, so that
+// errors.Is(err, cpi.ErrVMNotFound) holds in the director.
+//
+// The method set follows BOSH CPI API v2. Delete methods are idempotent: deleting
+// an object that does not exist succeeds. The conformance suite in cpi/cpitest is
+// the definition of a working CPI.
+package cpi
+
+import (
+	"context"
+	"encoding/json"
+)
+
+// APIVersion is the version of the CPI contract implemented by this SDK.
+const APIVersion = 2
+
+// CPI is what every plugin implements. Every method takes the caller's context
+// and must return promptly once it is cancelled.
+type CPI interface {
+	Info(ctx context.Context) (Info, error)
+
+	CreateStemcell(ctx context.Context, req CreateStemcellRequest) (stemcellCID string, err error)
+	DeleteStemcell(ctx context.Context, stemcellCID string) error
+
+	CreateVM(ctx context.Context, req CreateVMRequest) (CreateVMResult, error)
+	DeleteVM(ctx context.Context, vmCID string) error
+	HasVM(ctx context.Context, vmCID string) (bool, error)
+	RebootVM(ctx context.Context, vmCID string) error
+	SetVMMetadata(ctx context.Context, vmCID string, metadata map[string]string) error
+	CalculateVMCloudProperties(ctx context.Context, req VMResources) (json.RawMessage, error)
+
+	CreateDisk(ctx context.Context, req CreateDiskRequest) (diskCID string, err error)
+	DeleteDisk(ctx context.Context, diskCID string) error
+	ResizeDisk(ctx context.Context, diskCID string, sizeMB int64) error
+	AttachDisk(ctx context.Context, vmCID, diskCID string) (DiskHint, error)
+	DetachDisk(ctx context.Context, vmCID, diskCID string) error
+	HasDisk(ctx context.Context, diskCID string) (bool, error)
+	GetDisks(ctx context.Context, vmCID string) ([]string, error)
+	SetDiskMetadata(ctx context.Context, diskCID string, metadata map[string]string) error
+	SnapshotDisk(ctx context.Context, diskCID string, metadata map[string]string) (snapshotCID string, err error)
+	DeleteSnapshot(ctx context.Context, snapshotCID string) error
+}
+
+// Info describes a plugin: the contract version it speaks, the stemcell formats
+// it accepts and what it can do, so that the director never guesses.
+type Info struct {
+	Name            string       `json:"name"` // e.g. "local", "aws"
+	APIVersion      int          `json:"api_version"`
+	StemcellFormats []string     `json:"stemcell_formats"` // e.g. "local-tgz", "aws-light"
+	Capabilities    Capabilities `json:"capabilities"`
+}
+
+// Capabilities are the optional parts of the contract a plugin supports. A
+// method behind a false flag answers ErrNotImplemented.
+type Capabilities struct {
+	Snapshots  bool `json:"snapshots"`
+	ResizeDisk bool `json:"resize_disk"`
+	// DiskHints is true when AttachDisk returns a hint that locates the device
+	// (path, LUN or volume id) for the agent.
+	DiskHints bool `json:"disk_hints"`
+	// DynamicNetworks is true when the plugin assigns addresses on networks of
+	// type "dynamic" and reports them in CreateVMResult.Networks.
+	DynamicNetworks bool `json:"dynamic_networks"`
+}
+
+// CreateStemcellRequest imports a stemcell image into the cloud.
+type CreateStemcellRequest struct {
+	// ImagePath is a file on the plugin's host: the stemcell's image (for a
+	// light stemcell, an empty file).
+	ImagePath string `json:"image_path"`
+	// CloudProperties is stemcell.MF's cloud_properties (a JSON object), which
+	// for light stemcells names the existing image (AMI per region, ...).
+	CloudProperties json.RawMessage `json:"cloud_properties"`
+}
+
+// Network is one network a VM is placed on, as the director planned it and, in
+// CreateVMResult, as the plugin configured it.
+type Network struct {
+	Type            string          `json:"type"` // "manual", "dynamic" or "vip"
+	IP              string          `json:"ip,omitempty"`
+	Netmask         string          `json:"netmask,omitempty"`
+	Gateway         string          `json:"gateway,omitempty"`
+	DNS             []string        `json:"dns,omitempty"`
+	Default         []string        `json:"default,omitempty"` // "dns", "gateway"
+	CloudProperties json.RawMessage `json:"cloud_properties,omitempty"`
+}
+
+// CreateVMRequest creates one VM running the agent.
+type CreateVMRequest struct {
+	AgentID         string             `json:"agent_id"`
+	StemcellCID     string             `json:"stemcell_cid"`
+	CloudProperties json.RawMessage    `json:"cloud_properties"`
+	Networks        map[string]Network `json:"networks"`
+	// DiskCIDs are persistent disks the VM will attach: a placement hint
+	// (same AZ or host).
+	DiskCIDs []string `json:"disk_cids,omitempty"`
+	// Env is the instance group's env block (a JSON object).
+	Env json.RawMessage `json:"env,omitempty"`
+	// AgentSettings is the agent's settings document (a JSON object) that the
+	// plugin delivers to the VM through the cloud's channel (a file for the
+	// local CPI, user data on AWS, custom data on Azure, config drive on
+	// OpenStack). The plugin delivers it unchanged except that it sets the
+	// top-level "networks" key to the networks as configured (so dynamic
+	// addresses are known to the agent) and "vm" to {"cid": <vm cid>}.
+	AgentSettings json.RawMessage `json:"agent_settings"`
+}
+
+// CreateVMResult is the new VM's id and its networks as configured.
+type CreateVMResult struct {
+	CID      string             `json:"cid"`
+	Networks map[string]Network `json:"networks"`
+}
+
+// VMResources asks CalculateVMCloudProperties for the smallest fitting VM type.
+type VMResources struct {
+	CPU               int   `json:"cpu"`
+	RAMMB             int64 `json:"ram"`
+	EphemeralDiskSize int64 `json:"ephemeral_disk_size"` // MB
+}
+
+// CreateDiskRequest creates a persistent disk.
+type CreateDiskRequest struct {
+	SizeMB          int64           `json:"size"`
+	CloudProperties json.RawMessage `json:"cloud_properties"`
+	// VMCID places the disk near the VM it will be attached to (same AZ); may
+	// be empty.
+	VMCID string `json:"vm_locality,omitempty"`
+}
+
+// DiskHint tells the agent where an attached disk appears. Plugins fill the
+// fields that make sense for their cloud.
+type DiskHint struct {
+	Path     string `json:"path,omitempty"`      // a device or, for the local CPI, a directory or image file
+	LUN      string `json:"lun,omitempty"`       // Azure
+	ID       string `json:"id,omitempty"`        // a device id (e.g. NVMe serial)
+	VolumeID string `json:"volume_id,omitempty"` // the cloud's volume id
+}
