@@ -1,0 +1,261 @@
+// Package client is the director's typed client of one agent over the message
+// bus. Each method sends one request on the agent's subject and decodes the
+// reply; long methods (apply, stop, compile_package, ...) then poll get_task
+// until the task ends or ctx is done, and cancel the agent task when ctx ends
+// first.
+//
+// Errors: an exception from the agent is a *protocol.Exception (use errors.Is
+// with protocol.ErrUnknownMethod, protocol.ErrCanceled, ...); an agent that
+// does not answer yields an error wrapping ErrUnresponsive.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/compleat/compleat/agent/applyspec"
+	"github.com/compleat/compleat/agent/protocol"
+)
+
+// ErrUnresponsive is wrapped by errors for requests nobody answered in time.
+var ErrUnresponsive = errors.New("agent unresponsive")
+
+// Requester is the part of *nats.Conn the client uses.
+type Requester interface {
+	RequestWithContext(ctx context.Context, subj string, data []byte) (*nats.Msg, error)
+}
+
+var _ Requester = (*nats.Conn)(nil)
+
+// Client talks to one agent.
+type Client struct {
+	conn    Requester
+	agentID string
+	opts    Options
+}
+
+// Options tune a Client; zero values take the defaults.
+type Options struct {
+	// RequestTimeout bounds each single request (default 30s).
+	RequestTimeout time.Duration
+	// PollInterval is the wait between get_task polls (default 250ms).
+	PollInterval time.Duration
+	// Logger receives debug lines about tasks (default discards).
+	Logger *slog.Logger
+}
+
+// New returns a client of the agent agentID over conn (a *nats.Conn
+// connected as the director).
+func New(conn Requester, agentID string, opts Options) *Client {
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 30 * time.Second
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = 250 * time.Millisecond
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	opts.Logger = opts.Logger.With("agent", agentID)
+	return &Client{conn: conn, agentID: agentID, opts: opts}
+}
+
+// AgentID is the agent this client talks to.
+func (c *Client) AgentID() string { return c.agentID }
+
+// Ping checks that the agent answers.
+func (c *Client) Ping(ctx context.Context) error {
+	var pong string
+	return c.call(ctx, protocol.MethodPing, nil, &pong)
+}
+
+// GetState returns the agent's job, process and VM state, with the applied
+// spec.
+func (c *Client) GetState(ctx context.Context) (protocol.State, error) {
+	var s protocol.State
+	err := c.call(ctx, protocol.MethodGetState, nil, &s)
+	return s, err
+}
+
+// Prepare makes the agent fetch and verify the spec's blobs ahead of apply.
+func (c *Client) Prepare(ctx context.Context, spec applyspec.Spec) error {
+	return c.task(ctx, protocol.MethodPrepare, spec, nil)
+}
+
+// Apply installs the spec's jobs and packages (processes are not started:
+// call Start).
+func (c *Client) Apply(ctx context.Context, spec applyspec.Spec) error {
+	return c.task(ctx, protocol.MethodApply, spec, nil)
+}
+
+// Start runs pre-start, starts every job's processes, waits until they are
+// running, then runs post-start.
+func (c *Client) Start(ctx context.Context) (protocol.StartResult, error) {
+	var r protocol.StartResult
+	err := c.task(ctx, protocol.MethodStart, nil, &r)
+	return r, err
+}
+
+// Stop stops every process; with req.Drain set it runs drain (and pre-stop)
+// first, and post-stop after.
+func (c *Client) Stop(ctx context.Context, req protocol.StopRequest) error {
+	return c.task(ctx, protocol.MethodStop, req, nil)
+}
+
+// Drain runs the jobs' drain scripts with BOSH semantics and waits as they
+// ask.
+func (c *Client) Drain(ctx context.Context, req protocol.DrainRequest) (protocol.DrainResult, error) {
+	var r protocol.DrainResult
+	err := c.task(ctx, protocol.MethodDrain, req, &r)
+	return r, err
+}
+
+// RunScript runs bin/<name> of every job that has it, in parallel.
+func (c *Client) RunScript(ctx context.Context, req protocol.RunScriptRequest) (protocol.RunScriptResult, error) {
+	var r protocol.RunScriptResult
+	err := c.task(ctx, protocol.MethodRunScript, req, &r)
+	return r, err
+}
+
+// CompilePackage compiles a package on the agent's VM and uploads the result.
+func (c *Client) CompilePackage(ctx context.Context, req protocol.CompilePackageRequest) (protocol.CompilePackageResult, error) {
+	var r protocol.CompilePackageResult
+	err := c.task(ctx, protocol.MethodCompilePackage, req, &r)
+	return r, err
+}
+
+// MountDisk mounts the attached disk at the store.
+func (c *Client) MountDisk(ctx context.Context, req protocol.MountDiskRequest) error {
+	return c.task(ctx, protocol.MethodMountDisk, req, nil)
+}
+
+// UnmountDisk unmounts the disk.
+func (c *Client) UnmountDisk(ctx context.Context, diskCID string) error {
+	return c.task(ctx, protocol.MethodUnmountDisk, protocol.UnmountDiskRequest{DiskCID: diskCID}, nil)
+}
+
+// ListDisk lists the persistent disks mounted now.
+func (c *Client) ListDisk(ctx context.Context) ([]string, error) {
+	var r protocol.ListDiskResult
+	err := c.call(ctx, protocol.MethodListDisk, nil, &r)
+	return r.Disks, err
+}
+
+// MigrateDisk copies the store from one disk to another.
+func (c *Client) MigrateDisk(ctx context.Context, req protocol.MigrateDiskRequest) error {
+	return c.task(ctx, protocol.MethodMigrateDisk, req, nil)
+}
+
+// FetchLogs uploads a tar.gz of the VM's job logs to req.Upload.
+func (c *Client) FetchLogs(ctx context.Context, req protocol.FetchLogsRequest) (protocol.FetchLogsResult, error) {
+	var r protocol.FetchLogsResult
+	err := c.task(ctx, protocol.MethodFetchLogs, req, &r)
+	return r, err
+}
+
+// UpdateSettings changes parts of the agent's settings.
+func (c *Client) UpdateSettings(ctx context.Context, req protocol.UpdateSettingsRequest) error {
+	return c.call(ctx, protocol.MethodUpdateSettings, req, nil)
+}
+
+// GetTask returns an agent task's status.
+func (c *Client) GetTask(ctx context.Context, agentTaskID string) (protocol.TaskStatus, error) {
+	var s protocol.TaskStatus
+	err := c.call(ctx, protocol.MethodGetTask, protocol.TaskRequest{AgentTaskID: agentTaskID}, &s)
+	return s, err
+}
+
+// CancelTask asks the agent to cancel a task.
+func (c *Client) CancelTask(ctx context.Context, agentTaskID string) error {
+	return c.call(ctx, protocol.MethodCancelTask, protocol.TaskRequest{AgentTaskID: agentTaskID}, nil)
+}
+
+// Call sends any method with one argument (nil for none) and decodes the
+// value into out (nil to discard). It does not wait on tasks.
+func (c *Client) Call(ctx context.Context, method string, arg, out any) error {
+	return c.call(ctx, method, arg, out)
+}
+
+func (c *Client) call(ctx context.Context, method string, arg, out any) error {
+	req, err := protocol.NewRequest(method, arg)
+	if err != nil {
+		return err
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("encode %s request: %w", method, err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	msg, err := c.conn.RequestWithContext(rctx, protocol.Subject(c.agentID), body)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s agent %s: %w", method, c.agentID, ctx.Err())
+		}
+		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+			return fmt.Errorf("%s agent %s: %w: %w", method, c.agentID, ErrUnresponsive, err)
+		}
+		return fmt.Errorf("%s agent %s: %w", method, c.agentID, err)
+	}
+	var resp protocol.Response
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return fmt.Errorf("%s agent %s: decode reply: %w", method, c.agentID, err)
+	}
+	if resp.Exception != nil {
+		return fmt.Errorf("%s agent %s: %w", method, c.agentID, resp.Exception)
+	}
+	if out != nil && len(resp.Value) > 0 {
+		if err := json.Unmarshal(resp.Value, out); err != nil {
+			return fmt.Errorf("%s agent %s: decode value: %w", method, c.agentID, err)
+		}
+	}
+	return nil
+}
+
+// task starts a long method and polls get_task until it ends. When ctx ends
+// first the agent task is cancelled (best effort) and ctx's error returned.
+func (c *Client) task(ctx context.Context, method string, arg, out any) error {
+	var st protocol.TaskStatus
+	if err := c.call(ctx, method, arg, &st); err != nil {
+		return err
+	}
+	log := c.opts.Logger.With("method", method, "agent_task_id", st.AgentTaskID)
+	t := time.NewTicker(c.opts.PollInterval)
+	defer t.Stop()
+	for st.State == protocol.TaskRunning {
+		select {
+		case <-ctx.Done():
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if err := c.CancelTask(cctx, st.AgentTaskID); err != nil {
+				log.Debug("cancel agent task", "err", err)
+			}
+			cancel()
+			return fmt.Errorf("%s agent %s: %w", method, c.agentID, ctx.Err())
+		case <-t.C:
+		}
+		next, err := c.GetTask(ctx, st.AgentTaskID)
+		if err != nil {
+			if errors.Is(err, ErrUnresponsive) && ctx.Err() == nil {
+				log.Debug("poll agent task", "err", err)
+				continue // the agent may be reconnecting; keep polling until ctx ends
+			}
+			return fmt.Errorf("%s: %w", method, err)
+		}
+		st = next
+	}
+	if st.State != protocol.TaskDone {
+		return fmt.Errorf("%s agent %s: task %s ended %s", method, c.agentID, st.AgentTaskID, st.State)
+	}
+	if out != nil && len(st.Result) > 0 {
+		if err := json.Unmarshal(st.Result, out); err != nil {
+			return fmt.Errorf("%s agent %s: decode result: %w", method, c.agentID, err)
+		}
+	}
+	return nil
+}
