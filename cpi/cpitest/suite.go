@@ -1,0 +1,549 @@
+package cpitest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/compleat/compleat/cpi"
+)
+
+// Config tells the conformance suite what the plugin under test needs.
+type Config struct {
+	// Stemcell is what the suite passes to CreateStemcell: an image file the
+	// plugin accepts and the stemcell's cloud properties. Required.
+	Stemcell cpi.CreateStemcellRequest
+
+	// VMCloudProperties are valid cloud properties for CreateVM (a JSON
+	// object; nil means {}).
+	VMCloudProperties json.RawMessage
+
+	// Networks returns the networks of the i-th VM the suite creates in one
+	// test (i counts from 0). Manual networks must give each i its own IP;
+	// dynamic networks leave IP empty and the plugin must report the address
+	// it assigned. Nil means one dynamic network named "default".
+	Networks func(i int) map[string]cpi.Network
+
+	// AgentSettings returns the agent settings document for a VM (nil means
+	// {"agent_id": agentID}). Plugins that boot a real program may need more.
+	AgentSettings func(agentID string) json.RawMessage
+
+	// DiskCloudProperties are valid cloud properties for CreateDisk (nil
+	// means {}).
+	DiskCloudProperties json.RawMessage
+
+	// InvalidVMCloudProperties are VM cloud properties the plugin must reject
+	// with ErrInvalidCloudProperties naming InvalidField. Required.
+	InvalidVMCloudProperties json.RawMessage
+	InvalidField             string
+
+	// VMAlive, when set, lets the suite check that a VM really runs after
+	// CreateVM and really is gone after DeleteVM (e.g. the local CPI's agent
+	// process). It reports whether the VM's workload is running.
+	VMAlive func(t *testing.T, vmCID string) bool
+
+	// Timeout bounds each test of the suite (default 2 minutes).
+	Timeout time.Duration
+}
+
+// ManualNetworks returns a Config.Networks giving the i-th VM the address
+// base+i on a manual network named "default"; base is an IPv4 address such
+// as "127.77.0.10".
+func ManualNetworks(base string) func(i int) map[string]cpi.Network {
+	return func(i int) map[string]cpi.Network {
+		var a, b, c, d int
+		if _, err := fmt.Sscanf(base, "%d.%d.%d.%d", &a, &b, &c, &d); err != nil {
+			panic(fmt.Sprintf("cpitest.ManualNetworks: base %q is not an IPv4 address", base))
+		}
+		n := (a<<24 | b<<16 | c<<8 | d) + i
+		ip := fmt.Sprintf("%d.%d.%d.%d", n>>24&0xff, n>>16&0xff, n>>8&0xff, n&0xff)
+		return map[string]cpi.Network{"default": {
+			Type: "manual", IP: ip, Netmask: "255.255.0.0", Default: []string{"dns", "gateway"},
+		}}
+	}
+}
+
+func (c Config) withDefaults() Config {
+	if c.Networks == nil {
+		c.Networks = func(int) map[string]cpi.Network {
+			return map[string]cpi.Network{"default": {Type: "dynamic", Default: []string{"dns", "gateway"}}}
+		}
+	}
+	if c.AgentSettings == nil {
+		c.AgentSettings = func(agentID string) json.RawMessage {
+			b, _ := json.Marshal(map[string]string{"agent_id": agentID})
+			return b
+		}
+	}
+	if c.VMCloudProperties == nil {
+		c.VMCloudProperties = json.RawMessage(`{}`)
+	}
+	if c.DiskCloudProperties == nil {
+		c.DiskCloudProperties = json.RawMessage(`{}`)
+	}
+	if c.Stemcell.CloudProperties == nil {
+		c.Stemcell.CloudProperties = json.RawMessage(`{}`)
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 2 * time.Minute
+	}
+	return c
+}
+
+// Run is the conformance suite: the definition of a working CPI. It drives
+// the CPI that newCPI returns through the whole contract, one subtest per
+// part. newCPI is called once per subtest and must return a fresh plugin
+// whose resources are released by t.Cleanup (see RunInProcess and RunBinary
+// for plugins served over gRPC).
+func Run(t *testing.T, newCPI func(t *testing.T) cpi.CPI, cfg Config) {
+	t.Helper()
+	if cfg.Stemcell.ImagePath == "" {
+		t.Fatal("cpitest: Config.Stemcell.ImagePath is required")
+	}
+	if cfg.InvalidVMCloudProperties == nil {
+		t.Fatal("cpitest: Config.InvalidVMCloudProperties is required")
+	}
+	cfg = cfg.withDefaults()
+	tests := []struct {
+		name string
+		fn   func(*testing.T, *suite)
+	}{
+		{"Info", testInfo},
+		{"Stemcell", testStemcell},
+		{"VMLifecycle", testVMLifecycle},
+		{"DiskLifecycle", testDiskLifecycle},
+		{"MissingObjects", testMissingObjects},
+		{"ConcurrentCreateVM", testConcurrentCreateVM},
+		{"InvalidCloudProperties", testInvalidCloudProperties},
+		{"CalculateVMCloudProperties", testCalculateVMCloudProperties},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+			defer cancel()
+			s := &suite{cfg: cfg, c: newCPI(t), ctx: ctx}
+			info, err := s.c.Info(ctx)
+			if err != nil {
+				t.Fatalf("Info: %v", err)
+			}
+			s.info = info
+			tc.fn(t, s)
+		})
+	}
+}
+
+// suite is one subtest's state.
+type suite struct {
+	cfg  Config
+	c    cpi.CPI
+	ctx  context.Context
+	info cpi.Info
+}
+
+// stemcell creates a stemcell that is deleted when the test ends.
+func (s *suite) stemcell(t *testing.T) string {
+	t.Helper()
+	cid, err := s.c.CreateStemcell(s.ctx, s.cfg.Stemcell)
+	if err != nil {
+		t.Fatalf("CreateStemcell(%s): %v", s.cfg.Stemcell.ImagePath, err)
+	}
+	if cid == "" {
+		t.Fatal("CreateStemcell returned an empty cid")
+	}
+	t.Cleanup(func() {
+		s.cleanup(t, "DeleteStemcell", func(ctx context.Context) error { return s.c.DeleteStemcell(ctx, cid) })
+	})
+	return cid
+}
+
+func (s *suite) vmRequest(i int, stemcell string) cpi.CreateVMRequest {
+	agentID := fmt.Sprintf("cpitest-agent-%d", i)
+	return cpi.CreateVMRequest{
+		AgentID:         agentID,
+		StemcellCID:     stemcell,
+		CloudProperties: s.cfg.VMCloudProperties,
+		Networks:        s.cfg.Networks(i),
+		Env:             json.RawMessage(`{"bosh":{"group":"cpitest"}}`),
+		AgentSettings:   s.cfg.AgentSettings(agentID),
+	}
+}
+
+// vm creates the i-th VM, deleted when the test ends, and checks the
+// networks it reports.
+func (s *suite) vm(t *testing.T, i int, stemcell string) cpi.CreateVMResult {
+	t.Helper()
+	req := s.vmRequest(i, stemcell)
+	res, err := s.c.CreateVM(s.ctx, req)
+	if err != nil {
+		t.Fatalf("CreateVM #%d: %v", i, err)
+	}
+	if res.CID == "" {
+		t.Fatalf("CreateVM #%d returned an empty cid", i)
+	}
+	t.Cleanup(func() {
+		s.cleanup(t, "DeleteVM", func(ctx context.Context) error { return s.c.DeleteVM(ctx, res.CID) })
+	})
+	for name, want := range req.Networks {
+		got, ok := res.Networks[name]
+		if !ok {
+			t.Fatalf("CreateVM #%d: network %q missing from the result %+v", i, name, res.Networks)
+		}
+		switch {
+		case want.IP != "" && got.IP != want.IP:
+			t.Errorf("CreateVM #%d: network %q configured with ip %q, want %q", i, name, got.IP, want.IP)
+		case want.Type == "dynamic" && got.IP == "":
+			t.Errorf("CreateVM #%d: dynamic network %q has no ip in the result", i, name)
+		}
+	}
+	return res
+}
+
+// cleanup runs a delete with its own deadline, logging (not failing) on
+// error: the test already reports what went wrong.
+func (s *suite) cleanup(t *testing.T, what string, fn func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+	defer cancel()
+	if err := fn(ctx); err != nil {
+		t.Logf("cleanup %s: %v", what, err)
+	}
+}
+
+func (s *suite) checkAlive(t *testing.T, cid string, want bool) {
+	t.Helper()
+	if s.cfg.VMAlive == nil {
+		return
+	}
+	if got := s.cfg.VMAlive(t, cid); got != want {
+		t.Errorf("VM %s alive = %v, want %v", cid, got, want)
+	}
+}
+
+func wantCode(t *testing.T, call string, err error, sentinel *cpi.Error) {
+	t.Helper()
+	if !errors.Is(err, sentinel) {
+		t.Errorf("%s: error %v, want %s", call, err, sentinel.Code)
+	}
+}
+
+func testInfo(t *testing.T, s *suite) {
+	if s.info.Name == "" {
+		t.Error("Info.Name is empty")
+	}
+	if s.info.APIVersion != cpi.APIVersion {
+		t.Errorf("Info.APIVersion = %d, want %d", s.info.APIVersion, cpi.APIVersion)
+	}
+	if len(s.info.StemcellFormats) == 0 {
+		t.Error("Info.StemcellFormats is empty")
+	}
+}
+
+func testStemcell(t *testing.T, s *suite) {
+	cid, err := s.c.CreateStemcell(s.ctx, s.cfg.Stemcell)
+	if err != nil {
+		t.Fatalf("CreateStemcell: %v", err)
+	}
+	if cid == "" {
+		t.Fatal("CreateStemcell returned an empty cid")
+	}
+	other, err := s.c.CreateStemcell(s.ctx, s.cfg.Stemcell)
+	if err != nil {
+		t.Fatalf("second CreateStemcell: %v", err)
+	}
+	if other == cid {
+		t.Errorf("two CreateStemcell calls returned the same cid %q", cid)
+	}
+	for _, c := range []string{cid, other} {
+		if err := s.c.DeleteStemcell(s.ctx, c); err != nil {
+			t.Fatalf("DeleteStemcell(%s): %v", c, err)
+		}
+	}
+	if err := s.c.DeleteStemcell(s.ctx, cid); err != nil {
+		t.Errorf("DeleteStemcell of a deleted stemcell: %v (deletes are idempotent)", err)
+	}
+	_, err = s.c.CreateVM(s.ctx, s.vmRequest(0, cid))
+	wantCode(t, "CreateVM on a deleted stemcell", err, cpi.ErrStemcellNotFound)
+}
+
+func testVMLifecycle(t *testing.T, s *suite) {
+	stemcell := s.stemcell(t)
+	vm := s.vm(t, 0, stemcell)
+
+	has, err := s.c.HasVM(s.ctx, vm.CID)
+	if err != nil || !has {
+		t.Fatalf("HasVM(%s) after CreateVM = %v, %v; want true, nil", vm.CID, has, err)
+	}
+	s.checkAlive(t, vm.CID, true)
+
+	md := map[string]string{"deployment": "cpitest", "job": "web", "index": "0", "name": "web/0"}
+	if err := s.c.SetVMMetadata(s.ctx, vm.CID, md); err != nil {
+		t.Fatalf("SetVMMetadata: %v", err)
+	}
+	if err := s.c.RebootVM(s.ctx, vm.CID); err != nil {
+		t.Fatalf("RebootVM: %v", err)
+	}
+	has, err = s.c.HasVM(s.ctx, vm.CID)
+	if err != nil || !has {
+		t.Fatalf("HasVM(%s) after RebootVM = %v, %v; want true, nil", vm.CID, has, err)
+	}
+	s.checkAlive(t, vm.CID, true)
+
+	if err := s.c.DeleteVM(s.ctx, vm.CID); err != nil {
+		t.Fatalf("DeleteVM: %v", err)
+	}
+	has, err = s.c.HasVM(s.ctx, vm.CID)
+	if err != nil || has {
+		t.Fatalf("HasVM(%s) after DeleteVM = %v, %v; want false, nil", vm.CID, has, err)
+	}
+	s.checkAlive(t, vm.CID, false)
+	if err := s.c.DeleteVM(s.ctx, vm.CID); err != nil {
+		t.Errorf("DeleteVM of a deleted VM: %v (deletes are idempotent)", err)
+	}
+	wantCode(t, "RebootVM of a deleted VM", s.c.RebootVM(s.ctx, vm.CID), cpi.ErrVMNotFound)
+	wantCode(t, "SetVMMetadata of a deleted VM", s.c.SetVMMetadata(s.ctx, vm.CID, md), cpi.ErrVMNotFound)
+}
+
+func testDiskLifecycle(t *testing.T, s *suite) {
+	stemcell := s.stemcell(t)
+	vm := s.vm(t, 0, stemcell)
+
+	disk, err := s.c.CreateDisk(s.ctx, cpi.CreateDiskRequest{SizeMB: 64, CloudProperties: s.cfg.DiskCloudProperties, VMCID: vm.CID})
+	if err != nil {
+		t.Fatalf("CreateDisk: %v", err)
+	}
+	if disk == "" {
+		t.Fatal("CreateDisk returned an empty cid")
+	}
+	deleted := false
+	t.Cleanup(func() {
+		if !deleted {
+			s.cleanup(t, "DetachDisk", func(ctx context.Context) error { return s.c.DetachDisk(ctx, vm.CID, disk) })
+			s.cleanup(t, "DeleteDisk", func(ctx context.Context) error { return s.c.DeleteDisk(ctx, disk) })
+		}
+	})
+	if has, err := s.c.HasDisk(s.ctx, disk); err != nil || !has {
+		t.Fatalf("HasDisk(%s) = %v, %v; want true, nil", disk, has, err)
+	}
+	if err := s.c.SetDiskMetadata(s.ctx, disk, map[string]string{"deployment": "cpitest", "instance_group": "web"}); err != nil {
+		t.Fatalf("SetDiskMetadata: %v", err)
+	}
+
+	hint, err := s.c.AttachDisk(s.ctx, vm.CID, disk)
+	if err != nil {
+		t.Fatalf("AttachDisk(%s, %s): %v", vm.CID, disk, err)
+	}
+	if s.info.Capabilities.DiskHints && hint == (cpi.DiskHint{}) {
+		t.Errorf("AttachDisk returned an empty hint although Info says disk_hints")
+	}
+	disks, err := s.c.GetDisks(s.ctx, vm.CID)
+	if err != nil {
+		t.Fatalf("GetDisks: %v", err)
+	}
+	if !slices.Contains(disks, disk) {
+		t.Errorf("GetDisks(%s) = %v after attach, want it to hold %s", vm.CID, disks, disk)
+	}
+
+	if err := s.c.DetachDisk(s.ctx, vm.CID, disk); err != nil {
+		t.Fatalf("DetachDisk: %v", err)
+	}
+	disks, err = s.c.GetDisks(s.ctx, vm.CID)
+	if err != nil {
+		t.Fatalf("GetDisks after detach: %v", err)
+	}
+	if slices.Contains(disks, disk) {
+		t.Errorf("GetDisks(%s) = %v after detach, want it without %s", vm.CID, disks, disk)
+	}
+
+	err = s.c.ResizeDisk(s.ctx, disk, 128)
+	if s.info.Capabilities.ResizeDisk {
+		if err != nil {
+			t.Errorf("ResizeDisk: %v (Info says resize_disk)", err)
+		}
+	} else {
+		wantCode(t, "ResizeDisk without the resize_disk capability", err, cpi.ErrNotImplemented)
+	}
+
+	snap, err := s.c.SnapshotDisk(s.ctx, disk, map[string]string{"deployment": "cpitest"})
+	if s.info.Capabilities.Snapshots {
+		if err != nil {
+			t.Errorf("SnapshotDisk: %v (Info says snapshots)", err)
+		} else if snap == "" {
+			t.Error("SnapshotDisk returned an empty cid")
+		} else {
+			if err := s.c.DeleteSnapshot(s.ctx, snap); err != nil {
+				t.Errorf("DeleteSnapshot: %v", err)
+			}
+			if err := s.c.DeleteSnapshot(s.ctx, snap); err != nil {
+				t.Errorf("DeleteSnapshot of a deleted snapshot: %v (deletes are idempotent)", err)
+			}
+		}
+	} else {
+		wantCode(t, "SnapshotDisk without the snapshots capability", err, cpi.ErrNotImplemented)
+	}
+
+	if err := s.c.DeleteDisk(s.ctx, disk); err != nil {
+		t.Fatalf("DeleteDisk: %v", err)
+	}
+	deleted = true
+	if has, err := s.c.HasDisk(s.ctx, disk); err != nil || has {
+		t.Errorf("HasDisk(%s) after DeleteDisk = %v, %v; want false, nil", disk, has, err)
+	}
+	if err := s.c.DeleteDisk(s.ctx, disk); err != nil {
+		t.Errorf("DeleteDisk of a deleted disk: %v (deletes are idempotent)", err)
+	}
+	_, err = s.c.AttachDisk(s.ctx, vm.CID, disk)
+	wantCode(t, "AttachDisk of a deleted disk", err, cpi.ErrDiskNotFound)
+	wantCode(t, "SetDiskMetadata of a deleted disk", s.c.SetDiskMetadata(s.ctx, disk, map[string]string{"a": "b"}), cpi.ErrDiskNotFound)
+}
+
+func testMissingObjects(t *testing.T, s *suite) {
+	const (
+		vm       = "cpitest-missing-vm"
+		disk     = "cpitest-missing-disk"
+		stemcell = "cpitest-missing-stemcell"
+		snapshot = "cpitest-missing-snapshot"
+	)
+	for name, err := range map[string]error{
+		"DeleteVM":       s.c.DeleteVM(s.ctx, vm),
+		"DeleteDisk":     s.c.DeleteDisk(s.ctx, disk),
+		"DeleteStemcell": s.c.DeleteStemcell(s.ctx, stemcell),
+	} {
+		if err != nil {
+			t.Errorf("%s of a missing object: %v (deletes are idempotent)", name, err)
+		}
+	}
+	err := s.c.DeleteSnapshot(s.ctx, snapshot)
+	if s.info.Capabilities.Snapshots && err != nil {
+		t.Errorf("DeleteSnapshot of a missing snapshot: %v (deletes are idempotent)", err)
+	}
+	if !s.info.Capabilities.Snapshots && err != nil && !errors.Is(err, cpi.ErrNotImplemented) {
+		t.Errorf("DeleteSnapshot without the snapshots capability: %v, want nil or NotImplemented", err)
+	}
+	if has, err := s.c.HasVM(s.ctx, vm); err != nil || has {
+		t.Errorf("HasVM(missing) = %v, %v; want false, nil", has, err)
+	}
+	if has, err := s.c.HasDisk(s.ctx, disk); err != nil || has {
+		t.Errorf("HasDisk(missing) = %v, %v; want false, nil", has, err)
+	}
+	wantCode(t, "RebootVM(missing)", s.c.RebootVM(s.ctx, vm), cpi.ErrVMNotFound)
+	_, err = s.c.GetDisks(s.ctx, vm)
+	wantCode(t, "GetDisks(missing vm)", err, cpi.ErrVMNotFound)
+	_, err = s.c.AttachDisk(s.ctx, vm, disk)
+	if !errors.Is(err, cpi.ErrVMNotFound) && !errors.Is(err, cpi.ErrDiskNotFound) {
+		t.Errorf("AttachDisk(missing vm, missing disk): %v, want VMNotFound or DiskNotFound", err)
+	}
+	_, err = s.c.CreateVM(s.ctx, s.vmRequest(0, stemcell))
+	wantCode(t, "CreateVM(missing stemcell)", err, cpi.ErrStemcellNotFound)
+	_, err = s.c.SnapshotDisk(s.ctx, disk, nil)
+	if s.info.Capabilities.Snapshots {
+		wantCode(t, "SnapshotDisk(missing)", err, cpi.ErrDiskNotFound)
+	}
+}
+
+func testConcurrentCreateVM(t *testing.T, s *suite) {
+	const n = 8
+	stemcell := s.stemcell(t)
+	results := make([]cpi.CreateVMResult, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			results[i], errs[i] = s.c.CreateVM(s.ctx, s.vmRequest(i, stemcell))
+		})
+	}
+	wg.Wait()
+	for i, res := range results {
+		if res.CID != "" {
+			t.Cleanup(func() {
+				s.cleanup(t, "DeleteVM", func(ctx context.Context) error { return s.c.DeleteVM(ctx, res.CID) })
+			})
+		}
+		if errs[i] != nil {
+			t.Errorf("concurrent CreateVM #%d: %v", i, errs[i])
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	cids := map[string]int{}
+	ips := map[string]int{}
+	for i, res := range results {
+		if j, ok := cids[res.CID]; ok || res.CID == "" {
+			t.Errorf("CreateVM #%d and #%d returned the same cid %q", j, i, res.CID)
+		}
+		cids[res.CID] = i
+		for name, n := range res.Networks {
+			if n.IP == "" {
+				t.Errorf("CreateVM #%d: network %q has no ip", i, name)
+				continue
+			}
+			if j, ok := ips[n.IP]; ok {
+				t.Errorf("CreateVM #%d and #%d both got ip %s", j, i, n.IP)
+			}
+			ips[n.IP] = i
+		}
+	}
+	for _, res := range results {
+		if has, err := s.c.HasVM(s.ctx, res.CID); err != nil || !has {
+			t.Errorf("HasVM(%s) = %v, %v; want true, nil", res.CID, has, err)
+		}
+	}
+	var dwg sync.WaitGroup
+	for _, res := range results {
+		dwg.Go(func() {
+			if err := s.c.DeleteVM(s.ctx, res.CID); err != nil {
+				t.Errorf("concurrent DeleteVM(%s): %v", res.CID, err)
+			}
+		})
+	}
+	dwg.Wait()
+}
+
+func testInvalidCloudProperties(t *testing.T, s *suite) {
+	stemcell := s.stemcell(t)
+	req := s.vmRequest(0, stemcell)
+	req.CloudProperties = s.cfg.InvalidVMCloudProperties
+	res, err := s.c.CreateVM(s.ctx, req)
+	if err == nil {
+		s.cleanup(t, "DeleteVM", func(ctx context.Context) error { return s.c.DeleteVM(ctx, res.CID) })
+		t.Fatalf("CreateVM with cloud properties %s succeeded, want ErrInvalidCloudProperties", s.cfg.InvalidVMCloudProperties)
+	}
+	if !errors.Is(err, cpi.ErrInvalidCloudProperties) {
+		t.Fatalf("CreateVM with cloud properties %s: %v, want ErrInvalidCloudProperties", s.cfg.InvalidVMCloudProperties, err)
+	}
+	var e *cpi.Error
+	if !errors.As(err, &e) || e.Field != s.cfg.InvalidField {
+		t.Errorf("ErrInvalidCloudProperties names field %q, want %q (error: %v)", fieldOf(err), s.cfg.InvalidField, err)
+	}
+	_, err = s.c.CreateVM(s.ctx, cpi.CreateVMRequest{
+		AgentID: "cpitest-not-an-object", StemcellCID: stemcell, CloudProperties: json.RawMessage(`["not", "an", "object"]`),
+		Networks: req.Networks, AgentSettings: req.AgentSettings,
+	})
+	wantCode(t, "CreateVM with cloud properties that are not an object", err, cpi.ErrInvalidCloudProperties)
+}
+
+func fieldOf(err error) string {
+	var e *cpi.Error
+	if errors.As(err, &e) {
+		return e.Field
+	}
+	return ""
+}
+
+func testCalculateVMCloudProperties(t *testing.T, s *suite) {
+	props, err := s.c.CalculateVMCloudProperties(s.ctx, cpi.VMResources{CPU: 2, RAMMB: 2048, EphemeralDiskSize: 4096})
+	if errors.Is(err, cpi.ErrNotImplemented) {
+		t.Skip("CalculateVMCloudProperties is not implemented")
+	}
+	if err != nil {
+		t.Fatalf("CalculateVMCloudProperties: %v", err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(props, &m); err != nil {
+		t.Errorf("CalculateVMCloudProperties returned %s, want a JSON object: %v", props, err)
+	}
+}
