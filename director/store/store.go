@@ -315,3 +315,6 @@ func hasPrefix(b, p []byte) bool {
 }
 
 func decode(raw []byte, v any) error { return json.Unmarshal(raw, v) }
+
+// Now is the store's clock, for records written in this transaction.
+func (t *Tx) Now() time.Time { return t.now() }

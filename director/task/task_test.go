@@ -1,0 +1,188 @@
+package task_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/store/storetest"
+	"github.com/compleat/compleat/director/task"
+)
+
+func logger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, nil))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+
+// follow streams a task's events until it finishes.
+func follow(t *testing.T, m *task.Manager, id uint64) ([]store.Event, store.Task) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var all []store.Event
+	var after uint64
+	for {
+		evs, tk, err := m.Wait(ctx, id, after)
+		if err != nil {
+			t.Fatalf("wait task %d: %v", id, err)
+		}
+		all = append(all, evs...)
+		if len(evs) > 0 {
+			after = evs[len(evs)-1].Seq
+			continue
+		}
+		if tk.Finished() {
+			return all, tk
+		}
+	}
+}
+
+func TestTaskRecordsStagesAndResult(t *testing.T) {
+	s := storetest.New(t)
+	m := task.NewManager(s, logger(t), task.Options{})
+	tk, err := m.Start(context.Background(), task.Spec{Type: "test", Description: "two steps"}, func(ctx context.Context, r *task.Reporter) (string, error) {
+		st := r.Stage("Updating instance", 2)
+		if err := st.Run("web/0", func() error { return nil }, "canary"); err != nil {
+			return "", err
+		}
+		st.Run("web/1", func() error { return errors.New("boom") })
+		return "all good", nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, final := follow(t, m, tk.ID)
+	if final.State != store.TaskDone || final.Result != "all good" {
+		t.Errorf("task = %+v", final)
+	}
+	if len(evs) != 4 {
+		t.Fatalf("events = %+v, want 4", evs)
+	}
+	if evs[0].State != "started" || evs[0].Tags[0] != "canary" || evs[0].Index != 1 || evs[0].Total != 2 {
+		t.Errorf("first event = %+v", evs[0])
+	}
+	if evs[3].State != "failed" || evs[3].Error != "boom" || evs[3].Step != "web/1" {
+		t.Errorf("last event = %+v", evs[3])
+	}
+}
+
+func TestCancelStopsAtTheNextSafePoint(t *testing.T) {
+	s := storetest.New(t)
+	m := task.NewManager(s, logger(t), task.Options{})
+	started := make(chan struct{})
+	tk, err := m.Start(context.Background(), task.Spec{Type: "test", Deployment: "web"}, func(ctx context.Context, r *task.Reporter) (string, error) {
+		close(started)
+		for {
+			if err := task.Checkpoint(ctx); err != nil {
+				return "", err
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	if err := m.Cancel(tk.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, final := follow(t, m, tk.ID)
+	if final.State != store.TaskCancelled {
+		t.Errorf("state = %s, want cancelled", final.State)
+	}
+	if err := m.Cancel(tk.ID); err == nil {
+		t.Error("cancelling a finished task succeeded")
+	}
+	var locks []store.Lock
+	s.View(func(tx *store.Tx) error { locks, _ = tx.Locks(); return nil })
+	if len(locks) != 0 {
+		t.Errorf("locks left after cancel: %+v", locks)
+	}
+}
+
+func TestDeploymentLockIsExclusiveAndReleased(t *testing.T) {
+	s := storetest.New(t)
+	m := task.NewManager(s, logger(t), task.Options{LockTTL: 90 * time.Millisecond})
+	release := make(chan struct{})
+	running := make(chan struct{})
+	first, _ := m.Start(context.Background(), task.Spec{Type: "deploy", Deployment: "web"}, func(ctx context.Context, r *task.Reporter) (string, error) {
+		close(running)
+		<-release
+		return "", nil
+	})
+	<-running
+	// Outlive several lease periods: the running task keeps renewing it.
+	time.Sleep(250 * time.Millisecond)
+	second, _ := m.Start(context.Background(), task.Spec{Type: "deploy", Deployment: "web"}, func(ctx context.Context, r *task.Reporter) (string, error) {
+		return "ran", nil
+	})
+	_, f2 := follow(t, m, second.ID)
+	if f2.State != store.TaskError || !strings.Contains(f2.Error, "deployment web is busy") || !strings.Contains(f2.Error, "task 1") {
+		t.Errorf("second task = %+v, want a busy error naming task 1", f2)
+	}
+	close(release)
+	follow(t, m, first.ID)
+	third, _ := m.Start(context.Background(), task.Spec{Type: "deploy", Deployment: "web"}, func(ctx context.Context, r *task.Reporter) (string, error) {
+		return "ran", nil
+	})
+	if _, f3 := follow(t, m, third.ID); f3.State != store.TaskDone {
+		t.Errorf("third task = %+v", f3)
+	}
+}
+
+func TestRecoverMarksLeftoverTasksFailed(t *testing.T) {
+	s := storetest.New(t)
+	var left store.Task
+	s.Update(func(tx *store.Tx) error {
+		var err error
+		left, err = tx.CreateTask(store.Task{Type: "deploy", Deployment: "web", State: store.TaskProcessing})
+		if err != nil {
+			return err
+		}
+		_, err = tx.AcquireLock(task.LockName("web"), "task 1", left.ID, time.Hour)
+		return err
+	})
+	m := task.NewManager(s, logger(t), task.Options{})
+	n, err := m.Recover()
+	if err != nil || n != 1 {
+		t.Fatalf("recover = %d, %v", n, err)
+	}
+	s.View(func(tx *store.Tx) error {
+		got, _ := tx.Task(left.ID)
+		if got.State != store.TaskError || got.Error != task.RestartedReason {
+			t.Errorf("left task = %+v", got)
+		}
+		if ls, _ := tx.Locks(); len(ls) != 0 {
+			t.Errorf("locks = %+v", ls)
+		}
+		return nil
+	})
+}
+
+func TestShutdownCancelsRunningTasks(t *testing.T) {
+	s := storetest.New(t)
+	m := task.NewManager(s, logger(t), task.Options{})
+	tk, _ := m.Start(context.Background(), task.Spec{Type: "test"}, func(ctx context.Context, r *task.Reporter) (string, error) {
+		<-ctx.Done()
+		return "", task.Checkpoint(ctx)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.View(func(tx *store.Tx) error {
+		got, _ := tx.Task(tk.ID)
+		if got.State != store.TaskCancelled {
+			t.Errorf("task after shutdown = %+v", got)
+		}
+		return nil
+	})
+}
