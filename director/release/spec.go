@@ -248,3 +248,11 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// decodeLoose decodes one YAML document, ignoring unknown fields.
+func decodeLoose(data []byte, v any) error {
+	if err := yaml.Unmarshal(data, v); err != nil {
+		return err
+	}
+	return nil
+}
