@@ -1,0 +1,323 @@
+package compile_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/compleat/compleat/director/compile"
+	"github.com/compleat/compleat/director/compile/compiletest"
+)
+
+var ubuntu = compile.Stemcell{OS: "ubuntu-noble", Version: "1.5", CID: "sc-1"}
+
+func pkg(name string, deps ...string) compile.Package {
+	return compile.Package{Name: name, Version: "1", Fingerprint: "fp-" + name, Dependencies: deps}
+}
+
+// diamond: app -> (lib-a, lib-b) -> base
+func diamond() []compile.Package {
+	return []compile.Package{pkg("app", "lib-a", "lib-b"), pkg("lib-a", "base"), pkg("lib-b", "base"), pkg("base")}
+}
+
+type events struct {
+	mu sync.Mutex
+	e  []compile.Event
+}
+
+func (r *events) Report(e compile.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.e = append(r.e, e)
+}
+
+func TestDependencyOrderAndTransitiveDependencies(t *testing.T) {
+	cloud := compiletest.NewCloud(5 * time.Millisecond)
+	c := compile.New(cloud, compiletest.NewCache(), nil)
+	ev := &events{}
+	res, err := c.Compile(context.Background(), []compile.Target{{Stemcell: ubuntu, Packages: diamond()}}, compile.Options{Workers: 4, Reporter: ev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := cloud.Compiled()
+	pos := func(n string) int { return slices.Index(order, n) }
+	if !(pos("base") < pos("lib-a") && pos("base") < pos("lib-b") && pos("lib-a") < pos("app") && pos("lib-b") < pos("app")) {
+		t.Errorf("compile order %v breaks dependencies", order)
+	}
+	if got := cloud.DependenciesSeen("app"); !slices.Equal(got, []string{"base", "lib-a", "lib-b"}) {
+		t.Errorf("app compiled with %v, want its transitive dependencies", got)
+	}
+	if res.Built != 4 || res.Hits != 0 || len(res.Compiled[0]) != 4 {
+		t.Errorf("result = %+v", res)
+	}
+	if res.Compiled[0]["app"].BlobID != "blob-app" {
+		t.Errorf("app compiled = %+v", res.Compiled[0]["app"])
+	}
+	if cloud.LiveVMs() != 0 {
+		t.Errorf("%d compile VMs left", cloud.LiveVMs())
+	}
+	finished := 0
+	for _, e := range ev.e {
+		if e.State == "finished" {
+			finished++
+			if e.Total != 4 || e.Stage != "Compiling packages" || !strings.Contains(e.Task, "(ubuntu-noble/1.5)") {
+				t.Errorf("event %+v", e)
+			}
+		}
+	}
+	if finished != 4 {
+		t.Errorf("%d finished events, want 4", finished)
+	}
+}
+
+func TestWorkersBoundParallelism(t *testing.T) {
+	cloud := compiletest.NewCloud(20 * time.Millisecond)
+	c := compile.New(cloud, compiletest.NewCache(), nil)
+	var pkgs []compile.Package
+	for i := range 10 {
+		pkgs = append(pkgs, pkg(fmt.Sprintf("p%02d", i)))
+	}
+	if _, err := c.Compile(context.Background(), []compile.Target{{Stemcell: ubuntu, Packages: pkgs}}, compile.Options{Workers: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if m := cloud.MaxConcurrent(); m > 3 || m < 1 {
+		t.Errorf("max concurrent compilations = %d, want 1..3", m)
+	}
+	if cloud.CreatedVMs() != 10 || cloud.LiveVMs() != 0 {
+		t.Errorf("without reuse: created %d VMs (want 10), %d live (want 0)", cloud.CreatedVMs(), cloud.LiveVMs())
+	}
+}
+
+func TestReuseCompilationVMs(t *testing.T) {
+	cloud := compiletest.NewCloud(5 * time.Millisecond)
+	c := compile.New(cloud, compiletest.NewCache(), nil)
+	var pkgs []compile.Package
+	for i := range 8 {
+		pkgs = append(pkgs, pkg(fmt.Sprintf("p%02d", i)))
+	}
+	if _, err := c.Compile(context.Background(), []compile.Target{{Stemcell: ubuntu, Packages: pkgs}}, compile.Options{Workers: 2, ReuseVMs: true}); err != nil {
+		t.Fatal(err)
+	}
+	if cloud.CreatedVMs() > 2 {
+		t.Errorf("with reuse and 2 workers, created %d VMs", cloud.CreatedVMs())
+	}
+	if cloud.LiveVMs() != 0 {
+		t.Errorf("%d compile VMs left after the stage", cloud.LiveVMs())
+	}
+}
+
+func TestCacheHitCreatesNoVM(t *testing.T) {
+	cloud := compiletest.NewCloud(time.Millisecond)
+	cache := compiletest.NewCache()
+	c := compile.New(cloud, cache, nil)
+	targets := []compile.Target{{Stemcell: ubuntu, Packages: diamond()}}
+	first, err := c.Compile(context.Background(), targets, compile.Options{Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := cloud.CreatedVMs()
+	second, err := c.Compile(context.Background(), targets, compile.Options{Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cloud.CreatedVMs() != created {
+		t.Errorf("a fully cached stage created %d VMs", cloud.CreatedVMs()-created)
+	}
+	if second.Built != 0 || second.Hits != 4 {
+		t.Errorf("second stage = %+v", second)
+	}
+	if first.Compiled[0]["app"] != second.Compiled[0]["app"] {
+		t.Errorf("cached result differs")
+	}
+
+	// A new stemcell version, or a changed dependency, misses.
+	newer := ubuntu
+	newer.Version = "1.6"
+	third, err := c.Compile(context.Background(), []compile.Target{{Stemcell: newer, Packages: diamond()}}, compile.Options{Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if third.Built != 4 {
+		t.Errorf("new stemcell version: built %d, want 4", third.Built)
+	}
+	changed := diamond()
+	changed[3].Fingerprint = "fp-base-2" // base changes: everything above it recompiles
+	fourth, err := c.Compile(context.Background(), []compile.Target{{Stemcell: ubuntu, Packages: changed}}, compile.Options{Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fourth.Built != 4 {
+		t.Errorf("changed base: built %d, want 4", fourth.Built)
+	}
+}
+
+func TestCacheKey(t *testing.T) {
+	a := compile.CacheKey(pkg("app"), []compile.Package{pkg("x"), pkg("y")}, ubuntu)
+	b := compile.CacheKey(pkg("app"), []compile.Package{pkg("y"), pkg("x")}, ubuntu)
+	if a != b {
+		t.Errorf("key depends on dependency order")
+	}
+	other := ubuntu
+	other.CID = "another-cid"
+	if compile.CacheKey(pkg("app"), nil, other) != compile.CacheKey(pkg("app"), nil, ubuntu) {
+		t.Errorf("key depends on the stemcell cid; only OS and version count")
+	}
+	other.OS = "ubuntu-jammy"
+	if compile.CacheKey(pkg("app"), nil, other) == compile.CacheKey(pkg("app"), nil, ubuntu) {
+		t.Errorf("key ignores the stemcell OS")
+	}
+}
+
+func TestPackagingFailureNamesPackageShowsLogTailAndDeletesVMs(t *testing.T) {
+	cloud := compiletest.NewCloud(5 * time.Millisecond)
+	var log strings.Builder
+	for i := range 30 {
+		fmt.Fprintf(&log, "line %d\n", i)
+	}
+	log.WriteString("gcc: error: missing.c: No such file\n")
+	cloud.Fail["lib-a"] = log.String()
+	c := compile.New(cloud, compiletest.NewCache(), nil)
+	_, err := c.Compile(context.Background(), []compile.Target{{Stemcell: ubuntu, Packages: diamond()}}, compile.Options{Workers: 2, ReuseVMs: true})
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	var perr *compile.PackagingError
+	if !errors.As(err, &perr) || perr.Package != "lib-a" {
+		t.Errorf("error %v is not lib-a's packaging error", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{"lib-a", "ubuntu-noble/1.5", "missing.c: No such file", "line 29"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error does not mention %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "line 5\n") {
+		t.Errorf("error holds the whole log, not its tail:\n%s", msg)
+	}
+	if slices.Contains(cloud.Compiled(), "app") {
+		t.Errorf("app compiled although its dependency failed")
+	}
+	if cloud.LiveVMs() != 0 {
+		t.Errorf("%d compile VMs left after a failure", cloud.LiveVMs())
+	}
+}
+
+func TestCancelDeletesVMs(t *testing.T) {
+	cloud := compiletest.NewCloud(10 * time.Second)
+	c := compile.New(cloud, compiletest.NewCache(), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for cloud.CreatedVMs() < 2 {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+	}()
+	_, err := c.Compile(ctx, []compile.Target{{Stemcell: ubuntu, Packages: []compile.Package{pkg("a"), pkg("b"), pkg("c")}}}, compile.Options{Workers: 2, ReuseVMs: true})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want cancelled", err)
+	}
+	if cloud.LiveVMs() != 0 {
+		t.Errorf("%d compile VMs left after cancel", cloud.LiveVMs())
+	}
+}
+
+func TestCreateVMFailure(t *testing.T) {
+	cloud := compiletest.NewCloud(time.Millisecond)
+	cloud.FailCreate = errors.New("quota exceeded")
+	c := compile.New(cloud, compiletest.NewCache(), nil)
+	_, err := c.Compile(context.Background(), []compile.Target{{Stemcell: ubuntu, Packages: diamond()}}, compile.Options{Workers: 2})
+	if err == nil || !strings.Contains(err.Error(), "quota exceeded") || !strings.Contains(err.Error(), "base") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestConcurrentStagesCompileOnce(t *testing.T) {
+	cloud := compiletest.NewCloud(30 * time.Millisecond)
+	c := compile.New(cloud, compiletest.NewCache(), nil)
+	targets := []compile.Target{{Stemcell: ubuntu, Packages: diamond()}}
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	results := make([]compile.Result, 3)
+	for i := range 3 {
+		wg.Go(func() {
+			results[i], errs[i] = c.Compile(context.Background(), targets, compile.Options{Workers: 2})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("stage %d: %v", i, err)
+		}
+		if results[i].Compiled[0]["app"].BlobID != "blob-app" {
+			t.Errorf("stage %d: app = %+v", i, results[i].Compiled[0]["app"])
+		}
+	}
+	got := cloud.Compiled()
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"app", "base", "lib-a", "lib-b"}) {
+		t.Errorf("compiled %v, want each package once", got)
+	}
+	if cloud.LiveVMs() != 0 {
+		t.Errorf("%d VMs left", cloud.LiveVMs())
+	}
+}
+
+func TestBadGraphs(t *testing.T) {
+	c := compile.New(compiletest.NewCloud(0), compiletest.NewCache(), nil)
+	for name, pkgs := range map[string][]compile.Package{
+		"cycle":   {pkg("a", "b"), pkg("b", "c"), pkg("c", "a")},
+		"missing": {pkg("a", "nope")},
+	} {
+		_, err := c.Compile(context.Background(), []compile.Target{{Stemcell: ubuntu, Packages: pkgs}}, compile.Options{Workers: 1})
+		if err == nil {
+			t.Errorf("%s: want an error", name)
+			continue
+		}
+		t.Logf("%s: %v", name, err)
+	}
+}
+
+// chainAndFan is a chain z1 -> z2 -> z3 of short packages beside four
+// independent longer ones: with 2 workers the chain must start first and
+// each link as soon as it is ready.
+func chainAndFan(cloud *compiletest.Cloud) []compile.Package {
+	pkgs := []compile.Package{pkg("z1"), pkg("z2", "z1"), pkg("z3", "z2"), pkg("a"), pkg("b"), pkg("c"), pkg("d")}
+	for i := range pkgs {
+		d := 35 * time.Millisecond
+		if strings.HasPrefix(pkgs[i].Name, "z") {
+			d = 20 * time.Millisecond
+		}
+		pkgs[i].Cost = d
+		cloud.Durations[pkgs[i].Name] = d
+	}
+	return pkgs
+}
+
+func TestCriticalPathFirstBeatsNaiveOrder(t *testing.T) {
+	run := func(opts compile.Options) []string {
+		cloud := compiletest.NewCloud(0)
+		c := compile.New(cloud, compiletest.NewCache(), nil)
+		if _, err := c.Compile(context.Background(), []compile.Target{{Stemcell: ubuntu, Packages: chainAndFan(cloud)}}, opts); err != nil {
+			t.Fatal(err)
+		}
+		return cloud.Started()
+	}
+	// Critical path: z1 and a at 0, z2 at 20ms (before b at 35ms).
+	critical := run(compile.Options{Workers: 2})
+	if i := slices.Index(critical, "z1"); i > 1 {
+		t.Errorf("critical-path order started %v; z1 should be among the first two", critical)
+	}
+	if i := slices.Index(critical, "z2"); i > 2 {
+		t.Errorf("critical-path order started z2 late: %v", critical)
+	}
+	// Naive (name order): a, b, c, d first, the chain only after them.
+	naive := run(compile.NaiveOrder(compile.Options{Workers: 2}))
+	if i := slices.Index(naive, "z1"); i < 4 {
+		t.Errorf("naive order started %v; expected a, b, c, d before z1", naive)
+	}
+}
