@@ -91,12 +91,12 @@ type VMResources struct {
 
 // Job places one job of a release on every instance of a group.
 type Job struct {
-	Name                      string                      `json:"name"`
-	Release                   string                      `json:"release"`
-	Properties                map[string]any              `json:"properties,omitempty"`
-	Consumes                  map[string]Consume          `json:"consumes,omitempty"`
-	Provides                  map[string]Provide          `json:"provides,omitempty"`
-	CustomProviderDefinitions []CustomProviderDefinition  `json:"custom_provider_definitions,omitempty"`
+	Name                      string                     `json:"name"`
+	Release                   string                     `json:"release"`
+	Properties                map[string]any             `json:"properties,omitempty"`
+	Consumes                  map[string]Consume         `json:"consumes,omitempty"`
+	Provides                  map[string]Provide         `json:"provides,omitempty"`
+	CustomProviderDefinitions []CustomProviderDefinition `json:"custom_provider_definitions,omitempty"`
 }
 
 // Consume says where a job's consumed link comes from. The zero value means

@@ -390,8 +390,8 @@ func (d *decoder) provide(n *yaml.Node, path string) Provide {
 			for i, c := range d.list(v, p) {
 				var a LinkAlias
 				d.object(c, index(p, i), fields{
-					"domain":        func(v *yaml.Node, p string) { a.Domain = d.name(v, p) },
-					"health_filter": func(v *yaml.Node, p string) { a.HealthFilter = d.name(v, p) },
+					"domain":               func(v *yaml.Node, p string) { a.Domain = d.name(v, p) },
+					"health_filter":        func(v *yaml.Node, p string) { a.HealthFilter = d.name(v, p) },
 					"initial_health_check": nil,
 					"placeholder_type":     nil,
 				}, "domain")

@@ -144,10 +144,10 @@ type Update struct {
 
 // updateSpec is an update block as written: nil fields were not set.
 type updateSpec struct {
-	canaries, maxInFlight, maxSurge    *Amount
-	canaryWatch, updateWatch           *WatchTime
-	serial, autoRollback               *bool
-	vmStrategy                         *string
+	canaries, maxInFlight, maxSurge *Amount
+	canaryWatch, updateWatch        *WatchTime
+	serial, autoRollback            *bool
+	vmStrategy                      *string
 }
 
 func (d *decoder) updateBlock(n *yaml.Node, path string) *updateSpec {
