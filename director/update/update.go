@@ -1,0 +1,571 @@
+// Package update rolls a planned change out to a deployment's instances:
+// canaries first, then batches, group after group, stopping at the first
+// failure with the untouched instances left as they were.
+//
+// The entry point is [Updater.Run] with a [Rollout] (built by the director
+// from a plan). The updater decides order and concurrency only; every action
+// on an instance goes through the [Executor] the director provides (backed by
+// the CPI and the agent client), and progress goes to a [Reporter] (task
+// events).
+//
+// Order:
+//
+//  1. Missing VMs (instances with New set) are created in parallel.
+//  2. Instance groups in order. A group with Update.Serial waits for every
+//     group before it and the next group waits for it; consecutive
+//     non-serial groups update together.
+//  3. Within a group only instances with a non-empty change set are touched:
+//     the first Update.Canaries of them (AZ by AZ, by index) update together
+//     as canaries, then the rest AZ by AZ in batches of Update.MaxInFlight
+//     (a number, or a percentage of the group's size; at least 1). A batch
+//     never spans two AZs.
+//  4. Per instance: pre-stop → drain → stop → recreate the VM when needed
+//     (the executor moves the persistent disks) → apply → pre-start → start →
+//     watch until running (see [WatchSchedule]) → post-start. A new instance
+//     skips the steps before apply.
+//  5. Instances to delete (scaled down or whose group is gone) are drained,
+//     stopped and deleted last.
+//  6. Post-deploy runs on every instance of the deployment when anything
+//     changed.
+//
+// A failed canary or batch lets the rest of its batch finish, starts nothing
+// new (in any group) and returns an error naming each failed instance.
+// [Options.Pause] stops the rollout after the current batches with
+// [ErrPaused]; the next deploy re-plans and continues with whatever still
+// differs. [Result] lists the instances touched, which automatic rollback
+// needs.
+package update
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/compleat/compleat/director/manifest"
+)
+
+// Instance is one instance as the updater sees it.
+type Instance struct {
+	Group string
+	ID    string
+	Index int
+	AZ    string
+	// Changes are the plan's reasons to touch the instance; empty means
+	// "leave it alone".
+	Changes []string
+	// New: the instance has no VM yet (it is created in the first stage).
+	New bool
+	// Recreate: the VM must be replaced (stemcell, vm_type or networks
+	// changed, or --recreate).
+	Recreate bool
+}
+
+// Name is "group/id".
+func (i Instance) Name() string { return i.Group + "/" + i.ID }
+
+// Changed reports whether the instance is to be touched.
+func (i Instance) Changed() bool { return len(i.Changes) > 0 || i.New || i.Recreate }
+
+// Group is one instance group's rollout.
+type Group struct {
+	Name   string
+	Update manifest.Update
+	// Size is the group's desired instance count (the base of a percentage
+	// max_in_flight); zero means len(Instances).
+	Size int
+	// AZs orders the group's AZs; AZs not listed come after, by name.
+	AZs []string
+	// Instances are the group's desired instances, changed or not.
+	Instances []Instance
+}
+
+// Rollout is everything one deploy changes.
+type Rollout struct {
+	Deployment string
+	Groups     []Group
+	// Delete are instances to remove: scaled down, or their group is gone.
+	Delete []Instance
+}
+
+// Executor acts on one instance. The director implements it with the CPI
+// and the agent client; each method returns when its step is done.
+type Executor interface {
+	// CreateVM creates a missing VM (with its persistent disks attached)
+	// and waits for its agent.
+	CreateVM(ctx context.Context, inst Instance) error
+	// PreStop, Drain and Stop take a running instance out of service.
+	PreStop(ctx context.Context, inst Instance) error
+	Drain(ctx context.Context, inst Instance) error
+	Stop(ctx context.Context, inst Instance) error
+	// RecreateVM replaces the instance's VM, moving its persistent disks.
+	RecreateVM(ctx context.Context, inst Instance) error
+	// Apply installs the planned jobs and packages; PreStart and Start run
+	// the lifecycle scripts and the processes.
+	Apply(ctx context.Context, inst Instance) error
+	PreStart(ctx context.Context, inst Instance) error
+	Start(ctx context.Context, inst Instance) error
+	// Running reports whether every process runs; when not, detail names the
+	// failing processes with the tail of their logs.
+	Running(ctx context.Context, inst Instance) (running bool, detail string, err error)
+	PostStart(ctx context.Context, inst Instance) error
+	PostDeploy(ctx context.Context, inst Instance) error
+	// Delete removes a stopped instance's VM and orphans its disks.
+	Delete(ctx context.Context, inst Instance) error
+}
+
+// Event is one step of the rollout for the task log.
+type Event struct {
+	Stage    string // "Creating missing vms", "Updating instance", "Deleting unneeded instances", "Running post-deploy"
+	Task     string // "web/<id> (canary)"
+	Index    int    // 1-based within the stage (for "Updating instance": within the group)
+	Total    int
+	State    string // "started", "finished", "failed"
+	Duration time.Duration
+	Err      error
+}
+
+// Reporter receives events.
+type Reporter interface {
+	Report(e Event)
+}
+
+// Options tune a run.
+type Options struct {
+	Reporter Reporter
+	// SkipDrain skips drain scripts (--skip-drain).
+	SkipDrain bool
+	// Parallel bounds VM creation, deletion and post-deploy (default 10).
+	Parallel int
+	// Pause, when it returns true between batches, stops the rollout after
+	// the batches under way with ErrPaused.
+	Pause func() bool
+	// MinWatchStep is the smallest step between two checks after the first
+	// (BOSH: one second). Zero means one second.
+	MinWatchStep time.Duration
+}
+
+// ErrPaused is returned when Options.Pause stopped the rollout.
+var ErrPaused = errors.New("rollout paused")
+
+// Result says what a run did.
+type Result struct {
+	// Touched are the instances the run started to change (updated, failed
+	// or interrupted), in the order they started: what a rollback restores.
+	Touched []Instance
+	// Updated finished every step.
+	Updated []Instance
+	// Failed are the instances whose update failed.
+	Failed []Instance
+	// Deleted were removed.
+	Deleted []Instance
+	// Skipped counts desired instances with no change.
+	Skipped int
+}
+
+// Updater runs rollouts through an executor.
+type Updater struct {
+	exec   Executor
+	logger *slog.Logger
+}
+
+// New returns an updater.
+func New(exec Executor, logger *slog.Logger) *Updater {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Updater{exec: exec, logger: logger}
+}
+
+// Batch is a set of instances updated together.
+type Batch struct {
+	Canary    bool
+	AZ        string // "" for canaries spanning AZs
+	Instances []Instance
+}
+
+// Batches splits a group's changed instances into canaries and batches.
+func Batches(g Group) []Batch {
+	size := g.Size
+	if size == 0 {
+		size = len(g.Instances)
+	}
+	var changed []Instance
+	for _, in := range g.Instances {
+		if in.Changed() {
+			changed = append(changed, in)
+		}
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	azRank := map[string]int{}
+	for i, az := range g.AZs {
+		azRank[az] = i + 1
+	}
+	sort.SliceStable(changed, func(i, j int) bool {
+		a, b := changed[i], changed[j]
+		ra, rb := azRank[a.AZ], azRank[b.AZ]
+		if ra == 0 {
+			ra = len(g.AZs) + 1
+		}
+		if rb == 0 {
+			rb = len(g.AZs) + 1
+		}
+		if ra != rb {
+			return ra < rb
+		}
+		if a.AZ != b.AZ {
+			return a.AZ < b.AZ
+		}
+		if a.Index != b.Index {
+			return a.Index < b.Index
+		}
+		return a.ID < b.ID
+	})
+	canaries := g.Update.Canaries.Of(size)
+	if canaries > len(changed) {
+		canaries = len(changed)
+	}
+	var out []Batch
+	if canaries > 0 {
+		out = append(out, Batch{Canary: true, Instances: changed[:canaries]})
+	}
+	inFlight := g.Update.MaxInFlight.Of(size)
+	if inFlight < 1 {
+		inFlight = 1
+	}
+	rest := changed[canaries:]
+	for len(rest) > 0 {
+		az := rest[0].AZ
+		n := 0
+		for n < len(rest) && n < inFlight && rest[n].AZ == az {
+			n++
+		}
+		out = append(out, Batch{AZ: az, Instances: rest[:n]})
+		rest = rest[n:]
+	}
+	return out
+}
+
+// Waves groups instance groups that update together: a serial group is a
+// wave of its own; consecutive non-serial groups share one.
+func Waves(groups []Group) [][]Group {
+	var out [][]Group
+	for i, g := range groups {
+		if g.Update.Serial || i == 0 || groups[i-1].Update.Serial {
+			out = append(out, []Group{g})
+			continue
+		}
+		out[len(out)-1] = append(out[len(out)-1], g)
+	}
+	return out
+}
+
+// WatchSchedule returns the offsets, from the start of the watch, at which
+// the updater checks an instance: first at w.Min, then in steps of at least
+// minStep (BOSH splits the range into ten), the last one exactly at w.Max.
+func WatchSchedule(w manifest.WatchTime, minStep time.Duration) []time.Duration {
+	if minStep <= 0 {
+		minStep = time.Second
+	}
+	out := []time.Duration{w.Min}
+	delta := w.Max - w.Min
+	if delta <= 0 {
+		return out
+	}
+	step := max(minStep, delta/9)
+	for t := w.Min + step; t < w.Max; t += step {
+		out = append(out, t)
+	}
+	return append(out, w.Max)
+}
+
+// run is the state of one Run.
+type run struct {
+	u    *Updater
+	opts Options
+
+	mu     sync.Mutex
+	res    Result
+	halted bool // a failure or a pause: start nothing new
+	paused bool
+	errs   []error
+}
+
+func (r *run) report(e Event) {
+	if r.opts.Reporter != nil {
+		r.opts.Reporter.Report(e)
+	}
+}
+
+func (r *run) stop() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.halted && r.opts.Pause != nil && r.opts.Pause() {
+		r.halted, r.paused = true, true
+	}
+	return r.halted
+}
+
+func (r *run) fail(inst Instance, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.halted = true
+	r.res.Failed = append(r.res.Failed, inst)
+	r.errs = append(r.errs, err)
+}
+
+// Run carries out the rollout. It returns the first failures (each naming
+// its instance), ErrPaused, or the context's error; Result is filled in
+// every case.
+func (u *Updater) Run(ctx context.Context, ro Rollout, opts Options) (Result, error) {
+	if opts.Parallel < 1 {
+		opts.Parallel = 10
+	}
+	r := &run{u: u, opts: opts}
+	for _, g := range ro.Groups {
+		for _, in := range g.Instances {
+			if !in.Changed() {
+				r.res.Skipped++
+			}
+		}
+	}
+
+	// 1. Missing VMs, in parallel.
+	var missing []Instance
+	for _, g := range ro.Groups {
+		for _, in := range g.Instances {
+			if in.New {
+				missing = append(missing, in)
+			}
+		}
+	}
+	r.parallel(ctx, "Creating missing vms", missing, func(ctx context.Context, in Instance) error {
+		if err := u.exec.CreateVM(ctx, in); err != nil {
+			return fmt.Errorf("create vm for %s: %w", in.Name(), err)
+		}
+		return nil
+	})
+
+	// 2. Groups, wave by wave.
+	for _, wave := range Waves(ro.Groups) {
+		if r.stop() || ctx.Err() != nil {
+			break
+		}
+		var wg sync.WaitGroup
+		for _, g := range wave {
+			wg.Go(func() { r.group(ctx, g) })
+		}
+		wg.Wait()
+	}
+
+	// 3. Instances to delete, last.
+	if !r.stop() && ctx.Err() == nil {
+		r.parallel(ctx, "Deleting unneeded instances", ro.Delete, func(ctx context.Context, in Instance) error {
+			if err := r.takeDown(ctx, in); err != nil {
+				return err
+			}
+			if err := u.exec.Delete(ctx, in); err != nil {
+				return fmt.Errorf("delete %s: %w", in.Name(), err)
+			}
+			r.mu.Lock()
+			r.res.Deleted = append(r.res.Deleted, in)
+			r.mu.Unlock()
+			return nil
+		})
+	}
+
+	// 4. Post-deploy, when anything changed.
+	if !r.stop() && ctx.Err() == nil && (len(r.res.Touched) > 0 || len(r.res.Deleted) > 0) {
+		var all []Instance
+		for _, g := range ro.Groups {
+			all = append(all, g.Instances...)
+		}
+		r.parallel(ctx, "Running post-deploy", all, func(ctx context.Context, in Instance) error {
+			if err := u.exec.PostDeploy(ctx, in); err != nil {
+				return fmt.Errorf("post-deploy on %s: %w", in.Name(), err)
+			}
+			return nil
+		})
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case len(r.errs) > 0:
+		return r.res, errors.Join(r.errs...)
+	case ctx.Err() != nil:
+		return r.res, fmt.Errorf("update deployment %s: %w", ro.Deployment, ctx.Err())
+	case r.paused:
+		return r.res, ErrPaused
+	}
+	return r.res, nil
+}
+
+// parallel runs fn on every instance, at most opts.Parallel at once, as one
+// stage of events; failures halt the rollout.
+func (r *run) parallel(ctx context.Context, stage string, insts []Instance, fn func(context.Context, Instance) error) {
+	if len(insts) == 0 || r.stop() {
+		return
+	}
+	sem := make(chan struct{}, r.opts.Parallel)
+	var wg sync.WaitGroup
+	for i, in := range insts {
+		if ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			task := in.Name()
+			began := time.Now()
+			r.report(Event{Stage: stage, Task: task, Index: i + 1, Total: len(insts), State: "started"})
+			if err := fn(ctx, in); err != nil {
+				r.report(Event{Stage: stage, Task: task, Index: i + 1, Total: len(insts), State: "failed", Duration: time.Since(began), Err: err})
+				r.fail(in, err)
+				return
+			}
+			r.report(Event{Stage: stage, Task: task, Index: i + 1, Total: len(insts), State: "finished", Duration: time.Since(began)})
+		})
+	}
+	wg.Wait()
+}
+
+// group updates one group batch by batch.
+func (r *run) group(ctx context.Context, g Group) {
+	batches := Batches(g)
+	total := 0
+	for _, b := range batches {
+		total += len(b.Instances)
+	}
+	n := 0
+	for _, b := range batches {
+		if r.stop() || ctx.Err() != nil {
+			return
+		}
+		var wg sync.WaitGroup
+		for _, in := range b.Instances {
+			n++
+			idx := n
+			r.mu.Lock()
+			r.res.Touched = append(r.res.Touched, in)
+			r.mu.Unlock()
+			wg.Go(func() { r.instance(ctx, g, b.Canary, in, idx, total) })
+		}
+		wg.Wait()
+	}
+}
+
+func (r *run) instance(ctx context.Context, g Group, canary bool, in Instance, idx, total int) {
+	task := in.Name()
+	if canary {
+		task += " (canary)"
+	}
+	ev := Event{Stage: "Updating instance", Task: task, Index: idx, Total: total}
+	began := time.Now()
+	ev.State = "started"
+	r.report(ev)
+	err := r.steps(ctx, g, canary, in)
+	ev.Duration = time.Since(began)
+	if err != nil {
+		label := in.Name()
+		if canary {
+			label += " (canary)"
+		}
+		err = fmt.Errorf("update %s: %w", label, err)
+		ev.State, ev.Err = "failed", err
+		r.report(ev)
+		r.fail(in, err)
+		return
+	}
+	ev.State = "finished"
+	r.report(ev)
+	r.mu.Lock()
+	r.res.Updated = append(r.res.Updated, in)
+	r.mu.Unlock()
+}
+
+// takeDown runs pre-stop, drain and stop on a running instance.
+func (r *run) takeDown(ctx context.Context, in Instance) error {
+	if err := r.u.exec.PreStop(ctx, in); err != nil {
+		return fmt.Errorf("pre-stop: %w", err)
+	}
+	if !r.opts.SkipDrain {
+		if err := r.u.exec.Drain(ctx, in); err != nil {
+			return fmt.Errorf("drain: %w", err)
+		}
+	}
+	if err := r.u.exec.Stop(ctx, in); err != nil {
+		return fmt.Errorf("stop: %w", err)
+	}
+	return nil
+}
+
+func (r *run) steps(ctx context.Context, g Group, canary bool, in Instance) error {
+	x := r.u.exec
+	if !in.New {
+		if err := r.takeDown(ctx, in); err != nil {
+			return err
+		}
+		if in.Recreate {
+			if err := x.RecreateVM(ctx, in); err != nil {
+				return fmt.Errorf("recreate vm: %w", err)
+			}
+		}
+	}
+	if err := x.Apply(ctx, in); err != nil {
+		return fmt.Errorf("apply: %w", err)
+	}
+	if err := x.PreStart(ctx, in); err != nil {
+		return fmt.Errorf("pre-start: %w", err)
+	}
+	if err := x.Start(ctx, in); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	w := g.Update.UpdateWatchTime
+	if canary {
+		w = g.Update.CanaryWatchTime
+	}
+	if err := r.watch(ctx, in, w); err != nil {
+		return err
+	}
+	if err := x.PostStart(ctx, in); err != nil {
+		return fmt.Errorf("post-start: %w", err)
+	}
+	return nil
+}
+
+// watch checks the instance on the watch schedule until it runs.
+func (r *run) watch(ctx context.Context, in Instance, w manifest.WatchTime) error {
+	start := time.Now()
+	detail := ""
+	for _, at := range WatchSchedule(w, r.opts.MinWatchStep) {
+		if wait := at - time.Since(start); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+		}
+		ok, d, err := r.u.exec.Running(ctx, in)
+		if err != nil {
+			return fmt.Errorf("check processes: %w", err)
+		}
+		if ok {
+			return nil
+		}
+		detail = d
+	}
+	msg := fmt.Sprintf("not running after %s", w.Max)
+	if detail = strings.TrimSpace(detail); detail != "" {
+		msg += ":\n" + detail
+	}
+	return errors.New(msg)
+}

@@ -1,0 +1,413 @@
+package update_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/compleat/compleat/director/manifest"
+	"github.com/compleat/compleat/director/update"
+	"github.com/compleat/compleat/director/update/updatetest"
+)
+
+func upd(canaries, inFlight int, serial bool) manifest.Update {
+	return manifest.Update{
+		Canaries:        manifest.Amount{N: canaries},
+		MaxInFlight:     manifest.Amount{N: inFlight},
+		CanaryWatchTime: manifest.WatchTime{Min: 0, Max: 0},
+		UpdateWatchTime: manifest.WatchTime{Min: 0, Max: 0},
+		Serial:          serial,
+	}
+}
+
+// group makes n existing, changed instances in the given AZs (round robin)
+// and seeds them in the fake.
+func group(x *updatetest.Executor, name string, n int, u manifest.Update, azs ...string) update.Group {
+	if len(azs) == 0 {
+		azs = []string{"z1"}
+	}
+	g := update.Group{Name: name, Update: u, AZs: azs}
+	for i := range n {
+		in := update.Instance{Group: name, ID: fmt.Sprintf("%s%d", name[:1], i), Index: i, AZ: azs[i%len(azs)], Changes: []string{"properties changed"}}
+		x.Seed(in)
+		g.Instances = append(g.Instances, in)
+	}
+	return g
+}
+
+// span is when an instance's first and last steps happened.
+type span struct{ first, last time.Time }
+
+func spans(x *updatetest.Executor) map[string]span {
+	out := map[string]span{}
+	for _, s := range x.Timeline() {
+		if s.Step == "post-deploy" {
+			continue
+		}
+		sp, ok := out[s.Instance]
+		if !ok {
+			sp.first = s.At
+		}
+		sp.last = s.At
+		out[s.Instance] = sp
+	}
+	return out
+}
+
+// maxOverlap is the most instances (with the prefix) in flight at once.
+func maxOverlap(x *updatetest.Executor, prefix string) int {
+	type ev struct {
+		at    time.Time
+		delta int
+	}
+	var evs []ev
+	for name, sp := range spans(x) {
+		if strings.HasPrefix(name, prefix) {
+			evs = append(evs, ev{sp.first, 1}, ev{sp.last, -1})
+		}
+	}
+	slices.SortFunc(evs, func(a, b ev) int {
+		if c := a.at.Compare(b.at); c != 0 {
+			return c
+		}
+		return a.delta - b.delta // ends before starts at the same instant
+	})
+	cur, best := 0, 0
+	for _, e := range evs {
+		cur += e.delta
+		best = max(best, cur)
+	}
+	return best
+}
+
+type recorder struct {
+	mu sync.Mutex
+	ev []update.Event
+}
+
+func (r *recorder) Report(e update.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ev = append(r.ev, e)
+}
+
+var fullUpdate = []string{"pre-stop", "drain", "stop", "apply", "pre-start", "start", "running", "post-start", "post-deploy"}
+
+func TestCanaryFirstThenBatches(t *testing.T) {
+	x := updatetest.New()
+	x.Delay["start"] = 5 * time.Millisecond
+	g := group(x, "web", 5, upd(1, 2, true))
+	rec := &recorder{}
+	res, err := update.New(x, nil).Run(context.Background(), update.Rollout{Deployment: "d", Groups: []update.Group{g}}, update.Options{Reporter: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Updated) != 5 || len(res.Failed) != 0 {
+		t.Fatalf("result %+v", res)
+	}
+	sp := spans(x)
+	canary := sp["web/w0"]
+	for _, name := range []string{"web/w1", "web/w2", "web/w3", "web/w4"} {
+		if !sp[name].first.After(canary.last) {
+			t.Errorf("%s started before the canary finished", name)
+		}
+	}
+	if m := maxOverlap(x, "web/"); m > 2 {
+		t.Errorf("%d instances in flight, max_in_flight is 2", m)
+	}
+	if got := x.StepsOf("web/w3"); !slices.Equal(got, fullUpdate) {
+		t.Errorf("steps of web/w3 = %v, want %v", got, fullUpdate)
+	}
+	var first update.Event
+	for _, e := range rec.ev {
+		if e.Stage == "Updating instance" {
+			first = e
+			break
+		}
+	}
+	if first.Task != "web/w0 (canary)" || first.Index != 1 || first.Total != 5 || first.State != "started" {
+		t.Errorf("first update event = %+v", first)
+	}
+}
+
+func TestBatchesNeverSpanAZsAndPercentages(t *testing.T) {
+	x := updatetest.New()
+	u := upd(1, 0, true)
+	u.MaxInFlight = manifest.Amount{N: 30, Percent: true}
+	g := group(x, "web", 10, u, "z1", "z2")
+	var got []string
+	for _, b := range update.Batches(g) {
+		var names []string
+		azs := map[string]bool{}
+		for _, in := range b.Instances {
+			names = append(names, in.ID)
+			azs[in.AZ] = true
+		}
+		if !b.Canary && len(azs) != 1 {
+			t.Errorf("batch %v spans AZs", names)
+		}
+		if !b.Canary && len(b.Instances) > 3 {
+			t.Errorf("batch %v exceeds 30%% of 10", names)
+		}
+		got = append(got, fmt.Sprintf("%v%s", b.Canary, names))
+	}
+	want := []string{"true[w0]", "false[w2 w4 w6]", "false[w8]", "false[w1 w3 w5]", "false[w7 w9]"}
+	if !slices.Equal(got, want) {
+		t.Errorf("batches %v, want %v", got, want)
+	}
+}
+
+func TestFailedCanaryStopsWithTheRestUntouched(t *testing.T) {
+	x := updatetest.New()
+	g := group(x, "web", 4, upd(1, 2, true))
+	x.NeverRunning["web/w0"] = true
+	g.Update.CanaryWatchTime = manifest.WatchTime{Min: time.Millisecond, Max: 5 * time.Millisecond}
+	res, err := update.New(x, nil).Run(context.Background(), update.Rollout{Groups: []update.Group{g}}, update.Options{MinWatchStep: time.Millisecond})
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	for _, want := range []string{"web/w0 (canary)", "not running after 5ms", "process web: failing", "address already in use"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %q:\n%v", want, err)
+		}
+	}
+	for _, name := range []string{"web/w1", "web/w2", "web/w3"} {
+		if steps := x.StepsOf(name); len(steps) != 0 {
+			t.Errorf("%s was touched: %v", name, steps)
+		}
+		if vm, _ := x.VM(name); !vm.Running || vm.Applied != 1 {
+			t.Errorf("%s is not as it was: %+v", name, vm)
+		}
+	}
+	if len(res.Failed) != 1 || res.Failed[0].ID != "w0" || len(res.Touched) != 1 {
+		t.Errorf("result %+v", res)
+	}
+	// Checks followed the watch schedule: at 1ms, then every 1ms up to 5ms.
+	checks := 0
+	for _, s := range x.StepsOf("web/w0") {
+		if s == "running" {
+			checks++
+		}
+	}
+	if want := len(update.WatchSchedule(g.Update.CanaryWatchTime, time.Millisecond)); checks != want {
+		t.Errorf("%d checks, want %d", checks, want)
+	}
+}
+
+func TestFailedBatchFinishesItsPeersAndStops(t *testing.T) {
+	x := updatetest.New()
+	x.Delay["apply"] = 10 * time.Millisecond
+	g := group(x, "web", 7, upd(1, 3, true))
+	x.Fail["web/w1"] = "apply"
+	res, err := update.New(x, nil).Run(context.Background(), update.Rollout{Groups: []update.Group{g}}, update.Options{})
+	if err == nil || !strings.Contains(err.Error(), "update web/w1: apply") {
+		t.Fatalf("err = %v", err)
+	}
+	// Batch 1 (w1 w2 w3): w2 and w3 finish; batch 2 (w4..w6) untouched.
+	for _, name := range []string{"web/w2", "web/w3"} {
+		if steps := x.StepsOf(name); !slices.Contains(steps, "post-start") {
+			t.Errorf("%s did not finish: %v", name, steps)
+		}
+	}
+	for _, name := range []string{"web/w4", "web/w5", "web/w6"} {
+		if steps := x.StepsOf(name); len(steps) != 0 {
+			t.Errorf("%s was touched: %v", name, steps)
+		}
+	}
+	if len(res.Updated) != 3 || len(res.Failed) != 1 {
+		t.Errorf("result: updated %d failed %d", len(res.Updated), len(res.Failed))
+	}
+	for _, s := range x.Timeline() {
+		if s.Step == "post-deploy" {
+			t.Errorf("post-deploy ran after a failure")
+		}
+	}
+}
+
+func TestSerialAndParallelGroups(t *testing.T) {
+	x := updatetest.New()
+	x.Delay["start"] = 10 * time.Millisecond
+	a := group(x, "alpha", 2, upd(1, 1, true))
+	b := group(x, "bravo", 2, upd(1, 1, false))
+	c := group(x, "charlie", 2, upd(1, 1, false))
+	d := group(x, "delta", 2, upd(1, 1, true))
+	waves := update.Waves([]update.Group{a, b, c, d})
+	if len(waves) != 3 || len(waves[1]) != 2 {
+		t.Fatalf("waves = %d (%v)", len(waves), waves)
+	}
+	if _, err := update.New(x, nil).Run(context.Background(), update.Rollout{Groups: []update.Group{a, b, c, d}}, update.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	sp := spans(x)
+	last := func(prefix string) time.Time {
+		var t time.Time
+		for n, s := range sp {
+			if strings.HasPrefix(n, prefix) && s.last.After(t) {
+				t = s.last
+			}
+		}
+		return t
+	}
+	first := func(prefix string) time.Time {
+		t := time.Now()
+		for n, s := range sp {
+			if strings.HasPrefix(n, prefix) && s.first.Before(t) {
+				t = s.first
+			}
+		}
+		return t
+	}
+	if !first("bravo/").After(last("alpha/")) || !first("charlie/").After(last("alpha/")) {
+		t.Errorf("non-serial groups started before the serial group before them finished")
+	}
+	// bravo and charlie ran together: each started before the other ended.
+	if !first("charlie/").Before(last("bravo/")) || !first("bravo/").Before(last("charlie/")) {
+		t.Errorf("bravo and charlie did not update together")
+	}
+	if !first("delta/").After(last("bravo/")) || !first("delta/").After(last("charlie/")) {
+		t.Errorf("serial delta started before the groups before it finished")
+	}
+}
+
+func TestOnlyChangedInstancesAreTouchedAndDeletionsComeLast(t *testing.T) {
+	x := updatetest.New()
+	g := group(x, "web", 3, upd(1, 1, true))
+	g.Instances[1].Changes = nil
+	gone := update.Instance{Group: "web", ID: "old", Index: 3, AZ: "z1"}
+	x.Seed(gone)
+	newbie := update.Instance{Group: "web", ID: "new", Index: 4, AZ: "z1", New: true, Changes: []string{"new"}}
+	g.Instances = append(g.Instances, newbie)
+	recreate := g.Instances[2]
+	g.Instances[2].Recreate = true
+	vmBefore, _ := x.VM(recreate.Name())
+
+	res, err := update.New(x, nil).Run(context.Background(), update.Rollout{Groups: []update.Group{g}, Delete: []update.Instance{gone}}, update.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if steps := x.StepsOf("web/w1"); !slices.Equal(steps, []string{"post-deploy"}) {
+		t.Errorf("unchanged web/w1 got steps %v, want only post-deploy", steps)
+	}
+	if res.Skipped != 1 {
+		t.Errorf("skipped = %d", res.Skipped)
+	}
+	if steps := x.StepsOf("web/new"); !slices.Equal(steps, []string{"create-vm", "apply", "pre-start", "start", "running", "post-start", "post-deploy"}) {
+		t.Errorf("new instance steps %v", steps)
+	}
+	if steps := x.StepsOf("web/old"); !slices.Equal(steps, []string{"pre-stop", "drain", "stop", "delete"}) {
+		t.Errorf("deleted instance steps %v", steps)
+	}
+	if _, ok := x.VM("web/old"); ok {
+		t.Errorf("deleted instance still has a vm")
+	}
+	vmAfter, _ := x.VM(recreate.Name())
+	if vmAfter.CID == vmBefore.CID || vmAfter.Disk != vmBefore.Disk {
+		t.Errorf("recreate: before %+v after %+v (want a new vm with the same disk)", vmBefore, vmAfter)
+	}
+	// Deletion came after every update.
+	tl := x.Timeline()
+	del := slices.IndexFunc(tl, func(s updatetest.Step) bool { return s.Instance == "web/old" })
+	for _, s := range tl[del:] {
+		if s.Instance != "web/old" && s.Step != "post-deploy" {
+			t.Errorf("%s %s happened after deletion began", s.Instance, s.Step)
+		}
+	}
+}
+
+func TestNoChangesTouchesNothing(t *testing.T) {
+	x := updatetest.New()
+	g := group(x, "web", 3, upd(1, 1, true))
+	for i := range g.Instances {
+		g.Instances[i].Changes = nil
+	}
+	res, err := update.New(x, nil).Run(context.Background(), update.Rollout{Groups: []update.Group{g}}, update.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tl := x.Timeline(); len(tl) != 0 {
+		t.Errorf("a no-op rollout made %d calls: %v", len(tl), tl)
+	}
+	if res.Skipped != 3 || len(res.Touched) != 0 {
+		t.Errorf("result %+v", res)
+	}
+}
+
+func TestSlowStartWithinWatchTime(t *testing.T) {
+	x := updatetest.New()
+	g := group(x, "web", 1, upd(1, 1, true))
+	g.Update.CanaryWatchTime = manifest.WatchTime{Min: time.Millisecond, Max: 50 * time.Millisecond}
+	x.SlowStart["web/w0"] = 2
+	if _, err := update.New(x, nil).Run(context.Background(), update.Rollout{Groups: []update.Group{g}}, update.Options{MinWatchStep: time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWatchSchedule(t *testing.T) {
+	ms := time.Millisecond
+	for _, c := range []struct {
+		w    manifest.WatchTime
+		want []time.Duration
+	}{
+		{manifest.WatchTime{Min: 1000 * ms, Max: 1000 * ms}, []time.Duration{1000 * ms}},
+		{manifest.WatchTime{Min: 1000 * ms, Max: 3000 * ms}, []time.Duration{1000 * ms, 2000 * ms, 3000 * ms}},
+		{manifest.WatchTime{Min: 1000 * ms, Max: 1500 * ms}, []time.Duration{1000 * ms, 1500 * ms}},
+		{manifest.WatchTime{Min: 0, Max: 90 * time.Second}, []time.Duration{0, 10 * time.Second, 20 * time.Second, 30 * time.Second, 40 * time.Second, 50 * time.Second, 60 * time.Second, 70 * time.Second, 80 * time.Second, 90 * time.Second}},
+	} {
+		if got := update.WatchSchedule(c.w, time.Second); !slices.Equal(got, c.want) {
+			t.Errorf("WatchSchedule(%v) = %v, want %v", c.w, got, c.want)
+		}
+	}
+}
+
+func TestPauseAfterCurrentBatch(t *testing.T) {
+	x := updatetest.New()
+	g := group(x, "web", 5, upd(1, 2, true))
+	var mu sync.Mutex
+	pause := false
+	x.Delay["apply"] = time.Millisecond
+	rec := &pauser{onFinish: func() { mu.Lock(); pause = true; mu.Unlock() }}
+	res, err := update.New(x, nil).Run(context.Background(), update.Rollout{Groups: []update.Group{g}}, update.Options{
+		Reporter: rec,
+		Pause:    func() bool { mu.Lock(); defer mu.Unlock(); return pause },
+	})
+	if !errors.Is(err, update.ErrPaused) {
+		t.Fatalf("err = %v, want ErrPaused", err)
+	}
+	if len(res.Updated) != 1 || res.Updated[0].ID != "w0" {
+		t.Errorf("updated %v, want the canary only", res.Updated)
+	}
+	for _, name := range []string{"web/w1", "web/w2", "web/w3", "web/w4"} {
+		if steps := x.StepsOf(name); len(steps) != 0 {
+			t.Errorf("%s touched after pause: %v", name, steps)
+		}
+	}
+}
+
+// pauser asks for a pause when the first instance finishes.
+type pauser struct{ onFinish func() }
+
+func (p *pauser) Report(e update.Event) {
+	if e.Stage == "Updating instance" && e.State == "finished" {
+		p.onFinish()
+	}
+}
+
+func TestCancel(t *testing.T) {
+	x := updatetest.New()
+	x.Delay["start"] = time.Second
+	g := group(x, "web", 3, upd(1, 1, true))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_, err := update.New(x, nil).Run(ctx, update.Rollout{Groups: []update.Group{g}}, update.Options{})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v", err)
+	}
+	if steps := x.StepsOf("web/w2"); len(steps) != 0 {
+		t.Errorf("web/w2 touched after cancel: %v", steps)
+	}
+}
