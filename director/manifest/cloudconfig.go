@@ -371,7 +371,7 @@ func (d *decoder) network(n *yaml.Node, path string) Network {
 			d.errorf(n, join(path, "subnets"), "missing required field \"subnets\" in manual network %q", nw.Name)
 		}
 	}
-	if subnets != nil {
+	if subnets != nil && (nw.Type == Manual || nw.Type == Dynamic || nw.Type == VIP) {
 		sp := join(path, "subnets")
 		for i, c := range d.list(subnets, sp) {
 			nw.Subnets = append(nw.Subnets, d.subnet(c, index(sp, i), nw.Type))

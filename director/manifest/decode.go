@@ -167,7 +167,7 @@ func (d *decoder) pairs(n *yaml.Node, path string) ([]pair, bool) {
 		return nil, false
 	}
 	var out []pair
-	seen := map[string]bool{}
+	seen := map[string]*yaml.Node{}
 	var merged []pair
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
@@ -187,16 +187,16 @@ func (d *decoder) pairs(n *yaml.Node, path string) ([]pair, bool) {
 			d.errorf(k, path, "keys must be strings, not %s", kindName(k))
 			continue
 		}
-		if seen[k.Value] {
-			d.errorf(k, join(path, k.Value), "duplicate key")
+		if first, dup := seen[k.Value]; dup {
+			d.errorf(k, join(path, k.Value), "key written twice (first at line %d)", first.Line)
 			continue
 		}
-		seen[k.Value] = true
+		seen[k.Value] = k
 		out = append(out, pair{k, v})
 	}
 	for _, p := range merged {
-		if p.key.Kind == yaml.ScalarNode && !seen[p.key.Value] {
-			seen[p.key.Value] = true
+		if _, dup := seen[p.key.Value]; p.key.Kind == yaml.ScalarNode && !dup {
+			seen[p.key.Value] = p.key
 			out = append(out, p)
 		}
 	}

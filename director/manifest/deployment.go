@@ -157,6 +157,8 @@ type InstanceNetwork struct {
 	// Default lists what this network is the default for: "dns",
 	// "gateway", "addressable".
 	Default []string `json:"default,omitempty"`
+
+	staticItem []int // for each of StaticIPs, the index of the item it was written in
 }
 
 // Variable types the director can generate.

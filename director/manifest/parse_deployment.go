@@ -95,6 +95,9 @@ func (d *decoder) deployment(root *yaml.Node) *Deployment {
 		top = &updateSpec{}
 	} else if _, missing := top.resolved(); len(missing) > 0 {
 		for _, m := range missing {
+			if top.present[m] {
+				continue // written but invalid: already reported
+			}
 			d.errorf(resolveAt(root, "update"), join("update", m), "missing required field %q", m)
 		}
 	}
@@ -424,6 +427,7 @@ func (d *decoder) instanceNetwork(n *yaml.Node, path string) InstanceNetwork {
 					}
 					seen[a] = true
 					nw.StaticIPs = append(nw.StaticIPs, a)
+					nw.staticItem = append(nw.staticItem, i)
 					if a == r.Last {
 						break
 					}

@@ -148,6 +148,7 @@ type updateSpec struct {
 	canaryWatch, updateWatch        *WatchTime
 	serial, autoRollback            *bool
 	vmStrategy                      *string
+	present                         map[string]bool // fields written, valid or not
 }
 
 func (d *decoder) updateBlock(n *yaml.Node, path string) *updateSpec {
@@ -162,6 +163,10 @@ func (d *decoder) updateBlock(n *yaml.Node, path string) *updateSpec {
 			a, err := parseAmount(v.Value)
 			if err != nil {
 				d.errorf(v, p, "%v", err)
+				return
+			}
+			if a.N == 0 && strings.HasSuffix(p, "max_in_flight") {
+				d.errorf(v, p, "must be at least 1 (or a non-zero percentage)")
 				return
 			}
 			*dst = &a
@@ -188,7 +193,7 @@ func (d *decoder) updateBlock(n *yaml.Node, path string) *updateSpec {
 			*dst = &b
 		}
 	}
-	d.object(n, path, fields{
+	u.present = d.object(n, path, fields{
 		"canaries":          amount(&u.canaries),
 		"max_in_flight":     amount(&u.maxInFlight),
 		"max_surge":         amount(&u.maxSurge),
@@ -208,9 +213,6 @@ func (d *decoder) updateBlock(n *yaml.Node, path string) *updateSpec {
 		// is the planner's choice here, so it is read and ignored.
 		"initial_deploy_az_update_strategy": nil,
 	})
-	if u.maxInFlight != nil && u.maxInFlight.N == 0 {
-		d.errorf(n, join(path, "max_in_flight"), "must be at least 1 (or a non-zero percentage)")
-	}
 	return u
 }
 

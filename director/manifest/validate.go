@@ -34,9 +34,9 @@ func (d *decoder) checkDeployment(dep *Deployment) {
 			if len(nw.StaticIPs) > 0 && len(nw.StaticIPs) != ig.Instances {
 				d.errorAt(join(np, "static_ips"), "%d static IPs for %d instances: give exactly one per instance", len(nw.StaticIPs), ig.Instances)
 			}
-			for _, a := range nw.StaticIPs {
+			for x, a := range nw.StaticIPs {
 				if owner, dup := staticOwner[a]; dup && owner != ig.Name {
-					d.errorAt(join(np, "static_ips"), "static IP %s is also given to instance group %q", a, owner)
+					d.errorAt(nw.staticPath(np, x), "static IP %s is also given to instance group %q", a, owner)
 				}
 				staticOwner[a] = ig.Name
 			}
@@ -131,9 +131,9 @@ func (dep *Deployment) Validate(cc *CloudConfig) error {
 				if len(nw.Subnets) == 0 {
 					continue
 				}
-				for _, a := range in.StaticIPs {
+				for x, a := range in.StaticIPs {
 					if !slices.ContainsFunc(nw.Subnets, func(s Subnet) bool { return s.IsStatic(a) }) {
-						at(join(np, "static_ips"), "static IP %s is not in a static range of vip network %q", a, in.Name)
+						at(in.staticPath(np, x), "static IP %s is not in a static range of vip network %q", a, in.Name)
 					}
 				}
 			case Manual:
@@ -142,9 +142,9 @@ func (dep *Deployment) Validate(cc *CloudConfig) error {
 						at(join(np, "name"), "network %q has no subnet in az %q", in.Name, az)
 					}
 				}
-				for _, a := range in.StaticIPs {
+				for x, a := range in.StaticIPs {
 					if msg := staticProblem(nw, a, ig.AZs); msg != "" {
-						at(join(np, "static_ips"), "%s", msg)
+						at(in.staticPath(np, x), "%s", msg)
 					}
 				}
 			}
@@ -170,4 +170,13 @@ func staticProblem(nw *Network, a netip.Addr, azs []string) string {
 		return ""
 	}
 	return sprintf("static IP %s is not in any subnet of network %q", a, nw.Name)
+}
+
+// staticPath is the field path of the item the x-th static IP was written in.
+func (nw *InstanceNetwork) staticPath(networkPath string, x int) string {
+	p := join(networkPath, "static_ips")
+	if x < len(nw.staticItem) {
+		return index(p, nw.staticItem[x])
+	}
+	return p
 }
