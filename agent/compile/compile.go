@@ -215,4 +215,3 @@ func tailOf(path string, n int64) string {
 func badArg(format string, args ...any) error {
 	return &protocol.Exception{Code: protocol.CodeBadArguments, Message: fmt.Sprintf(format, args...)}
 }
-
