@@ -257,19 +257,13 @@ func inNamespace(pid int, ns string, root syscall.Stat_t) bool {
 }
 
 // stopVM ends every process of the VM: SIGTERM, up to timeout for them to
-// exit, then SIGKILL.
+// exit, then SIGKILL. Processes that appear meanwhile (forked by a dying
+// parent) get the same signal.
 func stopVM(ctx context.Context, p agentProcess, rootDir string, timeout time.Duration) error {
-	pids := vmProcesses(p, rootDir)
-	if len(pids) == 0 {
+	if signalUntilGone(ctx, p, rootDir, syscall.SIGTERM, timeout) {
 		return nil
 	}
-	signalAll(pids, syscall.SIGTERM)
-	if waitGone(ctx, p, rootDir, timeout) {
-		return nil
-	}
-	// Look again: new children may have appeared meanwhile.
-	signalAll(vmProcesses(p, rootDir), syscall.SIGKILL)
-	if waitGone(ctx, p, rootDir, 5*time.Second) {
+	if signalUntilGone(ctx, p, rootDir, syscall.SIGKILL, 5*time.Second) {
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -278,17 +272,21 @@ func stopVM(ctx context.Context, p agentProcess, rootDir string, timeout time.Du
 	return fmt.Errorf("processes %v survived SIGKILL", vmProcesses(p, rootDir))
 }
 
-func signalAll(pids []int, sig syscall.Signal) {
-	for _, pid := range pids {
-		_ = syscall.Kill(pid, sig)
-	}
-}
-
-func waitGone(ctx context.Context, p agentProcess, rootDir string, timeout time.Duration) bool {
+// signalUntilGone sends sig to every process of the VM, including ones that
+// appear while it waits, until none is left (true) or timeout passes.
+func signalUntilGone(ctx context.Context, p agentProcess, rootDir string, sig syscall.Signal, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
+	signalled := map[int]bool{}
 	for {
-		if len(vmProcesses(p, rootDir)) == 0 {
+		pids := vmProcesses(p, rootDir)
+		if len(pids) == 0 {
 			return true
+		}
+		for _, pid := range pids {
+			if !signalled[pid] {
+				_ = syscall.Kill(pid, sig)
+				signalled[pid] = true
+			}
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return false
