@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -58,22 +59,43 @@ func (r *rotatingFile) open() error {
 	return nil
 }
 
-// Write appends p, rotating first if p would not fit. A write larger than
-// max goes whole into a fresh file.
+// Write appends p, rotating whenever the file would pass max bytes. Data is
+// split at the last newline that fits, so lines stay whole unless a single
+// line is longer than max.
 func (r *rotatingFile) Write(p []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.f == nil {
-		return 0, os.ErrClosed
-	}
-	if r.size > 0 && r.size+int64(len(p)) > r.max {
-		if err := r.rotate(); err != nil {
-			return 0, err
+	written := 0
+	for len(p) > 0 {
+		if r.f == nil {
+			return written, os.ErrClosed
+		}
+		cut := len(p)
+		if room := r.max - r.size; int64(len(p)) > room {
+			cut = 0
+			if room > 0 {
+				cut = bytes.LastIndexByte(p[:room], '\n') + 1
+			}
+			if cut == 0 && r.size == 0 {
+				cut = int(room) // one line longer than the whole file
+			}
+		}
+		if cut > 0 {
+			n, err := r.f.Write(p[:cut])
+			r.size += int64(n)
+			written += n
+			if err != nil {
+				return written, err
+			}
+			p = p[cut:]
+		}
+		if len(p) > 0 {
+			if err := r.rotate(); err != nil {
+				return written, err
+			}
 		}
 	}
-	n, err := r.f.Write(p)
-	r.size += int64(n)
-	return n, err
+	return written, nil
 }
 
 func (r *rotatingFile) rotate() error {

@@ -56,7 +56,9 @@ func (p *proc) stopRequested() bool {
 	}
 }
 
+// launch reports p starting and starts the goroutine that supervises it.
 func (s *Supervisor) launch(p *proc) {
+	s.setState(p, StateStarting, "")
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -69,7 +71,8 @@ func (s *Supervisor) launch(p *proc) {
 type running struct {
 	cmd     *exec.Cmd
 	pgid    int
-	exited  chan error    // receives cmd.Wait's result once
+	exited  chan struct{} // closed when cmd.Wait returned, with waitErr set
+	waitErr error
 	copied  chan struct{} // closed when both output copiers returned
 	readers []*os.File
 }
@@ -92,7 +95,7 @@ func (s *Supervisor) run(p *proc) {
 		}
 	}()
 
-	backoff := s.cfg.MinBackoff
+	backoff := newBackoff(s.cfg.MinBackoff, s.cfg.MaxBackoff, s.cfg.StableAfter)
 	for {
 		if p.stopRequested() {
 			s.setState(p, StateStopped, "stopped")
@@ -100,37 +103,57 @@ func (s *Supervisor) run(p *proc) {
 		}
 		r, err := s.start(p, stdout, stderr)
 		if err != nil {
-			log.Warn("process did not start", "err", err)
+			delay := backoff.delay(0)
+			log.Warn("process did not start", "err", err, "retry_in", delay)
 			s.setState(p, StateFailing, err.Error())
-			if !s.sleep(p, backoff) {
+			if !s.sleep(p, delay) {
 				s.setState(p, StateStopped, "stopped")
 				return
 			}
-			backoff = min(backoff*2, s.cfg.MaxBackoff)
 			continue
 		}
 		exitErr, stopped := s.watch(p, r)
+		s.mu.Lock()
+		ranFor := time.Since(p.startedAt)
+		s.mu.Unlock()
 		s.cleanup(p, r)
 		if stopped {
 			s.setState(p, StateStopped, "stopped")
 			return
 		}
 		s.mu.Lock()
-		ranFor := time.Since(p.startedAt)
 		p.restarts++
 		s.mu.Unlock()
-		if ranFor >= s.cfg.StableAfter {
-			backoff = s.cfg.MinBackoff
-		}
+		delay := backoff.delay(ranFor)
 		reason := exitReason(exitErr)
-		log.Warn("process exited", "reason", reason, "ran_for", ranFor.Round(time.Millisecond), "restart_in", backoff)
+		log.Warn("process exited", "reason", reason, "ran_for", ranFor.Round(time.Millisecond), "restart_in", delay)
 		s.setState(p, StateFailing, reason)
-		if !s.sleep(p, backoff) {
+		if !s.sleep(p, delay) {
 			s.setState(p, StateStopped, "stopped")
 			return
 		}
-		backoff = min(backoff*2, s.cfg.MaxBackoff)
 	}
+}
+
+// backoff is the restart policy: the delay doubles from min up to max and
+// is back to min after a run of at least stable.
+type backoff struct {
+	min, max, stable, next time.Duration
+}
+
+func newBackoff(min, max, stable time.Duration) *backoff {
+	return &backoff{min: min, max: max, stable: stable, next: min}
+}
+
+// delay returns the wait before the next start, after a run of ranFor (0
+// when the process could not be started).
+func (b *backoff) delay(ranFor time.Duration) time.Duration {
+	if ranFor >= b.stable {
+		b.next = b.min
+	}
+	d := b.next
+	b.next = min(b.next*2, b.max)
+	return d
 }
 
 // sleep waits d; false if p was asked to stop meanwhile.
@@ -197,7 +220,7 @@ func (s *Supervisor) start(p *proc, stdout, stderr io.Writer) (*running, error) 
 	r := &running{
 		cmd:     cmd,
 		pgid:    pid,
-		exited:  make(chan error, 1),
+		exited:  make(chan struct{}),
 		copied:  make(chan struct{}),
 		readers: []*os.File{outR, errR},
 	}
@@ -213,7 +236,7 @@ func (s *Supervisor) start(p *proc, stdout, stderr io.Writer) (*running, error) 
 		}(r.readers[i], w)
 	}
 	go func() { copiers.Wait(); close(r.copied) }()
-	go func() { r.exited <- cmd.Wait() }()
+	go func() { r.waitErr = cmd.Wait(); close(r.exited) }()
 
 	s.mu.Lock()
 	p.pid = pid
@@ -251,8 +274,8 @@ func (s *Supervisor) watch(p *proc, r *running) (exitErr error, stopped bool) {
 	fails := 0
 	for {
 		select {
-		case err := <-r.exited:
-			return err, false
+		case <-r.exited:
+			return r.waitErr, false
 		case <-p.stop:
 			s.terminate(p, r)
 			return nil, true
@@ -288,8 +311,7 @@ func (s *Supervisor) terminate(p *proc, r *running) {
 	t := time.NewTimer(p.def.Shutdown.Timeout)
 	defer t.Stop()
 	select {
-	case err := <-r.exited:
-		r.exited <- err // keep it for cleanup
+	case <-r.exited:
 	case <-t.C:
 		log.Warn("process did not stop in time, killing it", "timeout", p.def.Shutdown.Timeout)
 		syscall.Kill(-r.pgid, syscall.SIGKILL) //nolint:errcheck // ESRCH: already gone
@@ -299,8 +321,7 @@ func (s *Supervisor) terminate(p *proc, r *running) {
 // cleanup makes sure nothing of a launched process is left: the main
 // process reaped, the rest of its process group killed, output copied.
 func (s *Supervisor) cleanup(p *proc, r *running) {
-	err := <-r.exited
-	r.exited <- err
+	<-r.exited
 	syscall.Kill(-r.pgid, syscall.SIGKILL) //nolint:errcheck // ESRCH: group already empty
 	t := time.NewTimer(2 * time.Second)
 	defer t.Stop()

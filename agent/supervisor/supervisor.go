@@ -252,7 +252,9 @@ func (s *Supervisor) Start(ctx context.Context, jobName string, procs []Process)
 			s.mu.Lock()
 			old.procs[i] = np
 			s.mu.Unlock()
-			s.launch(np)
+		}
+		for _, i := range restart {
+			s.launch(old.procs[i])
 		}
 		s.notify()
 		return nil
