@@ -10,7 +10,7 @@ import (
 
 // writeTree writes files (slash path → content) under dir; a path ending in
 // "*" is written executable (the star is dropped).
-func writeTree(t *testing.T, dir string, files map[string]string) {
+func writeTree(t testing.TB, dir string, files map[string]string) {
 	t.Helper()
 	for name, content := range files {
 		mode := os.FileMode(0o644)
@@ -370,7 +370,7 @@ func TestGlob(t *testing.T) {
 	}
 }
 
-func readFile(t *testing.T, p string) []byte {
+func readFile(t testing.TB, p string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(p)
 	if err != nil {
