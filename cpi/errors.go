@@ -3,6 +3,7 @@ package cpi
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Code classifies a CPI error. Codes, not messages, cross the plugin boundary.
@@ -39,7 +40,8 @@ func (e *Error) Error() string {
 	if msg == "" {
 		msg = string(e.Code)
 	}
-	if e.Field != "" {
+	// A message that crossed the plugin boundary already holds the field.
+	if e.Field != "" && !strings.Contains(msg, e.Field+": ") {
 		return fmt.Sprintf("%s: %s", e.Field, msg)
 	}
 	return msg

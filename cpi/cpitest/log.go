@@ -1,0 +1,59 @@
+package cpitest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// testLogger returns a logger writing to t.Log that goes quiet once the test
+// has finished (a plugin's last lines may arrive while it is being stopped).
+func testLogger(t testing.TB) *slog.Logger {
+	h := &tHandler{state: &tState{t: t}}
+	t.Cleanup(func() {
+		h.state.mu.Lock()
+		h.state.done = true
+		h.state.mu.Unlock()
+	})
+	return slog.New(h)
+}
+
+type tState struct {
+	mu   sync.Mutex
+	t    testing.TB
+	done bool
+}
+
+type tHandler struct {
+	state *tState
+	attrs []slog.Attr
+}
+
+func (h *tHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *tHandler) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s", r.Level, r.Message)
+	for _, a := range h.attrs {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	})
+	h.state.mu.Lock()
+	defer h.state.mu.Unlock()
+	if !h.state.done {
+		h.state.t.Log(b.String())
+	}
+	return nil
+}
+
+func (h *tHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &tHandler{state: h.state, attrs: append(append([]slog.Attr{}, h.attrs...), as...)}
+}
+
+func (h *tHandler) WithGroup(string) slog.Handler { return h }

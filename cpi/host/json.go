@@ -1,0 +1,269 @@
+package host
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/compleat/compleat/cpi"
+)
+
+// JSONProcess calls a CPI the BOSH way: a new process per call, running
+// `<path> json` with one cpi.JSONRequest on stdin and one cpi.JSONResponse
+// on stdout (see cpi.ServeJSON). It implements cpi.CPI. It is slower than a
+// long-lived Plugin by the cost of a process start per call; it exists to
+// measure that and to drive CPIs that only speak BOSH's protocol.
+//
+// The process gets the same clean environment as a Plugin: PATH, HOME,
+// TMPDIR and its properties in COMPLEAT_CPI_PROPERTIES. The agent settings
+// of CreateVM travel in the request's context under "agent_settings".
+type JSONProcess struct {
+	path       string
+	properties json.RawMessage
+	// Args replace the default single argument "json" (a BOSH CPI may
+	// want its config file path instead).
+	Args []string
+}
+
+var _ cpi.CPI = (*JSONProcess)(nil)
+
+// NewJSONProcess returns a CPI that runs path once per call.
+func NewJSONProcess(path string, properties json.RawMessage) *JSONProcess {
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	if len(properties) == 0 {
+		properties = json.RawMessage(`{}`)
+	}
+	return &JSONProcess{path: path, properties: properties, Args: []string{cpi.JSONModeArg}}
+}
+
+// call runs one request and decodes its result into out (unless nil).
+func (j *JSONProcess) call(ctx context.Context, method string, out any, args ...any) error {
+	return j.callContext(ctx, method, nil, out, args...)
+}
+
+func (j *JSONProcess) callContext(ctx context.Context, method string, reqCtx map[string]json.RawMessage, out any, args ...any) error {
+	req := cpi.JSONRequest{Method: method, Context: reqCtx, APIVersion: cpi.APIVersion}
+	for _, a := range args {
+		b, err := json.Marshal(a)
+		if err != nil {
+			return fmt.Errorf("cpi %s: encode argument: %w", method, err)
+		}
+		req.Arguments = append(req.Arguments, b)
+	}
+	in, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("cpi %s: encode request: %w", method, err)
+	}
+	cmd := exec.CommandContext(ctx, j.path, j.Args...)
+	cmd.Env = j.environ()
+	cmd.Dir = "/"
+	cmd.Stdin = bytes.NewReader(in)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// The parent-death signal follows the forking thread: keep this
+	// goroutine on it until the process is gone.
+	setDeathSignal(cmd)
+	runtime.LockOSThread()
+	runErr := cmd.Run()
+	runtime.UnlockOSThread()
+	if ctx.Err() != nil {
+		return fmt.Errorf("cpi %s: %w", method, ctx.Err())
+	}
+	var resp cpi.JSONResponse
+	if err := json.Unmarshal(stdout.Bytes(), &resp); err != nil {
+		if runErr != nil {
+			return fmt.Errorf("cpi %s: %s: %w (stderr: %s)", method, j.path, runErr, lastLine(stderr.String()))
+		}
+		return fmt.Errorf("cpi %s: %s: bad response: %w", method, j.path, err)
+	}
+	if resp.Error != nil {
+		return resp.Error.Err()
+	}
+	if out != nil && len(resp.Result) > 0 {
+		if err := json.Unmarshal(resp.Result, out); err != nil {
+			return fmt.Errorf("cpi %s: decode result %s: %w", method, resp.Result, err)
+		}
+	}
+	return nil
+}
+
+func (j *JSONProcess) environ() []string {
+	var env []string
+	for _, k := range []string{"PATH", "HOME", "TMPDIR"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return append(env, cpi.PropertiesEnv+"="+string(j.properties))
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
+// Info implements cpi.CPI.
+func (j *JSONProcess) Info(ctx context.Context) (out cpi.Info, err error) {
+	err = j.call(ctx, "info", &out)
+	return out, err
+}
+
+// CreateStemcell implements cpi.CPI.
+func (j *JSONProcess) CreateStemcell(ctx context.Context, req cpi.CreateStemcellRequest) (out string, err error) {
+	err = j.call(ctx, "create_stemcell", &out, req.ImagePath, object(req.CloudProperties))
+	return out, err
+}
+
+// DeleteStemcell implements cpi.CPI.
+func (j *JSONProcess) DeleteStemcell(ctx context.Context, cid string) error {
+	return j.call(ctx, "delete_stemcell", nil, cid)
+}
+
+// CreateVM implements cpi.CPI.
+func (j *JSONProcess) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.CreateVMResult, error) {
+	var reqCtx map[string]json.RawMessage
+	if len(req.AgentSettings) > 0 {
+		reqCtx = map[string]json.RawMessage{"agent_settings": req.AgentSettings}
+	}
+	var raw []json.RawMessage
+	err := j.callContext(ctx, "create_vm", reqCtx, &raw,
+		req.AgentID, req.StemcellCID, object(req.CloudProperties), req.Networks, req.DiskCIDs, object(req.Env))
+	if err != nil {
+		return cpi.CreateVMResult{}, err
+	}
+	// API v2 answers [cid, networks]; v1 answered the cid alone.
+	var res cpi.CreateVMResult
+	if len(raw) == 0 {
+		return res, errors.New("cpi create_vm: empty result")
+	}
+	if err := json.Unmarshal(raw[0], &res.CID); err != nil {
+		return res, fmt.Errorf("cpi create_vm: vm cid: %w", err)
+	}
+	if len(raw) > 1 {
+		if err := json.Unmarshal(raw[1], &res.Networks); err != nil {
+			return res, fmt.Errorf("cpi create_vm: networks: %w", err)
+		}
+	}
+	return res, nil
+}
+
+// DeleteVM implements cpi.CPI.
+func (j *JSONProcess) DeleteVM(ctx context.Context, cid string) error {
+	return j.call(ctx, "delete_vm", nil, cid)
+}
+
+// HasVM implements cpi.CPI.
+func (j *JSONProcess) HasVM(ctx context.Context, cid string) (out bool, err error) {
+	err = j.call(ctx, "has_vm", &out, cid)
+	return out, err
+}
+
+// RebootVM implements cpi.CPI.
+func (j *JSONProcess) RebootVM(ctx context.Context, cid string) error {
+	return j.call(ctx, "reboot_vm", nil, cid)
+}
+
+// SetVMMetadata implements cpi.CPI.
+func (j *JSONProcess) SetVMMetadata(ctx context.Context, cid string, md map[string]string) error {
+	return j.call(ctx, "set_vm_metadata", nil, cid, md)
+}
+
+// CalculateVMCloudProperties implements cpi.CPI.
+func (j *JSONProcess) CalculateVMCloudProperties(ctx context.Context, req cpi.VMResources) (out json.RawMessage, err error) {
+	err = j.call(ctx, "calculate_vm_cloud_properties", &out, req)
+	return out, err
+}
+
+// CreateDisk implements cpi.CPI.
+func (j *JSONProcess) CreateDisk(ctx context.Context, req cpi.CreateDiskRequest) (out string, err error) {
+	var locality any
+	if req.VMCID != "" {
+		locality = req.VMCID
+	}
+	err = j.call(ctx, "create_disk", &out, req.SizeMB, object(req.CloudProperties), locality)
+	return out, err
+}
+
+// DeleteDisk implements cpi.CPI.
+func (j *JSONProcess) DeleteDisk(ctx context.Context, cid string) error {
+	return j.call(ctx, "delete_disk", nil, cid)
+}
+
+// ResizeDisk implements cpi.CPI.
+func (j *JSONProcess) ResizeDisk(ctx context.Context, cid string, sizeMB int64) error {
+	return j.call(ctx, "resize_disk", nil, cid, sizeMB)
+}
+
+// AttachDisk implements cpi.CPI. BOSH CPIs answer a hint that is either a
+// device path or an object.
+func (j *JSONProcess) AttachDisk(ctx context.Context, vmCID, diskCID string) (cpi.DiskHint, error) {
+	var raw json.RawMessage
+	if err := j.call(ctx, "attach_disk", &raw, vmCID, diskCID); err != nil {
+		return cpi.DiskHint{}, err
+	}
+	var hint cpi.DiskHint
+	var path string
+	if err := json.Unmarshal(raw, &path); err == nil {
+		hint.Path = path
+		return hint, nil
+	}
+	if len(raw) > 0 && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &hint); err != nil {
+			return hint, fmt.Errorf("cpi attach_disk: disk hint %s: %w", raw, err)
+		}
+	}
+	return hint, nil
+}
+
+// DetachDisk implements cpi.CPI.
+func (j *JSONProcess) DetachDisk(ctx context.Context, vmCID, diskCID string) error {
+	return j.call(ctx, "detach_disk", nil, vmCID, diskCID)
+}
+
+// HasDisk implements cpi.CPI.
+func (j *JSONProcess) HasDisk(ctx context.Context, cid string) (out bool, err error) {
+	err = j.call(ctx, "has_disk", &out, cid)
+	return out, err
+}
+
+// GetDisks implements cpi.CPI.
+func (j *JSONProcess) GetDisks(ctx context.Context, vmCID string) (out []string, err error) {
+	err = j.call(ctx, "get_disks", &out, vmCID)
+	return out, err
+}
+
+// SetDiskMetadata implements cpi.CPI.
+func (j *JSONProcess) SetDiskMetadata(ctx context.Context, cid string, md map[string]string) error {
+	return j.call(ctx, "set_disk_metadata", nil, cid, md)
+}
+
+// SnapshotDisk implements cpi.CPI.
+func (j *JSONProcess) SnapshotDisk(ctx context.Context, cid string, md map[string]string) (out string, err error) {
+	err = j.call(ctx, "snapshot_disk", &out, cid, md)
+	return out, err
+}
+
+// DeleteSnapshot implements cpi.CPI.
+func (j *JSONProcess) DeleteSnapshot(ctx context.Context, cid string) error {
+	return j.call(ctx, "delete_snapshot", nil, cid)
+}
+
+// object sends an absent document as {} (BOSH CPIs expect a hash).
+func object(raw json.RawMessage) json.RawMessage {
+	if len(raw) == 0 {
+		return json.RawMessage(`{}`)
+	}
+	return raw
+}

@@ -1,0 +1,80 @@
+// Command fakeplugin serves cpitest.Fake as a CPI plugin, for the host's
+// tests and benchmarks. Properties: {"name": "...", "secret": "..."}; the
+// name is reported by Info, the secret is only there to prove it is never
+// logged. A few cids trigger behaviours the tests need:
+//
+//	HasVM("block")               blocks until the call is cancelled
+//	RebootVM("crash")            exits the process in the middle of the call
+//	SetVMMetadata("error", md)   fails with the error md describes
+//	                             (code, message, field, retryable)
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/cpi/cpitest"
+)
+
+func main() {
+	log := cpi.Logger()
+	var props struct {
+		Name   string `json:"name"`
+		Secret string `json:"secret"`
+	}
+	if err := json.Unmarshal(cpi.Properties(), &props); err != nil {
+		log.Error("read properties", "error", err)
+		os.Exit(1)
+	}
+	var names []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	log.Debug("fake plugin starting", "pid", os.Getpid(), "env", strings.Join(names, ","))
+	cpi.Serve(&plugin{Fake: cpitest.NewFake(), name: props.Name, log: log})
+}
+
+type plugin struct {
+	*cpitest.Fake
+	name string
+	log  *slog.Logger
+}
+
+func (p *plugin) Info(ctx context.Context) (cpi.Info, error) {
+	info, err := p.Fake.Info(ctx)
+	if p.name != "" {
+		info.Name = p.name
+	}
+	return info, err
+}
+
+func (p *plugin) HasVM(ctx context.Context, cid string) (bool, error) {
+	if cid == "block" {
+		p.log.Info("blocking in HasVM", "pid", os.Getpid())
+		<-ctx.Done()
+		return false, ctx.Err()
+	}
+	return p.Fake.HasVM(ctx, cid)
+}
+
+func (p *plugin) RebootVM(ctx context.Context, cid string) error {
+	if cid == "crash" {
+		p.log.Warn("crashing on purpose")
+		os.Exit(3)
+	}
+	return p.Fake.RebootVM(ctx, cid)
+}
+
+func (p *plugin) SetVMMetadata(ctx context.Context, cid string, md map[string]string) error {
+	if cid == "error" {
+		return &cpi.Error{Code: cpi.Code(md["code"]), Message: md["message"], Field: md["field"], Retryable: md["retryable"] == "true"}
+	}
+	return p.Fake.SetVMMetadata(ctx, cid, md)
+}
