@@ -122,6 +122,15 @@ func New(properties json.RawMessage, opts ...Option) (*CPI, error) {
 	for _, o := range opts {
 		o(c)
 	}
+	if c.isolate {
+		if err := probeNamespace(); err != nil {
+			c.logger.Warn("root, but no mount namespaces here: VMs share the host's mounts and work in <vm dir>/root", "error", err)
+			c.isolate = false
+		}
+	}
+	if c.isolate && (c.dataDir == vcapDir || strings.HasPrefix(c.dataDir, vcapDir+"/")) {
+		return nil, cpi.InvalidCloudProperty("data_dir", "%q is under %s, which every VM replaces with its own", c.dataDir, vcapDir)
+	}
 	for _, d := range []string{c.dataDir, c.dir(kindStemcell), c.dir(kindVM), c.dir(kindDisk), c.dir(kindSnapshot), c.tmpDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("local cpi: create data directory: %w", err)

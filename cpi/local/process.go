@@ -98,12 +98,10 @@ func startInNamespace(cmd *exec.Cmd, rootDir string) error {
 		}
 		// Leave the namespace before the thread ends or parks, so that
 		// neither it nor /proc/self (the main thread's view) pins the
-		// VM's mounts.
-		defer func() {
-			if err := unix.Setns(int(home.Fd()), unix.CLONE_NEWNS); err != nil {
-				panic(fmt.Sprintf("local cpi: cannot return to the plugin's mount namespace: %v", err))
-			}
-		}()
+		// VM's mounts. Should that fail, the thread is still never used
+		// again, and this package reads its own mounts through
+		// /proc/thread-self.
+		defer unix.Setns(int(home.Fd()), unix.CLONE_NEWNS)
 		if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
 			errc <- fmt.Errorf("make mounts private: %w", err)
 			return
@@ -113,6 +111,32 @@ func startInNamespace(cmd *exec.Cmd, rootDir string) error {
 			return
 		}
 		errc <- cmd.Start()
+	}()
+	return <-errc
+}
+
+// probeNamespace checks that this process may make a mount namespace with
+// private mounts, as startInNamespace does, on a thread it then discards.
+func probeNamespace() error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		home, err := os.Open("/proc/thread-self/ns/mnt")
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer home.Close()
+		if err := syscall.Unshare(syscall.CLONE_NEWNS); err != nil {
+			errc <- fmt.Errorf("new mount namespace: %w", err)
+			return
+		}
+		defer unix.Setns(int(home.Fd()), unix.CLONE_NEWNS)
+		if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
+			errc <- fmt.Errorf("make mounts private: %w", err)
+			return
+		}
+		errc <- nil
 	}()
 	return <-errc
 }
