@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/compleat/compleat/agent/applyspec"
@@ -55,12 +56,27 @@ func Redact(raw string) string {
 
 // Store fetches and caches blobs.
 type Store struct {
-	// Client makes the requests (see NewHTTPClient).
+	// Client makes the requests (see NewHTTPClient); replace it with
+	// SetClient once the Store is in use.
 	Client *http.Client
+	mu     sync.Mutex
 	// CacheDir holds verified blobs named by sha256.
 	CacheDir string
 	// Timeout bounds one transfer (0: 30 minutes).
 	Timeout time.Duration
+}
+
+// SetClient replaces the HTTP client (a new blobstore CA).
+func (s *Store) SetClient(c *http.Client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.Client = c
+}
+
+func (s *Store) client() *http.Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.Client
 }
 
 // Path is where the verified blob with sha256 sum lives in the cache.
@@ -86,7 +102,7 @@ func (s *Store) Fetch(ctx context.Context, b applyspec.Blob) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("fetch blob %s: %w", Redact(b.URL), redactErr(err))
 	}
-	resp, err := s.Client.Do(req)
+	resp, err := s.client().Do(req)
 	if err != nil {
 		return "", fmt.Errorf("fetch blob %s: %w", Redact(b.URL), redactErr(err))
 	}
@@ -153,7 +169,7 @@ func (s *Store) Upload(ctx context.Context, u protocol.Upload, path string) (sum
 		req.Header.Set(k, v)
 	}
 	req.Header.Set("X-Content-Sha256", sum)
-	resp, err := s.Client.Do(req)
+	resp, err := s.client().Do(req)
 	if err != nil {
 		return "", 0, fmt.Errorf("upload to %s: %w", Redact(u.URL), redactErr(err))
 	}

@@ -94,16 +94,18 @@ func (c *Client) Apply(ctx context.Context, spec applyspec.Spec) error {
 	return c.task(ctx, protocol.MethodApply, spec, nil)
 }
 
-// Start runs pre-start, starts every job's processes, waits until they are
-// running, then runs post-start.
+// Start starts every job's processes and returns once they are launched
+// (the director then watches get_state until they are running). Lifecycle
+// scripts are separate: run_script pre-start before, post-start after, as
+// BOSH's director does.
 func (c *Client) Start(ctx context.Context) (protocol.StartResult, error) {
 	var r protocol.StartResult
 	err := c.task(ctx, protocol.MethodStart, nil, &r)
 	return r, err
 }
 
-// Stop stops every process; with req.Drain set it runs drain (and pre-stop)
-// first, and post-stop after.
+// Stop stops every process; with req.Drain set it runs pre-stop and drain
+// first. post-stop runs after the processes stopped.
 func (c *Client) Stop(ctx context.Context, req protocol.StopRequest) error {
 	return c.task(ctx, protocol.MethodStop, req, nil)
 }
@@ -147,9 +149,11 @@ func (c *Client) ListDisk(ctx context.Context) ([]string, error) {
 	return r.Disks, err
 }
 
-// MigrateDisk copies the store from one disk to another.
-func (c *Client) MigrateDisk(ctx context.Context, req protocol.MigrateDiskRequest) error {
-	return c.task(ctx, protocol.MethodMigrateDisk, req, nil)
+// MigrateDisk copies the store onto the disk mounted last (MountDisk of a
+// second disk mounts it at the migration target) and makes that disk the
+// store; the old disk is unmounted.
+func (c *Client) MigrateDisk(ctx context.Context) error {
+	return c.task(ctx, protocol.MethodMigrateDisk, nil, nil)
 }
 
 // FetchLogs uploads a tar.gz of the VM's job logs to req.Upload.

@@ -115,9 +115,9 @@ type Exception struct {
 
 func (e *Exception) Error() string {
 	if e.Message == "" {
-		return "agent: " + e.Code
+		return e.Code
 	}
-	return "agent: " + e.Code + ": " + e.Message
+	return e.Message
 }
 
 // Is matches exceptions by code.
@@ -275,9 +275,10 @@ type DrainResult struct {
 	Waited Duration `json:"waited"`
 }
 
-// StopRequest is the argument of stop.
+// StopRequest is the argument of stop. Stop runs, in order: pre-stop and
+// drain (only when Drain is set), stopping every process, post-stop.
 type StopRequest struct {
-	// Drain, when set, runs the drain scripts (and pre-stop) before stopping.
+	// Drain, when set, runs pre-stop and the drain scripts before stopping.
 	Drain *DrainRequest `json:"drain,omitempty"`
 }
 
@@ -290,9 +291,10 @@ type StartResult struct {
 type RunScriptRequest struct {
 	// Name is the script: pre-start, post-start, pre-stop, post-stop,
 	// post-deploy (or any bin/<name> the jobs ship).
-	Name    string            `json:"name"`
-	Env     map[string]string `json:"env,omitempty"`
-	Timeout Duration          `json:"timeout,omitempty"`
+	Name string `json:"name"`
+	// Timeout bounds the run (0: the agent's script timeout); scripts still
+	// running are killed.
+	Timeout Duration `json:"timeout,omitempty"`
 }
 
 // RunScriptResult is each job's outcome; jobs without the script are absent.
@@ -343,14 +345,6 @@ type MountDiskRequest struct {
 // UnmountDiskRequest is the argument of unmount_disk.
 type UnmountDiskRequest struct {
 	DiskCID string `json:"disk_cid"`
-}
-
-// MigrateDiskRequest is the argument of migrate_disk: copy the store of
-// FromCID to the disk ToCID (both mounted; the new one at a migration
-// mount point), then make the new one the store.
-type MigrateDiskRequest struct {
-	FromCID string `json:"from_disk_cid"`
-	ToCID   string `json:"to_disk_cid"`
 }
 
 // ListDiskResult is the answer of list_disk.

@@ -145,7 +145,7 @@ func validID(id string) bool {
 }
 
 // Heartbeat is the heartbeat interval, defaulted.
-func (s *Settings) Heartbeat() time.Duration {
+func (s Settings) Heartbeat() time.Duration {
 	if s.HeartbeatInterval <= 0 {
 		return DefaultHeartbeatInterval
 	}
@@ -154,7 +154,7 @@ func (s *Settings) Heartbeat() time.Duration {
 
 // IP is the VM's address on its default network (the one whose default
 // list holds "gateway", else the first by name). Empty when there is none.
-func (s *Settings) IP() string {
+func (s Settings) IP() string {
 	var first string
 	for name, n := range s.Networks {
 		for _, d := range n.Default {

@@ -1,0 +1,51 @@
+package settings
+
+import (
+	"sync"
+
+	"github.com/compleat/compleat/agent/protocol"
+)
+
+// Holder is the agent's current settings, shared by its parts; updates are
+// persisted through a Store and applied at once.
+type Holder struct {
+	store Store
+
+	mu       sync.Mutex
+	cur      Settings
+	onChange []func(Settings)
+}
+
+// NewHolder holds s, recording updates in store.
+func NewHolder(s Settings, store Store) *Holder {
+	return &Holder{store: store, cur: s}
+}
+
+// Current returns the current settings.
+func (h *Holder) Current() Settings {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cur
+}
+
+// OnChange registers f to be called (outside the lock) after each update.
+func (h *Holder) OnChange(f func(Settings)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.onChange = append(h.onChange, f)
+}
+
+// Update persists u and applies it.
+func (h *Holder) Update(u protocol.UpdateSettingsRequest) error {
+	if err := h.store.Update(u); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.cur.Apply(u)
+	cur, fs := h.cur, append([]func(Settings){}, h.onChange...)
+	h.mu.Unlock()
+	for _, f := range fs {
+		f(cur)
+	}
+	return nil
+}
