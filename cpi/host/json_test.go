@@ -1,0 +1,74 @@
+package host_test
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/cpi/host"
+)
+
+func TestJSONProcess(t *testing.T) {
+	ctx := t.Context()
+	j := host.NewJSONProcess(fakePlugin, json.RawMessage(`{"name":"json-fake"}`))
+	info, err := j.Info(ctx)
+	if err != nil || info.Name != "json-fake" || info.APIVersion != cpi.APIVersion || !info.Capabilities.Snapshots {
+		t.Fatalf("Info = %+v, %v", info, err)
+	}
+	sc, err := j.CreateStemcell(ctx, cpi.CreateStemcellRequest{ImagePath: "/img"})
+	if err != nil || sc == "" {
+		t.Fatalf("CreateStemcell = %q, %v", sc, err)
+	}
+	// Each call is a new process with an empty fake: the stemcell is gone.
+	_, err = j.CreateVM(ctx, cpi.CreateVMRequest{StemcellCID: sc, AgentSettings: json.RawMessage(`{}`)})
+	if !errors.Is(err, cpi.ErrStemcellNotFound) {
+		t.Errorf("CreateVM in a fresh process = %v, want StemcellNotFound", err)
+	}
+	_, err = j.CreateVM(ctx, cpi.CreateVMRequest{StemcellCID: sc, CloudProperties: json.RawMessage(`{"instance_type": []}`)})
+	var e *cpi.Error
+	if !errors.As(err, &e) || e.Code != cpi.CodeInvalidCloudProperties || e.Field != "instance_type" {
+		t.Errorf("CreateVM with bad cloud properties = %#v", err)
+	}
+	if err := j.RebootVM(ctx, "missing"); !errors.Is(err, cpi.ErrVMNotFound) {
+		t.Errorf("RebootVM(missing) = %v", err)
+	}
+	if has, err := j.HasVM(ctx, "missing"); err != nil || has {
+		t.Errorf("HasVM(missing) = %v, %v", has, err)
+	}
+	if err := j.DeleteVM(ctx, "missing"); err != nil {
+		t.Errorf("DeleteVM(missing) = %v", err)
+	}
+	props, err := j.CalculateVMCloudProperties(ctx, cpi.VMResources{CPU: 2, RAMMB: 1024})
+	if err != nil || len(props) == 0 {
+		t.Errorf("CalculateVMCloudProperties = %s, %v", props, err)
+	}
+	if err := j.RebootVM(ctx, "crash"); err == nil {
+		t.Error("a process that exits without answering should fail the call")
+	}
+}
+
+func BenchmarkHasVM(b *testing.B) {
+	b.Run("plugin-grpc", func(b *testing.B) {
+		p, err := host.Start(b.Context(), host.Config{Path: fakePlugin})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.Close()
+		ctx := b.Context()
+		for b.Loop() {
+			if _, err := p.HasVM(ctx, "vm-1"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("process-per-call-json", func(b *testing.B) {
+		j := host.NewJSONProcess(fakePlugin, nil)
+		ctx := b.Context()
+		for b.Loop() {
+			if _, err := j.HasVM(ctx, "vm-1"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
