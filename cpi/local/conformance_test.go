@@ -1,0 +1,103 @@
+package local
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/cpi/cpitest"
+)
+
+// conformanceConfig is the suite's configuration for a local CPI on
+// dataDir. VMAlive checks the VM's agent process itself: running after
+// create and reboot, gone (not just its directory) after delete.
+func conformanceConfig(t *testing.T, dataDir string) cpitest.Config {
+	var mu sync.Mutex
+	lastPID := map[string]int{}
+	return cpitest.Config{
+		Stemcell:                 cpi.CreateStemcellRequest{ImagePath: placeholderImage(t)},
+		VMCloudProperties:        json.RawMessage(`{"cpu": 1, "ram": 512}`),
+		DiskCloudProperties:      json.RawMessage(`{"type": "directory"}`),
+		InvalidVMCloudProperties: json.RawMessage(`{"ram": "lots"}`),
+		InvalidField:             "ram",
+		VMAlive: func(t *testing.T, cid string) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			b, err := os.ReadFile(filepath.Join(dataDir, "vms", cid, pidFile))
+			if err == nil {
+				pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+				if err != nil {
+					t.Fatalf("%s: %v", pidFile, err)
+				}
+				lastPID[cid] = pid
+			}
+			pid, ok := lastPID[cid]
+			return ok && alive(pid)
+		},
+	}
+}
+
+// reapVMs deletes, at the end of the test, every VM left on dataDir by a
+// plugin, so that no process outlives the test.
+func reapVMs(t *testing.T, dataDir string) {
+	t.Cleanup(func() {
+		c, err := New(props(t, dataDir), WithLogger(testLogger(t)))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		deleteAllVMs(t, c)
+	})
+}
+
+func TestConformance(t *testing.T) {
+	dataDir := t.TempDir()
+	reapVMs(t, dataDir)
+	cpitest.Run(t, func(t *testing.T) cpi.CPI { return newTestCPIOn(t, dataDir) }, conformanceConfig(t, dataDir))
+}
+
+func TestConformanceInProcess(t *testing.T) {
+	dataDir := t.TempDir()
+	reapVMs(t, dataDir)
+	cpitest.RunInProcess(t, func(t *testing.T) cpi.CPI { return newTestCPIOn(t, dataDir) }, conformanceConfig(t, dataDir))
+}
+
+// The conformance suite against the plugin binary, also on manual
+// networks.
+func TestConformanceBinary(t *testing.T) {
+	bin := pluginBinary(t)
+	dataDir := t.TempDir()
+	reapVMs(t, dataDir)
+	cfg := conformanceConfig(t, dataDir)
+	t.Run("dynamic", func(t *testing.T) {
+		cpitest.RunBinary(t, bin, props(t, dataDir), cfg)
+	})
+	t.Run("manual", func(t *testing.T) {
+		cfg.Networks = cpitest.ManualNetworks("127.77.200.10")
+		cpitest.RunBinary(t, bin, props(t, dataDir), cfg)
+	})
+}
+
+// pluginBinary is $COMPLEAT_BIN/cpi-local when set, else cpi-local built
+// into the test's directory.
+func pluginBinary(t *testing.T) string {
+	t.Helper()
+	if dir := os.Getenv("COMPLEAT_BIN"); dir != "" {
+		p := filepath.Join(dir, "cpi-local")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	p := filepath.Join(t.TempDir(), "cpi-local")
+	out, err := exec.Command("go", "build", "-o", p, "./cmd/cpi-local").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build cpi-local: %v\n%s", err, out)
+	}
+	return p
+}
