@@ -1,0 +1,184 @@
+package plan
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+)
+
+// changes computes an instance's change set against what is deployed.
+func (c *computer) changes(in *Instance) {
+	pl := c.placed[in.ID]
+	prev := pl.prev
+	add := func(reason, format string, args ...any) {
+		in.Changes = append(in.Changes, Change{Reason: reason, Detail: fmt.Sprintf(format, args...)})
+	}
+	if prev == nil {
+		add(ReasonNew, "")
+		return
+	}
+	if prev.VMCID == "" {
+		add(ReasonVMMissing, "")
+	}
+	recreate := false
+	if prev.Stemcell.OS != in.Stemcell.OS || prev.Stemcell.Version != in.Stemcell.Version {
+		add(ReasonStemcell, "%s → %s", prev.Stemcell, in.Stemcell)
+		recreate = true
+	}
+	if prev.VMType != in.VMType {
+		add(ReasonVMType, "%s → %s", orNone(prev.VMType), orNone(in.VMType))
+		recreate = true
+	} else if prev.CloudHash != "" && prev.CloudHash != in.CloudHash {
+		add(ReasonCloudConfig, "")
+		recreate = true
+	}
+	if d := networkDiff(prev.Networks, in.Networks); d != "" {
+		add(ReasonNetwork, "%s", d)
+		recreate = true
+	}
+	if d := jobsDiff(prev.Jobs, in.Jobs); d != "" {
+		add(ReasonJobs, "%s", d)
+	}
+	if d := packagesDiff(prev.Packages, in.Packages); d != "" {
+		add(ReasonPackages, "%s", d)
+	}
+	if d := renderedDiff(prev.Jobs, in.Jobs); d != "" {
+		add(ReasonProperties, "%s", d)
+	}
+	// Disks: keep, create, replace (size or type changed) or release.
+	switch {
+	case prev.Disk == nil && in.Disk != nil:
+		add(ReasonDisk, "none → %s", diskLabel(in.Disk.SizeMB, in.Disk.Type))
+	case prev.Disk != nil && in.Disk == nil:
+		add(ReasonDisk, "%s → none", diskLabel(prev.Disk.SizeMB, prev.Disk.Type))
+		c.plan.OrphanDisks = append(c.plan.OrphanDisks, OrphanDisk{CID: prev.Disk.CID, Instance: in.Name(), Reason: "persistent disk removed"})
+	case prev.Disk != nil && in.Disk != nil:
+		if prev.Disk.SizeMB != in.Disk.SizeMB || prev.Disk.Type != in.Disk.Type {
+			add(ReasonDisk, "%s → %s", diskLabel(prev.Disk.SizeMB, prev.Disk.Type), diskLabel(in.Disk.SizeMB, in.Disk.Type))
+			in.Disk.Replaces = prev.Disk.CID
+			c.plan.OrphanDisks = append(c.plan.OrphanDisks, OrphanDisk{CID: prev.Disk.CID, Instance: in.Name(), Reason: "replaced by a new disk"})
+		} else {
+			in.Disk.CID = prev.Disk.CID
+		}
+	}
+	if c.d.Recreate && prev.VMCID != "" {
+		add(ReasonRecreate, "")
+		recreate = true
+	}
+	in.Recreate = recreate && prev.VMCID != ""
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+func diskLabel(size int, typ string) string {
+	if typ != "" {
+		return fmt.Sprintf("%d MB, type %s", size, typ)
+	}
+	return fmt.Sprintf("%d MB", size)
+}
+
+func networkDiff(prev map[string]netip.Addr, now []Network) string {
+	var parts []string
+	seen := map[string]bool{}
+	for _, n := range now {
+		seen[n.Name] = true
+		old, had := prev[n.Name]
+		switch {
+		case !had:
+			parts = append(parts, fmt.Sprintf("%s added", n.Name))
+		case n.Type == "dynamic":
+			// the cloud assigns the address: nothing to compare
+		case old != n.IP:
+			parts = append(parts, fmt.Sprintf("%s: %s → %s", n.Name, addrLabel(old), addrLabel(n.IP)))
+		}
+	}
+	var removed []string
+	for name := range prev {
+		if !seen[name] {
+			removed = append(removed, name+" removed")
+		}
+	}
+	sort.Strings(removed)
+	return strings.Join(append(parts, removed...), ", ")
+}
+
+func addrLabel(a netip.Addr) string {
+	if !a.IsValid() {
+		return "none"
+	}
+	return a.String()
+}
+
+func jobsDiff(prev []JobState, now []Job) string {
+	old := map[string]JobState{}
+	for _, j := range prev {
+		old[j.Name] = j
+	}
+	var parts []string
+	seen := map[string]bool{}
+	for _, j := range now {
+		seen[j.Name] = true
+		o, had := old[j.Name]
+		switch {
+		case !had:
+			parts = append(parts, j.Name+" added")
+		case o.Release != j.Release || o.Fingerprint != j.Fingerprint:
+			parts = append(parts, j.Name+" updated")
+		}
+	}
+	var removed []string
+	for _, j := range prev {
+		if !seen[j.Name] {
+			removed = append(removed, j.Name+" removed")
+		}
+	}
+	sort.Strings(removed)
+	return strings.Join(append(parts, removed...), ", ")
+}
+
+func packagesDiff(prev map[string]string, now []Package) string {
+	var parts []string
+	seen := map[string]bool{}
+	for _, p := range now {
+		seen[p.Name] = true
+		o, had := prev[p.Name]
+		switch {
+		case !had:
+			parts = append(parts, p.Name+" added")
+		case o != p.Fingerprint:
+			parts = append(parts, p.Name+" updated")
+		}
+	}
+	var removed []string
+	for name := range prev {
+		if !seen[name] {
+			removed = append(removed, name+" removed")
+		}
+	}
+	sort.Strings(removed)
+	return strings.Join(append(parts, removed...), ", ")
+}
+
+// renderedDiff names the jobs present before and now whose rendered files
+// changed while the job itself did not (so the cause is properties or
+// links).
+func renderedDiff(prev []JobState, now []Job) string {
+	old := map[string]JobState{}
+	for _, j := range prev {
+		old[j.Name] = j
+	}
+	var parts []string
+	for _, j := range now {
+		o, had := old[j.Name]
+		if had && o.Fingerprint == j.Fingerprint && o.RenderedHash != j.Rendered.Hash {
+			parts = append(parts, "job "+j.Name)
+		}
+	}
+	return strings.Join(parts, ", ")
+}

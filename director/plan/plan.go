@@ -1,0 +1,475 @@
+package plan
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/compleat/compleat/director/manifest"
+	"github.com/compleat/compleat/director/release"
+	"github.com/compleat/compleat/director/template"
+)
+
+// Desired is what the operator asks for.
+type Desired struct {
+	// Manifest is the parsed, interpolated deployment manifest.
+	Manifest    *manifest.Deployment
+	CloudConfig *manifest.CloudConfig
+	// Releases are the releases the manifest names, by name, at the version
+	// the director resolved ("latest" already replaced).
+	Releases map[string]Release
+	// Stemcells are the manifest's stemcells by alias, resolved.
+	Stemcells map[string]Stemcell
+	// IDs gives ids (uuids) to new instances.
+	IDs IDSource
+	// Recreate recreates every VM (deploy --recreate).
+	Recreate bool
+}
+
+// Release is one uploaded release: its manifest (jobs and packages with
+// fingerprints and dependencies) and each job's spec and templates.
+type Release struct {
+	Manifest *release.Manifest
+	Jobs     map[string]*release.Job
+}
+
+// Stemcell is an uploaded stemcell.
+type Stemcell struct {
+	Name    string `json:"name,omitempty"`
+	OS      string `json:"os"`
+	Version string `json:"version"`
+	CID     string `json:"cid,omitempty"`
+}
+
+func (s Stemcell) String() string { return s.OS + "/" + s.Version }
+
+// IDSource hands out new instance ids. The director uses random uuids;
+// tests use a sequence, so that Compute stays deterministic.
+type IDSource interface {
+	NewID() string
+}
+
+// SequentialIDs is an IDSource returning prefix-1, prefix-2, ...
+type SequentialIDs struct {
+	Prefix string
+	n      int
+}
+
+// NewID returns the next id.
+func (s *SequentialIDs) NewID() string {
+	s.n++
+	return fmt.Sprintf("%s%d", s.Prefix, s.n)
+}
+
+// State is what is deployed, as the director recorded it after the last
+// deploy (see Instance.State).
+type State struct {
+	Deployment string          `json:"deployment"`
+	Instances  []InstanceState `json:"instances"`
+	// OtherIPs are addresses other deployments hold, by network name.
+	OtherIPs map[string][]netip.Addr `json:"other_ips,omitempty"`
+}
+
+// InstanceState is one deployed instance.
+type InstanceState struct {
+	Group     string `json:"group"`
+	ID        string `json:"id"`
+	Index     int    `json:"index"`
+	AZ        string `json:"az,omitempty"`
+	Bootstrap bool   `json:"bootstrap,omitempty"`
+	// VMCID is empty when the instance has no VM (creation failed or it was
+	// deleted by hand).
+	VMCID    string   `json:"vm_cid,omitempty"`
+	AgentID  string   `json:"agent_id,omitempty"`
+	Stemcell Stemcell `json:"stemcell"`
+	VMType   string   `json:"vm_type,omitempty"`
+	// CloudHash is Instance.CloudHash as last deployed.
+	CloudHash string `json:"cloud_hash,omitempty"`
+	// Networks maps network name to address (invalid for dynamic networks
+	// whose address is not known).
+	Networks map[string]netip.Addr `json:"networks,omitempty"`
+	Disk     *DiskState            `json:"disk,omitempty"`
+	Jobs     []JobState            `json:"jobs,omitempty"`
+	// Packages maps package name to fingerprint.
+	Packages map[string]string `json:"packages,omitempty"`
+}
+
+// DiskState is an attached persistent disk.
+type DiskState struct {
+	CID    string `json:"cid"`
+	SizeMB int    `json:"size_mb"`
+	Type   string `json:"type,omitempty"`
+}
+
+// JobState is one job as deployed.
+type JobState struct {
+	Name         string `json:"name"`
+	Release      string `json:"release"`
+	Fingerprint  string `json:"fingerprint"`
+	RenderedHash string `json:"rendered_hash"`
+}
+
+// Plan is the result of Compute.
+type Plan struct {
+	Deployment string
+	Groups     []Group
+	// Delete are deployed instances no longer desired, with their reasons.
+	Delete []Deletion
+	// OrphanDisks are persistent disks no instance keeps: of deleted
+	// instances, or replaced because their size or type changed.
+	OrphanDisks []OrphanDisk
+}
+
+// Group is one instance group's plan.
+type Group struct {
+	Name      string
+	Lifecycle string
+	Update    manifest.Update
+	AZs       []string
+	Stemcell  Stemcell
+	Instances []Instance // by index
+}
+
+// Instance is one desired instance.
+type Instance struct {
+	Group     string
+	ID        string
+	Index     int
+	AZ        string
+	Bootstrap bool
+	// Existing is false for an instance this deploy creates.
+	Existing bool
+	// VMCID and AgentID are the current VM's, empty when it has none.
+	VMCID   string
+	AgentID string
+
+	Stemcell        Stemcell
+	VMType          string
+	CloudProperties map[string]any // vm_type, vm_extensions and AZ, merged
+	Env             map[string]any
+	// CloudHash identifies CloudProperties and Env: when it changes the VM
+	// is recreated.
+	CloudHash string
+	Networks  []Network
+	Disk      *Disk
+	Jobs      []Job
+	Packages  []Package // every package the jobs need, dependencies included, by name
+
+	Changes  []Change
+	Recreate bool
+}
+
+// Name is "group/id".
+func (i *Instance) Name() string { return i.Group + "/" + i.ID }
+
+// Address is the instance's address on its default network.
+func (i *Instance) Address() string {
+	if n := i.DefaultNetwork(); n != nil && n.IP.IsValid() {
+		return n.IP.String()
+	}
+	return ""
+}
+
+// DefaultNetwork is the network that is the default gateway (or the only
+// one).
+func (i *Instance) DefaultNetwork() *Network {
+	for k := range i.Networks {
+		if slices.Contains(i.Networks[k].Default, "gateway") {
+			return &i.Networks[k]
+		}
+	}
+	if len(i.Networks) > 0 {
+		return &i.Networks[0]
+	}
+	return nil
+}
+
+// Network is an instance's place on one network.
+type Network struct {
+	Name            string
+	Type            string // manual, dynamic, vip
+	IP              netip.Addr
+	Netmask         string
+	Gateway         netip.Addr
+	DNS             []netip.Addr
+	Default         []string
+	CloudProperties map[string]any
+	// Static is true when the IP came from static_ips.
+	Static bool
+}
+
+// Disk is an instance's planned persistent disk.
+type Disk struct {
+	SizeMB          int
+	Type            string
+	CloudProperties map[string]any
+	// CID is the disk kept from the last deploy; empty when a disk is to be
+	// created.
+	CID string
+	// Replaces is the disk whose data moves to a new one (size or type
+	// changed); it is orphaned afterwards.
+	Replaces string
+}
+
+// Job is one rendered job of an instance.
+type Job struct {
+	Name           string
+	Release        string
+	ReleaseVersion string
+	Version        string
+	Fingerprint    string
+	Packages       []string
+	Rendered       template.Rendered
+}
+
+// Package is a release package an instance needs.
+type Package struct {
+	Name         string
+	Release      string
+	Version      string
+	Fingerprint  string
+	SHA256       string
+	Dependencies []string
+}
+
+// Change reasons.
+const (
+	ReasonNew            = "new"
+	ReasonVMMissing      = "vm missing"
+	ReasonStemcell       = "stemcell changed"
+	ReasonVMType         = "vm_type changed"
+	ReasonCloudConfig    = "cloud properties changed"
+	ReasonNetwork        = "network changed"
+	ReasonJobs           = "jobs changed"
+	ReasonPackages       = "packages changed"
+	ReasonProperties     = "properties changed"
+	ReasonDisk           = "disk changed"
+	ReasonRecreate       = "recreate requested"
+	ReasonDeleted        = "deleted"
+	ReasonScaledDown     = "scaled down"
+	ReasonGroupRemoved   = "instance group removed"
+	ReasonAZRemoved      = "az removed"
+	ReasonStaticIPChange = "static ip removed"
+)
+
+// Change is one reason to touch an instance.
+type Change struct {
+	Reason string
+	Detail string
+}
+
+func (c Change) String() string {
+	if c.Detail == "" {
+		return c.Reason
+	}
+	return c.Reason + " (" + c.Detail + ")"
+}
+
+// Deletion is a deployed instance the plan removes.
+type Deletion struct {
+	Instance InstanceState
+	Reason   string
+}
+
+// OrphanDisk is a persistent disk kept for the operator but no longer
+// attached to anything.
+type OrphanDisk struct {
+	CID      string
+	Instance string // group/id it belonged to
+	Reason   string
+}
+
+// HasChanges reports whether carrying the plan out would touch anything.
+func (p *Plan) HasChanges() bool {
+	if len(p.Delete) > 0 || len(p.OrphanDisks) > 0 {
+		return true
+	}
+	for _, g := range p.Groups {
+		for _, in := range g.Instances {
+			if len(in.Changes) > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// State is what the director records for the instance once it is deployed:
+// the next Compute's actual state.
+func (i *Instance) State() InstanceState {
+	st := InstanceState{
+		Group: i.Group, ID: i.ID, Index: i.Index, AZ: i.AZ, Bootstrap: i.Bootstrap,
+		VMCID: i.VMCID, AgentID: i.AgentID, Stemcell: i.Stemcell, VMType: i.VMType,
+		CloudHash: i.CloudHash, Networks: map[string]netip.Addr{}, Packages: map[string]string{},
+	}
+	for _, n := range i.Networks {
+		st.Networks[n.Name] = n.IP
+	}
+	if i.Disk != nil {
+		st.Disk = &DiskState{CID: i.Disk.CID, SizeMB: i.Disk.SizeMB, Type: i.Disk.Type}
+	}
+	for _, j := range i.Jobs {
+		st.Jobs = append(st.Jobs, JobState{Name: j.Name, Release: j.Release, Fingerprint: j.Fingerprint, RenderedHash: j.Rendered.Hash})
+	}
+	for _, p := range i.Packages {
+		st.Packages[p.Name] = p.Fingerprint
+	}
+	return st
+}
+
+// Compute computes the plan. It fails, naming the manifest field where it
+// can, when the desired deployment cannot be planned: unknown releases or
+// jobs, missing links, too few addresses, template errors.
+func Compute(desired Desired, actual State) (Plan, error) {
+	if desired.Manifest == nil {
+		return Plan{}, errors.New("plan: no deployment manifest")
+	}
+	if err := desired.Manifest.Validate(desired.CloudConfig); err != nil {
+		return Plan{}, err
+	}
+	if desired.IDs == nil {
+		return Plan{}, errors.New("plan: no id source")
+	}
+	c := &computer{d: desired, dep: desired.Manifest, cc: desired.CloudConfig, actual: actual}
+	return c.compute()
+}
+
+// computer holds one Compute's working state.
+type computer struct {
+	d      Desired
+	dep    *manifest.Deployment
+	cc     *manifest.CloudConfig
+	actual State
+	plan   Plan
+	errs   []error
+	placed map[string]*placed // by instance id
+}
+
+func (c *computer) errorf(path, format string, args ...any) {
+	c.errs = append(c.errs, c.dep.Errorf(path, format, args...))
+}
+
+func (c *computer) compute() (Plan, error) {
+	c.plan.Deployment = c.dep.Name
+	byGroup := map[string][]InstanceState{}
+	for _, st := range c.actual.Instances {
+		byGroup[st.Group] = append(byGroup[st.Group], st)
+	}
+	desiredGroups := map[string]bool{}
+
+	// 1. Placement: AZ, index, id, bootstrap, static IPs.
+	for gi := range c.dep.InstanceGroups {
+		ig := &c.dep.InstanceGroups[gi]
+		desiredGroups[ig.Name] = true
+		if ig.Lifecycle == manifest.Errand {
+			continue
+		}
+		g, deleted := c.place(gi, ig, byGroup[ig.Name])
+		c.plan.Groups = append(c.plan.Groups, g)
+		c.plan.Delete = append(c.plan.Delete, deleted...)
+	}
+	for _, st := range c.actual.Instances {
+		if !desiredGroups[st.Group] {
+			c.plan.Delete = append(c.plan.Delete, Deletion{Instance: st, Reason: ReasonGroupRemoved})
+		}
+	}
+	if len(c.errs) > 0 {
+		return Plan{}, errors.Join(c.errs...)
+	}
+
+	// 2. Addresses on manual networks.
+	c.assignIPs()
+	if len(c.errs) > 0 {
+		return Plan{}, errors.Join(c.errs...)
+	}
+
+	// 3. VM settings, disks, jobs and packages.
+	for gi := range c.plan.Groups {
+		c.resolveGroup(&c.plan.Groups[gi])
+	}
+	if len(c.errs) > 0 {
+		return Plan{}, errors.Join(c.errs...)
+	}
+
+	// 4. Links and rendering.
+	c.render()
+	if len(c.errs) > 0 {
+		return Plan{}, errors.Join(c.errs...)
+	}
+
+	// 5. Change sets and disks to orphan.
+	for gi := range c.plan.Groups {
+		for ii := range c.plan.Groups[gi].Instances {
+			c.changes(&c.plan.Groups[gi].Instances[ii])
+		}
+	}
+	sort.SliceStable(c.plan.Delete, func(i, j int) bool {
+		a, b := c.plan.Delete[i].Instance, c.plan.Delete[j].Instance
+		if a.Group != b.Group {
+			return a.Group < b.Group
+		}
+		return a.Index < b.Index
+	})
+	for _, d := range c.plan.Delete {
+		if d.Instance.Disk != nil && d.Instance.Disk.CID != "" {
+			c.plan.OrphanDisks = append(c.plan.OrphanDisks, OrphanDisk{CID: d.Instance.Disk.CID, Instance: d.Instance.Group + "/" + d.Instance.ID, Reason: "instance deleted: " + d.Reason})
+		}
+	}
+	return c.plan, nil
+}
+
+// groupIndex is the manifest index of the instance group called name.
+func (c *computer) groupIndex(name string) int {
+	for i := range c.dep.InstanceGroups {
+		if c.dep.InstanceGroups[i].Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// groupPath is the manifest path of instance group gi.
+func groupPath(gi int) string { return fmt.Sprintf("instance_groups[%d]", gi) }
+
+// hashJSON hashes a value's JSON encoding (map keys sorted).
+func hashJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		b = []byte(fmt.Sprint(v))
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// mergeMaps merges src over dst, recursively for nested maps.
+func mergeMaps(dst, src map[string]any) map[string]any {
+	if dst == nil {
+		dst = map[string]any{}
+	}
+	for k, v := range src {
+		if sm, ok := v.(map[string]any); ok {
+			if dm, ok := dst[k].(map[string]any); ok {
+				dst[k] = mergeMaps(copyMap(dm), sm)
+				continue
+			}
+		}
+		dst[k] = v
+	}
+	return dst
+}
+
+func copyMap(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func joinStrings(ss []string) string { return strings.Join(ss, ", ") }
