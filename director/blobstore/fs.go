@@ -1,0 +1,167 @@
+package blobstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// FS is a Store in a local directory: blob <id> lives at
+// <dir>/<first two characters of id>/<id>; uploads go to <dir>/tmp first and
+// are renamed into place once complete, so a reader never sees a partial
+// blob.
+type FS struct {
+	dir string
+}
+
+var _ Store = (*FS)(nil)
+
+// NewFS returns a store in dir, creating it if needed.
+func NewFS(dir string) (*FS, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
+		return nil, fmt.Errorf("blobstore directory: %w", err)
+	}
+	return &FS{dir: dir}, nil
+}
+
+func (s *FS) path(id string) string {
+	return filepath.Join(s.dir, id[:2], id)
+}
+
+// spool copies r into a temporary file under <dir>/tmp while hashing it.
+func (s *FS) spool(ctx context.Context, r io.Reader) (*os.File, Blob, error) {
+	f, b, err := spoolFile(ctx, filepath.Join(s.dir, "tmp"), r)
+	if err != nil {
+		return nil, Blob{}, err
+	}
+	if err := f.Close(); err != nil {
+		cleanup(f)
+		return nil, Blob{}, err
+	}
+	return f, b, nil
+}
+
+// spoolFile copies r into a new temporary file in dir (os.TempDir() when
+// empty) while hashing it. The caller removes the file with cleanup.
+func spoolFile(ctx context.Context, dir string, r io.Reader) (*os.File, Blob, error) {
+	tmp, err := os.CreateTemp(dir, "upload-*")
+	if err != nil {
+		return nil, Blob{}, err
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), ctxReader{ctx, r})
+	if err != nil {
+		cleanup(tmp)
+		return nil, Blob{}, err
+	}
+	return tmp, Blob{SHA256: hex.EncodeToString(h.Sum(nil)), Size: n}, nil
+}
+
+func cleanup(f *os.File) {
+	f.Close()
+	os.Remove(f.Name())
+}
+
+// Put implements Store.
+func (s *FS) Put(ctx context.Context, r io.Reader) (Blob, error) {
+	tmp, b, err := s.spool(ctx, r)
+	if err != nil {
+		return Blob{}, fmt.Errorf("put blob: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	b.ID = b.SHA256
+	if err := s.commit(tmp.Name(), b.ID); err != nil {
+		return Blob{}, fmt.Errorf("put blob %s: %w", b.ID, err)
+	}
+	return b, nil
+}
+
+// PutID implements Store.
+func (s *FS) PutID(ctx context.Context, id string, r io.Reader, sum string) (Blob, error) {
+	if !ValidID(id) {
+		return Blob{}, fmt.Errorf("put blob %q: %w", id, ErrInvalidID)
+	}
+	tmp, b, err := s.spool(ctx, r)
+	if err != nil {
+		return Blob{}, fmt.Errorf("put blob %s: %w", id, err)
+	}
+	defer os.Remove(tmp.Name())
+	if sum != "" && sum != b.SHA256 {
+		return Blob{}, fmt.Errorf("put blob %s: got sha256 %s, want %s: %w", id, b.SHA256, sum, ErrDigestMismatch)
+	}
+	b.ID = id
+	if err := s.commit(tmp.Name(), id); err != nil {
+		return Blob{}, fmt.Errorf("put blob %s: %w", id, err)
+	}
+	return b, nil
+}
+
+func (s *FS) commit(tmp, id string) error {
+	if err := os.MkdirAll(filepath.Dir(s.path(id)), 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, s.path(id))
+}
+
+// Get implements Store.
+func (s *FS) Get(ctx context.Context, id string) (io.ReadCloser, error) {
+	if !ValidID(id) {
+		return nil, fmt.Errorf("get blob %q: %w", id, ErrInvalidID)
+	}
+	f, err := os.Open(s.path(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("get blob %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get blob %s: %w", id, err)
+	}
+	return f, nil
+}
+
+// Delete implements Store.
+func (s *FS) Delete(ctx context.Context, id string) error {
+	if !ValidID(id) {
+		return fmt.Errorf("delete blob %q: %w", id, ErrInvalidID)
+	}
+	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete blob %s: %w", id, err)
+	}
+	return nil
+}
+
+// Exists implements Store.
+func (s *FS) Exists(ctx context.Context, id string) (bool, error) {
+	if !ValidID(id) {
+		return false, fmt.Errorf("blob %q: %w", id, ErrInvalidID)
+	}
+	_, err := os.Stat(s.path(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("blob %s: %w", id, err)
+	}
+	return true, nil
+}
+
+// ctxReader stops a copy when its context ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
