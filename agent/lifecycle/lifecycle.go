@@ -165,6 +165,12 @@ func (r *Runner) Jobs() ([]string, error) {
 // and waits for all of them. Results are in job order. The error joins the
 // *ScriptError of every job whose script failed.
 func (r *Runner) Run(ctx context.Context, script Script, jobs []string) ([]Result, error) {
+	return r.RunWithEnv(ctx, script, jobs, nil)
+}
+
+// RunWithEnv is Run with extra environment variables for the scripts, over
+// Config.Env (for pre-stop: BOSH_VM_NEXT_STATE and friends).
+func (r *Runner) RunWithEnv(ctx context.Context, script Script, jobs []string, env map[string]string) ([]Result, error) {
 	if err := validScript(script); err != nil {
 		return nil, err
 	}
@@ -178,7 +184,7 @@ func (r *Runner) Run(ctx context.Context, script Script, jobs []string) ([]Resul
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i], _ = r.runOne(ctx, job, script, nil, nil)
+			results[i], _ = r.runOne(ctx, job, script, nil, env)
 		}()
 	}
 	wg.Wait()

@@ -128,15 +128,15 @@ echo "pre-start of %[2]s in $(pwd) with $DEPLOYMENT $PATH"; echo "to stderr" >&2
 func TestRunNamedJobsAppendsLogs(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, Config{})
-	f.script(t, "a", PostStart, `echo run`)
+	f.script(t, "a", PostStart, `echo run $NEXT`)
 	f.script(t, "b", PostStart, `exit 1`)
 	for range 2 {
-		if _, err := f.runner.Run(testContext(t), PostStart, []string{"a"}); err != nil {
+		if _, err := f.runner.RunWithEnv(testContext(t), PostStart, []string{"a"}, map[string]string{"NEXT": "keep"}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	out, _ := os.ReadFile(filepath.Join(f.logs, "a", "post-start.stdout.log"))
-	if string(out) != "run\nrun\n" {
+	if string(out) != "run keep\nrun keep\n" {
 		t.Errorf("log %q", out)
 	}
 	if _, err := f.runner.Run(testContext(t), PostStart, []string{"../a"}); err == nil {

@@ -95,6 +95,7 @@ func (s *Supervisor) run(p *proc) {
 		}
 	}()
 
+	s.stopLeftover(p)
 	backoff := newBackoff(s.cfg.MinBackoff, s.cfg.MaxBackoff, s.cfg.StableAfter)
 	for {
 		if p.stopRequested() {
@@ -238,6 +239,7 @@ func (s *Supervisor) start(p *proc, stdout, stderr io.Writer) (*running, error) 
 	go func() { copiers.Wait(); close(r.copied) }()
 	go func() { r.waitErr = cmd.Wait(); close(r.exited) }()
 
+	s.writePidFile(p, pid)
 	s.mu.Lock()
 	p.pid = pid
 	p.startedAt = time.Now()
@@ -261,7 +263,11 @@ func (s *Supervisor) watch(p *proc, r *running) (exitErr error, stopped bool) {
 		results = ch
 		go func() {
 			defer close(checkerDone)
-			s.checkLoop(ctx, rd, ch)
+			dir := p.def.Workdir
+			if dir == "" {
+				dir = "/"
+			}
+			s.checkLoop(ctx, rd, s.env(p.def.Env), dir, ch)
 		}()
 	} else {
 		close(checkerDone)
@@ -338,6 +344,7 @@ func (s *Supervisor) cleanup(p *proc, r *running) {
 	for _, f := range r.readers {
 		f.Close()
 	}
+	s.removePidFile(p)
 	s.mu.Lock()
 	p.pid = 0
 	p.startedAt = time.Time{}

@@ -36,3 +36,23 @@ func procUsage(pid int) (cpu time.Duration, rss uint64) {
 	}
 	return cpu, rss
 }
+
+// procStartTime reads when a process started (clock ticks since boot, field
+// 22 of /proc/<pid>/stat); with the pid it identifies a process across pid
+// reuse. ok is false for a process that is gone or a zombie.
+func procStartTime(pid int) (start uint64, ok bool) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	i := strings.LastIndexByte(string(stat), ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
+		return 0, false
+	}
+	start, err = strconv.ParseUint(f[19], 10, 64)
+	return start, err == nil
+}

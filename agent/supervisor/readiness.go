@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -13,15 +14,20 @@ import (
 )
 
 // checkLoop runs the readiness check now and then every interval, sending
-// each result (nil = passed) on results, until ctx ends.
-func (s *Supervisor) checkLoop(ctx context.Context, r *Readiness, results chan<- error) {
+// each result (nil = passed) on results, until ctx ends. An exec check runs
+// with the process's environment and working directory.
+func (s *Supervisor) checkLoop(ctx context.Context, r *Readiness, env map[string]string, dir string, results chan<- error) {
 	var transport *http.Transport
 	if r.HTTP != nil {
-		transport = &http.Transport{DisableKeepAlives: true}
+		// Like Kubernetes' HTTPS probes, the check does not verify the
+		// server's certificate: it sends nothing secret and only asks
+		// whether the process answers; jobs commonly serve health endpoints
+		// with certificates issued for names other than the check's URL.
+		transport = &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // see above
 		defer transport.CloseIdleConnections()
 	}
 	for {
-		err := check(ctx, r, transport)
+		err := check(ctx, r, transport, env, dir)
 		if ctx.Err() != nil {
 			return
 		}
@@ -41,7 +47,7 @@ func (s *Supervisor) checkLoop(ctx context.Context, r *Readiness, results chan<-
 }
 
 // check runs one readiness check within the check's timeout.
-func check(ctx context.Context, r *Readiness, transport *http.Transport) error {
+func check(ctx context.Context, r *Readiness, transport *http.Transport, env map[string]string, dir string) error {
 	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
 	defer cancel()
 	switch {
@@ -74,8 +80,14 @@ func check(ctx context.Context, r *Readiness, transport *http.Transport) error {
 		conn.Close()
 		return nil
 	case len(r.Exec) > 0:
-		cmd := exec.CommandContext(ctx, r.Exec[0], r.Exec[1:]...)
-		cmd.Env = []string{"PATH=" + DefaultPath}
+		path, err := lookPath(r.Exec[0], env)
+		if err != nil {
+			return fmt.Errorf("exec: %w", err)
+		}
+		cmd := exec.CommandContext(ctx, path, r.Exec[1:]...)
+		cmd.Args[0] = r.Exec[0]
+		cmd.Env = envList(env)
+		cmd.Dir = dir
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 		cmd.WaitDelay = time.Second

@@ -54,6 +54,11 @@ type Config struct {
 	// LogDir is the log root, <base>/sys/log: a process's output goes to
 	// LogDir/<job>/<process>.stdout.log and .stderr.log.
 	LogDir string
+	// RunDir, when set, holds pid files (RunDir/<job>/<process>.pid) so
+	// that processes left running by a previous supervisor (the agent was
+	// killed) are stopped before they are started again. Usually
+	// <base>/sys/run.
+	RunDir string
 	// BaseEnv is the environment every process starts from (the agent's own
 	// environment is never inherited). PATH defaults to DefaultPath.
 	// A process's env is merged over it.
@@ -149,6 +154,9 @@ func New(logger *slog.Logger, cfg Config) (*Supervisor, error) {
 	}
 	if !filepath.IsAbs(cfg.LogDir) {
 		return nil, fmt.Errorf("supervisor config: log dir %q must be absolute", cfg.LogDir)
+	}
+	if cfg.RunDir != "" && !filepath.IsAbs(cfg.RunDir) {
+		return nil, fmt.Errorf("supervisor config: run dir %q must be absolute", cfg.RunDir)
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = DefaultMinBackoff

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -222,7 +223,8 @@ func TestReadinessExecAndStartGrace(t *testing.T) {
 	ctx := testContext(t)
 	gate := filepath.Join(t.TempDir(), "gate")
 	p := sh("worker", "exec sleep 1000")
-	p.Readiness = &Readiness{Exec: []string{"/bin/sh", "-c", "test -f " + gate}, Interval: 20 * time.Millisecond, Timeout: time.Second}
+	p.Env = map[string]string{"GATE": gate}
+	p.Readiness = &Readiness{Exec: []string{"sh", "-c", `test -f "$GATE"`}, Interval: 20 * time.Millisecond, Timeout: time.Second}
 	if err := sup.Start(ctx, "job", []Process{p}); err != nil {
 		t.Fatal(err)
 	}
@@ -629,5 +631,59 @@ func waitFileContains(t *testing.T, path, s string) string {
 			t.Fatalf("%s does not contain %q: %q", path, s, data)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A process left running by a previous supervisor (recorded in its pid
+// file) is stopped before the process is started again; a pid file naming
+// a pid that now belongs to another process is ignored.
+func TestLeftoverProcessIsStopped(t *testing.T) {
+	t.Parallel()
+	runDir := t.TempDir()
+	// The leftover: started by "another agent", in its own process group.
+	old := exec.Command("/bin/sh", "-c", "exec sleep 1000")
+	old.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := old.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { old.Process.Kill() })
+	go old.Wait() //nolint:errcheck // reaps it once killed
+	start, ok := procStartTime(old.Process.Pid)
+	if !ok {
+		t.Skip("no /proc")
+	}
+	os.MkdirAll(filepath.Join(runDir, "job"), 0o755)
+	os.WriteFile(filepath.Join(runDir, "job", "web.pid"), []byte(fmt.Sprintf("%d %d\n", old.Process.Pid, start)), 0o644)
+	// A stale pid file: right pid, wrong start time (the pid was reused).
+	bystander := exec.Command("/bin/sh", "-c", "exec sleep 1000")
+	if err := bystander.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bystander.Process.Kill(); bystander.Wait() })
+	os.WriteFile(filepath.Join(runDir, "job", "other.pid"), []byte(fmt.Sprintf("%d 1\n", bystander.Process.Pid)), 0o644)
+
+	sup, _ := newSupervisor(t, Config{RunDir: runDir})
+	ctx := testContext(t)
+	if err := sup.Start(ctx, "job", []Process{sh("web", "exec sleep 1000"), sh("other", "exec sleep 1000")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sup.Wait(ctx, "job", StateRunning); err != nil {
+		t.Fatal(err)
+	}
+	waitDead(t, old.Process.Pid)
+	if !processAlive(bystander.Process.Pid) {
+		t.Error("a process named by a stale pid file was killed")
+	}
+	// The new process is recorded.
+	pid := mustStatus(t, sup, "job").Processes[0].PID
+	data, _ := os.ReadFile(filepath.Join(runDir, "job", "web.pid"))
+	if !strings.HasPrefix(string(data), strconv.Itoa(pid)+" ") {
+		t.Errorf("pid file %q, process %d", data, pid)
+	}
+	if err := sup.Stop(ctx, "job"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(runDir, "job", "web.pid")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pid file left after stop: %v", err)
 	}
 }
