@@ -48,7 +48,7 @@ type golden struct {
 	sections map[string][]byte
 }
 
-func (g golden) get(t *testing.T, name string) []byte {
+func (g golden) get(t testing.TB, name string) []byte {
 	t.Helper()
 	b, ok := g.sections[name]
 	if !ok {
@@ -59,7 +59,7 @@ func (g golden) get(t *testing.T, name string) []byte {
 
 // desired builds a Desired from a manifest section and director.yml
 // (templates come from sections templates/<release>/<job>/<file>).
-func (g golden) desired(t *testing.T, manifestSection, directorSection string, ids plan.IDSource) (plan.Desired, directorFile) {
+func (g golden) desired(t testing.TB, manifestSection, directorSection string, ids plan.IDSource) (plan.Desired, directorFile) {
 	t.Helper()
 	var df directorFile
 	if err := yaml.Unmarshal(g.get(t, directorSection), &df); err != nil {

@@ -1,0 +1,169 @@
+package plan_test
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/txtar"
+
+	"github.com/compleat/compleat/director/plan"
+)
+
+func loadCase(t testing.TB, file string) golden {
+	ar, err := txtar.ParseFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := golden{sections: map[string][]byte{}}
+	for _, f := range ar.Files {
+		g.sections[f.Name] = f.Data
+	}
+	return g
+}
+
+func TestRolloutAndCompileTargets(t *testing.T) {
+	g := loadCase(t, "testdata/property_change.txtar")
+	ids := &plan.SequentialIDs{Prefix: "id-"}
+	prevD, _ := g.desired(t, "deployed.yml", "director.yml", ids)
+	prev, err := plan.Compute(prevD, plan.State{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := g.desired(t, "manifest.yml", "director.yml", ids)
+	p, err := plan.Compute(d, deployed(prev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro := p.Rollout()
+	if len(ro.Groups) != 2 || ro.Groups[0].Name != "web" || ro.Groups[0].Size != 2 {
+		t.Fatalf("rollout groups %+v", ro.Groups)
+	}
+	for _, in := range ro.Groups[0].Instances {
+		if !in.Changed() || in.New || in.Recreate || !slices.Contains(in.Changes, "properties changed (job web)") {
+			t.Errorf("web instance %+v", in)
+		}
+	}
+	if ro.Groups[1].Instances[0].Changed() {
+		t.Errorf("lb should be unchanged: %+v", ro.Groups[1].Instances[0])
+	}
+
+	targets := p.CompileTargets()
+	if len(targets) != 1 || targets[0].Stemcell.OS != "local" || targets[0].Stemcell.CID != "sc-1" {
+		t.Fatalf("targets %+v", targets)
+	}
+	var names []string
+	for _, pk := range targets[0].Packages {
+		names = append(names, pk.Name)
+	}
+	if !slices.Equal(names, []string{"golang", "lbpkg", "webapp"}) {
+		t.Errorf("packages %v", names)
+	}
+	// The next state records what a following plan compares against.
+	in, ok := p.Instance(ro.Groups[0].Instances[0].ID)
+	if !ok {
+		t.Fatal("instance not found")
+	}
+	st := in.State()
+	if st.Jobs[0].RenderedHash != in.Jobs[0].Rendered.Hash || st.Packages["golang"] != "aaaa1111" || !st.Networks["default"].IsValid() {
+		t.Errorf("state %+v", st)
+	}
+}
+
+func TestComputeIsDeterministic(t *testing.T) {
+	g := loadCase(t, "testdata/first_deploy.txtar")
+	var outs []string
+	for range 3 {
+		d, _ := g.desired(t, "manifest.yml", "director.yml", &plan.SequentialIDs{Prefix: "id-"})
+		p, err := plan.Compute(d, plan.State{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		p.Format(&b)
+		outs = append(outs, b.String())
+	}
+	if outs[0] != outs[1] || outs[1] != outs[2] {
+		t.Errorf("plans differ between identical computations")
+	}
+}
+
+// bigManifest has n web instances over two AZs behind one lb.
+func bigManifest(n int) string {
+	return fmt.Sprintf(`name: web
+releases:
+- {name: web, version: "1"}
+stemcells:
+- {alias: default, os: local, version: "1"}
+update: {canaries: 1, max_in_flight: 10, canary_watch_time: 1000, update_watch_time: 1000}
+instance_groups:
+- name: web
+  azs: [z1, z2]
+  instances: %d
+  vm_type: default
+  stemcell: default
+  networks: [{name: default}]
+  jobs:
+  - name: web
+    release: web
+    properties: {version: v1}
+- name: lb
+  azs: [z1]
+  instances: 1
+  vm_type: default
+  stemcell: default
+  networks: [{name: default, static_ips: [127.77.1.10]}]
+  jobs:
+  - name: lb
+    release: web
+`, n)
+}
+
+// benchCase is first_deploy's release with a /16 per AZ, big enough for
+// 1,000 instances.
+func benchCase(b *testing.B, n int) golden {
+	g := loadCase(b, "testdata/first_deploy.txtar")
+	cc := string(g.sections["cloud-config.yml"])
+	cc = strings.NewReplacer(
+		"127.77.1.0/24", "127.70.0.0/16", "127.77.1.1\n", "127.70.0.1\n", "127.77.1.2 - 127.77.1.9", "127.70.0.2 - 127.70.0.9", "127.77.1.10 - 127.77.1.19", "127.70.0.10 - 127.70.0.19",
+		"127.77.2.0/24", "127.71.0.0/16", "127.77.2.1\n", "127.71.0.1\n", "127.77.2.2 - 127.77.2.9", "127.71.0.2 - 127.71.0.9", "127.77.2.10 - 127.77.2.19", "127.71.0.10 - 127.71.0.19",
+	).Replace(cc)
+	g.sections["cloud-config.yml"] = []byte(cc)
+	g.sections["manifest.yml"] = []byte(strings.Replace(bigManifest(n), "127.77.1.10", "127.70.0.10", 1))
+	return g
+}
+
+// BenchmarkPlan1000 plans a first deploy of 1,000 instances and a no-op
+// redeploy of them (everything rendered and compared).
+func BenchmarkPlan1000(b *testing.B) {
+	g := benchCase(b, 1000)
+	d, _ := g.desired(b, "manifest.yml", "director.yml", &plan.SequentialIDs{Prefix: "id-"})
+	if d.Manifest == nil {
+		b.Fatal("manifest does not parse")
+	}
+	first, err := plan.Compute(d, plan.State{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	state := deployed(first)
+	b.Run("first-deploy", func(b *testing.B) {
+		for b.Loop() {
+			d.IDs = &plan.SequentialIDs{Prefix: "id-"}
+			if _, err := plan.Compute(d, plan.State{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("no-op", func(b *testing.B) {
+		for b.Loop() {
+			p, err := plan.Compute(d, state)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if p.HasChanges() {
+				b.Fatal("no-op plan has changes")
+			}
+		}
+	})
+}
