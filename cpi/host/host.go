@@ -121,7 +121,7 @@ func Start(ctx context.Context, cfg Config) (*Plugin, error) {
 	}
 	p := &Plugin{
 		cfg:      cfg,
-		log:      cfg.Logger.With("plugin", filepath.Base(path)),
+		log:      cfg.Logger.With("cpi", filepath.Base(path)),
 		launcher: newLauncher(),
 	}
 	p.mu.Lock()

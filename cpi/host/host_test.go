@@ -421,3 +421,16 @@ func TestConcurrentCallsThroughPlugin(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestPluginStdoutAndStderrAreLogged(t *testing.T) {
+	logs, logger := newCapture(t)
+	p := start(t, host.Config{Logger: logger})
+	if err := p.SetDiskMetadata(t.Context(), "print", nil); err != nil {
+		t.Fatal(err)
+	}
+	for msg, stream := range map[string]string{"hello on stdout": "stdout", "hello on stderr": "stderr"} {
+		if r := logs.wait(t, msg); r.attrs["stream"] != stream {
+			t.Errorf("%q logged with attributes %v", msg, r.attrs)
+		}
+	}
+}

@@ -7,11 +7,13 @@
 //	RebootVM("crash")            exits the process in the middle of the call
 //	SetVMMetadata("error", md)   fails with the error md describes
 //	                             (code, message, field, retryable)
+//	SetDiskMetadata("print", _)  writes a line to os.Stdout and os.Stderr
 package main
 
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"slices"
@@ -70,6 +72,15 @@ func (p *plugin) RebootVM(ctx context.Context, cid string) error {
 		os.Exit(3)
 	}
 	return p.Fake.RebootVM(ctx, cid)
+}
+
+func (p *plugin) SetDiskMetadata(ctx context.Context, cid string, md map[string]string) error {
+	if cid == "print" {
+		fmt.Fprintln(os.Stdout, "hello on stdout")
+		fmt.Fprintln(os.Stderr, "hello on stderr")
+		return nil
+	}
+	return p.Fake.SetDiskMetadata(ctx, cid, md)
 }
 
 func (p *plugin) SetVMMetadata(ctx context.Context, cid string, md map[string]string) error {
