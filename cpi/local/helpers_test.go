@@ -25,7 +25,14 @@ import (
 var placeholderAgent string
 
 func TestMain(m *testing.M) {
+	if p := os.Getenv(unprivilegedAgentEnv); p != "" {
+		placeholderAgent = p // built by the privileged parent
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "cpi-local-test-")
+	if err == nil {
+		err = os.Chmod(dir, 0o755) // for TestUnprivileged's child
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
