@@ -230,22 +230,28 @@ func (c *Client) task(ctx context.Context, method string, arg, out any) error {
 		return err
 	}
 	log := c.opts.Logger.With("method", method, "agent_task_id", st.AgentTaskID)
+	abandon := func() error {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := c.CancelTask(cctx, st.AgentTaskID); err != nil {
+			log.Debug("cancel agent task", "err", err)
+		}
+		return fmt.Errorf("%s agent %s: %w", method, c.agentID, ctx.Err())
+	}
 	t := time.NewTicker(c.opts.PollInterval)
 	defer t.Stop()
 	for st.State == protocol.TaskRunning {
 		select {
 		case <-ctx.Done():
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			if err := c.CancelTask(cctx, st.AgentTaskID); err != nil {
-				log.Debug("cancel agent task", "err", err)
-			}
-			cancel()
-			return fmt.Errorf("%s agent %s: %w", method, c.agentID, ctx.Err())
+			return abandon()
 		case <-t.C:
 		}
 		next, err := c.GetTask(ctx, st.AgentTaskID)
+		if ctx.Err() != nil {
+			return abandon()
+		}
 		if err != nil {
-			if errors.Is(err, ErrUnresponsive) && ctx.Err() == nil {
+			if errors.Is(err, ErrUnresponsive) {
 				log.Debug("poll agent task", "err", err)
 				continue // the agent may be reconnecting; keep polling until ctx ends
 			}

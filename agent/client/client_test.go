@@ -1,0 +1,135 @@
+package client_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/compleat/compleat/agent/applyspec"
+	"github.com/compleat/compleat/agent/client"
+	"github.com/compleat/compleat/agent/protocol"
+	"github.com/compleat/compleat/director/mbus"
+	"github.com/compleat/compleat/director/pki"
+)
+
+// fakeAgent answers on the real bus like an agent whose apply task takes a
+// few polls, and records cancellations.
+type fakeAgent struct {
+	mu       sync.Mutex
+	polls    int
+	canceled []string
+	pollsFor int // polls before the task is done; <0: never
+}
+
+func (f *fakeAgent) handle(m *nats.Msg) {
+	var req protocol.Request
+	json.Unmarshal(m.Data, &req)
+	reply := func(v any) {
+		b, _ := json.Marshal(v)
+		out, _ := json.Marshal(protocol.Response{Value: b})
+		m.Respond(out)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch req.Method {
+	case protocol.MethodPing:
+		reply("pong")
+	case protocol.MethodApply, protocol.MethodCompilePackage:
+		reply(protocol.TaskStatus{AgentTaskID: "t1", State: protocol.TaskRunning})
+	case protocol.MethodGetTask:
+		f.polls++
+		if f.pollsFor >= 0 && f.polls >= f.pollsFor {
+			res, _ := json.Marshal(protocol.CompilePackageResult{SHA256: "abc", Size: 3})
+			reply(protocol.TaskStatus{AgentTaskID: "t1", State: protocol.TaskDone, Result: res})
+			return
+		}
+		reply(protocol.TaskStatus{AgentTaskID: "t1", State: protocol.TaskRunning})
+	case protocol.MethodCancelTask:
+		var tr protocol.TaskRequest
+		json.Unmarshal(req.Arguments[0], &tr)
+		f.canceled = append(f.canceled, tr.AgentTaskID)
+		reply("canceled")
+	default:
+		out, _ := json.Marshal(protocol.Response{Exception: &protocol.Exception{Code: protocol.CodeUnknownMethod, Message: "unknown method " + req.Method}})
+		m.Respond(out)
+	}
+}
+
+func setup(t *testing.T, f *fakeAgent) *nats.Conn {
+	t.Helper()
+	ctx := context.Background()
+	ca, _ := pki.NewCA("ca", 0)
+	srv, _ := ca.IssueServer([]string{"127.0.0.1"}, 0)
+	bus, err := mbus.Start(ctx, mbus.Config{Listen: "127.0.0.1:0", CA: ca.CertPEM(), ServerCert: srv.CertPEM, ServerKey: srv.KeyPEM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bus.Shutdown)
+	dir, _ := ca.IssueClient(pki.DirectorCN, 0)
+	nc, err := mbus.Connect(ctx, bus.URL(), ca.CertPEM(), dir.CertPEM, dir.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if f != nil {
+		ag, _ := ca.IssueClient("a1", 0)
+		anc, err := mbus.Connect(ctx, bus.URL(), ca.CertPEM(), ag.CertPEM, ag.KeyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(anc.Close)
+		anc.Subscribe(protocol.Subject("a1"), f.handle)
+		anc.Flush()
+	}
+	return nc
+}
+
+func TestLongTaskIsPolledToItsResult(t *testing.T) {
+	f := &fakeAgent{pollsFor: 3}
+	c := client.New(setup(t, f), "a1", client.Options{PollInterval: time.Millisecond})
+	res, err := c.CompilePackage(context.Background(), protocol.CompilePackageRequest{Name: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.SHA256 != "abc" || res.Size != 3 || f.polls != 3 {
+		t.Fatalf("result %+v after %d polls", res, f.polls)
+	}
+}
+
+func TestContextEndCancelsTheAgentTask(t *testing.T) {
+	f := &fakeAgent{pollsFor: -1}
+	c := client.New(setup(t, f), "a1", client.Options{PollInterval: time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err := c.Apply(ctx, applyspec.Spec{})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the context's", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.canceled) != 1 || f.canceled[0] != "t1" {
+		t.Fatalf("cancelled %v, want [t1]", f.canceled)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	c := client.New(setup(t, &fakeAgent{}), "a1", client.Options{})
+	if err := c.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Call(context.Background(), "warp", nil, nil)
+	var exc *protocol.Exception
+	if !errors.Is(err, protocol.ErrUnknownMethod) || !errors.As(err, &exc) || exc.Message != "unknown method warp" {
+		t.Fatalf("err = %v", err)
+	}
+	// Nobody listens on a2's subject.
+	other := client.New(setup(t, nil), "a2", client.Options{RequestTimeout: time.Second})
+	if err := other.Ping(context.Background()); !errors.Is(err, client.ErrUnresponsive) {
+		t.Fatalf("err = %v, want ErrUnresponsive", err)
+	}
+}
