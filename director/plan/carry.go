@@ -46,7 +46,9 @@ func (p *Plan) CompileTargets() []compile.Target {
 
 // Rollout is the plan as the updater runs it: every group with its
 // instances (unchanged ones included, so percentages and AZ order hold)
-// and the instances to delete.
+// and the instances to delete. The executor finds the planned details of an
+// instance it is given with Plan.Instance(id), and those of an instance to
+// delete in Plan.Delete.
 func (p *Plan) Rollout() update.Rollout {
 	ro := update.Rollout{Deployment: p.Deployment}
 	for _, g := range p.Groups {
@@ -67,6 +69,7 @@ func (p *Plan) Rollout() update.Rollout {
 		ro.Delete = append(ro.Delete, update.Instance{
 			Group: d.Instance.Group, ID: d.Instance.ID, Index: d.Instance.Index, AZ: d.Instance.AZ,
 			Changes: []string{d.Reason},
+			New:     d.Instance.VMCID == "", // no VM: nothing to drain or stop
 		})
 	}
 	return ro

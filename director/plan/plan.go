@@ -256,6 +256,7 @@ const (
 	ReasonGroupRemoved   = "instance group removed"
 	ReasonAZRemoved      = "az removed"
 	ReasonStaticIPChange = "static ip removed"
+	ReasonErrand         = "instance group is now an errand"
 )
 
 // Change is one reason to touch an instance.
@@ -366,10 +367,15 @@ func (c *computer) compute() (Plan, error) {
 	// 1. Placement: AZ, index, id, bootstrap, static IPs.
 	for gi := range c.dep.InstanceGroups {
 		ig := &c.dep.InstanceGroups[gi]
-		desiredGroups[ig.Name] = true
 		if ig.Lifecycle == manifest.Errand {
+			// Errands run on demand, not as deployed instances.
+			for _, st := range byGroup[ig.Name] {
+				c.plan.Delete = append(c.plan.Delete, Deletion{Instance: st, Reason: ReasonErrand})
+			}
+			desiredGroups[ig.Name] = true
 			continue
 		}
+		desiredGroups[ig.Name] = true
 		g, deleted := c.place(gi, ig, byGroup[ig.Name])
 		c.plan.Groups = append(c.plan.Groups, g)
 		c.plan.Delete = append(c.plan.Delete, deleted...)

@@ -89,6 +89,8 @@ type Rollout struct {
 	Deployment string
 	Groups     []Group
 	// Delete are instances to remove: scaled down, or their group is gone.
+	// New set on one of them means it has no VM: it is deleted without
+	// pre-stop, drain or stop.
 	Delete []Instance
 }
 
@@ -367,8 +369,10 @@ func (u *Updater) Run(ctx context.Context, ro Rollout, opts Options) (Result, er
 	// 3. Instances to delete, last.
 	if !r.stop() && ctx.Err() == nil {
 		r.parallel(ctx, "Deleting unneeded instances", ro.Delete, func(ctx context.Context, in Instance) error {
-			if err := r.takeDown(ctx, in); err != nil {
-				return err
+			if !in.New { // an instance without a VM has nothing to stop
+				if err := r.takeDown(ctx, in); err != nil {
+					return err
+				}
 			}
 			if err := u.exec.Delete(ctx, in); err != nil {
 				return fmt.Errorf("delete %s: %w", in.Name(), err)

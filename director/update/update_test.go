@@ -286,7 +286,8 @@ func TestOnlyChangedInstancesAreTouchedAndDeletionsComeLast(t *testing.T) {
 	g.Instances[2].Recreate = true
 	vmBefore, _ := x.VM(recreate.Name())
 
-	res, err := update.New(x, nil).Run(context.Background(), update.Rollout{Groups: []update.Group{g}, Delete: []update.Instance{gone}}, update.Options{})
+	ghost := update.Instance{Group: "web", ID: "ghost", Index: 5, AZ: "z1", New: true} // recorded, but its VM is gone
+	res, err := update.New(x, nil).Run(context.Background(), update.Rollout{Groups: []update.Group{g}, Delete: []update.Instance{gone, ghost}}, update.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,6 +303,9 @@ func TestOnlyChangedInstancesAreTouchedAndDeletionsComeLast(t *testing.T) {
 	if steps := x.StepsOf("web/old"); !slices.Equal(steps, []string{"pre-stop", "drain", "stop", "delete"}) {
 		t.Errorf("deleted instance steps %v", steps)
 	}
+	if steps := x.StepsOf("web/ghost"); !slices.Equal(steps, []string{"delete"}) {
+		t.Errorf("VM-less deleted instance steps %v", steps)
+	}
 	if _, ok := x.VM("web/old"); ok {
 		t.Errorf("deleted instance still has a vm")
 	}
@@ -311,9 +315,9 @@ func TestOnlyChangedInstancesAreTouchedAndDeletionsComeLast(t *testing.T) {
 	}
 	// Deletion came after every update.
 	tl := x.Timeline()
-	del := slices.IndexFunc(tl, func(s updatetest.Step) bool { return s.Instance == "web/old" })
+	del := slices.IndexFunc(tl, func(s updatetest.Step) bool { return s.Instance == "web/old" || s.Instance == "web/ghost" })
 	for _, s := range tl[del:] {
-		if s.Instance != "web/old" && s.Step != "post-deploy" {
+		if s.Instance != "web/old" && s.Instance != "web/ghost" && s.Step != "post-deploy" {
 			t.Errorf("%s %s happened after deletion began", s.Instance, s.Step)
 		}
 	}

@@ -207,9 +207,9 @@ func (e *Executor) PostDeploy(ctx context.Context, inst update.Instance) error {
 	return e.step(ctx, inst, "post-deploy", true, nil)
 }
 
-// Delete removes the VM.
+// Delete removes the VM; an instance without one is deleted too.
 func (e *Executor) Delete(ctx context.Context, inst update.Instance) error {
-	return e.step(ctx, inst, "delete", true, func(v *VM) error {
+	return e.step(ctx, inst, "delete", false, func(v *VM) error {
 		delete(e.vms, inst.Name())
 		return nil
 	})
