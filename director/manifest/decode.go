@@ -15,7 +15,7 @@ import (
 // maxNodes bounds how many YAML nodes one document may expand to once
 // aliases are followed, so a small file cannot make the parser allocate
 // without bound ("billion laughs").
-const maxNodes = 1 << 20
+const maxNodes = 1 << 18
 
 // maxDepth bounds nesting, for the same reason.
 const maxDepth = 200

@@ -216,10 +216,15 @@ func apply(root *yaml.Node, op Op, inserted map[*yaml.Node]string) (*yaml.Node, 
 		}
 		return fail(format, args...)
 	}
-	value := func() *yaml.Node {
-		v := clone(op.Value, op.File, inserted, 0)
-		return v
+	var val *yaml.Node
+	if op.Type == Replace {
+		budget := maxNodes
+		var err error
+		if val, err = clone(op.Value, op.File, inserted, 0, &budget); err != nil {
+			return nil, fail("%v", err)
+		}
 	}
+	value := func() *yaml.Node { return val }
 	toks := op.Path.tokens
 	if len(toks) == 0 {
 		if op.Type == Remove {
@@ -455,28 +460,43 @@ func kindName(n *yaml.Node) string {
 	return "nothing"
 }
 
-// clone deep-copies n, following aliases (the copy holds no anchors).
-func clone(n *yaml.Node, file string, inserted map[*yaml.Node]string, depth int) *yaml.Node {
-	if n == nil {
-		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Value: "null"}
+// maxNodes bounds the size of one inserted value once aliases are expanded,
+// so a small ops file cannot make Apply allocate without bound.
+const maxNodes = 1 << 16
+
+var errTooLarge = errors.New("the value is too large once its aliases are expanded")
+
+// clone deep-copies n, following aliases (the copy holds no anchors). It
+// fails when the copy would exceed *budget nodes.
+func clone(n *yaml.Node, file string, inserted map[*yaml.Node]string, depth int, budget *int) (*yaml.Node, error) {
+	*budget--
+	if *budget < 0 || depth > 200 {
+		return nil, errTooLarge
 	}
-	if n.Kind == yaml.AliasNode && n.Alias != nil && depth < 100 {
-		return clone(n.Alias, file, inserted, depth+1)
+	if n == nil {
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Value: "null"}, nil
+	}
+	if n.Kind == yaml.AliasNode {
+		if n.Alias == nil {
+			return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Value: "null", Line: n.Line, Column: n.Column}, nil
+		}
+		return clone(n.Alias, file, inserted, depth+1, budget)
 	}
 	c := *n
 	c.Anchor = ""
 	c.Alias = nil
-	if c.Kind == yaml.AliasNode {
-		c = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Value: "null", Line: n.Line, Column: n.Column}
-	}
-	if len(n.Content) > 0 && depth < 100 {
+	if len(n.Content) > 0 {
 		c.Content = make([]*yaml.Node, len(n.Content))
 		for i, ch := range n.Content {
-			c.Content[i] = clone(ch, file, inserted, depth+1)
+			cc, err := clone(ch, file, inserted, depth+1, budget)
+			if err != nil {
+				return nil, err
+			}
+			c.Content[i] = cc
 		}
 	}
 	if inserted != nil {
 		inserted[&c] = file
 	}
-	return &c
+	return &c, nil
 }
