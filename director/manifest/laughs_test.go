@@ -17,7 +17,9 @@ func TestAliasBombs(t *testing.T) {
 		fmt.Fprintf(&b, "a%d: &a%d [%s]\n", i, i, refs)
 	}
 	bomb := b.String()
-	indent := func(s, pad string) string { return pad + strings.ReplaceAll(strings.TrimSuffix(s, "\n"), "\n", "\n"+pad) + "\n" }
+	indent := func(s, pad string) string {
+		return pad + strings.ReplaceAll(strings.TrimSuffix(s, "\n"), "\n", "\n"+pad) + "\n"
+	}
 
 	_, err := ParseDeployment("m.yml", []byte("properties:\n"+indent(bomb, "  ")))
 	if err == nil || !strings.Contains(err.Error(), "too large") {
