@@ -30,6 +30,9 @@ type Desired struct {
 	IDs IDSource
 	// Recreate recreates every VM (deploy --recreate).
 	Recreate bool
+	// RuntimeConfigs add their addons' jobs to the groups they match (the
+	// manifest's own addons apply too). Their releases must be in Releases.
+	RuntimeConfigs []*manifest.RuntimeConfig
 }
 
 // Release is one uploaded release: its manifest (jobs and packages with
@@ -337,7 +340,7 @@ func Compute(desired Desired, actual State) (Plan, error) {
 	if desired.IDs == nil {
 		return Plan{}, errors.New("plan: no id source")
 	}
-	c := &computer{d: desired, dep: desired.Manifest, cc: desired.CloudConfig, actual: actual}
+	c := &computer{d: desired, dep: withAddons(desired), cc: desired.CloudConfig, actual: actual}
 	return c.compute()
 }
 
@@ -428,6 +431,46 @@ func (c *computer) compute() (Plan, error) {
 		}
 	}
 	return c.plan, nil
+}
+
+// withAddons returns the manifest with the jobs of every matching addon
+// (runtime configs first, then the manifest's own) appended to each service
+// instance group. An addon's properties are the properties of its jobs that
+// have none of their own.
+func withAddons(d Desired) *manifest.Deployment {
+	var addons []manifest.Addon
+	for _, rc := range d.RuntimeConfigs {
+		if rc != nil {
+			addons = append(addons, rc.Addons...)
+		}
+	}
+	addons = append(addons, d.Manifest.Addons...)
+	if len(addons) == 0 {
+		return d.Manifest
+	}
+	dep := *d.Manifest
+	dep.InstanceGroups = slices.Clone(d.Manifest.InstanceGroups)
+	for gi := range dep.InstanceGroups {
+		ig := &dep.InstanceGroups[gi]
+		target := manifest.Target{Deployment: dep.Name, Group: &d.Manifest.InstanceGroups[gi], StemcellOS: d.Stemcells[ig.Stemcell].OS}
+		jobs := slices.Clone(ig.Jobs)
+		for _, a := range addons {
+			if !a.AppliesTo(target) {
+				continue
+			}
+			for _, j := range a.Jobs {
+				if slices.ContainsFunc(jobs, func(x manifest.Job) bool { return x.Name == j.Name }) {
+					continue // the group already runs it
+				}
+				if j.Properties == nil {
+					j.Properties = a.Properties
+				}
+				jobs = append(jobs, j)
+			}
+		}
+		ig.Jobs = jobs
+	}
+	return &dep
 }
 
 // groupIndex is the manifest index of the instance group called name.
