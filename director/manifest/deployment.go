@@ -232,3 +232,33 @@ func parent(path string) string {
 	}
 	return ""
 }
+
+// InstanceGroup returns the instance group called name.
+func (dep *Deployment) InstanceGroup(name string) (*InstanceGroup, bool) {
+	for i := range dep.InstanceGroups {
+		if dep.InstanceGroups[i].Name == name {
+			return &dep.InstanceGroups[i], true
+		}
+	}
+	return nil, false
+}
+
+// Release returns the release called name.
+func (dep *Deployment) Release(name string) (*Release, bool) {
+	for i := range dep.Releases {
+		if dep.Releases[i].Name == name {
+			return &dep.Releases[i], true
+		}
+	}
+	return nil, false
+}
+
+// Stemcell returns the stemcell with the given alias.
+func (dep *Deployment) Stemcell(alias string) (*Stemcell, bool) {
+	for i := range dep.Stemcells {
+		if dep.Stemcells[i].Alias == alias {
+			return &dep.Stemcells[i], true
+		}
+	}
+	return nil, false
+}

@@ -1,9 +1,11 @@
 package manifest
 
 import (
+	"encoding/json"
 	"net/netip"
 	"os"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -251,6 +253,31 @@ func TestAddrRange(t *testing.T) {
 	for _, bad := range []string{"10.0.0.9 - 10.0.0.5", "10.0.0.1 - fd00::1", "nope", "10.0.0.0/33"} {
 		if _, err := ParseAddrRange(bad); err == nil {
 			t.Errorf("ParseAddrRange(%q) accepted", bad)
+		}
+	}
+}
+
+func TestLookupsAndJSON(t *testing.T) {
+	dep, cc := parseGood(t)
+	if ig, ok := dep.InstanceGroup("web"); !ok || ig.Instances != 4 {
+		t.Errorf("InstanceGroup(web) = %+v, %v", ig, ok)
+	}
+	if _, ok := dep.InstanceGroup("nope"); ok {
+		t.Error("InstanceGroup(nope) found")
+	}
+	if r, ok := dep.Release("postgres"); !ok || r.Version != "latest" {
+		t.Errorf("Release = %+v", r)
+	}
+	if s, ok := dep.Stemcell("default"); !ok || s.OS != "ubuntu-noble" {
+		t.Errorf("Stemcell = %+v", s)
+	}
+	for _, v := range []any{dep, cc} {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), `"max_in_flight":"25%"`) && !strings.Contains(string(b), `"range":"10.0.1.0/24"`) {
+			t.Errorf("json = %s", b)
 		}
 	}
 }

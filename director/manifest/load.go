@@ -181,6 +181,17 @@ func (doc *Document) YAML() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// Path returns the part of the document at path (ops file syntax, such as
+// /instance_groups/name=web/networks), as YAML: `director interpolate --path`.
+func (doc *Document) Path(path string) ([]byte, error) {
+	n, err := opsfile.Find(doc.Root, path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", doc.Name, err)
+	}
+	sub := &Document{Name: doc.Name, Root: n}
+	return sub.YAML()
+}
+
 // Variables lists the variable names the document still references (those
 // no source resolved), in order of first use.
 func (doc *Document) Variables() []string { return interpolate.References(doc.Root) }

@@ -147,3 +147,17 @@ func TestErrorsJSON(t *testing.T) {
 		t.Errorf("json = %s", b)
 	}
 }
+
+func TestDocumentPath(t *testing.T) {
+	doc, err := Load(context.Background(), "small.yml", []byte(small), LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := doc.Path("/instance_groups/name=web/jobs/0/name")
+	if err != nil || string(out) != "web\n" {
+		t.Errorf("Path = %q, %v", out, err)
+	}
+	if _, err := doc.Path("/instance_groups/name=db"); err == nil || !strings.Contains(err.Error(), "0 items have name=db") {
+		t.Errorf("missing path: %v", err)
+	}
+}

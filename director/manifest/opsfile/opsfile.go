@@ -500,3 +500,64 @@ func clone(n *yaml.Node, file string, inserted map[*yaml.Node]string, depth int,
 	}
 	return &c, nil
 }
+
+// Find returns the node at path in root without changing anything, for
+// `director interpolate --path`. Optional markers are ignored; a path that
+// does not exist is an error naming the missing part.
+func Find(root *yaml.Node, path string) (*yaml.Node, error) {
+	p, err := ParsePointer(path)
+	if err != nil {
+		return nil, err
+	}
+	if root != nil && root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	cur := root
+	for i, t := range p.tokens {
+		at := Pointer{tokens: p.tokens[:i+1]}.String()
+		if cur == nil {
+			return nil, fmt.Errorf("%s: not found", at)
+		}
+		if cur.Kind == yaml.AliasNode {
+			cur = cur.Alias
+		}
+		switch t.kind {
+		case keyToken:
+			if cur.Kind != yaml.MappingNode {
+				return nil, fmt.Errorf("%s: expected a map, found %s", at, kindName(cur))
+			}
+			j := keyIndex(cur, t.key)
+			if j < 0 {
+				return nil, fmt.Errorf("%s: no key %q%s", at, t.key, keysHint(cur))
+			}
+			cur = cur.Content[j+1]
+		case indexToken, matchToken:
+			if cur.Kind != yaml.SequenceNode {
+				return nil, fmt.Errorf("%s: expected a list, found %s", at, kindName(cur))
+			}
+			idx := t.index
+			if t.kind == matchToken {
+				found := matching(cur, t.key, t.value)
+				if len(found) != 1 {
+					return nil, fmt.Errorf("%s: %d items have %s=%s, expected one", at, len(found), t.key, t.value)
+				}
+				idx = found[0]
+			}
+			switch t.modifier {
+			case modPrev:
+				idx--
+			case modNext:
+				idx++
+			case modBefore, modAfter:
+				return nil, fmt.Errorf("%s: :%s does not name a value", at, t.modifier)
+			}
+			if idx < 0 || idx >= len(cur.Content) {
+				return nil, fmt.Errorf("%s: index %d is out of range: the list has %d items", at, idx, len(cur.Content))
+			}
+			cur = cur.Content[idx]
+		case appendToken:
+			return nil, fmt.Errorf("%s: - does not name a value", at)
+		}
+	}
+	return cur, nil
+}
