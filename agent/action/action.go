@@ -41,6 +41,7 @@ type Processes interface {
 // Scripts runs the jobs' lifecycle scripts.
 type Scripts interface {
 	Run(ctx context.Context, script lifecycle.Script, jobs []string) ([]lifecycle.Result, error)
+	RunWithEnv(ctx context.Context, script lifecycle.Script, jobs []string, env map[string]string) ([]lifecycle.Result, error)
 	Drain(ctx context.Context, p lifecycle.DrainParams, jobs []string) ([]lifecycle.DrainResult, error)
 }
 

@@ -222,6 +222,7 @@ func TestApplyStartStateAndStop(t *testing.T) {
 	web := e.job(t, "web", map[string]string{
 		"config/processes.yml": "processes:\n- name: sleeper\n  executable: sleep\n  args: [\"600\"]\n",
 		"bin/post-stop":        "#!/bin/sh\necho post-stop >> " + e.events + "\n",
+		"bin/pre-stop":         "#!/bin/sh\necho pre-stop vm=$BOSH_VM_NEXT_STATE instance=$BOSH_INSTANCE_NEXT_STATE >> " + e.events + "\n",
 	})
 	cron := e.job(t, "cron", map[string]string{"bin/pre-start": "#!/bin/sh\nexit 0\n"})
 	spec := applyspec.Spec{Deployment: "d", Name: "g", ID: "i", Jobs: []applyspec.Job{web, cron}}
@@ -251,15 +252,16 @@ func TestApplyStartStateAndStop(t *testing.T) {
 		t.Fatal("no vitals")
 	}
 
-	if err := e.call(t, protocol.MethodStop, protocol.StopRequest{}, nil); err != nil {
+	stop := protocol.StopRequest{Drain: &protocol.DrainRequest{Type: protocol.DrainShutdown}, Next: protocol.NextState{VM: "delete"}}
+	if err := e.call(t, protocol.MethodStop, stop, nil); err != nil {
 		t.Fatal(err)
 	}
 	e.call(t, protocol.MethodGetState, nil, &st)
 	if st.JobState != protocol.StateStopped {
 		t.Fatalf("after stop %+v", st.JobState)
 	}
-	if b, _ := os.ReadFile(e.events); string(b) != "post-stop\n" {
-		t.Fatalf("post-stop did not run: %q", b)
+	if b, _ := os.ReadFile(e.events); string(b) != "pre-stop vm=delete instance=keep\npost-stop\n" {
+		t.Fatalf("pre-stop and post-stop: %q", b)
 	}
 
 	// Applying a spec without web forgets its processes.

@@ -51,6 +51,9 @@ func (a *Actions) State() (protocol.State, error) {
 	if disks, err := a.d.Disks.List(); err == nil {
 		st.Disks = disks
 	}
+	if len(st.Disks) == 0 {
+		delete(st.Vitals.Disk, "persistent") // the store is just a directory
+	}
 	return st, nil
 }
 

@@ -8,11 +8,16 @@ import (
 	"github.com/compleat/compleat/agent/protocol"
 )
 
-// stop runs pre-stop and drain when asked, stops every process, then runs
-// post-stop.
+// stop runs pre-stop (with BOSH_*_NEXT_STATE) and drain when asked, stops
+// every process, then runs post-stop.
 func (a *Actions) stop(ctx context.Context, req protocol.StopRequest) (struct{}, error) {
 	if req.Drain != nil {
-		if _, err := a.d.Scripts.Run(ctx, lifecycle.PreStop, nil); err != nil {
+		env := map[string]string{
+			"BOSH_VM_NEXT_STATE":         keepOr(req.Next.VM),
+			"BOSH_INSTANCE_NEXT_STATE":   keepOr(req.Next.Instance),
+			"BOSH_DEPLOYMENT_NEXT_STATE": keepOr(req.Next.Deployment),
+		}
+		if _, err := a.d.Scripts.RunWithEnv(ctx, lifecycle.PreStop, nil, env); err != nil {
 			return struct{}{}, fmt.Errorf("stop: %w", err)
 		}
 		if _, err := a.drain(ctx, *req.Drain); err != nil {
@@ -29,4 +34,11 @@ func (a *Actions) stop(ctx context.Context, req protocol.StopRequest) (struct{},
 		return struct{}{}, fmt.Errorf("stop: %w", err)
 	}
 	return struct{}{}, nil
+}
+
+func keepOr(s string) string {
+	if s == "" {
+		return "keep"
+	}
+	return s
 }

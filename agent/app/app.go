@@ -141,6 +141,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	sup, err := supervisor.New(logger, supervisor.Config{
 		LogDir:  l.SysLog(),
+		RunDir:  l.SysRun(),
 		BaseEnv: map[string]string{"PATH": path},
 		OnEvent: func(e supervisor.Event) {
 			select {

@@ -280,6 +280,18 @@ type DrainResult struct {
 type StopRequest struct {
 	// Drain, when set, runs pre-stop and the drain scripts before stopping.
 	Drain *DrainRequest `json:"drain,omitempty"`
+	// Next tells pre-stop what happens after the stop.
+	Next NextState `json:"next,omitempty"`
+}
+
+// NextState says what becomes of the VM, the instance and the deployment
+// after a stop: "keep" (the default) or "delete". pre-stop sees them as
+// BOSH_VM_NEXT_STATE, BOSH_INSTANCE_NEXT_STATE and
+// BOSH_DEPLOYMENT_NEXT_STATE.
+type NextState struct {
+	VM         string `json:"vm,omitempty"`
+	Instance   string `json:"instance,omitempty"`
+	Deployment string `json:"deployment,omitempty"`
 }
 
 // StartResult is the result of start.
