@@ -1,8 +1,10 @@
 package plan
 
 import (
+	"fmt"
 	"sort"
 
+	"github.com/compleat/compleat/agent/applyspec"
 	"github.com/compleat/compleat/director/compile"
 	"github.com/compleat/compleat/director/update"
 )
@@ -85,4 +87,47 @@ func (p *Plan) Instance(id string) (*Instance, bool) {
 		}
 	}
 	return nil, false
+}
+
+// ApplySpec is the agent's apply spec for the instance: its identity,
+// networks, persistent disk, and each job and package with the blob the
+// agent fetches. jobBlobs holds the rendered job archives by job name (see
+// template.Rendered.Archive), pkgBlobs the compiled packages by package
+// name; both carry signed URLs, so the director makes them per apply.
+func (i *Instance) ApplySpec(deployment string, jobBlobs, pkgBlobs map[string]applyspec.Blob) (applyspec.Spec, error) {
+	s := applyspec.Spec{
+		Deployment: deployment, Name: i.Group, ID: i.ID, Index: i.Index, AZ: i.AZ, Bootstrap: i.Bootstrap,
+		Networks: map[string]applyspec.Network{},
+	}
+	for _, n := range i.Networks {
+		an := applyspec.Network{Type: n.Type, Netmask: n.Netmask, Default: n.Default}
+		if n.IP.IsValid() {
+			an.IP = n.IP.String()
+		}
+		if n.Gateway.IsValid() {
+			an.Gateway = n.Gateway.String()
+		}
+		for _, d := range n.DNS {
+			an.DNS = append(an.DNS, d.String())
+		}
+		s.Networks[n.Name] = an
+	}
+	for _, j := range i.Jobs {
+		b, ok := jobBlobs[j.Name]
+		if !ok {
+			return applyspec.Spec{}, fmt.Errorf("apply spec of %s: no blob for job %s", i.Name(), j.Name)
+		}
+		s.Jobs = append(s.Jobs, applyspec.Job{Name: j.Name, Version: j.Version, Blob: b})
+	}
+	for _, p := range i.Packages {
+		b, ok := pkgBlobs[p.Name]
+		if !ok {
+			return applyspec.Spec{}, fmt.Errorf("apply spec of %s: no blob for package %s", i.Name(), p.Name)
+		}
+		s.Packages = append(s.Packages, applyspec.Package{Name: p.Name, Version: p.Version, Blob: b})
+	}
+	if i.Disk != nil {
+		s.PersistentDisk = &applyspec.Disk{CID: i.Disk.CID, SizeMB: int64(i.Disk.SizeMB)}
+	}
+	return s, nil
 }

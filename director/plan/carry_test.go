@@ -8,6 +8,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/txtar"
 
+	"github.com/compleat/compleat/agent/applyspec"
 	"github.com/compleat/compleat/director/plan"
 )
 
@@ -166,4 +167,33 @@ func BenchmarkPlan1000(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestApplySpec(t *testing.T) {
+	g := loadCase(t, "testdata/first_deploy.txtar")
+	d, _ := g.desired(t, "manifest.yml", "director.yml", &plan.SequentialIDs{Prefix: "id-"})
+	p, err := plan.Compute(d, plan.State{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &p.Groups[0].Instances[0]
+	sum := strings.Repeat("ab", 32)
+	blob := applyspec.Blob{URL: "https://127.0.0.1/blobs/x", SHA256: sum}
+	if _, err := in.ApplySpec("web", nil, nil); err == nil {
+		t.Errorf("want an error for missing blobs")
+	}
+	spec, err := in.ApplySpec("web", map[string]applyspec.Blob{"web": blob}, map[string]applyspec.Blob{"golang": blob, "webapp": blob})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := spec.Validate(); err != nil {
+		t.Errorf("apply spec does not validate: %v", err)
+	}
+	n := spec.Networks["default"]
+	if spec.Name != "web" || spec.ID != in.ID || n.IP != "127.77.1.20" || n.Gateway != "127.77.1.1" || n.Netmask != "255.255.255.0" {
+		t.Errorf("spec %+v", spec)
+	}
+	if len(spec.Jobs) != 1 || len(spec.Packages) != 2 || spec.PersistentDisk == nil || spec.PersistentDisk.SizeMB != 1024 {
+		t.Errorf("spec jobs %v packages %v disk %v", spec.Jobs, spec.Packages, spec.PersistentDisk)
+	}
 }
