@@ -87,6 +87,20 @@ func (s *Subnet) IsStatic(a netip.Addr) bool { return inRanges(s.Static, a) }
 // IsReserved reports whether a is in the subnet's reserved ranges.
 func (s *Subnet) IsReserved(a netip.Addr) bool { return inRanges(s.Reserved, a) }
 
+// Dynamic reports whether the director may hand out a in this manual
+// subnet on its own: inside Range, and not the network or broadcast address,
+// the gateway, a reserved or a static address.
+func (s *Subnet) Dynamic(a netip.Addr) bool {
+	if !s.Range.IsValid() || !s.Range.Contains(a) || a == s.Gateway || s.IsReserved(a) || s.IsStatic(a) {
+		return false
+	}
+	whole := prefixRange(s.Range)
+	if a.Is4() && s.Range.Bits() < 31 && (a == whole.First || a == whole.Last) {
+		return false
+	}
+	return true
+}
+
 // HasAZ reports whether the subnet serves az; a subnet naming no AZ serves
 // every AZ.
 func (s *Subnet) HasAZ(az string) bool {

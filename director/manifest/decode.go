@@ -380,7 +380,10 @@ func (d *decoder) names(n *yaml.Node, path string) []string {
 	seen := map[string]bool{}
 	for i, c := range items {
 		s := d.name(c, index(path, i))
-		if s != "" && seen[s] {
+		if s == "" {
+			continue
+		}
+		if seen[s] {
 			d.errorf(c, index(path, i), "%q is listed twice", s)
 			continue
 		}

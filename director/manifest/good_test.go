@@ -137,6 +137,14 @@ func TestFullCloudConfig(t *testing.T) {
 	if sn.Range != netip.MustParsePrefix("10.0.1.0/24") || sn.Gateway != netip.MustParseAddr("10.0.1.1") {
 		t.Errorf("subnet = %+v", sn)
 	}
+	for addr, want := range map[string]bool{
+		"10.0.1.0": false, "10.0.1.1": false, "10.0.1.5": false, "10.0.1.20": false,
+		"10.0.1.31": true, "10.0.1.249": true, "10.0.1.250": false, "10.0.1.255": false, "10.0.2.7": false,
+	} {
+		if got := sn.Dynamic(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("Dynamic(%s) = %v, want %v", addr, got, want)
+		}
+	}
 	for addr, want := range map[string][2]bool{ // static, reserved
 		"10.0.1.10":  {true, false},
 		"10.0.1.30":  {true, false},

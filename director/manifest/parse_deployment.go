@@ -436,9 +436,9 @@ func (d *decoder) instanceNetwork(n *yaml.Node, path string) InstanceNetwork {
 		},
 		"default": func(v *yaml.Node, p string) {
 			nw.Default = d.names(v, p)
-			for i, s := range nw.Default {
-				if s != "dns" && s != "gateway" && s != "addressable" {
-					d.errorf(resolve(v).Content[i], index(p, i), "must be dns, gateway or addressable, not %q", s)
+			for i, c := range resolve(v).Content {
+				if s := resolve(c).Value; s != "dns" && s != "gateway" && s != "addressable" && resolve(c).Kind == yaml.ScalarNode {
+					d.errorf(c, index(p, i), "must be dns, gateway or addressable, not %q", s)
 				}
 			}
 		},
@@ -451,6 +451,7 @@ func (d *decoder) variables(n *yaml.Node, path string) []Variable {
 	for i, c := range d.list(n, path) {
 		p := index(path, i)
 		var v Variable
+		var options *yaml.Node
 		d.object(c, p, fields{
 			"name": func(x *yaml.Node, p string) { v.Name = d.name(x, p) },
 			"type": func(x *yaml.Node, p string) {
@@ -461,7 +462,7 @@ func (d *decoder) variables(n *yaml.Node, path string) []Variable {
 					d.errorf(x, p, "unknown variable type %q: use password, certificate, ssh or rsa", v.Type)
 				}
 			},
-			"options": func(x *yaml.Node, p string) { v.Options = d.props(x, p); d.variableOptions(x, p, v.Type) },
+			"options": func(x *yaml.Node, p string) { v.Options = d.props(x, p); options = x },
 			"update_mode": func(x *yaml.Node, p string) {
 				v.UpdateMode = d.str(x, p)
 				if v.UpdateMode != "converge" && v.UpdateMode != "no-overwrite" {
@@ -473,6 +474,9 @@ func (d *decoder) variables(n *yaml.Node, path string) []Variable {
 			},
 			"consumes": nil,
 		}, "name", "type")
+		if options != nil && v.Options != nil {
+			d.variableOptions(options, join(p, "options"), v.Type)
+		}
 		out = append(out, v)
 	}
 	d.unique(n, path, len(out), func(i int) string { return out[i].Name }, "variable")

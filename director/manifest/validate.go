@@ -127,8 +127,16 @@ func (dep *Deployment) Validate(cc *CloudConfig) error {
 				if len(in.StaticIPs) > 0 {
 					at(join(np, "static_ips"), "network %q is dynamic: it cannot have static IPs", in.Name)
 				}
+				for _, az := range ig.AZs {
+					if _, known := cc.AZ(az); known && len(nw.Subnets) > 0 && !anySubnetInAZ(nw, az) {
+						at(join(np, "name"), "network %q has no subnet in az %q", in.Name, az)
+					}
+				}
 			case VIP:
 				if len(nw.Subnets) == 0 {
+					if len(in.StaticIPs) == 0 && ig.Instances > 0 {
+						at(join(np, "name"), "vip network %q needs static_ips (one public address per instance)", in.Name)
+					}
 					continue
 				}
 				for x, a := range in.StaticIPs {
