@@ -572,10 +572,12 @@ func (st *stage) build(ctx context.Context, n *node) (Compiled, error) {
 		deps = append(deps, got)
 	}
 	blobID, sum, err := st.c.cloud.Compile(ctx, vm, Request{Package: n.pkg, Stemcell: n.stemcell, Dependencies: deps})
-	st.putBack(ctx, n.stemcell, vm)
 	if err != nil {
+		// A failed packaging may leave the VM dirty: never reuse it.
+		st.deleteVM(ctx, vm)
 		return fail(err)
 	}
+	st.putBack(ctx, n.stemcell, vm)
 	st.report(n, "finished", time.Since(began), nil)
 	return Compiled{
 		Name: n.pkg.Name, Version: n.pkg.Version, Fingerprint: n.pkg.Fingerprint,

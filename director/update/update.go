@@ -34,6 +34,16 @@
 // [ErrPaused]; the next deploy re-plans and continues with whatever still
 // differs. [Result] lists the instances touched, which automatic rollback
 // needs.
+//
+// Not carried out yet (the manifest's Update carries them): vm_strategy
+// create-swap-delete and max_surge update like delete-create. They fit here
+// as optional executor capabilities, checked by type assertion so existing
+// executors keep working: a replacement VM created before the take-down
+// steps and swapped in after them (falling back to delete-create, with an
+// event saying so, for instances with static IPs), and surge instances
+// created before a batch and deleted after it. Automatic rollback is a
+// second Run, planned by the director from the last successful manifest for
+// Result.Touched.
 package update
 
 import (
