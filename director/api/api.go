@@ -1,0 +1,642 @@
+// Package api is the director's HTTPS JSON API: every CLI command is a thin
+// client of it. Paths are versioned (/v1/...); every route but /blobs/ needs a
+// bearer token (401 without one or with an unknown one, 403 when the token
+// lacks the route's scope: "read" for GETs, "admin" for changes). Tokens are
+// compared by sha256 in constant time and never logged.
+//
+// Routes:
+//
+//	GET  /v1/info                          director name, version, user, cpis
+//	GET  /v1/releases                      POST /v1/releases (tarball body) -> task
+//	GET  /v1/stemcells                     POST /v1/stemcells (tarball body) -> task
+//	GET  /v1/configs?type=T[&all=true]     POST /v1/configs {type,name,content}
+//	GET  /v1/deployments                   POST /v1/deployments (deploy) -> task
+//	GET  /v1/deployments/{name}            DELETE /v1/deployments/{name}[?force=true] -> task
+//	GET  /v1/deployments/{name}/instances  GET /v1/deployments/{name}/vms
+//	POST /v1/deployments/{name}/state {action, target} -> task  (recreate, restart, stop, start)
+//	GET  /v1/tasks?limit=N&state=S&deployment=D
+//	GET  /v1/tasks/{id}                    POST /v1/tasks/{id}/cancel
+//	GET  /v1/tasks/{id}/events?after=SEQ&follow=true   (JSON lines, chunked)
+//	GET  /v1/locks                         GET /v1/backup (admin; the state file)
+//	GET  /metrics                          Prometheus
+//	GET  /blobs/...                        signed URLs (no bearer token)
+//
+// Errors are {"error": "...", "code": "..."} with a status: 400 for bad input
+// (the CLI exits 2), 404, 409 for conflicts, 501 for what this build lacks.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/compleat/compleat/director/config"
+	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/task"
+)
+
+// Version is the director's version reported by /v1/info.
+const Version = "0.1.0"
+
+// ErrBadInput marks an error caused by the request's content (status 400).
+var ErrBadInput = errors.New("bad input")
+
+// Importer turns uploaded tarballs into releases and stemcells, inside a task.
+type Importer interface {
+	ImportRelease(ctx context.Context, r *task.Reporter, tarball string) (store.Release, error)
+	ImportStemcell(ctx context.Context, r *task.Reporter, tarball string) (store.Stemcell, error)
+}
+
+// Configs validates a config before it is stored and applies it after (the cpi
+// config restarts plugins). Validate's errors are the user's (status 400).
+type Configs interface {
+	Validate(typ, name string, content []byte) error
+	Applied(c store.Config) error
+}
+
+// Deployer is where the deploy pipeline plugs in: the composition root
+// (director/app) supplies one built from the plan, compile and update
+// packages. Each method runs as the body of a task that holds the
+// deployment's lock. A nil Deployer answers 501.
+type Deployer interface {
+	Deploy(ctx context.Context, r *task.Reporter, req DeployRequest) (result string, err error)
+	Delete(ctx context.Context, r *task.Reporter, deployment string, force bool) (result string, err error)
+	ChangeState(ctx context.Context, r *task.Reporter, req StateRequest) (result string, err error)
+}
+
+// DeployRequest is POST /v1/deployments: the manifest after the client's
+// -v/-l/-o interpolation (director variables remain as ((name))).
+type DeployRequest struct {
+	Deployment string `json:"deployment"`
+	Manifest   string `json:"manifest"`
+	DryRun     bool   `json:"dry_run,omitempty"`
+	Recreate   bool   `json:"recreate,omitempty"`
+	SkipDrain  bool   `json:"skip_drain,omitempty"`
+}
+
+// StateRequest is POST /v1/deployments/{name}/state.
+type StateRequest struct {
+	Deployment string `json:"deployment"`
+	Action     string `json:"action"`           // recreate, restart, stop, start
+	Target     string `json:"target,omitempty"` // "", GROUP or GROUP/ID
+	Hard       bool   `json:"hard,omitempty"`   // stop --hard
+	SkipDrain  bool   `json:"skip_drain,omitempty"`
+}
+
+// Deps are what the API serves from. Store, Tasks, Auth and Logger are
+// required.
+type Deps struct {
+	Store    *store.Store
+	Tasks    *task.Manager
+	Auth     *Auth
+	Logger   *slog.Logger
+	Metrics  *Metrics     // nil: /metrics answers 501
+	Blobs    http.Handler // the signed blob handler, mounted at /blobs/
+	Importer Importer
+	Configs  Configs
+	Deployer Deployer
+	CPIs     func() []string // configured CPI names, for /v1/info
+	// UploadDir holds uploaded tarballs until their task ends.
+	UploadDir string
+	// MaxUpload bounds an upload body; zero means 20 GiB.
+	MaxUpload int64
+}
+
+// Server is the API's http.Handler.
+type Server struct {
+	d   Deps
+	mux *http.ServeMux
+}
+
+// New builds the API.
+func New(d Deps) *Server {
+	if d.MaxUpload == 0 {
+		d.MaxUpload = 20 << 30
+	}
+	s := &Server{d: d, mux: http.NewServeMux()}
+	read, admin := config.ScopeRead, config.ScopeAdmin
+	s.route("GET /v1/info", read, s.info)
+	s.route("GET /v1/releases", read, s.releases)
+	s.route("POST /v1/releases", admin, s.uploadRelease)
+	s.route("GET /v1/stemcells", read, s.stemcells)
+	s.route("POST /v1/stemcells", admin, s.uploadStemcell)
+	s.route("GET /v1/configs", read, s.configs)
+	s.route("POST /v1/configs", admin, s.updateConfig)
+	s.route("GET /v1/deployments", read, s.deployments)
+	s.route("POST /v1/deployments", admin, s.deploy)
+	s.route("GET /v1/deployments/{name}", read, s.deployment)
+	s.route("DELETE /v1/deployments/{name}", admin, s.deleteDeployment)
+	s.route("GET /v1/deployments/{name}/instances", read, s.instances)
+	s.route("GET /v1/deployments/{name}/vms", read, s.vms)
+	s.route("POST /v1/deployments/{name}/state", admin, s.changeState)
+	s.route("GET /v1/tasks", read, s.tasks)
+	s.route("GET /v1/tasks/{id}", read, s.task)
+	s.route("POST /v1/tasks/{id}/cancel", admin, s.cancelTask)
+	s.route("GET /v1/tasks/{id}/events", read, s.events)
+	s.route("GET /v1/locks", read, s.locks)
+	s.route("GET /v1/backup", admin, s.backup)
+	s.route("GET /metrics", read, s.metrics)
+	s.route("/v1/", read, func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Errorf("no route %s %s", r.Method, r.URL.Path))
+	})
+	if d.Blobs != nil {
+		s.mux.Handle("/blobs/", d.Blobs)
+	}
+	return s
+}
+
+type ctxKey struct{}
+
+// user is the name of the token that made the request.
+func user(r *http.Request) string {
+	if t, ok := r.Context().Value(ctxKey{}).(Token); ok {
+		return t.Name
+	}
+	return ""
+}
+
+func (s *Server) route(pattern, scope string, h http.HandlerFunc) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := s.d.Auth.identify(r)
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="compleat"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized", errors.New("missing or unknown token"))
+			return
+		}
+		if !tok.has(scope) {
+			writeError(w, http.StatusForbidden, "forbidden", fmt.Errorf("token %q lacks the %s scope", tok.Name, scope))
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, tok)))
+	})
+}
+
+// ServeHTTP logs every request (method, path, status, token name; never the
+// token) and dispatches it.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	s.mux.ServeHTTP(sw, r)
+	s.d.Logger.Info("api request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
+		"took", time.Since(start).Round(time.Millisecond), "remote", r.RemoteAddr)
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter.WriteHeader(code) }
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Error is the body of every error answer.
+type Error struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+func writeError(w http.ResponseWriter, status int, code string, err error) {
+	writeJSON(w, status, Error{Error: err.Error(), Code: code})
+}
+
+// fail answers err with the status its kind calls for.
+func fail(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, ErrBadInput):
+		writeError(w, http.StatusBadRequest, "bad_input", err)
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not_found", err)
+	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrLeaseHeld), errors.Is(err, store.ErrConflict):
+		writeError(w, http.StatusConflict, "conflict", err)
+	default:
+		writeError(w, http.StatusInternalServerError, "internal", err)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// Info is GET /v1/info.
+type Info struct {
+	Name    string   `json:"name"`
+	Version string   `json:"version"`
+	User    string   `json:"user"`
+	Scopes  []string `json:"scopes"`
+	CPIs    []string `json:"cpis"`
+	Deploy  bool     `json:"deploy"` // whether this build has the deploy pipeline
+}
+
+func (s *Server) info(w http.ResponseWriter, r *http.Request) {
+	tok := r.Context().Value(ctxKey{}).(Token)
+	info := Info{Name: "compleat", Version: Version, User: tok.Name, Scopes: tok.Scopes, Deploy: s.d.Deployer != nil}
+	if s.d.CPIs != nil {
+		info.CPIs = s.d.CPIs()
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+// view runs a read transaction and answers its value as JSON.
+func view[T any](s *Server, w http.ResponseWriter, fn func(tx *store.Tx) (T, error)) {
+	var v T
+	err := s.d.Store.View(func(tx *store.Tx) error {
+		var err error
+		v, err = fn(tx)
+		return err
+	})
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func nonNil[T any](v []T, err error) ([]T, error) {
+	if v == nil {
+		v = []T{}
+	}
+	return v, err
+}
+
+func (s *Server) releases(w http.ResponseWriter, r *http.Request) {
+	view(s, w, func(tx *store.Tx) ([]store.Release, error) { return nonNil(tx.Releases()) })
+}
+
+func (s *Server) stemcells(w http.ResponseWriter, r *http.Request) {
+	view(s, w, func(tx *store.Tx) ([]store.Stemcell, error) { return nonNil(tx.Stemcells()) })
+}
+
+func (s *Server) deployments(w http.ResponseWriter, r *http.Request) {
+	view(s, w, func(tx *store.Tx) ([]store.Deployment, error) { return nonNil(tx.Deployments()) })
+}
+
+func (s *Server) deployment(w http.ResponseWriter, r *http.Request) {
+	view(s, w, func(tx *store.Tx) (store.Deployment, error) { return tx.Deployment(r.PathValue("name")) })
+}
+
+func (s *Server) instances(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	view(s, w, func(tx *store.Tx) ([]store.Instance, error) {
+		if _, err := tx.Deployment(name); err != nil {
+			return nil, err
+		}
+		return nonNil(tx.Instances(name))
+	})
+}
+
+func (s *Server) vms(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	view(s, w, func(tx *store.Tx) ([]store.VM, error) {
+		if _, err := tx.Deployment(name); err != nil {
+			return nil, err
+		}
+		return nonNil(tx.VMs(name))
+	})
+}
+
+func (s *Server) locks(w http.ResponseWriter, r *http.Request) {
+	view(s, w, func(tx *store.Tx) ([]store.Lock, error) { return nonNil(tx.Locks()) })
+}
+
+func (s *Server) configs(w http.ResponseWriter, r *http.Request) {
+	typ := r.URL.Query().Get("type")
+	all := r.URL.Query().Get("all") == "true"
+	view(s, w, func(tx *store.Tx) ([]store.Config, error) { return nonNil(tx.Configs(typ, !all)) })
+}
+
+// ConfigRequest is POST /v1/configs.
+type ConfigRequest struct {
+	Type    string `json:"type"`
+	Name    string `json:"name,omitempty"`
+	Content string `json:"content"`
+}
+
+// ConfigResult answers POST /v1/configs.
+type ConfigResult struct {
+	Config  store.Config `json:"config"`
+	Changed bool         `json:"changed"`
+}
+
+func (s *Server) updateConfig(w http.ResponseWriter, r *http.Request) {
+	var req ConfigRequest
+	if err := decodeBody(r, &req); err != nil {
+		fail(w, err)
+		return
+	}
+	switch req.Type {
+	case store.ConfigCloud, store.ConfigRuntime, store.ConfigCPI:
+	default:
+		fail(w, fmt.Errorf("%w: unknown config type %q (cloud, runtime, cpi)", ErrBadInput, req.Type))
+		return
+	}
+	if s.d.Configs != nil {
+		if err := s.d.Configs.Validate(req.Type, req.Name, []byte(req.Content)); err != nil {
+			fail(w, fmt.Errorf("%w: %w", ErrBadInput, err))
+			return
+		}
+	}
+	var res ConfigResult
+	err := s.d.Store.Update(func(tx *store.Tx) error {
+		var err error
+		res.Config, res.Changed, err = tx.AddConfig(req.Type, req.Name, req.Content)
+		return err
+	})
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	if res.Changed && s.d.Configs != nil {
+		if err := s.d.Configs.Applied(res.Config); err != nil {
+			fail(w, fmt.Errorf("config %d stored but not applied: %w", res.Config.ID, err))
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: request body: %w", ErrBadInput, err)
+	}
+	return nil
+}
+
+// startTask starts a task and answers 202 with its record.
+func (s *Server) startTask(w http.ResponseWriter, r *http.Request, spec task.Spec, fn task.Func) {
+	spec.User = user(r)
+	t, err := s.d.Tasks.Start(context.WithoutCancel(r.Context()), spec, fn)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, t)
+}
+
+// receive stores the request body in the upload directory.
+func (s *Server) receive(r *http.Request, pattern string) (string, error) {
+	f, err := os.CreateTemp(s.d.UploadDir, pattern)
+	if err != nil {
+		return "", fmt.Errorf("upload: %w", err)
+	}
+	_, err = io.Copy(f, http.MaxBytesReader(nil, r.Body, s.d.MaxUpload))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return "", fmt.Errorf("%w: upload larger than %d bytes", ErrBadInput, s.d.MaxUpload)
+		}
+		return "", fmt.Errorf("receive upload: %w", err)
+	}
+	return f.Name(), nil
+}
+
+func (s *Server) uploadRelease(w http.ResponseWriter, r *http.Request) {
+	if s.d.Importer == nil {
+		writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("release uploads are not available in this director build"))
+		return
+	}
+	path, err := s.receive(r, "release-*.tgz")
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	s.startTask(w, r, task.Spec{Type: "upload-release", Description: "upload release"}, func(ctx context.Context, rep *task.Reporter) (string, error) {
+		defer os.Remove(path)
+		rel, err := s.d.Importer.ImportRelease(ctx, rep, path)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("release %s/%s uploaded", rel.Name, rel.Version), nil
+	})
+}
+
+func (s *Server) uploadStemcell(w http.ResponseWriter, r *http.Request) {
+	if s.d.Importer == nil {
+		writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("stemcell uploads are not available in this director build"))
+		return
+	}
+	path, err := s.receive(r, "stemcell-*.tgz")
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	s.startTask(w, r, task.Spec{Type: "upload-stemcell", Description: "upload stemcell"}, func(ctx context.Context, rep *task.Reporter) (string, error) {
+		defer os.Remove(path)
+		sc, err := s.d.Importer.ImportStemcell(ctx, rep, path)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("stemcell %s/%s uploaded", sc.Name, sc.Version), nil
+	})
+}
+
+func (s *Server) noDeployer(w http.ResponseWriter) bool {
+	if s.d.Deployer != nil {
+		return false
+	}
+	writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("the deploy pipeline is not available in this director build"))
+	return true
+}
+
+func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
+	if s.noDeployer(w) {
+		return
+	}
+	var req DeployRequest
+	if err := decodeBody(r, &req); err != nil {
+		fail(w, err)
+		return
+	}
+	if req.Deployment == "" {
+		fail(w, fmt.Errorf("%w: deployment name missing", ErrBadInput))
+		return
+	}
+	desc := "create deployment"
+	if req.DryRun {
+		desc = "plan deployment (dry run)"
+	}
+	s.startTask(w, r, task.Spec{Type: "deploy", Description: desc, Deployment: req.Deployment}, func(ctx context.Context, rep *task.Reporter) (string, error) {
+		return s.d.Deployer.Deploy(ctx, rep, req)
+	})
+}
+
+func (s *Server) deleteDeployment(w http.ResponseWriter, r *http.Request) {
+	if s.noDeployer(w) {
+		return
+	}
+	name, force := r.PathValue("name"), r.URL.Query().Get("force") == "true"
+	s.startTask(w, r, task.Spec{Type: "delete-deployment", Description: "delete deployment " + name, Deployment: name}, func(ctx context.Context, rep *task.Reporter) (string, error) {
+		return s.d.Deployer.Delete(ctx, rep, name, force)
+	})
+}
+
+func (s *Server) changeState(w http.ResponseWriter, r *http.Request) {
+	if s.noDeployer(w) {
+		return
+	}
+	var req StateRequest
+	if err := decodeBody(r, &req); err != nil {
+		fail(w, err)
+		return
+	}
+	req.Deployment = r.PathValue("name")
+	switch req.Action {
+	case "recreate", "restart", "stop", "start":
+	default:
+		fail(w, fmt.Errorf("%w: unknown action %q (recreate, restart, stop, start)", ErrBadInput, req.Action))
+		return
+	}
+	s.startTask(w, r, task.Spec{Type: req.Action, Description: req.Action + " " + req.Deployment, Deployment: req.Deployment}, func(ctx context.Context, rep *task.Reporter) (string, error) {
+		return s.d.Deployer.ChangeState(ctx, rep, req)
+	})
+}
+
+func taskID(w http.ResponseWriter, r *http.Request) (uint64, bool) {
+	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+	if err != nil {
+		fail(w, fmt.Errorf("%w: task id %q is not a number", ErrBadInput, r.PathValue("id")))
+		return 0, false
+	}
+	return id, true
+}
+
+func (s *Server) tasks(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := 30
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			fail(w, fmt.Errorf("%w: limit %q", ErrBadInput, v))
+			return
+		}
+		limit = n
+	}
+	state, dep := q.Get("state"), q.Get("deployment")
+	view(s, w, func(tx *store.Tx) ([]store.Task, error) {
+		return nonNil(tx.Tasks(limit, func(t store.Task) bool {
+			switch {
+			case dep != "" && t.Deployment != dep:
+				return false
+			case state == "running":
+				return !t.Finished()
+			case state != "":
+				return t.State == state
+			}
+			return true
+		}))
+	})
+}
+
+func (s *Server) task(w http.ResponseWriter, r *http.Request) {
+	id, ok := taskID(w, r)
+	if !ok {
+		return
+	}
+	view(s, w, func(tx *store.Tx) (store.Task, error) { return tx.Task(id) })
+}
+
+func (s *Server) cancelTask(w http.ResponseWriter, r *http.Request) {
+	id, ok := taskID(w, r)
+	if !ok {
+		return
+	}
+	if err := s.d.Tasks.Cancel(id); err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			err = fmt.Errorf("%w: %w", store.ErrConflict, err)
+		}
+		fail(w, err)
+		return
+	}
+	view(s, w, func(tx *store.Tx) (store.Task, error) { return tx.Task(id) })
+}
+
+// events streams a task's events as JSON lines; with follow=true it keeps the
+// response open until the task finishes.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	id, ok := taskID(w, r)
+	if !ok {
+		return
+	}
+	after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
+	follow := r.URL.Query().Get("follow") == "true"
+	if err := s.d.Store.View(func(tx *store.Tx) error { _, err := tx.Task(id); return err }); err != nil {
+		fail(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	if flusher != nil {
+		flusher.Flush() // the client sees the headers before the first event
+	}
+	enc := json.NewEncoder(w)
+	if !follow {
+		var evs []store.Event
+		s.d.Store.View(func(tx *store.Tx) error {
+			var err error
+			evs, err = tx.Events(id, after)
+			return err
+		})
+		for _, e := range evs {
+			enc.Encode(e)
+		}
+		return
+	}
+	for {
+		evs, t, err := s.d.Tasks.Wait(r.Context(), id, after)
+		if err != nil {
+			return
+		}
+		for _, e := range evs {
+			if enc.Encode(e) != nil {
+				return
+			}
+			after = e.Seq
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		if t.Finished() && len(evs) == 0 {
+			return
+		}
+	}
+}
+
+func (s *Server) backup(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", `attachment; filename="state.db"`)
+	if _, err := s.d.Store.Backup(w); err != nil {
+		s.d.Logger.Error("backup", "error", err)
+	}
+}
+
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
+	if s.d.Metrics == nil {
+		writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("metrics are off"))
+		return
+	}
+	promhttp.HandlerFor(s.d.Metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+}

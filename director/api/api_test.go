@@ -1,0 +1,234 @@
+package api_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/config"
+	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/store/storetest"
+	"github.com/compleat/compleat/director/task"
+)
+
+const (
+	adminToken = "admin-token-7f3a9c1e5d"
+	readToken  = "read-token-2b8e4f6a0c"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+type fixture struct {
+	srv   *httptest.Server
+	store *store.Store
+	tasks *task.Manager
+	logs  *syncBuffer
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	s := storetest.New(t)
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	tasks := task.NewManager(s, logger, task.Options{})
+	metrics := api.NewMetrics(nil, nil)
+	tasks.OnFinish = metrics.TaskFinished
+	auth := api.NewAuth([]api.Token{
+		{Name: "admin", SHA256: sha256.Sum256([]byte(adminToken)), Scopes: []string{config.ScopeAdmin}},
+		{Name: "ci", SHA256: sha256.Sum256([]byte(readToken)), Scopes: []string{config.ScopeRead}},
+	})
+	h := api.New(api.Deps{Store: s, Tasks: tasks, Auth: auth, Logger: logger, Metrics: metrics, UploadDir: t.TempDir()})
+	srv := httptest.NewTLSServer(h)
+	t.Cleanup(func() {
+		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		tasks.Shutdown(ctx)
+	})
+	return &fixture{srv: srv, store: s, tasks: tasks, logs: logs}
+}
+
+func (f *fixture) do(t *testing.T, method, path, token string, body string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := f.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp, raw
+}
+
+var routes = []struct{ method, path string }{
+	{"GET", "/v1/info"},
+	{"GET", "/v1/releases"}, {"POST", "/v1/releases"},
+	{"GET", "/v1/stemcells"}, {"POST", "/v1/stemcells"},
+	{"GET", "/v1/configs"}, {"POST", "/v1/configs"},
+	{"GET", "/v1/deployments"}, {"POST", "/v1/deployments"},
+	{"GET", "/v1/deployments/web"}, {"DELETE", "/v1/deployments/web"},
+	{"GET", "/v1/deployments/web/instances"}, {"GET", "/v1/deployments/web/vms"},
+	{"POST", "/v1/deployments/web/state"},
+	{"GET", "/v1/tasks"}, {"GET", "/v1/tasks/1"}, {"POST", "/v1/tasks/1/cancel"},
+	{"GET", "/v1/tasks/1/events"},
+	{"GET", "/v1/locks"}, {"GET", "/v1/backup"}, {"GET", "/metrics"},
+	{"GET", "/v1/nonexistent"},
+}
+
+func TestEveryRouteNeedsAToken(t *testing.T) {
+	f := newFixture(t)
+	for _, r := range routes {
+		for _, tok := range []string{"", "wrong-token", "Bearer"} {
+			resp, _ := f.do(t, r.method, r.path, tok, "")
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("%s %s with token %q: status %d, want 401", r.method, r.path, tok, resp.StatusCode)
+			}
+		}
+	}
+}
+
+func TestAdminTokenWorksEverywhere(t *testing.T) {
+	f := newFixture(t)
+	for _, r := range routes {
+		resp, body := f.do(t, r.method, r.path, adminToken, "")
+		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+			t.Errorf("%s %s as admin: status %d: %s", r.method, r.path, resp.StatusCode, body)
+		}
+	}
+}
+
+func TestReadTokenCannotWrite(t *testing.T) {
+	f := newFixture(t)
+	for _, r := range routes {
+		resp, _ := f.do(t, r.method, r.path, readToken, "")
+		write := r.method != "GET" || r.path == "/v1/backup"
+		if write && resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s %s with a read token: status %d, want 403", r.method, r.path, resp.StatusCode)
+		}
+		if !write && (resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusUnauthorized) {
+			t.Errorf("%s %s with a read token: status %d", r.method, r.path, resp.StatusCode)
+		}
+	}
+}
+
+func TestTokensNeverReachTheLogs(t *testing.T) {
+	f := newFixture(t)
+	for _, r := range routes {
+		f.do(t, r.method, r.path, adminToken, "")
+		f.do(t, r.method, r.path, readToken, "")
+		f.do(t, r.method, r.path, "wrong-secret-token-99", "")
+	}
+	logs := f.logs.String()
+	if !strings.Contains(logs, "api request") {
+		t.Fatal("no request was logged; the test proves nothing")
+	}
+	for _, secret := range []string{adminToken, readToken, "wrong-secret-token-99"} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("token %q appears in the logs", secret)
+		}
+	}
+}
+
+func TestConfigsAreVersionedThroughTheAPI(t *testing.T) {
+	f := newFixture(t)
+	resp, body := f.do(t, "POST", "/v1/configs", adminToken, `{"type":"cloud","content":"azs: []\n"}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("update cloud config: %d %s", resp.StatusCode, body)
+	}
+	resp, body = f.do(t, "POST", "/v1/configs", adminToken, `{"type":"bogus","content":""}`)
+	if resp.StatusCode != 400 || !strings.Contains(string(body), "unknown config type") {
+		t.Errorf("bogus type: %d %s", resp.StatusCode, body)
+	}
+	_, body = f.do(t, "GET", "/v1/configs?type=cloud", readToken, "")
+	var cfgs []store.Config
+	if err := json.Unmarshal(body, &cfgs); err != nil || len(cfgs) != 1 || cfgs[0].Content != "azs: []\n" {
+		t.Errorf("configs = %s (%v)", body, err)
+	}
+}
+
+func TestTaskEventsStreamUntilTheTaskEnds(t *testing.T) {
+	f := newFixture(t)
+	step := make(chan struct{})
+	tk, err := f.tasks.Start(context.Background(), task.Spec{Type: "test"}, func(ctx context.Context, r *task.Reporter) (string, error) {
+		st := r.Stage("Doing", 2)
+		for _, name := range []string{"a", "b"} {
+			<-step
+			st.Run(name, func() error { return nil })
+		}
+		return "ok", nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", f.srv.URL+"/v1/tasks/1/events?follow=true", nil)
+	req.Header.Set("Authorization", "Bearer "+readToken)
+	resp, err := f.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	var got []store.Event
+	step <- struct{}{}
+	for len(got) < 2 && sc.Scan() { // the first step arrives while the task still runs
+		var e store.Event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, e)
+	}
+	step <- struct{}{}
+	for sc.Scan() {
+		var e store.Event
+		json.Unmarshal(sc.Bytes(), &e)
+		got = append(got, e)
+	}
+	if len(got) != 4 || got[3].Step != "b" || got[3].State != "finished" {
+		t.Errorf("events = %+v", got)
+	}
+	_, body := f.do(t, "GET", "/v1/tasks/1", readToken, "")
+	var final store.Task
+	json.Unmarshal(body, &final)
+	if final.ID != tk.ID || final.State != store.TaskDone {
+		t.Errorf("task = %s", body)
+	}
+	_, body = f.do(t, "GET", "/metrics", readToken, "")
+	if !strings.Contains(string(body), `compleat_tasks_finished_total{state="done",type="test"} 1`) {
+		t.Errorf("metrics lack the finished task:\n%s", body)
+	}
+}
+
+func TestDeployWithoutPipelineIs501(t *testing.T) {
+	f := newFixture(t)
+	resp, body := f.do(t, "POST", "/v1/deployments", adminToken, `{"deployment":"web","manifest":"name: web"}`)
+	if resp.StatusCode != http.StatusNotImplemented {
+		t.Errorf("deploy: %d %s", resp.StatusCode, body)
+	}
+}

@@ -1,0 +1,276 @@
+// Package config reads the director's own configuration: director.yml for
+// `director serve --config`, and the defaults `serve --dev` builds in memory.
+//
+//	listen: 0.0.0.0:25555            # the HTTPS API (and /blobs/, /metrics)
+//	data_dir: /var/lib/compleat       # state file, variables key, CA, blobs (fs)
+//	tls:                              # omit to have the director's CA issue one
+//	  cert_file: /etc/compleat/tls.crt
+//	  key_file: /etc/compleat/tls.key
+//	  hosts: [director.example.com]   # names for a generated certificate
+//	tokens:                           # bearer tokens and their scopes
+//	- name: admin
+//	  token_file: /etc/compleat/admin.token
+//	  scopes: [admin]
+//	- name: ci
+//	  sha256: 9f86d0...               # hex sha256 of the token, never the token
+//	  scopes: [read]
+//	blobstore:
+//	  type: fs                        # or s3
+//	  dir: /var/lib/compleat/blobs    # fs (default: <data_dir>/blobs)
+//	  s3: {bucket: b, region: r, endpoint: "", path_style: false,
+//	       access_key_id: ..., secret_access_key: ...}
+//	  public_url: https://director.example.com:25555   # how agents reach /blobs/
+//	nats:
+//	  listen: 0.0.0.0:4222
+//	  url: nats://10.0.0.6:4222        # how agents reach it (default from listen)
+//	cpis:                             # used until a cpi config is uploaded
+//	- name: aws-east
+//	  type: aws
+//	  properties: {...}
+//
+// Every error names the file, the line and the field.
+package config
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Scopes a token may hold. Admin implies read.
+const (
+	ScopeAdmin = "admin"
+	ScopeRead  = "read"
+)
+
+// Director is director.yml.
+type Director struct {
+	Listen    string    `yaml:"listen"`
+	DataDir   string    `yaml:"data_dir"`
+	TLS       TLS       `yaml:"tls"`
+	Tokens    []Token   `yaml:"tokens"`
+	Blobstore Blobstore `yaml:"blobstore"`
+	NATS      NATS      `yaml:"nats"`
+	CPIs      yaml.Node `yaml:"cpis"`
+	file      string    `yaml:"-"`
+	lines     map[string]int
+}
+
+// TLS is the API server's certificate. Empty means the director's own CA
+// issues one for Hosts (and the listen address).
+type TLS struct {
+	CertFile string   `yaml:"cert_file"`
+	KeyFile  string   `yaml:"key_file"`
+	Hosts    []string `yaml:"hosts"`
+}
+
+// Token is one accepted bearer token. Exactly one of TokenFile (a file whose
+// trimmed content is the token), SHA256 (hex digest of the token) or Token
+// (only in configs built in memory, e.g. --dev) is set.
+type Token struct {
+	Name      string   `yaml:"name"`
+	TokenFile string   `yaml:"token_file"`
+	SHA256    string   `yaml:"sha256"`
+	Scopes    []string `yaml:"scopes"`
+	Token     string   `yaml:"-"`
+}
+
+// Digest returns the sha256 of the token, reading TokenFile when set.
+func (t Token) Digest() ([32]byte, error) {
+	switch {
+	case t.Token != "":
+		return sha256.Sum256([]byte(t.Token)), nil
+	case t.TokenFile != "":
+		raw, err := os.ReadFile(t.TokenFile)
+		if err != nil {
+			return [32]byte{}, fmt.Errorf("token %s: %w", t.Name, err)
+		}
+		tok := strings.TrimSpace(string(raw))
+		if tok == "" {
+			return [32]byte{}, fmt.Errorf("token %s: %s is empty", t.Name, t.TokenFile)
+		}
+		return sha256.Sum256([]byte(tok)), nil
+	default:
+		var d [32]byte
+		raw, err := hex.DecodeString(t.SHA256)
+		if err != nil || len(raw) != 32 {
+			return d, fmt.Errorf("token %s: sha256 must be 64 hex digits", t.Name)
+		}
+		copy(d[:], raw)
+		return d, nil
+	}
+}
+
+// Blobstore selects and configures the blobstore.
+type Blobstore struct {
+	Type      string `yaml:"type"` // "fs" (default) or "s3"
+	Dir       string `yaml:"dir"`
+	S3        S3     `yaml:"s3"`
+	PublicURL string `yaml:"public_url"`
+}
+
+// S3 configures an S3 (or compatible) bucket.
+type S3 struct {
+	Bucket          string `yaml:"bucket"`
+	Region          string `yaml:"region"`
+	Endpoint        string `yaml:"endpoint"`
+	PathStyle       bool   `yaml:"path_style"`
+	AccessKeyID     string `yaml:"access_key_id"`
+	SecretAccessKey string `yaml:"secret_access_key"`
+	Prefix          string `yaml:"prefix"`
+}
+
+// NATS configures the embedded message bus.
+type NATS struct {
+	Listen string `yaml:"listen"`
+	URL    string `yaml:"url"`
+}
+
+// Load reads and validates director.yml. Relative paths in it are relative to
+// the file's directory.
+func Load(file string) (*Director, error) {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read director config: %w", err)
+	}
+	return Parse(file, raw)
+}
+
+// Parse decodes and validates director.yml content; file names it in errors.
+func Parse(file string, raw []byte) (*Director, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(raw, &root); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	var d Director
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&d); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	d.file = file
+	d.lines = map[string]int{}
+	indexLines(&root, "", d.lines)
+	base := filepath.Dir(file)
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(base, p)
+	}
+	d.DataDir = abs(d.DataDir)
+	d.TLS.CertFile, d.TLS.KeyFile = abs(d.TLS.CertFile), abs(d.TLS.KeyFile)
+	d.Blobstore.Dir = abs(d.Blobstore.Dir)
+	for i := range d.Tokens {
+		d.Tokens[i].TokenFile = abs(d.Tokens[i].TokenFile)
+	}
+	if err := d.validate(); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+func (d *Director) errf(field, format string, args ...any) error {
+	loc := d.file
+	if l, ok := d.lines[field]; ok {
+		loc = fmt.Sprintf("%s:%d", d.file, l)
+	}
+	return fmt.Errorf("%s: %s: %s", loc, field, fmt.Sprintf(format, args...))
+}
+
+func (d *Director) validate() error {
+	var errs []error
+	if d.Listen == "" {
+		errs = append(errs, d.errf("listen", "required (host:port)"))
+	} else if _, _, err := net.SplitHostPort(d.Listen); err != nil {
+		errs = append(errs, d.errf("listen", "%v", err))
+	}
+	if d.DataDir == "" {
+		errs = append(errs, d.errf("data_dir", "required"))
+	}
+	if (d.TLS.CertFile == "") != (d.TLS.KeyFile == "") {
+		errs = append(errs, d.errf("tls", "cert_file and key_file go together"))
+	}
+	if len(d.Tokens) == 0 {
+		errs = append(errs, d.errf("tokens", "at least one token is required"))
+	}
+	names := map[string]bool{}
+	for i, t := range d.Tokens {
+		f := fmt.Sprintf("tokens[%d]", i)
+		if t.Name == "" {
+			errs = append(errs, d.errf(f+".name", "required"))
+		}
+		if names[t.Name] {
+			errs = append(errs, d.errf(f+".name", "duplicate token name %q", t.Name))
+		}
+		names[t.Name] = true
+		if (t.TokenFile == "") == (t.SHA256 == "") {
+			errs = append(errs, d.errf(f, "set exactly one of token_file and sha256"))
+		} else if t.SHA256 != "" {
+			if _, err := t.Digest(); err != nil {
+				errs = append(errs, d.errf(f+".sha256", "must be 64 hex digits"))
+			}
+		}
+		if len(t.Scopes) == 0 {
+			errs = append(errs, d.errf(f+".scopes", "required: admin or read"))
+		}
+		for j, s := range t.Scopes {
+			if s != ScopeAdmin && s != ScopeRead {
+				errs = append(errs, d.errf(fmt.Sprintf("%s.scopes[%d]", f, j), "unknown scope %q (admin, read)", s))
+			}
+		}
+	}
+	switch d.Blobstore.Type {
+	case "", "fs":
+	case "s3":
+		if d.Blobstore.S3.Bucket == "" {
+			errs = append(errs, d.errf("blobstore.s3.bucket", "required for an s3 blobstore"))
+		}
+	default:
+		errs = append(errs, d.errf("blobstore.type", "unknown type %q (fs, s3)", d.Blobstore.Type))
+	}
+	if d.NATS.Listen != "" {
+		if _, _, err := net.SplitHostPort(d.NATS.Listen); err != nil {
+			errs = append(errs, d.errf("nats.listen", "%v", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// File is the path the config was read from.
+func (d *Director) File() string { return d.file }
+
+// indexLines records the line of every mapping key and sequence item by its
+// field path (a.b[2].c).
+func indexLines(n *yaml.Node, path string, out map[string]int) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			indexLines(c, path, out)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := k.Value
+			if path != "" {
+				p = path + "." + k.Value
+			}
+			out[p] = k.Line
+			indexLines(v, p, out)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			out[p] = c.Line
+			indexLines(c, p, out)
+		}
+	}
+}
