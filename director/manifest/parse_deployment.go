@@ -520,6 +520,11 @@ func (d *decoder) variableOptions(n *yaml.Node, path, typ string) {
 	fs := all
 	if allowed != nil {
 		fs = fields{}
+		for k := range all {
+			fs[k] = func(v *yaml.Node, p string) {
+				d.errorf(v, p, "%s variables do not take %q (they take %s)", typ, k, strings.Join(allowed, ", "))
+			}
+		}
 		for _, k := range allowed {
 			fs[k] = all[k]
 		}
