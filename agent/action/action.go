@@ -209,15 +209,19 @@ func value(v any) protocol.Response {
 // failure turns an error into an exception, keeping the code of a
 // *protocol.Exception found in its chain.
 func failure(err error) protocol.Response {
-	code := protocol.CodeFailed
+	out := &protocol.Exception{Code: protocol.CodeFailed, Message: err.Error()}
 	var exc *protocol.Exception
 	if errors.As(err, &exc) {
-		code = exc.Code
+		out.Code, out.Log = exc.Code, exc.Log
+	}
+	var se *lifecycle.ScriptError
+	if out.Log == "" && errors.As(err, &se) {
+		out.Log = se.Tail
 	}
 	if errors.Is(err, task.ErrCanceled) {
-		code = protocol.CodeCanceled
+		out.Code = protocol.CodeCanceled
 	}
-	return protocol.Response{Exception: &protocol.Exception{Code: code, Message: err.Error()}}
+	return protocol.Response{Exception: out}
 }
 
 func none[R any](f func(context.Context) (R, error)) func([]json.RawMessage) (call, error) {

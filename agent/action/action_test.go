@@ -370,8 +370,9 @@ func TestRunScript(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := e.call(t, protocol.MethodRunScript, protocol.RunScriptRequest{Name: "post-deploy"}, nil)
-	if err == nil || !strings.Contains(err.Error(), "broken") {
-		t.Fatalf("err = %v, want the failing job's output", err)
+	var exc *protocol.Exception
+	if !errors.As(err, &exc) || !strings.Contains(exc.Log, "broken") {
+		t.Fatalf("err = %#v, want the failing job's output", err)
 	}
 	if err := e.call(t, protocol.MethodRunScript, protocol.RunScriptRequest{Name: "../../bin/sh"}, nil); !errors.Is(err, protocol.ErrBadArguments) {
 		t.Fatalf("bad script name: %v", err)
@@ -440,6 +441,12 @@ func TestCompilePackageAction(t *testing.T) {
 	}
 	if names := tarNames(t, e.blobs.uploads["https://x/p"]); !reflect.DeepEqual(names, []string{"out"}) || len(res.SHA256) != 64 {
 		t.Fatalf("compiled archive %v, result %+v", names, res)
+	}
+	broken := e.blobs.add(t, map[string]string{"packaging": "echo 'undefined: main' >&2\nexit 2\n"})
+	err = e.call(t, protocol.MethodCompilePackage, protocol.CompilePackageRequest{Name: "p", Version: "2", Source: broken, Upload: protocol.Upload{URL: "https://x/p2"}}, nil)
+	var exc *protocol.Exception
+	if !errors.As(err, &exc) || exc.Code != protocol.CodeFailed || !strings.Contains(exc.Log, "undefined: main") {
+		t.Fatalf("err = %#v, want a failure carrying the packaging log", err)
 	}
 }
 

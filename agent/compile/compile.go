@@ -106,6 +106,7 @@ func (c *Compiler) Compile(ctx context.Context, req protocol.CompilePackageReque
 		return protocol.CompilePackageResult{LogTail: tail}, &protocol.Exception{
 			Code:    protocol.CodeFailed,
 			Message: fmt.Sprintf("compile %s/%s: packaging: %v; log ends with:\n%s", req.Name, req.Version, err, tail),
+			Log:     tail,
 		}
 	}
 

@@ -128,6 +128,10 @@ func TestCompileFailureReturnsLogTail(t *testing.T) {
 	if !errors.Is(err, protocol.ErrFailed) || !strings.Contains(err.Error(), "cc: error: boom") || !strings.Contains(err.Error(), "exit status 3") {
 		t.Fatalf("err = %v", err)
 	}
+	var exc *protocol.Exception
+	if !errors.As(err, &exc) || !strings.Contains(exc.Log, "cc: error: boom") {
+		t.Fatalf("exception log %+v", exc)
+	}
 	if len(bs.uploads) != 0 {
 		t.Fatal("failed compilation uploaded")
 	}

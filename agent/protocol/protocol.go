@@ -111,6 +111,9 @@ const (
 type Exception struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Log is the end of the output of what failed, when that is a script
+	// or a compilation (compile_package: the packaging log's tail).
+	Log string `json:"log,omitempty"`
 }
 
 func (e *Exception) Error() string {
