@@ -81,19 +81,15 @@ type running struct {
 func (s *Supervisor) run(p *proc) {
 	log := s.logger.With("job", p.job, "process", p.def.Name)
 	dir := filepath.Join(s.cfg.LogDir, p.job)
-	stdout, stderr, err := s.openLogs(dir, p.def.Name)
-	if err != nil {
+	var stdout, stderr io.Writer = io.Discard, io.Discard
+	if outLog, errLog, err := s.openLogs(dir, p.def.Name); err != nil {
 		// Without log files the process still runs; its output is dropped.
 		log.Error("open process logs", "err", err)
+	} else {
+		stdout, stderr = outLog, errLog
+		defer outLog.Close()
+		defer errLog.Close()
 	}
-	defer func() {
-		if stdout != nil {
-			stdout.Close()
-		}
-		if stderr != nil {
-			stderr.Close()
-		}
-	}()
 
 	s.stopLeftover(p)
 	backoff := newBackoff(s.cfg.MinBackoff, s.cfg.MaxBackoff, s.cfg.StableAfter)
@@ -230,9 +226,6 @@ func (s *Supervisor) start(p *proc, stdout, stderr io.Writer) (*running, error) 
 		copiers.Add(1)
 		go func(src *os.File, dst io.Writer) {
 			defer copiers.Done()
-			if dst == nil {
-				dst = io.Discard
-			}
 			io.Copy(dst, src) //nolint:errcheck // ends when every writer is gone or the pipe is closed
 		}(r.readers[i], w)
 	}
@@ -276,7 +269,7 @@ func (s *Supervisor) watch(p *proc, r *running) (exitErr error, stopped bool) {
 
 	grace := time.NewTimer(s.cfg.StartGrace)
 	defer grace.Stop()
-	ready := false
+	ready := p.def.Readiness == nil // no check: ready once started
 	fails := 0
 	for {
 		select {

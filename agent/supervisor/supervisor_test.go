@@ -687,3 +687,36 @@ func TestLeftoverProcessIsStopped(t *testing.T) {
 		t.Errorf("pid file left after stop: %v", err)
 	}
 }
+
+// The start grace only concerns processes with a readiness check.
+func TestStartGraceIgnoresProcessesWithoutCheck(t *testing.T) {
+	t.Parallel()
+	sup, rec := newSupervisor(t, Config{StartGrace: 20 * time.Millisecond})
+	ctx := testContext(t)
+	if err := sup.Start(ctx, "job", []Process{sh("plain", "exec sleep 1000")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sup.Wait(ctx, "job", StateRunning); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // ten start graces
+	if st := mustStatus(t, sup, "job"); st.State != StateRunning {
+		t.Errorf("process without a check is %s after the start grace (%v)", st.State, rec.transitions("plain"))
+	}
+}
+
+// A log directory that cannot be created does not keep a process from
+// running.
+func TestUnwritableLogDirStillRuns(t *testing.T) {
+	t.Parallel()
+	blocker := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(blocker, nil, 0o644)
+	sup, _ := newSupervisor(t, Config{LogDir: blocker})
+	ctx := testContext(t)
+	if err := sup.Start(ctx, "job", []Process{sh("p", "echo hello; exec sleep 1000")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sup.Wait(ctx, "job", StateRunning); err != nil {
+		t.Fatal(err)
+	}
+}
