@@ -163,7 +163,11 @@ func (c *computer) place(gi int, ig *manifest.InstanceGroup, existing []Instance
 				if k < target[az] {
 					slots = append(slots, slot{az: az, prev: &valid[i]})
 				} else {
-					deleted = append(deleted, Deletion{Instance: valid[i], Reason: ReasonScaledDown})
+					reason := ReasonScaledDown
+					if len(valid) <= ig.Instances {
+						reason = ReasonRebalanced
+					}
+					deleted = append(deleted, Deletion{Instance: valid[i], Reason: reason})
 				}
 			}
 		}
@@ -189,11 +193,16 @@ func (c *computer) place(gi int, ig *manifest.InstanceGroup, existing []Instance
 
 	// Indexes and ids: kept instances keep theirs; new ones take the lowest
 	// free index, in slot order.
+	// Instances being deleted keep their index until they go (last), so
+	// new instances never share an index with them.
 	taken := map[int]bool{}
 	for _, s := range slots {
 		if s.prev != nil {
 			taken[s.prev.Index] = true
 		}
+	}
+	for _, d := range deleted {
+		taken[d.Instance.Index] = true
 	}
 	next := 0
 	bootstrapKept := false

@@ -258,6 +258,7 @@ const (
 	ReasonScaledDown     = "scaled down"
 	ReasonGroupRemoved   = "instance group removed"
 	ReasonAZRemoved      = "az removed"
+	ReasonRebalanced     = "rebalanced across azs"
 	ReasonStaticIPChange = "static ip removed"
 	ReasonErrand         = "instance group is now an errand"
 )

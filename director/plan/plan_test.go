@@ -257,6 +257,13 @@ func checkInvariants(t *testing.T, p plan.Plan, actual plan.State) {
 		}
 	}
 	for _, d := range p.Delete {
+		for _, g := range p.Groups {
+			for _, in := range g.Instances {
+				if g.Name == d.Instance.Group && in.Index == d.Instance.Index {
+					t.Errorf("%s has index %d of %s/%s, which is being deleted", in.Name(), in.Index, d.Instance.Group, d.Instance.ID)
+				}
+			}
+		}
 		for name, a := range d.Instance.Networks {
 			if holder, ok := ips[name+" "+a.String()]; ok && a.IsValid() {
 				t.Errorf("address %s of deleted %s/%s given to %s", a, d.Instance.Group, d.Instance.ID, holder)
