@@ -52,6 +52,10 @@ func Load(ctx context.Context, name string, data []byte, opts LoadOptions) (*Doc
 	if err != nil {
 		return nil, err
 	}
+	budget := maxNodes
+	if root, err = expand(root, &budget, 0); err != nil {
+		return nil, Errors{{Position: Position{File: name, Line: 1, Column: 1}, Message: err.Error()}}
+	}
 	doc := &Document{Name: name, Root: root, origins: map[*yaml.Node]string{}}
 	for _, f := range opts.OpsFiles {
 		ops, err := opsfile.Parse(f.Name, f.Data)

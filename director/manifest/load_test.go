@@ -161,3 +161,23 @@ func TestDocumentPath(t *testing.T) {
 		t.Errorf("missing path: %v", err)
 	}
 }
+
+func TestLoadExpandsAliasesAndMerges(t *testing.T) {
+	in := `base: &base {a: 1, b: 2}
+one: *base
+two:
+  <<: *base
+  b: 3
+`
+	ops := "- type: replace\n  path: /one/a\n  value: 10\n"
+	out, err := Interpolate(context.Background(), "m.yml", []byte(in), LoadOptions{OpsFiles: []File{{Name: "o.yml", Data: []byte(ops)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Changing one use of an anchor leaves the others alone, and the
+	// output holds no dangling alias.
+	want := "base: {a: 1, b: 2}\none: {a: 10, b: 2}\ntwo:\n  b: 3\n  a: 1\n"
+	if string(out) != want {
+		t.Errorf("got:\n%s\nwant:\n%s", out, want)
+	}
+}

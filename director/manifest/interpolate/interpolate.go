@@ -225,6 +225,7 @@ func Interpolate(ctx context.Context, root *yaml.Node, src Source, opts Options)
 			if repl.Kind == yaml.DocumentNode && len(repl.Content) == 1 {
 				repl = *repl.Content[0]
 			}
+			repl.Anchor = n.Anchor
 			*n = repl
 			return
 		}
