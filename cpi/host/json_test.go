@@ -3,9 +3,11 @@ package host_test
 import (
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"testing"
 
 	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/cpi/cpitest"
 	"github.com/compleat/compleat/cpi/host"
 )
 
@@ -48,9 +50,13 @@ func TestJSONProcess(t *testing.T) {
 	}
 }
 
+// BenchmarkHasVM measures one HasVM round trip three ways: through the
+// long-lived plugin binary (gRPC, mTLS), through a new process per call
+// (the BOSH way, JSON on stdin/stdout), and, for reference, in-process
+// over loopback gRPC without TLS.
 func BenchmarkHasVM(b *testing.B) {
 	b.Run("plugin-grpc", func(b *testing.B) {
-		p, err := host.Start(b.Context(), host.Config{Path: fakePlugin})
+		p, err := host.Start(b.Context(), host.Config{Path: fakePlugin, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -58,6 +64,15 @@ func BenchmarkHasVM(b *testing.B) {
 		ctx := b.Context()
 		for b.Loop() {
 			if _, err := p.HasVM(ctx, "vm-1"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("inprocess-grpc", func(b *testing.B) {
+		c := cpitest.ServeInProcess(b, cpitest.NewFake())
+		ctx := b.Context()
+		for b.Loop() {
+			if _, err := c.HasVM(ctx, "vm-1"); err != nil {
 				b.Fatal(err)
 			}
 		}
