@@ -186,6 +186,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		logger.Info("agent stopped")
 	}()
+	if err := disks.Restore(ctx); err != nil {
+		logger.Error("mount persistent disks again", "err", err)
+	}
 	if err := actions.Resume(ctx); err != nil {
 		logger.Error("resume jobs started before the agent restarted", "err", err)
 	}

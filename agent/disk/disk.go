@@ -482,7 +482,7 @@ func (m *Manager) remount(ctx context.Context, mt Mount, target string) (Mount, 
 			return Mount{}, err
 		}
 	default:
-		if mt.Loop != "" {
+		if fi, err := os.Stat(mt.Source); err == nil && fi.Mode().IsRegular() {
 			return m.mountImage(ctx, mt.CID, mt.Source, target)
 		}
 		if err := ensureMountpoint(target); err != nil {
@@ -570,4 +570,86 @@ func copyFile(src, dst string, mode fs.FileMode) error {
 		return err
 	}
 	return out.Close()
+}
+
+// Restore mounts again the disks recorded as mounted whose mount is gone
+// (the VM rebooted, or a new mount namespace): the agent calls it at start.
+func (m *Manager) Restore(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mounts, err := m.load()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, mt := range mounts {
+		if m.isMounted(mt) {
+			continue
+		}
+		if mt.Kind != KindSymlink && !m.Root {
+			errs = append(errs, fmt.Errorf("restore disk %s: mounting needs root", mt.CID))
+			continue
+		}
+		restored, err := m.remount(ctx, mt, mt.Target)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("restore disk %s at %s: %w", mt.CID, mt.Target, err))
+			continue
+		}
+		mounts[mt.CID] = restored
+		m.Logger.Info("disk mounted again", "disk", mt.CID, "target", mt.Target)
+	}
+	if err := m.save(mounts); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) isMounted(mt Mount) bool {
+	if mt.Kind == KindSymlink {
+		link, err := os.Readlink(mt.Target)
+		return err == nil && link == mt.Source
+	}
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	target, err := filepath.EvalSymlinks(mt.Target)
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && unescapeMountPath(f[4]) == target {
+			return true
+		}
+	}
+	return false
+}
+
+// unescapeMountPath undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMountPath(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v byte
+			ok := true
+			for _, c := range s[i+1 : i+4] {
+				if c < '0' || c > '7' {
+					ok = false
+					break
+				}
+				v = v*8 + byte(c-'0')
+			}
+			if ok {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

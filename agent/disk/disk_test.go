@@ -101,3 +101,48 @@ func TestHintLocatingNothing(t *testing.T) {
 		t.Fatal("empty hint mounted")
 	}
 }
+
+func TestRestoreAfterReboot(t *testing.T) {
+	for _, root := range []bool{false, true} {
+		t.Run(map[bool]string{false: "symlink", true: "bind"}[root], func(t *testing.T) {
+			if root && os.Geteuid() != 0 {
+				t.Skip("bind mounts need root")
+			}
+			ctx := context.Background()
+			l := layout.Layout{Base: t.TempDir()}
+			l.Ensure()
+			m := disk.New(l, nil)
+			m.Root = root
+			t.Cleanup(func() { unix.Unmount(l.Store(), unix.MNT_DETACH) })
+			d := t.TempDir()
+			os.WriteFile(filepath.Join(d, "kept"), []byte("yes"), 0o644)
+			if err := m.MountDisk(ctx, "disk-1", cpi.DiskHint{Path: d}); err != nil {
+				t.Fatal(err)
+			}
+			// The reboot: the mount (or link) is gone, the record stays.
+			if root {
+				if err := unix.Unmount(l.Store(), 0); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				os.Remove(l.Store())
+				os.Mkdir(l.Store(), 0o755)
+			}
+			if _, err := os.Stat(filepath.Join(l.Store(), "kept")); err == nil {
+				t.Fatal("store still shows the disk")
+			}
+			again := disk.New(l, nil)
+			again.Root = root
+			if err := again.Restore(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := os.ReadFile(filepath.Join(l.Store(), "kept")); string(b) != "yes" {
+				t.Fatal("disk not mounted again")
+			}
+			// Restoring what is mounted changes nothing.
+			if err := again.Restore(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
