@@ -1,0 +1,3 @@
+module compleat.example/lb
+
+go 1.24

@@ -1,0 +1,3 @@
+module compleat.example/webapp
+
+go 1.24
