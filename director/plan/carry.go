@@ -59,9 +59,15 @@ func (p *Plan) Rollout() update.Rollout {
 			ui := update.Instance{Group: in.Group, ID: in.ID, Index: in.Index, AZ: in.AZ, Recreate: in.Recreate}
 			for _, c := range in.Changes {
 				ui.Changes = append(ui.Changes, c.String())
-				if c.Reason == ReasonNew || c.Reason == ReasonVMMissing {
+				switch c.Reason {
+				case ReasonNew, ReasonVMMissing:
 					ui.New = true
+				case ReasonDisk:
+					ui.DiskChange = true
 				}
+			}
+			if in.Disk != nil && in.Disk.CID == "" {
+				ui.DiskChange = true // a disk to create (new instance, or replacement)
 			}
 			ug.Instances = append(ug.Instances, ui)
 		}

@@ -20,9 +20,9 @@
 //     (a number, or a percentage of the group's size; at least 1). A batch
 //     never spans two AZs.
 //  4. Per instance: pre-stop → drain → stop → recreate the VM when needed
-//     (the executor moves the persistent disks) → apply → pre-start → start →
-//     watch until running (see [WatchSchedule]) → post-start. A new instance
-//     skips the steps before apply.
+//     (the executor moves the persistent disks) → update the persistent disk
+//     when it changes → apply → pre-start → start → watch until running (see
+//     [WatchSchedule]) → post-start. A new instance skips the take-down.
 //  5. Instances to delete (scaled down or whose group is gone) are drained,
 //     stopped and deleted last.
 //  6. Post-deploy runs on every instance of the deployment when anything
@@ -73,6 +73,9 @@ type Instance struct {
 	// Recreate: the VM must be replaced (stemcell, vm_type or networks
 	// changed, or --recreate).
 	Recreate bool
+	// DiskChange: the persistent disk is created, replaced (size or type
+	// changed: data migrated) or removed.
+	DiskChange bool
 }
 
 // Name is "group/id".
@@ -107,8 +110,9 @@ type Rollout struct {
 // Executor acts on one instance. The director implements it with the CPI
 // and the agent client; each method returns when its step is done.
 type Executor interface {
-	// CreateVM creates a missing VM (with its persistent disks attached)
-	// and waits for its agent.
+	// CreateVM creates a missing VM, attaches the instance's existing
+	// persistent disk if it has one, sets the VM's metadata and waits for
+	// its agent. (A disk still to be created comes with UpdateDisk.)
 	CreateVM(ctx context.Context, inst Instance) error
 	// PreStop, Drain and Stop take a running instance out of service.
 	PreStop(ctx context.Context, inst Instance) error
@@ -116,6 +120,11 @@ type Executor interface {
 	Stop(ctx context.Context, inst Instance) error
 	// RecreateVM replaces the instance's VM, moving its persistent disks.
 	RecreateVM(ctx context.Context, inst Instance) error
+	// UpdateDisk brings the persistent disk to the plan: creates, attaches
+	// and mounts a new one; for a replacement, migrates the data and
+	// detaches the old one (which the plan orphans); for a removal, unmounts
+	// and detaches it.
+	UpdateDisk(ctx context.Context, inst Instance) error
 	// Apply installs the planned jobs and packages; PreStart and Start run
 	// the lifecycle scripts and the processes.
 	Apply(ctx context.Context, inst Instance) error
@@ -530,6 +539,11 @@ func (r *run) steps(ctx context.Context, g Group, canary bool, in Instance) erro
 			if err := x.RecreateVM(ctx, in); err != nil {
 				return fmt.Errorf("recreate vm: %w", err)
 			}
+		}
+	}
+	if in.DiskChange {
+		if err := x.UpdateDisk(ctx, in); err != nil {
+			return fmt.Errorf("update disk: %w", err)
 		}
 	}
 	if err := x.Apply(ctx, in); err != nil {

@@ -284,6 +284,8 @@ func TestOnlyChangedInstancesAreTouchedAndDeletionsComeLast(t *testing.T) {
 	g.Instances = append(g.Instances, newbie)
 	recreate := g.Instances[2]
 	g.Instances[2].Recreate = true
+	g.Instances[0].DiskChange = true
+	diskBefore, _ := x.VM("web/w0")
 	vmBefore, _ := x.VM(recreate.Name())
 
 	ghost := update.Instance{Group: "web", ID: "ghost", Index: 5, AZ: "z1", New: true} // recorded, but its VM is gone
@@ -302,6 +304,12 @@ func TestOnlyChangedInstancesAreTouchedAndDeletionsComeLast(t *testing.T) {
 	}
 	if steps := x.StepsOf("web/old"); !slices.Equal(steps, []string{"pre-stop", "drain", "stop", "delete"}) {
 		t.Errorf("deleted instance steps %v", steps)
+	}
+	if steps := x.StepsOf("web/w0"); !slices.Equal(steps, []string{"pre-stop", "drain", "stop", "update-disk", "apply", "pre-start", "start", "running", "post-start", "post-deploy"}) {
+		t.Errorf("disk change steps %v", steps)
+	}
+	if after, _ := x.VM("web/w0"); after.Disk == diskBefore.Disk {
+		t.Errorf("disk not replaced: %v", after.Disk)
 	}
 	if steps := x.StepsOf("web/ghost"); !slices.Equal(steps, []string{"delete"}) {
 		t.Errorf("VM-less deleted instance steps %v", steps)

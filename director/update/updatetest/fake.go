@@ -27,7 +27,7 @@ type VM struct {
 type Step struct {
 	At       time.Time
 	Instance string // group/id
-	Step     string // "create-vm", "pre-stop", "drain", "stop", "recreate-vm", "apply", "pre-start", "start", "running", "post-start", "post-deploy", "delete"
+	Step     string // "create-vm", "pre-stop", "drain", "stop", "recreate-vm", "update-disk", "apply", "pre-start", "start", "running", "post-start", "post-deploy", "delete"
 }
 
 // Executor is a fake executor. Zero values of the knobs mean "instant and
@@ -157,6 +157,15 @@ func (e *Executor) RecreateVM(ctx context.Context, inst update.Instance) error {
 		e.next++
 		v.CID = fmt.Sprintf("vm-%d", e.next)
 		v.Running = false
+		return nil
+	})
+}
+
+// UpdateDisk gives the instance a new persistent disk.
+func (e *Executor) UpdateDisk(ctx context.Context, inst update.Instance) error {
+	return e.step(ctx, inst, "update-disk", true, func(v *VM) error {
+		e.next++
+		v.Disk = fmt.Sprintf("disk-%s-%d", inst.ID, e.next)
 		return nil
 	})
 }
