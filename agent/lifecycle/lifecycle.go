@@ -13,7 +13,9 @@
 //	runner, err := lifecycle.New(logger, lifecycle.Config{
 //		JobsDir: "/var/vcap/jobs", LogDir: "/var/vcap/sys/log", Timeout: 5 * time.Minute,
 //	})
-//	results, err := runner.Run(ctx, lifecycle.PreStart, nil)
+//	results, err := runner.Run(ctx, lifecycle.PreStart, nil) // nil: every job
+//	results, err = runner.RunWithEnv(ctx, lifecycle.PreStop, nil,
+//		lifecycle.PreStopEnv(lifecycle.Delete, lifecycle.Delete, lifecycle.Keep))
 //	drained, err := runner.Drain(ctx, lifecycle.DrainParams{
 //		Kind: lifecycle.JobShutdown, Hash: lifecycle.HashUnchanged,
 //	}, nil)
@@ -24,6 +26,11 @@
 // then the job is drained"; n < 0 means "call me again in |n| seconds", and
 // it is called again with `job_check_status hash_unchanged` until it prints
 // n ≥ 0. Anything else is an error. See docs/processes.md.
+//
+// The exported API (Script and its constants, Scripts, Config, New, Runner
+// with Jobs, Run, RunWithEnv and Drain, Result, ScriptError, ErrTimeout,
+// DrainParams, DrainKind, HashChange, DrainResult, NextState, PreStopEnv)
+// is stable: it only grows.
 package lifecycle
 
 import (
@@ -383,3 +390,24 @@ func (h *headBuffer) Write(p []byte) (int, error) {
 }
 
 func (h *headBuffer) Bytes() []byte { return h.buf.Bytes() }
+
+// NextState says what becomes of a VM, an instance or a deployment after a
+// stop, for pre-stop scripts.
+type NextState string
+
+// Next states.
+const (
+	Keep   NextState = "keep"
+	Delete NextState = "delete"
+)
+
+// PreStopEnv is the environment BOSH gives pre-stop scripts, for
+// RunWithEnv: BOSH_VM_NEXT_STATE, BOSH_INSTANCE_NEXT_STATE and
+// BOSH_DEPLOYMENT_NEXT_STATE, each keep or delete.
+func PreStopEnv(vm, instance, deployment NextState) map[string]string {
+	return map[string]string{
+		"BOSH_VM_NEXT_STATE":         string(vm),
+		"BOSH_INSTANCE_NEXT_STATE":   string(instance),
+		"BOSH_DEPLOYMENT_NEXT_STATE": string(deployment),
+	}
+}

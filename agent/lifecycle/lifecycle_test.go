@@ -336,3 +336,15 @@ func waitDead(t *testing.T, pid int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestPreStopEnv(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{})
+	f.script(t, "j", PreStop, `echo "$BOSH_VM_NEXT_STATE $BOSH_INSTANCE_NEXT_STATE $BOSH_DEPLOYMENT_NEXT_STATE"`)
+	if _, err := f.runner.RunWithEnv(testContext(t), PreStop, nil, PreStopEnv(Delete, Keep, Keep)); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := os.ReadFile(filepath.Join(f.logs, "j", "pre-stop.stdout.log")); string(out) != "delete keep keep\n" {
+		t.Errorf("pre-stop saw %q", out)
+	}
+}

@@ -13,6 +13,7 @@
 //
 //	sup, err := supervisor.New(logger, supervisor.Config{
 //		LogDir:  "/var/vcap/sys/log",
+//		RunDir:  "/var/vcap/sys/run", // pid files: stop what a killed agent left
 //		OnEvent: func(e supervisor.Event) { /* turn into an alert */ },
 //	})
 //	err = sup.Start(ctx, "web", pf.Processes)   // launch; returns at once
@@ -35,4 +36,9 @@
 // A job's state aggregates its processes' (Aggregate): any failing →
 // failing, else any starting → starting, else all running → running, else
 // stopped. Every process state change is reported to Config.OnEvent.
+//
+// The exported API (ProcessFile, Process and its parts, FieldError,
+// LoadProcessFile, ParseProcessFile, ParseSignal, Config, New, Supervisor
+// and its methods, State, Event, JobStatus, ProcessStatus, Aggregate,
+// ErrUnknownJob, ErrClosed) is stable: it only grows.
 package supervisor

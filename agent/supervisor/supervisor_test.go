@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -717,6 +719,51 @@ func TestUnwritableLogDirStillRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := sup.Wait(ctx, "job", StateRunning); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An https readiness check accepts a server whose certificate it cannot
+// verify (a probe, like Kubernetes'), and compares the status.
+func TestReadinessHTTPS(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	sup, _ := newSupervisor(t, Config{})
+	ctx := testContext(t)
+	p := sh("p", "exec sleep 1000")
+	p.Readiness = &Readiness{HTTP: &HTTPCheck{URL: srv.URL + "/health", Status: 204}, Interval: 20 * time.Millisecond, Timeout: time.Second}
+	if err := sup.Start(ctx, "job", []Process{p}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sup.Wait(ctx, "job", StateRunning); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Stop bounded by a context that ends first returns its error; the process
+// is still stopped, and Close waits for it.
+func TestStopContextEndsFirst(t *testing.T) {
+	t.Parallel()
+	logDir := t.TempDir()
+	sup, rec := newSupervisor(t, Config{LogDir: logDir})
+	ctx := testContext(t)
+	p := helperProcess(t, "stubborn", "ignore-term")
+	p.Shutdown = Shutdown{Signal: syscall.SIGTERM, Timeout: 500 * time.Millisecond}
+	if err := sup.Start(ctx, "job", []Process{p}); err != nil {
+		t.Fatal(err)
+	}
+	waitFileContains(t, filepath.Join(logDir, "job", "stubborn.stdout.log"), "ready")
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := sup.Stop(short, "job"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("stop with a context shorter than the shutdown timeout: %v", err)
+	}
+	// The stop goes on: the process is killed after its timeout.
+	rec.expect(t, "stubborn", StateStarting, StateRunning, StateStopped)
+	if err := sup.Wait(ctx, "job", StateStopped); err != nil {
 		t.Fatal(err)
 	}
 }
