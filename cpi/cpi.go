@@ -1,15 +1,21 @@
 // Package cpi is the Cloud Provider Interface of Compleat: the contract between
 // the director and the plugins that create VMs and disks in a cloud.
 //
-// A plugin author implements [CPI] and calls [Serve] from main. The director
-// launches the plugin binary once and keeps it running; every method is a gRPC
-// call (see cpi/v1/cpi.proto) under the caller's context and deadline. Errors
-// raised in the plugin cross the process boundary as codes, so that
-// errors.Is(err, cpi.ErrVMNotFound) holds in the director.
+// A plugin author implements [CPI] and calls [Serve] from main, reading the
+// plugin's configuration with [Properties] and logging with [Logger]. The
+// director launches the plugin binary once and keeps it running (cpi/host);
+// every method is a gRPC call (see cpi/v1/cpi.proto) under the caller's
+// context and deadline. Errors raised in the plugin cross the process
+// boundary as codes, so that errors.Is(err, cpi.ErrVMNotFound) holds in the
+// director.
 //
 // The method set follows BOSH CPI API v2. Delete methods are idempotent: deleting
 // an object that does not exist succeeds. The conformance suite in cpi/cpitest is
 // the definition of a working CPI.
+//
+// A binary built with Serve also speaks BOSH's own protocol when run with the
+// single argument "json": one JSON request on stdin, one answer on stdout, one
+// process per call ([ServeJSON]). docs/cpi-authoring.md is the guide.
 package cpi
 
 import (

@@ -53,7 +53,8 @@ type Config struct {
 
 // ManualNetworks returns a Config.Networks giving the i-th VM the address
 // base+i on a manual network named "default"; base is an IPv4 address such
-// as "127.77.0.10".
+// as "127.77.0.10". It panics when base is not one (a mistake in the test,
+// not in the plugin).
 func ManualNetworks(base string) func(i int) map[string]cpi.Network {
 	return func(i int) map[string]cpi.Network {
 		var a, b, c, d int
