@@ -18,7 +18,7 @@ import (
 	"github.com/compleat/compleat/director/release"
 )
 
-var update = flag.Bool("update", false, "rewrite want.txt in testdata/*.txtar")
+var updateGolden = flag.Bool("update", false, "rewrite want.txt in testdata/*.txtar")
 
 // directorFile is director.yml in a golden file: what the director knows
 // besides the manifest (uploaded releases and stemcells).
@@ -199,7 +199,7 @@ func TestGolden(t *testing.T) {
 					idx = i
 				}
 			}
-			if *update {
+			if *updateGolden {
 				if idx < 0 {
 					ar.Files = append(ar.Files, txtar.File{Name: "want.txt"})
 					idx = len(ar.Files) - 1
