@@ -57,6 +57,8 @@ func (d *decoder) mark(n *yaml.Node, path string) {
 	}
 }
 
+var unresolved = regexp.MustCompile(`\(\(!?[-/._\w\pL]+\)\)`)
+
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 // parseYAML reads exactly one YAML document and returns its root node (never
@@ -143,6 +145,9 @@ func kindName(n *yaml.Node) string {
 			return "a number"
 		case "!!bool":
 			return "a boolean"
+		}
+		if m := unresolved.FindString(n.Value); m != "" {
+			return "the unresolved variable " + m
 		}
 		return "a string"
 	}

@@ -181,3 +181,11 @@ two:
 		t.Errorf("got:\n%s\nwant:\n%s", out, want)
 	}
 }
+
+func TestParseNamesUnresolvedVariables(t *testing.T) {
+	_, err := ParseDeployment("small.yml", []byte(small))
+	want := `small.yml:17:14: instance_groups[0].instances: must be an integer, not the unresolved variable ((instances))`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("got:\n%v\nwant a line:\n%s", err, want)
+	}
+}
