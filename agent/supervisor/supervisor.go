@@ -110,8 +110,9 @@ type ProcessStatus struct {
 	// StartedAt and Uptime are zero when the process is not running.
 	StartedAt time.Time
 	Uptime    time.Duration
-	// CPU (user+system time consumed) and MemoryBytes (resident set) come
-	// from /proc for the main process; zero when unavailable.
+	// CPU (user+system time consumed) and MemoryBytes (resident set) are
+	// summed from /proc over the process's group (it and the children it
+	// forked); zero when unavailable.
 	CPU         time.Duration
 	MemoryBytes uint64
 	// LastError is the latest reason the process failed, if any.
@@ -453,9 +454,16 @@ func (s *Supervisor) JobStatus(jobName string) (JobStatus, bool) {
 		st.Processes = append(st.Processes, ps)
 	}
 	s.mu.Unlock()
-	for i := range st.Processes {
-		if pid := st.Processes[i].PID; pid != 0 {
-			st.Processes[i].CPU, st.Processes[i].MemoryBytes = procUsage(pid)
+	var pgids []int
+	for _, p := range st.Processes {
+		if p.PID != 0 {
+			pgids = append(pgids, p.PID) // each process leads its own group
+		}
+	}
+	use := groupUsage(pgids)
+	for i, p := range st.Processes {
+		if u, ok := use[p.PID]; ok && p.PID != 0 {
+			st.Processes[i].CPU, st.Processes[i].MemoryBytes = u.cpu, u.rss
 		}
 	}
 	return st, true

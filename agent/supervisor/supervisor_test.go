@@ -767,3 +767,28 @@ func TestStopContextEndsFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// CPU and memory are summed over the process group: here only a child
+// the process forked uses CPU.
+func TestStatusSumsProcessGroup(t *testing.T) {
+	t.Parallel()
+	sup, _ := newSupervisor(t, Config{})
+	ctx := testContext(t)
+	if err := sup.Start(ctx, "job", []Process{sh("p", "while :; do :; done & exec sleep 1000")}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		p := mustStatus(t, sup, "job").Processes[0]
+		if p.CPU >= 50*time.Millisecond {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cpu of the group never reached 50ms: %+v", p)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := sup.Stop(ctx, "job"); err != nil {
+		t.Fatal(err)
+	}
+}
