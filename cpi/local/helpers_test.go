@@ -224,3 +224,5 @@ func askVM(t testing.TB, addr string) string {
 	}
 	return strings.TrimSpace(line)
 }
+
+func diskRequest() cpi.CreateDiskRequest { return cpi.CreateDiskRequest{SizeMB: 64} }
