@@ -163,7 +163,15 @@ func (p Process) validate() error {
 	case p.Workdir != "" && !path.IsAbs(p.Workdir):
 		return fmt.Errorf("process %s: workdir %q must be absolute", p.Name, p.Workdir)
 	}
+	for k := range p.Env {
+		if !envKeyRE.MatchString(k) {
+			return fmt.Errorf("process %s: env %q is not a valid environment variable name", p.Name, k)
+		}
+	}
 	if r := p.Readiness; r != nil {
+		if len(r.Exec) > 0 && r.Exec[0] == "" {
+			return fmt.Errorf("process %s: readiness exec must name a command", p.Name)
+		}
 		n := 0
 		if r.HTTP != nil {
 			n++

@@ -541,6 +541,7 @@ func TestStartRejectsBadInput(t *testing.T) {
 		{"j", []Process{{Name: "a", Executable: "bin/a"}}, "must be absolute or a bare command name"},
 		{"j", []Process{{Name: "a", Executable: "/a"}, {Name: "a", Executable: "/a"}}, "used twice"},
 		{"j", []Process{{Name: "a", Executable: "/a", Readiness: &Readiness{}}}, "exactly one of"},
+		{"j", []Process{{Name: "a", Executable: "/a", Env: map[string]string{"A=B": "c"}}}, "not a valid environment variable name"},
 	} {
 		if err := sup.Start(ctx, c.job, c.procs); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Start(%q, %+v) = %v, want %q", c.job, c.procs, err, c.want)
