@@ -42,6 +42,7 @@ import (
 	"github.com/compleat/compleat/cpi"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -324,14 +325,17 @@ func (p *Plugin) call(ctx context.Context, method string, fn func(context.Contex
 }
 
 // transportFailure reports whether err is a failure of the connection
-// rather than an answer of the plugin.
+// (the plugin died, or cannot be reached) rather than an answer of the
+// plugin. Answers carry an Error detail and come back as *cpi.Error; a
+// cancelled call is the caller's doing; other statuses (a message too
+// large, say) are the host's own errors and say nothing about the plugin.
 func transportFailure(err error) bool {
 	var e *cpi.Error
 	if errors.As(err, &e) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
-	_, ok := status.FromError(err)
-	return ok
+	st, ok := status.FromError(err)
+	return ok && (st.Code() == codes.Unavailable || st.Code() == codes.Internal)
 }
 
 // waitDead waits up to d for the instance's process to be gone.

@@ -434,3 +434,18 @@ func TestPluginStdoutAndStderrAreLogged(t *testing.T) {
 		}
 	}
 }
+
+// A call the transport refuses (here a message over gRPC's size limit) is
+// an error of that call, not a dead plugin.
+func TestOversizedCallIsNotACrash(t *testing.T) {
+	p := start(t, host.Config{})
+	pid := p.PID()
+	huge := json.RawMessage(`{"blob":"` + strings.Repeat("x", 5<<20) + `"}`)
+	_, err := p.CreateVM(t.Context(), cpi.CreateVMRequest{AgentSettings: huge})
+	if err == nil || errors.Is(err, cpi.ErrOutcomeUnknown) {
+		t.Fatalf("oversized CreateVM = %v, want a plain error", err)
+	}
+	if _, err := p.Info(t.Context()); err != nil || p.PID() != pid {
+		t.Fatalf("plugin after an oversized call: err %v, pid %d (was %d)", err, p.PID(), pid)
+	}
+}
