@@ -76,6 +76,9 @@ type Compiled struct {
 	Key         string // CacheKey
 	BlobID      string
 	SHA256      string
+	// Duration is how long compiling took: a good Package.Cost for the
+	// next time the package (or a new version of it) is scheduled.
+	Duration time.Duration
 }
 
 // VM is a compile VM.
@@ -578,10 +581,11 @@ func (st *stage) build(ctx context.Context, n *node) (Compiled, error) {
 		return fail(err)
 	}
 	st.putBack(ctx, n.stemcell, vm)
-	st.report(n, "finished", time.Since(began), nil)
+	took := time.Since(began)
+	st.report(n, "finished", took, nil)
 	return Compiled{
 		Name: n.pkg.Name, Version: n.pkg.Version, Fingerprint: n.pkg.Fingerprint,
-		Key: n.key, BlobID: blobID, SHA256: sum,
+		Key: n.key, BlobID: blobID, SHA256: sum, Duration: took,
 	}, nil
 }
 

@@ -131,7 +131,7 @@ func TestCacheHitCreatesNoVM(t *testing.T) {
 	if second.Built != 0 || second.Hits != 4 {
 		t.Errorf("second stage = %+v", second)
 	}
-	if first.Compiled[0]["app"] != second.Compiled[0]["app"] {
+	if first.Compiled[0]["app"] != second.Compiled[0]["app"] || first.Compiled[0]["app"].Duration <= 0 {
 		t.Errorf("cached result differs")
 	}
 
