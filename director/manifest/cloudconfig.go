@@ -303,7 +303,7 @@ func (d *decoder) cloudConfig(root *yaml.Node) *CloudConfig {
 					if _, ok := d.pos[zp]; !ok {
 						zp = join(p, "az")
 					}
-					d.errorf(d.node(root, zp), zp, "az %q is not in azs", z)
+					d.errorAt(zp, "az %q is not in azs", z)
 				}
 			}
 		}
@@ -311,25 +311,25 @@ func (d *decoder) cloudConfig(root *yaml.Node) *CloudConfig {
 	if compilation != nil {
 		c := cc.Compilation
 		if c.AZ != "" && !azs[c.AZ] {
-			d.errorf(d.node(root, "compilation.az"), "compilation.az", "az %q is not in azs", c.AZ)
+			d.errorAt("compilation.az", "az %q is not in azs", c.AZ)
 		}
 		if c.AZ == "" && len(cc.AZs) > 0 {
 			d.errorf(compilation, "compilation.az", "missing required field \"az\" in compilation (the cloud config defines azs)")
 		}
 		if c.VMType != "" {
 			if _, ok := cc.VMType(c.VMType); !ok {
-				d.errorf(d.node(root, "compilation.vm_type"), "compilation.vm_type", "vm type %q is not in vm_types", c.VMType)
+				d.errorAt("compilation.vm_type", "vm type %q is not in vm_types", c.VMType)
 			}
 		}
 		if c.Network != "" {
 			nw, ok := cc.Network(c.Network)
 			switch {
 			case !ok:
-				d.errorf(d.node(root, "compilation.network"), "compilation.network", "network %q is not in networks", c.Network)
+				d.errorAt("compilation.network", "network %q is not in networks", c.Network)
 			case nw.Type == VIP:
-				d.errorf(d.node(root, "compilation.network"), "compilation.network", "network %q is a vip network: compilation needs a manual or dynamic one", c.Network)
+				d.errorAt("compilation.network", "network %q is a vip network: compilation needs a manual or dynamic one", c.Network)
 			case c.AZ != "" && len(nw.Subnets) > 0 && !anySubnetInAZ(nw, c.AZ):
-				d.errorf(d.node(root, "compilation.network"), "compilation.network", "network %q has no subnet in az %q", c.Network, c.AZ)
+				d.errorAt("compilation.network", "network %q has no subnet in az %q", c.Network, c.AZ)
 			}
 		}
 	}
@@ -343,17 +343,6 @@ func anySubnetInAZ(nw *Network, az string) bool {
 		}
 	}
 	return false
-}
-
-// node finds the value node written at a field path, or the closest parent
-// with a known position, for errors found after the walk.
-func (d *decoder) node(root *yaml.Node, path string) *yaml.Node {
-	p := d.pos[path]
-	for p == (Position{}) && path != "" {
-		path = parent(path)
-		p = d.pos[path]
-	}
-	return &yaml.Node{Line: p.Line, Column: p.Column}
 }
 
 func (d *decoder) network(n *yaml.Node, path string) Network {

@@ -149,7 +149,7 @@ func (d *decoder) checkAddonReleases(prefix string, addons []Addon, releases []R
 				continue
 			}
 			p := join(prefix, join(index(join(index("addons", i), "jobs"), j), "release"))
-			d.errorf(d.node(nil, p), p, "release %q is not in releases", job.Release)
+			d.errorAt(p, "release %q is not in releases", job.Release)
 		}
 	}
 }

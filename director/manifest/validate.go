@@ -1,6 +1,7 @@
 package manifest
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -75,9 +76,19 @@ func (d *decoder) checkDeployment(dep *Deployment) {
 	}
 }
 
-// errorAt reports a problem at a field whose position was recorded.
+// errorAt reports a problem at a field whose position was recorded (or at
+// its closest recorded parent), for problems found after the walk.
 func (d *decoder) errorAt(path, format string, args ...any) {
-	d.errorf(d.node(nil, path), path, format, args...)
+	p := path
+	pos, ok := d.pos[p]
+	for !ok && p != "" {
+		p = parent(p)
+		pos, ok = d.pos[p]
+	}
+	if !ok {
+		pos = Position{File: d.file}
+	}
+	d.errs = append(d.errs, &Error{Position: pos, Path: path, Message: fmt.Sprintf(format, args...)})
 }
 
 // Validate checks the manifest against a cloud config: every AZ, vm_type,
