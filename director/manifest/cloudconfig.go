@@ -207,11 +207,11 @@ func ParseCloudConfig(filename string, data []byte) (*CloudConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	return DecodeCloudConfig(filename, root, nil)
+	return decodeCloudConfig(filename, root, nil)
 }
 
-// DecodeCloudConfig is ParseCloudConfig for a node tree.
-func DecodeCloudConfig(filename string, root *yaml.Node, origins map[*yaml.Node]string) (*CloudConfig, error) {
+// decodeCloudConfig is ParseCloudConfig for a node tree (see decodeDeployment).
+func decodeCloudConfig(filename string, root *yaml.Node, origins map[*yaml.Node]string) (*CloudConfig, error) {
 	d := newDecoder(filename, origins)
 	cc := d.cloudConfig(root)
 	if err := d.errs.err(); err != nil {

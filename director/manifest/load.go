@@ -202,15 +202,15 @@ func (doc *Document) Variables() []string { return interpolate.References(doc.Ro
 
 // Deployment decodes the document as a deployment manifest.
 func (doc *Document) Deployment() (*Deployment, error) {
-	return DecodeDeployment(doc.Name, doc.Root, doc.origins)
+	return decodeDeployment(doc.Name, doc.Root, doc.origins)
 }
 
 // CloudConfig decodes the document as a cloud config.
 func (doc *Document) CloudConfig() (*CloudConfig, error) {
-	return DecodeCloudConfig(doc.Name, doc.Root, doc.origins)
+	return decodeCloudConfig(doc.Name, doc.Root, doc.origins)
 }
 
 // RuntimeConfig decodes the document as a runtime config.
 func (doc *Document) RuntimeConfig() (*RuntimeConfig, error) {
-	return DecodeRuntimeConfig(doc.Name, doc.Root, doc.origins)
+	return decodeRuntimeConfig(doc.Name, doc.Root, doc.origins)
 }

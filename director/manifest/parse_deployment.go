@@ -19,13 +19,12 @@ func ParseDeployment(filename string, data []byte) (*Deployment, error) {
 	if err != nil {
 		return nil, err
 	}
-	return DecodeDeployment(filename, root, nil)
+	return decodeDeployment(filename, root, nil)
 }
 
-// DecodeDeployment is ParseDeployment for a document already parsed into a
-// node tree (after ops files and interpolation). origins names the file of
-// nodes that came from elsewhere (see Load); it may be nil.
-func DecodeDeployment(filename string, root *yaml.Node, origins map[*yaml.Node]string) (*Deployment, error) {
+// decodeDeployment is ParseDeployment for a node tree; origins names the
+// file of nodes that came from ops files (see Load) and may be nil.
+func decodeDeployment(filename string, root *yaml.Node, origins map[*yaml.Node]string) (*Deployment, error) {
 	d := newDecoder(filename, origins)
 	dep := d.deployment(root)
 	d.checkDeployment(dep)

@@ -115,11 +115,11 @@ func ParseRuntimeConfig(filename string, data []byte) (*RuntimeConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	return DecodeRuntimeConfig(filename, root, nil)
+	return decodeRuntimeConfig(filename, root, nil)
 }
 
-// DecodeRuntimeConfig is ParseRuntimeConfig for a node tree.
-func DecodeRuntimeConfig(filename string, root *yaml.Node, origins map[*yaml.Node]string) (*RuntimeConfig, error) {
+// decodeRuntimeConfig is ParseRuntimeConfig for a node tree (see decodeDeployment).
+func decodeRuntimeConfig(filename string, root *yaml.Node, origins map[*yaml.Node]string) (*RuntimeConfig, error) {
 	d := newDecoder(filename, origins)
 	rc := &RuntimeConfig{}
 	d.object(root, "", fields{
