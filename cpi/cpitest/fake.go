@@ -104,6 +104,8 @@ type Fake struct {
 	snapshots map[string]*FakeSnapshot
 	failures  map[Method][]error
 	calls     map[Method]int
+	stateFile string // see Persist
+	saveErr   error
 }
 
 var _ cpi.CPI = (*Fake)(nil)
@@ -128,6 +130,7 @@ func (f *Fake) SetCapabilities(c cpi.Capabilities) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.caps = c
+	f.persist()
 }
 
 // FailNext makes the next call of method m return err without any effect.
@@ -270,6 +273,7 @@ func (f *Fake) Info(ctx context.Context) (cpi.Info, error) {
 func (f *Fake) CreateStemcell(ctx context.Context, req cpi.CreateStemcellRequest) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer f.persist()
 	if err := f.begin(ctx, MethodCreateStemcell); err != nil {
 		return "", err
 	}
@@ -288,6 +292,7 @@ func (f *Fake) CreateStemcell(ctx context.Context, req cpi.CreateStemcellRequest
 func (f *Fake) DeleteStemcell(ctx context.Context, cid string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer f.persist()
 	if err := f.begin(ctx, MethodDeleteStemcell); err != nil {
 		return err
 	}
@@ -299,6 +304,7 @@ func (f *Fake) DeleteStemcell(ctx context.Context, cid string) error {
 func (f *Fake) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.CreateVMResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer f.persist()
 	if err := f.begin(ctx, MethodCreateVM); err != nil {
 		return cpi.CreateVMResult{}, err
 	}
@@ -392,6 +398,7 @@ func (f *Fake) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.Creat
 func (f *Fake) DeleteVM(ctx context.Context, cid string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer f.persist()
 	if err := f.begin(ctx, MethodDeleteVM); err != nil {
 		return err
 	}
@@ -423,6 +430,7 @@ func (f *Fake) HasVM(ctx context.Context, cid string) (bool, error) {
 func (f *Fake) RebootVM(ctx context.Context, cid string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer f.persist()
 	if err := f.begin(ctx, MethodRebootVM); err != nil {
 		return err
 	}
@@ -438,6 +446,7 @@ func (f *Fake) RebootVM(ctx context.Context, cid string) error {
 func (f *Fake) SetVMMetadata(ctx context.Context, cid string, metadata map[string]string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer f.persist()
 	if err := f.begin(ctx, MethodSetVMMetadata); err != nil {
 		return err
 	}
@@ -470,6 +479,7 @@ func (f *Fake) CalculateVMCloudProperties(ctx context.Context, req cpi.VMResourc
 func (f *Fake) CreateDisk(ctx context.Context, req cpi.CreateDiskRequest) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer f.persist()
 	if err := f.begin(ctx, MethodCreateDisk); err != nil {
 		return "", err
 	}
@@ -500,6 +510,7 @@ func (f *Fake) CreateDisk(ctx context.Context, req cpi.CreateDiskRequest) (strin
 func (f *Fake) DeleteDisk(ctx context.Context, cid string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer f.persist()
 	if err := f.begin(ctx, MethodDeleteDisk); err != nil {
 		return err
 	}
@@ -518,6 +529,7 @@ func (f *Fake) DeleteDisk(ctx context.Context, cid string) error {
 func (f *Fake) ResizeDisk(ctx context.Context, cid string, sizeMB int64) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer f.persist()
 	if err := f.begin(ctx, MethodResizeDisk); err != nil {
 		return err
 	}
@@ -542,6 +554,7 @@ func (f *Fake) ResizeDisk(ctx context.Context, cid string, sizeMB int64) error {
 func (f *Fake) AttachDisk(ctx context.Context, vmCID, diskCID string) (cpi.DiskHint, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer f.persist()
 	if err := f.begin(ctx, MethodAttachDisk); err != nil {
 		return cpi.DiskHint{}, err
 	}
@@ -577,6 +590,7 @@ func (f *Fake) hint(vm *FakeVM, diskCID string) cpi.DiskHint {
 func (f *Fake) DetachDisk(ctx context.Context, vmCID, diskCID string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer f.persist()
 	if err := f.begin(ctx, MethodDetachDisk); err != nil {
 		return err
 	}
@@ -625,6 +639,7 @@ func (f *Fake) GetDisks(ctx context.Context, vmCID string) ([]string, error) {
 func (f *Fake) SetDiskMetadata(ctx context.Context, cid string, metadata map[string]string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer f.persist()
 	if err := f.begin(ctx, MethodSetDiskMetadata); err != nil {
 		return err
 	}
@@ -640,6 +655,7 @@ func (f *Fake) SetDiskMetadata(ctx context.Context, cid string, metadata map[str
 func (f *Fake) SnapshotDisk(ctx context.Context, cid string, metadata map[string]string) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer f.persist()
 	if err := f.begin(ctx, MethodSnapshotDisk); err != nil {
 		return "", err
 	}
@@ -658,6 +674,7 @@ func (f *Fake) SnapshotDisk(ctx context.Context, cid string, metadata map[string
 func (f *Fake) DeleteSnapshot(ctx context.Context, cid string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer f.persist()
 	if err := f.begin(ctx, MethodDeleteSnapshot); err != nil {
 		return err
 	}

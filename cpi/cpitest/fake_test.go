@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/compleat/compleat/cpi"
@@ -124,5 +126,44 @@ func TestFakeHonoursCancelledContext(t *testing.T) {
 	cancel()
 	if _, err := cpitest.NewFake().HasVM(ctx, "x"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("HasVM on a cancelled context = %v", err)
+	}
+}
+
+func TestFakePersist(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.json")
+	a := cpitest.NewFake()
+	if err := a.Persist(path); err != nil {
+		t.Fatal(err)
+	}
+	sc, _ := a.CreateStemcell(ctx, cpi.CreateStemcellRequest{ImagePath: "/img"})
+	vm, err := a.CreateVM(ctx, cpi.CreateVMRequest{StemcellCID: sc, Networks: map[string]cpi.Network{"n": {Type: "dynamic"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := a.CreateDisk(ctx, cpi.CreateDiskRequest{SizeMB: 1})
+	if _, err := a.AttachDisk(ctx, vm.CID, d); err != nil {
+		t.Fatal(err)
+	}
+
+	b := cpitest.NewFake()
+	if err := b.Persist(path); err != nil {
+		t.Fatal(err)
+	}
+	got, ok := b.VM(vm.CID)
+	if !ok || got.Networks["n"].IP != vm.Networks["n"].IP || len(got.Disks) != 1 || got.Disks[0] != d {
+		t.Fatalf("reloaded VM = %+v, %v", got, ok)
+	}
+	// New objects get new ids and addresses.
+	vm2, err := b.CreateVM(ctx, cpi.CreateVMRequest{StemcellCID: sc, Networks: map[string]cpi.Network{"n": {Type: "dynamic"}}})
+	if err != nil || vm2.CID == vm.CID || vm2.Networks["n"].IP == vm.Networks["n"].IP {
+		t.Fatalf("CreateVM after reload = %+v, %v", vm2, err)
+	}
+
+	if err := os.WriteFile(path, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := cpitest.NewFake().Persist(path); err == nil {
+		t.Error("Persist of a corrupt state file succeeded")
 	}
 }

@@ -54,6 +54,16 @@ func RunBinary(t *testing.T, path string, properties json.RawMessage, cfg Config
 	Run(t, func(t *testing.T) cpi.CPI { return StartBinary(t, path, properties) }, cfg)
 }
 
+// RunJSON runs the conformance suite against a plugin binary called the
+// BOSH way: a new process per call, `<path> json` with the request on stdin
+// (host.NewJSONProcess). Only plugins that keep their state outside the
+// process (on disk, in the cloud) and serialise concurrent processes can
+// pass it.
+func RunJSON(t *testing.T, path string, properties json.RawMessage, cfg Config) {
+	t.Helper()
+	Run(t, func(*testing.T) cpi.CPI { return host.NewJSONProcess(path, properties) }, cfg)
+}
+
 // StartBinary starts a plugin binary through cpi/host and stops it in
 // t.Cleanup.
 func StartBinary(t testing.TB, path string, properties json.RawMessage) *host.Plugin {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"path/filepath"
 	"testing"
 
 	"github.com/compleat/compleat/cpi"
@@ -86,4 +87,11 @@ func BenchmarkHasVM(b *testing.B) {
 			}
 		}
 	})
+}
+
+// The whole conformance suite through JSON mode, one process per call,
+// against the fake plugin keeping its objects in a state file.
+func TestConformanceThroughJSONProcess(t *testing.T) {
+	props, _ := json.Marshal(map[string]string{"state_file": filepath.Join(t.TempDir(), "state.json")})
+	cpitest.RunJSON(t, fakePlugin, props, fakeConfig())
 }

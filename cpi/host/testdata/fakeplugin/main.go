@@ -1,7 +1,10 @@
 // Command fakeplugin serves cpitest.Fake as a CPI plugin, for the host's
-// tests and benchmarks. Properties: {"name": "...", "secret": "..."}; the
-// name is reported by Info, the secret is only there to prove it is never
-// logged. A few cids trigger behaviours the tests need:
+// tests and benchmarks. Properties: {"name": "...", "secret": "...",
+// "state_file": "..."}; the name is reported by Info, the secret is only
+// there to prove it is never logged, and the state file (optional) keeps the
+// fake's objects across processes, as a cloud would; the process holds an
+// exclusive lock on "<state_file>.lock" for its life, so concurrent JSON-mode
+// processes take turns. A few cids trigger behaviours the tests need:
 //
 //	HasVM("block")               blocks until the call is cancelled
 //	RebootVM("crash")            exits the process in the middle of the call
@@ -18,6 +21,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/compleat/compleat/cpi"
 	"github.com/compleat/compleat/cpi/cpitest"
@@ -26,8 +30,9 @@ import (
 func main() {
 	log := cpi.Logger()
 	var props struct {
-		Name   string `json:"name"`
-		Secret string `json:"secret"`
+		Name      string `json:"name"`
+		Secret    string `json:"secret"`
+		StateFile string `json:"state_file"`
 	}
 	if err := json.Unmarshal(cpi.Properties(), &props); err != nil {
 		log.Error("read properties", "error", err)
@@ -40,7 +45,21 @@ func main() {
 	}
 	slices.Sort(names)
 	log.Debug("fake plugin starting", "pid", os.Getpid(), "env", strings.Join(names, ","))
-	cpi.Serve(&plugin{Fake: cpitest.NewFake(), name: props.Name, log: log})
+	fake := cpitest.NewFake()
+	if props.StateFile != "" {
+		lock, err := os.OpenFile(props.StateFile+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+		if err == nil {
+			err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX)
+		}
+		if err == nil {
+			err = fake.Persist(props.StateFile)
+		}
+		if err != nil {
+			log.Error("state file", "error", err)
+			os.Exit(1)
+		}
+	}
+	cpi.Serve(&plugin{Fake: fake, name: props.Name, log: log})
 }
 
 type plugin struct {
