@@ -583,13 +583,18 @@ func (r *run) watch(ctx context.Context, in Instance, w manifest.WatchTime) erro
 			}
 		}
 		ok, d, err := r.u.exec.Running(ctx, in)
-		if err != nil {
-			return fmt.Errorf("check processes: %w", err)
-		}
-		if ok {
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil:
+			// An agent that does not answer one check may answer the
+			// next: only the last check decides.
+			detail = "check processes: " + err.Error()
+		case ok:
 			return nil
+		default:
+			detail = d
 		}
-		detail = d
 	}
 	msg := fmt.Sprintf("not running after %s", w.Max)
 	if detail = strings.TrimSpace(detail); detail != "" {

@@ -423,3 +423,19 @@ func TestCancel(t *testing.T) {
 		t.Errorf("web/w2 touched after cancel: %v", steps)
 	}
 }
+
+func TestUnansweredChecksAreRetriedUntilTheLast(t *testing.T) {
+	x := updatetest.New()
+	g := group(x, "web", 2, upd(1, 1, true))
+	g.Update.CanaryWatchTime = manifest.WatchTime{Min: time.Millisecond, Max: 20 * time.Millisecond}
+	g.Update.UpdateWatchTime = g.Update.CanaryWatchTime
+	x.CheckErrors["web/w0"] = 2
+	x.CheckErrors["web/w1"] = 1000
+	_, err := update.New(x, nil).Run(context.Background(), update.Rollout{Groups: []update.Group{g}}, update.Options{MinWatchStep: time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "update web/w1: not running after 20ms") || !strings.Contains(err.Error(), "did not answer") {
+		t.Fatalf("err = %v", err)
+	}
+	if steps := x.StepsOf("web/w0"); !slices.Contains(steps, "post-start") {
+		t.Errorf("web/w0 should pass once its agent answers: %v", steps)
+	}
+}

@@ -41,6 +41,9 @@ type Executor struct {
 	SlowStart map[string]int
 	// NeverRunning instances never report running.
 	NeverRunning map[string]bool
+	// CheckErrors makes that many Running calls after Start fail, as an
+	// agent that does not answer.
+	CheckErrors map[string]int
 
 	mu       sync.Mutex
 	next     int
@@ -53,7 +56,7 @@ func New() *Executor {
 	return &Executor{
 		Delay: map[string]time.Duration{}, Fail: map[string]string{},
 		SlowStart: map[string]int{}, NeverRunning: map[string]bool{},
-		vms: map[string]*VM{},
+		CheckErrors: map[string]int{}, vms: map[string]*VM{},
 	}
 }
 
@@ -194,6 +197,9 @@ func (e *Executor) Running(ctx context.Context, inst update.Instance) (bool, str
 	var ok bool
 	err := e.step(ctx, inst, "running", true, func(v *VM) error {
 		v.Checks++
+		if v.Checks <= e.CheckErrors[inst.Name()] {
+			return fmt.Errorf("agent %s did not answer", inst.Name())
+		}
 		ok = v.Running && v.Checks > e.SlowStart[inst.Name()]
 		return nil
 	})
