@@ -78,6 +78,7 @@ func (m *Manager) Start(parent context.Context, method string, fn Func) Status {
 		cancel: cancel,
 		done:   make(chan struct{}),
 	}
+	started := t.status
 	m.mu.Lock()
 	m.gcLocked()
 	m.tasks[t.status.ID] = t
@@ -103,7 +104,7 @@ func (m *Manager) Start(parent context.Context, method string, fn Func) Status {
 		}
 		log.Info("task ended", "state", t.status.State, "duration", t.status.End.Sub(t.status.Start).Round(time.Millisecond), "err", err)
 	}()
-	return t.status
+	return started
 }
 
 // run calls fn, turning a panic into an error so one bad action cannot take
