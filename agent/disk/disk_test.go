@@ -3,8 +3,10 @@ package disk_test
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -144,5 +146,47 @@ func TestRestoreAfterReboot(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestImageDisk attaches an image file through a loop device: it is
+// formatted the first time only, so data survives an unmount and mount.
+func TestImageDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("loop devices need root")
+	}
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip("no mkfs.ext4")
+	}
+	ctx := context.Background()
+	l := layout.Layout{Base: t.TempDir()}
+	l.Ensure()
+	m := disk.New(l, nil)
+	t.Cleanup(func() { m.UnmountDisk(ctx, "img-1") })
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.MountDisk(ctx, "img-1", cpi.DiskHint{Path: img}); err != nil {
+		if strings.Contains(err.Error(), "losetup") {
+			t.Skipf("no loop devices here: %v", err)
+		}
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(l.Store(), "lost+found")); err != nil {
+		t.Fatal("store is not the formatted image")
+	}
+	os.WriteFile(filepath.Join(l.Store(), "db"), []byte("rows"), 0o600)
+	if err := m.UnmountDisk(ctx, "img-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.MountDisk(ctx, "img-1", cpi.DiskHint{Path: img}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(l.Store(), "db")); string(b) != "rows" {
+		t.Fatal("image formatted again: data lost")
 	}
 }
