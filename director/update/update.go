@@ -148,9 +148,15 @@ type Event struct {
 	State    string // "started", "finished", "failed"
 	Duration time.Duration
 	Err      error
+	// Instance is the instance the event is about. A "finished" event of
+	// "Updating instance" or "Creating missing vms" is the moment to record
+	// the instance's new state; of "Deleting unneeded instances", to forget
+	// it.
+	Instance Instance
 }
 
-// Reporter receives events.
+// Reporter receives events. Report is called from several goroutines at
+// once.
 type Reporter interface {
 	Report(e Event)
 }
@@ -447,13 +453,13 @@ func (r *run) parallel(ctx context.Context, stage string, insts []Instance, fn f
 			defer func() { <-sem }()
 			task := in.Name()
 			began := time.Now()
-			r.report(Event{Stage: stage, Task: task, Index: i + 1, Total: len(insts), State: "started"})
+			r.report(Event{Stage: stage, Task: task, Index: i + 1, Total: len(insts), State: "started", Instance: in})
 			if err := fn(ctx, in); err != nil {
-				r.report(Event{Stage: stage, Task: task, Index: i + 1, Total: len(insts), State: "failed", Duration: time.Since(began), Err: err})
+				r.report(Event{Stage: stage, Task: task, Index: i + 1, Total: len(insts), State: "failed", Duration: time.Since(began), Err: err, Instance: in})
 				r.fail(in, err)
 				return
 			}
-			r.report(Event{Stage: stage, Task: task, Index: i + 1, Total: len(insts), State: "finished", Duration: time.Since(began)})
+			r.report(Event{Stage: stage, Task: task, Index: i + 1, Total: len(insts), State: "finished", Duration: time.Since(began), Instance: in})
 		})
 	}
 	wg.Wait()
@@ -489,7 +495,7 @@ func (r *run) instance(ctx context.Context, g Group, canary bool, in Instance, i
 	if canary {
 		task += " (canary)"
 	}
-	ev := Event{Stage: "Updating instance", Task: task, Index: idx, Total: total}
+	ev := Event{Stage: "Updating instance", Task: task, Index: idx, Total: total, Instance: in}
 	began := time.Now()
 	ev.State = "started"
 	r.report(ev)

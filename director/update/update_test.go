@@ -130,7 +130,7 @@ func TestCanaryFirstThenBatches(t *testing.T) {
 			break
 		}
 	}
-	if first.Task != "web/w0 (canary)" || first.Index != 1 || first.Total != 5 || first.State != "started" {
+	if first.Task != "web/w0 (canary)" || first.Index != 1 || first.Total != 5 || first.State != "started" || first.Instance.ID != "w0" {
 		t.Errorf("first update event = %+v", first)
 	}
 }
