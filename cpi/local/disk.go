@@ -20,12 +20,20 @@ import (
 const (
 	diskRecordFile     = "disk.json"
 	snapshotRecordFile = "snapshot.json"
-	dataDirName        = "data" // the disk's contents
+	dataDirName        = "data"     // a directory disk's contents
+	imageFileName      = "disk.img" // an image disk's contents
+)
+
+// The types of disk (the "type" disk cloud property).
+const (
+	diskTypeDirectory = "directory"
+	diskTypeImage     = "image"
 )
 
 // diskRecord is what the local CPI knows about a persistent disk.
 type diskRecord struct {
 	CID    string `json:"cid"`
+	Type   string `json:"type"` // directory or image
 	SizeMB int64  `json:"size_mb"`
 	// VMCID is the VM the disk is attached to, or "".
 	VMCID     string            `json:"vm_cid,omitempty"`
@@ -37,12 +45,22 @@ type diskRecord struct {
 type snapshotRecord struct {
 	CID       string            `json:"cid"`
 	DiskCID   string            `json:"disk_cid"`
+	Type      string            `json:"type"`
 	SizeMB    int64             `json:"size_mb"`
 	Metadata  map[string]string `json:"metadata,omitempty"`
 	CreatedAt time.Time         `json:"created_at"`
 }
 
 func (c *CPI) diskDir(cid string) string { return c.path(kindDisk, cid) }
+
+// contents is where the disk's contents live: the path the attach hint
+// gives the agent.
+func (c *CPI) contents(rec diskRecord) string {
+	if rec.Type == diskTypeImage {
+		return filepath.Join(c.diskDir(rec.CID), imageFileName)
+	}
+	return filepath.Join(c.diskDir(rec.CID), dataDirName)
+}
 
 // readDisk returns the disk's record, or cpi.ErrDiskNotFound.
 func (c *CPI) readDisk(cid string) (diskRecord, error) {
@@ -55,6 +73,9 @@ func (c *CPI) readDisk(cid string) (diskRecord, error) {
 			return rec, fmt.Errorf("disk %s: %w", cid, cpi.ErrDiskNotFound)
 		}
 		return rec, fmt.Errorf("disk %s: %w", cid, err)
+	}
+	if rec.Type == "" {
+		rec.Type = diskTypeDirectory
 	}
 	return rec, nil
 }
@@ -75,20 +96,22 @@ func (c *CPI) attachedTo(rec diskRecord) string {
 	return rec.VMCID
 }
 
-// CreateDisk makes an empty directory disk of the given size (recorded, not
-// enforced). The only cloud property is "type", which must be "directory".
+// CreateDisk makes an empty disk of the given size. The cloud property
+// "type" chooses a directory (the default; the size is recorded, not
+// enforced) or an image file (a sparse file of the size, which the agent
+// formats and loop-mounts, so the size is real).
 func (c *CPI) CreateDisk(ctx context.Context, req cpi.CreateDiskRequest) (string, error) {
 	fields, err := objectFields(req.CloudProperties)
 	if err != nil {
 		return "", err
 	}
+	typ := diskTypeDirectory
 	for k, v := range fields {
 		if k != "type" {
 			return "", cpi.InvalidCloudProperty(k, "unknown disk cloud property (the local cpi knows type)")
 		}
-		var t string
-		if err := json.Unmarshal(v, &t); err != nil || t != "directory" {
-			return "", cpi.InvalidCloudProperty("type", "must be \"directory\", not %s", v)
+		if err := json.Unmarshal(v, &typ); err != nil || (typ != diskTypeDirectory && typ != diskTypeImage) {
+			return "", cpi.InvalidCloudProperty("type", "must be \"directory\" or \"image\", not %s", v)
 		}
 	}
 	if req.SizeMB <= 0 {
@@ -100,18 +123,36 @@ func (c *CPI) CreateDisk(ctx context.Context, req cpi.CreateDiskRequest) (string
 		return "", fmt.Errorf("create disk: %w", err)
 	}
 	defer os.RemoveAll(stage)
-	if err := os.Mkdir(filepath.Join(stage, dataDirName), 0o755); err != nil {
+	if typ == diskTypeImage {
+		err = makeImage(filepath.Join(stage, imageFileName), req.SizeMB)
+	} else {
+		err = os.Mkdir(filepath.Join(stage, dataDirName), 0o755)
+	}
+	if err != nil {
 		return "", fmt.Errorf("create disk: %w", err)
 	}
-	rec := diskRecord{CID: cid, SizeMB: req.SizeMB, CreatedAt: time.Now().UTC()}
+	rec := diskRecord{CID: cid, Type: typ, SizeMB: req.SizeMB, CreatedAt: time.Now().UTC()}
 	if err := writeJSON(filepath.Join(stage, diskRecordFile), rec, 0o644); err != nil {
 		return "", fmt.Errorf("create disk: %w", err)
 	}
 	if err := os.Rename(stage, c.diskDir(cid)); err != nil {
 		return "", fmt.Errorf("create disk: %w", err)
 	}
-	c.logger.InfoContext(ctx, "created disk", "disk", cid, "size_mb", req.SizeMB)
+	c.logger.InfoContext(ctx, "created disk", "disk", cid, "type", typ, "size_mb", req.SizeMB)
 	return cid, nil
+}
+
+// makeImage makes a sparse file of sizeMB megabytes.
+func makeImage(path string, sizeMB int64) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(sizeMB << 20); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // DeleteDisk removes the disk and its contents. Like a cloud volume in use,
@@ -134,7 +175,12 @@ func (c *CPI) DeleteDisk(ctx context.Context, cid string) error {
 	case c.attachedTo(rec) != "":
 		err = fmt.Errorf("disk is attached to vm %s: detach it first", rec.VMCID)
 	default:
-		gone, err = c.hide(c.diskDir(cid))
+		if rec.Type == diskTypeImage {
+			err = releaseLoops(c.contents(rec))
+		}
+		if err == nil {
+			gone, err = c.hide(c.diskDir(cid))
+		}
 	}
 	unlock()
 	if err == nil && gone != "" {
@@ -146,8 +192,8 @@ func (c *CPI) DeleteDisk(ctx context.Context, cid string) error {
 	return nil
 }
 
-// ResizeDisk records the disk's new size. Disks only grow, as in BOSH's
-// clouds: a smaller size is refused.
+// ResizeDisk records the disk's new size, and grows an image disk's file to
+// it. Disks only grow, as in BOSH's clouds: a smaller size is refused.
 func (c *CPI) ResizeDisk(ctx context.Context, cid string, sizeMB int64) error {
 	unlock, err := c.lock(ctx)
 	if err != nil {
@@ -161,6 +207,12 @@ func (c *CPI) ResizeDisk(ctx context.Context, cid string, sizeMB int64) error {
 	if sizeMB < rec.SizeMB {
 		return fmt.Errorf("resize disk %s: cannot shrink from %d MB to %d MB", cid, rec.SizeMB, sizeMB)
 	}
+	if rec.Type == diskTypeImage {
+		// The file grows; the agent grows the file system in it.
+		if err := os.Truncate(c.contents(rec), sizeMB<<20); err != nil {
+			return fmt.Errorf("resize disk %s: %w", cid, err)
+		}
+	}
 	rec.SizeMB = sizeMB
 	if err := c.writeDisk(rec); err != nil {
 		return fmt.Errorf("resize disk %s: %w", cid, err)
@@ -170,8 +222,8 @@ func (c *CPI) ResizeDisk(ctx context.Context, cid string, sizeMB int64) error {
 
 // AttachDisk records that the disk is attached to the VM, adds it to the
 // agent's settings (disks.persistent, read again when the agent restarts)
-// and returns the path of the disk's directory, which the agent bind-mounts
-// at its store path. Attaching a disk again to the same VM succeeds.
+// and returns the path of the disk's directory or image file, which the agent
+// bind-mounts, or loop-mounts, at its store path. Attaching a disk again to the same VM succeeds.
 func (c *CPI) AttachDisk(ctx context.Context, vmCID, diskCID string) (cpi.DiskHint, error) {
 	unlock, err := c.lock(ctx)
 	if err != nil {
@@ -188,7 +240,7 @@ func (c *CPI) AttachDisk(ctx context.Context, vmCID, diskCID string) (cpi.DiskHi
 	if other := c.attachedTo(rec); other != "" && other != vmCID {
 		return cpi.DiskHint{}, fmt.Errorf("attach disk %s to vm %s: already attached to vm %s", diskCID, vmCID, other)
 	}
-	hint := cpi.DiskHint{Path: filepath.Join(c.diskDir(diskCID), dataDirName)}
+	hint := cpi.DiskHint{Path: c.contents(rec)}
 	rec.VMCID = vmCID
 	if err := c.writeDisk(rec); err != nil {
 		return cpi.DiskHint{}, fmt.Errorf("attach disk %s to vm %s: %w", diskCID, vmCID, err)
@@ -228,14 +280,20 @@ func (c *CPI) DetachDisk(ctx context.Context, vmCID, diskCID string) error {
 	return nil
 }
 
-// detachAll detaches every disk attached to the VM (which is being deleted).
-// The caller holds the lock.
+// detachAll detaches every disk attached to the VM, which is being deleted
+// and whose processes are gone: loop devices its agent left on image disks
+// are released too. The caller holds the lock.
 func (c *CPI) detachAll(vmCID string) error {
 	disks, err := c.disksOf(vmCID)
 	if err != nil {
 		return err
 	}
 	for _, rec := range disks {
+		if rec.Type == diskTypeImage {
+			if err := releaseLoops(c.contents(rec)); err != nil {
+				return fmt.Errorf("disk %s: %w", rec.CID, err)
+			}
+		}
 		rec.VMCID = ""
 		if err := c.writeDisk(rec); err != nil {
 			return fmt.Errorf("detach disk %s: %w", rec.CID, err)
@@ -358,9 +416,10 @@ func (c *CPI) SetDiskMetadata(ctx context.Context, cid string, metadata map[stri
 	return nil
 }
 
-// SnapshotDisk copies the disk's contents into
-// <data_dir>/snapshots/<cid>/data. A disk attached to a running VM is copied
-// as it is at that moment, like a crash-consistent cloud snapshot.
+// SnapshotDisk copies the disk's contents into <data_dir>/snapshots/<cid>/
+// (data/ for a directory, disk.img, kept sparse, for an image). A disk
+// attached to a running VM is copied as it is at that moment, like a
+// crash-consistent cloud snapshot.
 func (c *CPI) SnapshotDisk(ctx context.Context, diskCID string, metadata map[string]string) (string, error) {
 	disk, err := c.readDisk(diskCID)
 	if err != nil {
@@ -372,10 +431,15 @@ func (c *CPI) SnapshotDisk(ctx context.Context, diskCID string, metadata map[str
 		return "", fmt.Errorf("snapshot disk %s: %w", diskCID, err)
 	}
 	defer os.RemoveAll(stage)
-	if err := copyTree(ctx, filepath.Join(c.diskDir(diskCID), dataDirName), filepath.Join(stage, dataDirName)); err != nil {
+	if disk.Type == diskTypeImage {
+		err = copySparse(ctx, c.contents(disk), filepath.Join(stage, imageFileName))
+	} else {
+		err = copyTree(ctx, c.contents(disk), filepath.Join(stage, dataDirName))
+	}
+	if err != nil {
 		return "", fmt.Errorf("snapshot disk %s: %w", diskCID, err)
 	}
-	rec := snapshotRecord{CID: cid, DiskCID: diskCID, SizeMB: disk.SizeMB, Metadata: metadata, CreatedAt: time.Now().UTC()}
+	rec := snapshotRecord{CID: cid, DiskCID: diskCID, Type: disk.Type, SizeMB: disk.SizeMB, Metadata: metadata, CreatedAt: time.Now().UTC()}
 	if err := writeJSON(filepath.Join(stage, snapshotRecordFile), rec, 0o644); err != nil {
 		return "", fmt.Errorf("snapshot disk %s: %w", diskCID, err)
 	}
@@ -453,4 +517,61 @@ func copyFile(src, dst string, mode fs.FileMode) error {
 		return err
 	}
 	return out.Close()
+}
+
+// copySparse copies the file src to dst, leaving holes where src has runs
+// of zeros, so a mostly empty image stays small.
+func copySparse(ctx context.Context, src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, st.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 64<<10)
+	var off int64
+	for {
+		if err := ctx.Err(); err != nil {
+			out.Close()
+			return err
+		}
+		n, rerr := io.ReadFull(in, buf)
+		if n > 0 {
+			if !allZero(buf[:n]) {
+				if _, err := out.WriteAt(buf[:n], off); err != nil {
+					out.Close()
+					return err
+				}
+			}
+			off += int64(n)
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			out.Close()
+			return rerr
+		}
+	}
+	if err := out.Truncate(off); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func allZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
 }

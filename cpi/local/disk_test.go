@@ -213,7 +213,7 @@ func TestDiskNotFound(t *testing.T) {
 	if err := c.DetachDisk(ctx, "vm-0123456789abcdef", disk); !errors.Is(err, cpi.ErrVMNotFound) {
 		t.Errorf("DetachDisk from a missing vm = %v", err)
 	}
-	for _, cp := range []string{`{"type":"image"}`, `{"iops":3000}`, `[]`} {
+	for _, cp := range []string{`{"type":"floppy"}`, `{"iops":3000}`, `[]`} {
 		_, err := c.CreateDisk(ctx, cpi.CreateDiskRequest{SizeMB: 10, CloudProperties: json.RawMessage(cp)})
 		if !errors.Is(err, cpi.ErrInvalidCloudProperties) {
 			t.Errorf("CreateDisk(%s) = %v, want ErrInvalidCloudProperties", cp, err)
