@@ -48,7 +48,18 @@ import (
 const Version = "0.1.0"
 
 // ErrBadInput marks an error caused by the request's content (status 400).
+// Wrap with BadInput to keep the message as is.
 var ErrBadInput = errors.New("bad input")
+
+// BadInput marks err as caused by the request's content, without changing
+// its message.
+func BadInput(err error) error { return badInput{err} }
+
+type badInput struct{ err error }
+
+func (b badInput) Error() string        { return b.err.Error() }
+func (b badInput) Unwrap() error        { return b.err }
+func (b badInput) Is(target error) bool { return target == ErrBadInput }
 
 // Importer turns uploaded tarballs into releases and stemcells, inside a task.
 type Importer interface {
@@ -59,7 +70,7 @@ type Importer interface {
 // Configs validates a config before it is stored and applies it after (the cpi
 // config restarts plugins). Validate's errors are the user's (status 400).
 type Configs interface {
-	Validate(typ, name string, content []byte) error
+	Validate(typ, file string, content []byte) error
 	Applied(c store.Config) error
 }
 
@@ -327,6 +338,8 @@ type ConfigRequest struct {
 	Type    string `json:"type"`
 	Name    string `json:"name,omitempty"`
 	Content string `json:"content"`
+	// File is the name of the file the content came from, for messages.
+	File string `json:"file,omitempty"`
 }
 
 // ConfigResult answers POST /v1/configs.
@@ -348,8 +361,12 @@ func (s *Server) updateConfig(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.d.Configs != nil {
-		if err := s.d.Configs.Validate(req.Type, req.Name, []byte(req.Content)); err != nil {
-			fail(w, fmt.Errorf("%w: %w", ErrBadInput, err))
+		file := req.File
+		if file == "" {
+			file = req.Type + "-config.yml"
+		}
+		if err := s.d.Configs.Validate(req.Type, file, []byte(req.Content)); err != nil {
+			fail(w, BadInput(err))
 			return
 		}
 	}

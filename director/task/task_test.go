@@ -19,7 +19,10 @@ func logger(t *testing.T) *slog.Logger {
 
 type tWriter struct{ t *testing.T }
 
-func (w tWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 // follow streams a task's events until it finishes.
 func follow(t *testing.T, m *task.Manager, id uint64) ([]store.Event, store.Task) {

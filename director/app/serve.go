@@ -1,0 +1,518 @@
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/compleat/compleat/cpi/host"
+	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/blobstore"
+	"github.com/compleat/compleat/director/cli"
+	"github.com/compleat/compleat/director/config"
+	"github.com/compleat/compleat/director/cpimanager"
+	"github.com/compleat/compleat/director/manifest"
+	"github.com/compleat/compleat/director/mbus"
+	"github.com/compleat/compleat/director/pki"
+	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/task"
+)
+
+// Director is a running director's parts. The deploy pipeline is built from
+// it (see newDeployer).
+type Director struct {
+	DataDir string
+	Logger  *slog.Logger
+	Store   *store.Store
+	Tasks   *task.Manager
+	CPIs    *cpimanager.Manager
+	// Bus is the embedded NATS server; BusURL is how agents reach it.
+	Bus    *mbus.Server
+	BusURL string
+	// CA signs agents' bus certificates (IssueClient, IssueBootstrap);
+	// DirectorCert is the director's own bus client certificate.
+	CA           *pki.CA
+	DirectorCert *pki.KeyPair
+	Blobs        blobstore.Store
+	// Signer signs blob URLs for agents; BlobURL is the base URL agents use
+	// ("https://host:port"; blobs are at BlobURL + "/blobs/<id>").
+	Signer  *blobstore.Signer
+	BlobURL string
+	Metrics *api.Metrics
+}
+
+// newDeployer is where the deploy pipeline plugs in: build the
+// plan/compile/update executor from d and return it. Until then the
+// deploy, delete-deployment and recreate/restart/stop/start routes answer
+// 501.
+func newDeployer(d *Director) api.Deployer { return nil }
+
+// settings is the resolved server configuration of either mode.
+type settings struct {
+	dev       bool
+	dataDir   string
+	listen    string
+	tokens    []config.Token
+	tlsCert   string
+	tlsKey    string
+	tlsHosts  []string
+	blobstore config.Blobstore
+	natsAddr  string
+	natsURL   string
+	cpis      *cpimanager.Config // used when no cpi config is stored
+}
+
+func serve(ctx context.Context, o cli.ServeOptions, stdout, stderr io.Writer) error {
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	var s settings
+	var err error
+	if o.Dev {
+		s, err = devSettings(o)
+	} else {
+		s, err = fileSettings(o.Config)
+	}
+	if err != nil {
+		return cli.Usage(err)
+	}
+	return run(ctx, s, stdout, logger)
+}
+
+func devSettings(o cli.ServeOptions) (settings, error) {
+	dir, err := filepath.Abs(o.Data)
+	if err != nil {
+		return settings{}, err
+	}
+	host, _, err := net.SplitHostPort(o.Listen)
+	if err != nil {
+		return settings{}, fmt.Errorf("--listen %q: %w", o.Listen, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return settings{}, fmt.Errorf("--listen %q: serve --dev listens on loopback only (127.x.y.z)", o.Listen)
+	}
+	props, _ := json.Marshal(map[string]any{"data_dir": dir, "dynamic_range": "127.77.0.0/16"})
+	return settings{
+		dev:      true,
+		dataDir:  dir,
+		listen:   o.Listen,
+		tlsHosts: []string{"127.0.0.1", "localhost", host},
+		natsAddr: "127.0.0.1:0",
+		cpis:     &cpimanager.Config{CPIs: []cpimanager.Plugin{{Name: "local", Type: "local", Properties: props}}},
+	}, nil
+}
+
+func fileSettings(file string) (settings, error) {
+	c, err := config.Load(file)
+	if err != nil {
+		return settings{}, err
+	}
+	s := settings{
+		dataDir: c.DataDir, listen: c.Listen, tokens: c.Tokens,
+		tlsCert: c.TLS.CertFile, tlsKey: c.TLS.KeyFile, tlsHosts: c.TLS.Hosts,
+		blobstore: c.Blobstore, natsAddr: c.NATS.Listen, natsURL: c.NATS.URL,
+	}
+	if s.natsAddr == "" {
+		s.natsAddr = "0.0.0.0:4222"
+	}
+	if host, _, _ := net.SplitHostPort(c.Listen); host != "" && host != "0.0.0.0" && host != "::" {
+		s.tlsHosts = append(s.tlsHosts, host)
+	}
+	if c.CPIs.Kind != 0 {
+		raw, err := yamlNodeDoc("cpis", &c.CPIs)
+		if err != nil {
+			return s, err
+		}
+		cfg, err := cpimanager.ParseConfig(file, raw)
+		if err != nil {
+			return s, err
+		}
+		s.cpis = &cfg
+	}
+	return s, nil
+}
+
+// run starts every part, serves until ctx ends, then stops them in reverse.
+func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger) error {
+	if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	// The state file first: a second director on the same data directory
+	// must fail before it touches anything else.
+	st, err := store.Open(filepath.Join(s.dataDir, "state.db"), store.Options{Timeout: time.Second})
+	if errors.Is(err, store.ErrLocked) {
+		return fmt.Errorf("state file is locked: is another director running with --data %s?", s.dataDir)
+	}
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	d := &Director{DataDir: s.dataDir, Logger: logger, Store: st}
+	d.Tasks = task.NewManager(st, logger, task.Options{})
+	if n, err := d.Tasks.Recover(); err != nil {
+		return err
+	} else if n > 0 {
+		logger.Warn("marked tasks left running by the previous director as failed", "tasks", n)
+	}
+
+	if d.CA, err = loadOrCreateCA(s.dataDir); err != nil {
+		return err
+	}
+	if d.DirectorCert, err = d.CA.IssueClient(pki.DirectorCN, 0); err != nil {
+		return err
+	}
+
+	// The message bus.
+	busCert, err := d.CA.IssueServer(append([]string{"127.0.0.1", "localhost"}, hostOf(s.natsAddr)...), 0)
+	if err != nil {
+		return err
+	}
+	d.Bus, err = mbus.Start(ctx, mbus.Config{Listen: s.natsAddr, CA: d.CA.CertPEM(), ServerCert: busCert.CertPEM, ServerKey: busCert.KeyPEM, Logger: logger.With("component", "mbus")})
+	if err != nil {
+		return err
+	}
+	defer d.Bus.Shutdown()
+	d.BusURL = s.natsURL
+	if d.BusURL == "" {
+		d.BusURL = d.Bus.URL()
+	}
+
+	// Blobs.
+	if d.Blobs, err = openBlobstore(ctx, s); err != nil {
+		return err
+	}
+	signKey, err := loadOrCreateSecret(filepath.Join(s.dataDir, "blobs.key"))
+	if err != nil {
+		return err
+	}
+	d.Signer = blobstore.NewSigner(signKey)
+
+	d.Metrics = api.NewMetrics(func() float64 {
+		n := 0
+		st.View(func(tx *store.Tx) error {
+			ts, err := tx.Tasks(0, func(t store.Task) bool { return !t.Finished() })
+			n = len(ts)
+			return err
+		})
+		return float64(n)
+	}, func() float64 { return float64(d.Bus.NumClients()) })
+	d.Tasks.OnFinish = d.Metrics.TaskFinished
+
+	// CPIs: the stored cpi config, else the one of the mode (stored so that
+	// `director cpi-config` shows it).
+	cpiCfg, err := currentCPIConfig(st, s.cpis)
+	if err != nil {
+		return err
+	}
+	exe, _ := os.Executable()
+	d.CPIs = cpimanager.New(cpiCfg, cpimanager.Options{
+		Launcher:   hostLauncher{logger: logger},
+		Logger:     logger,
+		Observer:   d.Metrics.ObserveCPI,
+		SearchDirs: []string{filepath.Dir(exe)},
+	})
+	defer d.CPIs.Close()
+
+	// The API server.
+	tlsCfg, err := serverTLS(d.CA, s)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", s.listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", s.listen, err)
+	}
+	target := "https://" + advertised(ln.Addr(), s)
+	d.BlobURL = target
+	if s.blobstore.PublicURL != "" {
+		d.BlobURL = strings.TrimRight(s.blobstore.PublicURL, "/")
+	}
+	auth, adminToken, err := tokens(s)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	uploadDir := filepath.Join(s.dataDir, "tmp")
+	os.RemoveAll(uploadDir)
+	if err := os.MkdirAll(uploadDir, 0o700); err != nil {
+		ln.Close()
+		return err
+	}
+	handler := api.New(api.Deps{
+		Store: st, Tasks: d.Tasks, Auth: auth, Logger: logger.With("component", "api"), Metrics: d.Metrics,
+		Blobs:     blobstore.NewHandler(d.Blobs, d.Signer, logger.With("component", "blobs")),
+		Importer:  &api.Uploads{Store: st, Blobs: d.Blobs, CPIs: d.CPIs, TempDir: uploadDir, Logger: logger},
+		Configs:   configs{cpis: d.CPIs},
+		Deployer:  newDeployer(d),
+		CPIs:      d.CPIs.Names,
+		UploadDir: uploadDir,
+	})
+	baseCtx, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelBase()
+	srv := &http.Server{
+		Handler:           handler,
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.ServeTLS(ln, "", "") }()
+
+	if s.dev {
+		if err := writeEnv(s.dataDir, target, adminToken); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "Director ready at %s\n  data   %s\n  bus    %s\n  env    source %s\n",
+			target, s.dataDir, d.BusURL, filepath.Join(s.dataDir, "env"))
+	} else {
+		fmt.Fprintf(stdout, "Director ready at %s (bus %s)\n", target, d.BusURL)
+	}
+	logger.Info("director ready", "target", target, "data", s.dataDir, "bus", d.BusURL)
+
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		return fmt.Errorf("api server: %w", err)
+	}
+	logger.Info("director shutting down")
+	stopCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := d.Tasks.Shutdown(stopCtx); err != nil {
+		logger.Warn("tasks did not stop in time", "error", err)
+	}
+	cancelBase() // ends event streams
+	if err := srv.Shutdown(stopCtx); err != nil {
+		srv.Close()
+	}
+	logger.Info("director stopped")
+	return nil
+}
+
+func hostOf(addr string) []string {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil || h == "" || h == "0.0.0.0" || h == "::" {
+		return nil
+	}
+	return []string{h}
+}
+
+// advertised is the host:port clients use: the listen host, or the first
+// TLS host when listening on every interface.
+func advertised(a net.Addr, s settings) string {
+	tcp := a.(*net.TCPAddr)
+	host, _, _ := net.SplitHostPort(s.listen)
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+		if len(s.tlsHosts) > 0 {
+			host = s.tlsHosts[len(s.tlsHosts)-1]
+		}
+	}
+	return net.JoinHostPort(host, fmt.Sprint(tcp.Port))
+}
+
+func openBlobstore(ctx context.Context, s settings) (blobstore.Store, error) {
+	switch s.blobstore.Type {
+	case "s3":
+		c := s.blobstore.S3
+		return blobstore.NewS3(blobstore.S3Options{Bucket: c.Bucket, Region: c.Region, Endpoint: c.Endpoint, PathStyle: c.PathStyle,
+			AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, Prefix: c.Prefix})
+	default:
+		dir := s.blobstore.Dir
+		if dir == "" {
+			dir = filepath.Join(s.dataDir, "blobs")
+		}
+		return blobstore.NewFS(dir)
+	}
+}
+
+// currentCPIConfig reads the stored cpi config, storing fallback first when
+// there is none.
+func currentCPIConfig(st *store.Store, fallback *cpimanager.Config) (cpimanager.Config, error) {
+	var c store.Config
+	err := st.Update(func(tx *store.Tx) error {
+		var err error
+		c, err = tx.LatestConfig(store.ConfigCPI, "")
+		if errors.Is(err, store.ErrNotFound) && fallback != nil {
+			raw, merr := fallback.Marshal()
+			if merr != nil {
+				return merr
+			}
+			c, _, err = tx.AddConfig(store.ConfigCPI, "", string(raw))
+		}
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return cpimanager.Config{}, nil
+	}
+	if err != nil {
+		return cpimanager.Config{}, err
+	}
+	return cpimanager.ParseConfig(fmt.Sprintf("cpi config %d", c.ID), []byte(c.Content))
+}
+
+// configs validates configs with the manifest and cpimanager parsers and
+// restarts changed CPI plugins when a cpi config is stored.
+type configs struct{ cpis *cpimanager.Manager }
+
+func (c configs) Validate(typ, file string, content []byte) error {
+	switch typ {
+	case store.ConfigCloud:
+		_, err := manifest.ParseCloudConfig(file, content)
+		return err
+	case store.ConfigRuntime:
+		_, err := manifest.ParseRuntimeConfig(file, content)
+		return err
+	case store.ConfigCPI:
+		_, err := cpimanager.ParseConfig(file, content)
+		return err
+	}
+	return fmt.Errorf("unknown config type %q", typ)
+}
+
+func (c configs) Applied(cfg store.Config) error {
+	if cfg.Type != store.ConfigCPI {
+		return nil
+	}
+	parsed, err := cpimanager.ParseConfig("cpi config", []byte(cfg.Content))
+	if err != nil {
+		return err
+	}
+	c.cpis.SetConfig(parsed)
+	return nil
+}
+
+// hostLauncher launches plugins with the CPI SDK's host.
+type hostLauncher struct{ logger *slog.Logger }
+
+func (h hostLauncher) Launch(ctx context.Context, binary string, p cpimanager.Plugin) (cpimanager.Process, error) {
+	return host.Start(ctx, host.Config{Path: binary, Properties: p.Properties, Logger: h.logger.With("cpi", p.Name)})
+}
+
+// tokens builds the API's token list; in dev mode it is one admin token
+// kept in DIR/admin.token (reused across restarts so DIR/env stays valid).
+func tokens(s settings) (*api.Auth, string, error) {
+	if s.dev {
+		path := filepath.Join(s.dataDir, "admin.token")
+		raw, err := os.ReadFile(path)
+		tok := strings.TrimSpace(string(raw))
+		if err != nil || tok == "" {
+			secret := make([]byte, 24)
+			if _, err := rand.Read(secret); err != nil {
+				return nil, "", err
+			}
+			tok = hex.EncodeToString(secret)
+			if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+				return nil, "", fmt.Errorf("write admin token: %w", err)
+			}
+		}
+		return api.NewAuth([]api.Token{{Name: "admin", SHA256: sha256.Sum256([]byte(tok)), Scopes: []string{config.ScopeAdmin}}}), tok, nil
+	}
+	var out []api.Token
+	for _, t := range s.tokens {
+		d, err := t.Digest()
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, api.Token{Name: t.Name, SHA256: d, Scopes: t.Scopes})
+	}
+	return api.NewAuth(out), "", nil
+}
+
+// writeEnv writes DIR/env, the shell file that points the CLI at this
+// director.
+func writeEnv(dir, target, token string) error {
+	body := fmt.Sprintf("# Source this file to use the director in %s.\nexport DIRECTOR_TARGET=%s\nexport DIRECTOR_TOKEN=%s\nexport DIRECTOR_CA_CERT=%s\n",
+		dir, target, token, filepath.Join(dir, "ca.pem"))
+	tmp := filepath.Join(dir, "env.tmp")
+	if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
+		return fmt.Errorf("write env: %w", err)
+	}
+	return os.Rename(tmp, filepath.Join(dir, "env"))
+}
+
+// loadOrCreateCA keeps the director's CA in DIR/ca.pem and DIR/ca.key.
+func loadOrCreateCA(dir string) (*pki.CA, error) {
+	certPath, keyPath := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key")
+	certPEM, cerr := os.ReadFile(certPath)
+	keyPEM, kerr := os.ReadFile(keyPath)
+	if cerr == nil && kerr == nil {
+		ca, err := pki.LoadCA(certPEM, keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("director CA in %s: %w", dir, err)
+		}
+		return ca, nil
+	}
+	ca, err := pki.NewCA("compleat director CA", 0)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err = ca.KeyPEM()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(keyPath, keyPEM, 0o600); err != nil {
+		return nil, fmt.Errorf("write CA key: %w", err)
+	}
+	if err := os.WriteFile(certPath, ca.CertPEM(), 0o644); err != nil {
+		return nil, fmt.Errorf("write CA certificate: %w", err)
+	}
+	return ca, nil
+}
+
+func loadOrCreateSecret(path string) ([]byte, error) {
+	raw, err := os.ReadFile(path)
+	if err == nil && len(raw) == 32 {
+		return raw, nil
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, key, 0o600); err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return key, nil
+}
+
+// serverTLS is the API's TLS configuration: the configured certificate, or
+// one the director's CA issues for the TLS hosts.
+func serverTLS(ca *pki.CA, s settings) (*tls.Config, error) {
+	if s.tlsCert != "" {
+		pair, err := tls.LoadX509KeyPair(s.tlsCert, s.tlsKey)
+		if err != nil {
+			return nil, fmt.Errorf("api tls certificate: %w", err)
+		}
+		return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
+	}
+	hosts := append([]string{"127.0.0.1", "localhost"}, s.tlsHosts...)
+	kp, err := ca.IssueServer(dedupe(hosts), 0)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{Certificates: []tls.Certificate{kp.TLSCertificate()}, MinVersion: tls.VersionTLS12}, nil
+}
+
+func dedupe(in []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range in {
+		if s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}

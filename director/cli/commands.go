@@ -1,0 +1,494 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/compleat/compleat/director/store"
+)
+
+// list fetches path; with --json it prints the document as is, else decodes
+// it into v and calls render.
+func (a *app) list(ctx context.Context, c *client, path string, v any, render func(w io.Writer)) error {
+	raw, err := c.getRaw(ctx, path)
+	if err != nil {
+		return err
+	}
+	if a.g.JSON {
+		return printJSON(a.d.Stdout, raw)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("decode %s: %w", path, err)
+	}
+	render(a.d.Stdout)
+	return nil
+}
+
+func printJSON(w io.Writer, raw json.RawMessage) error {
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, raw, "", "  "); err != nil {
+		return err
+	}
+	buf.WriteByte('\n')
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+func compact(raw json.RawMessage) []byte {
+	var buf bytes.Buffer
+	if json.Compact(&buf, raw) != nil {
+		return raw
+	}
+	return buf.Bytes()
+}
+
+func (a *app) serveCmd() *cobra.Command {
+	var o ServeOptions
+	cmd := &cobra.Command{
+		Use:   "serve (--dev [--data DIR] [--listen ADDR] | --config director.yml)",
+		Short: "Run the director server",
+		Long: `Run the director server until SIGINT or SIGTERM.
+
+--dev starts a ready local director: the local CPI, state and blobs under DIR
+(default ./.compleat), loopback only, a generated admin token and CA. It prints
+the target and writes DIR/env, a shell file setting DIRECTOR_TARGET,
+DIRECTOR_TOKEN and DIRECTOR_CA_CERT.
+
+--config runs a production director from director.yml (see docs/operations.md).`,
+		Args: args(cobra.NoArgs),
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			if o.Dev == (o.Config != "") {
+				return Usage(errors.New("serve: pass exactly one of --dev and --config"))
+			}
+			if o.Config != "" && (cmd.Flags().Changed("data") || cmd.Flags().Changed("listen")) {
+				return Usage(errors.New("serve: --data and --listen go with --dev; set data_dir and listen in the config file"))
+			}
+			if a.d.Serve == nil {
+				return Failed(errors.New("this build has no server"))
+			}
+			return a.d.Serve(cmd.Context(), o)
+		}),
+	}
+	cmd.Flags().BoolVar(&o.Dev, "dev", false, "local development director")
+	cmd.Flags().StringVar(&o.Data, "data", ".compleat", "data directory (--dev)")
+	cmd.Flags().StringVar(&o.Listen, "listen", "127.0.0.1:25555", "API listen address (--dev; loopback only)")
+	cmd.Flags().StringVar(&o.Config, "config", "", "director.yml (production)")
+	return cmd
+}
+
+func (a *app) createReleaseCmd() *cobra.Command {
+	var o CreateReleaseOptions
+	cmd := &cobra.Command{
+		Use:   "create-release DIR",
+		Short: "Build a release tarball from a release source directory",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: run(func(cmd *cobra.Command, argv []string) error {
+			name, version, tarball, err := a.d.Tools.CreateRelease(argv[0], o)
+			if err != nil {
+				return Usage(err)
+			}
+			if a.g.JSON {
+				return json.NewEncoder(a.d.Stdout).Encode(map[string]string{"name": name, "version": version, "tarball": tarball})
+			}
+			fmt.Fprintf(a.d.Stdout, "Release %s/%s\nTarball %s\n", name, version, tarball)
+			return nil
+		}),
+	}
+	cmd.Flags().StringVar(&o.Tarball, "tarball", "", "where to write the tarball")
+	cmd.Flags().StringVar(&o.Version, "version", "", "release version (default: the next dev version)")
+	cmd.Flags().StringVar(&o.Name, "name", "", "release name (default: config/final.yml's, else the directory's)")
+	return cmd
+}
+
+func (a *app) inspectReleaseCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "inspect-release FILE",
+		Short: "Verify a release tarball and list its jobs and packages",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: run(func(cmd *cobra.Command, argv []string) error {
+			if err := a.d.Tools.InspectRelease(a.d.Stdout, argv[0]); err != nil {
+				return Usage(err)
+			}
+			return nil
+		}),
+	}
+}
+
+func (a *app) createStemcellCmd() *cobra.Command {
+	var agent, tarball, name, version string
+	cmd := &cobra.Command{
+		Use:   "create-stemcell --agent BIN --tarball OUT",
+		Short: "Build the local stemcell: a tarball holding the agent binary",
+		Args:  args(cobra.NoArgs),
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			if agent == "" || tarball == "" {
+				return Usage(errors.New("create-stemcell: --agent and --tarball are required"))
+			}
+			if err := a.d.Tools.CreateStemcell(agent, tarball, name, version); err != nil {
+				return err
+			}
+			if !a.g.JSON {
+				fmt.Fprintf(a.d.Stdout, "Stemcell %s\n", tarball)
+			}
+			return nil
+		}),
+	}
+	cmd.Flags().StringVar(&agent, "agent", "", "the agent binary")
+	cmd.Flags().StringVar(&tarball, "tarball", "", "output file")
+	cmd.Flags().StringVar(&name, "name", "", "stemcell name (default compleat-local)")
+	cmd.Flags().StringVar(&version, "version", "", "stemcell version (default 1)")
+	return cmd
+}
+
+func addInterpolateFlags(cmd *cobra.Command, o *InterpolateOptions) {
+	cmd.Flags().StringArrayVarP(&o.Vars, "var", "v", nil, "variable name=value (repeatable)")
+	cmd.Flags().StringArrayVarP(&o.VarsFiles, "vars-file", "l", nil, "YAML file of variables (repeatable)")
+	cmd.Flags().StringArrayVarP(&o.OpsFiles, "ops-file", "o", nil, "ops file (repeatable, applied in order)")
+}
+
+func (a *app) interpolateCmd() *cobra.Command {
+	var o InterpolateOptions
+	cmd := &cobra.Command{
+		Use:   "interpolate FILE",
+		Short: "Apply ops files and variables to a YAML file and print it",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: run(func(cmd *cobra.Command, argv []string) error {
+			out, err := a.d.Tools.Interpolate(cmd.Context(), argv[0], o)
+			if err != nil {
+				return Usage(err)
+			}
+			_, err = a.d.Stdout.Write(out)
+			return err
+		}),
+	}
+	addInterpolateFlags(cmd, &o)
+	cmd.Flags().BoolVar(&o.Strict, "var-errs", false, "fail on any variable nothing resolves")
+	return cmd
+}
+
+// upload sends a file to path with progress on stderr, then follows the task.
+func (a *app) upload(ctx context.Context, c *client, path, file string) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return Usage(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	body := newProgress(f, st.Size(), filepath.Base(file), a.d.Stderr, a.d.IsTerminal(a.d.Stderr))
+	resp, err := c.send(ctx, "POST", path, body, "application/gzip")
+	body.done()
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var t store.Task
+	if err := json.NewDecoder(resp.Body).Decode(&t); err != nil {
+		return fmt.Errorf("decode task: %w", err)
+	}
+	return a.follow(ctx, c, t.ID)
+}
+
+func (a *app) uploadReleaseCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "upload-release FILE|DIR",
+		Short: "Upload a release tarball, or build one from a source directory and upload it",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: run(func(cmd *cobra.Command, argv []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			file := argv[0]
+			st, err := os.Stat(file)
+			if err != nil {
+				return Usage(err)
+			}
+			if st.IsDir() {
+				tmp, err := os.MkdirTemp("", "release-*")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(tmp)
+				name, version, tarball, err := a.d.Tools.CreateRelease(file, CreateReleaseOptions{Tarball: filepath.Join(tmp, "release.tgz")})
+				if err != nil {
+					return Usage(err)
+				}
+				fmt.Fprintf(a.d.Stderr, "Built release %s/%s from %s\n", name, version, file)
+				file = tarball
+			}
+			return a.upload(cmd.Context(), c, "/v1/releases", file)
+		}),
+	}
+}
+
+func (a *app) uploadStemcellCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "upload-stemcell FILE",
+		Short: "Upload a stemcell to every CPI that supports its format",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: run(func(cmd *cobra.Command, argv []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			return a.upload(cmd.Context(), c, "/v1/stemcells", argv[0])
+		}),
+	}
+}
+
+func (a *app) releasesCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "releases",
+		Short: "List uploaded releases",
+		Args:  args(cobra.NoArgs),
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var rs []store.Release
+			return a.list(cmd.Context(), c, "/v1/releases", &rs, func(w io.Writer) {
+				tw := table(w, "Name", "Version", "Commit", "Jobs", "Packages", "Uploaded")
+				for _, r := range rs {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", r.Name, r.Version, dash(r.CommitHash), len(r.Jobs), len(r.Packages), stamp(r.UploadedAt))
+				}
+				tw.Flush()
+				fmt.Fprintf(w, "\n%d releases\n", len(rs))
+			})
+		}),
+	}
+}
+
+func (a *app) stemcellsCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "stemcells",
+		Short: "List uploaded stemcells and their cid per CPI",
+		Args:  args(cobra.NoArgs),
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var ss []store.Stemcell
+			return a.list(cmd.Context(), c, "/v1/stemcells", &ss, func(w io.Writer) {
+				tw := table(w, "Name", "Version", "OS", "CPI", "CID")
+				for _, s := range ss {
+					if len(s.CIDs) == 0 {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\n", s.Name, s.Version, s.OS)
+					}
+					for cpiName, cid := range s.CIDs {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Version, s.OS, cpiName, cid)
+					}
+				}
+				tw.Flush()
+				fmt.Fprintf(w, "\n%d stemcells\n", len(ss))
+			})
+		}),
+	}
+}
+
+func (a *app) updateConfigCmd(typ string) *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "update-" + typ + "-config FILE",
+		Short: "Store a new version of the " + typ + " config",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: run(func(cmd *cobra.Command, argv []string) error {
+			raw, err := os.ReadFile(argv[0])
+			if err != nil {
+				return Usage(err)
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var res struct {
+				Config  store.Config `json:"config"`
+				Changed bool         `json:"changed"`
+			}
+			req := map[string]string{"type": typ, "name": name, "content": string(raw), "file": filepath.Base(argv[0])}
+			if err := c.do(cmd.Context(), "POST", "/v1/configs", req, &res); err != nil {
+				return err
+			}
+			if a.g.JSON {
+				return json.NewEncoder(a.d.Stdout).Encode(res)
+			}
+			if res.Changed {
+				fmt.Fprintf(a.d.Stdout, "Updated %s config %q (id %d)\n", typ, res.Config.Name, res.Config.ID)
+			} else {
+				fmt.Fprintf(a.d.Stdout, "No changes: %s config %q is already id %d\n", typ, res.Config.Name, res.Config.ID)
+			}
+			return nil
+		}),
+	}
+	if typ != "cpi" {
+		cmd.Flags().StringVar(&name, "name", "default", "config name")
+	}
+	return cmd
+}
+
+func (a *app) showConfigCmd(typ string) *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   typ + "-config",
+		Short: "Print the " + typ + " config in force",
+		Args:  args(cobra.NoArgs),
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var cfgs []store.Config
+			if err := c.do(cmd.Context(), "GET", "/v1/configs?type="+typ, nil, &cfgs); err != nil {
+				return err
+			}
+			for _, cfg := range cfgs {
+				if cfg.Name != name {
+					continue
+				}
+				if a.g.JSON {
+					return json.NewEncoder(a.d.Stdout).Encode(cfg)
+				}
+				_, err := io.WriteString(a.d.Stdout, cfg.Content)
+				return err
+			}
+			return Failed(fmt.Errorf("no %s config named %q: set one with update-%s-config", typ, name, typ))
+		}),
+	}
+	cmd.Flags().StringVar(&name, "name", "default", "config name")
+	return cmd
+}
+
+func (a *app) configsCmd() *cobra.Command {
+	var typ string
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "configs",
+		Short: "List configs (the latest version of each, --all for every version)",
+		Args:  args(cobra.NoArgs),
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			q := "/v1/configs?type=" + typ
+			if all {
+				q += "&all=true"
+			}
+			var cfgs []store.Config
+			return a.list(cmd.Context(), c, q, &cfgs, func(w io.Writer) {
+				tw := table(w, "ID", "Type", "Name", "Created")
+				for _, cfg := range cfgs {
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", cfg.ID, cfg.Type, cfg.Name, stamp(cfg.CreatedAt))
+				}
+				tw.Flush()
+				fmt.Fprintf(w, "\n%d configs\n", len(cfgs))
+			})
+		}),
+	}
+	cmd.Flags().StringVar(&typ, "type", "", "cloud, runtime or cpi")
+	cmd.Flags().BoolVar(&all, "all", false, "every version")
+	return cmd
+}
+
+func (a *app) deploymentsCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "deployments",
+		Short: "List deployments",
+		Args:  args(cobra.NoArgs),
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var ds []store.Deployment
+			return a.list(cmd.Context(), c, "/v1/deployments", &ds, func(w io.Writer) {
+				tw := table(w, "Name", "Releases", "Stemcells", "Updated")
+				for _, d := range ds {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.Name, dash(strings.Join(d.Releases, ", ")), dash(strings.Join(d.Stemcells, ", ")), stamp(d.UpdatedAt))
+				}
+				tw.Flush()
+				fmt.Fprintf(w, "\n%d deployments\n", len(ds))
+			})
+		}),
+	}
+}
+
+func (a *app) backupCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "backup FILE",
+		Short: "Write a consistent copy of the director's state file to FILE",
+		Long: `Write a consistent copy of the director's state file to FILE.
+
+Generated variables in it are sealed with the key in the director's data
+directory (state.db.key): keep a copy of that key with your backups.`,
+		Args: args(cobra.ExactArgs(1)),
+		RunE: run(func(cmd *cobra.Command, argv []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			resp, err := c.send(cmd.Context(), "GET", "/v1/backup", nil, "")
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			tmp := argv[0] + ".partial"
+			f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+			if err != nil {
+				return Usage(err)
+			}
+			n, err := io.Copy(f, resp.Body)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err == nil {
+				err = os.Rename(tmp, argv[0])
+			}
+			if err != nil {
+				os.Remove(tmp)
+				return fmt.Errorf("backup: %w", err)
+			}
+			if a.g.JSON {
+				return json.NewEncoder(a.d.Stdout).Encode(map[string]any{"file": argv[0], "bytes": n})
+			}
+			fmt.Fprintf(a.d.Stdout, "Wrote %s (%d bytes)\n", argv[0], n)
+			return nil
+		}),
+	}
+}
+
+func (a *app) infoCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "info",
+		Short: "Show the director's version, your token's name and scopes, and the CPIs",
+		Args:  args(cobra.NoArgs),
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var info struct {
+				Name, Version, User string
+				Scopes, CPIs        []string
+				Deploy              bool
+			}
+			return a.list(cmd.Context(), c, "/v1/info", &info, func(w io.Writer) {
+				fmt.Fprintf(w, "Name     %s\nVersion  %s\nUser     %s (%s)\nCPIs     %s\nDeploy   %v\n",
+					info.Name, info.Version, info.User, strings.Join(info.Scopes, ", "), dash(strings.Join(info.CPIs, ", ")), info.Deploy)
+			})
+		}),
+	}
+}

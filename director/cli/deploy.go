@@ -1,0 +1,207 @@
+package cli
+
+// The deploy pipeline's commands. They are thin clients of API routes that
+// the server answers once the composition root wires a Deployer into the API
+// (until then the director answers 501 and these commands exit 1).
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/compleat/compleat/director/store"
+)
+
+func (a *app) deployCmd() *cobra.Command {
+	var o InterpolateOptions
+	var dryRun, recreate, skipDrain bool
+	cmd := &cobra.Command{
+		Use:   "deploy MANIFEST",
+		Short: "Deploy a manifest (ops files and -v/-l variables applied here; director variables on the director)",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: run(func(cmd *cobra.Command, argv []string) error {
+			manifest, err := a.d.Tools.Interpolate(cmd.Context(), argv[0], o)
+			if err != nil {
+				return Usage(err)
+			}
+			name, err := a.d.Tools.DeploymentName(argv[0], manifest)
+			if err != nil {
+				return Usage(err)
+			}
+			if a.g.Deployment != "" && a.g.Deployment != name {
+				return Usage(fmt.Errorf("-d %s but the manifest deploys %q", a.g.Deployment, name))
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			if !a.g.NonInter && !dryRun && !a.g.JSON {
+				ok, err := a.confirm(fmt.Sprintf("Deploy %q?", name))
+				if err != nil || !ok {
+					return err
+				}
+			}
+			req := map[string]any{"deployment": name, "manifest": string(manifest), "dry_run": dryRun, "recreate": recreate, "skip_drain": skipDrain}
+			var t store.Task
+			if err := c.do(cmd.Context(), "POST", "/v1/deployments", req, &t); err != nil {
+				return err
+			}
+			return a.follow(cmd.Context(), c, t.ID)
+		}),
+	}
+	addInterpolateFlags(cmd, &o)
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "plan and show the changes, change nothing")
+	cmd.Flags().BoolVar(&recreate, "recreate", false, "recreate every VM")
+	cmd.Flags().BoolVar(&skipDrain, "skip-drain", false, "do not run drain scripts")
+	return cmd
+}
+
+// confirm asks a yes/no question on stdin.
+func (a *app) confirm(q string) (bool, error) {
+	fmt.Fprintf(a.d.Stderr, "%s [yN]: ", q)
+	line, err := bufio.NewReader(a.d.Stdin).ReadString('\n')
+	if err != nil && err != io.EOF {
+		return false, err
+	}
+	switch strings.ToLower(strings.TrimSpace(line)) {
+	case "y", "yes":
+		return true, nil
+	}
+	return false, Failed(errors.New("stopped: not confirmed (pass -n to skip the question)"))
+}
+
+func (a *app) deleteDeploymentCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "delete-deployment",
+		Short: "Delete the deployment (-d): its VMs, disks and IP reservations",
+		Args:  args(cobra.NoArgs),
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			name, err := a.deployment()
+			if err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			if !a.g.NonInter && !a.g.JSON {
+				if ok, err := a.confirm(fmt.Sprintf("Delete deployment %q?", name)); err != nil || !ok {
+					return err
+				}
+			}
+			path := "/v1/deployments/" + url.PathEscape(name)
+			if force {
+				path += "?force=true"
+			}
+			var t store.Task
+			if err := c.do(cmd.Context(), "DELETE", path, nil, &t); err != nil {
+				return err
+			}
+			return a.follow(cmd.Context(), c, t.ID)
+		}),
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "continue past CPI errors")
+	return cmd
+}
+
+func (a *app) instancesCmd() *cobra.Command {
+	var ps bool
+	cmd := &cobra.Command{
+		Use:   "instances",
+		Short: "List the deployment's instances",
+		Args:  args(cobra.NoArgs),
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			name, err := a.deployment()
+			if err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var is []store.Instance
+			return a.list(cmd.Context(), c, "/v1/deployments/"+url.PathEscape(name)+"/instances", &is, func(w io.Writer) {
+				tw := table(w, "Instance", "State", "AZ", "VM CID")
+				for _, i := range is {
+					boot := ""
+					if i.Bootstrap {
+						boot = "*"
+					}
+					fmt.Fprintf(tw, "%s/%s%s\t%s\t%s\t%s\n", i.Group, i.ID, boot, i.State, dash(i.AZ), dash(i.VMCID))
+				}
+				tw.Flush()
+				fmt.Fprintf(w, "\n%d instances\n", len(is))
+			})
+		}),
+	}
+	cmd.Flags().BoolVar(&ps, "ps", false, "show processes (needs the deploy pipeline's health data)")
+	return cmd
+}
+
+func (a *app) vmsCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "vms",
+		Short: "List the deployment's VMs",
+		Args:  args(cobra.NoArgs),
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			name, err := a.deployment()
+			if err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var vms []store.VM
+			return a.list(cmd.Context(), c, "/v1/deployments/"+url.PathEscape(name)+"/vms", &vms, func(w io.Writer) {
+				tw := table(w, "VM CID", "CPI", "Instance", "Agent", "State")
+				for _, v := range vms {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.CID, v.CPI, dash(v.InstanceID), v.AgentID, dash(v.State))
+				}
+				tw.Flush()
+				fmt.Fprintf(w, "\n%d vms\n", len(vms))
+			})
+		}),
+	}
+}
+
+func (a *app) stateCmd(action string) *cobra.Command {
+	var hard, skipDrain bool
+	cmd := &cobra.Command{
+		Use:   action + " [GROUP[/ID]]",
+		Short: strings.ToUpper(action[:1]) + action[1:] + " the deployment's instances (all, a group, or one)",
+		Args:  args(cobra.MaximumNArgs(1)),
+		RunE: run(func(cmd *cobra.Command, argv []string) error {
+			name, err := a.deployment()
+			if err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			req := map[string]any{"action": action, "hard": hard, "skip_drain": skipDrain}
+			if len(argv) == 1 {
+				req["target"] = argv[0]
+			}
+			var t store.Task
+			if err := c.do(cmd.Context(), "POST", "/v1/deployments/"+url.PathEscape(name)+"/state", req, &t); err != nil {
+				return err
+			}
+			return a.follow(cmd.Context(), c, t.ID)
+		}),
+	}
+	if action == "stop" {
+		cmd.Flags().BoolVar(&hard, "hard", false, "delete the VMs, keep the disks")
+	}
+	if action != "start" {
+		cmd.Flags().BoolVar(&skipDrain, "skip-drain", false, "do not run drain scripts")
+	}
+	return cmd
+}

@@ -1,0 +1,253 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/compleat/compleat/director/store"
+)
+
+func (a *app) tasksCmd() *cobra.Command {
+	var recent int
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "tasks",
+		Short: "List running tasks (--recent for finished ones too)",
+		Args:  args(cobra.NoArgs),
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			q := "/v1/tasks?state=running&limit=0"
+			if cmd.Flags().Changed("recent") || all {
+				q = "/v1/tasks?limit=" + strconv.Itoa(recent)
+			}
+			if a.g.Deployment != "" {
+				q += "&deployment=" + a.g.Deployment
+			}
+			var tasks []store.Task
+			return a.list(cmd.Context(), c, q, &tasks, func(w io.Writer) {
+				tw := table(w, "ID", "State", "Started", "Finished", "Deployment", "Description", "Result")
+				for _, t := range tasks {
+					res := t.Result
+					if t.Error != "" {
+						res = t.Error
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.State, stamp(t.StartedAt), stamp(t.FinishedAt), dash(t.Deployment), t.Description, oneLine(res))
+				}
+				tw.Flush()
+				fmt.Fprintf(w, "\n%d tasks\n", len(tasks))
+			})
+		}),
+	}
+	cmd.Flags().IntVarP(&recent, "recent", "r", 30, "show the last N tasks, finished or not")
+	cmd.Flags().Lookup("recent").NoOptDefVal = "30"
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "same as --recent")
+	return cmd
+}
+
+func (a *app) taskCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "task N",
+		Short: "Show a task's events, following it live until it ends",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: run(func(cmd *cobra.Command, argv []string) error {
+			id, err := strconv.ParseUint(argv[0], 10, 64)
+			if err != nil {
+				return Usage(fmt.Errorf("task id %q is not a number", argv[0]))
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			return a.follow(cmd.Context(), c, id)
+		}),
+	}
+}
+
+func (a *app) cancelTaskCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel-task N",
+		Short: "Ask a running task to stop at its next safe point",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: run(func(cmd *cobra.Command, argv []string) error {
+			id, err := strconv.ParseUint(argv[0], 10, 64)
+			if err != nil {
+				return Usage(fmt.Errorf("task id %q is not a number", argv[0]))
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var t json.RawMessage
+			if err := c.do(cmd.Context(), "POST", fmt.Sprintf("/v1/tasks/%d/cancel", id), struct{}{}, &t); err != nil {
+				return err
+			}
+			if a.g.JSON {
+				return printJSON(a.d.Stdout, t)
+			}
+			fmt.Fprintf(a.d.Stdout, "Task %d is cancelling\n", id)
+			return nil
+		}),
+	}
+}
+
+func (a *app) locksCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "locks",
+		Short: "List the locks held (leases with owner and expiry)",
+		Args:  args(cobra.NoArgs),
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var locks []store.Lock
+			return a.list(cmd.Context(), c, "/v1/locks", &locks, func(w io.Writer) {
+				tw := table(w, "Lock", "Owner", "Acquired", "Expires")
+				for _, l := range locks {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", l.Name, l.Owner, stamp(l.AcquiredAt), stamp(l.Expires))
+				}
+				tw.Flush()
+				fmt.Fprintf(w, "\n%d locks\n", len(locks))
+			})
+		}),
+	}
+}
+
+// follow streams a task's events until it ends, then reports how it ended:
+// an error (exit 1) unless the task is done.
+func (a *app) follow(ctx context.Context, c *client, id uint64) error {
+	out := a.d.Stdout
+	if !a.g.JSON {
+		fmt.Fprintf(out, "Task %d\n\n", id)
+	}
+	started := map[string]time.Time{}
+	err := c.lines(ctx, fmt.Sprintf("/v1/tasks/%d/events?follow=true", id), func(line []byte) error {
+		if a.g.JSON {
+			_, err := fmt.Fprintf(out, "%s\n", line)
+			return err
+		}
+		var e store.Event
+		if err := json.Unmarshal(line, &e); err != nil {
+			return fmt.Errorf("task %d: bad event: %w", id, err)
+		}
+		if s := formatEvent(id, e, started); s != "" {
+			fmt.Fprintln(out, s)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var t store.Task
+	raw, err := c.getRaw(ctx, fmt.Sprintf("/v1/tasks/%d", id))
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(raw, &t); err != nil {
+		return err
+	}
+	if a.g.JSON {
+		fmt.Fprintf(out, "%s\n", compact(raw))
+	} else {
+		fmt.Fprintf(out, "\nTask %d %s\n", id, t.State)
+		if !t.StartedAt.IsZero() && !t.FinishedAt.IsZero() {
+			fmt.Fprintf(out, "\nStarted   %s\nFinished  %s\nDuration  %s\n", t.StartedAt.UTC().Format(time.RFC1123), t.FinishedAt.UTC().Format(time.RFC1123), clock(t.FinishedAt.Sub(t.StartedAt)))
+		}
+		if t.Result != "" {
+			fmt.Fprintf(out, "\n%s\n", t.Result)
+		}
+	}
+	switch t.State {
+	case store.TaskDone:
+		return nil
+	case store.TaskCancelled:
+		return Failed(fmt.Errorf("task %d was cancelled", id))
+	default:
+		return Failed(fmt.Errorf("task %d %s: %s", id, t.State, t.Error))
+	}
+}
+
+// formatEvent renders an event as BOSH's CLI does:
+//
+//	Task 12 | 12:00:01 | Updating instance web/2 (canary) ... done (00:00:04)
+//
+// Started steps print nothing; their line appears when they end, stamped with
+// their start time.
+func formatEvent(id uint64, e store.Event, started map[string]time.Time) string {
+	key := fmt.Sprintf("%s\x00%s\x00%d", e.Stage, e.Step, e.Index)
+	name := e.Stage
+	if e.Step != "" {
+		name += " " + e.Step
+	}
+	if len(e.Tags) > 0 {
+		name += " (" + strings.Join(e.Tags, ", ") + ")"
+	}
+	switch e.State {
+	case "started":
+		started[key] = e.Time
+		if e.Step == "" {
+			return fmt.Sprintf("Task %d | %s | %s", id, e.Time.UTC().Format("15:04:05"), name)
+		}
+		return ""
+	case "finished", "failed":
+		begin, ok := started[key]
+		if !ok {
+			begin = e.Time
+		}
+		status := "done"
+		if e.State == "failed" {
+			status = "failed"
+		}
+		line := fmt.Sprintf("Task %d | %s | %s ... %s (%s)", id, begin.UTC().Format("15:04:05"), name, status, clock(e.Time.Sub(begin)))
+		if e.Error != "" {
+			line += ": " + e.Error
+		}
+		return line
+	default:
+		return ""
+	}
+}
+
+func clock(d time.Duration) string {
+	d = d.Round(time.Second)
+	return fmt.Sprintf("%02d:%02d:%02d", int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60)
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05 UTC")
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func oneLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > 100 {
+		s = s[:97] + "..."
+	}
+	return s
+}
+
+func table(w io.Writer, headers ...string) *tabwriter.Writer {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(headers, "\t"))
+	return tw
+}
