@@ -142,6 +142,18 @@ func (s *Store) Fetch(ctx context.Context, b applyspec.Blob) (string, error) {
 	return final, nil
 }
 
+// Remove drops the blob with sha256 sum from the cache; a missing blob is
+// not an error.
+func (s *Store) Remove(sum string) error {
+	if !applyspec.ValidSHA256(sum) {
+		return fmt.Errorf("remove blob: bad sha256 %q", sum)
+	}
+	if err := os.Remove(s.Path(sum)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove blob: %w", err)
+	}
+	return nil
+}
+
 // Upload PUTs the file at path to u and returns its sha256 and size.
 func (s *Store) Upload(ctx context.Context, u protocol.Upload, path string) (sum string, size int64, err error) {
 	f, err := os.Open(path)

@@ -80,6 +80,15 @@ func TestFetchVerifiesAndCaches(t *testing.T) {
 	if srv.hits != 1 {
 		t.Fatalf("%d downloads, want 1 (cached)", srv.hits)
 	}
+	if err := st.Remove(b.SHA256); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); !os.IsNotExist(err) {
+		t.Fatal("removed blob still cached")
+	}
+	if err := st.Remove(b.SHA256); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestFetchMismatchInstallsNothing(t *testing.T) {

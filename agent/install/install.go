@@ -88,7 +88,27 @@ func (in *Installer) Apply(ctx context.Context, spec applyspec.Spec) error {
 		return err
 	}
 	in.collect(spec, prev)
+	in.forget(paths)
 	return nil
+}
+
+// remover is a blob cache that can drop entries.
+type remover interface {
+	Remove(sum string) error
+}
+
+// forget drops installed blobs from the cache: their content now lives in
+// the versions' directories.
+func (in *Installer) forget(paths map[string]string) {
+	r, ok := in.Blobs.(remover)
+	if !ok {
+		return
+	}
+	for sum := range paths {
+		if err := r.Remove(sum); err != nil && in.Logger != nil {
+			in.Logger.Warn("drop installed blob from the cache", "sha256", sum, "err", err)
+		}
+	}
 }
 
 // InstallPackage installs one compiled package and links it (compilation

@@ -103,7 +103,9 @@ const (
 	CodeCanceled      = "canceled"
 	CodeBusy          = "busy"
 	CodeBlobMismatch  = "blob_mismatch"
-	CodeNotSupported  = "not_supported"
+	// CodeBusy and CodeNotSupported are reserved; this agent does not
+	// answer them yet.
+	CodeNotSupported = "not_supported"
 )
 
 // Exception is a failure reported by the agent. errors.Is(err, ErrX) holds
