@@ -3,6 +3,8 @@ package releases
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -20,13 +22,53 @@ import (
 // run with bash, dependencies first, each installed under packages/<name>.
 type compiled struct {
 	archive  *release.Archive
+	work     string
 	packages string // the BOSH_PACKAGES_DIR holding every compiled package
+	// gocache, when set, replaces the Go build cache packaging scripts use.
+	gocache string
 }
 
 // compileRelease builds a tarball from the source directory, verifies it
 // with release.Open and compiles the named packages (and their
 // dependencies).
 func compileRelease(t *testing.T, dir string, names ...string) *compiled {
+	t.Helper()
+	c := openRelease(t, dir)
+	done := map[string]bool{}
+	var compile func(name string)
+	compile = func(name string) {
+		if done[name] {
+			return
+		}
+		done[name] = true
+		pkg := c.pkg(t, name)
+		for _, d := range pkg.Dependencies {
+			compile(d)
+		}
+		if err := c.compilePackage(t, pkg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range names {
+		compile(n)
+	}
+	return c
+}
+
+func (c *compiled) pkg(t testing.TB, name string) *release.ArchivePackage {
+	t.Helper()
+	for _, p := range c.archive.Packages {
+		if p.Name == name {
+			return p
+		}
+	}
+	t.Fatalf("no package %s in the release", name)
+	return nil
+}
+
+// openRelease builds a tarball from the source directory and verifies it
+// with release.Open.
+func openRelease(t testing.TB, dir string) *compiled {
 	t.Helper()
 	work := t.TempDir()
 	_, file, err := release.Create(dir, release.CreateOptions{Version: "0+test", Tarball: filepath.Join(work, "release.tgz")})
@@ -38,56 +80,30 @@ func compileRelease(t *testing.T, dir string, names ...string) *compiled {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close() })
-	c := &compiled{archive: a, packages: filepath.Join(work, "packages")}
-	done := map[string]bool{}
-	var compile func(name string)
-	compile = func(name string) {
-		if done[name] {
-			return
-		}
-		done[name] = true
-		var pkg *release.ArchivePackage
-		for _, p := range a.Packages {
-			if p.Name == name {
-				pkg = p
-			}
-		}
-		if pkg == nil {
-			t.Fatalf("no package %s in the release", name)
-		}
-		for _, d := range pkg.Dependencies {
-			compile(d)
-		}
-		c.compilePackage(t, work, pkg)
-	}
-	for _, n := range names {
-		compile(n)
-	}
-	return c
+	return &compiled{archive: a, work: work, packages: filepath.Join(work, "packages")}
 }
 
-func (c *compiled) compilePackage(t *testing.T, work string, p *release.ArchivePackage) {
-	t.Helper()
-	src := filepath.Join(work, "compile", p.Name)
+func (c *compiled) compilePackage(t testing.TB, p *release.ArchivePackage) error {
+	src := filepath.Join(c.work, "compile", p.Name)
 	install := filepath.Join(c.packages, p.Name)
 	for _, d := range []string{src, install} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
 	f, err := os.Open(p.Path)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer f.Close()
 	if err := tgz.Extract(f, src, tgz.DefaultLimits); err != nil {
-		t.Fatalf("unpack package %s: %v", p.Name, err)
+		return fmt.Errorf("unpack package %s: %w", p.Name, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-e", "packaging")
 	cmd.Dir = src
-	cmd.Env = append(compileEnv(t),
+	cmd.Env = append(c.compileEnv(),
 		"BOSH_COMPILE_TARGET="+src,
 		"BOSH_INSTALL_TARGET="+install,
 		"BOSH_PACKAGE_NAME="+p.Name,
@@ -98,17 +114,21 @@ func (c *compiled) compilePackage(t *testing.T, work string, p *release.ArchiveP
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("compile package %s: %v\n%s", p.Name, err, out.String())
+		return fmt.Errorf("compile package %s: %w\n%s", p.Name, err, out.String())
 	}
 	t.Logf("compiled %s in %s", p.Name, time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // compileEnv is a compile VM's environment: PATH and HOME only, plus the
 // test process's Go build cache so repeated runs stay fast.
-func compileEnv(t *testing.T) []string {
+func (c *compiled) compileEnv() []string {
 	env := []string{"PATH=" + os.Getenv("PATH")}
 	if h := os.Getenv("HOME"); h != "" {
 		env = append(env, "HOME="+h)
+	}
+	if c.gocache != "" {
+		return append(env, "GOCACHE="+c.gocache)
 	}
 	out, err := exec.Command("go", "env", "GOCACHE").Output()
 	if err == nil && strings.TrimSpace(string(out)) != "" {
@@ -145,11 +165,40 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func needTools(t *testing.T, tools ...string) {
+func needTools(t testing.TB, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not found on PATH: %v", tool, err)
 		}
+	}
+}
+
+func extract(r io.Reader, dir string) error { return tgz.Extract(r, dir, tgz.DefaultLimits) }
+
+// BenchmarkCompileWebColdCache compiles releases/web as two compile workers
+// would, with an empty Go build cache: golang first, then webapp and lb in
+// parallel. It reports the wall time of the whole compile.
+func BenchmarkCompileWebColdCache(b *testing.B) {
+	needTools(b, "bash", "go")
+	for range b.N {
+		b.StopTimer()
+		c := openRelease(b, "web")
+		c.gocache = filepath.Join(b.TempDir(), "gocache")
+		b.StartTimer()
+		start := time.Now()
+		if err := c.compilePackage(b, c.pkg(b, "golang")); err != nil {
+			b.Fatal(err)
+		}
+		errs := make(chan error, 2)
+		for _, p := range []*release.ArchivePackage{c.pkg(b, "webapp"), c.pkg(b, "lb")} {
+			go func() { errs <- c.compilePackage(b, p) }()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(time.Since(start).Seconds(), "s/compile")
 	}
 }
