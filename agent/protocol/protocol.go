@@ -101,10 +101,11 @@ const (
 	CodeFailed        = "failed"
 	CodeTaskNotFound  = "task_not_found"
 	CodeCanceled      = "canceled"
-	CodeBusy          = "busy"
 	CodeBlobMismatch  = "blob_mismatch"
+
 	// CodeBusy and CodeNotSupported are reserved; this agent does not
 	// answer them yet.
+	CodeBusy         = "busy"
 	CodeNotSupported = "not_supported"
 )
 
