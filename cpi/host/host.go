@@ -92,8 +92,10 @@ type instance struct {
 // ErrClosed is returned by calls on a closed Plugin.
 var ErrClosed = errors.New("cpi plugin is closed")
 
-// Start launches the plugin and waits for its handshake. ctx bounds the
-// start only; the plugin runs until Close.
+// Start launches the plugin and waits for its handshake, at most
+// Config.StartTimeout. ctx bounds the wait only (a process half started
+// when ctx ends is killed once the StartTimeout passes); the plugin runs
+// until Close.
 func Start(ctx context.Context, cfg Config) (*Plugin, error) {
 	if cfg.Path == "" {
 		return nil, errors.New("start cpi plugin: no path")
@@ -174,21 +176,17 @@ func (p *Plugin) start(ctx context.Context) (*instance, error) {
 		SyncStderr:       &lineLogger{log: p.log, stream: "stderr"},
 	})
 
-	type started struct {
-		err error
-	}
-	done := make(chan started, 1)
-	p.launcher.run(func() {
+	done := make(chan error, 1)
+	p.launcher.do(func() {
 		_, err := client.Start()
-		done <- started{err}
+		done <- err
 	})
 	var err error
 	select {
-	case s := <-done:
-		err = s.err
+	case err = <-done:
 	case <-ctx.Done():
-		// The start keeps going on the launcher thread; kill what it
-		// starts once it returns.
+		// go-plugin's start cannot be interrupted: it goes on until the
+		// handshake or StartTimeout; then what it started is killed.
 		go func() { <-done; client.Kill() }()
 		return nil, fmt.Errorf("start cpi plugin %s: %w", p.cfg.Path, ctx.Err())
 	}

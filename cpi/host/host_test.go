@@ -384,6 +384,7 @@ func TestCloseStopsThePlugin(t *testing.T) {
 }
 
 func TestStartFailures(t *testing.T) {
+	t.Parallel() // waits seconds for processes to give up
 	dir := t.TempDir()
 	notPlugin := filepath.Join(dir, "not-a-plugin")
 	// A program that never completes the handshake.
@@ -399,6 +400,30 @@ func TestStartFailures(t *testing.T) {
 		t.Fatal(rerr)
 	}
 	var pid int
+	fmt.Sscan(string(b), &pid)
+	waitGone(t, pid)
+
+	// A cancelled context ends the wait at once; the process goes when
+	// go-plugin's own start gives up.
+	os.Remove(filepath.Join(dir, "pid"))
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	_, err = host.Start(ctx, host.Config{Path: notPlugin, StartTimeout: 5 * time.Second})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Start under a short context = %v, want DeadlineExceeded", err)
+	}
+	if d := time.Since(began); d >= 5*time.Second {
+		t.Errorf("Start returned after %v, at its StartTimeout rather than when its context ended", d)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if b, rerr = os.ReadFile(filepath.Join(dir, "pid")); rerr == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
 	fmt.Sscan(string(b), &pid)
 	waitGone(t, pid)
 

@@ -23,14 +23,10 @@ func newLauncher() *launcher {
 	return l
 }
 
-// run calls f on the launcher thread and waits for it.
-func (l *launcher) run(f func()) {
-	done := make(chan struct{})
-	l.reqs <- func() {
-		defer close(done)
-		f()
-	}
-	<-done
+// do hands f to the launcher thread (waiting for it to finish what it was
+// doing) and returns at once; f reports its own completion.
+func (l *launcher) do(f func()) {
+	l.reqs <- f
 }
 
 func (l *launcher) stop() { close(l.reqs) }
