@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -65,5 +66,46 @@ func TestPluginKilledVMsLiveOn(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dataDir, "vms", vm.CID)); !os.IsNotExist(err) {
 		t.Fatalf("vm directory left: %v", err)
+	}
+}
+
+// Two plugin processes on one data directory, creating VMs at the same
+// time, never hand out the same address: the lock is the data directory's,
+// not a process's.
+func TestTwoPluginsShareAddresses(t *testing.T) {
+	ctx := context.Background()
+	bin := pluginBinary(t)
+	dataDir := t.TempDir()
+	reapVMs(t, dataDir)
+	a := cpitest.StartBinary(t, bin, props(t, dataDir))
+	b := cpitest.StartBinary(t, bin, props(t, dataDir))
+	sc, err := a.CreateStemcell(ctx, conformanceConfig(t, dataDir).Stemcell)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	ips := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		p := a
+		if i%2 == 1 {
+			p = b
+		}
+		wg.Go(func() {
+			res, err := p.CreateVM(ctx, vmRequest(sc, "", nil))
+			ips[i], errs[i] = res.Networks["default"].IP, err
+		})
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("create %d: %v", i, errs[i])
+		}
+		if seen[ips[i]] || ips[i] == "" {
+			t.Fatalf("address %q handed out twice: %v", ips[i], ips)
+		}
+		seen[ips[i]] = true
 	}
 }
