@@ -282,42 +282,106 @@ func TestBadGraphs(t *testing.T) {
 	}
 }
 
-// chainAndFan is a chain z1 -> z2 -> z3 of short packages beside four
-// independent longer ones: with 2 workers the chain must start first and
-// each link as soon as it is ready.
+// chainAndFan is a chain z1 -> z2 -> z3 of packages costing 20 beside four
+// independent ones costing 35: with 2 workers the chain must start first and
+// each link as soon as it is ready. Every compilation waits on a gate the
+// test opens, so the order is decided by the scheduler alone.
 func chainAndFan(cloud *compiletest.Cloud) []compile.Package {
 	pkgs := []compile.Package{pkg("z1"), pkg("z2", "z1"), pkg("z3", "z2"), pkg("a"), pkg("b"), pkg("c"), pkg("d")}
+	cloud.Gates = map[string]chan struct{}{}
 	for i := range pkgs {
-		d := 35 * time.Millisecond
+		pkgs[i].Cost = 35 * time.Millisecond
 		if strings.HasPrefix(pkgs[i].Name, "z") {
-			d = 20 * time.Millisecond
+			pkgs[i].Cost = 20 * time.Millisecond
 		}
-		pkgs[i].Cost = d
-		cloud.Durations[pkgs[i].Name] = d
+		cloud.Gates[pkgs[i].Name] = make(chan struct{})
 	}
 	return pkgs
 }
 
-func TestCriticalPathFirstBeatsNaiveOrder(t *testing.T) {
-	run := func(opts compile.Options) []string {
-		cloud := compiletest.NewCloud(0)
-		c := compile.New(cloud, compiletest.NewCache(), nil)
-		if _, err := c.Compile(context.Background(), []compile.Target{{Stemcell: ubuntu, Packages: chainAndFan(cloud)}}, opts); err != nil {
-			t.Fatal(err)
+// startOrder runs the chain-and-fan DAG on 2 workers: it returns the first
+// two packages started, then finishes first and returns the package
+// started next.
+func startOrder(t *testing.T, opts compile.Options, first string) (firstTwo []string, next string) {
+	t.Helper()
+	cloud := compiletest.NewCloud(0)
+	pkgs := chainAndFan(cloud)
+	c := compile.New(cloud, compiletest.NewCache(), nil)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Compile(context.Background(), []compile.Target{{Stemcell: ubuntu, Packages: pkgs}}, opts)
+		done <- err
+	}()
+	wait := func(n int) []string {
+		for {
+			if s := cloud.Started(); len(s) >= n {
+				return s
+			}
+			time.Sleep(time.Millisecond)
 		}
-		return cloud.Started()
 	}
-	// Critical path: z1 and a at 0, z2 at 20ms (before b at 35ms).
-	critical := run(compile.Options{Workers: 2})
-	if i := slices.Index(critical, "z1"); i > 1 {
-		t.Errorf("critical-path order started %v; z1 should be among the first two", critical)
+	firstTwo = wait(2)[:2]
+	slices.Sort(firstTwo)
+	close(cloud.Gates[first])
+	next = wait(3)[2]
+	for name, g := range cloud.Gates {
+		if name != first {
+			close(g)
+		}
 	}
-	if i := slices.Index(critical, "z2"); i > 2 {
-		t.Errorf("critical-path order started z2 late: %v", critical)
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
-	// Naive (name order): a, b, c, d first, the chain only after them.
-	naive := run(compile.NaiveOrder(compile.Options{Workers: 2}))
-	if i := slices.Index(naive, "z1"); i < 4 {
-		t.Errorf("naive order started %v; expected a, b, c, d before z1", naive)
+	return firstTwo, next
+}
+
+func TestCriticalPathFirstBeatsNaiveOrder(t *testing.T) {
+	// Critical path: z1 (chain 60) and a (35) start; when z1 ends, z2 (40)
+	// goes before b (35).
+	two, next := startOrder(t, compile.Options{Workers: 2}, "z1")
+	if !slices.Equal(two, []string{"a", "z1"}) || next != "z2" {
+		t.Errorf("critical-path order started %v then %s; want [a z1] then z2", two, next)
+	}
+	// Naive (name order): a and b start; when a ends, c.
+	two, next = startOrder(t, compile.NaiveOrder(compile.Options{Workers: 2}), "a")
+	if !slices.Equal(two, []string{"a", "b"}) || next != "c" {
+		t.Errorf("naive order started %v then %s; want [a b] then c", two, next)
+	}
+}
+
+func TestWaiterCompilesItselfWhenTheLeaderIsCancelled(t *testing.T) {
+	cloud := compiletest.NewCloud(200 * time.Millisecond)
+	c := compile.New(cloud, compiletest.NewCache(), nil)
+	targets := []compile.Target{{Stemcell: ubuntu, Packages: []compile.Package{pkg("slow")}}}
+	ctxA, cancelA := context.WithCancel(context.Background())
+	errA := make(chan error, 1)
+	go func() {
+		_, err := c.Compile(ctxA, targets, compile.Options{Workers: 1})
+		errA <- err
+	}()
+	for len(cloud.Started()) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	resB := make(chan error, 1)
+	go func() {
+		res, err := c.Compile(context.Background(), targets, compile.Options{Workers: 1})
+		if err == nil && res.Compiled[0]["slow"].BlobID != "blob-slow" {
+			err = fmt.Errorf("result %+v", res)
+		}
+		resB <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // B is now waiting on A's compilation
+	cancelA()
+	if err := <-errA; !errors.Is(err, context.Canceled) {
+		t.Errorf("stage A: %v", err)
+	}
+	if err := <-resB; err != nil {
+		t.Errorf("stage B: %v", err)
+	}
+	if got := cloud.Compiled(); !slices.Equal(got, []string{"slow"}) {
+		t.Errorf("compiled %v, want slow once (by B)", got)
+	}
+	if cloud.LiveVMs() != 0 {
+		t.Errorf("%d VMs left", cloud.LiveVMs())
 	}
 }

@@ -31,6 +31,9 @@ type Cloud struct {
 	Fail map[string]string
 	// FailCreate makes CreateVM fail.
 	FailCreate error
+	// Gates, when set for a package, make its compilation wait until the
+	// channel is closed instead of sleeping: tests decide when it ends.
+	Gates map[string]chan struct{}
 
 	mu         sync.Mutex
 	next       int
@@ -101,7 +104,19 @@ func (c *Cloud) Compile(ctx context.Context, vm compile.VM, req compile.Request)
 		d = c.Default
 	}
 	failLog, fails := c.Fail[req.Package.Name]
+	gate := c.Gates[req.Package.Name]
 	c.mu.Unlock()
+	if gate != nil {
+		d = 0
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			c.mu.Lock()
+			c.busy--
+			c.mu.Unlock()
+			return "", "", ctx.Err()
+		}
+	}
 
 	defer func() {
 		c.mu.Lock()
