@@ -113,7 +113,7 @@ func TestCanaryFirstThenBatches(t *testing.T) {
 	sp := spans(x)
 	canary := sp["web/w0"]
 	for _, name := range []string{"web/w1", "web/w2", "web/w3", "web/w4"} {
-		if !sp[name].first.After(canary.last) {
+		if sp[name].first.Before(canary.last) {
 			t.Errorf("%s started before the canary finished", name)
 		}
 	}
@@ -231,7 +231,7 @@ func TestFailedBatchFinishesItsPeersAndStops(t *testing.T) {
 
 func TestSerialAndParallelGroups(t *testing.T) {
 	x := updatetest.New()
-	x.Delay["start"] = 10 * time.Millisecond
+	x.Delay["start"] = 25 * time.Millisecond
 	a := group(x, "alpha", 2, upd(1, 1, true))
 	b := group(x, "bravo", 2, upd(1, 1, false))
 	c := group(x, "charlie", 2, upd(1, 1, false))
@@ -262,14 +262,14 @@ func TestSerialAndParallelGroups(t *testing.T) {
 		}
 		return t
 	}
-	if !first("bravo/").After(last("alpha/")) || !first("charlie/").After(last("alpha/")) {
+	if first("bravo/").Before(last("alpha/")) || first("charlie/").Before(last("alpha/")) {
 		t.Errorf("non-serial groups started before the serial group before them finished")
 	}
 	// bravo and charlie ran together: each started before the other ended.
 	if !first("charlie/").Before(last("bravo/")) || !first("bravo/").Before(last("charlie/")) {
 		t.Errorf("bravo and charlie did not update together")
 	}
-	if !first("delta/").After(last("bravo/")) || !first("delta/").After(last("charlie/")) {
+	if first("delta/").Before(last("bravo/")) || first("delta/").Before(last("charlie/")) {
 		t.Errorf("serial delta started before the groups before it finished")
 	}
 }
