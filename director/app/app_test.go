@@ -1,0 +1,283 @@
+package app_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/compleat/compleat/director/app"
+	"github.com/compleat/compleat/director/cli"
+)
+
+// repoRoot is the repository's root (this file is director/app/app_test.go).
+func repoRoot(t *testing.T) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// binaries returns a directory holding director, agent and cpi-local:
+// $COMPLEAT_BIN when set, else freshly built ones.
+func binaries(t *testing.T) string {
+	t.Helper()
+	if dir := os.Getenv("COMPLEAT_BIN"); dir != "" {
+		return dir
+	}
+	dir := t.TempDir()
+	root := repoRoot(t)
+	build := func(workdir, out, pkg string) {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, out), pkg)
+		cmd.Dir = workdir
+		if raw, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, raw)
+		}
+	}
+	build(root, "director", "./director")
+	build(root, "agent", "./agent")
+	build(filepath.Join(root, "cpi", "local"), "cpi-local", "./cmd/cpi-local")
+	return dir
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// devDirector starts `director serve --dev` as a process and waits for
+// DIR/env. The director is stopped with SIGTERM at cleanup, and must exit 0.
+func devDirector(t *testing.T, bin, data string) (env map[string]string, logs *syncBuffer) {
+	t.Helper()
+	logs = &syncBuffer{}
+	cmd := exec.Command(filepath.Join(bin, "director"), "serve", "--dev", "--data", data, "--listen", "127.0.0.1:0")
+	cmd.Stdout, cmd.Stderr = logs, logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("director exit after SIGTERM: %v\n%s", err, logs)
+			}
+			if !strings.Contains(logs.String(), "director stopped") {
+				t.Errorf("no graceful shutdown in the director's log:\n%s", logs)
+			}
+		case <-time.After(30 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			t.Errorf("director did not stop within 30s of SIGTERM")
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		raw, err := os.ReadFile(filepath.Join(data, "env"))
+		if err == nil {
+			env = map[string]string{}
+			sc := bufio.NewScanner(bytes.NewReader(raw))
+			for sc.Scan() {
+				if k, v, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "export "), "="); ok && !strings.HasPrefix(k, "#") {
+					env[k] = v
+				}
+			}
+			return env, logs
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("director exited before it was ready: %v\n%s", err, logs)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("director not ready after 30s:\n%s", logs)
+		}
+	}
+}
+
+// director runs the CLI in-process against the dev director.
+func director(t *testing.T, env map[string]string, args ...string) (stdout string, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	full := append([]string{"-e", env["DIRECTOR_TARGET"], "--token", env["DIRECTOR_TOKEN"], "--ca-cert", env["DIRECTOR_CA_CERT"]}, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := app.Run(ctx, full, &out, &errb)
+	if errb.Len() > 0 {
+		t.Logf("director %s: stderr:\n%s", strings.Join(args, " "), errb.String())
+	}
+	return out.String(), app.ExitCode(err)
+}
+
+func mustRun(t *testing.T, env map[string]string, args ...string) string {
+	t.Helper()
+	out, code := director(t, env, args...)
+	if code != 0 {
+		t.Fatalf("director %s: exit %d\n%s", strings.Join(args, " "), code, out)
+	}
+	return out
+}
+
+func TestDevDirectorEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the director, the agent and the local CPI")
+	}
+	bin := binaries(t)
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	root := repoRoot(t)
+	work := t.TempDir()
+	data := filepath.Join(work, "data")
+	env, logs := devDirector(t, bin, data)
+	for _, k := range []string{"DIRECTOR_TARGET", "DIRECTOR_TOKEN", "DIRECTOR_CA_CERT"} {
+		if env[k] == "" {
+			t.Fatalf("DIR/env lacks %s", k)
+		}
+	}
+
+	// A second director on the same data directory fails fast, with advice.
+	second := exec.Command(filepath.Join(bin, "director"), "serve", "--dev", "--data", data, "--listen", "127.0.0.1:0")
+	raw, err := second.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(raw), "is another director running with --data "+data) {
+		t.Errorf("second director: %v\n%s", err, raw)
+	}
+
+	// The web release, built from its source directory on the fly.
+	webSrc := filepath.Join(work, "web")
+	copyTree(t, filepath.Join(root, "releases", "web"), webSrc)
+	mustRun(t, env, "upload-release", webSrc)
+
+	// The local stemcell.
+	stemcell := filepath.Join(work, "local.tgz")
+	mustRun(t, env, "create-stemcell", "--agent", filepath.Join(bin, "agent"), "--tarball", stemcell)
+	mustRun(t, env, "upload-stemcell", stemcell)
+
+	mustRun(t, env, "update-cloud-config", filepath.Join(root, "manifests", "local", "cloud-config.yml"))
+
+	var releases []struct {
+		Name, Version string
+		Jobs          []struct {
+			Name   string
+			BlobID string `json:"blob_id"`
+		}
+		Packages []struct{ Name, Fingerprint string }
+	}
+	decode(t, mustRun(t, env, "releases", "--json"), &releases)
+	if len(releases) != 1 || releases[0].Name != "web" || len(releases[0].Jobs) == 0 || len(releases[0].Packages) == 0 {
+		t.Errorf("releases = %+v", releases)
+	}
+	var stemcells []struct {
+		Name string
+		CIDs map[string]string `json:"cids"`
+	}
+	decode(t, mustRun(t, env, "stemcells", "--json"), &stemcells)
+	if len(stemcells) != 1 || stemcells[0].CIDs["local"] == "" {
+		t.Errorf("stemcells = %+v", stemcells)
+	}
+	// The local CPI really imported it under the data directory.
+	if _, err := os.Stat(filepath.Join(data, "stemcells", stemcells[0].CIDs["local"])); err != nil {
+		t.Errorf("stemcell not in the local CPI's directory: %v", err)
+	}
+	var configs []struct{ Type, Content string }
+	decode(t, mustRun(t, env, "configs", "--json", "--type", "cloud"), &configs)
+	if len(configs) != 1 || !strings.Contains(configs[0].Content, "compilation") {
+		t.Errorf("cloud configs = %+v", configs)
+	}
+	var tasks []struct {
+		ID    int
+		State string
+	}
+	decode(t, mustRun(t, env, "tasks", "--recent", "--json"), &tasks)
+	if len(tasks) != 2 || tasks[0].State != "done" || tasks[1].State != "done" {
+		t.Errorf("tasks = %+v", tasks)
+	}
+
+	// Uploading the same release again changes nothing and succeeds.
+	mustRun(t, env, "upload-release", webSrc)
+	decode(t, mustRun(t, env, "releases", "--json"), &releases)
+	if len(releases) != 1 {
+		t.Errorf("releases after re-upload = %+v", releases)
+	}
+
+	// Task streaming, BOSH style.
+	out := mustRun(t, env, "task", "1")
+	if !strings.Contains(out, "Task 1 | ") || !strings.Contains(out, "Creating new release web/") || !strings.Contains(out, "... done (00:00:0") {
+		t.Errorf("task 1 output:\n%s", out)
+	}
+
+	// Bad input exits 2 and names the file and field.
+	bad := filepath.Join(work, "bad-cloud.yml")
+	os.WriteFile(bad, []byte("azs: [{name: z1, bogus: 1}]\n"), 0o600)
+	out, code := director(t, env, "update-cloud-config", bad)
+	if code != cli.ExitUsage {
+		t.Errorf("bad cloud config: exit %d, want 2", code)
+	}
+	if _, code := director(t, env, "no-such-command"); code != cli.ExitUsage {
+		t.Errorf("unknown command: exit %d, want 2", code)
+	}
+	if _, code := director(t, env, "task", "999"); code != cli.ExitFailed {
+		t.Errorf("missing task: exit %d, want 1", code)
+	}
+
+	// A consistent backup of the state.
+	backup := filepath.Join(work, "state-backup.db")
+	mustRun(t, env, "backup", backup)
+	if st, err := os.Stat(backup); err != nil || st.Size() == 0 {
+		t.Errorf("backup: %v", err)
+	}
+
+	if strings.Contains(logs.String(), env["DIRECTOR_TOKEN"]) {
+		t.Error("the admin token appears in the director's log")
+	}
+}
+
+func decode(t *testing.T, out string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		t.Fatalf("--json output is not one JSON document: %v\n%s", err, out)
+	}
+}
+
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if rel == "dev_releases" && d.IsDir() {
+			return filepath.SkipDir
+		}
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, raw, info.Mode().Perm())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
