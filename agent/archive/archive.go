@@ -76,12 +76,16 @@ func Extract(r io.Reader, dir string, lim Limits) error {
 		if err == io.EOF {
 			// Links checked one by one may still point out through each
 			// other; resolve every one against the final tree.
+			// Bad links are removed, so that even a caller that keeps a
+			// failed extraction holds no way out.
+			var errs []error
 			for _, l := range links {
 				if err := linkInside(root, l); err != nil {
-					return fmt.Errorf("entry %q: %w", filepath.ToSlash(l), err)
+					root.Remove(l)
+					errs = append(errs, fmt.Errorf("entry %q: %w", filepath.ToSlash(l), err))
 				}
 			}
-			return nil
+			return errors.Join(errs...)
 		}
 		if err != nil {
 			return fmt.Errorf("tar: %w", err)
