@@ -154,6 +154,11 @@ func Extract(r io.Reader, dir string, lim Limits) error {
 			if err := root.Link(target, name); err != nil {
 				return fmt.Errorf("entry %q: %w", h.Name, err)
 			}
+			// A hard link to a symbolic link is another symbolic link, whose
+			// target now resolves from a different directory.
+			if fi, err := root.Lstat(name); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+				links = append(links, name)
+			}
 		case tar.TypeXGlobalHeader, tar.TypeXHeader:
 			// metadata only
 		default:

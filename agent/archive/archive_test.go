@@ -89,6 +89,10 @@ func TestExtractRefusesMaliciousArchives(t *testing.T) {
 		"fifo":                 {{name: "fifo", typ: tar.TypeFifo}},
 		"link chain out":       {{name: "a/l1", typ: tar.TypeSymlink, link: ".."}, {name: "l2", typ: tar.TypeSymlink, link: "a/l1/.."}},
 		"link to link outside": {{name: "d/x", typ: tar.TypeSymlink, link: "y"}, {name: "d/y", typ: tar.TypeSymlink, link: "../.."}},
+		"hard link to a symlink": {
+			{name: "a/b/l", typ: tar.TypeSymlink, link: "../x"},
+			{name: "l2", typ: tar.TypeLink, link: "a/b/l"},
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			parent := t.TempDir()
@@ -102,6 +106,9 @@ func TestExtractRefusesMaliciousArchives(t *testing.T) {
 			}
 			if _, err := os.Lstat(filepath.Join(parent, "evil")); err == nil {
 				t.Fatal("a file was written outside the target")
+			}
+			if _, err := os.Lstat(filepath.Join(dir, "l2")); err == nil {
+				t.Fatal("a link leading out was left behind")
 			}
 		})
 	}
