@@ -220,7 +220,9 @@ func (c *CPI) DeleteVM(ctx context.Context, cid string) error {
 }
 
 // removeVM unmounts whatever is mounted under the VM's directory, detaches
-// its disks and removes the directory, freeing its addresses.
+// its disks and removes the directory, freeing its addresses. Once the
+// directory is out of sight no RebootVM can start the agent again; an agent
+// one started just before is stopped here.
 func (c *CPI) removeVM(ctx context.Context, cid string) error {
 	dir := c.vmDir(cid)
 	if err := unmountUnder(dir); err != nil {
@@ -239,10 +241,20 @@ func (c *CPI) removeVM(ctx context.Context, cid string) error {
 	if err != nil {
 		return fmt.Errorf("delete vm %s: %w", cid, err)
 	}
-	if gone != "" {
-		if err := os.RemoveAll(gone); err != nil {
-			return fmt.Errorf("delete vm %s: remove files: %w", cid, err)
+	if gone == "" {
+		return nil
+	}
+	var rec vmRecord
+	if readJSON(filepath.Join(gone, vmRecordFile), &rec) == nil {
+		if err := stopVM(ctx, rec.Agent, filepath.Join(gone, rootDirName), c.stopTimeout); err != nil {
+			return fmt.Errorf("delete vm %s: stop: %w", cid, err)
 		}
+	}
+	if err := unmountUnder(gone); err != nil {
+		return fmt.Errorf("delete vm %s: %w", cid, err)
+	}
+	if err := os.RemoveAll(gone); err != nil {
+		return fmt.Errorf("delete vm %s: remove files: %w", cid, err)
 	}
 	return nil
 }
@@ -279,6 +291,16 @@ func (c *CPI) RebootVM(ctx context.Context, cid string) error {
 		if err := unmountUnder(dir); err != nil {
 			return fmt.Errorf("reboot vm %s: %w", cid, err)
 		}
+	}
+	// Start under the lock, so that a concurrent DeleteVM either removes
+	// the VM first or finds the new agent in its record.
+	unlock, err := c.lock(ctx)
+	if err != nil {
+		return fmt.Errorf("reboot vm %s: %w", cid, err)
+	}
+	defer unlock()
+	if _, err := c.readVM(cid); err != nil {
+		return fmt.Errorf("reboot vm: %w", err)
 	}
 	agentPath := filepath.Join(c.path(kindStemcell, rec.StemcellCID), agentFile)
 	proc, err := c.startAgent(agentPath, dir, rootDir, rec.Isolated)

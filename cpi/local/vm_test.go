@@ -388,3 +388,46 @@ func TestCreateVMAgentDoesNotStart(t *testing.T) {
 		t.Fatalf("failed create left %d vm directories", len(entries))
 	}
 }
+
+// stemcellProcesses lists the live processes running the stemcell's agent.
+func stemcellProcesses(c *CPI, sc string) []int {
+	agent := filepath.Join(c.path(kindStemcell, sc), agentFile)
+	var out []int
+	for _, st := range allProcs() {
+		if exe, err := os.Readlink("/proc/" + strconv.Itoa(st.pid) + "/exe"); err == nil && exe == agent {
+			out = append(out, st.pid)
+		}
+	}
+	return out
+}
+
+// A reboot racing a delete never leaves an agent running: either the
+// delete comes first and the reboot finds no VM, or the delete stops the
+// agent the reboot started.
+func TestRebootRacingDelete(t *testing.T) {
+	ctx := context.Background()
+	c := newTestCPI(t)
+	c.stopTimeout = 500 * time.Millisecond
+	sc := createStemcell(t, c)
+	for range 5 {
+		res, err := c.CreateVM(ctx, vmRequest(sc, "", nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFile(t, filepath.Join(c.agentFiles(res.CID), "addr"))
+		var wg sync.WaitGroup
+		var rebootErr, deleteErr error
+		wg.Go(func() { rebootErr = c.RebootVM(ctx, res.CID) })
+		wg.Go(func() { deleteErr = c.DeleteVM(ctx, res.CID) })
+		wg.Wait()
+		if deleteErr != nil {
+			t.Fatal(deleteErr)
+		}
+		if rebootErr != nil && !errors.Is(rebootErr, cpi.ErrVMNotFound) {
+			t.Fatalf("reboot: %v", rebootErr)
+		}
+		if left := stemcellProcesses(c, sc); len(left) != 0 {
+			t.Fatalf("processes %v of the deleted vm still run (reboot error: %v)", left, rebootErr)
+		}
+	}
+}
