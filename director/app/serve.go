@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/compleat/compleat/cpi/host"
 	"github.com/compleat/compleat/director/api"
 	"github.com/compleat/compleat/director/blobstore"
@@ -42,6 +44,8 @@ type Director struct {
 	// Bus is the embedded NATS server; BusURL is how agents reach it.
 	Bus    *mbus.Server
 	BusURL string
+	// Conn is the director's own bus connection (for agent/client.New).
+	Conn *nats.Conn
 	// CA signs agents' bus certificates (IssueClient, IssueBootstrap);
 	// DirectorCert is the director's own bus client certificate.
 	CA           *pki.CA
@@ -59,6 +63,11 @@ type Director struct {
 // deploy, delete-deployment and recreate/restart/stop/start routes answer
 // 501.
 func newDeployer(d *Director) api.Deployer { return nil }
+
+const (
+	heartbeatPrefix   = "hm.agent.heartbeat."
+	heartbeatSubjects = heartbeatPrefix + "*"
+)
 
 // settings is the resolved server configuration of either mode.
 type settings struct {
@@ -188,6 +197,11 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 	if d.BusURL == "" {
 		d.BusURL = d.Bus.URL()
 	}
+	d.Conn, err = mbus.Connect(ctx, d.Bus.URL(), d.CA.CertPEM(), d.DirectorCert.CertPEM, d.DirectorCert.KeyPEM)
+	if err != nil {
+		return err
+	}
+	defer d.Conn.Close()
 
 	// Blobs.
 	if d.Blobs, err = openBlobstore(ctx, s); err != nil {
@@ -209,6 +223,13 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 		return float64(n)
 	}, func() float64 { return float64(d.Bus.NumClients()) })
 	d.Tasks.OnFinish = d.Metrics.TaskFinished
+	// Heartbeats feed the agents-seen and heartbeat-age metrics (the health
+	// monitor subscribes on its own).
+	if _, err := d.Conn.Subscribe(heartbeatSubjects, func(m *nats.Msg) {
+		d.Metrics.AgentHeartbeat(strings.TrimPrefix(m.Subject, heartbeatPrefix), time.Now())
+	}); err != nil {
+		return fmt.Errorf("subscribe to heartbeats: %w", err)
+	}
 
 	// CPIs: the stored cpi config, else the one of the mode (stored so that
 	// `director cpi-config` shows it).

@@ -1,0 +1,69 @@
+package config_test
+
+import (
+	"crypto/sha256"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/compleat/compleat/director/config"
+)
+
+func TestParseGoodConfig(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "admin.token"), []byte("s3cret\n"), 0o600)
+	doc := `listen: 0.0.0.0:25555
+data_dir: state
+tokens:
+- name: admin
+  token_file: admin.token
+  scopes: [admin]
+- name: ci
+  sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+  scopes: [read]
+blobstore: {type: s3, s3: {bucket: b, region: eu-west-1}}
+nats: {listen: 0.0.0.0:4222, url: "nats://10.0.0.6:4222"}
+cpis:
+- {name: aws, type: aws, properties: {region: eu-west-1}}
+`
+	file := filepath.Join(dir, "director.yml")
+	os.WriteFile(file, []byte(doc), 0o600)
+	c, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DataDir != filepath.Join(dir, "state") {
+		t.Errorf("data_dir = %s, want it relative to the file", c.DataDir)
+	}
+	d, err := c.Tokens[0].Digest()
+	if err != nil || d != sha256.Sum256([]byte("s3cret")) {
+		t.Errorf("token file digest: %x, %v", d, err)
+	}
+	d, err = c.Tokens[1].Digest()
+	if err != nil || d != sha256.Sum256([]byte("test")) {
+		t.Errorf("sha256 digest: %x, %v", d, err)
+	}
+	if c.Blobstore.S3.Bucket != "b" || c.NATS.URL != "nats://10.0.0.6:4222" || c.CPIs.Kind == 0 {
+		t.Errorf("config = %+v", c)
+	}
+}
+
+func TestParseErrorsNameFileLineAndField(t *testing.T) {
+	for _, tc := range []struct{ doc, want string }{
+		{"data_dir: /x\ntokens: [{name: a, sha256: ab, scopes: [admin]}]\n", "d.yml: listen: required"},
+		{"listen: nope\ndata_dir: /x\ntokens: [{name: a, token_file: t, scopes: [admin]}]\n", "d.yml:1: listen:"},
+		{"listen: :1\ndata_dir: /x\ntokens:\n- name: a\n  sha256: abc\n  scopes: [admin]\n", "d.yml:5: tokens[0].sha256: must be 64 hex digits"},
+		{"listen: :1\ndata_dir: /x\ntokens:\n- name: a\n  token_file: t\n  scopes: [root]\n", `d.yml:6: tokens[0].scopes[0]: unknown scope "root"`},
+		{"listen: :1\ndata_dir: /x\ntokens:\n- name: a\n  scopes: [read]\n", "d.yml:4: tokens[0]: set exactly one of token_file and sha256"},
+		{"listen: :1\ndata_dir: /x\n", "tokens: at least one token is required"},
+		{"listen: :1\ndata_dir: /x\ntokens: [{name: a, token_file: t, scopes: [read]}]\nblobstore: {type: ftp}\n", `d.yml:4: blobstore.type: unknown type "ftp"`},
+		{"listen: :1\ndata_dir: /x\ntokens: [{name: a, token_file: t, scopes: [read]}]\nblobstore: {type: s3}\n", "blobstore.s3.bucket: required"},
+		{"listen: :1\nextra: 1\n", "field extra not found"},
+	} {
+		_, err := config.Parse("d.yml", []byte(tc.doc))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q:\n err = %v\nwant %q", tc.doc, err, tc.want)
+		}
+	}
+}
