@@ -155,7 +155,7 @@ func TestReleasesDAGCompilesInDependencyOrder(t *testing.T) {
 // DAG's critical path and the lower bound max(critical path, total/workers).
 func BenchmarkCompileReleasesDAG(b *testing.B) {
 	pkgs, critical := dagPackages(b)
-	for _, workers := range []int{2, 3, 4} {
+	for _, workers := range []int{2, 3, 4, 8} {
 		for _, naive := range []bool{false, true} {
 			opts := compile.Options{Workers: workers, ReuseVMs: true}
 			name := fmt.Sprintf("workers=%d/critical-path", workers)
