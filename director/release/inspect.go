@@ -19,13 +19,20 @@ func WriteSummary(w io.Writer, m *Manifest) error {
 	for _, j := range m.Jobs {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", j.Name, short(j.Fingerprint), short(j.SHA256), join(j.Packages))
 	}
-	fmt.Fprintln(tw, "\t\t\t")
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "Package\tFingerprint\tSHA256\tDependencies")
 	for _, p := range m.Packages {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Name, short(p.Fingerprint), short(p.SHA256), join(p.Dependencies))
 	}
-	fmt.Fprintf(tw, "\n%d jobs, %d packages\n", len(m.Jobs), len(m.Packages))
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "\n%d jobs, %d packages\n", len(m.Jobs), len(m.Packages))
+	return err
 }
 
 func short(s string) string {

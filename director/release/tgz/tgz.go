@@ -235,6 +235,9 @@ func Walk(r io.Reader, lim Limits, fn func(e Entry, body io.Reader) error) error
 	raw := &countingReader{r: gz, max: lim.MaxTotalSize}
 	tr := tar.NewReader(raw)
 	seen := map[string]byte{}
+	// traversed holds every path a symbolic link's target goes through:
+	// no later symbolic link may take one of those places.
+	traversed := map[string]bool{}
 	n := 0
 	for {
 		h, err := tr.Next()
@@ -251,7 +254,7 @@ func Walk(r io.Reader, lim Limits, fn func(e Entry, body io.Reader) error) error
 		if n > lim.MaxEntries {
 			return fmt.Errorf("entry %q: %w (more than %d)", h.Name, ErrTooManyFiles, lim.MaxEntries)
 		}
-		e, err := checkHeader(h, seen, lim)
+		e, err := checkHeader(h, seen, traversed, lim)
 		if err != nil {
 			return err
 		}
@@ -282,7 +285,7 @@ func Walk(r io.Reader, lim Limits, fn func(e Entry, body io.Reader) error) error
 	}
 }
 
-func checkHeader(h *tar.Header, seen map[string]byte, lim Limits) (Entry, error) {
+func checkHeader(h *tar.Header, seen map[string]byte, traversed map[string]bool, lim Limits) (Entry, error) {
 	name := strings.TrimPrefix(h.Name, "./")
 	if h.Typeflag == tar.TypeDir {
 		name = strings.TrimSuffix(name, "/")
@@ -305,22 +308,14 @@ func checkHeader(h *tar.Header, seen map[string]byte, lim Limits) (Entry, error)
 		e.Size = h.Size
 	case tar.TypeDir:
 	case tar.TypeSymlink:
-		t := h.Linkname
-		if t == "" || strings.HasPrefix(t, "/") || strings.ContainsAny(t, "\\\x00") {
-			return e, fmt.Errorf("entry %q: symbolic link to %q: %w", h.Name, t, ErrLinkEscape)
+		through, err := checkSymlink(name, h.Linkname, seen, traversed)
+		if err != nil {
+			return e, fmt.Errorf("entry %q: symbolic link to %q: %w", h.Name, h.Linkname, err)
 		}
-		resolved := path.Join(path.Dir(name), t)
-		if resolved == "." || resolved == ".." || strings.HasPrefix(resolved, "../") {
-			return e, fmt.Errorf("entry %q: symbolic link to %q: %w", h.Name, t, ErrLinkEscape)
+		for _, p := range through {
+			traversed[p] = true
 		}
-		// Walking the target through earlier symbolic links could still
-		// leave the archive; forbid links through links.
-		for d := resolved; d != "."; d = path.Dir(d) {
-			if seen[d] == tar.TypeSymlink {
-				return e, fmt.Errorf("entry %q: symbolic link through link %q: %w", h.Name, d, ErrLinkEscape)
-			}
-		}
-		e.Linkname = t
+		e.Linkname = h.Linkname
 	case tar.TypeLink:
 		t := strings.TrimPrefix(h.Linkname, "./")
 		if err := CheckName(t); err != nil {
@@ -334,6 +329,45 @@ func checkHeader(h *tar.Header, seen map[string]byte, lim Limits) (Entry, error)
 		return e, fmt.Errorf("entry %q: type %q: %w", h.Name, string(h.Typeflag), ErrEntryType)
 	}
 	return e, nil
+}
+
+// checkSymlink accepts a symbolic link target that stays inside the archive
+// however the link is followed: relative, with ".." only as leading
+// elements and never climbing above the archive root, no "." or empty
+// elements, and no path it goes through being (or later becoming) a
+// symbolic link. Then the kernel's resolution equals the lexical one. It
+// returns the paths the target goes through.
+func checkSymlink(name, target string, seen map[string]byte, traversed map[string]bool) ([]string, error) {
+	if traversed[name] {
+		return nil, fmt.Errorf("another link's target goes through %q: %w", name, ErrLinkEscape)
+	}
+	if target == "" || strings.HasPrefix(target, "/") || strings.ContainsAny(target, "\\\x00") {
+		return nil, ErrLinkEscape
+	}
+	els := strings.Split(strings.TrimSuffix(target, "/"), "/")
+	base := path.Dir(name)
+	i := 0
+	for ; i < len(els) && els[i] == ".."; i++ {
+		if base == "." {
+			return nil, ErrLinkEscape
+		}
+		base = path.Dir(base)
+	}
+	if i == len(els) {
+		return nil, fmt.Errorf("link to a directory above it: %w", ErrLinkEscape)
+	}
+	var through []string
+	for _, el := range els[i:] {
+		if el == ".." || el == "." || el == "" {
+			return nil, fmt.Errorf("%q inside the target: %w", el, ErrLinkEscape)
+		}
+		base = path.Join(base, el)
+		if seen[base] == tar.TypeSymlink {
+			return nil, fmt.Errorf("goes through link %q: %w", base, ErrLinkEscape)
+		}
+		through = append(through, base)
+	}
+	return through, nil
 }
 
 // Extract unpacks the tar.gz read from r into dir, which must exist. All

@@ -116,6 +116,13 @@ func TestExtractStaysInside(t *testing.T) {
 		{"hard link to later", []raw{{tar.Header{Name: "l", Typeflag: tar.TypeLink, Linkname: "f"}, ""}, reg("f", "x")}, ErrLinkEscape, "not an earlier regular file"},
 		{"write through symlink", []raw{{tar.Header{Name: "d", Typeflag: tar.TypeSymlink, Linkname: "sub"}, ""}, reg("d/x", "x")}, ErrUnsafePath, `parent "d" is not a directory`},
 		{"link through link", []raw{{tar.Header{Name: "d", Typeflag: tar.TypeSymlink, Linkname: "sub"}, ""}, {tar.Header{Name: "e", Typeflag: tar.TypeSymlink, Linkname: "d/../.."}, ""}}, ErrLinkEscape, "symbolic link"},
+		{"dotdot inside target", []raw{{tar.Header{Name: "q/r/s/l", Typeflag: tar.TypeSymlink, Linkname: "x/../../y"}, ""}}, ErrLinkEscape, `".." inside the target`},
+		{"physical climb through a link", []raw{
+			{tar.Header{Name: "d/x/l", Typeflag: tar.TypeSymlink, Linkname: "../../d"}, ""},
+			{tar.Header{Name: "m", Typeflag: tar.TypeSymlink, Linkname: "d/x/l/y"}, ""}}, ErrLinkEscape, `goes through link "d/x/l"`},
+		{"link placed where another link goes", []raw{
+			{tar.Header{Name: "m", Typeflag: tar.TypeSymlink, Linkname: "a/b/c"}, ""},
+			{tar.Header{Name: "a/b", Typeflag: tar.TypeSymlink, Linkname: "../z"}, ""}}, ErrLinkEscape, `another link's target goes through "a/b"`},
 		{"fifo", []raw{{tar.Header{Name: "p", Typeflag: tar.TypeFifo}, ""}}, ErrEntryType, `entry "p"`},
 		{"duplicate", []raw{reg("a", "1"), reg("a", "2")}, ErrDuplicate, `entry "a"`},
 	}
