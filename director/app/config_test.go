@@ -32,7 +32,9 @@ nats: {listen: "127.0.0.1:0"}
 	out := &syncBuffer{}
 	logs := &syncBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx, []string{"serve", "--config", filepath.Join(dir, "director.yml")}, out, logs) }()
+	go func() {
+		done <- app.Run(ctx, []string{"serve", "--config", filepath.Join(dir, "director.yml")}, out, logs)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
