@@ -2,6 +2,7 @@ package local
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,7 +86,7 @@ func TestConformanceBinary(t *testing.T) {
 }
 
 // pluginBinary is $COMPLEAT_BIN/cpi-local when set, else cpi-local built
-// into the test's directory.
+// once per test run beside the placeholder agent.
 func pluginBinary(t *testing.T) string {
 	t.Helper()
 	if dir := os.Getenv("COMPLEAT_BIN"); dir != "" {
@@ -94,10 +95,23 @@ func pluginBinary(t *testing.T) string {
 			return p
 		}
 	}
-	p := filepath.Join(t.TempDir(), "cpi-local")
-	out, err := exec.Command("go", "build", "-o", p, "./cmd/cpi-local").CombinedOutput()
-	if err != nil {
-		t.Fatalf("build cpi-local: %v\n%s", err, out)
+	buildPlugin.Do(func() {
+		p := filepath.Join(filepath.Dir(placeholderAgent), "cpi-local")
+		out, err := exec.Command("go", "build", "-o", p, "./cmd/cpi-local").CombinedOutput()
+		if err != nil {
+			buildPlugin.err = fmt.Errorf("build cpi-local: %v\n%s", err, out)
+			return
+		}
+		buildPlugin.path = p
+	})
+	if buildPlugin.err != nil {
+		t.Fatal(buildPlugin.err)
 	}
-	return p
+	return buildPlugin.path
+}
+
+var buildPlugin struct {
+	sync.Once
+	path string
+	err  error
 }
