@@ -72,10 +72,26 @@ func Run(ctx context.Context, cfg Config) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := cfg.Settings()
-	tc, err := TLSConfig(s)
-	if err != nil {
+	if _, err := TLSConfig(s); err != nil {
 		return err
 	}
+	// The certificate is read at every handshake, so that one replaced by
+	// update_settings is used from the next connection on.
+	certCB := func() (tls.Certificate, error) {
+		pair, err := tls.X509KeyPair([]byte(cfg.Settings().Mbus.Cert), []byte(cfg.Settings().Mbus.Key))
+		if err != nil {
+			return tls.Certificate{}, fmt.Errorf("settings mbus.cert/mbus.key: %w", err)
+		}
+		return pair, nil
+	}
+	rootsCB := func() (*x509.CertPool, error) {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM([]byte(cfg.Settings().Mbus.CACert)) {
+			return nil, errors.New("settings mbus.ca_cert: no certificate in PEM")
+		}
+		return pool, nil
+	}
+	inUse := s.Mbus.Cert
 	maxWait := cfg.MaxReconnectWait
 	if maxWait <= 0 {
 		maxWait = 10 * time.Second
@@ -88,7 +104,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	nc, err := nats.Connect(s.Mbus.URL,
-		nats.Secure(tc),
+		nats.ClientTLSConfig(certCB, rootsCB),
 		nats.Name("agent "+s.AgentID),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
@@ -160,6 +176,13 @@ func Run(ctx context.Context, cfg Config) error {
 		case <-connected:
 			beat()
 		case <-ticker.C:
+			if cur := cfg.Settings().Mbus.Cert; cur != inUse {
+				inUse = cur
+				log.Info("bus certificate replaced; reconnecting with it")
+				if err := nc.ForceReconnect(); err != nil {
+					log.Warn("reconnect with the new certificate", "err", err)
+				}
+			}
 			beat()
 			if iv := cfg.Settings().Heartbeat(); iv != interval {
 				interval = iv

@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"testing"
 	"time"
@@ -120,4 +121,78 @@ func TestBadTLSMaterial(t *testing.T) {
 	if err == nil {
 		t.Fatal("accepted a CA without certificates")
 	}
+}
+
+// TestCertificateRotation replaces the agent's bootstrap certificate through
+// settings, then restarts the bus trusting only the new certificate's CA:
+// the agent must come back with the new certificate.
+func TestCertificateRotation(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ca1, _ := pki.NewCA("bootstrap ca", 0)
+	ca2, _ := pki.NewCA("agents ca", 0)
+	srvKP, _ := ca1.IssueServer([]string{"127.0.0.1"}, 0)
+	both := append(ca1.CertPEM(), ca2.CertPEM()...)
+	cfg := mbus.Config{Listen: "127.0.0.1:0", CA: both, ServerCert: srvKP.CertPEM, ServerKey: srvKP.KeyPEM}
+	srv, err := mbus.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listen = srv.URL()[len("nats://"):]
+
+	boot, _ := ca1.IssueBootstrap("a1")
+	holder := settings.NewHolder(settings.Settings{AgentID: "a1", HeartbeatInterval: protocol.Duration(50 * time.Millisecond),
+		Mbus: settings.Mbus{URL: srv.URL(), CACert: string(ca1.CertPEM()), Cert: string(boot.CertPEM), Key: string(boot.KeyPEM)}},
+		settings.Store{Dir: t.TempDir()})
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- bus.Run(runCtx, bus.Config{Settings: holder.Current, Handler: echo{}, State: state{}, MaxReconnectWait: 200 * time.Millisecond})
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+
+	dirKP, _ := ca1.IssueClient(pki.DirectorCN, 0)
+	ping := func(url string) {
+		t.Helper()
+		nc, err := mbus.Connect(ctx, url, ca1.CertPEM(), dirKP.CertPEM, dirKP.KeyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		for {
+			m, err := nc.Request(protocol.Subject("a1"), []byte(`{"method":"ping","arguments":[]}`), time.Second)
+			if err == nil && string(m.Data) == `{"value":"pong"}` {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("agent does not answer: %v", err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	ping(srv.URL())
+
+	wrong, _ := ca2.IssueClient("a2", 0)
+	if err := holder.Update(protocol.UpdateSettingsRequest{Mbus: &protocol.MbusCredentials{Cert: string(wrong.CertPEM), Key: string(wrong.KeyPEM)}}); !errors.Is(err, protocol.ErrBadArguments) {
+		t.Fatalf("certificate for another agent: err = %v", err)
+	}
+	long, _ := ca2.IssueClient("a1", 0)
+	if err := holder.Update(protocol.UpdateSettingsRequest{Mbus: &protocol.MbusCredentials{Cert: string(long.CertPEM), Key: string(long.KeyPEM)}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	ping(srv.URL())
+
+	srv.Shutdown()
+	cfg.CA = ca2.CertPEM()
+	srv2, err := mbus.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv2.Shutdown)
+	dirKP, _ = ca2.IssueClient(pki.DirectorCN, 0)
+	ping(srv2.URL())
 }

@@ -396,6 +396,17 @@ type UpdateSettingsRequest struct {
 	Env json.RawMessage `json:"env,omitempty"`
 	// HeartbeatInterval replaces the heartbeat interval.
 	HeartbeatInterval Duration `json:"heartbeat_interval,omitempty"`
+	// Mbus replaces the agent's bus certificate and key (PEM), e.g. a
+	// long-lived certificate after the short-lived bootstrap one. The
+	// certificate's common name must be the agent id. The agent reconnects
+	// with it shortly after answering.
+	Mbus *MbusCredentials `json:"mbus,omitempty"`
+}
+
+// MbusCredentials are an agent's bus certificate and key (PEM).
+type MbusCredentials struct {
+	Cert string `json:"cert"`
+	Key  string `json:"key"`
 }
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration

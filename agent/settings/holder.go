@@ -35,8 +35,12 @@ func (h *Holder) OnChange(f func(Settings)) {
 	h.onChange = append(h.onChange, f)
 }
 
-// Update persists u and applies it.
+// Update checks u, persists it and applies it. A refused update is an
+// error matching protocol.ErrBadArguments.
 func (h *Holder) Update(u protocol.UpdateSettingsRequest) error {
+	if err := h.Current().CheckUpdate(u); err != nil {
+		return &protocol.Exception{Code: protocol.CodeBadArguments, Message: "update_settings: " + err.Error()}
+	}
 	if err := h.store.Update(u); err != nil {
 		return err
 	}

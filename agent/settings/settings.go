@@ -20,6 +20,8 @@ package settings
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -186,6 +188,33 @@ func (s *Settings) Apply(u protocol.UpdateSettingsRequest) {
 	if u.HeartbeatInterval > 0 {
 		s.HeartbeatInterval = u.HeartbeatInterval
 	}
+	if u.Mbus != nil {
+		s.Mbus.Cert, s.Mbus.Key = u.Mbus.Cert, u.Mbus.Key
+	}
+}
+
+// CheckUpdate refuses an update the agent could not run with: a bus
+// certificate that does not parse, does not match its key, or names
+// another agent.
+func (s Settings) CheckUpdate(u protocol.UpdateSettingsRequest) error {
+	if u.Mbus == nil {
+		return nil
+	}
+	pair, err := tls.X509KeyPair([]byte(u.Mbus.Cert), []byte(u.Mbus.Key))
+	if err != nil {
+		return fmt.Errorf("field mbus: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return fmt.Errorf("field mbus.cert: %w", err)
+	}
+	if leaf.Subject.CommonName != s.AgentID {
+		return fmt.Errorf("field mbus.cert: common name %q is not the agent id %q", leaf.Subject.CommonName, s.AgentID)
+	}
+	if time.Now().After(leaf.NotAfter) {
+		return fmt.Errorf("field mbus.cert: expired at %s", leaf.NotAfter.Format(time.RFC3339))
+	}
+	return nil
 }
 
 // Source is one delivery channel of the settings document.
@@ -259,6 +288,9 @@ func (st Store) Update(u protocol.UpdateSettingsRequest) error {
 	}
 	if u.HeartbeatInterval > 0 {
 		cur.HeartbeatInterval = u.HeartbeatInterval
+	}
+	if u.Mbus != nil {
+		cur.Mbus = u.Mbus
 	}
 	b, err := json.MarshalIndent(cur, "", "  ")
 	if err != nil {
