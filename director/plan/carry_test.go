@@ -2,6 +2,7 @@ package plan_test
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -195,5 +196,29 @@ func TestApplySpec(t *testing.T) {
 	}
 	if len(spec.Jobs) != 1 || len(spec.Packages) != 2 || spec.PersistentDisk == nil || spec.PersistentDisk.SizeMB != 1024 {
 		t.Errorf("spec jobs %v packages %v disk %v", spec.Jobs, spec.Packages, spec.PersistentDisk)
+	}
+}
+
+func TestCompilationAddressesCollideWithNothing(t *testing.T) {
+	g := loadCase(t, "testdata/first_deploy.txtar")
+	d, _ := g.desired(t, "manifest.yml", "director.yml", &plan.SequentialIDs{Prefix: "id-"})
+	p, err := plan.Compute(d, plan.State{OtherIPs: map[string][]netip.Addr{"default": {netip.MustParseAddr("127.77.1.21")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	comp := p.Compilation
+	if comp.Workers != 2 || comp.AZ != "z1" || comp.Network != "default" || len(comp.Addresses) != 2 {
+		t.Fatalf("compilation %+v", comp)
+	}
+	// web/0 holds .20, another deployment .21: compile VMs get .22 and .23.
+	var got []string
+	for _, n := range comp.Addresses {
+		got = append(got, n.IP.String())
+		if n.Gateway.String() != "127.77.1.1" || n.Netmask != "255.255.255.0" {
+			t.Errorf("compile address %+v", n)
+		}
+	}
+	if !slices.Equal(got, []string{"127.77.1.22", "127.77.1.23"}) {
+		t.Errorf("compile addresses %v", got)
 	}
 }

@@ -199,6 +199,9 @@ func (c *computer) assignIPs() {
 		}
 		n.IP = a
 	}
+	// Addresses for compile VMs, after every instance has its own.
+	c.compilationAddresses(pool)
+
 	// Subnet details of every manual address.
 	for gi := range c.plan.Groups {
 		for ii := range c.plan.Groups[gi].Instances {
@@ -230,4 +233,43 @@ func netmask(p netip.Prefix) string {
 		return net.IP(m).String()
 	}
 	return fmt.Sprintf("/%d", p.Bits())
+}
+
+// compilationAddresses plans the compile VMs' networks: up to
+// compilation.workers free addresses of the compilation network in the
+// compilation AZ (none for a dynamic network).
+func (c *computer) compilationAddresses(pool func(string) *addrPool) {
+	comp := c.cc.Compilation
+	cp := Compilation{
+		Workers: comp.Workers, AZ: comp.AZ, VMType: comp.VMType, ReuseVMs: comp.ReuseCompilationVMs,
+		CloudProperties: comp.CloudProperties, Env: comp.Env, Network: comp.Network,
+	}
+	if vt, ok := c.cc.VMType(comp.VMType); ok && cp.CloudProperties == nil {
+		cp.CloudProperties = vt.CloudProperties
+	}
+	if az, ok := c.cc.AZ(comp.AZ); ok {
+		cp.CloudProperties = mergeMaps(copyMap(az.CloudProperties), cp.CloudProperties)
+	}
+	nw, _ := c.cc.Network(comp.Network)
+	if nw != nil {
+		cp.NetworkType = nw.Type
+	}
+	if p := pool(comp.Network); p != nil {
+		for i := 0; i < comp.Workers; i++ {
+			a, ok := p.allocate(comp.AZ, fmt.Sprintf("compilation %d", i))
+			if !ok {
+				break
+			}
+			n := Network{Name: comp.Network, Type: nw.Type, IP: a, CloudProperties: nw.CloudProperties, DNS: nw.DNS}
+			if sn := p.subnetFor(a); sn != nil {
+				n.Gateway, n.Netmask, n.CloudProperties = sn.Gateway, netmask(sn.Range), sn.CloudProperties
+				if len(sn.DNS) > 0 {
+					n.DNS = sn.DNS
+				}
+			}
+			n.Default = []string{"dns", "gateway"}
+			cp.Addresses = append(cp.Addresses, n)
+		}
+	}
+	c.plan.Compilation = cp
 }

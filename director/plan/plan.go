@@ -127,6 +127,25 @@ type Plan struct {
 	// OrphanDisks are persistent disks no instance keeps: of deleted
 	// instances, or replaced because their size or type changed.
 	OrphanDisks []OrphanDisk
+	// Compilation is where compile VMs go.
+	Compilation Compilation
+}
+
+// Compilation is the cloud config's compilation block resolved for this
+// deploy, with addresses for the compile VMs that collide with no instance.
+type Compilation struct {
+	Workers         int
+	ReuseVMs        bool
+	AZ              string
+	VMType          string
+	CloudProperties map[string]any // the AZ's, then the vm_type's (or the block's own)
+	Env             map[string]any
+	Network         string
+	NetworkType     string
+	// Addresses are free addresses of a manual compilation network, at most
+	// Workers: run at most len(Addresses) compile VMs at once, each on its
+	// own address. Empty for a dynamic network.
+	Addresses []Network
 }
 
 // Group is one instance group's plan.

@@ -270,6 +270,13 @@ func checkInvariants(t *testing.T, p plan.Plan, actual plan.State) {
 			}
 		}
 	}
+	for _, n := range p.Compilation.Addresses {
+		k := n.Name + " " + n.IP.String()
+		if holder, ok := ips[k]; ok {
+			t.Errorf("compile address %s is %s's", k, holder)
+		}
+		ips[k] = "a compile VM"
+	}
 	orphaned := map[string]bool{}
 	for _, o := range p.OrphanDisks {
 		if holder, ok := kept[o.CID]; ok {
