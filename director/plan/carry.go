@@ -137,3 +137,26 @@ func (i *Instance) ApplySpec(deployment string, jobBlobs, pkgBlobs map[string]ap
 	}
 	return s, nil
 }
+
+// Teardown is the plan of delete-deployment: every deployed instance
+// deleted and every persistent disk released (the director deletes them
+// rather than orphaning, as the operator asked for the whole deployment to
+// go). Its Rollout deletes the instances in parallel, draining those with a
+// VM first.
+func Teardown(actual State) Plan {
+	p := Plan{Deployment: actual.Deployment}
+	for _, st := range actual.Instances {
+		p.Delete = append(p.Delete, Deletion{Instance: st, Reason: ReasonDeploymentDeleted})
+		if st.Disk != nil && st.Disk.CID != "" {
+			p.OrphanDisks = append(p.OrphanDisks, OrphanDisk{CID: st.Disk.CID, Instance: st.Group + "/" + st.ID, Reason: ReasonDeploymentDeleted})
+		}
+	}
+	sort.SliceStable(p.Delete, func(i, j int) bool {
+		a, b := p.Delete[i].Instance, p.Delete[j].Instance
+		if a.Group != b.Group {
+			return a.Group < b.Group
+		}
+		return a.Index < b.Index
+	})
+	return p
+}

@@ -222,3 +222,31 @@ func TestCompilationAddressesCollideWithNothing(t *testing.T) {
 		t.Errorf("compile addresses %v", got)
 	}
 }
+
+func TestTeardown(t *testing.T) {
+	g := loadCase(t, "testdata/first_deploy.txtar")
+	d, _ := g.desired(t, "manifest.yml", "director.yml", &plan.SequentialIDs{Prefix: "id-"})
+	p, err := plan.Compute(d, plan.State{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := deployed(p)
+	state.Instances[1].VMCID = "" // one VM already gone
+	td := plan.Teardown(state)
+	if len(td.Delete) != 3 || len(td.OrphanDisks) != 2 || len(td.Groups) != 0 || !td.HasChanges() {
+		t.Fatalf("teardown %+v", td)
+	}
+	ro := td.Rollout()
+	var noVM []string
+	for _, in := range ro.Delete {
+		if in.New {
+			noVM = append(noVM, in.Name())
+		}
+	}
+	if !slices.Equal(noVM, []string{state.Instances[1].Group + "/" + state.Instances[1].ID}) {
+		t.Errorf("instances without a VM: %v", noVM)
+	}
+	if len(plan.Teardown(plan.State{}).Delete) != 0 {
+		t.Errorf("teardown of nothing deletes something")
+	}
+}
