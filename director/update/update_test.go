@@ -439,3 +439,26 @@ func TestUnansweredChecksAreRetriedUntilTheLast(t *testing.T) {
 		t.Errorf("web/w0 should pass once its agent answers: %v", steps)
 	}
 }
+
+func TestDeletionsContinuePastAFailure(t *testing.T) {
+	x := updatetest.New()
+	var gone []update.Instance
+	for i := range 4 {
+		in := update.Instance{Group: "web", ID: fmt.Sprintf("d%d", i), Index: i}
+		x.Seed(in)
+		gone = append(gone, in)
+	}
+	x.Fail["web/d1"] = "delete"
+	res, err := update.New(x, nil).Run(context.Background(), update.Rollout{Delete: gone}, update.Options{Parallel: 1})
+	if err == nil || !strings.Contains(err.Error(), "delete web/d1") {
+		t.Fatalf("err = %v", err)
+	}
+	if len(res.Deleted) != 3 {
+		t.Errorf("deleted %d of the 3 deletable instances", len(res.Deleted))
+	}
+	for _, name := range []string{"web/d0", "web/d2", "web/d3"} {
+		if _, ok := x.VM(name); ok {
+			t.Errorf("%s still has a vm", name)
+		}
+	}
+}
