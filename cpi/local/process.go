@@ -47,7 +47,7 @@ func (c *CPI) startAgent(agentPath, vmDir, rootDir string, isolate bool) (agentP
 		"--infrastructure", "local",
 		"--settings-file", filepath.Join(vmDir, settingsFile),
 		"--base-dir", base)
-	cmd.Dir = rootDir
+	cmd.Dir = base
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.Env = agentEnv()
