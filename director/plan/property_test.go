@@ -3,6 +3,8 @@ package plan_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -94,11 +96,34 @@ func TestPlanSequences(t *testing.T) {
 			if desired.Manifest == nil {
 				t.Fatalf("seed %d step %d: manifest does not parse:\n%s", seed, step, text)
 			}
+			// Another deployment holds a few addresses none of ours has.
+			ours := map[netip.Addr]bool{}
+			for _, st := range state.Instances {
+				for _, a := range st.Networks {
+					ours[a] = true
+				}
+			}
+			state.OtherIPs = map[string][]netip.Addr{}
+			for range r.IntN(6) {
+				a := netip.AddrFrom4([4]byte{127, 77, byte(1 + r.IntN(2)), byte(20 + r.IntN(12))})
+				if !ours[a] {
+					state.OtherIPs["default"] = append(state.OtherIPs["default"], a)
+				}
+			}
 			p, err := plan.Compute(desired, state)
 			if err != nil {
 				t.Fatalf("seed %d step %d: %v\n%s", seed, step, err, text)
 			}
 			checkInvariants(t, p, state)
+			for _, grp := range p.Groups {
+				for _, in := range grp.Instances {
+					for _, n := range in.Networks {
+						if slices.Contains(state.OtherIPs[n.Name], n.IP) {
+							t.Errorf("seed %d step %d: %s got %s, which another deployment holds", seed, step, in.Name(), n.IP)
+						}
+					}
+				}
+			}
 			prev := map[string]plan.InstanceState{}
 			for _, st := range state.Instances {
 				prev[st.ID] = st
@@ -110,7 +135,9 @@ func TestPlanSequences(t *testing.T) {
 					}
 				}
 			}
+			others := state.OtherIPs
 			state = deployed(p)
+			state.OtherIPs = others
 			again, err := plan.Compute(desired, state)
 			if err != nil {
 				t.Fatalf("seed %d step %d: replanning: %v", seed, step, err)
