@@ -226,13 +226,14 @@ func Render(job Job, in Input) (Rendered, error) {
 	return Rendered{Job: job.Name, Files: files, Hash: hashFiles(files)}, nil
 }
 
-// conditional matches an action whose first word is if_p or if_link, so that
-// `{{ if_p "a" }}` reads as `{{ if if_p "a" }}`. The rewrite keeps every line
+// conditional matches an action whose first word is if_p or if_link (or
+// that is `else if_p ...`), so that `{{ if_p "a" }}` reads as
+// `{{ if if_p "a" }}` and `{{ else if_p "b" }}` as `{{ else if if_p "b" }}`. The rewrite keeps every line
 // where it is, so error line numbers stay true.
-var conditional = regexp.MustCompile(`\{\{(-?\s*)(if_p|if_link)\b`)
+var conditional = regexp.MustCompile(`\{\{(-?\s*)(else\s+)?(if_p|if_link)\b`)
 
 func rewriteConditionals(text string) string {
-	return conditional.ReplaceAllString(text, "{{${1}if $2")
+	return conditional.ReplaceAllString(text, "{{${1}${2}if $3")
 }
 
 func templateError(job, source string, err error) error {
