@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -162,10 +163,20 @@ func TestAgentEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	heartbeats := make(chan *nats.Msg, 64)
-	alerts := make(chan *nats.Msg, 64)
-	nc.ChanSubscribe(protocol.HeartbeatSubject("agent-1"), heartbeats)
-	nc.ChanSubscribe(protocol.AlertSubject("agent-1"), alerts)
+	heartbeats := make(chan protocol.Heartbeat, 64)
+	alerts := make(chan protocol.Alert, 64)
+	var hbSize atomic.Int64
+	nc.Subscribe(protocol.HeartbeatSubject("agent-1"), func(m *nats.Msg) { hbSize.Store(int64(len(m.Data))) })
+	client.Heartbeats(nc, func(id string, hb protocol.Heartbeat) {
+		if id == "agent-1" {
+			heartbeats <- hb
+		}
+	})
+	client.Alerts(nc, func(id string, a protocol.Alert) {
+		if id == "agent-1" {
+			alerts <- a
+		}
+	})
 	nc.Flush()
 
 	blobs := newBlobServer(t)
@@ -228,17 +239,16 @@ func TestAgentEndToEnd(t *testing.T) {
 
 	// A heartbeat arrives once the agent is connected.
 	select {
-	case m := <-heartbeats:
-		var hb protocol.Heartbeat
-		if err := json.Unmarshal(m.Data, &hb); err != nil || hb.AgentID != "agent-1" {
-			t.Fatalf("heartbeat %s: %v", m.Data, err)
+	case hb := <-heartbeats:
+		if hb.AgentID != "agent-1" || hb.Time.IsZero() {
+			t.Fatalf("heartbeat %+v", hb)
 		}
 	case <-ctx.Done():
 		t.Fatal("no heartbeat")
 	}
 
 	c := client.New(nc, "agent-1", client.Options{PollInterval: 20 * time.Millisecond, RequestTimeout: 5 * time.Second})
-	if err := c.Ping(ctx); err != nil {
+	if err := c.WaitReady(ctx, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Call(ctx, "reboot_everything", nil, nil); !errors.Is(err, protocol.ErrUnknownMethod) {
@@ -257,7 +267,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	if _, err := c.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	st := waitState(ctx, t, c, protocol.StateRunning)
+	st := waitRunning(ctx, t, c)
 	if st.Spec == nil || st.Spec.Deployment != "demo" || len(st.Jobs) != 1 || len(st.Jobs[0].Processes) != 1 {
 		t.Fatalf("state %+v", st)
 	}
@@ -280,26 +290,27 @@ func TestAgentEndToEnd(t *testing.T) {
 	sawFailing := false
 	for !sawFailing {
 		select {
-		case m := <-alerts:
-			var a protocol.Alert
-			json.Unmarshal(m.Data, &a)
-			sawFailing = a.State == protocol.StateFailing && a.Process == "web"
+		case a := <-alerts:
+			sawFailing = a.State == protocol.StateFailing && a.Process == "web" && a.Job == "web"
 		case <-ctx.Done():
 			t.Fatal("no failing alert after the process was killed")
 		}
 	}
-	st = waitState(ctx, t, c, protocol.StateRunning)
+	st = waitRunning(ctx, t, c)
 	if p := st.Jobs[0].Processes[0]; p.PID == pid || p.Restarts < 1 {
 		t.Fatalf("process not restarted: %+v", p)
 	}
 
 	// Heartbeat size, for the record.
 	select {
-	case m := <-heartbeats:
+	case hb := <-heartbeats:
 		for len(heartbeats) > 0 {
-			m = <-heartbeats
+			hb = <-heartbeats
 		}
-		t.Logf("heartbeat size with one job and one process: %d bytes", len(m.Data))
+		if len(hb.Jobs) != 1 || len(hb.Jobs[0].Processes) != 1 || hb.Spec != nil {
+			t.Fatalf("heartbeat %+v", hb)
+		}
+		t.Logf("heartbeat size with one job and one process: %d bytes", hbSize.Load())
 	case <-ctx.Done():
 	}
 
@@ -318,23 +329,15 @@ func TestAgentEndToEnd(t *testing.T) {
 	}
 }
 
-func waitState(ctx context.Context, t *testing.T, c *client.Client, want string) protocol.State {
+func waitRunning(ctx context.Context, t *testing.T, c *client.Client) protocol.State {
 	t.Helper()
-	var last protocol.State
-	for {
-		st, err := c.GetState(ctx)
-		if err == nil {
-			last = st
-			if st.JobState == want {
-				return st
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("job state %q, want %q (last error %v)", last.JobState, want, err)
-		case <-time.After(50 * time.Millisecond):
-		}
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	st, err := c.WaitRunning(wctx, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return st
 }
 
 type syncBuffer struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,6 +40,11 @@ func (f *fakeAgent) handle(m *nats.Msg) {
 	switch req.Method {
 	case protocol.MethodPing:
 		reply("pong")
+	case protocol.MethodGetState:
+		reply(protocol.State{AgentID: "a1", JobState: protocol.StateFailing, Jobs: []protocol.JobState{{
+			Name: "web", State: protocol.StateFailing,
+			Processes: []protocol.ProcessState{{Name: "web", State: protocol.StateFailing, Error: "exited with status 1"}, {Name: "sidecar", State: protocol.StateRunning}},
+		}}})
 	case protocol.MethodApply, protocol.MethodCompilePackage:
 		reply(protocol.TaskStatus{AgentTaskID: "t1", State: protocol.TaskRunning})
 	case protocol.MethodGetTask:
@@ -131,5 +137,59 @@ func TestErrors(t *testing.T) {
 	other := client.New(setup(t, nil), "a2", client.Options{RequestTimeout: time.Second})
 	if err := other.Ping(context.Background()); !errors.Is(err, client.ErrUnresponsive) {
 		t.Fatalf("err = %v, want ErrUnresponsive", err)
+	}
+}
+
+func TestWaitRunningNamesWhatIsNotRunning(t *testing.T) {
+	c := client.New(setup(t, &fakeAgent{}), "a1", client.Options{})
+	if err := c.WaitReady(context.Background(), 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	st, err := c.WaitRunning(ctx, 20*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "web/web is failing (exited with status 1)") || strings.Contains(err.Error(), "sidecar") {
+		t.Fatalf("err = %v", err)
+	}
+	if st.JobState != protocol.StateFailing {
+		t.Fatalf("last state %+v", st)
+	}
+}
+
+func TestHeartbeatsAndAlertsNameTheSender(t *testing.T) {
+	ctx := context.Background()
+	ca, _ := pki.NewCA("ca", 0)
+	srv, _ := ca.IssueServer([]string{"127.0.0.1"}, 0)
+	bus, err := mbus.Start(ctx, mbus.Config{Listen: "127.0.0.1:0", CA: ca.CertPEM(), ServerCert: srv.CertPEM, ServerKey: srv.KeyPEM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bus.Shutdown)
+	dir, _ := ca.IssueClient(pki.DirectorCN, 0)
+	nc, _ := mbus.Connect(ctx, bus.URL(), ca.CertPEM(), dir.CertPEM, dir.KeyPEM)
+	t.Cleanup(nc.Close)
+	got := make(chan string, 2)
+	client.Heartbeats(nc, func(id string, hb protocol.Heartbeat) { got <- "hb " + id + " " + hb.JobState })
+	client.Alerts(nc, func(id string, a protocol.Alert) { got <- "alert " + id + " " + a.Title })
+	nc.Flush()
+	ag, _ := ca.IssueClient("a7", 0)
+	anc, _ := mbus.Connect(ctx, bus.URL(), ca.CertPEM(), ag.CertPEM, ag.KeyPEM)
+	t.Cleanup(anc.Close)
+	hb, _ := json.Marshal(protocol.Heartbeat{State: protocol.State{AgentID: "spoofed", JobState: "running"}})
+	anc.Publish(protocol.HeartbeatSubject("a7"), hb)
+	al, _ := json.Marshal(protocol.Alert{Title: "web/web failing"})
+	anc.Publish(protocol.AlertSubject("a7"), al)
+	anc.Flush()
+	seen := map[string]bool{}
+	for len(seen) < 2 {
+		select {
+		case g := <-got:
+			seen[g] = true
+		case <-time.After(5 * time.Second):
+			t.Fatalf("saw only %v", seen)
+		}
+	}
+	if !seen["hb a7 running"] || !seen["alert a7 web/web failing"] {
+		t.Fatalf("saw %v", seen)
 	}
 }
