@@ -69,6 +69,9 @@ func (p *Plan) Rollout() update.Rollout {
 			if in.Disk != nil && in.Disk.CID == "" {
 				ui.DiskChange = true // a disk to create (new instance, or replacement)
 			}
+			for _, n := range in.Networks {
+				ui.StaticIP = ui.StaticIP || n.Static
+			}
 			ug.Instances = append(ug.Instances, ui)
 		}
 		ro.Groups = append(ro.Groups, ug)

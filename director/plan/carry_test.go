@@ -47,6 +47,9 @@ func TestRolloutAndCompileTargets(t *testing.T) {
 			t.Errorf("web instance %+v", in)
 		}
 	}
+	if !ro.Groups[1].Instances[0].StaticIP || ro.Groups[0].Instances[0].StaticIP {
+		t.Errorf("static IPs: lb %v, web %v", ro.Groups[1].Instances[0].StaticIP, ro.Groups[0].Instances[0].StaticIP)
+	}
 	if ro.Groups[1].Instances[0].Changed() {
 		t.Errorf("lb should be unchanged: %+v", ro.Groups[1].Instances[0])
 	}

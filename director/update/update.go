@@ -35,15 +35,13 @@
 // differs. [Result] lists the instances touched, which automatic rollback
 // needs.
 //
-// Not carried out yet (the manifest's Update carries them): vm_strategy
-// create-swap-delete and max_surge update like delete-create. They fit here
-// as optional executor capabilities, checked by type assertion so existing
-// executors keep working: a replacement VM created before the take-down
-// steps and swapped in after them (falling back to delete-create, with an
-// event saying so, for instances with static IPs), and surge instances
-// created before a batch and deleted after it. Automatic rollback is a
-// second Run, planned by the director from the last successful manifest for
-// Result.Touched.
+// vm_strategy create-swap-delete is carried out when the executor is also a
+// [Swapper] (an optional capability, checked by type assertion): the
+// replacement VM is made ready before the old one is taken down. Not carried
+// out yet: max_surge (surge instances created before a batch and deleted
+// after it would fit the same way). Automatic rollback is a second Run,
+// planned by the director from the last successful manifest; Result.Touched
+// says which instances it restores.
 package update
 
 import (
@@ -76,6 +74,10 @@ type Instance struct {
 	// DiskChange: the persistent disk is created, replaced (size or type
 	// changed: data migrated) or removed.
 	DiskChange bool
+	// StaticIP: the instance holds a static IP, which a replacement VM
+	// cannot take while the old VM lives (create-swap-delete falls back to
+	// delete-create).
+	StaticIP bool
 }
 
 // Name is "group/id".
@@ -139,13 +141,32 @@ type Executor interface {
 	Delete(ctx context.Context, inst Instance) error
 }
 
+// Swapper is the optional Executor capability behind vm_strategy
+// create-swap-delete: the replacement VM is created and its agent awaited
+// while the old VM still serves; after the take-down steps the persistent
+// disks move to it; the old VM is deleted once the instance runs on the new
+// one. An executor without it (or an instance with a static IP) updates
+// delete-create, and the task events say so.
+type Swapper interface {
+	CreateReplacementVM(ctx context.Context, inst Instance) error
+	// SwapVM detaches the persistent disks from the old VM, attaches them
+	// to the replacement and makes it the instance's VM.
+	SwapVM(ctx context.Context, inst Instance) error
+	// DeleteReplacedVM deletes the old VM. It is called after the swap
+	// whether or not the rest of the update succeeds, and also when the
+	// update fails before the swap: then it deletes the unused replacement
+	// instead, leaving the old VM as it was.
+	DeleteReplacedVM(ctx context.Context, inst Instance) error
+}
+
 // Event is one step of the rollout for the task log.
 type Event struct {
 	Stage    string // "Creating missing vms", "Updating instance", "Deleting unneeded instances", "Running post-deploy"
 	Task     string // "web/<id> (canary)"
 	Index    int    // 1-based within the stage (for "Updating instance": within the group)
 	Total    int
-	State    string // "started", "finished", "failed"
+	State    string // "started", "finished", "failed", or "info" with Note
+	Note     string
 	Duration time.Duration
 	Err      error
 	// Instance is the instance the event is about. A "finished" event of
@@ -499,7 +520,9 @@ func (r *run) instance(ctx context.Context, g Group, canary bool, in Instance, i
 	began := time.Now()
 	ev.State = "started"
 	r.report(ev)
-	err := r.steps(ctx, g, canary, in)
+	err := r.steps(ctx, g, canary, in, func(note string) {
+		r.report(Event{Stage: ev.Stage, Task: task, Index: idx, Total: total, State: "info", Note: note, Instance: in})
+	})
 	ev.Duration = time.Since(began)
 	if err != nil {
 		label := in.Name()
@@ -535,13 +558,43 @@ func (r *run) takeDown(ctx context.Context, in Instance) error {
 	return nil
 }
 
-func (r *run) steps(ctx context.Context, g Group, canary bool, in Instance) error {
+func (r *run) steps(ctx context.Context, g Group, canary bool, in Instance, note func(string)) (err error) {
 	x := r.u.exec
 	if !in.New {
+		var swapper Swapper
+		if in.Recreate && g.Update.VMStrategy == manifest.CreateSwapDelete {
+			s, ok := x.(Swapper)
+			switch {
+			case in.StaticIP:
+				note("create-swap-delete does not apply to an instance with a static IP: delete-create")
+			case !ok:
+				note("create-swap-delete is not available here: delete-create")
+			default:
+				swapper = s
+			}
+		}
+		if swapper != nil {
+			if err := swapper.CreateReplacementVM(ctx, in); err != nil {
+				return fmt.Errorf("create replacement vm: %w", err)
+			}
+			// From here on one of the two VMs goes, whatever happens.
+			defer func() {
+				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+				defer cancel()
+				if derr := swapper.DeleteReplacedVM(dctx, in); derr != nil && err == nil {
+					err = fmt.Errorf("delete replaced vm: %w", derr)
+				}
+			}()
+		}
 		if err := r.takeDown(ctx, in); err != nil {
 			return err
 		}
-		if in.Recreate {
+		switch {
+		case swapper != nil:
+			if err := swapper.SwapVM(ctx, in); err != nil {
+				return fmt.Errorf("swap vm: %w", err)
+			}
+		case in.Recreate:
 			if err := x.RecreateVM(ctx, in); err != nil {
 				return fmt.Errorf("recreate vm: %w", err)
 			}

@@ -462,3 +462,75 @@ func TestDeletionsContinuePastAFailure(t *testing.T) {
 		}
 	}
 }
+
+func TestCreateSwapDelete(t *testing.T) {
+	x := updatetest.NewSwap()
+	u := upd(1, 1, true)
+	u.VMStrategy = manifest.CreateSwapDelete
+	g := group(x.Executor, "web", 3, u)
+	for i := range g.Instances {
+		g.Instances[i].Recreate = true
+	}
+	g.Instances[2].StaticIP = true
+	before, _ := x.VM("web/w0")
+	rec := &recorder{}
+	if _, err := update.New(x, nil).Run(context.Background(), update.Rollout{Groups: []update.Group{g}}, update.Options{Reporter: rec}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"create-replacement-vm", "pre-stop", "drain", "stop", "swap-vm", "apply", "pre-start", "start", "running", "post-start", "delete-replaced-vm", "post-deploy"}
+	if got := x.StepsOf("web/w0"); !slices.Equal(got, want) {
+		t.Errorf("create-swap-delete steps %v, want %v", got, want)
+	}
+	after, _ := x.VM("web/w0")
+	if after.CID == before.CID || after.Disk != before.Disk || after.Next != "" || after.Replaced != "" {
+		t.Errorf("before %+v after %+v: want a new vm, the same disk, nothing left over", before, after)
+	}
+	// A static IP falls back to delete-create, and the task says so.
+	if got := x.StepsOf("web/w2"); !slices.Contains(got, "recreate-vm") || slices.Contains(got, "swap-vm") {
+		t.Errorf("static-IP instance steps %v", got)
+	}
+	notes := 0
+	for _, e := range rec.ev {
+		if e.State == "info" && e.Instance.ID == "w2" && strings.Contains(e.Note, "static IP") {
+			notes++
+		}
+	}
+	if notes != 1 {
+		t.Errorf("%d fallback notes for web/w2, want 1", notes)
+	}
+}
+
+func TestCreateSwapDeleteFailureBeforeSwapLeavesTheOldVMServing(t *testing.T) {
+	x := updatetest.NewSwap()
+	u := upd(1, 1, true)
+	u.VMStrategy = manifest.CreateSwapDelete
+	g := group(x.Executor, "web", 2, u)
+	g.Instances[0].Recreate = true
+	x.Fail["web/w0"] = "drain"
+	before, _ := x.VM("web/w0")
+	if _, err := update.New(x, nil).Run(context.Background(), update.Rollout{Groups: []update.Group{g}}, update.Options{}); err == nil {
+		t.Fatal("want an error")
+	}
+	after, _ := x.VM("web/w0")
+	if after.CID != before.CID || !after.Running || after.Next != "" {
+		t.Errorf("before %+v after %+v: the old vm should still serve and the replacement be gone", before, after)
+	}
+}
+
+func TestCreateSwapDeleteWithoutTheCapabilityFallsBack(t *testing.T) {
+	x := updatetest.New()
+	u := upd(1, 1, true)
+	u.VMStrategy = manifest.CreateSwapDelete
+	g := group(x, "web", 1, u)
+	g.Instances[0].Recreate = true
+	rec := &recorder{}
+	if _, err := update.New(x, nil).Run(context.Background(), update.Rollout{Groups: []update.Group{g}}, update.Options{Reporter: rec}); err != nil {
+		t.Fatal(err)
+	}
+	if got := x.StepsOf("web/w0"); !slices.Contains(got, "recreate-vm") {
+		t.Errorf("steps %v", got)
+	}
+	if !slices.ContainsFunc(rec.ev, func(e update.Event) bool { return e.State == "info" && strings.Contains(e.Note, "not available") }) {
+		t.Errorf("no fallback note")
+	}
+}

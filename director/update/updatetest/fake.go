@@ -21,6 +21,9 @@ type VM struct {
 	Running bool
 	Applied int // how many times a spec was applied
 	Checks  int // Running calls since the last Start
+	// Next is a replacement VM not yet swapped in; Replaced the VM swapped
+	// out and not yet deleted (create-swap-delete).
+	Next, Replaced string
 }
 
 // Step is one executor call, as recorded in the timeline.
@@ -226,6 +229,49 @@ func (e *Executor) PostDeploy(ctx context.Context, inst update.Instance) error {
 func (e *Executor) Delete(ctx context.Context, inst update.Instance) error {
 	return e.step(ctx, inst, "delete", false, func(v *VM) error {
 		delete(e.vms, inst.Name())
+		return nil
+	})
+}
+
+// SwapExecutor is Executor with the create-swap-delete capability.
+type SwapExecutor struct {
+	*Executor
+}
+
+var _ update.Swapper = SwapExecutor{}
+
+// NewSwap returns an empty fake that can swap VMs.
+func NewSwap() SwapExecutor { return SwapExecutor{New()} }
+
+// CreateReplacementVM creates the next VM beside the running one.
+func (e SwapExecutor) CreateReplacementVM(ctx context.Context, inst update.Instance) error {
+	return e.step(ctx, inst, "create-replacement-vm", true, func(v *VM) error {
+		e.next++
+		v.Next = fmt.Sprintf("vm-%d", e.next)
+		return nil
+	})
+}
+
+// SwapVM moves the disk to the replacement and makes it current.
+func (e SwapExecutor) SwapVM(ctx context.Context, inst update.Instance) error {
+	return e.step(ctx, inst, "swap-vm", true, func(v *VM) error {
+		if v.Next == "" {
+			return fmt.Errorf("instance %s has no replacement vm", inst.Name())
+		}
+		v.Replaced, v.CID, v.Next = v.CID, v.Next, ""
+		v.Running = false
+		return nil
+	})
+}
+
+// DeleteReplacedVM deletes the swapped-out VM, or the unused replacement.
+func (e SwapExecutor) DeleteReplacedVM(ctx context.Context, inst update.Instance) error {
+	return e.step(ctx, inst, "delete-replaced-vm", true, func(v *VM) error {
+		if v.Next != "" {
+			v.Next = ""
+		} else {
+			v.Replaced = ""
+		}
 		return nil
 	})
 }
