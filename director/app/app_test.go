@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/compleat/compleat/director/app"
 	"github.com/compleat/compleat/director/cli"
+	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/task"
 )
 
 // repoRoot is the repository's root (this file is director/app/app_test.go).
@@ -25,26 +28,51 @@ func repoRoot(t *testing.T) string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
+var (
+	buildOnce sync.Once
+	builtDir  string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtDir != "" {
+		os.RemoveAll(builtDir)
+	}
+	os.Exit(code)
+}
+
 // binaries returns a directory holding director, agent and cpi-local:
-// $COMPLEAT_BIN when set, else freshly built ones.
+// $COMPLEAT_BIN when set, else ones built once for this test binary.
 func binaries(t *testing.T) string {
 	t.Helper()
 	if dir := os.Getenv("COMPLEAT_BIN"); dir != "" {
 		return dir
 	}
-	dir := t.TempDir()
-	root := repoRoot(t)
-	build := func(workdir, out, pkg string) {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, out), pkg)
-		cmd.Dir = workdir
-		if raw, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, raw)
+	buildOnce.Do(func() {
+		builtDir, buildErr = os.MkdirTemp("", "director-e2e-bin-")
+		if buildErr != nil {
+			return
 		}
+		root := repoRoot(t)
+		build := func(workdir, out, pkg string) {
+			if buildErr != nil {
+				return
+			}
+			cmd := exec.Command("go", "build", "-o", filepath.Join(builtDir, out), pkg)
+			cmd.Dir = workdir
+			if raw, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, raw)
+			}
+		}
+		build(root, "director", "./director")
+		build(root, "agent", "./agent")
+		build(filepath.Join(root, "cpi", "local"), "cpi-local", "./cmd/cpi-local")
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
 	}
-	build(root, "director", "./director")
-	build(root, "agent", "./agent")
-	build(filepath.Join(root, "cpi", "local"), "cpi-local", "./cmd/cpi-local")
-	return dir
+	return builtDir
 }
 
 type syncBuffer struct {
@@ -60,9 +88,12 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // devDirector starts `director serve --dev` as a process and waits for
-// DIR/env. The director is stopped with SIGTERM at cleanup, and must exit 0.
-func devDirector(t *testing.T, bin, data string) (env map[string]string, logs *syncBuffer) {
+// DIR/env. stop ends it: with SIGTERM it must exit 0 after a graceful
+// shutdown; with SIGKILL it dies as in a crash. Cleanup stops it with SIGTERM
+// if the test did not.
+func devDirector(t *testing.T, bin, data string) (env map[string]string, logs *syncBuffer, stop func(sig syscall.Signal)) {
 	t.Helper()
+	os.Remove(filepath.Join(data, "env"))
 	logs = &syncBuffer{}
 	cmd := exec.Command(filepath.Join(bin, "director"), "serve", "--dev", "--data", data, "--listen", "127.0.0.1:0")
 	cmd.Stdout, cmd.Stderr = logs, logs
@@ -72,21 +103,28 @@ func devDirector(t *testing.T, bin, data string) (env map[string]string, logs *s
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("director exit after SIGTERM: %v\n%s", err, logs)
+	var once sync.Once
+	stop = func(sig syscall.Signal) {
+		once.Do(func() {
+			cmd.Process.Signal(sig)
+			select {
+			case err := <-exited:
+				if sig != syscall.SIGTERM {
+					return
+				}
+				if err != nil {
+					t.Errorf("director exit after SIGTERM: %v\n%s", err, logs)
+				}
+				if !strings.Contains(logs.String(), "director stopped") {
+					t.Errorf("no graceful shutdown in the director's log:\n%s", logs)
+				}
+			case <-time.After(30 * time.Second):
+				syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+				t.Errorf("director did not stop within 30s of %v", sig)
 			}
-			if !strings.Contains(logs.String(), "director stopped") {
-				t.Errorf("no graceful shutdown in the director's log:\n%s", logs)
-			}
-		case <-time.After(30 * time.Second):
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			t.Errorf("director did not stop within 30s of SIGTERM")
-		}
-	})
+		})
+	}
+	t.Cleanup(func() { stop(syscall.SIGTERM) })
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		raw, err := os.ReadFile(filepath.Join(data, "env"))
@@ -98,7 +136,7 @@ func devDirector(t *testing.T, bin, data string) (env map[string]string, logs *s
 					env[k] = v
 				}
 			}
-			return env, logs
+			return env, logs, stop
 		}
 		select {
 		case err := <-exited:
@@ -143,7 +181,7 @@ func TestDevDirectorEndToEnd(t *testing.T) {
 	root := repoRoot(t)
 	work := t.TempDir()
 	data := filepath.Join(work, "data")
-	env, logs := devDirector(t, bin, data)
+	env, logs, _ := devDirector(t, bin, data)
 	for _, k := range []string{"DIRECTOR_TARGET", "DIRECTOR_TOKEN", "DIRECTOR_CA_CERT"} {
 		if env[k] == "" {
 			t.Fatalf("DIR/env lacks %s", k)
@@ -279,5 +317,52 @@ func copyTree(t *testing.T, src, dst string) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRestartMarksRunningTasksFailed leaves the state as a director killed
+// in the middle of a deploy would (a task processing, holding its deployment's
+// lease), starts a new director on it and checks the task is failed with the
+// reason and the lock is free.
+func TestRestartMarksRunningTasksFailed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the director")
+	}
+	bin := binaries(t)
+	data := filepath.Join(t.TempDir(), "data")
+	env, _, stop := devDirector(t, bin, data)
+	mustRun(t, env, "update-cloud-config", filepath.Join(repoRoot(t), "manifests", "local", "cloud-config.yml"))
+	stop(syscall.SIGKILL)
+
+	st, err := store.Open(filepath.Join(data, "state.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left store.Task
+	err = st.Update(func(tx *store.Tx) error {
+		var err error
+		if left, err = tx.CreateTask(store.Task{Type: "deploy", Description: "create deployment", Deployment: "web", State: store.TaskProcessing}); err != nil {
+			return err
+		}
+		if _, err := tx.AddEvent(store.Event{TaskID: left.ID, Stage: "Updating instance", Step: "web/0", State: "started"}); err != nil {
+			return err
+		}
+		_, err = tx.AcquireLock(task.LockName("web"), fmt.Sprintf("task %d", left.ID), left.ID, time.Hour)
+		return err
+	})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	env, _, _ = devDirector(t, bin, data)
+	out, code := director(t, env, "task", fmt.Sprint(left.ID))
+	if code != cli.ExitFailed || !strings.Contains(out, task.RestartedReason) {
+		t.Errorf("task %d after restart: exit %d\n%s", left.ID, code, out)
+	}
+	var locks []store.Lock
+	decode(t, mustRun(t, env, "locks", "--json"), &locks)
+	if len(locks) != 0 {
+		t.Errorf("locks after restart = %+v", locks)
 	}
 }
