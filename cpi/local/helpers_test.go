@@ -106,6 +106,14 @@ type tarEntry struct {
 
 func writeTGZ(t testing.TB, path string, entries ...tarEntry) {
 	t.Helper()
+	if !writeTGZQuiet(path, entries...) {
+		t.Fatalf("cannot write %s", path)
+	}
+}
+
+// writeTGZQuiet writes a gzipped tarball of the entries; false when tar
+// cannot encode them.
+func writeTGZQuiet(path string, entries ...tarEntry) bool {
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(zw)
@@ -115,23 +123,18 @@ func writeTGZ(t testing.TB, path string, entries ...tarEntry) {
 			hdr.Size = 0
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
+			return false
 		}
 		if e.typ == tar.TypeReg {
 			if _, err := tw.Write([]byte(e.body)); err != nil {
-				t.Fatal(err)
+				return false
 			}
 		}
 	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
+	if tw.Close() != nil || zw.Close() != nil {
+		return false
 	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	return os.WriteFile(path, buf.Bytes(), 0o644) == nil
 }
 
 // placeholderImage writes a stemcell image holding the placeholder agent.
