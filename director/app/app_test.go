@@ -4,8 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +22,7 @@ import (
 	"time"
 
 	"github.com/compleat/compleat/director/app"
+	"github.com/compleat/compleat/director/blobstore"
 	"github.com/compleat/compleat/director/cli"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
@@ -212,6 +218,7 @@ func TestDevDirectorEndToEnd(t *testing.T) {
 		Jobs          []struct {
 			Name   string
 			BlobID string `json:"blob_id"`
+			SHA256 string `json:"sha256"`
 		}
 		Packages []struct{ Name, Fingerprint string }
 	}
@@ -279,9 +286,61 @@ func TestDevDirectorEndToEnd(t *testing.T) {
 		t.Errorf("backup: %v", err)
 	}
 
+	// Agents fetch blobs from /blobs/ with URLs signed by the director's key.
+	key, err := os.ReadFile(filepath.Join(data, "blobs.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := releases[0].Jobs[0]
+	signed, err := blobstore.NewSigner(key).URL(env["DIRECTOR_TARGET"], "GET", job.BlobID, time.Minute, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := httpsClient(t, env["DIRECTOR_CA_CERT"])
+	if body, status := get(t, hc, signed, ""); status != 200 || fmt.Sprintf("%x", sha256.Sum256(body)) != job.SHA256 {
+		t.Errorf("signed blob GET: status %d, %d bytes", status, len(body))
+	}
+	if _, status := get(t, hc, env["DIRECTOR_TARGET"]+"/blobs/"+job.BlobID, ""); status == 200 {
+		t.Error("unsigned blob GET succeeded")
+	}
+
+	// Metrics: the CPI call of the stemcell upload and the finished tasks.
+	metrics, status := get(t, hc, env["DIRECTOR_TARGET"]+"/metrics", env["DIRECTOR_TOKEN"])
+	for _, want := range []string{`compleat_cpi_call_duration_seconds_count{cpi="local",method="CreateStemcell",outcome="ok"} 1`, `compleat_tasks_finished_total{state="done",type="upload-release"} 2`, "compleat_agents_seen 0"} {
+		if status != 200 || !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics (status %d) lack %s", status, want)
+		}
+	}
+
 	if strings.Contains(logs.String(), env["DIRECTOR_TOKEN"]) {
 		t.Error("the admin token appears in the director's log")
 	}
+}
+
+func httpsClient(t *testing.T, caFile string) *http.Client {
+	t.Helper()
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 30 * time.Second}
+}
+
+func get(t *testing.T, c *http.Client, url, token string) ([]byte, int) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return body, resp.StatusCode
 }
 
 func decode(t *testing.T, out string, v any) {
