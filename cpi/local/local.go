@@ -14,9 +14,9 @@
 // <data_dir>/disks/; attaching one hands the agent its path, and the agent
 // bind-mounts it at its store path.
 //
-// All state lives on disk, guarded by an flock(2) on <data_dir>/lock, so a
-// restarted plugin (or a second one on the same data directory) knows every
-// VM, disk and address. docs/cpi/local.md describes the layout for
+// All state lives on disk, guarded by an flock(2) on
+// <data_dir>/cpi-local/lock, so a restarted plugin (or a second one on the
+// same data directory) knows every VM, disk and address. docs/cpi/local.md describes the layout for
 // operators.
 package local
 
@@ -234,7 +234,12 @@ func (c *CPI) dir(k kind) string { return filepath.Join(c.dataDir, k.dirName()) 
 
 func (c *CPI) path(k kind, cid string) string { return filepath.Join(c.dir(k), cid) }
 
-func (c *CPI) tmpDir() string { return filepath.Join(c.dataDir, "tmp") }
+// privateDir holds what only the CPI uses: its lock and its staging area.
+// It has a name of its own because data_dir may be shared (the director's
+// --data directory, with its own tmp/).
+func (c *CPI) privateDir() string { return filepath.Join(c.dataDir, "cpi-local") }
+
+func (c *CPI) tmpDir() string { return filepath.Join(c.privateDir(), "tmp") }
 
 // stage returns a fresh directory under tmp/ in which an object is prepared
 // before it is renamed into place, so a half-made object is never seen.
@@ -278,7 +283,7 @@ func (c *CPI) sweepTmp() {
 // lock takes the data directory's lock, which guards address allocation,
 // attachments and the records. It polls so that ctx can cancel the wait.
 func (c *CPI) lock(ctx context.Context) (unlock func(), err error) {
-	f, err := os.OpenFile(filepath.Join(c.dataDir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(filepath.Join(c.privateDir(), "lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock: %w", err)
 	}
