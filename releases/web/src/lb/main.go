@@ -17,7 +17,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -56,10 +55,11 @@ func run(args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if len(backends) == 0 {
-		return errors.New("no --backend given")
-	}
 	logger := log.New(stderr, "lb: ", log.LstdFlags)
+	if len(backends) == 0 {
+		// A deployment may scale web to zero: serve 503 until redeployed.
+		logger.Printf("no --backend given: every request answers 503")
+	}
 	p := newProxy(backends, logger)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -152,6 +152,9 @@ func (p *proxy) check(ctx context.Context, b *backend, path string, interval, ti
 // pick returns the next backend in service other than skip, or nil.
 func (p *proxy) pick(skip *backend) *backend {
 	n := uint64(len(p.backends))
+	if n == 0 {
+		return nil
+	}
 	start := p.next.Add(1)
 	for i := uint64(0); i < n; i++ {
 		b := p.backends[(start+i)%n]
