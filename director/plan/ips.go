@@ -101,6 +101,23 @@ func (c *computer) assignIPs() {
 			}
 		}
 	}
+	// So do the addresses deployed instances hold now, until this deploy
+	// has moved them: an address an instance leaves is not handed to
+	// another in the same deploy.
+	for gi := range c.plan.Groups {
+		for ii := range c.plan.Groups[gi].Instances {
+			in := &c.plan.Groups[gi].Instances[ii]
+			if prev := c.placed[in.ID].prev; prev != nil {
+				for name, a := range prev.Networks {
+					if p := pool(name); p != nil && a.IsValid() {
+						if _, taken := p.used[a]; !taken {
+							p.used[a] = in.Name()
+						}
+					}
+				}
+			}
+		}
+	}
 	// Static IPs of every group are spoken for.
 	for _, ig := range c.dep.InstanceGroups {
 		for _, n := range ig.Networks {
@@ -173,8 +190,15 @@ func (c *computer) assignIPs() {
 				} else if p := pool(inet.Name); p != nil && pl.prev != nil {
 					a := pl.prev.Networks[inet.Name]
 					// Kept unless someone else holds it now or it is no
-					// longer a dynamic address of the instance's AZ.
-					if _, taken := p.used[a]; a.IsValid() && !taken && dynamicOK(p.subnetFor(a), a, in.AZ) {
+					// longer a dynamic address of the instance's AZ. A VM
+					// replaced create-swap-delete keeps its address until
+					// it goes: the replacement gets a new one.
+					holder, taken := p.used[a]
+					mine := a.IsValid() && (!taken || holder == in.Name())
+					switch {
+					case mine && c.swapsVM(g, in, ig):
+						p.used[a] = in.Name() + " (replaced vm)"
+					case mine && dynamicOK(p.subnetFor(a), a, in.AZ):
 						n.IP = a
 						p.used[a] = in.Name()
 					}
@@ -272,4 +296,22 @@ func (c *computer) compilationAddresses(pool func(string) *addrPool) {
 		}
 	}
 	c.plan.Compilation = cp
+}
+
+// swapsVM reports whether the instance's VM will be replaced
+// create-swap-delete: its group asks for it, it has a VM, no static IP, and
+// its stemcell, vm_type or cloud properties change (or --recreate).
+func (c *computer) swapsVM(g *Group, in *Instance, ig *manifest.InstanceGroup) bool {
+	prev := c.placed[in.ID].prev
+	if g.Update.VMStrategy != manifest.CreateSwapDelete || prev == nil || prev.VMCID == "" {
+		return false
+	}
+	for _, n := range ig.Networks {
+		if len(n.StaticIPs) > 0 {
+			return false
+		}
+	}
+	return c.d.Recreate ||
+		prev.Stemcell.OS != in.Stemcell.OS || prev.Stemcell.Version != in.Stemcell.Version ||
+		prev.VMType != in.VMType || (prev.CloudHash != "" && prev.CloudHash != in.CloudHash)
 }

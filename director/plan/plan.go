@@ -413,16 +413,16 @@ func (c *computer) compute() (Plan, error) {
 		return Plan{}, errors.Join(c.errs...)
 	}
 
-	// 2. Addresses on manual networks.
-	c.assignIPs()
+	// 2. VM settings, disks, jobs and packages.
+	for gi := range c.plan.Groups {
+		c.resolveGroup(&c.plan.Groups[gi])
+	}
 	if len(c.errs) > 0 {
 		return Plan{}, errors.Join(c.errs...)
 	}
 
-	// 3. VM settings, disks, jobs and packages.
-	for gi := range c.plan.Groups {
-		c.resolveGroup(&c.plan.Groups[gi])
-	}
+	// 3. Addresses on manual networks.
+	c.assignIPs()
 	if len(c.errs) > 0 {
 		return Plan{}, errors.Join(c.errs...)
 	}

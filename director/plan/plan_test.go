@@ -270,6 +270,15 @@ func checkInvariants(t *testing.T, p plan.Plan, actual plan.State) {
 			}
 		}
 	}
+	// An address a deployed instance holds goes to no other instance in the
+	// same deploy (its VM may still hold it).
+	for _, st := range actual.Instances {
+		for name, a := range st.Networks {
+			if holder, ok := ips[name+" "+a.String()]; ok && a.IsValid() && holder != st.Group+"/"+st.ID {
+				t.Errorf("address %s of %s/%s given to %s", a, st.Group, st.ID, holder)
+			}
+		}
+	}
 	for _, n := range p.Compilation.Addresses {
 		k := n.Name + " " + n.IP.String()
 		if holder, ok := ips[k]; ok {

@@ -26,6 +26,7 @@ stemcells:
 update: {canaries: 1, max_in_flight: 2, canary_watch_time: 1000, update_watch_time: 1000}
 instance_groups:
 `)
+	strategy := []string{"delete-create", "create-swap-delete"}
 	azChoices := [][]string{{"z1"}, {"z2"}, {"z1", "z2"}, {"z2", "z1"}}
 	groups := []string{"web", "api", "worker"}
 	for _, g := range groups {
@@ -35,6 +36,7 @@ instance_groups:
 		azs := azChoices[r.IntN(len(azChoices))]
 		fmt.Fprintf(&b, "- name: %s\n  azs: [%s]\n  instances: %d\n", g, strings.Join(azs, ", "), r.IntN(6))
 		fmt.Fprintf(&b, "  vm_type: %s\n  stemcell: default\n  networks: [{name: default}]\n", []string{"default", "large"}[r.IntN(2)])
+		fmt.Fprintf(&b, "  update: {vm_strategy: %s}\n", strategy[r.IntN(2)])
 		switch r.IntN(4) {
 		case 0:
 		case 1:
