@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -142,5 +143,34 @@ func TestCompileBadArguments(t *testing.T) {
 	_, err := c.Compile(context.Background(), protocol.CompilePackageRequest{Name: "../x", Version: "1"})
 	if !errors.Is(err, protocol.ErrBadArguments) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestHostToolchainIsUsable compiles a real Go program with the host's go
+// command, found through the agent's PATH, as on the local CPI.
+func TestHostToolchainIsUsable(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go on PATH")
+	}
+	if testing.Short() {
+		t.Skip("builds a Go program")
+	}
+	c, bs, _ := setup(t)
+	cache, _ := exec.Command(goBin, "env", "GOCACHE").Output()
+	c.Environ = []string{"PATH=" + filepath.Dir(goBin) + ":/usr/bin:/bin", "HOME=" + t.TempDir(), "GOTOOLCHAIN=local", "GOCACHE=" + strings.TrimSpace(string(cache))}
+	src := bs.add(t, map[string]string{
+		"packaging":   "set -e\ncd src\nCGO_ENABLED=0 go build -o \"$BOSH_INSTALL_TARGET/bin/hello\" .\n",
+		"src/go.mod":  "module hello\n\ngo 1.21\n",
+		"src/main.go": "package main\n\nfunc main() { println(\"hello\") }\n",
+	})
+	res, err := c.Compile(context.Background(), protocol.CompilePackageRequest{Name: "hello", Version: "1", Source: src, Upload: protocol.Upload{URL: "https://x/hello"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	archive.Extract(bytes.NewReader(bs.uploads["https://x/hello"]), out, archive.Limits{})
+	if fi, err := os.Stat(filepath.Join(out, "bin", "hello")); err != nil || fi.Mode().Perm()&0o100 == 0 {
+		t.Fatalf("compiled binary missing: %v (log: %s)", err, res.LogTail)
 	}
 }
