@@ -159,6 +159,16 @@ func TestAgentConfinedToItsOwnSubjects(t *testing.T) {
 	}
 	v.waitFor(t, `Subscription to "agent.*"`)
 
+	// Nor may it listen to other agents' heartbeats, or to everything.
+	if _, err := intruder.ChanSubscribe("hm.agent.>", stolen); err != nil {
+		t.Fatal(err)
+	}
+	v.waitFor(t, `Subscription to "hm.agent.>"`)
+	if _, err := intruder.ChanSubscribe(">", stolen); err != nil {
+		t.Fatal(err)
+	}
+	v.waitFor(t, `Subscription to ">"`)
+
 	// Publishing another agent's heartbeat is refused and never delivered.
 	if err := intruder.Publish(protocol.HeartbeatSubject("agent-a"), []byte("{}")); err != nil {
 		t.Fatal(err)
