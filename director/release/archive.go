@@ -67,9 +67,10 @@ type Job struct {
 type OpenOptions struct {
 	// TempDir is where the archive is unpacked; empty means os.TempDir().
 	TempDir string
-	// Limits bound the outer tarball; zero means tgz.DefaultLimits.
+	// Limits bound the outer tarball and each package tarball; zero fields
+	// take tgz.DefaultLimits' values.
 	Limits tgz.Limits
-	// JobLimits bound each job tarball (held in memory); zero means
+	// JobLimits bound each job tarball (held in memory); a zero value means
 	// DefaultJobLimits.
 	JobLimits tgz.Limits
 }
@@ -101,9 +102,6 @@ func OpenWith(file string, opts OpenOptions) (*Archive, error) {
 
 // OpenReader is [OpenWith] on a stream.
 func OpenReader(r io.Reader, opts OpenOptions) (*Archive, error) {
-	if opts.Limits == (tgz.Limits{}) {
-		opts.Limits = tgz.DefaultLimits
-	}
 	if opts.JobLimits == (tgz.Limits{}) {
 		opts.JobLimits = DefaultJobLimits
 	}

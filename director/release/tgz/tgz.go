@@ -158,7 +158,8 @@ func Bytes(files []File) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// Limits bound what a reader accepts from an untrusted archive.
+// Limits bound what a reader accepts from an untrusted archive. A zero
+// field takes DefaultLimits' value.
 type Limits struct {
 	// MaxEntries is the largest number of entries.
 	MaxEntries int
@@ -171,6 +172,19 @@ type Limits struct {
 
 // DefaultLimits suit a release or stemcell archive on a director.
 var DefaultLimits = Limits{MaxEntries: 100000, MaxFileSize: 8 << 30, MaxTotalSize: 16 << 30}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxEntries <= 0 {
+		l.MaxEntries = DefaultLimits.MaxEntries
+	}
+	if l.MaxFileSize <= 0 {
+		l.MaxFileSize = DefaultLimits.MaxFileSize
+	}
+	if l.MaxTotalSize <= 0 {
+		l.MaxTotalSize = DefaultLimits.MaxTotalSize
+	}
+	return l
+}
 
 // Errors returned by readers, wrapped with the offending entry's name.
 var (
@@ -225,6 +239,7 @@ type Entry struct {
 // body reads a regular file's content (it is empty for other types). Walk
 // stops at the first error, from a check or from fn.
 func Walk(r io.Reader, lim Limits, fn func(e Entry, body io.Reader) error) error {
+	lim = lim.withDefaults()
 	counted := &countingReader{r: r, max: lim.MaxTotalSize}
 	gz, err := gzip.NewReader(counted)
 	if err != nil {
