@@ -1,6 +1,7 @@
 package local
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"os"
@@ -56,14 +57,16 @@ func (c *CPI) configureNetworks(req map[string]cpi.Network, taken map[netip.Addr
 	return out, nil
 }
 
-// freeAddress returns the first address of the dynamic range that no VM
-// holds, skipping the range's network and broadcast addresses.
+// freeAddress returns the highest address of the dynamic range that no VM
+// holds, skipping the range's network and broadcast addresses. Taking from
+// the top keeps dynamic addresses away from the bottom of a range, where a
+// director allocating manual addresses from a shared subnet starts.
 func (c *CPI) freeAddress(taken map[netip.Addr]string) (netip.Addr, bool) {
-	first := c.dynamic.Addr().Next()
-	for ip := first; c.dynamic.Contains(ip); ip = ip.Next() {
-		if !c.dynamic.Contains(ip.Next()) {
-			break // broadcast
-		}
+	a := c.dynamic.Addr().As4()
+	n := binary.BigEndian.Uint32(a[:]) | ^uint32(0)>>c.dynamic.Bits()
+	binary.BigEndian.PutUint32(a[:], n)
+	network := c.dynamic.Addr()
+	for ip := netip.AddrFrom4(a).Prev(); ip.IsValid() && ip != network; ip = ip.Prev() {
 		if _, ok := taken[ip]; !ok {
 			return ip, true
 		}
