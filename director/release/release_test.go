@@ -30,7 +30,7 @@ func writeTree(t testing.TB, dir string, files map[string]string) {
 	}
 }
 
-func sampleSource(t *testing.T) string {
+func sampleSource(t testing.TB) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "demo")
 	writeTree(t, dir, map[string]string{
