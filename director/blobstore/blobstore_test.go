@@ -252,3 +252,41 @@ func TestSignedPutSizeLimit(t *testing.T) {
 		t.Fatal("oversized body stored")
 	}
 }
+
+func benchmarkPut(b *testing.B, s blobstore.Store) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	for i := range b.N {
+		data[0] = byte(i) // a new blob each time
+		if _, err := s.Put(context.Background(), bytes.NewReader(data)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkFSPut stores 4 MiB blobs in the filesystem store.
+func BenchmarkFSPut(b *testing.B) {
+	s, err := blobstore.NewFS(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchmarkPut(b, s)
+}
+
+// BenchmarkS3Put stores 4 MiB blobs in the S3 store (in-process server).
+func BenchmarkS3Put(b *testing.B) {
+	srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
+	defer srv.Close()
+	client := s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(srv.URL), UsePathStyle: true,
+		Credentials: credentials.NewStaticCredentialsProvider("key", "secret", "")})
+	if _, err := client.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String("blobs")}); err != nil {
+		b.Fatal(err)
+	}
+	s, err := blobstore.NewS3(blobstore.S3Options{Bucket: "blobs", Endpoint: srv.URL, PathStyle: true,
+		AccessKeyID: "key", SecretAccessKey: "secret", TempDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchmarkPut(b, s)
+}
