@@ -381,6 +381,16 @@ func TestRunScript(t *testing.T) {
 	if err := e.call(t, protocol.MethodRunScript, protocol.RunScriptRequest{Name: "pre-start"}, &res); err != nil || len(res.Jobs) != 0 {
 		t.Fatalf("no job has pre-start: %+v %v", res, err)
 	}
+	preStop := e.job(t, "ok", map[string]string{"bin/pre-stop": "#!/bin/sh\necho $BOSH_VM_NEXT_STATE $BOSH_DEPLOYMENT_NEXT_STATE > " + e.events + "\n"})
+	if err := e.call(t, protocol.MethodApply, applyspec.Spec{Jobs: []applyspec.Job{preStop}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.call(t, protocol.MethodRunScript, protocol.RunScriptRequest{Name: "pre-stop", Next: protocol.NextState{VM: "delete"}}, &res); err != nil || res.Jobs["ok"].ExitCode != 0 {
+		t.Fatalf("pre-stop: %+v %v", res, err)
+	}
+	if b, _ := os.ReadFile(e.events); string(b) != "delete keep\n" {
+		t.Fatalf("pre-stop env %q", b)
+	}
 }
 
 func TestFetchLogs(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 )
 
 // runScript runs one lifecycle script of every job that has it, in
-// parallel. The result lists each job's exit code; the task fails when any
+// parallel; pre-stop gets BOSH_*_NEXT_STATE from req.Next. The result lists each job's exit code; the task fails when any
 // script failed.
 func (a *Actions) runScript(ctx context.Context, req protocol.RunScriptRequest) (protocol.RunScriptResult, error) {
 	script := lifecycle.Script(req.Name)
@@ -28,7 +28,11 @@ func (a *Actions) runScript(ctx context.Context, req protocol.RunScriptRequest) 
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.Timeout))
 		defer cancel()
 	}
-	results, err := a.d.Scripts.Run(ctx, script, nil)
+	var env map[string]string
+	if script == lifecycle.PreStop {
+		env = nextStateEnv(req.Next)
+	}
+	results, err := a.d.Scripts.RunWithEnv(ctx, script, nil, env)
 	out := protocol.RunScriptResult{Jobs: map[string]protocol.ScriptResult{}}
 	for _, r := range results {
 		if r.Skipped {

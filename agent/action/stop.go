@@ -12,12 +12,7 @@ import (
 // every process, then runs post-stop.
 func (a *Actions) stop(ctx context.Context, req protocol.StopRequest) (struct{}, error) {
 	if req.Drain != nil {
-		env := map[string]string{
-			"BOSH_VM_NEXT_STATE":         keepOr(req.Next.VM),
-			"BOSH_INSTANCE_NEXT_STATE":   keepOr(req.Next.Instance),
-			"BOSH_DEPLOYMENT_NEXT_STATE": keepOr(req.Next.Deployment),
-		}
-		if _, err := a.d.Scripts.RunWithEnv(ctx, lifecycle.PreStop, nil, env); err != nil {
+		if _, err := a.d.Scripts.RunWithEnv(ctx, lifecycle.PreStop, nil, nextStateEnv(req.Next)); err != nil {
 			return struct{}{}, fmt.Errorf("stop: %w", err)
 		}
 		if _, err := a.drain(ctx, *req.Drain); err != nil {
@@ -34,6 +29,14 @@ func (a *Actions) stop(ctx context.Context, req protocol.StopRequest) (struct{},
 		return struct{}{}, fmt.Errorf("stop: %w", err)
 	}
 	return struct{}{}, nil
+}
+
+func nextStateEnv(n protocol.NextState) map[string]string {
+	return map[string]string{
+		"BOSH_VM_NEXT_STATE":         keepOr(n.VM),
+		"BOSH_INSTANCE_NEXT_STATE":   keepOr(n.Instance),
+		"BOSH_DEPLOYMENT_NEXT_STATE": keepOr(n.Deployment),
+	}
 }
 
 func keepOr(s string) string {

@@ -313,6 +313,8 @@ type RunScriptRequest struct {
 	// Timeout bounds the run (0: the agent's script timeout); scripts still
 	// running are killed.
 	Timeout Duration `json:"timeout,omitempty"`
+	// Next is passed to pre-stop as BOSH_*_NEXT_STATE (default keep).
+	Next NextState `json:"next,omitempty"`
 }
 
 // RunScriptResult is each job's outcome; jobs without the script are absent.
