@@ -64,28 +64,12 @@ func (c *Client) WaitRunning(ctx context.Context, interval time.Duration) (proto
 	}
 }
 
-// notRunning describes the processes of st that are not running.
+// notRunning describes what of st is not running.
 func notRunning(st protocol.State) string {
-	var parts []string
-	for _, j := range st.Jobs {
-		for _, p := range j.Processes {
-			if p.State == protocol.StateRunning {
-				continue
-			}
-			s := fmt.Sprintf("%s/%s is %s", j.Name, p.Name, p.State)
-			if p.Error != "" {
-				s += " (" + p.Error + ")"
-			}
-			parts = append(parts, s)
-		}
-		if len(j.Processes) == 0 && j.State != protocol.StateRunning {
-			parts = append(parts, fmt.Sprintf("job %s is %s", j.Name, j.State))
-		}
+	if parts := st.NotRunning(); len(parts) > 0 {
+		return strings.Join(parts, "; ")
 	}
-	if len(parts) == 0 {
-		return "job state " + st.JobState
-	}
-	return strings.Join(parts, "; ")
+	return "job state " + st.JobState
 }
 
 // Heartbeats subscribes to every agent's heartbeats on conn and calls fn

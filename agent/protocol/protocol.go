@@ -190,6 +190,29 @@ type State struct {
 	Spec *applyspec.Spec `json:"spec,omitempty"`
 }
 
+// NotRunning describes each process (or process-less job) of s that is
+// not running, with the reason when known: "web/web is failing (exited
+// with status 1)". Empty when everything runs.
+func (s State) NotRunning() []string {
+	var out []string
+	for _, j := range s.Jobs {
+		for _, p := range j.Processes {
+			if p.State == StateRunning {
+				continue
+			}
+			d := fmt.Sprintf("%s/%s is %s", j.Name, p.Name, p.State)
+			if p.Error != "" {
+				d += " (" + p.Error + ")"
+			}
+			out = append(out, d)
+		}
+		if len(j.Processes) == 0 && j.State != StateRunning {
+			out = append(out, fmt.Sprintf("job %s is %s", j.Name, j.State))
+		}
+	}
+	return out
+}
+
 // JobState is one job's aggregate state and its processes.
 type JobState struct {
 	Name      string         `json:"name"`
