@@ -79,6 +79,15 @@ nats: {listen: "127.0.0.1:0"}
 	if _, code := director(t, as("not-a-token"), "releases"); code != cli.ExitFailed {
 		t.Errorf("unknown token: exit %d, want 1 (401)", code)
 	}
+	badAZ := filepath.Join(dir, "bad-az.yml")
+	raw, _ := os.ReadFile(cloud)
+	os.WriteFile(badAZ, []byte(strings.Replace(string(raw), "azs:\n- name: z1\n", "azs:\n- name: z1\n  cpi: gcp\n", 1)), 0o600)
+	if !strings.Contains(string(raw), "azs:\n- name: z1\n") {
+		t.Fatalf("cloud config fixture changed shape:\n%s", raw)
+	}
+	if _, code := director(t, admin, "update-cloud-config", badAZ); code != cli.ExitUsage {
+		t.Errorf("az naming an unknown cpi: exit %d, want 2", code)
+	}
 	if info := mustRun(t, ci, "info"); !strings.Contains(info, "ci (read)") {
 		t.Errorf("info as ci:\n%s", info)
 	}

@@ -391,8 +391,22 @@ type configs struct{ cpis *cpimanager.Manager }
 func (c configs) Validate(typ, file string, content []byte) error {
 	switch typ {
 	case store.ConfigCloud:
-		_, err := manifest.ParseCloudConfig(file, content)
-		return err
+		cc, err := manifest.ParseCloudConfig(file, content)
+		if err != nil {
+			return err
+		}
+		// An AZ naming a CPI must name a configured one; an AZ naming none
+		// takes the default CPI when a deploy places instances in it.
+		var errs []error
+		for i, az := range cc.AZs {
+			if az.CPI == "" {
+				continue
+			}
+			if _, err := c.cpis.Resolve(az.CPI); err != nil {
+				errs = append(errs, fmt.Errorf("%s: azs[%d].cpi: %w", file, i, err))
+			}
+		}
+		return errors.Join(errs...)
 	case store.ConfigRuntime:
 		_, err := manifest.ParseRuntimeConfig(file, content)
 		return err

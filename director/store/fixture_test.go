@@ -43,7 +43,9 @@ func fill(t *testing.T, s *store.Store) {
 			func() error {
 				return tx.ReserveIP(store.IPReservation{Network: "default", IP: "127.77.0.5", Deployment: "web", InstanceID: "i-1", ReservedAt: at})
 			},
-			func() error { return tx.PutCompiledPackage(store.CompiledPackage{Key: "k", Name: "app", BlobID: "bc", CreatedAt: at}) },
+			func() error {
+				return tx.PutCompiledPackage(store.CompiledPackage{Key: "k", Name: "app", BlobID: "bc", CreatedAt: at})
+			},
 			func() error {
 				task, err := tx.CreateTask(store.Task{Type: "deploy", State: store.TaskDone})
 				if err != nil {
@@ -55,7 +57,10 @@ func fill(t *testing.T, s *store.Store) {
 			func() error {
 				return tx.PutVariable(store.Variable{Name: "/web/pw", Type: "password", Value: json.RawMessage(`"fixture-secret"`), CreatedAt: at})
 			},
-			func() error { _, err := tx.AcquireLock("deployment:web", "task 1", 1, 100*365*24*time.Hour); return err },
+			func() error {
+				_, err := tx.AcquireLock("deployment:web", "task 1", 1, 100*365*24*time.Hour)
+				return err
+			},
 		}
 		for _, step := range steps {
 			if err := step(); err != nil {
