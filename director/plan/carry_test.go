@@ -253,3 +253,48 @@ func TestTeardown(t *testing.T) {
 		t.Errorf("teardown of nothing deletes something")
 	}
 }
+
+// TestDynamicAddressesTwoPasses plans, "creates the VMs" (records the
+// addresses the cloud gave, nothing applied yet) and plans again: the second
+// plan renders the real addresses and has nothing pending.
+func TestDynamicAddressesTwoPasses(t *testing.T) {
+	g := loadCase(t, "testdata/networks.txtar")
+	ids := &plan.SequentialIDs{Prefix: "id-"}
+	d, _ := g.desired(t, "manifest.yml", "director.yml", ids)
+	first, err := plan.Compute(d, plan.State{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.PendingAddresses) != 2 {
+		t.Fatalf("pending %v", first.PendingAddresses)
+	}
+	state := deployed(first)
+	for i := range state.Instances {
+		st := &state.Instances[i]
+		if _, ok := st.Networks["dyn"]; ok {
+			st.Networks["dyn"] = netip.AddrFrom4([4]byte{10, 0, 0, byte(10 + i)})
+		}
+		st.Jobs, st.Packages = nil, nil // created, not applied
+	}
+	second, err := plan.Compute(d, state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(second.PendingAddresses) != 0 {
+		t.Errorf("still pending: %v", second.PendingAddresses)
+	}
+	web := second.Groups[0].Instances[0]
+	if web.Address() != "10.0.0.10" {
+		t.Errorf("web address %q", web.Address())
+	}
+	for _, f := range web.Jobs[0].Rendered.Files {
+		if f.Path == "config/processes.yml" && !strings.Contains(string(f.Content), "10.0.0.10:8080") {
+			t.Errorf("processes.yml does not listen on the dynamic address:\n%s", f.Content)
+		}
+	}
+	for _, c := range web.Changes {
+		if c.Reason == plan.ReasonNetwork || web.Recreate {
+			t.Errorf("the recorded dynamic address counts as a change: %v", web.Changes)
+		}
+	}
+}

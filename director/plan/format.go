@@ -65,7 +65,7 @@ func (p *Plan) Format(w io.Writer) error {
 			}
 			b.WriteString("\n")
 			for _, n := range in.Networks {
-				ip := "dynamic"
+				ip := "from the cloud"
 				if n.IP.IsValid() {
 					ip = n.IP.String()
 				}
@@ -105,6 +105,9 @@ func (p *Plan) Format(w io.Writer) error {
 		for _, d := range p.OrphanDisks {
 			fmt.Fprintf(&b, "  %s of %s: %s\n", d.CID, d.Instance, d.Reason)
 		}
+	}
+	if len(p.PendingAddresses) > 0 {
+		fmt.Fprintf(&b, "\nAddresses on dynamic networks are known once the VMs exist: %s\n", strings.Join(p.PendingAddresses, " "))
 	}
 	if !p.HasChanges() {
 		b.WriteString("\nNo changes: nothing to do.\n")

@@ -129,6 +129,12 @@ type Plan struct {
 	OrphanDisks []OrphanDisk
 	// Compilation is where compile VMs go.
 	Compilation Compilation
+	// PendingAddresses names the instances (group/id) whose address on a
+	// dynamic network is not known until their VM exists; their rendered
+	// jobs (and those consuming links to them) lack it. The director creates
+	// the missing VMs, records the addresses the cloud gave, and plans again
+	// before using the rendered jobs.
+	PendingAddresses []string
 }
 
 // Compilation is the cloud config's compilation block resolved for this
@@ -425,6 +431,17 @@ func (c *computer) compute() (Plan, error) {
 	c.assignIPs()
 	if len(c.errs) > 0 {
 		return Plan{}, errors.Join(c.errs...)
+	}
+
+	for _, g := range c.plan.Groups {
+		for _, in := range g.Instances {
+			for _, n := range in.Networks {
+				if n.Type == manifest.Dynamic && !n.IP.IsValid() {
+					c.plan.PendingAddresses = append(c.plan.PendingAddresses, in.Name())
+					break
+				}
+			}
+		}
 	}
 
 	// 4. Links and rendering.
