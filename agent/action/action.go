@@ -6,9 +6,9 @@
 // or the failure.
 //
 // State-changing methods (apply, start, stop, drain, run_script,
-// compile_package and the disk methods) run one at a time, in the order
-// they arrive; ping, get_state, get_task, cancel_task, prepare and fetch_logs
-// never wait for them.
+// compile_package and the disk methods) run one at a time; ping,
+// get_state, get_task, cancel_task, prepare and fetch_logs never wait for
+// them.
 package action
 
 import (
