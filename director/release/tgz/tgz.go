@@ -280,6 +280,11 @@ func Walk(r io.Reader, lim Limits, fn func(e Entry, body io.Reader) error) error
 			return fmt.Errorf("entry %q: %w", e.Name, ErrDuplicate)
 		}
 		seen[e.Name] = e.Type
+		for d := path.Dir(e.Name); d != "."; d = path.Dir(d) {
+			if _, ok := seen[d]; !ok {
+				seen[d] = tar.TypeDir // implied by the entry
+			}
+		}
 		var body io.Reader = strings.NewReader("")
 		var lr *io.LimitedReader
 		if e.Type == tar.TypeReg {
@@ -315,7 +320,7 @@ func checkHeader(h *tar.Header, seen map[string]byte, traversed map[string]bool,
 		}
 	}
 	switch h.Typeflag {
-	case tar.TypeReg, tar.TypeRegA:
+	case tar.TypeReg:
 		e.Type = tar.TypeReg
 		if h.Size < 0 || h.Size > lim.MaxFileSize {
 			return e, fmt.Errorf("entry %q: size %d over the limit of %d bytes: %w", h.Name, h.Size, lim.MaxFileSize, ErrTooLarge)

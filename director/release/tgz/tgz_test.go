@@ -123,6 +123,7 @@ func TestExtractStaysInside(t *testing.T) {
 		{"link placed where another link goes", []raw{
 			{tar.Header{Name: "m", Typeflag: tar.TypeSymlink, Linkname: "a/b/c"}, ""},
 			{tar.Header{Name: "a/b", Typeflag: tar.TypeSymlink, Linkname: "../z"}, ""}}, ErrLinkEscape, `another link's target goes through "a/b"`},
+		{"file over an implied directory", []raw{reg("a/b", "x"), reg("a", "y")}, ErrDuplicate, `entry "a"`},
 		{"fifo", []raw{{tar.Header{Name: "p", Typeflag: tar.TypeFifo}, ""}}, ErrEntryType, `entry "p"`},
 		{"duplicate", []raw{reg("a", "1"), reg("a", "2")}, ErrDuplicate, `entry "a"`},
 	}
