@@ -139,7 +139,7 @@ func (e *env) call(t *testing.T, method string, arg any, out any) error {
 	if resp.Exception != nil {
 		return resp.Exception
 	}
-	if !protocol.Long[method] {
+	if !protocol.Long(method) {
 		if out != nil {
 			json.Unmarshal(resp.Value, out)
 		}

@@ -60,12 +60,15 @@ const (
 	MethodCancelTask     = "cancel_task"
 )
 
-// Long lists the methods that run as agent tasks.
-var Long = map[string]bool{
-	MethodPrepare: true, MethodApply: true, MethodStart: true, MethodStop: true,
-	MethodDrain: true, MethodRunScript: true, MethodCompilePackage: true,
-	MethodMountDisk: true, MethodUnmountDisk: true, MethodMigrateDisk: true,
-	MethodFetchLogs: true,
+// Long reports whether method runs as an agent task (answered with a
+// TaskStatus, then polled with get_task).
+func Long(method string) bool {
+	switch method {
+	case MethodPrepare, MethodApply, MethodStart, MethodStop, MethodDrain, MethodRunScript,
+		MethodCompilePackage, MethodMountDisk, MethodUnmountDisk, MethodMigrateDisk, MethodFetchLogs:
+		return true
+	}
+	return false
 }
 
 // Request is the envelope of a request.
