@@ -128,6 +128,11 @@ func (b *blobServer) add(t *testing.T, files map[string]string) applyspec.Blob {
 	return applyspec.Blob{URL: fmt.Sprintf("%s/blobs/%s?expires=%s&signature=%s", b.URL, id, expires, b.sign(id, expires)), SHA256: sum, Size: int64(buf.Len())}
 }
 
+// pemOf is the blob server's certificate, the CA agents must trust.
+func pemOf(b *blobServer) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: b.Certificate().Raw})
+}
+
 func freeAddr(t *testing.T, ip string) string {
 	ln, err := net.Listen("tcp", ip+":0")
 	if err != nil {

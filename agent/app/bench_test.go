@@ -21,16 +21,16 @@ import (
 
 // agentBinary returns the built agent: $COMPLEAT_BIN/agent, else a fresh
 // build.
-func agentBinary(b *testing.B) string {
+func agentBinary(tb testing.TB) string {
 	if dir := os.Getenv("COMPLEAT_BIN"); dir != "" {
 		if _, err := os.Stat(filepath.Join(dir, "agent")); err == nil {
 			return filepath.Join(dir, "agent")
 		}
 	}
-	out := filepath.Join(b.TempDir(), "agent")
+	out := filepath.Join(tb.TempDir(), "agent")
 	cmd := exec.Command("go", "build", "-o", out, "github.com/compleat/compleat/agent")
 	if msg, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("build agent: %v\n%s", err, msg)
+		tb.Fatalf("build agent: %v\n%s", err, msg)
 	}
 	return out
 }
