@@ -35,9 +35,14 @@
 //	task_events       <task id: 8 bytes> (bucket) / <seq: 8 bytes> -> Event
 //	variables         "<name>"                      -> sealed Variable (AES-256-GCM)
 //	locks             "<name>"                      -> Lock (a lease)
+//	audit_events      <id: 8-byte big-endian>       -> AuditEvent (append-only; created on first write)
+//	resurrection      "<deployment>[/<group>]"      -> ResurrectionSwitch (created on first write)
 //
-// Sequence numbers (config, manifest, task and event ids) come from the bucket
-// sequence of the bucket that holds them, so they only grow.
+// Buckets marked "created on first write" may be absent from a version 1
+// file; their readers treat a missing bucket as empty.
+//
+// Sequence numbers (config, manifest, task, event and audit event ids) come
+// from the bucket sequence of the bucket that holds them, so they only grow.
 //
 // Variables are sealed with AES-256-GCM under a 32-byte key kept beside the
 // state file (Options.KeyPath, by default "<state file>.key", mode 0600). The
