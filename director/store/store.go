@@ -113,6 +113,9 @@ func Open(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open state file %s: %w", path, err)
 	}
+	// Batch commits wait at most this long for company: enough for the
+	// parallel steps of a stage to share a commit, short for a lone writer.
+	db.MaxBatchDelay = 2 * time.Millisecond
 	if err := upgrade(db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("state file %s: %w", path, err)
@@ -212,6 +215,14 @@ func (s *Store) View(fn func(*Tx) error) error {
 // Update runs fn in a read-write transaction, committed when fn returns nil.
 func (s *Store) Update(fn func(*Tx) error) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx, key: s.key, now: s.now}) })
+}
+
+// Batch runs fn in a write transaction that may be shared with other
+// concurrent Batch calls, so that many small writes from parallel goroutines
+// (task events of parallel steps) share one commit. fn may run more than
+// once and must only touch the transaction.
+func (s *Store) Batch(fn func(*Tx) error) error {
+	return s.db.Batch(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx, key: s.key, now: s.now}) })
 }
 
 // Backup writes a consistent copy of the state file to w.

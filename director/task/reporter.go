@@ -20,7 +20,7 @@ func (r *Reporter) TaskID() uint64 { return r.id }
 // Event records one event as given (TaskID and Time are filled in).
 func (r *Reporter) Event(e store.Event) {
 	e.TaskID = r.id
-	err := r.m.store.Update(func(tx *store.Tx) error {
+	err := r.m.store.Batch(func(tx *store.Tx) error {
 		_, err := tx.AddEvent(e)
 		return err
 	})
