@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -65,15 +66,20 @@ func TestBinaryStopsItsJobsOnSIGTERM(t *testing.T) {
 	os.WriteFile(filepath.Join(work, "settings.json"), doc, 0o600)
 	logf, _ := os.Create(filepath.Join(work, "agent.log"))
 	defer logf.Close()
-	cmd := exec.Command(bin, "--infrastructure", "local", "--settings-file", filepath.Join(work, "settings.json"), "--base-dir", filepath.Join(work, "vcap"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	var cmd *exec.Cmd
+	var exited chan error
+	startAgent := func() {
+		cmd = exec.Command(bin, "--infrastructure", "local", "--settings-file", filepath.Join(work, "settings.json"), "--base-dir", filepath.Join(work, "vcap"))
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited = make(chan error, 1)
+		go func(c *exec.Cmd, ch chan error) { ch <- c.Wait() }(cmd, exited)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	startAgent()
 	t.Cleanup(func() {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		if t.Failed() {
@@ -94,9 +100,28 @@ func TestBinaryStopsItsJobsOnSIGTERM(t *testing.T) {
 	}
 	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
 	defer wcancel()
-	if _, err := c.WaitRunning(wctx, 50*time.Millisecond); err != nil {
+	st, err := c.WaitRunning(wctx, 50*time.Millisecond)
+	if err != nil {
 		t.Fatal(err)
 	}
+	oldPID := st.Jobs[0].Processes[0].PID
+
+	// The agent crashes (SIGKILL: its job process is left running) and is
+	// started again: it takes over, replacing the orphan, and runs the job.
+	cmd.Process.Kill()
+	<-exited
+	startAgent()
+	if err := c.WaitReady(ctx, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err = c.WaitRunning(wctx, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pid := st.Jobs[0].Processes[0].PID; pid == oldPID || alive(oldPID) {
+		t.Fatalf("orphan %d still alive (new pid %d)", oldPID, pid)
+	}
+	os.Remove(events)
 
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -114,4 +139,14 @@ func TestBinaryStopsItsJobsOnSIGTERM(t *testing.T) {
 		conn.Close()
 		t.Fatal("job process still listening after the agent exited")
 	}
+}
+
+// alive reports whether pid runs (a zombie waiting for a reaper does not).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z'
 }
