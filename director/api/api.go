@@ -18,6 +18,7 @@
 //	GET  /v1/tasks/{id}                    POST /v1/tasks/{id}/cancel
 //	GET  /v1/tasks/{id}/events?after=SEQ&follow=true   (JSON lines, chunked)
 //	GET  /v1/locks                         GET /v1/backup (admin; the state file)
+//	GET  /v1/variables?deployment=D[&reveal=true]   (values only with reveal, admin)
 //	GET  /metrics                          Prometheus
 //	GET  /blobs/...                        signed URLs (no bearer token)
 //
@@ -35,6 +36,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -154,6 +156,7 @@ func New(d Deps) *Server {
 	s.route("POST /v1/tasks/{id}/cancel", admin, s.cancelTask)
 	s.route("GET /v1/tasks/{id}/events", read, s.events)
 	s.route("GET /v1/locks", read, s.locks)
+	s.route("GET /v1/variables", read, s.variables)
 	s.route("GET /v1/backup", admin, s.backup)
 	s.route("GET /metrics", read, s.metrics)
 	s.route("/v1/", read, func(w http.ResponseWriter, r *http.Request) {
@@ -640,6 +643,39 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// variables lists stored variables ("/<deployment>/<name>"), without their
+// values unless reveal=true, which needs the admin scope.
+func (s *Server) variables(w http.ResponseWriter, r *http.Request) {
+	reveal := r.URL.Query().Get("reveal") == "true"
+	if reveal && !r.Context().Value(ctxKey{}).(Token).has(config.ScopeAdmin) {
+		writeError(w, http.StatusForbidden, "forbidden", errors.New("revealing variables needs the admin scope"))
+		return
+	}
+	prefix := ""
+	if d := r.URL.Query().Get("deployment"); d != "" {
+		prefix = "/" + d + "/"
+	}
+	view(s, w, func(tx *store.Tx) ([]store.Variable, error) {
+		names, err := tx.VariableNames()
+		if err != nil {
+			return nil, err
+		}
+		out := []store.Variable{}
+		for _, v := range names {
+			if !strings.HasPrefix(v.Name, prefix) {
+				continue
+			}
+			if reveal {
+				if v, err = tx.Variable(v.Name); err != nil {
+					return nil, err
+				}
+			}
+			out = append(out, v)
+		}
+		return out, nil
+	})
 }
 
 func (s *Server) backup(w http.ResponseWriter, r *http.Request) {

@@ -99,6 +99,7 @@ var routes = []struct{ method, path string }{
 	{"GET", "/v1/tasks"}, {"GET", "/v1/tasks/1"}, {"POST", "/v1/tasks/1/cancel"},
 	{"GET", "/v1/tasks/1/events"},
 	{"GET", "/v1/locks"}, {"GET", "/v1/backup"}, {"GET", "/metrics"},
+	{"GET", "/v1/variables"}, {"GET", "/v1/variables?reveal=true"},
 	{"GET", "/v1/nonexistent"},
 }
 
@@ -128,7 +129,7 @@ func TestReadTokenCannotWrite(t *testing.T) {
 	f := newFixture(t)
 	for _, r := range routes {
 		resp, _ := f.do(t, r.method, r.path, readToken, "")
-		write := r.method != "GET" || r.path == "/v1/backup"
+		write := r.method != "GET" || r.path == "/v1/backup" || strings.Contains(r.path, "reveal=true")
 		if write && resp.StatusCode != http.StatusForbidden {
 			t.Errorf("%s %s with a read token: status %d, want 403", r.method, r.path, resp.StatusCode)
 		}
@@ -230,5 +231,35 @@ func TestDeployWithoutPipelineIs501(t *testing.T) {
 	resp, body := f.do(t, "POST", "/v1/deployments", adminToken, `{"deployment":"web","manifest":"name: web"}`)
 	if resp.StatusCode != http.StatusNotImplemented {
 		t.Errorf("deploy: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestVariablesRevealOnlyToAdmin(t *testing.T) {
+	f := newFixture(t)
+	err := f.store.Update(func(tx *store.Tx) error {
+		for _, n := range []string{"/web/admin_password", "/db/password"} {
+			if err := tx.PutVariable(store.Variable{Name: n, Type: "password", Value: json.RawMessage(`"value-of-` + n + `"`)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body := f.do(t, "GET", "/v1/variables?deployment=web", readToken, "")
+	if !strings.Contains(string(body), "/web/admin_password") || strings.Contains(string(body), "/db/") || strings.Contains(string(body), "value-of") {
+		t.Errorf("listing as read: %s", body)
+	}
+	resp, _ := f.do(t, "GET", "/v1/variables?reveal=true", readToken, "")
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("reveal as read: %d", resp.StatusCode)
+	}
+	_, body = f.do(t, "GET", "/v1/variables?reveal=true&deployment=web", adminToken, "")
+	if !strings.Contains(string(body), "value-of-/web/admin_password") {
+		t.Errorf("reveal as admin: %s", body)
+	}
+	if strings.Contains(f.logs.String(), "value-of") {
+		t.Error("a variable's value reached the logs")
 	}
 }
