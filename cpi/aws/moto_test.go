@@ -214,3 +214,21 @@ func ctx(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return c
 }
+
+// liveInstances counts the instances EC2 holds that are not terminated.
+func (c *cloud) liveInstances(t *testing.T) int {
+	t.Helper()
+	out, err := c.ec2.DescribeInstances(t.Context(), &ec2.DescribeInstancesInput{})
+	if err != nil {
+		t.Fatalf("describe instances: %v", err)
+	}
+	n := 0
+	for _, r := range out.Reservations {
+		for _, i := range r.Instances {
+			if i.State.Name != types.InstanceStateNameTerminated {
+				n++
+			}
+		}
+	}
+	return n
+}

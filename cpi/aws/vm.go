@@ -405,8 +405,11 @@ func (c *CPI) waitRunning(ctx context.Context, id string) (types.Instance, error
 	var inst types.Instance
 	err := c.wait(ctx, "instance "+id+" running", func(ctx context.Context) (bool, error) {
 		i, err := c.describeInstance(ctx, id)
-		if isNotFound(err) {
-			return false, nil // EC2 is eventually consistent right after RunInstances
+		if isNotFound(err) || isRetryable(err) {
+			// EC2 is eventually consistent right after RunInstances; a
+			// throttled look (already retried by the SDK) is tried again
+			// at the next poll.
+			return false, nil
 		}
 		if err != nil {
 			return false, fmt.Errorf("describe instance %s: %w", id, err)
@@ -512,6 +515,9 @@ func (c *CPI) terminate(ctx context.Context, id string) error {
 		i, err := c.describeInstance(ctx, id)
 		if isNotFound(err) {
 			return true, nil
+		}
+		if isRetryable(err) {
+			return false, nil
 		}
 		if err != nil {
 			return false, classify("describe", err, nil)
