@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"github.com/compleat/compleat/director/cli"
 	"github.com/compleat/compleat/director/config"
 	"github.com/compleat/compleat/director/cpimanager"
+	"github.com/compleat/compleat/director/deploy"
 	"github.com/compleat/compleat/director/manifest"
 	"github.com/compleat/compleat/director/mbus"
 	"github.com/compleat/compleat/director/pki"
@@ -62,7 +64,12 @@ type Director struct {
 // plan/compile/update executor from d and return it. Until then the
 // deploy, delete-deployment and recreate/restart/stop/start routes answer
 // 501.
-func newDeployer(d *Director) api.Deployer { return nil }
+func newDeployer(d *Director) api.Deployer {
+	return deploy.New(deploy.Config{
+		Store: d.Store, CPIs: d.CPIs, Conn: d.Conn, BusURL: d.BusURL, CA: d.CA,
+		Blobs: d.Blobs, Signer: d.Signer, BlobURL: d.BlobURL, Logger: d.Logger.With("component", "deploy"),
+	})
+}
 
 const (
 	heartbeatPrefix   = "hm.agent.heartbeat."
@@ -184,7 +191,11 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 	}
 
 	// The message bus.
-	busCert, err := d.CA.IssueServer(append([]string{"127.0.0.1", "localhost"}, hostOf(s.natsAddr)...), 0)
+	busHosts := append([]string{"127.0.0.1", "localhost"}, hostOf(s.natsAddr)...)
+	if u, err := url.Parse(s.natsURL); err == nil && u.Hostname() != "" {
+		busHosts = append(busHosts, u.Hostname()) // the name agents dial
+	}
+	busCert, err := d.CA.IssueServer(dedupe(busHosts), 0)
 	if err != nil {
 		return err
 	}
