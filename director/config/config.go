@@ -38,6 +38,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -240,6 +241,16 @@ func (d *Director) validate() error {
 	if d.NATS.Listen != "" {
 		if _, _, err := net.SplitHostPort(d.NATS.Listen); err != nil {
 			errs = append(errs, d.errf("nats.listen", "%v", err))
+		}
+	}
+	if d.NATS.URL != "" {
+		if u, err := url.Parse(d.NATS.URL); err != nil || u.Scheme != "nats" || u.Port() == "" {
+			errs = append(errs, d.errf("nats.url", "want nats://HOST:PORT, have %q", d.NATS.URL))
+		}
+	}
+	if d.Blobstore.PublicURL != "" {
+		if u, err := url.Parse(d.Blobstore.PublicURL); err != nil || u.Scheme != "https" || u.Host == "" {
+			errs = append(errs, d.errf("blobstore.public_url", "want https://HOST[:PORT], have %q", d.Blobstore.PublicURL))
 		}
 	}
 	return errors.Join(errs...)

@@ -60,6 +60,8 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		{"listen: :1\ndata_dir: /x\ntokens: [{name: a, token_file: t, scopes: [read]}]\nblobstore: {type: ftp}\n", `d.yml:4: blobstore.type: unknown type "ftp"`},
 		{"listen: :1\ndata_dir: /x\ntokens: [{name: a, token_file: t, scopes: [read]}]\nblobstore: {type: s3}\n", "blobstore.s3.bucket: required"},
 		{"listen: :1\nextra: 1\n", "field extra not found"},
+		{"listen: :1\ndata_dir: /x\ntokens: [{name: a, token_file: t, scopes: [read]}]\nnats: {url: \"10.0.0.6:4222\"}\n", `d.yml:4: nats.url: want nats://HOST:PORT`},
+		{"listen: :1\ndata_dir: /x\ntokens: [{name: a, token_file: t, scopes: [read]}]\nblobstore: {public_url: \"http://x\"}\n", `blobstore.public_url: want https://`},
 	} {
 		_, err := config.Parse("d.yml", []byte(tc.doc))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
