@@ -1,0 +1,333 @@
+// Package deploy is the director's deploy pipeline: it implements
+// api.Deployer by carrying a manifest through plan, compile and update
+// against the CPI, the agents and the store.
+//
+// A deploy runs as a task holding the deployment's lock:
+//
+//  1. Reconcile: intents left by an interrupted task (a VM or disk being
+//     created or deleted, a compile VM) are finished or undone, VMs the
+//     cloud no longer has are forgotten (see reconcile.go).
+//  2. Inputs: the manifest (director variables resolved from the store,
+//     generated on first use), the cloud and runtime configs, the releases'
+//     job specs and templates, the stemcells, and plan.State built from the
+//     store's instance records (and every other deployment's addresses).
+//  3. plan.Compute. A dry run reports the plan and stops. A plan without
+//     changes says so and stops.
+//  4. The manifest diff (secrets redacted) as a task event, addresses
+//     reserved, packages compiled on throwaway VMs (compile.Compiler with a
+//     Cloud over the CPI and the agents), rendered jobs stored as blobs.
+//  5. update.Updater with an Executor over the CPI and the agents. Every CPI
+//     call that creates or deletes something is recorded in the store
+//     before it is made and after it returns.
+//
+// docs/deploy-pipeline.md describes the whole flow.
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/blobstore"
+	"github.com/compleat/compleat/director/compile"
+	"github.com/compleat/compleat/director/cpimanager"
+	"github.com/compleat/compleat/director/pki"
+	"github.com/compleat/compleat/director/plan"
+	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/task"
+	"github.com/compleat/compleat/director/update"
+)
+
+// Config is what the pipeline is built from; every field but Logger and
+// Name is required.
+type Config struct {
+	Store *store.Store
+	CPIs  *cpimanager.Manager
+	// Conn is the director's bus connection; BusURL is how agents reach the
+	// bus; CA signs each agent's bus certificate and the blob server's.
+	Conn   *nats.Conn
+	BusURL string
+	CA     *pki.CA
+	// Blobs store rendered jobs; Signer signs the URLs agents fetch them
+	// (and release and compiled packages) with; BlobURL is their base.
+	Blobs   blobstore.Store
+	Signer  *blobstore.Signer
+	BlobURL string
+	Logger  *slog.Logger
+	// Name is the director's name in VM metadata (default "compleat").
+	Name string
+	// AgentTimeout bounds the wait for a new VM's agent (default 2m).
+	AgentTimeout time.Duration
+}
+
+// Deployer carries out deploys, deletions and state changes.
+type Deployer struct {
+	c        Config
+	compiler *compile.Compiler
+
+	mu   sync.Mutex
+	jobs map[string]*jobCacheEntry // release job archives by fingerprint
+}
+
+var _ api.Deployer = (*Deployer)(nil)
+
+// New returns a Deployer.
+func New(c Config) *Deployer {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Name == "" {
+		c.Name = "compleat"
+	}
+	if c.AgentTimeout == 0 {
+		c.AgentTimeout = 2 * time.Minute
+	}
+	d := &Deployer{c: c, jobs: map[string]*jobCacheEntry{}}
+	d.compiler = compile.New(&compileCloud{d: d}, storeCache{d.c.Store}, c.Logger.With("component", "compile"))
+	return d
+}
+
+// blobTTL is how long a signed blob URL stays valid.
+const blobTTL = time.Hour
+
+// Deploy plans the manifest against what is deployed and carries the plan
+// out.
+func (d *Deployer) Deploy(ctx context.Context, r *task.Reporter, req api.DeployRequest) (string, error) {
+	log := d.c.Logger.With("deployment", req.Deployment, "task", r.TaskID())
+	if !req.DryRun {
+		if err := d.reconcile(ctx, r, req.Deployment); err != nil {
+			return "", err
+		}
+	}
+	in, err := d.inputs(ctx, r, req)
+	if err != nil {
+		return "", err
+	}
+	if in.desired.Manifest.Name != req.Deployment {
+		return "", api.BadInput(fmt.Errorf("the manifest deploys %q, not %q", in.desired.Manifest.Name, req.Deployment))
+	}
+	p, err := plan.Compute(in.desired, in.state)
+	if err != nil {
+		return "", api.BadInput(err)
+	}
+	var buf bytes.Buffer
+	if err := p.Format(&buf); err != nil {
+		return "", err
+	}
+	if req.DryRun {
+		return "Dry run: nothing changed.\n\n" + buf.String(), nil
+	}
+	diff := d.manifestDiff(req.Deployment, req.Manifest)
+	d.note(r, "Manifest diff", diff)
+	if !p.HasChanges() {
+		if err := d.recordDeployment(req, in, false); err != nil {
+			return "", err
+		}
+		return "No changes: nothing to do.", nil
+	}
+	d.note(r, "Plan", buf.String())
+	if err := d.recordDeployment(req, in, true); err != nil {
+		return "", err
+	}
+	if err := d.reserveIPs(req.Deployment, &p); err != nil {
+		return "", err
+	}
+	if err := task.Checkpoint(ctx); err != nil {
+		return "", err
+	}
+
+	// Compile.
+	pkgBlobs, err := d.compileFor(ctx, r, &p, in)
+	if err != nil {
+		return "", err
+	}
+	// Rendered jobs.
+	jobBlobs, err := d.storeRendered(ctx, &p)
+	if err != nil {
+		return "", err
+	}
+	if err := task.Checkpoint(ctx); err != nil {
+		return "", err
+	}
+
+	// Update.
+	x := d.newExecutor(&p, req.Deployment, in.cpiName, jobBlobs, pkgBlobs, log)
+	ro := p.Rollout()
+	res, err := update.New(x, log).Run(ctx, ro, update.Options{Reporter: &updateReporter{r: r, x: x}, SkipDrain: req.SkipDrain})
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("%w: %w", task.ErrCancelled, err)
+		}
+		return "", err
+	}
+	for _, od := range p.OrphanDisks {
+		if err := d.c.Store.Update(func(tx *store.Tx) error { return tx.OrphanDisk(od.CID) }); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return "", err
+		}
+	}
+	if err := d.finishDeployment(req.Deployment); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("Deployed %s: %d updated, %d deleted, %d unchanged.", req.Deployment, len(res.Updated), len(res.Deleted), res.Skipped), nil
+}
+
+// note records a block of text (the manifest diff, the plan) as one task
+// event whose data is {"text": ...}; an empty text records nothing.
+func (d *Deployer) note(r *task.Reporter, stage, text string) {
+	if strings.TrimSpace(text) == "" {
+		return
+	}
+	raw, _ := json.Marshal(map[string]string{"text": text})
+	r.Event(store.Event{Stage: stage, State: "info", Data: raw})
+}
+
+// recordDeployment stores the manifest as submitted (director variables
+// unresolved: no secret) and the deployment record, before anything is
+// touched, so that a deployment being created is listed and locked.
+func (d *Deployer) recordDeployment(req api.DeployRequest, in *inputs, changed bool) error {
+	return d.c.Store.Update(func(tx *store.Tx) error {
+		dep, err := tx.Deployment(req.Deployment)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		dep.Name = req.Deployment
+		dep.Releases, dep.Stemcells = in.releaseNames, in.stemcellNames
+		dep.CloudConfigID, dep.RuntimeConfigIDs = in.cloudConfigID, in.runtimeConfigIDs
+		last, merr := tx.Manifest(req.Deployment, 0)
+		if merr != nil || last.Content != req.Manifest {
+			m, err := tx.AddManifest(req.Deployment, req.Manifest, 0)
+			if err != nil {
+				return err
+			}
+			last = m
+		}
+		if !changed {
+			dep.ManifestID = last.ID
+		}
+		return tx.PutDeployment(dep)
+	})
+}
+
+// finishDeployment marks the newest manifest as the last one deployed
+// successfully.
+func (d *Deployer) finishDeployment(name string) error {
+	return d.c.Store.Update(func(tx *store.Tx) error {
+		dep, err := tx.Deployment(name)
+		if err != nil {
+			return err
+		}
+		m, err := tx.Manifest(name, 0)
+		if err != nil {
+			return err
+		}
+		dep.ManifestID = m.ID
+		return tx.PutDeployment(dep)
+	})
+}
+
+// reserveIPs reserves the planned addresses of every instance on manual
+// networks; a conflict with another deployment fails the deploy before
+// anything is created.
+func (d *Deployer) reserveIPs(deployment string, p *plan.Plan) error {
+	return d.c.Store.Update(func(tx *store.Tx) error {
+		for _, g := range p.Groups {
+			for _, in := range g.Instances {
+				for _, n := range in.Networks {
+					if n.Type != "manual" || !n.IP.IsValid() {
+						continue
+					}
+					if err := tx.ReserveIP(store.IPReservation{Network: n.Name, IP: n.IP.String(), Deployment: deployment, InstanceID: in.ID, Static: n.Static}); err != nil {
+						return fmt.Errorf("reserve %s for %s: %w", n.IP, in.Name(), err)
+					}
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// releaseIPs frees every address held by an instance.
+func releaseIPs(tx *store.Tx, deployment, instanceID string) error {
+	rs, err := tx.IPReservations("")
+	if err != nil {
+		return err
+	}
+	for _, r := range rs {
+		if r.Deployment == deployment && r.InstanceID == instanceID {
+			if err := tx.ReleaseIP(r.Network, r.IP); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// newID returns a random uuid (version 4).
+func newID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+type uuids struct{}
+
+func (uuids) NewID() string { return newID() }
+
+// updateReporter turns the updater's events into task events and records
+// each instance's state as it finishes.
+type updateReporter struct {
+	r *task.Reporter
+	x *executor
+}
+
+func (u *updateReporter) Report(e update.Event) {
+	step, tags := e.Task, []string(nil)
+	if s, ok := strings.CutSuffix(step, " (canary)"); ok {
+		step, tags = s, []string{"canary"}
+	}
+	ev := store.Event{Stage: e.Stage, Step: step, Index: e.Index, Total: e.Total, State: e.State, Tags: tags}
+	if e.Err != nil {
+		ev.Error = e.Err.Error()
+	}
+	if e.State == "finished" && e.Stage == "Updating instance" {
+		if err := u.x.recordApplied(e.Instance); err != nil {
+			ev.State, ev.Error = "failed", "record instance state: "+err.Error()
+		}
+	}
+	u.r.Event(ev)
+}
+
+// compileReporter turns compile events into task events.
+type compileReporter struct{ r *task.Reporter }
+
+func (c compileReporter) Report(e compile.Event) {
+	ev := store.Event{Stage: e.Stage, Step: e.Task, Index: e.Index, Total: e.Total, State: e.State}
+	if e.Err != nil {
+		ev.Error = e.Err.Error()
+	}
+	c.r.Event(ev)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,564 @@
+package deploy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/compleat/compleat/agent/applyspec"
+	"github.com/compleat/compleat/agent/protocol"
+	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/director/blobstore"
+	"github.com/compleat/compleat/director/compile"
+	"github.com/compleat/compleat/director/plan"
+	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/update"
+)
+
+// Executor modes: a deploy (and recreate) carries every step out; the
+// lifecycle verbs skip the steps they do not need.
+const (
+	modeDeploy   = "deploy"
+	modeRecreate = "recreate"
+	modeRestart  = "restart"
+	modeStop     = "stop"
+	modeStopHard = "stop-hard"
+	modeStart    = "start"
+	modeDelete   = "delete"
+)
+
+// executor is update.Executor over the CPI and the agents, for one plan.
+// Every VM and disk it creates or deletes is recorded in the store before
+// and after the CPI call; every instance's record is updated as soon as its
+// VM or disk changes, and its applied state when its update finishes.
+type executor struct {
+	d          *Deployer
+	p          *plan.Plan
+	deployment string
+	cpiName    string
+	jobBlobs   map[string]map[string]blobstore.Blob // instance id -> job -> blob
+	pkgBlobs   map[string]map[string]compile.Compiled
+	log        *slog.Logger
+	mode       string
+	force      bool // delete-deployment --force: go on past agent and CPI errors
+
+	mu      sync.Mutex
+	fresh   map[string]bool // instances whose VM this run created
+	warning []string
+}
+
+var _ update.Executor = (*executor)(nil)
+
+func (d *Deployer) newExecutor(p *plan.Plan, deployment, cpiName string, jobBlobs map[string]map[string]blobstore.Blob, pkgBlobs map[string]map[string]compile.Compiled, log *slog.Logger) *executor {
+	return &executor{d: d, p: p, deployment: deployment, cpiName: cpiName, jobBlobs: jobBlobs, pkgBlobs: pkgBlobs, log: log, mode: modeDeploy, fresh: map[string]bool{}}
+}
+
+// planned finds the plan's instance, or the deployed state of an instance
+// to delete.
+func (x *executor) planned(id string) (*plan.Instance, error) {
+	if pi, ok := x.p.Instance(id); ok {
+		return pi, nil
+	}
+	return nil, fmt.Errorf("instance %s is not in the plan", id)
+}
+
+func (x *executor) deletion(id string) (*plan.InstanceState, bool) {
+	for i := range x.p.Delete {
+		if x.p.Delete[i].Instance.ID == id {
+			return &x.p.Delete[i].Instance, true
+		}
+	}
+	return nil, false
+}
+
+// agentOf is the agent of an instance, planned or to delete.
+func (x *executor) agentOf(id string) (string, error) {
+	if pi, ok := x.p.Instance(id); ok && pi.AgentID != "" {
+		return pi.AgentID, nil
+	}
+	if st, ok := x.deletion(id); ok && st.AgentID != "" {
+		return st.AgentID, nil
+	}
+	return "", fmt.Errorf("instance %s has no vm", id)
+}
+
+func (x *executor) tolerate(what string, inst update.Instance, err error) error {
+	if err == nil || !x.force {
+		return err
+	}
+	x.log.Warn("ignored with --force", "step", what, "instance", inst.Name(), "error", err)
+	x.mu.Lock()
+	x.warning = append(x.warning, fmt.Sprintf("%s %s: %v", what, inst.Name(), err))
+	x.mu.Unlock()
+	return nil
+}
+
+// record updates an instance's store record in one transaction.
+func (x *executor) record(pi *plan.Instance, fn func(rec *store.Instance) error) error {
+	return x.d.c.Store.Update(func(tx *store.Tx) error {
+		rec, err := tx.Instance(x.deployment, pi.Group, pi.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			st := pi.State()
+			st.Jobs, st.Packages = nil, nil // nothing applied yet
+			st.VMCID, st.AgentID = "", ""
+			if st.Disk != nil && st.Disk.CID == "" {
+				st.Disk = nil
+			}
+			raw, err := json.Marshal(st)
+			if err != nil {
+				return err
+			}
+			rec = store.Instance{Deployment: x.deployment, Group: pi.Group, ID: pi.ID, Index: pi.Index, AZ: pi.AZ, Bootstrap: pi.Bootstrap, State: "started", Spec: raw}
+		} else if err != nil {
+			return err
+		}
+		if err := fn(&rec); err != nil {
+			return err
+		}
+		return tx.PutInstance(rec)
+	})
+}
+
+// recordApplied records what the instance runs now that its update
+// finished: the plan's state for a deploy, the desired state for the
+// lifecycle verbs.
+func (x *executor) recordApplied(inst update.Instance) error {
+	pi, err := x.planned(inst.ID)
+	if err != nil {
+		return err
+	}
+	return x.record(pi, func(rec *store.Instance) error {
+		switch x.mode {
+		case modeDeploy, modeRecreate:
+			raw, err := json.Marshal(pi.State())
+			if err != nil {
+				return err
+			}
+			rec.Spec, rec.State = raw, "started"
+			rec.Index, rec.AZ, rec.Bootstrap = pi.Index, pi.AZ, pi.Bootstrap
+			rec.DiskCIDs = nil
+			if pi.Disk != nil && pi.Disk.CID != "" {
+				rec.DiskCIDs = []string{pi.Disk.CID}
+			}
+		case modeStop:
+			rec.State = "stopped"
+		case modeStopHard:
+			rec.State = "detached"
+		case modeStart, modeRestart:
+			rec.State = "started"
+		}
+		rec.VMCID, rec.AgentID = pi.VMCID, pi.AgentID
+		return nil
+	})
+}
+
+// CreateVM creates the instance's VM, records it on the instance and
+// attaches its existing persistent disk.
+func (x *executor) CreateVM(ctx context.Context, inst update.Instance) error {
+	pi, err := x.planned(inst.ID)
+	if err != nil {
+		return err
+	}
+	return x.createFor(ctx, pi)
+}
+
+func (x *executor) createFor(ctx context.Context, pi *plan.Instance) error {
+	var disk string
+	if x.mode != modeDeploy || pi.Disk == nil || pi.Disk.CID != "" {
+		disk = x.attachedDisk(pi)
+	} else if pi.Disk.Replaces != "" {
+		disk = pi.Disk.Replaces
+	}
+	spec := vmSpec{
+		cpiName: x.cpiName, deployment: x.deployment, instanceID: pi.ID,
+		stemcellCID: pi.Stemcell.CID, cloudProps: pi.CloudProperties, env: pi.Env, networks: pi.Networks,
+		metadata: map[string]string{
+			"instance_group": pi.Group, "job": pi.Group, "index": strconv.Itoa(pi.Index),
+			"id": pi.ID, "name": pi.Name(),
+		},
+	}
+	vm, err := x.d.createVM(ctx, spec)
+	if err != nil {
+		return err
+	}
+	pi.VMCID, pi.AgentID = vm.CID, vm.AgentID
+	x.mu.Lock()
+	x.fresh[pi.ID] = true
+	x.mu.Unlock()
+	if err := x.record(pi, func(rec *store.Instance) error {
+		rec.VMCID, rec.AgentID = vm.CID, vm.AgentID
+		return nil
+	}); err != nil {
+		return err
+	}
+	if disk != "" {
+		if err := x.attach(ctx, pi, disk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// attachedDisk is the persistent disk the instance's record holds.
+func (x *executor) attachedDisk(pi *plan.Instance) string {
+	var disk string
+	x.d.c.Store.View(func(tx *store.Tx) error {
+		rec, err := tx.Instance(x.deployment, pi.Group, pi.ID)
+		if err == nil && len(rec.DiskCIDs) > 0 {
+			disk = rec.DiskCIDs[0]
+		}
+		return nil
+	})
+	return disk
+}
+
+func (x *executor) attach(ctx context.Context, pi *plan.Instance, disk string) error {
+	c, err := x.d.cpi(ctx, x.cpiName)
+	if err != nil {
+		return err
+	}
+	hint, err := c.AttachDisk(ctx, pi.VMCID, disk)
+	if err != nil {
+		return fmt.Errorf("attach disk %s to vm %s: %w", disk, pi.VMCID, err)
+	}
+	if err := x.d.agent(pi.AgentID).MountDisk(ctx, protocol.MountDiskRequest{DiskCID: disk, Hint: hint}); err != nil {
+		return fmt.Errorf("mount disk %s on %s: %w", disk, pi.Name(), err)
+	}
+	return nil
+}
+
+func (x *executor) PreStop(ctx context.Context, inst update.Instance) error {
+	if x.mode == modeStart {
+		return nil
+	}
+	id, err := x.agentOf(inst.ID)
+	if err != nil {
+		return x.tolerate("pre-stop", inst, err)
+	}
+	res, err := x.d.agent(id).RunScript(ctx, protocol.RunScriptRequest{Name: "pre-stop"})
+	if err == nil {
+		err = scriptErr("pre-stop", res)
+	}
+	return x.tolerate("pre-stop", inst, err)
+}
+
+func (x *executor) Drain(ctx context.Context, inst update.Instance) error {
+	if x.mode == modeStart {
+		return nil
+	}
+	id, err := x.agentOf(inst.ID)
+	if err != nil {
+		return x.tolerate("drain", inst, err)
+	}
+	typ := protocol.DrainUpdate
+	if _, deleting := x.deletion(inst.ID); deleting || x.mode == modeStop || x.mode == modeStopHard || x.mode == modeDelete {
+		typ = protocol.DrainShutdown
+	}
+	_, err = x.d.agent(id).Drain(ctx, protocol.DrainRequest{Type: typ})
+	return x.tolerate("drain", inst, err)
+}
+
+func (x *executor) Stop(ctx context.Context, inst update.Instance) error {
+	if x.mode == modeStart {
+		return nil
+	}
+	id, err := x.agentOf(inst.ID)
+	if err != nil {
+		return x.tolerate("stop", inst, err)
+	}
+	return x.tolerate("stop", inst, x.d.agent(id).Stop(ctx, protocol.StopRequest{}))
+}
+
+// RecreateVM deletes the instance's VM (detaching its disk) and creates a
+// new one with the disk attached again. With stop --hard it only deletes.
+func (x *executor) RecreateVM(ctx context.Context, inst update.Instance) error {
+	pi, err := x.planned(inst.ID)
+	if err != nil {
+		return err
+	}
+	if pi.VMCID != "" {
+		if disk := x.attachedDisk(pi); disk != "" {
+			if c, err := x.d.cpi(ctx, x.cpiName); err == nil {
+				if err := c.DetachDisk(ctx, pi.VMCID, disk); err != nil && !errors.Is(err, cpi.ErrVMNotFound) && !errors.Is(err, cpi.ErrDiskNotFound) {
+					return fmt.Errorf("detach disk %s from vm %s: %w", disk, pi.VMCID, err)
+				}
+			}
+		}
+		if err := x.d.deleteVM(ctx, x.cpiName, createdVM{CID: pi.VMCID, AgentID: pi.AgentID}); err != nil {
+			return err
+		}
+		pi.VMCID, pi.AgentID = "", ""
+		if err := x.record(pi, func(rec *store.Instance) error {
+			rec.VMCID, rec.AgentID = "", ""
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	if x.mode == modeStopHard {
+		return nil
+	}
+	return x.createFor(ctx, pi)
+}
+
+// UpdateDisk creates, replaces (migrating the data) or removes the
+// instance's persistent disk as planned.
+func (x *executor) UpdateDisk(ctx context.Context, inst update.Instance) error {
+	if x.mode != modeDeploy {
+		return nil
+	}
+	pi, err := x.planned(inst.ID)
+	if err != nil {
+		return err
+	}
+	c, err := x.d.cpi(ctx, x.cpiName)
+	if err != nil {
+		return err
+	}
+	current := x.attachedDisk(pi)
+	a := x.d.agent(pi.AgentID)
+	switch {
+	case pi.Disk != nil && pi.Disk.CID == "":
+		props := pi.Disk.CloudProperties
+		if props == nil {
+			props = map[string]any{}
+		}
+		raw, err := json.Marshal(props)
+		if err != nil {
+			return err
+		}
+		intent := store.Disk{CID: "intent-" + newID(), CPI: x.cpiName, Deployment: x.deployment, InstanceID: pi.ID, SizeMB: int64(pi.Disk.SizeMB), DiskType: pi.Disk.Type, CloudProperties: raw, State: "creating"}
+		if err := x.d.c.Store.Update(func(tx *store.Tx) error { return tx.PutDisk(intent) }); err != nil {
+			return err
+		}
+		cid, err := c.CreateDisk(ctx, cpi.CreateDiskRequest{SizeMB: int64(pi.Disk.SizeMB), CloudProperties: raw, VMCID: pi.VMCID})
+		if err != nil {
+			return fmt.Errorf("create disk for %s: %w", pi.Name(), err)
+		}
+		rec := intent
+		rec.CID, rec.State = cid, "created"
+		if err := x.d.c.Store.Update(func(tx *store.Tx) error {
+			if err := tx.DeleteDisk(intent.CID); err != nil {
+				return err
+			}
+			return tx.PutDisk(rec)
+		}); err != nil {
+			return err
+		}
+		c.SetDiskMetadata(ctx, cid, map[string]string{"director": x.d.c.Name, "deployment": x.deployment, "instance_group": pi.Group, "instance_id": pi.ID})
+		if err := x.attach(ctx, pi, cid); err != nil {
+			return err
+		}
+		if current != "" {
+			if err := a.MigrateDisk(ctx); err != nil {
+				return fmt.Errorf("migrate disk %s to %s on %s: %w", current, cid, pi.Name(), err)
+			}
+			if err := c.DetachDisk(ctx, pi.VMCID, current); err != nil && !errors.Is(err, cpi.ErrDiskNotFound) {
+				return fmt.Errorf("detach disk %s: %w", current, err)
+			}
+		}
+		pi.Disk.CID = cid
+		return x.record(pi, func(r *store.Instance) error { r.DiskCIDs = []string{cid}; return nil })
+	case pi.Disk == nil && current != "":
+		if err := a.UnmountDisk(ctx, current); err != nil {
+			return fmt.Errorf("unmount disk %s on %s: %w", current, pi.Name(), err)
+		}
+		if err := c.DetachDisk(ctx, pi.VMCID, current); err != nil && !errors.Is(err, cpi.ErrDiskNotFound) {
+			return fmt.Errorf("detach disk %s: %w", current, err)
+		}
+		return x.record(pi, func(r *store.Instance) error { r.DiskCIDs = nil; return nil })
+	}
+	return nil
+}
+
+// Apply sends the instance's apply spec: rendered jobs and compiled
+// packages as signed blob URLs. The lifecycle verbs apply only to a VM
+// they just created.
+func (x *executor) Apply(ctx context.Context, inst update.Instance) error {
+	x.mu.Lock()
+	fresh := x.fresh[inst.ID]
+	x.mu.Unlock()
+	switch x.mode {
+	case modeStop, modeStopHard:
+		return nil
+	case modeStart, modeRestart:
+		if !fresh {
+			return nil
+		}
+	}
+	pi, err := x.planned(inst.ID)
+	if err != nil {
+		return err
+	}
+	spec, err := x.applySpec(pi)
+	if err != nil {
+		return err
+	}
+	return x.d.agent(pi.AgentID).Apply(ctx, spec)
+}
+
+func (x *executor) applySpec(pi *plan.Instance) (applyspec.Spec, error) {
+	jobs := map[string]applyspec.Blob{}
+	for name, b := range x.jobBlobs[pi.ID] {
+		ref, err := x.d.blobRef(b.ID, b.SHA256, b.Size)
+		if err != nil {
+			return applyspec.Spec{}, err
+		}
+		jobs[name] = ref
+	}
+	pkgs := map[string]applyspec.Blob{}
+	for name, c := range x.pkgBlobs[stemcellKey(pi.Stemcell.OS, pi.Stemcell.Version, pi.Stemcell.CID)] {
+		ref, err := x.d.blobRef(c.BlobID, c.SHA256, 0)
+		if err != nil {
+			return applyspec.Spec{}, err
+		}
+		pkgs[name] = ref
+	}
+	return pi.ApplySpec(x.deployment, jobs, pkgs)
+}
+
+func (x *executor) script(ctx context.Context, inst update.Instance, name string) error {
+	id, err := x.agentOf(inst.ID)
+	if err != nil {
+		return err
+	}
+	res, err := x.d.agent(id).RunScript(ctx, protocol.RunScriptRequest{Name: name})
+	if err != nil {
+		return err
+	}
+	return scriptErr(name, res)
+}
+
+func (x *executor) PreStart(ctx context.Context, inst update.Instance) error {
+	if x.mode == modeStop || x.mode == modeStopHard {
+		return nil
+	}
+	return x.script(ctx, inst, "pre-start")
+}
+
+func (x *executor) Start(ctx context.Context, inst update.Instance) error {
+	if x.mode == modeStop || x.mode == modeStopHard {
+		return nil
+	}
+	id, err := x.agentOf(inst.ID)
+	if err != nil {
+		return err
+	}
+	_, err = x.d.agent(id).Start(ctx)
+	return err
+}
+
+func (x *executor) Running(ctx context.Context, inst update.Instance) (bool, string, error) {
+	if x.mode == modeStop || x.mode == modeStopHard {
+		return true, "", nil
+	}
+	id, err := x.agentOf(inst.ID)
+	if err != nil {
+		return false, "", err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := x.d.agent(id).GetState(cctx)
+	if err != nil {
+		return false, "", err
+	}
+	if st.JobState == protocol.StateRunning {
+		return true, "", nil
+	}
+	return false, describeState(st), nil
+}
+
+// describeState lists the processes that are not running.
+func describeState(st protocol.State) string {
+	var lines []string
+	for _, j := range st.Jobs {
+		for _, p := range j.Processes {
+			if p.State == protocol.StateRunning {
+				continue
+			}
+			l := fmt.Sprintf("%s/%s is %s", j.Name, p.Name, p.State)
+			if p.Error != "" {
+				l += ": " + p.Error
+			}
+			lines = append(lines, l)
+		}
+		if len(j.Processes) == 0 && j.State != protocol.StateRunning {
+			lines = append(lines, fmt.Sprintf("job %s is %s", j.Name, j.State))
+		}
+	}
+	if len(lines) == 0 {
+		return "job state " + st.JobState
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (x *executor) PostStart(ctx context.Context, inst update.Instance) error {
+	if x.mode == modeStop || x.mode == modeStopHard {
+		return nil
+	}
+	return x.script(ctx, inst, "post-start")
+}
+
+func (x *executor) PostDeploy(ctx context.Context, inst update.Instance) error {
+	if x.mode != modeDeploy {
+		return nil
+	}
+	if _, err := x.agentOf(inst.ID); err != nil {
+		return nil // an instance without a VM has nothing to run
+	}
+	return x.script(ctx, inst, "post-deploy")
+}
+
+// Delete deletes a stopped instance: its VM (its disk detached first), its
+// addresses and its record. Its disk is orphaned by the deploy (or deleted
+// by delete-deployment).
+func (x *executor) Delete(ctx context.Context, inst update.Instance) error {
+	st, ok := x.deletion(inst.ID)
+	if !ok {
+		return fmt.Errorf("instance %s is not to be deleted", inst.Name())
+	}
+	var rec store.Instance
+	err := x.d.c.Store.View(func(tx *store.Tx) error {
+		var err error
+		rec, err = tx.Instance(x.deployment, st.Group, st.ID)
+		return err
+	})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if rec.VMCID != "" {
+		c, err := x.d.cpi(ctx, x.cpiName)
+		if err != nil {
+			return x.tolerate("delete vm", inst, err)
+		}
+		for _, disk := range rec.DiskCIDs {
+			if err := c.DetachDisk(ctx, rec.VMCID, disk); err != nil && !errors.Is(err, cpi.ErrVMNotFound) && !errors.Is(err, cpi.ErrDiskNotFound) {
+				if err := x.tolerate("detach disk", inst, err); err != nil {
+					return err
+				}
+			}
+		}
+		if err := x.d.deleteVM(ctx, x.cpiName, createdVM{CID: rec.VMCID, AgentID: rec.AgentID}); err != nil {
+			if err := x.tolerate("delete vm", inst, err); err != nil {
+				return err
+			}
+			// Forced: forget the VM record anyway.
+			x.d.c.Store.Update(func(tx *store.Tx) error { return tx.DeleteVM(rec.VMCID) })
+		}
+	}
+	return x.d.c.Store.Update(func(tx *store.Tx) error {
+		if err := releaseIPs(tx, x.deployment, st.ID); err != nil {
+			return err
+		}
+		if err := tx.DeleteInstance(x.deployment, st.Group, st.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		return nil
+	})
+}

@@ -1,0 +1,318 @@
+package deploy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/manifest"
+	"github.com/compleat/compleat/director/plan"
+	"github.com/compleat/compleat/director/release"
+	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/task"
+)
+
+// inputs is everything a deploy plans from.
+type inputs struct {
+	desired          plan.Desired
+	state            plan.State
+	records          []store.Instance
+	releases         map[string]store.Release
+	cpiName          string
+	releaseNames     []string
+	stemcellNames    []string
+	cloudConfigID    uint64
+	runtimeConfigIDs []uint64
+}
+
+// inputs loads the manifest and everything it refers to, and the
+// deployment's recorded state.
+func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req api.DeployRequest) (*inputs, error) {
+	in := &inputs{releases: map[string]store.Release{}}
+	var cloud store.Config
+	var runtimes []store.Config
+	err := d.c.Store.View(func(tx *store.Tx) error {
+		var err error
+		cloud, err = tx.LatestConfig(store.ConfigCloud, "")
+		if errors.Is(err, store.ErrNotFound) {
+			return api.BadInput(errors.New("no cloud config: run `director update-cloud-config` first"))
+		}
+		if err != nil {
+			return err
+		}
+		runtimes, err = tx.Configs(store.ConfigRuntime, true)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	in.cloudConfigID = cloud.ID
+	cc, err := manifest.ParseCloudConfig(fmt.Sprintf("cloud config %d", cloud.ID), []byte(cloud.Content))
+	if err != nil {
+		return nil, fmt.Errorf("stored cloud config: %w", err)
+	}
+	in.desired.CloudConfig = cc
+	for _, rc := range runtimes {
+		parsed, err := manifest.ParseRuntimeConfig(fmt.Sprintf("runtime config %s (%d)", rc.Name, rc.ID), []byte(rc.Content))
+		if err != nil {
+			return nil, fmt.Errorf("stored runtime config: %w", err)
+		}
+		in.desired.RuntimeConfigs = append(in.desired.RuntimeConfigs, parsed)
+		in.runtimeConfigIDs = append(in.runtimeConfigIDs, rc.ID)
+	}
+
+	vars, err := newVariables(d.c.Store, req.Deployment, []byte(req.Manifest), !req.DryRun)
+	if err != nil {
+		return nil, api.BadInput(err)
+	}
+	doc, err := manifest.Load(ctx, "manifest.yml", []byte(req.Manifest), manifest.LoadOptions{Source: vars, Strict: true})
+	if err != nil {
+		return nil, api.BadInput(err)
+	}
+	dep, err := doc.Deployment()
+	if err != nil {
+		return nil, api.BadInput(err)
+	}
+	in.desired.Manifest = dep
+	in.desired.IDs = uuids{}
+	in.desired.Recreate = req.Recreate
+
+	if in.cpiName, err = d.c.CPIs.Resolve(defaultAZCPI(cc)); err != nil {
+		return nil, err
+	}
+	if err := d.resolveReleases(ctx, in, dep); err != nil {
+		return nil, err
+	}
+	if err := d.resolveStemcells(in, dep); err != nil {
+		return nil, err
+	}
+	in.state, in.records, err = d.state(req.Deployment)
+	return in, err
+}
+
+// defaultAZCPI is the cpi the cloud config's AZs name ("" for the
+// default). A cloud config spanning several CPIs is not supported yet: the
+// first AZ's decides.
+func defaultAZCPI(cc *manifest.CloudConfig) string {
+	for _, az := range cc.AZs {
+		if az.CPI != "" {
+			return az.CPI
+		}
+	}
+	return ""
+}
+
+// resolveReleases finds the uploaded releases the manifest (and runtime
+// configs) name and loads their jobs.
+func (d *Deployer) resolveReleases(ctx context.Context, in *inputs, dep *manifest.Deployment) error {
+	wanted := append([]manifest.Release(nil), dep.Releases...)
+	for _, rc := range in.desired.RuntimeConfigs {
+		wanted = append(wanted, rc.Releases...)
+	}
+	var all []store.Release
+	if err := d.c.Store.View(func(tx *store.Tx) error {
+		var err error
+		all, err = tx.Releases()
+		return err
+	}); err != nil {
+		return err
+	}
+	in.desired.Releases = map[string]plan.Release{}
+	for _, w := range wanted {
+		if _, done := in.desired.Releases[w.Name]; done {
+			continue
+		}
+		var found *store.Release
+		for i := range all {
+			if all[i].Name != w.Name {
+				continue
+			}
+			if w.Version == "latest" || w.Version == "" || all[i].Version == w.Version {
+				found = &all[i] // Releases lists versions in upload order: the last is the latest
+			}
+		}
+		if found == nil {
+			return api.BadInput(fmt.Errorf("release %s/%s is not uploaded: run `director upload-release`", w.Name, w.Version))
+		}
+		rel, err := d.planRelease(ctx, *found)
+		if err != nil {
+			return err
+		}
+		in.desired.Releases[w.Name] = rel
+		in.releases[w.Name] = *found
+		in.releaseNames = append(in.releaseNames, found.Name+"/"+found.Version)
+	}
+	return nil
+}
+
+// planRelease builds the planner's view of a stored release: its manifest
+// and every job's spec and templates, read from the job archives in the
+// blobstore (cached by fingerprint).
+func (d *Deployer) planRelease(ctx context.Context, sr store.Release) (plan.Release, error) {
+	m := &release.Manifest{Name: sr.Name, Version: sr.Version, CommitHash: sr.CommitHash}
+	rel := plan.Release{Manifest: m, Jobs: map[string]*release.Job{}}
+	for _, p := range sr.Packages {
+		m.Packages = append(m.Packages, release.PackageEntry{Name: p.Name, Version: p.Fingerprint, Fingerprint: p.Fingerprint, SHA256: p.SHA256, Dependencies: p.Dependencies})
+	}
+	for _, j := range sr.Jobs {
+		m.Jobs = append(m.Jobs, release.JobEntry{Name: j.Name, Version: j.Fingerprint, Fingerprint: j.Fingerprint, SHA256: j.SHA256, Packages: j.Packages})
+		job, err := d.releaseJob(ctx, j)
+		if err != nil {
+			return rel, fmt.Errorf("release %s/%s job %s: %w", sr.Name, sr.Version, j.Name, err)
+		}
+		rel.Jobs[j.Name] = job
+	}
+	return rel, nil
+}
+
+type jobCacheEntry struct{ job *release.Job }
+
+func (d *Deployer) releaseJob(ctx context.Context, j store.ReleaseJob) (*release.Job, error) {
+	d.mu.Lock()
+	e, ok := d.jobs[j.Fingerprint]
+	d.mu.Unlock()
+	if ok {
+		return e.job, nil
+	}
+	rc, err := d.c.Blobs.Get(ctx, j.BlobID)
+	if err != nil {
+		return nil, fmt.Errorf("fetch job blob %s: %w", j.BlobID, err)
+	}
+	defer rc.Close()
+	job, err := release.ReadJob(rc)
+	if err != nil {
+		return nil, fmt.Errorf("read job blob %s: %w", j.BlobID, err)
+	}
+	d.mu.Lock()
+	d.jobs[j.Fingerprint] = &jobCacheEntry{job: job}
+	d.mu.Unlock()
+	return job, nil
+}
+
+// resolveStemcells binds each manifest stemcell alias to an uploaded
+// stemcell and its cid in the deployment's CPI.
+func (d *Deployer) resolveStemcells(in *inputs, dep *manifest.Deployment) error {
+	var all []store.Stemcell
+	if err := d.c.Store.View(func(tx *store.Tx) error {
+		var err error
+		all, err = tx.Stemcells()
+		return err
+	}); err != nil {
+		return err
+	}
+	in.desired.Stemcells = map[string]plan.Stemcell{}
+	for _, s := range dep.Stemcells {
+		var found *store.Stemcell
+		for i := range all {
+			c := &all[i]
+			if s.OS != "" && c.OS != s.OS || s.Name != "" && c.Name != s.Name {
+				continue
+			}
+			if s.Version != "latest" && c.Version != s.Version {
+				continue
+			}
+			if found == nil || c.UploadedAt.After(found.UploadedAt) {
+				found = c
+			}
+		}
+		if found == nil {
+			what := s.OS
+			if what == "" {
+				what = s.Name
+			}
+			return api.BadInput(fmt.Errorf("stemcell %s/%s (alias %s) is not uploaded: run `director upload-stemcell`", what, s.Version, s.Alias))
+		}
+		cid := found.CIDs[in.cpiName]
+		if cid == "" {
+			return api.BadInput(fmt.Errorf("stemcell %s/%s is not in cpi %s: upload it again", found.Name, found.Version, in.cpiName))
+		}
+		in.desired.Stemcells[s.Alias] = plan.Stemcell{Name: found.Name, OS: found.OS, Version: found.Version, CID: cid}
+		in.stemcellNames = append(in.stemcellNames, found.Name+"/"+found.Version)
+	}
+	return nil
+}
+
+// state builds plan.State from the store: the deployment's instance records
+// (their recorded plan.InstanceState with the VM and disk the store knows)
+// and every address other deployments hold.
+func (d *Deployer) state(deployment string) (plan.State, []store.Instance, error) {
+	st := plan.State{Deployment: deployment, OtherIPs: map[string][]netip.Addr{}}
+	var recs []store.Instance
+	err := d.c.Store.View(func(tx *store.Tx) error {
+		var err error
+		if recs, err = tx.Instances(deployment); err != nil {
+			return err
+		}
+		for _, rec := range recs {
+			is, err := instanceState(rec)
+			if err != nil {
+				return err
+			}
+			st.Instances = append(st.Instances, is)
+		}
+		rs, err := tx.IPReservations("")
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			if r.Deployment == deployment {
+				continue
+			}
+			if a, err := netip.ParseAddr(r.IP); err == nil {
+				st.OtherIPs[r.Network] = append(st.OtherIPs[r.Network], a)
+			}
+		}
+		deps, err := tx.Deployments()
+		if err != nil {
+			return err
+		}
+		for _, o := range deps {
+			if o.Name == deployment {
+				continue
+			}
+			others, err := tx.Instances(o.Name)
+			if err != nil {
+				return err
+			}
+			for _, rec := range others {
+				is, err := instanceState(rec)
+				if err != nil {
+					continue
+				}
+				for n, a := range is.Networks {
+					if a.IsValid() {
+						st.OtherIPs[n] = append(st.OtherIPs[n], a)
+					}
+				}
+			}
+		}
+		return nil
+	})
+	return st, recs, err
+}
+
+// instanceState is the plan's view of an instance record: the recorded
+// state document, with the VM and disk as the record says now (they change
+// before the document when a VM is replaced).
+func instanceState(rec store.Instance) (plan.InstanceState, error) {
+	var is plan.InstanceState
+	if len(rec.Spec) > 0 {
+		if err := json.Unmarshal(rec.Spec, &is); err != nil {
+			return is, fmt.Errorf("instance %s/%s: recorded state: %w", rec.Group, rec.ID, err)
+		}
+	}
+	is.Group, is.ID, is.Index, is.AZ, is.Bootstrap = rec.Group, rec.ID, rec.Index, rec.AZ, rec.Bootstrap
+	is.VMCID, is.AgentID = rec.VMCID, rec.AgentID
+	if len(rec.DiskCIDs) > 0 {
+		if is.Disk == nil {
+			is.Disk = &plan.DiskState{}
+		}
+		is.Disk.CID = rec.DiskCIDs[0]
+	} else {
+		is.Disk = nil
+	}
+	return is, nil
+}

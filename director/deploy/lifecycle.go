@@ -1,0 +1,222 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/plan"
+	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/task"
+	"github.com/compleat/compleat/director/update"
+)
+
+// Delete deletes a deployment: every instance drained, stopped and deleted
+// (in parallel), its disks deleted, its addresses released and its records
+// removed. With force, agent and CPI errors are logged and passed over.
+func (d *Deployer) Delete(ctx context.Context, r *task.Reporter, name string, force bool) (string, error) {
+	log := d.c.Logger.With("deployment", name, "task", r.TaskID())
+	if err := d.c.Store.View(func(tx *store.Tx) error { _, err := tx.Deployment(name); return err }); err != nil {
+		return "", err
+	}
+	if err := d.reconcile(ctx, r, name); err != nil {
+		if !force {
+			return "", err
+		}
+		log.Warn("reconcile failed; going on with --force", "error", err)
+	}
+	st, _, err := d.state(name)
+	if err != nil {
+		return "", err
+	}
+	cpiName, err := d.deploymentCPI(name)
+	if err != nil {
+		return "", err
+	}
+	p := plan.Teardown(st)
+	x := d.newExecutor(&p, name, cpiName, nil, nil, log)
+	x.mode, x.force = modeDelete, force
+	res, err := update.New(x, log).Run(ctx, p.Rollout(), update.Options{Reporter: &updateReporter{r: r, x: x}})
+	if err != nil {
+		return "", err
+	}
+	// Disks: those of the instances, and any other disk of the deployment.
+	var disks []store.Disk
+	if err := d.c.Store.View(func(tx *store.Tx) error {
+		for _, orphaned := range []bool{false, true} {
+			ds, err := tx.Disks(orphaned)
+			if err != nil {
+				return err
+			}
+			for _, dk := range ds {
+				if dk.Deployment == name {
+					disks = append(disks, dk)
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		return "", err
+	}
+	if len(disks) > 0 {
+		stage := r.Stage("Deleting disks", len(disks))
+		c, cerr := d.cpi(ctx, cpiName)
+		for _, dk := range disks {
+			err := stage.Run(dk.CID, func() error {
+				if cerr != nil {
+					return cerr
+				}
+				if !strings.HasPrefix(dk.CID, "intent-") {
+					if err := c.DeleteDisk(ctx, dk.CID); err != nil && !errors.Is(err, cpi.ErrDiskNotFound) {
+						return fmt.Errorf("delete disk %s: %w", dk.CID, err)
+					}
+				}
+				return d.c.Store.Update(func(tx *store.Tx) error { return tx.DeleteDisk(dk.CID) })
+			})
+			if err != nil && !force {
+				return "", err
+			}
+		}
+	}
+	err = d.c.Store.Update(func(tx *store.Tx) error {
+		rs, err := tx.IPReservations("")
+		if err != nil {
+			return err
+		}
+		for _, rv := range rs {
+			if rv.Deployment == name {
+				if err := tx.ReleaseIP(rv.Network, rv.IP); err != nil {
+					return err
+				}
+			}
+		}
+		if force {
+			vms, err := tx.VMs(name)
+			if err != nil {
+				return err
+			}
+			for _, vm := range vms {
+				if err := tx.DeleteVM(vm.CID); err != nil {
+					return err
+				}
+			}
+		}
+		return tx.DeleteDeployment(name)
+	})
+	if err != nil {
+		return "", err
+	}
+	msg := fmt.Sprintf("Deleted deployment %s: %d instances, %d disks.", name, len(res.Deleted), len(disks))
+	if len(x.warning) > 0 {
+		msg += "\nIgnored with --force:\n  " + strings.Join(x.warning, "\n  ")
+	}
+	return msg, nil
+}
+
+// deploymentCPI is the CPI the deployment's VMs live in.
+func (d *Deployer) deploymentCPI(name string) (string, error) {
+	var cpiName string
+	d.c.Store.View(func(tx *store.Tx) error {
+		vms, err := tx.VMs(name)
+		if err == nil && len(vms) > 0 {
+			cpiName = vms[0].CPI
+		}
+		return nil
+	})
+	if cpiName != "" {
+		return cpiName, nil
+	}
+	return d.c.CPIs.Resolve("")
+}
+
+// ChangeState recreates, restarts, stops or starts the instances of a
+// deployment, a group or one instance, with the deployment's canary and
+// batch rules.
+func (d *Deployer) ChangeState(ctx context.Context, r *task.Reporter, req api.StateRequest) (string, error) {
+	log := d.c.Logger.With("deployment", req.Deployment, "task", r.TaskID(), "action", req.Action)
+	var content string
+	err := d.c.Store.View(func(tx *store.Tx) error {
+		dep, err := tx.Deployment(req.Deployment)
+		if err != nil {
+			return err
+		}
+		m, err := tx.Manifest(req.Deployment, dep.ManifestID)
+		if err != nil {
+			return err
+		}
+		content = m.Content
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if err := d.reconcile(ctx, r, req.Deployment); err != nil {
+		return "", err
+	}
+	dreq := api.DeployRequest{Deployment: req.Deployment, Manifest: content}
+	in, err := d.inputs(ctx, r, dreq)
+	if err != nil {
+		return "", err
+	}
+	p, err := plan.Compute(in.desired, in.state)
+	if err != nil {
+		return "", err
+	}
+	group, id, _ := strings.Cut(req.Target, "/")
+	mode := req.Action
+	if req.Action == "stop" && req.Hard {
+		mode = modeStopHard
+	}
+	ro := p.Rollout()
+	ro.Delete = nil
+	matched := 0
+	for gi := range ro.Groups {
+		g := &ro.Groups[gi]
+		for ii := range g.Instances {
+			ui := &g.Instances[ii]
+			pi, _ := p.Instance(ui.ID)
+			hit := group == "" || g.Name == group && (id == "" || id == ui.ID || id == strconv.Itoa(ui.Index))
+			ui.Changes, ui.Recreate, ui.DiskChange, ui.New = nil, false, false, false
+			if !hit {
+				continue
+			}
+			if pi.Existing && pi.VMCID == "" && (mode == modeStop || mode == modeStopHard) {
+				continue // nothing runs: nothing to stop
+			}
+			if !pi.Existing {
+				continue // never deployed: deploy creates it
+			}
+			matched++
+			ui.Changes = []string{req.Action + " requested"}
+			ui.New = pi.VMCID == ""
+			ui.Recreate = !ui.New && (mode == modeRecreate || mode == modeStopHard)
+		}
+	}
+	if req.Target != "" && matched == 0 {
+		return "", api.BadInput(fmt.Errorf("no instance of deployment %s matches %q", req.Deployment, req.Target))
+	}
+	var x *executor
+	if mode == modeStop || mode == modeStopHard {
+		x = d.newExecutor(&p, req.Deployment, in.cpiName, nil, nil, log)
+	} else {
+		pkgs, err := d.compileFor(ctx, r, &p, in)
+		if err != nil {
+			return "", err
+		}
+		jobs, err := d.storeRendered(ctx, &p)
+		if err != nil {
+			return "", err
+		}
+		x = d.newExecutor(&p, req.Deployment, in.cpiName, jobs, pkgs, log)
+	}
+	x.mode = mode
+	res, err := update.New(x, log).Run(ctx, ro, update.Options{Reporter: &updateReporter{r: r, x: x}, SkipDrain: req.SkipDrain})
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s: %d instances.", strings.ToUpper(req.Action[:1])+req.Action[1:], len(res.Updated)), nil
+}

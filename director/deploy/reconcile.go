@@ -1,0 +1,191 @@
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/director/blobstore"
+	"github.com/compleat/compleat/director/plan"
+	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/task"
+)
+
+// reconcile finishes what an interrupted task on the deployment left
+// behind, from the intents recorded in the store:
+//
+//   - a VM being created (its cid unknown): its agent, found on the bus by
+//     the agent id recorded with the intent, names its VM, which is
+//     deleted; an agent that does not answer had no VM come up;
+//   - a VM being deleted: deleted again (deletes are idempotent);
+//   - a compile VM: deleted;
+//   - a VM no instance record points at: deleted (it was created but the
+//     instance was never updated to hold it);
+//   - an instance whose VM the cloud no longer has: its VM forgotten, so
+//     the plan creates a new one ("vm missing");
+//   - a disk being created: its record dropped (the CPI offers no lookup
+//     by metadata; the orphan, if any, is left to cloud-check).
+//
+// The rest (instances half updated) needs nothing: their records still
+// hold the state they had before, so the plan updates them again.
+func (d *Deployer) reconcile(ctx context.Context, r *task.Reporter, deployment string) error {
+	var vms []store.VM
+	var insts []store.Instance
+	var disks []store.Disk
+	err := d.c.Store.View(func(tx *store.Tx) error {
+		var err error
+		if vms, err = tx.VMs(deployment); err != nil {
+			return err
+		}
+		if insts, err = tx.Instances(deployment); err != nil {
+			return err
+		}
+		disks, err = tx.Disks(false)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	holder := map[string]bool{}
+	for _, in := range insts {
+		if in.VMCID != "" {
+			holder[in.VMCID] = true
+		}
+	}
+	var stale []store.VM
+	for _, vm := range vms {
+		if vm.State == vmCreated && vm.InstanceID != compileInstance && holder[vm.CID] {
+			continue
+		}
+		stale = append(stale, vm)
+	}
+	var leftDisks []store.Disk
+	for _, dk := range disks {
+		if dk.Deployment == deployment && dk.State == "creating" {
+			leftDisks = append(leftDisks, dk)
+		}
+	}
+	if len(stale) == 0 && len(leftDisks) == 0 && len(insts) == 0 {
+		return nil
+	}
+	stage := r.Stage("Reconciling interrupted work", len(stale)+1)
+	for _, vm := range stale {
+		err := stage.Run(describeVM(vm), func() error { return d.resolveVM(ctx, vm) })
+		if err != nil {
+			return fmt.Errorf("reconcile: %w", err)
+		}
+	}
+	for _, dk := range leftDisks {
+		d.c.Logger.Warn("a disk creation was interrupted; if the cloud made it, cloud-check finds it", "deployment", deployment, "instance", dk.InstanceID)
+		d.c.Store.Update(func(tx *store.Tx) error { return tx.DeleteDisk(dk.CID) })
+	}
+	// Instances whose VM is gone: forget the VM so the plan recreates it.
+	return stage.Run("checking instance vms", func() error {
+		for _, in := range insts {
+			if in.VMCID == "" {
+				continue
+			}
+			var rec store.VM
+			err := d.c.Store.View(func(tx *store.Tx) error { var err error; rec, err = tx.VM(in.VMCID); return err })
+			cpiName := rec.CPI
+			if err != nil || cpiName == "" {
+				if cpiName, err = d.c.CPIs.Resolve(""); err != nil {
+					return err
+				}
+			}
+			c, err := d.cpi(ctx, cpiName)
+			if err != nil {
+				return err
+			}
+			ok, err := c.HasVM(ctx, in.VMCID)
+			if err != nil {
+				return fmt.Errorf("has vm %s: %w", in.VMCID, err)
+			}
+			if ok {
+				continue
+			}
+			d.c.Logger.Warn("instance vm is gone; it will be recreated", "deployment", deployment, "instance", in.Group+"/"+in.ID, "vm", in.VMCID)
+			if err := d.c.Store.Update(func(tx *store.Tx) error {
+				cur, err := tx.Instance(deployment, in.Group, in.ID)
+				if err != nil {
+					return err
+				}
+				cur.VMCID, cur.AgentID = "", ""
+				if err := tx.DeleteVM(in.VMCID); err != nil && !errors.Is(err, store.ErrNotFound) {
+					return err
+				}
+				return tx.PutInstance(cur)
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func describeVM(vm store.VM) string {
+	switch {
+	case vm.State == vmCreating:
+		return "vm being created for agent " + vm.AgentID
+	case vm.State == vmDeleting:
+		return "vm " + vm.CID + " being deleted"
+	case vm.InstanceID == compileInstance:
+		return "compile vm " + vm.CID
+	}
+	return "vm " + vm.CID + " held by no instance"
+}
+
+// resolveVM deletes a VM an interrupted task left behind.
+func (d *Deployer) resolveVM(ctx context.Context, vm store.VM) error {
+	cid := vm.CID
+	if vm.State == vmCreating {
+		found, ok := d.agentVM(ctx, vm.AgentID, 10*time.Second)
+		if !ok {
+			return d.c.Store.Update(func(tx *store.Tx) error { return tx.DeleteVM(vm.CID) })
+		}
+		cid = found
+		if err := d.c.Store.Update(func(tx *store.Tx) error { return tx.DeleteVM(vm.CID) }); err != nil {
+			return err
+		}
+	}
+	c, err := d.cpi(ctx, vm.CPI)
+	if err != nil {
+		return err
+	}
+	if err := c.DeleteVM(ctx, cid); err != nil && !errors.Is(err, cpi.ErrVMNotFound) {
+		return fmt.Errorf("delete vm %s: %w", cid, err)
+	}
+	return d.c.Store.Update(func(tx *store.Tx) error {
+		if err := tx.DeleteVM(cid); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		return nil
+	})
+}
+
+// storeRendered stores every planned instance's rendered jobs in the
+// blobstore (content-addressed: identical renderings share one blob).
+func (d *Deployer) storeRendered(ctx context.Context, p *plan.Plan) (map[string]map[string]blobstore.Blob, error) {
+	out := map[string]map[string]blobstore.Blob{}
+	for _, g := range p.Groups {
+		for _, in := range g.Instances {
+			m := map[string]blobstore.Blob{}
+			for _, j := range in.Jobs {
+				raw, err := j.Rendered.Archive()
+				if err != nil {
+					return nil, fmt.Errorf("archive job %s of %s: %w", j.Name, in.Name(), err)
+				}
+				b, err := d.c.Blobs.Put(ctx, bytes.NewReader(raw))
+				if err != nil {
+					return nil, fmt.Errorf("store rendered job %s of %s: %w", j.Name, in.Name(), err)
+				}
+				m[j.Name] = b
+			}
+			out[in.ID] = m
+		}
+	}
+	return out, nil
+}

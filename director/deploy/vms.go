@@ -1,0 +1,242 @@
+package deploy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/compleat/compleat/agent/client"
+	"github.com/compleat/compleat/agent/protocol"
+	"github.com/compleat/compleat/agent/settings"
+	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/director/plan"
+	"github.com/compleat/compleat/director/store"
+)
+
+// VM record states. A record is written before each CPI call that creates
+// or deletes a VM (the intent) and rewritten after it (the result), so that
+// the next task on the deployment can finish what an interrupted one left
+// (see reconcile).
+const (
+	vmCreating = "creating" // CreateVM called; cid unknown: the record's cid is intentCID(agent id)
+	vmCreated  = "created"
+	vmDeleting = "deleting" // DeleteVM called
+)
+
+// compileInstance marks a compile VM's record (it belongs to no instance).
+const compileInstance = "compilation"
+
+// intentCID names the record of a VM being created, before its cid is
+// known: the agent id identifies it (the VM's agent answers on its
+// subject once it runs).
+func intentCID(agentID string) string { return "intent-" + agentID }
+
+// vmSpec is a VM to create.
+type vmSpec struct {
+	cpiName     string
+	deployment  string
+	instanceID  string // compileInstance for compile VMs
+	stemcellCID string
+	cloudProps  map[string]any
+	env         map[string]any
+	networks    []plan.Network
+	disks       map[string]cpi.DiskHint // persistent disks it will attach
+	metadata    map[string]string
+}
+
+// createdVM is a VM the director made and whose agent answers.
+type createdVM struct {
+	CID     string
+	AgentID string
+}
+
+func (d *Deployer) cpi(ctx context.Context, name string) (cpi.CPI, error) {
+	c, err := d.c.CPIs.Get(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("cpi %s: %w", name, err)
+	}
+	return c, nil
+}
+
+// agent is the client of one agent.
+func (d *Deployer) agent(agentID string) *client.Client {
+	return client.New(d.c.Conn, agentID, client.Options{Logger: d.c.Logger})
+}
+
+func cpiNetworks(ns []plan.Network) (map[string]cpi.Network, error) {
+	out := map[string]cpi.Network{}
+	for _, n := range ns {
+		cn := cpi.Network{Type: n.Type, Netmask: n.Netmask, Default: n.Default}
+		if n.IP.IsValid() {
+			cn.IP = n.IP.String()
+		}
+		if n.Gateway.IsValid() {
+			cn.Gateway = n.Gateway.String()
+		}
+		for _, a := range n.DNS {
+			cn.DNS = append(cn.DNS, a.String())
+		}
+		if len(n.CloudProperties) > 0 {
+			raw, err := json.Marshal(n.CloudProperties)
+			if err != nil {
+				return nil, err
+			}
+			cn.CloudProperties = raw
+		}
+		out[n.Name] = cn
+	}
+	return out, nil
+}
+
+// createVM creates a VM with a fresh agent id and bus certificate, records
+// it, sets its metadata and waits for its agent. On failure nothing is left
+// behind, except when ctx ended during CreateVM: the intent record stays
+// for the next task to resolve.
+func (d *Deployer) createVM(ctx context.Context, s vmSpec) (createdVM, error) {
+	agentID := newID()
+	kp, err := d.c.CA.IssueClient(agentID, 0)
+	if err != nil {
+		return createdVM{}, err
+	}
+	caPEM := string(d.c.CA.CertPEM())
+	set := settings.Settings{
+		AgentID:   agentID,
+		Mbus:      settings.Mbus{URL: d.c.BusURL, CACert: caPEM, Cert: string(kp.CertPEM), Key: string(kp.KeyPEM)},
+		Blobstore: settings.Blobstore{CACert: caPEM},
+		Disks:     settings.Disks{Persistent: s.disks},
+	}
+	if len(s.env) > 0 {
+		if set.Env, err = json.Marshal(s.env); err != nil {
+			return createdVM{}, err
+		}
+	}
+	rawSettings, err := json.Marshal(set)
+	if err != nil {
+		return createdVM{}, err
+	}
+	nets, err := cpiNetworks(s.networks)
+	if err != nil {
+		return createdVM{}, err
+	}
+	props := s.cloudProps
+	if props == nil {
+		props = map[string]any{}
+	}
+	rawProps, err := json.Marshal(props)
+	if err != nil {
+		return createdVM{}, err
+	}
+	req := cpi.CreateVMRequest{AgentID: agentID, StemcellCID: s.stemcellCID, CloudProperties: rawProps, Networks: nets, AgentSettings: rawSettings}
+	for cid := range s.disks {
+		req.DiskCIDs = append(req.DiskCIDs, cid)
+	}
+	if req.Env, err = json.Marshal(s.env); err != nil {
+		return createdVM{}, err
+	}
+	c, err := d.cpi(ctx, s.cpiName)
+	if err != nil {
+		return createdVM{}, err
+	}
+
+	intent := store.VM{CID: intentCID(agentID), CPI: s.cpiName, AgentID: agentID, Deployment: s.deployment, InstanceID: s.instanceID, Stemcell: s.stemcellCID, State: vmCreating}
+	if err := d.c.Store.Update(func(tx *store.Tx) error { return tx.PutVM(intent) }); err != nil {
+		return createdVM{}, err
+	}
+	res, err := c.CreateVM(ctx, req)
+	if err != nil {
+		if ctx.Err() == nil {
+			// The CPI said no: nothing was created.
+			d.c.Store.Update(func(tx *store.Tx) error { return tx.DeleteVM(intent.CID) })
+		}
+		return createdVM{}, fmt.Errorf("create vm: %w", err)
+	}
+	vm := createdVM{CID: res.CID, AgentID: agentID}
+	rec := intent
+	rec.CID, rec.State = res.CID, vmCreated
+	if err := d.c.Store.Update(func(tx *store.Tx) error {
+		if err := tx.DeleteVM(intent.CID); err != nil {
+			return err
+		}
+		return tx.PutVM(rec)
+	}); err != nil {
+		return vm, err
+	}
+	md := map[string]string{"director": d.c.Name, "deployment": s.deployment, "created_at": time.Now().UTC().Format(time.RFC3339)}
+	for k, v := range s.metadata {
+		md[k] = v
+	}
+	if err := c.SetVMMetadata(ctx, res.CID, md); err != nil && !errors.Is(err, cpi.ErrNotImplemented) {
+		d.deleteVM(ctx, s.cpiName, vm)
+		return createdVM{}, fmt.Errorf("set metadata of vm %s: %w", res.CID, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, d.c.AgentTimeout)
+	defer cancel()
+	if err := d.agent(agentID).WaitReady(wctx, 250*time.Millisecond); err != nil {
+		d.deleteVM(ctx, s.cpiName, vm)
+		return createdVM{}, fmt.Errorf("vm %s: %w", res.CID, err)
+	}
+	return vm, nil
+}
+
+// deleteVM deletes a VM and its record, recording the intent first. It
+// runs to the end even when ctx is cancelled (a half-deleted VM is worse
+// than a late cancel), within a minute.
+func (d *Deployer) deleteVM(ctx context.Context, cpiName string, vm createdVM) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	err := d.c.Store.Update(func(tx *store.Tx) error {
+		rec, err := tx.VM(vm.CID)
+		if errors.Is(err, store.ErrNotFound) {
+			rec = store.VM{CID: vm.CID, CPI: cpiName, AgentID: vm.AgentID}
+		} else if err != nil {
+			return err
+		}
+		rec.State = vmDeleting
+		return tx.PutVM(rec)
+	})
+	if err != nil {
+		return err
+	}
+	c, err := d.cpi(ctx, cpiName)
+	if err != nil {
+		return err
+	}
+	if err := c.DeleteVM(ctx, vm.CID); err != nil && !errors.Is(err, cpi.ErrVMNotFound) {
+		return fmt.Errorf("delete vm %s: %w", vm.CID, err)
+	}
+	return d.c.Store.Update(func(tx *store.Tx) error { return tx.DeleteVM(vm.CID) })
+}
+
+// agentVM asks an agent which VM it runs on; ok is false when it does not
+// answer within wait.
+func (d *Deployer) agentVM(ctx context.Context, agentID string, wait time.Duration) (string, bool) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	a := d.agent(agentID)
+	if err := a.WaitReady(ctx, 250*time.Millisecond); err != nil {
+		return "", false
+	}
+	st, err := a.GetState(ctx)
+	if err != nil || st.VMCID == "" {
+		return "", false
+	}
+	return st.VMCID, true
+}
+
+// scriptErr turns failed scripts of a run_script result into an error.
+func scriptErr(name string, res protocol.RunScriptResult) error {
+	var errs []error
+	for _, job := range sortedKeys(res.Jobs) {
+		r := res.Jobs[job]
+		if r.ExitCode != 0 || r.Error != "" {
+			msg := fmt.Sprintf("%s of job %s exited %d", name, job, r.ExitCode)
+			if r.Error != "" {
+				msg += ": " + r.Error
+			}
+			errs = append(errs, errors.New(msg))
+		}
+	}
+	return errors.Join(errs...)
+}
