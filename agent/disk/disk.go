@@ -19,6 +19,7 @@ package disk
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,6 +33,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -63,6 +65,9 @@ type Manager struct {
 	Logger *slog.Logger
 	// DeviceWait bounds the wait for a cloud device to appear (default 2m).
 	DeviceWait time.Duration
+	// DevRoot is where /dev is looked for when a hint names a device by id,
+	// volume id or LUN (default "/"; tests lay out a tree elsewhere).
+	DevRoot string
 
 	mu sync.Mutex
 }
@@ -246,25 +251,33 @@ func (m *Manager) mountDevice(ctx context.Context, cid string, hint cpi.DiskHint
 
 // findDevice waits for the device the hint names to appear.
 func (m *Manager) findDevice(ctx context.Context, hint cpi.DiskHint) (string, error) {
+	root := m.DevRoot
+	if root == "" {
+		root = "/"
+	}
+	byID := filepath.Join(root, "dev", "disk", "by-id")
 	var candidates []string
 	if hint.Path != "" {
 		candidates = append(candidates, hint.Path)
 	}
 	if hint.ID != "" {
-		candidates = append(candidates, "/dev/disk/by-id/*"+hint.ID+"*")
+		candidates = append(candidates, filepath.Join(byID, "*"+globEscape(hint.ID)+"*"))
 	}
 	if hint.VolumeID != "" {
-		v := hint.VolumeID
+		v := globEscape(hint.VolumeID)
 		// AWS NVMe: the serial is the volume id without its dash.
-		candidates = append(candidates, "/dev/disk/by-id/*"+strings.ReplaceAll(v, "-", "")+"*")
+		candidates = append(candidates, filepath.Join(byID, "nvme-*"+strings.ReplaceAll(v, "-", "")+"*"))
 		// OpenStack virtio: the serial is the volume id's first 20 characters.
 		if len(v) > 20 {
 			v = v[:20]
 		}
-		candidates = append(candidates, "/dev/disk/by-id/virtio-"+v+"*")
+		candidates = append(candidates, filepath.Join(byID, "virtio-"+v+"*"), filepath.Join(byID, "scsi-*"+v+"*"))
 	}
 	if hint.LUN != "" {
-		candidates = append(candidates, "/dev/disk/azure/scsi1/lun"+hint.LUN, "/dev/disk/azure/data/by-lun/"+hint.LUN)
+		lun := globEscape(hint.LUN)
+		candidates = append(candidates,
+			filepath.Join(root, "dev", "disk", "azure", "scsi1", "lun"+lun),
+			filepath.Join(root, "dev", "disk", "azure", "data", "by-lun", lun))
 	}
 	if len(candidates) == 0 {
 		return "", errors.New("disk hint locates nothing (no path, id, volume id or lun)")
@@ -292,34 +305,126 @@ func (m *Manager) findDevice(ctx context.Context, hint cpi.DiskHint) (string, er
 		select {
 		case <-ctx.Done():
 			return "", ctx.Err()
-		case <-time.After(time.Second):
+		case <-time.After(min(time.Second, wait/4)):
 		}
 	}
 }
 
-// partitionOnce gives dev one Linux partition spanning it unless it has one,
-// and returns the partition's device.
-func partitionOnce(ctx context.Context, dev string) (string, error) {
-	part := dev + "1"
+func globEscape(s string) string {
+	r := strings.NewReplacer(`*`, `\*`, `?`, `\?`, `[`, `\[`, `\`, `\\`, "/", "_")
+	return r.Replace(s)
+}
+
+// partitionName is the device of dev's first partition.
+func partitionName(dev string) string {
 	if last := dev[len(dev)-1]; last >= '0' && last <= '9' {
-		part = dev + "p1" // nvme0n1 → nvme0n1p1
+		return dev + "p1" // nvme0n1 → nvme0n1p1
 	}
+	return dev + "1"
+}
+
+// partitionOnce gives dev one Linux partition spanning it unless it has a
+// partition table, asks the kernel to read the table, and returns the
+// partition's device.
+func partitionOnce(ctx context.Context, dev string) (string, error) {
+	part := partitionName(dev)
 	if _, err := os.Stat(part); err == nil {
 		return part, nil
 	}
-	cmd := exec.CommandContext(ctx, "sfdisk", "--quiet", dev)
-	cmd.Stdin = strings.NewReader("type=83\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("partition %s: %w: %s", dev, err, strings.TrimSpace(string(out)))
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return "", fmt.Errorf("partition %s: %w", dev, err)
 	}
-	run(ctx, "partprobe", dev)
-	for i := 0; i < 30; i++ {
+	defer f.Close()
+	if err := writeMBROnce(f); err != nil {
+		return "", fmt.Errorf("partition %s: %w", dev, err)
+	}
+	if err := unix.IoctlSetInt(int(f.Fd()), unix.BLKRRPART, 0); err != nil {
+		return "", fmt.Errorf("partition %s: re-read partition table: %w", dev, err)
+	}
+	for i := 0; i < 50; i++ {
 		if _, err := os.Stat(part); err == nil {
 			return part, nil
 		}
-		time.Sleep(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	return "", fmt.Errorf("partition %s: %s did not appear", dev, part)
+}
+
+// Partition table layout (MBR): one primary Linux partition (type 0x83)
+// from sector 2048 (1 MiB, aligned) to the end of the disk.
+const (
+	sectorSize     = 512
+	firstSector    = 2048
+	maxMBRSectors  = 1<<32 - 1
+	mbrEntryOffset = 446
+)
+
+// writeMBROnce writes a partition table to the device or file f unless its
+// first sector already holds one (a boot signature and a used entry).
+func writeMBROnce(f *os.File) error {
+	sector := make([]byte, sectorSize)
+	if _, err := f.ReadAt(sector, 0); err != nil {
+		return fmt.Errorf("read first sector: %w", err)
+	}
+	if sector[510] == 0x55 && sector[511] == 0xaa && sector[mbrEntryOffset+4] != 0 {
+		return nil
+	}
+	size, err := deviceSize(f)
+	if err != nil {
+		return err
+	}
+	mbr, err := partitionTable(size)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(mbr, 0); err != nil {
+		return fmt.Errorf("write partition table: %w", err)
+	}
+	return f.Sync()
+}
+
+func deviceSize(f *os.File) (int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if fi.Mode().IsRegular() {
+		return fi.Size(), nil
+	}
+	var size uint64
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.BLKGETSIZE64, uintptr(unsafe.Pointer(&size)))
+	if errno != 0 {
+		return 0, fmt.Errorf("device size: %w", errno)
+	}
+	return int64(size), nil
+}
+
+// partitionTable returns a first sector holding an MBR with one Linux
+// partition over a disk of size bytes. Disks beyond the MBR's 2 TiB need
+// GPT, which is not supported.
+func partitionTable(size int64) ([]byte, error) {
+	sectors := size / sectorSize
+	if sectors <= firstSector+1 {
+		return nil, fmt.Errorf("disk of %d bytes is too small to partition", size)
+	}
+	if sectors > maxMBRSectors {
+		return nil, fmt.Errorf("disk of %d bytes is larger than an MBR partition table can describe (GPT is not supported)", size)
+	}
+	mbr := make([]byte, sectorSize)
+	e := mbr[mbrEntryOffset : mbrEntryOffset+16]
+	e[0] = 0x00                            // not bootable
+	copy(e[1:4], []byte{0xfe, 0xff, 0xff}) // CHS start: use LBA
+	e[4] = 0x83                            // Linux
+	copy(e[5:8], []byte{0xfe, 0xff, 0xff}) // CHS end: use LBA
+	binary.LittleEndian.PutUint32(e[8:12], firstSector)
+	binary.LittleEndian.PutUint32(e[12:16], uint32(sectors-firstSector))
+	mbr[510], mbr[511] = 0x55, 0xaa
+	return mbr, nil
 }
 
 // formatOnce makes an ext4 file system on dev unless it has one.
