@@ -63,10 +63,11 @@ func (b badInput) Error() string        { return b.err.Error() }
 func (b badInput) Unwrap() error        { return b.err }
 func (b badInput) Is(target error) bool { return target == ErrBadInput }
 
-// Importer turns uploaded tarballs into releases and stemcells, inside a task.
+// Importer turns uploaded tarballs into releases and stemcells, inside a
+// task; the result is the task's result line.
 type Importer interface {
-	ImportRelease(ctx context.Context, r *task.Reporter, tarball string) (store.Release, error)
-	ImportStemcell(ctx context.Context, r *task.Reporter, tarball string) (store.Stemcell, error)
+	ImportRelease(ctx context.Context, r *task.Reporter, tarball string) (result string, err error)
+	ImportStemcell(ctx context.Context, r *task.Reporter, tarball string) (result string, err error)
 }
 
 // Configs validates a config before it is stored and applies it after (the cpi
@@ -445,11 +446,7 @@ func (s *Server) uploadRelease(w http.ResponseWriter, r *http.Request) {
 	}
 	s.startTask(w, r, task.Spec{Type: "upload-release", Description: "upload release"}, func(ctx context.Context, rep *task.Reporter) (string, error) {
 		defer os.Remove(path)
-		rel, err := s.d.Importer.ImportRelease(ctx, rep, path)
-		if err != nil {
-			return "", err
-		}
-		return fmt.Sprintf("release %s/%s uploaded", rel.Name, rel.Version), nil
+		return s.d.Importer.ImportRelease(ctx, rep, path)
 	})
 }
 
@@ -465,11 +462,7 @@ func (s *Server) uploadStemcell(w http.ResponseWriter, r *http.Request) {
 	}
 	s.startTask(w, r, task.Spec{Type: "upload-stemcell", Description: "upload stemcell"}, func(ctx context.Context, rep *task.Reporter) (string, error) {
 		defer os.Remove(path)
-		sc, err := s.d.Importer.ImportStemcell(ctx, rep, path)
-		if err != nil {
-			return "", err
-		}
-		return fmt.Sprintf("stemcell %s/%s uploaded", sc.Name, sc.Version), nil
+		return s.d.Importer.ImportStemcell(ctx, rep, path)
 	})
 }
 

@@ -40,17 +40,27 @@ var _ Importer = (*Uploads)(nil)
 
 // ImportRelease verifies and stores a release tarball. Uploading a release
 // version that is already stored succeeds without changing anything.
-func (u *Uploads) ImportRelease(ctx context.Context, rep *task.Reporter, tarball string) (store.Release, error) {
-	var rel store.Release
+func (u *Uploads) ImportRelease(ctx context.Context, rep *task.Reporter, tarball string) (string, error) {
+	rel, existed, err := u.importRelease(ctx, rep, tarball)
+	switch {
+	case err != nil:
+		return "", err
+	case existed:
+		return fmt.Sprintf("release %s/%s was already uploaded", rel.Name, rel.Version), nil
+	}
+	return fmt.Sprintf("release %s/%s uploaded (%d jobs, %d packages)", rel.Name, rel.Version, len(rel.Jobs), len(rel.Packages)), nil
+}
+
+func (u *Uploads) importRelease(ctx context.Context, rep *task.Reporter, tarball string) (rel store.Release, existed bool, err error) {
 	extract := rep.Stage("Extracting release", 1)
 	var a *release.Archive
-	err := extract.Run("verifying tarball", func() error {
+	err = extract.Run("verifying tarball", func() error {
 		var err error
 		a, err = release.OpenWith(tarball, release.OpenOptions{TempDir: u.TempDir})
 		return err
 	})
 	if err != nil {
-		return rel, BadInput(err)
+		return rel, false, BadInput(err)
 	}
 	defer a.Close()
 	m := a.Manifest
@@ -60,17 +70,16 @@ func (u *Uploads) ImportRelease(ctx context.Context, rep *task.Reporter, tarball
 		return err
 	})
 	if err == nil {
-		rep.Stage(fmt.Sprintf("Release %s/%s already uploaded", m.Name, m.Version), 0).Run("nothing to do", func() error { return nil })
-		return rel, nil
+		return rel, true, nil
 	}
 	if !errors.Is(err, store.ErrNotFound) {
-		return rel, err
+		return rel, false, err
 	}
 
 	pkgs := rep.Stage("Uploading packages", len(a.Packages))
 	for _, p := range a.Packages {
 		if err := task.Checkpoint(ctx); err != nil {
-			return rel, err
+			return rel, false, err
 		}
 		var id, sum string
 		err := pkgs.Run(p.Name+"/"+short(p.Fingerprint), func() error {
@@ -79,14 +88,14 @@ func (u *Uploads) ImportRelease(ctx context.Context, rep *task.Reporter, tarball
 			return err
 		})
 		if err != nil {
-			return rel, fmt.Errorf("package %s: %w", p.Name, err)
+			return rel, false, fmt.Errorf("package %s: %w", p.Name, err)
 		}
 		rel.Packages = append(rel.Packages, store.ReleasePackage{Name: p.Name, Fingerprint: p.Fingerprint, SHA256: sum, BlobID: id, Dependencies: p.Dependencies})
 	}
 	jobs := rep.Stage("Uploading jobs", len(a.Jobs))
 	for _, j := range a.Jobs {
 		if err := task.Checkpoint(ctx); err != nil {
-			return rel, err
+			return rel, false, err
 		}
 		var id, sum string
 		err := jobs.Run(j.Name+"/"+short(j.Fingerprint), func() error {
@@ -95,12 +104,12 @@ func (u *Uploads) ImportRelease(ctx context.Context, rep *task.Reporter, tarball
 			return err
 		})
 		if err != nil {
-			return rel, fmt.Errorf("job %s: %w", j.Name, err)
+			return rel, false, fmt.Errorf("job %s: %w", j.Name, err)
 		}
 		var spec json.RawMessage
 		if j.Job != nil && j.Job.Spec != nil {
 			if spec, err = json.Marshal(j.Job.Spec); err != nil {
-				return rel, fmt.Errorf("job %s spec: %w", j.Name, err)
+				return rel, false, fmt.Errorf("job %s spec: %w", j.Name, err)
 			}
 		}
 		rel.Jobs = append(rel.Jobs, store.ReleaseJob{Name: j.Name, Fingerprint: j.Fingerprint, SHA256: sum, BlobID: id, Packages: j.Packages, Spec: spec})
@@ -108,7 +117,7 @@ func (u *Uploads) ImportRelease(ctx context.Context, rep *task.Reporter, tarball
 	err = rep.Stage("Creating new release", 1).Run(m.Name+"/"+m.Version, func() error {
 		return u.Store.Update(func(tx *store.Tx) error { return tx.PutRelease(rel) })
 	})
-	return rel, err
+	return rel, false, err
 }
 
 // storeBlob stores a job or package archive unless a blob with its
@@ -148,11 +157,21 @@ func short(s string) string {
 // ImportStemcell verifies a stemcell tarball and creates it in every CPI
 // whose Info lists one of its formats, recording the cid per CPI. A CPI that
 // already has this stemcell is skipped.
-func (u *Uploads) ImportStemcell(ctx context.Context, rep *task.Reporter, tarball string) (store.Stemcell, error) {
-	var rec store.Stemcell
+func (u *Uploads) ImportStemcell(ctx context.Context, rep *task.Reporter, tarball string) (string, error) {
+	rec, created, err := u.importStemcell(ctx, rep, tarball)
+	if err != nil {
+		return "", err
+	}
+	if created == 0 {
+		return fmt.Sprintf("stemcell %s/%s was already in every cpi that takes it", rec.Name, rec.Version), nil
+	}
+	return fmt.Sprintf("stemcell %s/%s uploaded to %d cpi(s)", rec.Name, rec.Version, created), nil
+}
+
+func (u *Uploads) importStemcell(ctx context.Context, rep *task.Reporter, tarball string) (rec store.Stemcell, created int, err error) {
 	dir, err := os.MkdirTemp(u.TempDir, "stemcell-*")
 	if err != nil {
-		return rec, err
+		return rec, created, err
 	}
 	defer os.RemoveAll(dir)
 	var sc *stemcell.Stemcell
@@ -162,12 +181,12 @@ func (u *Uploads) ImportStemcell(ctx context.Context, rep *task.Reporter, tarbal
 		return err
 	})
 	if err != nil {
-		return rec, BadInput(err)
+		return rec, created, BadInput(err)
 	}
 	m := sc.Manifest
 	props, err := json.Marshal(m.CloudProperties)
 	if err != nil {
-		return rec, fmt.Errorf("stemcell cloud_properties: %w", err)
+		return rec, created, fmt.Errorf("stemcell cloud_properties: %w", err)
 	}
 	if len(m.CloudProperties) == 0 {
 		props = json.RawMessage(`{}`)
@@ -183,18 +202,18 @@ func (u *Uploads) ImportStemcell(ctx context.Context, rep *task.Reporter, tarbal
 		return nil
 	})
 	if err != nil {
-		return rec, err
+		return rec, created, err
 	}
 	names := u.CPIs.Names()
 	stage := rep.Stage("Uploading stemcell "+m.Name+"/"+m.Version, len(names))
 	supported := 0
 	for _, name := range names {
 		if err := task.Checkpoint(ctx); err != nil {
-			return rec, err
+			return rec, created, err
 		}
 		info, err := u.CPIs.Info(ctx, name)
 		if err != nil {
-			return rec, err
+			return rec, created, err
 		}
 		if !slices.ContainsFunc(info.StemcellFormats, m.HasFormat) {
 			u.Logger.Info("cpi does not take this stemcell's formats", "cpi", name, "formats", m.StemcellFormats)
@@ -206,7 +225,7 @@ func (u *Uploads) ImportStemcell(ctx context.Context, rep *task.Reporter, tarbal
 		}
 		c, err := u.CPIs.Get(ctx, name)
 		if err != nil {
-			return rec, err
+			return rec, created, err
 		}
 		err = stage.Run("cpi "+name, func() error {
 			cid, err := c.CreateStemcell(ctx, cpi.CreateStemcellRequest{ImagePath: sc.ImagePath, CloudProperties: props})
@@ -214,18 +233,19 @@ func (u *Uploads) ImportStemcell(ctx context.Context, rep *task.Reporter, tarbal
 				return fmt.Errorf("create stemcell in cpi %s: %w", name, err)
 			}
 			rec.CIDs[name] = cid
+			created++
 			return nil
 		})
 		if err != nil {
-			return rec, err
+			return rec, created, err
 		}
 		// Record each cid at once: a later failure must not forget it.
 		if err := u.Store.Update(func(tx *store.Tx) error { return tx.PutStemcell(rec) }); err != nil {
-			return rec, err
+			return rec, created, err
 		}
 	}
 	if supported == 0 {
-		return rec, fmt.Errorf("%w: no configured cpi (%v) takes stemcell formats %v", ErrBadInput, names, m.StemcellFormats)
+		return rec, created, BadInput(fmt.Errorf("no configured cpi (%v) takes stemcell formats %v", names, m.StemcellFormats))
 	}
-	return rec, u.Store.Update(func(tx *store.Tx) error { return tx.PutStemcell(rec) })
+	return rec, created, u.Store.Update(func(tx *store.Tx) error { return tx.PutStemcell(rec) })
 }
