@@ -145,7 +145,13 @@ func probeNamespace() error {
 // temporary directories, never the plugin's own environment, which holds its
 // properties.
 func agentEnv() []string {
-	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	// The plugin's own PATH is passed on (the host sets it explicitly), so
+	// packaging scripts on local compile VMs find the host's toolchains.
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	}
+	env := []string{"PATH=" + path}
 	for _, k := range []string{"HOME", "TMPDIR"} {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
