@@ -3,8 +3,11 @@ package aws
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -12,11 +15,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
@@ -231,4 +236,60 @@ func (c *cloud) liveInstances(t *testing.T) int {
 		}
 	}
 	return n
+}
+
+// instance is the instance as EC2 tells the test.
+func (c *cloud) instance(t *testing.T, id string) types.Instance {
+	t.Helper()
+	out, err := c.ec2.DescribeInstances(t.Context(), &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+	if err != nil || len(out.Reservations) == 0 || len(out.Reservations[0].Instances) == 0 {
+		t.Fatalf("describe instance %s: %v", id, err)
+	}
+	return out.Reservations[0].Instances[0]
+}
+
+// volumeOf is the volume as EC2 tells the test.
+func (c *cloud) volumeOf(t *testing.T, id string) types.Volume {
+	t.Helper()
+	out, err := c.ec2.DescribeVolumes(t.Context(), &ec2.DescribeVolumesInput{VolumeIds: []string{id}})
+	if err != nil || len(out.Volumes) == 0 {
+		t.Fatalf("describe volume %s: %v", id, err)
+	}
+	return out.Volumes[0]
+}
+
+// subnetVPC is the VPC of the cloud's subnet.
+func (c *cloud) subnetVPC(t *testing.T) string {
+	t.Helper()
+	out, err := c.ec2.DescribeSubnets(t.Context(), &ec2.DescribeSubnetsInput{SubnetIds: []string{c.subnet}})
+	if err != nil || len(out.Subnets) == 0 {
+		t.Fatalf("describe subnet %s: %v", c.subnet, err)
+	}
+	return aws.ToString(out.Subnets[0].VpcId)
+}
+
+// createInstanceProfile creates an IAM instance profile in moto with a
+// signed Query API call (the module has no IAM client).
+func (c *cloud) createInstanceProfile(t *testing.T, name string) {
+	t.Helper()
+	body := "Action=CreateInstanceProfile&Version=2010-05-08&InstanceProfileName=" + name
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, c.endpoint+"/", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	sum := sha256.Sum256([]byte(body))
+	creds := aws.Credentials{AccessKeyID: "testing", SecretAccessKey: "testing"}
+	if err := v4.NewSigner().SignHTTP(t.Context(), creds, req, hex.EncodeToString(sum[:]), "iam", testRegion, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("moto: create instance profile: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("moto: create instance profile: %s\n%s", resp.Status, b)
+	}
 }
