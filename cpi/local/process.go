@@ -141,7 +141,7 @@ func probeNamespace() error {
 	return <-errc
 }
 
-// agentEnv is the agent's environment: a plain PATH and the home and
+// agentEnv is the agent's environment: the plugin's PATH and the home and
 // temporary directories, never the plugin's own environment, which holds its
 // properties.
 func agentEnv() []string {
