@@ -171,6 +171,8 @@ func (a *app) follow(ctx context.Context, c *client, id uint64) error {
 	switch t.State {
 	case store.TaskDone:
 		return nil
+	case store.TaskQueued, store.TaskProcessing, store.TaskCancelling:
+		return Failed(fmt.Errorf("task %d is still %s but its event stream ended (director stopping?): run `director task %d` to follow it again", id, t.State, id))
 	case store.TaskCancelled:
 		return Failed(fmt.Errorf("task %d was cancelled", id))
 	default:
