@@ -125,6 +125,9 @@ func (a *app) instancesCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if ps {
+				fmt.Fprintln(a.d.Stderr, "Note: --ps: this director does not report process states yet; showing instances only")
+			}
 			var is []store.Instance
 			return a.list(cmd.Context(), c, "/v1/deployments/"+url.PathEscape(name)+"/instances", &is, func(w io.Writer) {
 				tw := table(w, "Instance", "State", "AZ", "VM CID")
