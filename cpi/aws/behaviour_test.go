@@ -42,7 +42,7 @@ func TestEC2(t *testing.T) {
 			Default: []string{"dns", "gateway"}, CloudProperties: netProps,
 		}}
 	}
-	settings := `{"agent_id": "agent-1", "vm": {"cid": "stale"}, "mbus": {"url": "nats://10.0.0.6:4222"}, "disks": {"persistent": {}}}`
+	settings := `{"agent_id": "agent-1", "vm": {"cid": "stale", "name": "web/3"}, "mbus": {"url": "nats://10.0.0.6:4222"}, "disks": {"persistent": {}}}`
 	vmProps := `{"instance_type": "m6i.large", "security_groups": ["web"], "key_name": "ops",
 		"iam_instance_profile": "compleat-vm", "root_disk": {"size": 20480, "type": "gp3"},
 		"ephemeral_disk": {"size": 4096, "type": "gp2"}, "tags": {"team": "platform"}}`
@@ -109,7 +109,7 @@ func TestEC2(t *testing.T) {
 		}
 		var doc struct {
 			AgentID  string                 `json:"agent_id"`
-			VM       *json.RawMessage       `json:"vm"`
+			VM       map[string]string      `json:"vm"`
 			Mbus     struct{ URL string }   `json:"mbus"`
 			Networks map[string]cpi.Network `json:"networks"`
 			Disks    struct {
@@ -123,8 +123,8 @@ func TestEC2(t *testing.T) {
 		if doc.AgentID != "agent-1" || doc.Mbus.URL != "nats://10.0.0.6:4222" || string(doc.Disks.Persistent) != "{}" {
 			t.Errorf("settings not delivered as given: %s", raw)
 		}
-		if doc.VM != nil {
-			t.Errorf("settings hold vm %s; the agent reads its instance id from IMDS", *doc.VM)
+		if _, ok := doc.VM["cid"]; ok || doc.VM["name"] != "web/3" {
+			t.Errorf("settings hold vm %v, want vm.name kept and no vm.cid (the agent reads its instance id from IMDS)", doc.VM)
 		}
 		if n := doc.Networks["private"]; n.IP != "10.20.9.5" || n.Type != "manual" {
 			t.Errorf("settings networks = %+v, want the manual network at 10.20.9.5", doc.Networks)
@@ -266,8 +266,8 @@ func TestEC2(t *testing.T) {
 				t.Errorf("CreateDisk with %s: %v (field %q), want InvalidCloudProperties naming %s", tc.props, err, got, tc.field)
 			}
 		}
-		if instances := c.liveInstances(t); instances != 1 {
-			t.Errorf("%d instances, want only the test's VM", instances)
+		if instances := c.liveInstances(t, "agent-bad"); instances != 0 {
+			t.Errorf("%d instances of refused creates", instances)
 		}
 	})
 
@@ -305,10 +305,11 @@ func TestEC2(t *testing.T) {
 			t.Errorf("instance lifecycle %q, want spot", i.InstanceLifecycle)
 		}
 	})
+
+	t.Run("stemcells", func(t *testing.T) { testStemcells(t, c) })
 }
 
-func TestStemcells(t *testing.T) {
-	c := motoCloud(t)
+func testStemcells(t *testing.T, c *cloud) {
 	impl := c.newCPI(t)
 	img, _ := c.lightStemcell(t)
 

@@ -75,11 +75,16 @@ func TestConformanceInProcess(t *testing.T) {
 	cpitest.RunInProcess(t, func(t *testing.T) cpi.CPI { return c.newCPI(t) }, conformanceConfig(t, c, true))
 }
 
-// The suite against the cpi-aws binary started through cpi/host, on a
-// dynamic network: properties travel in COMPLEAT_CPI_PROPERTIES.
+// The suite against the cpi-aws binary on a dynamic network, properties in
+// COMPLEAT_CPI_PROPERTIES: started through cpi/host and kept running, and
+// called the BOSH way (a process per call, JSON on stdin), which works
+// because the plugin keeps all its state in EC2.
 func TestConformanceBinary(t *testing.T) {
 	c := testCloud(t)
-	cpitest.RunBinary(t, pluginBinary(t), c.props, conformanceConfig(t, c, false))
+	bin := pluginBinary(t)
+	cfg := conformanceConfig(t, c, false)
+	t.Run("grpc", func(t *testing.T) { cpitest.RunBinary(t, bin, c.props, cfg) })
+	t.Run("json", func(t *testing.T) { cpitest.RunJSON(t, bin, c.props, cfg) })
 }
 
 // pluginBinary is $COMPLEAT_BIN/cpi-aws when set, else cpi-aws built into

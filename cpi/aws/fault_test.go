@@ -130,13 +130,30 @@ func stateRewrite(code int, state, reason string) rule {
 
 // faultCloud is moto behind a fault client; the plugin retries up to
 // maxRetries times with a 1 ms backoff.
-func faultCloud(t *testing.T, maxRetries int) (*cloud, *CPI, *faultClient) {
+func faultCloud(t *testing.T, m *cloud, maxRetries int) (*cloud, *CPI, *faultClient) {
 	t.Helper()
-	c := motoCloud(t)
+	c := *m
 	c.props = motoProps(c.endpoint, map[string]any{"max_retries": maxRetries})
 	fc := newFaultClient()
 	impl := c.newCPI(t, WithHTTPClient(fc), WithRetryBackoff(time.Millisecond))
-	return c, impl, fc
+	return &c, impl, fc
+}
+
+// Faults moto cannot make, injected between the plugin and one moto.
+func TestFaults(t *testing.T) {
+	m := motoCloud(t)
+	for _, tc := range []struct {
+		name string
+		fn   func(*testing.T, *cloud)
+	}{
+		{"ThrottlingRetried", testThrottlingRetried},
+		{"ThrottlingExhaustedIsRetryable", testThrottlingExhaustedIsRetryable},
+		{"CapacityIsRetryable", testCapacityIsRetryable},
+		{"FailedStartTerminatesInstance", testFailedStartTerminatesInstance},
+		{"CreateVMWaitBoundedByContext", testCreateVMWaitBoundedByContext},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, m) })
+	}
 }
 
 // vmRequest is a valid CreateVM request on a dynamic network in the cloud's
@@ -160,8 +177,8 @@ func (c *cloud) vmRequest(t *testing.T, impl cpi.CPI, agentID string) cpi.Create
 
 // Throttled calls are retried by the SDK's retryer with backoff until one
 // gets through.
-func TestThrottlingRetried(t *testing.T) {
-	c, impl, fc := faultCloud(t, 3)
+func testThrottlingRetried(t *testing.T, m *cloud) {
+	c, impl, fc := faultCloud(t, m, 3)
 	vm, err := impl.CreateVM(ctx(t), c.vmRequest(t, impl, "throttle-0"))
 	if err != nil {
 		t.Fatalf("CreateVM: %v", err)
@@ -181,8 +198,8 @@ func TestThrottlingRetried(t *testing.T) {
 
 // Throttling that outlasts the retries is reported as Retryable, also
 // across the gRPC boundary.
-func TestThrottlingExhaustedIsRetryable(t *testing.T) {
-	c, impl, fc := faultCloud(t, 2)
+func testThrottlingExhaustedIsRetryable(t *testing.T, m *cloud) {
+	c, impl, fc := faultCloud(t, m, 2)
 	vm, err := impl.CreateVM(ctx(t), c.vmRequest(t, impl, "throttle-1"))
 	if err != nil {
 		t.Fatalf("CreateVM: %v", err)
@@ -224,8 +241,8 @@ func TestThrottlingExhaustedIsRetryable(t *testing.T) {
 
 // EC2 out of capacity: CreateVM fails with VMCreationFailed, retryable, and
 // leaves no instance behind.
-func TestCapacityIsRetryable(t *testing.T) {
-	c, impl, fc := faultCloud(t, 1)
+func testCapacityIsRetryable(t *testing.T, m *cloud) {
+	c, impl, fc := faultCloud(t, m, 1)
 	req := c.vmRequest(t, impl, "capacity-0")
 	fc.set("RunInstances", rule{answer: func(int) (int, string) {
 		return http.StatusInternalServerError, ec2Error("InsufficientInstanceCapacity", "We currently do not have sufficient t3.micro capacity in the Availability Zone you requested.")
@@ -236,15 +253,15 @@ func TestCapacityIsRetryable(t *testing.T) {
 		t.Fatalf("CreateVM without capacity: %v, want a retryable VMCreationFailed", err)
 	}
 	t.Logf("RunInstances attempts: %d; error: %v", fc.count("RunInstances"), err)
-	if n := c.liveInstances(t); n != 0 {
+	if n := c.liveInstances(t, req.AgentID); n != 0 {
 		t.Errorf("%d instances left behind", n)
 	}
 }
 
 // An instance that stops on its way up (EC2 found no capacity after all) is
 // terminated and the create is reported retryable.
-func TestFailedStartTerminatesInstance(t *testing.T) {
-	c, impl, fc := faultCloud(t, 0)
+func testFailedStartTerminatesInstance(t *testing.T, m *cloud) {
+	c, impl, fc := faultCloud(t, m, 0)
 	req := c.vmRequest(t, impl, "capacity-1")
 	fc.set("DescribeInstances", stateRewrite(48, "terminated", "Server.InsufficientInstanceCapacity"))
 	_, err := impl.CreateVM(ctx(t), req)
@@ -255,7 +272,7 @@ func TestFailedStartTerminatesInstance(t *testing.T) {
 		t.Errorf("TerminateInstances calls = %d, want 1", n)
 	}
 	fc.set("DescribeInstances", rule{})
-	if n := c.liveInstances(t); n != 0 {
+	if n := c.liveInstances(t, req.AgentID); n != 0 {
 		t.Errorf("%d instances left behind", n)
 	}
 	t.Logf("error: %v", err)
@@ -263,8 +280,8 @@ func TestFailedStartTerminatesInstance(t *testing.T) {
 
 // The wait for a running instance ends with the caller's deadline; the
 // instance is terminated all the same.
-func TestCreateVMWaitBoundedByContext(t *testing.T) {
-	c, impl, fc := faultCloud(t, 0)
+func testCreateVMWaitBoundedByContext(t *testing.T, m *cloud) {
+	c, impl, fc := faultCloud(t, m, 0)
 	req := c.vmRequest(t, impl, "slow-0")
 	fc.set("DescribeInstances", stateRewrite(0, "pending", ""))
 	cctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
@@ -276,7 +293,7 @@ func TestCreateVMWaitBoundedByContext(t *testing.T) {
 	}
 	t.Logf("CreateVM returned after %v: %v", time.Since(start).Round(time.Millisecond), err)
 	fc.set("DescribeInstances", rule{})
-	if n := c.liveInstances(t); n != 0 {
+	if n := c.liveInstances(t, req.AgentID); n != 0 {
 		t.Errorf("%d instances left behind", n)
 	}
 }

@@ -220,10 +220,12 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-// liveInstances counts the instances EC2 holds that are not terminated.
-func (c *cloud) liveInstances(t *testing.T) int {
+// liveInstances counts the instances of the agent that are not terminated.
+func (c *cloud) liveInstances(t *testing.T, agentID string) int {
 	t.Helper()
-	out, err := c.ec2.DescribeInstances(t.Context(), &ec2.DescribeInstancesInput{})
+	out, err := c.ec2.DescribeInstances(t.Context(), &ec2.DescribeInstancesInput{Filters: []types.Filter{
+		{Name: aws.String("tag:compleat:agent_id"), Values: []string{agentID}},
+	}})
 	if err != nil {
 		t.Fatalf("describe instances: %v", err)
 	}

@@ -260,15 +260,26 @@ func settingsObject(raw json.RawMessage) (map[string]json.RawMessage, error) {
 }
 
 // userData is the agent settings as EC2 takes user data (base64), with
-// "networks" set, "vm" removed and disks.ephemeral set to the ephemeral
-// disk's device.
+// "networks" set, no vm.cid (and no "vm" when nothing else is left in it)
+// and disks.ephemeral set to the ephemeral disk's device.
 func userData(settings map[string]json.RawMessage, nets map[string]cpi.Network, ephemeral string) (string, error) {
 	b, err := json.Marshal(nets)
 	if err != nil {
 		return "", fmt.Errorf("create vm: encode networks: %w", err)
 	}
 	settings["networks"] = b
-	delete(settings, "vm")
+	if raw, ok := settings["vm"]; ok {
+		vm := map[string]json.RawMessage{}
+		if err := json.Unmarshal(raw, &vm); err != nil {
+			vm = nil // not an object: drop it whole
+		}
+		delete(vm, "cid")
+		if len(vm) == 0 {
+			delete(settings, "vm")
+		} else {
+			settings["vm"], _ = json.Marshal(vm)
+		}
+	}
 	if ephemeral != "" {
 		disks := map[string]json.RawMessage{}
 		if raw, ok := settings["disks"]; ok && string(raw) != "null" {
