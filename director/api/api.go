@@ -12,7 +12,7 @@
 //	GET  /v1/configs?type=T[&all=true]     POST /v1/configs {type,name,content}
 //	GET  /v1/deployments                   POST /v1/deployments (deploy) -> task
 //	GET  /v1/deployments/{name}            DELETE /v1/deployments/{name}[?force=true] -> task
-//	GET  /v1/deployments/{name}/instances  GET /v1/deployments/{name}/vms
+//	GET  /v1/deployments/{name}/instances[?ps=true]  GET /v1/deployments/{name}/vms
 //	POST /v1/deployments/{name}/state {action, target} -> task  (recreate, restart, stop, start)
 //	GET  /v1/tasks?limit=N&state=S&deployment=D
 //	GET  /v1/tasks/{id}                    POST /v1/tasks/{id}/cancel
@@ -37,6 +37,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -106,6 +107,11 @@ type StateRequest struct {
 	SkipDrain  bool   `json:"skip_drain,omitempty"`
 }
 
+// Agents asks an agent for its state (instances --ps).
+type Agents interface {
+	State(ctx context.Context, agentID string) (json.RawMessage, error)
+}
+
 // Deps are what the API serves from. Store, Tasks, Auth and Logger are
 // required.
 type Deps struct {
@@ -118,6 +124,7 @@ type Deps struct {
 	Importer Importer
 	Configs  Configs
 	Deployer Deployer
+	Agents   Agents          // nil: instances?ps=true answers 501
 	CPIs     func() []string // configured CPI names, for /v1/info
 	// UploadDir holds uploaded tarballs until their task ends.
 	UploadDir string
@@ -307,14 +314,78 @@ func (s *Server) deployment(w http.ResponseWriter, r *http.Request) {
 	view(s, w, func(tx *store.Tx) (store.Deployment, error) { return tx.Deployment(r.PathValue("name")) })
 }
 
+// InstanceView is an instance as GET /v1/deployments/{name}/instances
+// answers it: the record, its addresses and, with ps=true, its agent's state
+// (protocol.State as JSON) or why it could not be had.
+type InstanceView struct {
+	store.Instance
+	IPs        []string        `json:"ips,omitempty"`
+	AgentState json.RawMessage `json:"agent_state,omitempty"`
+	AgentError string          `json:"agent_error,omitempty"`
+}
+
 func (s *Server) instances(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	view(s, w, func(tx *store.Tx) ([]store.Instance, error) {
+	var out []InstanceView
+	err := s.d.Store.View(func(tx *store.Tx) error {
 		if _, err := tx.Deployment(name); err != nil {
-			return nil, err
+			return err
 		}
-		return nonNil(tx.Instances(name))
+		insts, err := tx.Instances(name)
+		if err != nil {
+			return err
+		}
+		ips, err := tx.IPReservations("")
+		if err != nil {
+			return err
+		}
+		byInst := map[string][]string{}
+		for _, ip := range ips {
+			if ip.Deployment == name {
+				byInst[ip.InstanceID] = append(byInst[ip.InstanceID], ip.IP)
+			}
+		}
+		out = make([]InstanceView, 0, len(insts))
+		for _, i := range insts {
+			out = append(out, InstanceView{Instance: i, IPs: byInst[i.ID]})
+		}
+		return nil
 	})
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	// The agents are asked after the transaction, in parallel.
+	if r.URL.Query().Get("ps") == "true" {
+		if s.d.Agents == nil {
+			writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("this director cannot ask agents for their state"))
+			return
+		}
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 16)
+		for i := range out {
+			if out[i].AgentID == "" {
+				out[i].AgentError = "no vm"
+				continue
+			}
+			wg.Add(1)
+			go func(v *InstanceView) {
+				defer wg.Done()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+				defer cancel()
+				st, err := s.d.Agents.State(ctx, v.AgentID)
+				if err != nil {
+					v.AgentError = err.Error()
+					return
+				}
+				v.AgentState = st
+			}(&out[i])
+		}
+		wg.Wait()
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) vms(w http.ResponseWriter, r *http.Request) {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -220,9 +221,18 @@ func TestTaskEventsStreamUntilTheTaskEnds(t *testing.T) {
 	if final.ID != tk.ID || final.State != store.TaskDone {
 		t.Errorf("task = %s", body)
 	}
-	_, body = f.do(t, "GET", "/metrics", readToken, "")
-	if !strings.Contains(string(body), `compleat_tasks_finished_total{state="done",type="test"} 1`) {
-		t.Errorf("metrics lack the finished task:\n%s", body)
+	// Metrics are counted as the task ends, a moment after its state is
+	// visible: look again for a while.
+	want := `compleat_tasks_finished_total{state="done",type="test"} 1`
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		_, body = f.do(t, "GET", "/metrics", readToken, "")
+		if strings.Contains(string(body), want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("metrics lack %s", want)
+			break
+		}
 	}
 }
 
@@ -261,5 +271,46 @@ func TestVariablesRevealOnlyToAdmin(t *testing.T) {
 	}
 	if strings.Contains(f.logs.String(), "value-of") {
 		t.Error("a variable's value reached the logs")
+	}
+}
+
+type fakeAgents map[string]string
+
+func (f fakeAgents) State(ctx context.Context, id string) (json.RawMessage, error) {
+	if s, ok := f[id]; ok {
+		return json.RawMessage(s), nil
+	}
+	return nil, errors.New("agent unresponsive")
+}
+
+func TestInstancesWithAgentStates(t *testing.T) {
+	s := storetest.New(t)
+	logger := slog.New(slog.DiscardHandler)
+	auth := api.NewAuth([]api.Token{{Name: "ci", SHA256: sha256.Sum256([]byte(readToken)), Scopes: []string{config.ScopeRead}}})
+	agents := fakeAgents{"a-1": `{"job_state":"running","jobs":[{"name":"web","processes":[{"name":"webapp","state":"running"}]}]}`}
+	srv := httptest.NewTLSServer(api.New(api.Deps{Store: s, Tasks: task.NewManager(s, logger, task.Options{}), Auth: auth, Logger: logger, Agents: agents}))
+	defer srv.Close()
+	err := s.Update(func(tx *store.Tx) error {
+		tx.PutDeployment(store.Deployment{Name: "web"})
+		tx.PutInstance(store.Instance{Deployment: "web", Group: "web", ID: "i-1", AgentID: "a-1", State: "started"})
+		tx.PutInstance(store.Instance{Deployment: "web", Group: "web", ID: "i-2", AgentID: "a-2", State: "started"})
+		return tx.ReserveIP(store.IPReservation{Network: "default", IP: "127.77.0.10", Deployment: "web", InstanceID: "i-1"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", srv.URL+"/v1/deployments/web/instances?ps=true", nil)
+	req.Header.Set("Authorization", "Bearer "+readToken)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got []api.InstanceView
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].IPs[0] != "127.77.0.10" || !strings.Contains(string(got[0].AgentState), "webapp") || got[1].AgentError != "agent unresponsive" {
+		t.Errorf("instances = %+v", got)
 	}
 }

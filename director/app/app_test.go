@@ -305,10 +305,18 @@ func TestDevDirectorEndToEnd(t *testing.T) {
 	}
 
 	// Metrics: the CPI call of the stemcell upload and the finished tasks.
-	metrics, status := get(t, hc, env["DIRECTOR_TARGET"]+"/metrics", env["DIRECTOR_TOKEN"])
+	// (Counted as a task ends, a moment after its state is visible: look
+	// again for a while.)
 	for _, want := range []string{`compleat_cpi_call_duration_seconds_count{cpi="local",method="CreateStemcell",outcome="ok"} 1`, `compleat_tasks_finished_total{state="done",type="upload-release"} 2`, "compleat_agents_seen 0"} {
-		if status != 200 || !strings.Contains(string(metrics), want) {
-			t.Errorf("metrics (status %d) lack %s", status, want)
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			metrics, status := get(t, hc, env["DIRECTOR_TARGET"]+"/metrics", env["DIRECTOR_TOKEN"])
+			if status == 200 && strings.Contains(string(metrics), want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("metrics (status %d) lack %s", status, want)
+				break
+			}
 		}
 	}
 

@@ -110,11 +110,30 @@ func (a *app) deleteDeploymentCmd() *cobra.Command {
 	return cmd
 }
 
+// instanceView is the API's InstanceView as the CLI reads it.
+type instanceView struct {
+	store.Instance
+	IPs        []string `json:"ips"`
+	AgentError string   `json:"agent_error"`
+	AgentState *struct {
+		JobState string `json:"job_state"`
+		Jobs     []struct {
+			Name      string `json:"name"`
+			Processes []struct {
+				Name     string `json:"name"`
+				State    string `json:"state"`
+				Restarts int    `json:"restarts"`
+				Error    string `json:"error"`
+			} `json:"processes"`
+		} `json:"jobs"`
+	} `json:"agent_state"`
+}
+
 func (a *app) instancesCmd() *cobra.Command {
 	var ps bool
 	cmd := &cobra.Command{
 		Use:   "instances",
-		Short: "List the deployment's instances",
+		Short: "List the deployment's instances (--ps: with their processes, asked of the agents)",
 		Args:  args(cobra.NoArgs),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
 			name, err := a.deployment()
@@ -125,25 +144,54 @@ func (a *app) instancesCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			path := "/v1/deployments/" + url.PathEscape(name) + "/instances"
 			if ps {
-				fmt.Fprintln(a.d.Stderr, "Note: --ps: this director does not report process states yet; showing instances only")
+				path += "?ps=true"
 			}
-			var is []store.Instance
-			return a.list(cmd.Context(), c, "/v1/deployments/"+url.PathEscape(name)+"/instances", &is, func(w io.Writer) {
-				tw := table(w, "Instance", "State", "AZ", "VM CID")
+			var is []instanceView
+			return a.list(cmd.Context(), c, path, &is, func(w io.Writer) {
+				headers := []string{"Instance", "State", "AZ", "IPs", "VM CID"}
+				if ps {
+					headers = []string{"Instance", "Process", "State", "AZ", "IPs", "VM CID"}
+				}
+				tw := table(w, headers...)
 				for _, i := range is {
-					boot := ""
+					id := i.Group + "/" + i.ID
 					if i.Bootstrap {
-						boot = "*"
+						id += "*"
 					}
-					fmt.Fprintf(tw, "%s/%s%s\t%s\t%s\t%s\n", i.Group, i.ID, boot, i.State, dash(i.AZ), dash(i.VMCID))
+					ips := dash(strings.Join(i.IPs, ", "))
+					if !ps {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", id, i.State, dash(i.AZ), ips, dash(i.VMCID))
+						continue
+					}
+					state := i.State
+					switch {
+					case i.AgentState != nil:
+						state = i.AgentState.JobState
+					case i.AgentError != "":
+						state = "unresponsive agent"
+					}
+					fmt.Fprintf(tw, "%s\t-\t%s\t%s\t%s\t%s\n", id, state, dash(i.AZ), ips, dash(i.VMCID))
+					if i.AgentState == nil {
+						continue
+					}
+					for _, j := range i.AgentState.Jobs {
+						for _, p := range j.Processes {
+							st := p.State
+							if p.Error != "" {
+								st += " (" + oneLine(p.Error) + ")"
+							}
+							fmt.Fprintf(tw, "~\t%s/%s\t%s\t\t\t\n", j.Name, p.Name, st)
+						}
+					}
 				}
 				tw.Flush()
 				fmt.Fprintf(w, "\n%d instances\n", len(is))
 			})
 		}),
 	}
-	cmd.Flags().BoolVar(&ps, "ps", false, "show processes (needs the deploy pipeline's health data)")
+	cmd.Flags().BoolVar(&ps, "ps", false, "show each instance's processes and their states")
 	return cmd
 }
 

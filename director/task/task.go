@@ -237,6 +237,9 @@ func (m *Manager) finish(t store.Task, result string, err error, log *slog.Logge
 	} else {
 		log.Info("task done")
 	}
+	if m.OnFinish != nil && uerr == nil {
+		m.OnFinish(final)
+	}
 	m.mu.Lock()
 	delete(m.cancel, t.ID)
 	if ch, ok := m.notify[t.ID]; ok {
@@ -244,9 +247,6 @@ func (m *Manager) finish(t store.Task, result string, err error, log *slog.Logge
 		delete(m.notify, t.ID)
 	}
 	m.mu.Unlock()
-	if m.OnFinish != nil && uerr == nil {
-		m.OnFinish(final)
-	}
 }
 
 // Cancel asks a task to stop: it is marked cancelling and its context is
