@@ -199,9 +199,22 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 	if err != nil {
 		return err
 	}
-	d.Bus, err = mbus.Start(ctx, mbus.Config{Listen: s.natsAddr, CA: d.CA.CertPEM(), ServerCert: busCert.CertPEM, ServerKey: busCert.KeyPEM, Logger: logger.With("component", "mbus")})
-	if err != nil {
-		return err
+	busCfg := mbus.Config{Listen: s.natsAddr, CA: d.CA.CertPEM(), ServerCert: busCert.CertPEM, ServerKey: busCert.KeyPEM, Logger: logger.With("component", "mbus")}
+	// In dev mode the bus keeps its port across restarts (DIR/bus.addr):
+	// running agents hold its URL in their settings.
+	busAddrFile := filepath.Join(s.dataDir, "bus.addr")
+	if prev, rerr := os.ReadFile(busAddrFile); s.dev && rerr == nil {
+		cfg := busCfg
+		cfg.Listen = strings.TrimSpace(string(prev))
+		d.Bus, err = mbus.Start(ctx, cfg)
+	}
+	if d.Bus == nil {
+		if d.Bus, err = mbus.Start(ctx, busCfg); err != nil {
+			return err
+		}
+	}
+	if u, perr := url.Parse(d.Bus.URL()); s.dev && perr == nil {
+		os.WriteFile(busAddrFile, []byte(u.Host+"\n"), 0o600)
 	}
 	defer d.Bus.Shutdown()
 	d.BusURL = s.natsURL
@@ -288,6 +301,7 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 		Importer:  &api.Uploads{Store: st, Blobs: d.Blobs, CPIs: d.CPIs, TempDir: uploadDir, Logger: logger},
 		Configs:   configs{cpis: d.CPIs},
 		Deployer:  newDeployer(d),
+		Agents:    agentStates{conn: d.Conn},
 		CPIs:      d.CPIs.Names,
 		UploadDir: uploadDir,
 	})
@@ -444,7 +458,7 @@ func (c configs) Applied(cfg store.Config) error {
 type hostLauncher struct{ logger *slog.Logger }
 
 func (h hostLauncher) Launch(ctx context.Context, binary string, p cpimanager.Plugin) (cpimanager.Process, error) {
-	return host.Start(ctx, host.Config{Path: binary, Properties: p.Properties, Logger: h.logger.With("cpi", p.Name)})
+	return host.Start(ctx, host.Config{Path: binary, Properties: p.Properties, Logger: h.logger.With("cpi_name", p.Name)})
 }
 
 // tokens builds the API's token list; in dev mode it is one admin token
