@@ -68,6 +68,28 @@ func (d *Deployer) reconcile(ctx context.Context, r *task.Reporter, deployment s
 			leftDisks = append(leftDisks, dk)
 		}
 	}
+	// Addresses reserved for instances that were never recorded (the task
+	// ended before their VM was made) go back to the pool.
+	held := map[string]bool{}
+	for _, in := range insts {
+		held[in.ID] = true
+	}
+	if err := d.c.Store.Update(func(tx *store.Tx) error {
+		rs, err := tx.IPReservations("")
+		if err != nil {
+			return err
+		}
+		for _, rv := range rs {
+			if rv.Deployment == deployment && !held[rv.InstanceID] {
+				if err := tx.ReleaseIP(rv.Network, rv.IP); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 	if len(stale) == 0 && len(leftDisks) == 0 && len(insts) == 0 {
 		return nil
 	}

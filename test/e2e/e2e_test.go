@@ -1,0 +1,571 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// repoRoot is the repository's root (this file is test/e2e/e2e_test.go).
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+var (
+	buildOnce sync.Once
+	builtDir  string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtDir != "" {
+		os.RemoveAll(builtDir)
+	}
+	os.Exit(code)
+}
+
+// binaries returns a directory holding director, agent and cpi-local:
+// $COMPLEAT_BIN when set, else ones built once for this test binary.
+func binaries(t *testing.T) string {
+	t.Helper()
+	if dir := os.Getenv("COMPLEAT_BIN"); dir != "" {
+		return dir
+	}
+	buildOnce.Do(func() {
+		builtDir, buildErr = os.MkdirTemp("", "compleat-e2e-bin-")
+		if buildErr != nil {
+			return
+		}
+		root := repoRoot()
+		build := func(workdir, out, pkg string) {
+			if buildErr != nil {
+				return
+			}
+			cmd := exec.Command("go", "build", "-o", filepath.Join(builtDir, out), pkg)
+			cmd.Dir = workdir
+			if raw, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, raw)
+			}
+		}
+		build(root, "director", "./director")
+		build(root, "agent", "./agent")
+		build(filepath.Join(root, "cpi", "local"), "cpi-local", "./cmd/cpi-local")
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtDir
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// director is a running `director serve --dev` and the CLI pointed at it.
+type director struct {
+	t    *testing.T
+	bin  string
+	data string
+	env  map[string]string
+	logs *syncBuffer
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// startDirector starts a dev director on data and waits until it wrote
+// DIR/env.
+func startDirector(t *testing.T, bin, data string) *director {
+	t.Helper()
+	os.Remove(filepath.Join(data, "env"))
+	d := &director{t: t, bin: bin, data: data, logs: &syncBuffer{}, done: make(chan struct{})}
+	d.cmd = exec.Command(filepath.Join(bin, "director"), "serve", "--dev", "--data", data, "--listen", "127.0.0.1:0")
+	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() { d.stop(syscall.SIGTERM) })
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		raw, err := os.ReadFile(filepath.Join(data, "env"))
+		if err == nil {
+			d.env = map[string]string{}
+			sc := bufio.NewScanner(bytes.NewReader(raw))
+			for sc.Scan() {
+				if k, v, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "export "), "="); ok && !strings.HasPrefix(k, "#") {
+					d.env[k] = v
+				}
+			}
+			return d
+		}
+		select {
+		case <-d.done:
+			t.Fatalf("director exited before it was ready:\n%s", d.logs)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("director not ready after 30s:\n%s", d.logs)
+		}
+	}
+}
+
+// stop signals the director and waits for it to exit.
+func (d *director) stop(sig syscall.Signal) {
+	select {
+	case <-d.done:
+		return
+	default:
+	}
+	d.cmd.Process.Signal(sig)
+	select {
+	case <-d.done:
+	case <-time.After(30 * time.Second):
+		syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+		<-d.done
+		d.t.Errorf("director did not stop within 30s of %v", sig)
+	}
+}
+
+// command is the CLI with the director's target, token and CA.
+func (d *director) command(args ...string) *exec.Cmd {
+	cmd := exec.Command(filepath.Join(d.bin, "director"), args...)
+	cmd.Env = append(os.Environ(), "DIRECTOR_TARGET="+d.env["DIRECTOR_TARGET"], "DIRECTOR_TOKEN="+d.env["DIRECTOR_TOKEN"], "DIRECTOR_CA_CERT="+d.env["DIRECTOR_CA_CERT"])
+	cmd.Dir = repoRoot()
+	return cmd
+}
+
+// run runs the CLI and fails the test when it exits non-zero.
+func (d *director) run(args ...string) string {
+	d.t.Helper()
+	out, err := d.command(args...).CombinedOutput()
+	if err != nil {
+		d.t.Fatalf("director %s: %v\n%s\ndirector log tail:\n%s", strings.Join(args, " "), err, out, tail(d.logs.String(), 40))
+	}
+	return string(out)
+}
+
+// event is a task event as the CLI prints it with --json.
+type event struct {
+	Seq   uint64   `json:"seq"`
+	Stage string   `json:"stage"`
+	Step  string   `json:"step"`
+	State string   `json:"state"`
+	Tags  []string `json:"tags"`
+	Error string   `json:"error"`
+	Data  struct {
+		Text string `json:"text"`
+	} `json:"data"`
+}
+
+// taskResult is the task record the CLI prints last with --json.
+type taskResult struct {
+	ID     uint64 `json:"id"`
+	State  string `json:"state"`
+	Result string `json:"result"`
+	Error  string `json:"error"`
+}
+
+// deploy runs `deploy --json` and returns the task's events and result.
+func (d *director) deploy(args ...string) ([]event, taskResult) {
+	d.t.Helper()
+	out := d.run(append([]string{"-n", "--json", "deploy"}, args...)...)
+	return parseTask(d.t, out)
+}
+
+func parseTask(t *testing.T, out string) ([]event, taskResult) {
+	t.Helper()
+	var evs []event
+	var res taskResult
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		var probe map[string]any
+		if json.Unmarshal([]byte(line), &probe) != nil {
+			continue
+		}
+		if _, isEvent := probe["seq"]; isEvent {
+			var e event
+			json.Unmarshal([]byte(line), &e)
+			evs = append(evs, e)
+			continue
+		}
+		json.Unmarshal([]byte(line), &res)
+	}
+	if res.State != "done" {
+		t.Fatalf("task %d %s: %s\n%s", res.ID, res.State, res.Error, out)
+	}
+	return evs, res
+}
+
+// updated lists the steps of a stage in the order they started.
+func started(evs []event, stage string) []event {
+	var out []event
+	for _, e := range evs {
+		if e.Stage == stage && e.State == "started" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func finishedAt(evs []event, stage, step string) (uint64, bool) {
+	for _, e := range evs {
+		if e.Stage == stage && e.Step == step && e.State == "finished" {
+			return e.Seq, true
+		}
+	}
+	return 0, false
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// lbAnswers asks the lb until it has seen want distinct instance names
+// answering with version (or time runs out) and returns the names seen.
+func lbAnswers(t *testing.T, version string, want int) []string {
+	t.Helper()
+	client := &http.Client{Timeout: 2 * time.Second}
+	seen := map[string]bool{}
+	deadline := time.Now().Add(30 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		resp, err := client.Get("http://127.77.1.10:8080/")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			last = strings.TrimSpace(string(body))
+			if v, name, ok := strings.Cut(last, " "); ok && v == version && resp.StatusCode == 200 {
+				seen[name] = true
+				if len(seen) >= want {
+					break
+				}
+			}
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	names := make([]string, 0, len(seen))
+	for n := range seen {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	if len(names) < want {
+		t.Fatalf("lb answered %s from %v, want %d distinct instances (last answer %q)", version, names, want, last)
+	}
+	return names
+}
+
+// vmDirs lists the VM directories of the local CPI.
+func vmDirs(t *testing.T, data string) []string {
+	t.Helper()
+	es, err := os.ReadDir(filepath.Join(data, "vms"))
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// agents lists the pids of live agent processes whose command line names a
+// settings file under data.
+func agents(data string) []int {
+	var out []int
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		var pid int
+		if _, err := fmt.Sscanf(p.Name(), "%d", &pid); err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(raw), "\x00")
+		if len(args) > 0 && filepath.Base(args[0]) == "agent" && strings.Contains(string(raw), data+"/vms/") {
+			if st, err := os.ReadFile(filepath.Join("/proc", p.Name(), "stat")); err == nil && strings.Contains(string(st), ") Z ") {
+				continue // a zombie is not running
+			}
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// processesUnder lists live processes whose command line mentions dir.
+func processesUnder(dir string) []string {
+	var out []string
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		if p.Name()[0] < '0' || p.Name()[0] > '9' {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+		if err != nil || !strings.Contains(string(raw), dir) {
+			continue
+		}
+		if st, err := os.ReadFile(filepath.Join("/proc", p.Name(), "stat")); err == nil && strings.Contains(string(st), ") Z ") {
+			continue
+		}
+		out = append(out, p.Name()+" "+strings.ReplaceAll(string(raw), "\x00", " "))
+	}
+	return out
+}
+
+// killAgents is the tests' last resort: no agent, and no process an agent
+// started, outlives the test. A VM's processes share its agent's mount
+// namespace (where the local CPI gives it one), else its process group.
+func killAgents(data string) {
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	spaces := map[string]bool{}
+	for _, pid := range agents(data) {
+		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); err == nil && ns != self {
+			spaces[ns] = true
+		}
+		syscall.Kill(-pid, syscall.SIGKILL)
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if len(spaces) == 0 {
+		return
+	}
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		var pid int
+		if _, err := fmt.Sscanf(p.Name(), "%d", &pid); err != nil {
+			continue
+		}
+		if ns, err := os.Readlink(filepath.Join("/proc", p.Name(), "ns", "mnt")); err == nil && spaces[ns] {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// TestDeployWeb deploys the sample web deployment on the local CPI and
+// takes it through its life with one director: first deploy, a version
+// change (canary first, web only), a no-op deploy, scaling, a director
+// killed mid-deploy, and delete-deployment.
+func TestDeployWeb(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the director, agents and the local CPI, and compiles releases/web")
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		if _, err := os.Stat("/usr/local/go/bin/go"); err != nil {
+			t.Skip("releases/web compiles with the host's Go toolchain; none found")
+		}
+	}
+	top := t
+	bin := binaries(t)
+	work := t.TempDir()
+	data := filepath.Join(work, "data")
+	t.Cleanup(func() { killAgents(data) })
+	stemcell := filepath.Join(work, "local.tgz")
+	if out, err := exec.Command(filepath.Join(bin, "director"), "create-stemcell", "--agent", filepath.Join(bin, "agent"), "--tarball", stemcell).CombinedOutput(); err != nil {
+		t.Fatalf("create-stemcell: %v\n%s", err, out)
+	}
+	d := startDirector(t, bin, data)
+	t.Cleanup(func() {
+		// Whatever failed, the deployment goes (before the director stops).
+		if out, err := d.command("-n", "-d", "web", "delete-deployment", "--force").CombinedOutput(); err != nil && !strings.Contains(string(out), "not found") {
+			t.Logf("cleanup: delete-deployment: %v\n%s", err, out)
+		}
+	})
+	d.run("-n", "upload-release", "releases/web")
+	d.run("-n", "upload-stemcell", stemcell)
+	d.run("-n", "update-cloud-config", "manifests/local/cloud-config.yml")
+
+	// The sample manifest with its version and web instance count as
+	// variables (-v), as an operator would change them.
+	raw, err := os.ReadFile(filepath.Join(repoRoot(), "manifests", "local", "web.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(raw), "version: v1", "version: ((web_version))", 1)
+	text = strings.Replace(text, "instances: 2", "instances: ((web_instances))", 1)
+	manifest := filepath.Join(work, "web.yml")
+	if err := os.WriteFile(manifest, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deploy := func(version string, n int, extra ...string) ([]event, taskResult) {
+		t.Helper()
+		began := time.Now()
+		evs, res := d.deploy(append([]string{manifest, "-v", "web_version=" + version, "-v", fmt.Sprintf("web_instances=%d", n)}, extra...)...)
+		t.Logf("deploy %s with %d web instances: %s (%s)", version, n, res.Result, time.Since(began).Round(10*time.Millisecond))
+		return evs, res
+	}
+	running := func(wantVMs int) {
+		t.Helper()
+		if got := vmDirs(t, data); len(got) != wantVMs {
+			t.Errorf("%d VM directories, want %d: %v", len(got), wantVMs, got)
+		}
+		if got := agents(data); len(got) != wantVMs {
+			t.Errorf("%d agent processes, want %d: %v", len(got), wantVMs, got)
+		}
+	}
+
+	t.Run("first deploy", func(t *testing.T) {
+		evs, _ := deploy("v1", 2)
+		if n := len(started(evs, "Creating missing vms")); n != 3 {
+			t.Errorf("created %d VMs, want 3", n)
+		}
+		if n := len(started(evs, "Updating instance")); n != 3 {
+			t.Errorf("updated %d instances, want 3", n)
+		}
+		names := lbAnswers(t, "v1", 2)
+		if !slices.Equal(names, []string{"web/0", "web/1"}) {
+			t.Errorf("lb answered from %v, want web/0 and web/1", names)
+		}
+		out := d.run("-d", "web", "instances")
+		if strings.Count(out, "started") != 3 {
+			t.Errorf("instances are not all started:\n%s", out)
+		}
+		running(3)
+	})
+
+	t.Run("version change updates web only, canary first", func(t *testing.T) {
+		evs, res := deploy("v2", 2)
+		ups := started(evs, "Updating instance")
+		if len(ups) != 2 {
+			t.Fatalf("updated %d instances, want the 2 web ones: %+v", len(ups), ups)
+		}
+		for _, u := range ups {
+			if !strings.HasPrefix(u.Step, "web/") {
+				t.Errorf("%s updated by a web property change", u.Step)
+			}
+		}
+		if !slices.Contains(ups[0].Tags, "canary") || slices.Contains(ups[1].Tags, "canary") {
+			t.Errorf("first update not the only canary: %+v", ups)
+		}
+		canaryDone, ok := finishedAt(evs, "Updating instance", ups[0].Step)
+		if !ok || canaryDone > ups[1].Seq {
+			t.Errorf("the second web instance started before the canary finished")
+		}
+		if len(started(evs, "Creating missing vms")) != 0 || len(started(evs, "Compiling packages")) != 0 {
+			t.Errorf("a property change created VMs or compiled packages")
+		}
+		if !strings.Contains(res.Result, "2 updated") {
+			t.Errorf("result %q", res.Result)
+		}
+		lbAnswers(t, "v2", 2)
+		running(3)
+	})
+
+	t.Run("no-op deploy touches nothing", func(t *testing.T) {
+		evs, res := deploy("v2", 2)
+		if res.Result != "No changes: nothing to do." {
+			t.Errorf("result %q, want the no-change message", res.Result)
+		}
+		for _, stage := range []string{"Creating missing vms", "Updating instance", "Deleting unneeded instances", "Compiling packages", "Running post-deploy"} {
+			if n := len(started(evs, stage)); n != 0 {
+				t.Errorf("no-op deploy: %d steps of %q", n, stage)
+			}
+		}
+	})
+
+	t.Run("scale web 2 to 3 to 1", func(t *testing.T) {
+		evs, _ := deploy("v2", 3)
+		if n := len(started(evs, "Creating missing vms")); n != 1 {
+			t.Errorf("scaling to 3 created %d VMs, want 1", n)
+		}
+		names := lbAnswers(t, "v2", 3)
+		if !slices.Equal(names, []string{"web/0", "web/1", "web/2"}) {
+			t.Errorf("lb answered from %v after scaling to 3", names)
+		}
+		running(4)
+
+		evs, _ = deploy("v2", 1)
+		if n := len(started(evs, "Deleting unneeded instances")); n != 2 {
+			t.Errorf("scaling to 1 deleted %d instances, want 2", n)
+		}
+		running(2)
+		for i := 0; i < 10; i++ {
+			if got := lbAnswers(t, "v2", 1); !slices.Equal(got, []string{"web/0"}) {
+				t.Fatalf("after scaling to 1 the lb answered from %v", got)
+			}
+		}
+	})
+
+	t.Run("director killed mid-deploy converges on the next deploy", func(t *testing.T) {
+		cmd := d.command("-n", "--json", "deploy", manifest, "-v", "web_version=v3", "-v", "web_instances=2")
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		killed := false
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var e event
+			if json.Unmarshal(sc.Bytes(), &e) == nil && e.Stage == "Creating missing vms" && e.State == "started" {
+				d.stop(syscall.SIGKILL)
+				killed = true
+				break
+			}
+		}
+		io.Copy(io.Discard, out)
+		cmd.Wait()
+		if !killed {
+			t.Fatal("the deploy never reached VM creation")
+		}
+		d = startDirector(top, bin, data)
+		deploy("v3", 2)
+		lbAnswers(t, "v3", 2)
+		running(3)
+		vms := d.run("-d", "web", "vms")
+		if strings.Contains(vms, "intent-") || strings.Contains(vms, "creating") || strings.Contains(vms, "deleting") {
+			t.Errorf("intents left after the converging deploy:\n%s", vms)
+		}
+		if n := strings.Count(vms, "vm-"); n != 3 {
+			t.Errorf("%d VMs recorded, want 3:\n%s", n, vms)
+		}
+	})
+
+	t.Run("delete-deployment leaves nothing", func(t *testing.T) {
+		d.run("-n", "-d", "web", "delete-deployment")
+		running(0)
+		if ds, _ := os.ReadDir(filepath.Join(data, "disks")); len(ds) != 0 {
+			t.Errorf("%d disks left", len(ds))
+		}
+		if ps := processesUnder(filepath.Join(data, "vms")); len(ps) != 0 {
+			t.Errorf("processes left:\n%s", strings.Join(ps, "\n"))
+		}
+		if out := d.run("deployments"); !strings.Contains(out, "0 deployments") {
+			t.Errorf("deployments after delete:\n%s", out)
+		}
+	})
+}
