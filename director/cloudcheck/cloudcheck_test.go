@@ -1,0 +1,449 @@
+package cloudcheck_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/cpi/cpitest"
+	"github.com/compleat/compleat/director/cloudcheck"
+	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/store/storetest"
+)
+
+func TestDetectTable(t *testing.T) {
+	inst := func(id, vm, agent string, disks ...string) store.Instance {
+		return store.Instance{Deployment: "d", Group: "web", ID: id, VMCID: vm, AgentID: agent, DiskCIDs: disks, State: "started"}
+	}
+	for _, tc := range []struct {
+		name string
+		o    cloudcheck.Observed
+		want []string // problem ids
+	}{
+		{"healthy", cloudcheck.Observed{
+			Instances: []store.Instance{inst("1", "vm-1", "a-1", "disk-1")},
+			HasVM:     map[string]bool{"vm-1": true}, HasDisk: map[string]bool{"disk-1": true},
+			Attached: map[string][]string{"vm-1": {"disk-1"}}, Responsive: map[string]bool{"a-1": true},
+			Mounted: map[string][]string{"a-1": {"disk-1"}},
+		}, nil},
+		{"missing vm: its disk is not checked for attachment", cloudcheck.Observed{
+			Instances: []store.Instance{inst("1", "vm-1", "a-1", "disk-1")},
+			HasVM:     map[string]bool{"vm-1": false}, HasDisk: map[string]bool{"disk-1": true},
+		}, []string{"missing_vm:vm-1"}},
+		{"unresponsive agent: mounts unknown", cloudcheck.Observed{
+			Instances: []store.Instance{inst("1", "vm-1", "a-1", "disk-1")},
+			HasVM:     map[string]bool{"vm-1": true}, HasDisk: map[string]bool{"disk-1": true},
+			Attached: map[string][]string{"vm-1": {"disk-1"}}, Responsive: map[string]bool{"a-1": false},
+		}, []string{"unresponsive_agent:vm-1"}},
+		{"missing disk", cloudcheck.Observed{
+			Instances: []store.Instance{inst("1", "vm-1", "a-1", "disk-1")},
+			HasVM:     map[string]bool{"vm-1": true}, HasDisk: map[string]bool{"disk-1": false},
+			Attached: map[string][]string{"vm-1": {}}, Responsive: map[string]bool{"a-1": true},
+		}, []string{"missing_disk:disk-1"}},
+		{"unattached disk, also from the disk records", cloudcheck.Observed{
+			Instances: []store.Instance{inst("1", "vm-1", "a-1")},
+			Disks:     []store.Disk{{CID: "disk-1", Deployment: "d", InstanceID: "1"}, {CID: "disk-9", Deployment: "d", Orphaned: true}},
+			HasVM:     map[string]bool{"vm-1": true}, HasDisk: map[string]bool{"disk-1": true},
+			Attached: map[string][]string{"vm-1": nil}, Responsive: map[string]bool{"a-1": true},
+		}, []string{"unattached_disk:disk-1"}},
+		{"mount mismatch", cloudcheck.Observed{
+			Instances: []store.Instance{inst("1", "vm-1", "a-1", "disk-1")},
+			HasVM:     map[string]bool{"vm-1": true}, HasDisk: map[string]bool{"disk-1": true},
+			Attached: map[string][]string{"vm-1": {"disk-1"}}, Responsive: map[string]bool{"a-1": true},
+			Mounted: map[string][]string{"a-1": nil},
+		}, []string{"mount_mismatch:disk-1"}},
+		{"unknown vm of this deployment and director only", cloudcheck.Observed{
+			Director: "compleat", KnownVMs: map[string]bool{"vm-1": true},
+			CloudVMs: []cloudcheck.CloudVM{
+				{CID: "vm-1", Metadata: map[string]string{"director": "compleat", "deployment": "d"}},
+				{CID: "vm-2", Metadata: map[string]string{"director": "compleat", "deployment": "d"}},
+				{CID: "vm-3", Metadata: map[string]string{"director": "compleat", "deployment": "other"}},
+				{CID: "vm-4", Metadata: map[string]string{"director": "another", "deployment": "d"}},
+				{CID: "vm-5"},
+			},
+		}, []string{"unknown_vm:vm-2"}},
+		{"ignored instance", cloudcheck.Observed{
+			Instances: []store.Instance{{Deployment: "d", Group: "web", ID: "1", VMCID: "vm-1", IgnoreFix: true}},
+			HasVM:     map[string]bool{"vm-1": false},
+		}, nil},
+		{"not asked is not false", cloudcheck.Observed{
+			Instances: []store.Instance{inst("1", "vm-1", "a-1", "disk-1")},
+		}, nil},
+	} {
+		tc.o.Deployment = "d"
+		var got []string
+		for _, p := range cloudcheck.Detect(tc.o) {
+			got = append(got, p.ID)
+			if len(p.Resolutions) == 0 || p.Description == "" || p.Deployment != "d" {
+				t.Errorf("%s: incomplete problem %+v", tc.name, p)
+			}
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: problems %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// agents is a stateful fake of the agents: each is alive or not and has a
+// set of mounted disks.
+type agents struct {
+	mu      sync.Mutex
+	alive   map[string]bool
+	mounted map[string][]string
+}
+
+func (a *agents) Ping(ctx context.Context, id string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.alive[id] {
+		return fmt.Errorf("agent %s: %w", id, context.DeadlineExceeded)
+	}
+	return nil
+}
+
+func (a *agents) ListDisk(ctx context.Context, id string) ([]string, error) {
+	if err := a.Ping(ctx, id); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.mounted[id]), nil
+}
+
+func (a *agents) MountDisk(ctx context.Context, id, disk string, hint cpi.DiskHint) error {
+	if err := a.Ping(ctx, id); err != nil {
+		return err
+	}
+	if hint.Path == "" {
+		return errors.New("no hint")
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !slices.Contains(a.mounted[id], disk) {
+		a.mounted[id] = append(a.mounted[id], disk)
+	}
+	return nil
+}
+
+// world is a deployment "d" of instances on a cpitest.Fake, recorded in a
+// real store, with fake agents.
+type world struct {
+	t      *testing.T
+	ctx    context.Context
+	cloud  *cpitest.Fake
+	st     *store.Store
+	agents *agents
+	stem   string
+	seq    int
+}
+
+func newWorld(t *testing.T) *world {
+	w := &world{t: t, ctx: context.Background(), cloud: cpitest.NewFake(), st: storetest.New(t),
+		agents: &agents{alive: map[string]bool{}, mounted: map[string][]string{}}}
+	var err error
+	w.stem, err = w.cloud.CreateStemcell(w.ctx, cpi.CreateStemcellRequest{ImagePath: "/img", CloudProperties: json.RawMessage(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.must(w.st.Update(func(tx *store.Tx) error { return tx.PutDeployment(store.Deployment{Name: "d"}) }))
+	return w
+}
+
+func (w *world) must(err error) {
+	w.t.Helper()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// vm creates a VM with a live agent, attaching disk when set, and records
+// it for instance id.
+func (w *world) vm(id, disk string) (vmCID, agentID string) {
+	w.seq++
+	agentID = fmt.Sprintf("agent-%d", w.seq)
+	res, err := w.cloud.CreateVM(w.ctx, cpi.CreateVMRequest{AgentID: agentID, StemcellCID: w.stem, CloudProperties: json.RawMessage(`{}`),
+		Networks: map[string]cpi.Network{"default": {Type: "dynamic"}}, AgentSettings: json.RawMessage(`{}`)})
+	w.must(err)
+	w.must(w.cloud.SetVMMetadata(w.ctx, res.CID, map[string]string{"director": "compleat", "deployment": "d"}))
+	w.agents.mu.Lock()
+	w.agents.alive[agentID] = true
+	w.agents.mu.Unlock()
+	if disk != "" {
+		_, err := w.cloud.AttachDisk(w.ctx, res.CID, disk)
+		w.must(err)
+		w.agents.mu.Lock()
+		w.agents.mounted[agentID] = []string{disk}
+		w.agents.mu.Unlock()
+	}
+	w.must(w.st.Update(func(tx *store.Tx) error {
+		in, err := tx.Instance("d", "web", id)
+		if err != nil {
+			return err
+		}
+		in.VMCID, in.AgentID = res.CID, agentID
+		if err := tx.PutInstance(in); err != nil {
+			return err
+		}
+		return tx.PutVM(store.VM{CID: res.CID, CPI: "fake", AgentID: agentID, Deployment: "d", InstanceID: id, State: "created"})
+	}))
+	return res.CID, agentID
+}
+
+// instance records instance id with a persistent disk and a VM.
+func (w *world) instance(id string) (vmCID, agentID, diskCID string) {
+	disk, err := w.cloud.CreateDisk(w.ctx, cpi.CreateDiskRequest{SizeMB: 10, CloudProperties: json.RawMessage(`{}`)})
+	w.must(err)
+	w.must(w.st.Update(func(tx *store.Tx) error {
+		if err := tx.PutDisk(store.Disk{CID: disk, CPI: "fake", Deployment: "d", InstanceID: id, SizeMB: 10}); err != nil {
+			return err
+		}
+		return tx.PutInstance(store.Instance{Deployment: "d", Group: "web", ID: id, State: "started", DiskCIDs: []string{disk}})
+	}))
+	vm, agent := w.vm(id, disk)
+	return vm, agent, disk
+}
+
+// Recreate is the deploy pipeline's recreate as the fake world does it:
+// delete the old VM, create a new one with the instance's disk attached.
+func (w *world) Recreate(ctx context.Context, deployment, id, reason string) error {
+	var in store.Instance
+	w.must(w.st.View(func(tx *store.Tx) error {
+		var err error
+		in, err = tx.Instance(deployment, "web", id)
+		return err
+	}))
+	if in.VMCID != "" {
+		if err := w.cloud.DeleteVM(ctx, in.VMCID); err != nil {
+			return err
+		}
+		w.must(w.st.Update(func(tx *store.Tx) error { return tx.DeleteVM(in.VMCID) }))
+	}
+	disk := ""
+	if len(in.DiskCIDs) > 0 {
+		disk = in.DiskCIDs[0]
+	}
+	w.vm(id, disk)
+	return nil
+}
+
+func (w *world) checker() *cloudcheck.Checker {
+	return &cloudcheck.Checker{Store: w.st, Agents: w.agents, Recreator: w, PingTimeout: 100 * time.Millisecond,
+		CPIs: func(ctx context.Context, name string) (cloudcheck.CPI, error) {
+			if name != "fake" {
+				return nil, fmt.Errorf("no cpi %q", name)
+			}
+			return w.cloud, nil
+		}}
+}
+
+func ids(ps []cloudcheck.Problem) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.ID)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestCheckerFindsInjectedProblemsAndAutoFixes(t *testing.T) {
+	w := newWorld(t)
+	vm1, _, _ := w.instance("1")        // healthy
+	vm2, _, _ := w.instance("2")        // its VM vanishes
+	vm3, agent3, _ := w.instance("3")   // its agent stops
+	vm4, _, disk4 := w.instance("4")    // its disk is detached
+	_, agent5, disk5 := w.instance("5") // its agent lost the mount
+	_, _, disk6 := w.instance("6")      // its disk vanishes from the cloud
+
+	w.cloud.LoseVM(vm2)
+	w.agents.mu.Lock()
+	w.agents.alive[agent3] = false
+	w.agents.mounted[agent5] = nil
+	w.agents.mu.Unlock()
+	w.must(w.cloud.DetachDisk(w.ctx, vm4, disk4))
+	vm6 := ""
+	w.must(w.st.View(func(tx *store.Tx) error {
+		in, err := tx.Instance("d", "web", "6")
+		vm6 = in.VMCID
+		return err
+	}))
+	w.must(w.cloud.DetachDisk(w.ctx, vm6, disk6))
+	w.must(w.cloud.DeleteDisk(w.ctx, disk6))
+	// A VM of this deployment that the state does not know.
+	stray, err := w.cloud.CreateVM(w.ctx, cpi.CreateVMRequest{AgentID: "stray", StemcellCID: w.stem, CloudProperties: json.RawMessage(`{}`),
+		Networks: map[string]cpi.Network{"default": {Type: "dynamic"}}, AgentSettings: json.RawMessage(`{}`)})
+	w.must(err)
+	w.must(w.cloud.SetVMMetadata(w.ctx, stray.CID, map[string]string{"director": "compleat", "deployment": "d"}))
+
+	c := w.checker()
+	c.Lister = fakeLister{w.cloud}
+	c.Events = storeEvents{w.st}
+	problems, err := c.Scan(w.ctx, "d")
+	w.must(err)
+	want := []string{
+		"missing_disk:" + disk6,
+		"missing_vm:" + vm2,
+		"mount_mismatch:" + disk5,
+		"unattached_disk:" + disk4,
+		"unknown_vm:" + stray.CID,
+		"unresponsive_agent:" + vm3,
+	}
+	sort.Strings(want)
+	if got := ids(problems); !slices.Equal(got, want) {
+		t.Fatalf("problems %v\nwant     %v", got, want)
+	}
+	for _, p := range problems {
+		if p.VMCID == vm1 {
+			t.Errorf("healthy instance reported: %+v", p)
+		}
+	}
+
+	// A resolution a problem does not allow is refused before anything.
+	_, err = c.Resolve(w.ctx, "d", map[string]string{"missing_vm:" + vm2: cloudcheck.ReattachDisk}, false, "admin")
+	if !errors.Is(err, cloudcheck.ErrBadResolution) {
+		t.Fatalf("bad resolution: %v", err)
+	}
+
+	results, err := c.Resolve(w.ctx, "d", nil, true, "admin")
+	w.must(err)
+	for _, r := range results {
+		if r.Error != "" {
+			t.Errorf("%s %s: %s", r.Problem.ID, r.Resolution, r.Error)
+		}
+	}
+	// What --auto fixes is fixed; what it ignores (a missing disk, a VM it
+	// does not know) is still reported.
+	after, err := c.Scan(w.ctx, "d")
+	w.must(err)
+	want = []string{"missing_disk:" + disk6, "unknown_vm:" + stray.CID}
+	if got := ids(after); !slices.Equal(got, want) {
+		t.Errorf("after --auto: %v, want %v", got, want)
+	}
+	// The recreated instances have new VMs with their disks attached.
+	for _, id := range []string{"2", "3"} {
+		var in store.Instance
+		w.must(w.st.View(func(tx *store.Tx) error { var err error; in, err = tx.Instance("d", "web", id); return err }))
+		vm, ok := w.cloud.VM(in.VMCID)
+		if !ok || !slices.Equal(vm.Disks, in.DiskCIDs) || in.VMCID == vm2 || in.VMCID == vm3 {
+			t.Errorf("instance %s after recreate: %+v, cloud vm %+v", id, in, vm)
+		}
+	}
+	if _, ok := w.cloud.VM(vm3); ok {
+		t.Error("the unresponsive VM was not deleted by its recreation")
+	}
+
+	// Explicit resolutions: delete the disk reference, delete the stray VM.
+	_, err = c.Resolve(w.ctx, "d", map[string]string{"missing_disk:" + disk6: cloudcheck.DeleteDiskReference, "unknown_vm:" + stray.CID: cloudcheck.DeleteVM}, false, "admin")
+	w.must(err)
+	final, err := c.Scan(w.ctx, "d")
+	w.must(err)
+	if len(final) != 0 {
+		t.Errorf("after explicit resolutions: %v", ids(final))
+	}
+	if _, ok := w.cloud.VM(stray.CID); ok {
+		t.Error("stray VM not deleted")
+	}
+
+	var evs []store.AuditEvent
+	w.must(w.st.View(func(tx *store.Tx) error {
+		var err error
+		evs, err = tx.AuditEvents(store.AuditFilter{Action: "cloud-check-resolve"})
+		return err
+	}))
+	if len(evs) != 8 || evs[0].User != "admin" {
+		t.Errorf("%d resolve events: %+v", len(evs), evs)
+	}
+}
+
+func TestResolveRebootAndDeleteVMReference(t *testing.T) {
+	w := newWorld(t)
+	vm1, agent1, _ := w.instance("1")
+	vm2, _, _ := w.instance("2")
+	w.agents.mu.Lock()
+	w.agents.alive[agent1] = false
+	w.agents.mu.Unlock()
+	w.cloud.LoseVM(vm2)
+	c := w.checker()
+	// The fake cloud's reboot does not revive the fake agent; make it.
+	go func() {
+		for w.cloud.Calls(cpitest.MethodRebootVM) == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		w.agents.mu.Lock()
+		w.agents.alive[agent1] = true
+		w.agents.mu.Unlock()
+	}()
+	res, err := c.Resolve(w.ctx, "d", map[string]string{
+		"unresponsive_agent:" + vm1: cloudcheck.RebootVM,
+		"missing_vm:" + vm2:         cloudcheck.DeleteVMReference,
+	}, false, "")
+	w.must(err)
+	if len(res) != 2 || res[0].Error != "" || res[1].Error != "" {
+		t.Fatalf("results %+v", res)
+	}
+	if vm, _ := w.cloud.VM(vm1); vm.Reboots != 1 {
+		t.Errorf("reboots = %d", vm.Reboots)
+	}
+	w.must(w.st.View(func(tx *store.Tx) error {
+		in, err := tx.Instance("d", "web", "2")
+		if in.VMCID != "" || in.AgentID != "" {
+			t.Errorf("reference kept: %+v", in)
+		}
+		if _, err := tx.VM(vm2); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("vm record kept: %v", err)
+		}
+		return err
+	}))
+	ps, err := c.Scan(w.ctx, "d")
+	w.must(err)
+	if len(ps) != 0 {
+		t.Errorf("left: %v", ids(ps))
+	}
+}
+
+func TestLocalVMsReadsMetadata(t *testing.T) {
+	dir := t.TempDir()
+	for cid, md := range map[string]string{"vm-a": `{"director":"compleat","deployment":"d"}`, "vm-b": ""} {
+		os.MkdirAll(filepath.Join(dir, "vms", cid), 0o755)
+		if md != "" {
+			os.WriteFile(filepath.Join(dir, "vms", cid, "metadata.json"), []byte(md), 0o644)
+		}
+	}
+	vms, err := cloudcheck.LocalVMs{DataDir: dir}.ListVMs(context.Background())
+	if err != nil || len(vms) != 2 || vms[0].CID != "vm-a" || vms[0].Metadata["deployment"] != "d" || vms[1].Metadata != nil {
+		t.Errorf("vms = %+v, %v", vms, err)
+	}
+	os.WriteFile(filepath.Join(dir, "vms", "vm-b", "metadata.json"), []byte("{"), 0o644)
+	if _, err := (cloudcheck.LocalVMs{DataDir: dir}).ListVMs(context.Background()); err == nil || !strings.Contains(err.Error(), "vm-b") {
+		t.Errorf("bad metadata: %v", err)
+	}
+	if vms, err := (cloudcheck.LocalVMs{DataDir: filepath.Join(dir, "none")}).ListVMs(context.Background()); err != nil || vms != nil {
+		t.Errorf("no vms dir: %v, %v", vms, err)
+	}
+}
+
+// fakeLister lists the fake cloud's VMs.
+type fakeLister struct{ f *cpitest.Fake }
+
+func (l fakeLister) ListVMs(ctx context.Context) ([]cloudcheck.CloudVM, error) {
+	var out []cloudcheck.CloudVM
+	for _, vm := range l.f.VMs() {
+		out = append(out, cloudcheck.CloudVM{CID: vm.CID, Metadata: vm.Metadata})
+	}
+	return out, nil
+}
+
+type storeEvents struct{ s *store.Store }
+
+func (e storeEvents) AddEvent(ctx context.Context, ev store.AuditEvent) error {
+	return e.s.Update(func(tx *store.Tx) error { _, err := tx.AddAuditEvent(ev); return err })
+}
