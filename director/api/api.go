@@ -126,6 +126,7 @@ type Deps struct {
 	Deployer Deployer
 	Agents   Agents          // nil: instances?ps=true answers 501
 	CPIs     func() []string // configured CPI names, for /v1/info
+	Health   *Health         // health monitor and cloud-check (health.go); nil: 501 there
 	// UploadDir holds uploaded tarballs until their task ends.
 	UploadDir string
 	// MaxUpload bounds an upload body; zero means 20 GiB.
@@ -167,6 +168,7 @@ func New(d Deps) *Server {
 	s.route("GET /v1/variables", read, s.variables)
 	s.route("GET /v1/backup", admin, s.backup)
 	s.route("GET /metrics", read, s.metrics)
+	s.healthRoutes(read, admin)
 	s.route("/v1/", read, func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Errorf("no route %s %s", r.Method, r.URL.Path))
 	})

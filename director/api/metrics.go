@@ -71,6 +71,10 @@ func (m *Metrics) AgentHeartbeat(agentID string, t time.Time) {
 	m.mu.Unlock()
 }
 
+// agentForgetAfter is how long an agent that stopped sending heartbeats
+// stays in the agent metrics (a deleted VM's agent, a compile VM's).
+const agentForgetAfter = 10 * time.Minute
+
 // AgentGone forgets an agent (its VM was deleted).
 func (m *Metrics) AgentGone(agentID string) {
 	m.mu.Lock()
@@ -82,7 +86,7 @@ func (m *Metrics) AgentGone(agentID string) {
 type beats Metrics
 
 var (
-	agentsSeenDesc = prometheus.NewDesc("compleat_agents_seen", "Agents that have sent a heartbeat.", nil, nil)
+	agentsSeenDesc = prometheus.NewDesc("compleat_agents_seen", "Agents that sent a heartbeat in the last 10 minutes.", nil, nil)
 	beatAgeDesc    = prometheus.NewDesc("compleat_agent_heartbeat_age_seconds", "Seconds since the agent's last heartbeat.", []string{"agent"}, nil)
 )
 
@@ -91,8 +95,13 @@ func (b *beats) Describe(ch chan<- *prometheus.Desc) { ch <- agentsSeenDesc; ch 
 func (b *beats) Collect(ch chan<- prometheus.Metric) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	ch <- prometheus.MustNewConstMetric(agentsSeenDesc, prometheus.GaugeValue, float64(len(b.lastBeat)))
 	now := b.now()
+	for id, t := range b.lastBeat {
+		if now.Sub(t) > agentForgetAfter {
+			delete(b.lastBeat, id)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(agentsSeenDesc, prometheus.GaugeValue, float64(len(b.lastBeat)))
 	for id, t := range b.lastBeat {
 		ch <- prometheus.MustNewConstMetric(beatAgeDesc, prometheus.GaugeValue, now.Sub(t).Seconds(), id)
 	}
