@@ -137,6 +137,10 @@ func TestFixtureOfVersion1StillOpens(t *testing.T) {
 		if ls, err := tx.Locks(); err != nil || len(ls) != 1 {
 			t.Errorf("locks = %+v, %v", ls, err)
 		}
+		// Buckets added later without a schema change read as empty.
+		if evs, err := tx.AuditEvents(store.AuditFilter{}); err != nil || len(evs) != 0 {
+			t.Errorf("audit events of a version 1 file = %+v, %v", evs, err)
+		}
 		return nil
 	})
 }
