@@ -104,10 +104,18 @@ type CPI struct {
 	httpClient   aws.HTTPClient
 	retryBackoff time.Duration
 
-	// attachMu serialises AttachDisk per instance, so that two concurrent
-	// attachments in this process never pick the same device name.
+	// attachMu guards attaching, which serialises AttachDisk per instance
+	// so that two concurrent attachments in this process never pick the
+	// same device name.
 	attachMu  sync.Mutex
-	attaching map[string]*sync.Mutex
+	attaching map[string]*instanceLock
+}
+
+// instanceLock is held while a device is chosen for an instance; users
+// counts who holds or waits for it, so it can be dropped when none does.
+type instanceLock struct {
+	sync.Mutex
+	users int
 }
 
 var _ cpi.CPI = (*CPI)(nil)
@@ -143,7 +151,7 @@ func New(ctx context.Context, properties json.RawMessage, opts ...Option) (*CPI,
 		props:     p,
 		poll:      DefaultPollInterval,
 		logger:    slog.New(slog.NewJSONHandler(os.Stderr, nil)),
-		attaching: map[string]*sync.Mutex{},
+		attaching: map[string]*instanceLock{},
 	}
 	if p.PollInterval != "" {
 		d, err := time.ParseDuration(p.PollInterval)
@@ -260,16 +268,19 @@ func (c *CPI) Info(context.Context) (cpi.Info, error) {
 }
 
 // wait polls check every poll interval until it reports done, fails, or ctx
-// ends.
+// ends. A look that EC2 throttled even after the SDK's retries is not a
+// failure: the next poll looks again.
 func (c *CPI) wait(ctx context.Context, what string, check func(context.Context) (bool, error)) error {
 	t := time.NewTicker(c.poll)
 	defer t.Stop()
 	for {
 		done, err := check(ctx)
-		if err != nil {
+		switch {
+		case err != nil && (isRetryable(err) || cpi.IsRetryable(err)) && ctx.Err() == nil:
+			c.logger.Debug("throttled while waiting; looking again", "for", what, "error", err)
+		case err != nil:
 			return err
-		}
-		if done {
+		case done:
 			return nil
 		}
 		select {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -214,17 +213,26 @@ func attachment(v types.Volume, instance string) (types.VolumeAttachment, bool) 
 	return types.VolumeAttachment{}, false
 }
 
-// lockInstance serialises device selection for one instance.
+// lockInstance serialises device selection for one instance; the returned
+// function unlocks.
 func (c *CPI) lockInstance(id string) func() {
 	c.attachMu.Lock()
-	m, ok := c.attaching[id]
+	l, ok := c.attaching[id]
 	if !ok {
-		m = &sync.Mutex{}
-		c.attaching[id] = m
+		l = &instanceLock{}
+		c.attaching[id] = l
 	}
+	l.users++
 	c.attachMu.Unlock()
-	m.Lock()
-	return m.Unlock
+	l.Lock()
+	return func() {
+		l.Unlock()
+		c.attachMu.Lock()
+		if l.users--; l.users == 0 {
+			delete(c.attaching, id)
+		}
+		c.attachMu.Unlock()
+	}
 }
 
 // AttachDisk attaches the volume at the first free device of /dev/sdf to
@@ -243,7 +251,12 @@ func (c *CPI) AttachDisk(ctx context.Context, vmCID, diskCID string) (cpi.DiskHi
 		return cpi.DiskHint{}, classify(what, err, cpi.ErrDiskNotFound)
 	}
 	if a, ok := attachment(v, vmCID); ok {
-		return cpi.DiskHint{Path: aws.ToString(a.Device), VolumeID: diskCID}, nil
+		// Attached already (or on its way): answer the same hint.
+		device := aws.ToString(a.Device)
+		if err := c.waitAttached(ctx, what, vmCID, diskCID); err != nil {
+			return cpi.DiskHint{}, err
+		}
+		return cpi.DiskHint{Path: device, VolumeID: diskCID}, nil
 	}
 	if len(v.Attachments) > 0 {
 		return cpi.DiskHint{}, fmt.Errorf("%s: the disk is attached to %s", what, aws.ToString(v.Attachments[0].InstanceId))
@@ -274,19 +287,26 @@ func (c *CPI) AttachDisk(ctx context.Context, vmCID, diskCID string) (cpi.DiskHi
 	if err != nil {
 		return cpi.DiskHint{}, classify(what, err, nil)
 	}
-	err = c.wait(ctx, "volume "+diskCID+" attached", func(ctx context.Context) (bool, error) {
+	if err := c.waitAttached(ctx, what, vmCID, diskCID); err != nil {
+		return cpi.DiskHint{}, err
+	}
+	c.logger.Info("disk attached", "disk", diskCID, "vm", vmCID, "device", device)
+	return cpi.DiskHint{Path: device, VolumeID: diskCID}, nil
+}
+
+// waitAttached waits until EC2 reports the volume attached to the instance.
+func (c *CPI) waitAttached(ctx context.Context, what, vmCID, diskCID string) error {
+	return c.wait(ctx, "volume "+diskCID+" attached", func(ctx context.Context) (bool, error) {
 		v, err := c.volume(ctx, diskCID)
 		if err != nil {
 			return false, classify(what, err, cpi.ErrDiskNotFound)
 		}
 		a, ok := attachment(v, vmCID)
-		return ok && a.State == types.VolumeAttachmentStateAttached, nil
+		if !ok {
+			return false, fmt.Errorf("%s: the attachment went away", what)
+		}
+		return a.State == types.VolumeAttachmentStateAttached, nil
 	})
-	if err != nil {
-		return cpi.DiskHint{}, err
-	}
-	c.logger.Info("disk attached", "disk", diskCID, "vm", vmCID, "device", device)
-	return cpi.DiskHint{Path: device, VolumeID: diskCID}, nil
 }
 
 // usedDevices are the device letters (the "f" of /dev/sdf or /dev/xvdf) of
@@ -356,9 +376,6 @@ func (c *CPI) DetachDisk(ctx context.Context, vmCID, diskCID string) error {
 	// InstanceId is always given: it names the attachment exactly.
 	_, err = c.ec2.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(diskCID), InstanceId: aws.String(vmCID)})
 	if err != nil {
-		if apiCode(err) == "IncorrectState" {
-			return fmt.Errorf("%s: %w", what, err)
-		}
 		return classify(what, err, cpi.ErrDiskNotFound)
 	}
 	return c.wait(ctx, "volume "+diskCID+" detached", func(ctx context.Context) (bool, error) {

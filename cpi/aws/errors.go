@@ -83,13 +83,20 @@ func classify(what string, err error, notFound *cpi.Error) error {
 		if notFound != nil {
 			s = notFound
 		}
-		return fmt.Errorf("%s: %w", what, &cpi.Error{Code: s.Code, Message: err.Error()})
+		return fmt.Errorf("%s: %w%w", what, &cpi.Error{Code: s.Code, Message: err.Error()}, wrapOnly{err})
 	}
 	if isRetryable(err) {
-		return fmt.Errorf("%s: %w", what, cpi.Retryable(cpi.CodeUnknown, err))
+		return fmt.Errorf("%s: %w%w", what, cpi.Retryable(cpi.CodeUnknown, err), wrapOnly{err})
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
+
+// wrapOnly carries an error for errors.Is and errors.As without adding to
+// the message (the *cpi.Error beside it already says it).
+type wrapOnly struct{ err error }
+
+func (w wrapOnly) Error() string { return "" }
+func (w wrapOnly) Unwrap() error { return w.err }
 
 // decodeObject decodes a JSON object into v, naming the offending field in
 // a cpi.ErrInvalidCloudProperties. Unknown keys are refused when strict.

@@ -151,6 +151,7 @@ func TestFaults(t *testing.T) {
 		{"CapacityIsRetryable", testCapacityIsRetryable},
 		{"FailedStartTerminatesInstance", testFailedStartTerminatesInstance},
 		{"CreateVMWaitBoundedByContext", testCreateVMWaitBoundedByContext},
+		{"ThrottledWaitLooksAgain", testThrottledWaitLooksAgain},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, m) })
 	}
@@ -295,5 +296,44 @@ func testCreateVMWaitBoundedByContext(t *testing.T, m *cloud) {
 	fc.set("DescribeInstances", rule{})
 	if n := c.liveInstances(t, req.AgentID); n != 0 {
 		t.Errorf("%d instances left behind", n)
+	}
+}
+
+// A wait that EC2 throttles past the SDK's retries looks again at the next
+// poll instead of failing the call.
+func testThrottledWaitLooksAgain(t *testing.T, m *cloud) {
+	c, impl, fc := faultCloud(t, m, 0)
+	req := c.vmRequest(t, impl, "wait-0")
+	vm, err := impl.CreateVM(ctx(t), req)
+	if err != nil {
+		t.Fatalf("CreateVM: %v", err)
+	}
+	t.Cleanup(func() { _ = impl.DeleteVM(context.Background(), vm.CID) })
+	disk, err := impl.CreateDisk(ctx(t), cpi.CreateDiskRequest{SizeMB: 1024, VMCID: vm.CID})
+	if err != nil {
+		t.Fatalf("CreateDisk: %v", err)
+	}
+	t.Cleanup(func() { _ = impl.DeleteDisk(context.Background(), disk) })
+
+	var mu sync.Mutex
+	throttledLooks := 0
+	fc.set("DescribeVolumes", rule{answer: func(int) (int, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if fc.count("AttachVolume") > 0 && throttledLooks < 3 {
+			throttledLooks++
+			return http.StatusServiceUnavailable, ec2Error("RequestLimitExceeded", "Request limit exceeded.")
+		}
+		return 0, ""
+	}})
+	hint, err := impl.AttachDisk(ctx(t), vm.CID, disk)
+	if err != nil {
+		t.Fatalf("AttachDisk with three throttled looks while waiting: %v", err)
+	}
+	if throttledLooks != 3 || hint.VolumeID != disk {
+		t.Errorf("throttled looks %d, hint %+v; want 3 and the disk's hint", throttledLooks, hint)
+	}
+	if err := impl.DetachDisk(ctx(t), vm.CID, disk); err != nil {
+		t.Errorf("DetachDisk: %v", err)
 	}
 }

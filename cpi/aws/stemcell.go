@@ -1,6 +1,7 @@
 package aws
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -143,8 +144,9 @@ func (c *CPI) stemcellImage(ctx context.Context, cid string) (string, error) {
 	return "", fmt.Errorf("stemcell %s: %w", cid, cpi.ErrStemcellNotFound)
 }
 
+// orEmpty reads a missing or null document as {}.
 func orEmpty(raw json.RawMessage) json.RawMessage {
-	if len(raw) == 0 {
+	if t := bytes.TrimSpace(raw); len(t) == 0 || string(t) == "null" {
 		return json.RawMessage(`{}`)
 	}
 	return raw

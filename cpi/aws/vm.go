@@ -199,12 +199,6 @@ func creationFailed(what string, cause error, retryable bool) error {
 	return fmt.Errorf("%w%w", e, wrapOnly{cause})
 }
 
-// wrapOnly carries an error for errors.Is without adding to the message.
-type wrapOnly struct{ err error }
-
-func (w wrapOnly) Error() string { return "" }
-func (w wrapOnly) Unwrap() error { return w.err }
-
 // stateReasonError is an instance that stopped on its way up.
 type stateReasonError struct {
 	id, state, code, message string
@@ -360,7 +354,7 @@ func (c *CPI) setSecurityGroups(ctx context.Context, in *ec2.RunInstancesInput, 
 // blockDevices adds the root and ephemeral volumes to the request and
 // returns the ephemeral disk's device ("" for none).
 func (c *CPI) blockDevices(ctx context.Context, in *ec2.RunInstancesInput, ami string, props VMProperties) (string, error) {
-	if r := props.RootDisk; r != nil && r.Size != nil {
+	if r := props.RootDisk; r != nil {
 		out, err := c.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{ami}})
 		if err != nil || len(out.Images) == 0 {
 			if err == nil || isNotFound(err) {
@@ -374,7 +368,7 @@ func (c *CPI) blockDevices(ctx context.Context, in *ec2.RunInstancesInput, ami s
 		}
 		in.BlockDeviceMappings = append(in.BlockDeviceMappings, types.BlockDeviceMapping{
 			DeviceName: aws.String(root),
-			Ebs:        ebsDevice(r, *r.Size),
+			Ebs:        ebsDevice(r, r.Size),
 		})
 	}
 	size := int64(defaultEphemeralMB)
@@ -390,19 +384,23 @@ func (c *CPI) blockDevices(ctx context.Context, in *ec2.RunInstancesInput, ami s
 	}
 	in.BlockDeviceMappings = append(in.BlockDeviceMappings, types.BlockDeviceMapping{
 		DeviceName: aws.String(ephemeralDevice),
-		Ebs:        ebsDevice(e, size),
+		Ebs:        ebsDevice(e, &size),
 	})
 	return ephemeralDevice, nil
 }
 
-func ebsDevice(d *DiskProperties, sizeMB int64) *types.EbsBlockDevice {
+// ebsDevice is the EBS volume of a block device mapping; without a size
+// EC2 takes the image's.
+func ebsDevice(d *DiskProperties, sizeMB *int64) *types.EbsBlockDevice {
 	b := &types.EbsBlockDevice{
-		VolumeSize:          aws.Int32(gib(sizeMB)),
 		VolumeType:          types.VolumeType(cmpOr(d.Type, defaultVolumeType)),
 		DeleteOnTermination: aws.Bool(true),
 		Iops:                d.IOPS,
 		Throughput:          d.Throughput,
 		Encrypted:           d.Encrypted,
+	}
+	if sizeMB != nil {
+		b.VolumeSize = aws.Int32(gib(*sizeMB))
 	}
 	if d.KMSKeyARN != "" {
 		b.KmsKeyId = aws.String(d.KMSKeyARN)
@@ -416,11 +414,8 @@ func (c *CPI) waitRunning(ctx context.Context, id string) (types.Instance, error
 	var inst types.Instance
 	err := c.wait(ctx, "instance "+id+" running", func(ctx context.Context) (bool, error) {
 		i, err := c.describeInstance(ctx, id)
-		if isNotFound(err) || isRetryable(err) {
-			// EC2 is eventually consistent right after RunInstances; a
-			// throttled look (already retried by the SDK) is tried again
-			// at the next poll.
-			return false, nil
+		if isNotFound(err) {
+			return false, nil // EC2 is eventually consistent right after RunInstances
 		}
 		if err != nil {
 			return false, fmt.Errorf("describe instance %s: %w", id, err)
@@ -526,9 +521,6 @@ func (c *CPI) terminate(ctx context.Context, id string) error {
 		i, err := c.describeInstance(ctx, id)
 		if isNotFound(err) {
 			return true, nil
-		}
-		if isRetryable(err) {
-			return false, nil
 		}
 		if err != nil {
 			return false, classify("describe", err, nil)
