@@ -479,6 +479,10 @@ func decodeBody(r *http.Request, v any) error {
 func (s *Server) startTask(w http.ResponseWriter, r *http.Request, spec task.Spec, fn task.Func) {
 	spec.User = user(r)
 	t, err := s.d.Tasks.Start(context.WithoutCancel(r.Context()), spec, fn)
+	if errors.Is(err, task.ErrShuttingDown) {
+		writeError(w, http.StatusServiceUnavailable, "shutting_down", err)
+		return
+	}
 	if err != nil {
 		fail(w, err)
 		return

@@ -30,6 +30,9 @@ const RestartedReason = "director restarted while the task was running"
 // ErrCancelled is the error of a task stopped by a cancel request.
 var ErrCancelled = errors.New("task cancelled")
 
+// ErrShuttingDown is returned by Start once Shutdown has begun.
+var ErrShuttingDown = errors.New("the director is shutting down: no new tasks")
+
 // Func is the body of a task. Its result string is recorded on success.
 type Func func(ctx context.Context, r *Reporter) (result string, err error)
 
@@ -56,6 +59,7 @@ type Manager struct {
 	mu     sync.Mutex
 	cancel map[uint64]context.CancelFunc
 	notify map[uint64]chan struct{}
+	closed bool
 	wg     sync.WaitGroup
 	// OnFinish, when set, is called after each task ends with its final record
 	// (metrics).
@@ -113,12 +117,20 @@ func (m *Manager) Recover() (int, error) {
 // task's record as created.
 func (m *Manager) Start(ctx context.Context, spec Spec, fn Func) (store.Task, error) {
 	var t store.Task
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return t, ErrShuttingDown
+	}
+	m.wg.Add(1) // under mu, so that Shutdown's Wait never races it
+	m.mu.Unlock()
 	err := m.store.Update(func(tx *store.Tx) error {
 		var err error
 		t, err = tx.CreateTask(store.Task{Type: spec.Type, Description: spec.Description, Deployment: spec.Deployment, User: spec.User})
 		return err
 	})
 	if err != nil {
+		m.wg.Done()
 		return t, fmt.Errorf("create task: %w", err)
 	}
 	tctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -126,7 +138,6 @@ func (m *Manager) Start(ctx context.Context, spec Spec, fn Func) (store.Task, er
 	m.cancel[t.ID] = cancel
 	m.notify[t.ID] = make(chan struct{})
 	m.mu.Unlock()
-	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		stop := context.AfterFunc(ctx, cancel)
@@ -319,10 +330,11 @@ func (m *Manager) changed(id uint64) {
 	}
 }
 
-// Shutdown cancels every running task and waits for them to end or ctx to
-// expire.
+// Shutdown refuses new tasks (ErrShuttingDown), cancels every running task
+// and waits for them to end or ctx to expire.
 func (m *Manager) Shutdown(ctx context.Context) error {
 	m.mu.Lock()
+	m.closed = true
 	for _, c := range m.cancel {
 		c()
 	}

@@ -189,3 +189,15 @@ func TestShutdownCancelsRunningTasks(t *testing.T) {
 		return nil
 	})
 }
+
+func TestNoNewTasksAfterShutdown(t *testing.T) {
+	s := storetest.New(t)
+	m := task.NewManager(s, logger(t), task.Options{})
+	if err := m.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := m.Start(context.Background(), task.Spec{Type: "test"}, func(ctx context.Context, r *task.Reporter) (string, error) { return "", nil })
+	if !errors.Is(err, task.ErrShuttingDown) {
+		t.Errorf("start after shutdown: %v", err)
+	}
+}
