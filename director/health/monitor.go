@@ -355,7 +355,7 @@ func (m *Monitor) status(now time.Time, e *entry, b beat, ok bool) (string, stri
 		return StatusUnresponsive, fmt.Sprintf("no heartbeat since the monitor started watching %s ago", age.Round(time.Second))
 	case age > m.c.HeartbeatInterval*3/2:
 		return StatusLate, ""
-	case !ok || b.at.Before(e.learned) || b.hb.JobState == "":
+	case !ok || b.hb.JobState == "":
 		return StatusUnknown, ""
 	}
 	return b.hb.JobState, ""
@@ -447,8 +447,11 @@ func (m *Monitor) snapshotLocked(now time.Time) map[string][]InstanceHealth {
 		b, ok := m.beats[id]
 		h := InstanceHealth{Instance: e.inst, Status: e.status, Since: e.since, Reason: e.reason}
 		ref := e.learned
-		if ok && !b.at.Before(e.learned) {
+		if ok {
 			ref = b.at
+			if e.learned.After(ref) {
+				ref = e.learned
+			}
 			h.LastHeartbeat = b.at
 			h.JobState = b.hb.JobState
 			h.Jobs = b.hb.Jobs

@@ -14,8 +14,8 @@ import (
 )
 
 const (
-	interval = 100 * time.Millisecond
-	timeout  = 600 * time.Millisecond
+	interval = 200 * time.Millisecond
+	timeout  = 1200 * time.Millisecond
 )
 
 func newMonitor(st *store.Store, b *bus, probe bool, healer health.Healer) *health.Monitor {
@@ -49,7 +49,7 @@ func TestMonitorHeartbeatsJobStatesAndTimeout(t *testing.T) {
 	a1.setJob("failing", "exit status 1")
 	eventually(t, "i1 failing", func() bool { return status(m, "web", "i1") == health.StatusFailing })
 	a1.setJob("running", "")
-	eventually(t, "i1 running again", func() bool { return status(m, "web", "i1") == health.StatusRunning })
+	eventually(t, "i1 running again", func() bool { return len(events(t, st, "job-recovered")) > 0 })
 	if evs := events(t, st, "job-failing"); len(evs) != 1 || evs[0].Instance != "web/i1" || !strings.Contains(evs[0].Context["processes"], "web/nginx (failing: exit status 1)") {
 		t.Errorf("job-failing events = %+v", evs)
 	}
@@ -66,7 +66,7 @@ func TestMonitorHeartbeatsJobStatesAndTimeout(t *testing.T) {
 
 	// A silent agent is late, then unresponsive after the timeout.
 	a0.silence()
-	eventually(t, "i0 unresponsive", func() bool { return status(m, "web", "i0") == health.StatusUnresponsive })
+	eventually(t, "i0 unresponsive", func() bool { return len(events(t, st, "unresponsive")) > 0 })
 	if status(m, "web", "i1") != health.StatusRunning {
 		t.Errorf("i1 = %s", status(m, "web", "i1"))
 	}
@@ -102,7 +102,7 @@ compleat_instances{deployment="web",status="unresponsive"} 1
 
 	// It comes back: recovered.
 	a0b := b.agent(t, "agent-web-0", interval)
-	eventually(t, "i0 recovered", func() bool { return status(m, "web", "i0") == health.StatusRunning })
+	eventually(t, "i0 recovered", func() bool { return len(events(t, st, "recovered")) > 0 })
 	if evs := events(t, st, "recovered"); len(evs) != 1 || evs[0].Instance != "web/i0" {
 		t.Errorf("recovered events = %+v", evs)
 	}

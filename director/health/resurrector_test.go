@@ -27,7 +27,7 @@ func TestUnresponsiveInstanceIsRecreatedOnce(t *testing.T) {
 	a0.kill()
 	eventually(t, "a recreation", func() bool { return rec.count() == 1 })
 	// While it is in flight, checks go on: no second recreation.
-	time.Sleep(3 * timeout)
+	time.Sleep(2 * timeout)
 	if n := rec.count(); n != 1 {
 		t.Fatalf("%d recreations while one was in flight: %v", n, rec.calls)
 	}
@@ -37,7 +37,7 @@ func TestUnresponsiveInstanceIsRecreatedOnce(t *testing.T) {
 		h, _ := m.Instance("web", "i0")
 		return h.Status == health.StatusRunning && h.VMCID == "vm-web-0-r1"
 	})
-	time.Sleep(3 * timeout)
+	time.Sleep(2 * timeout)
 	if n := rec.count(); n != 1 || !strings.HasPrefix(rec.calls[0], "web/i0: ") {
 		t.Errorf("recreations: %v", rec.calls)
 	}
@@ -82,7 +82,7 @@ func TestMeltdownHoldsBack(t *testing.T) {
 		}
 		return n == 3
 	})
-	time.Sleep(3 * timeout)
+	time.Sleep(2 * timeout)
 	res.Wait()
 	if n := rec.count(); n != 0 {
 		t.Errorf("%d recreations in a meltdown: %v", n, rec.calls)
@@ -114,7 +114,8 @@ func TestResurrectionSwitchedOff(t *testing.T) {
 	eventually(t, "running", func() bool { return status(m, "web", "i0") == health.StatusRunning })
 	a0.kill()
 	eventually(t, "unresponsive", func() bool { return status(m, "web", "i0") == health.StatusUnresponsive })
-	time.Sleep(3 * timeout)
+	time.Sleep(2 * timeout)
+	eventually(t, "the skipped event", func() bool { return len(events(t, st, "resurrect")) > 0 })
 	res.Wait()
 	if n := rec.count(); n != 0 {
 		t.Errorf("%d recreations with resurrection off", n)
