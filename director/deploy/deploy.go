@@ -164,6 +164,11 @@ func (d *Deployer) Deploy(ctx context.Context, r *task.Reporter, req api.DeployR
 
 	// Update.
 	x := d.newExecutor(&p, req.Deployment, in.cpiName, jobBlobs, pkgBlobs, log)
+	for _, rec := range in.records {
+		if rec.State == "stopped" {
+			x.stopped[rec.ID] = true
+		}
+	}
 	ro := p.Rollout()
 	res, err := update.New(x, log).Run(ctx, ro, update.Options{Reporter: &updateReporter{r: r, x: x}, SkipDrain: req.SkipDrain})
 	if err != nil {

@@ -48,6 +48,10 @@ type executor struct {
 	mode       string
 	force      bool // delete-deployment --force: go on past agent and CPI errors
 
+	// stopped are instances an operator stopped: a deploy updates them
+	// but leaves them stopped.
+	stopped map[string]bool
+
 	mu      sync.Mutex
 	fresh   map[string]bool // instances whose VM this run created
 	warning []string
@@ -56,7 +60,7 @@ type executor struct {
 var _ update.Executor = (*executor)(nil)
 
 func (d *Deployer) newExecutor(p *plan.Plan, deployment, cpiName string, jobBlobs map[string]map[string]blobstore.Blob, pkgBlobs map[string]map[string]compile.Compiled, log *slog.Logger) *executor {
-	return &executor{d: d, p: p, deployment: deployment, cpiName: cpiName, jobBlobs: jobBlobs, pkgBlobs: pkgBlobs, log: log, mode: modeDeploy, fresh: map[string]bool{}}
+	return &executor{d: d, p: p, deployment: deployment, cpiName: cpiName, jobBlobs: jobBlobs, pkgBlobs: pkgBlobs, log: log, mode: modeDeploy, fresh: map[string]bool{}, stopped: map[string]bool{}}
 }
 
 // planned finds the plan's instance, or the deployed state of an instance
@@ -140,7 +144,10 @@ func (x *executor) recordApplied(inst update.Instance) error {
 			if err != nil {
 				return err
 			}
-			rec.Spec, rec.State = raw, "started"
+			rec.Spec = raw
+			if !x.stopped[pi.ID] {
+				rec.State = "started"
+			}
 			rec.Index, rec.AZ, rec.Bootstrap = pi.Index, pi.AZ, pi.Bootstrap
 			rec.DiskCIDs = nil
 			if pi.Disk != nil && pi.Disk.CID != "" {
@@ -435,15 +442,21 @@ func (x *executor) script(ctx context.Context, inst update.Instance, name string
 	return scriptErr(name, res)
 }
 
+// staysDown reports whether the instance is not to be started: stopped by
+// the verb being run, or by an operator before this deploy.
+func (x *executor) staysDown(id string) bool {
+	return x.mode == modeStop || x.mode == modeStopHard || x.mode == modeDeploy && x.stopped[id]
+}
+
 func (x *executor) PreStart(ctx context.Context, inst update.Instance) error {
-	if x.mode == modeStop || x.mode == modeStopHard {
+	if x.staysDown(inst.ID) {
 		return nil
 	}
 	return x.script(ctx, inst, "pre-start")
 }
 
 func (x *executor) Start(ctx context.Context, inst update.Instance) error {
-	if x.mode == modeStop || x.mode == modeStopHard {
+	if x.staysDown(inst.ID) {
 		return nil
 	}
 	id, err := x.agentOf(inst.ID)
@@ -455,7 +468,7 @@ func (x *executor) Start(ctx context.Context, inst update.Instance) error {
 }
 
 func (x *executor) Running(ctx context.Context, inst update.Instance) (bool, string, error) {
-	if x.mode == modeStop || x.mode == modeStopHard {
+	if x.staysDown(inst.ID) {
 		return true, "", nil
 	}
 	id, err := x.agentOf(inst.ID)
@@ -499,7 +512,7 @@ func describeState(st protocol.State) string {
 }
 
 func (x *executor) PostStart(ctx context.Context, inst update.Instance) error {
-	if x.mode == modeStop || x.mode == modeStopHard {
+	if x.staysDown(inst.ID) {
 		return nil
 	}
 	return x.script(ctx, inst, "post-start")

@@ -171,6 +171,10 @@ func (d *Deployer) ChangeState(ctx context.Context, r *task.Reporter, req api.St
 	if req.Action == "stop" && req.Hard {
 		mode = modeStopHard
 	}
+	recorded := map[string]string{}
+	for _, rec := range in.records {
+		recorded[rec.ID] = rec.State
+	}
 	ro := p.Rollout()
 	ro.Delete = nil
 	matched := 0
@@ -191,6 +195,13 @@ func (d *Deployer) ChangeState(ctx context.Context, r *task.Reporter, req api.St
 				continue // never deployed: deploy creates it
 			}
 			matched++
+			// start and stop leave instances already in the state asked for.
+			switch state := recorded[ui.ID]; {
+			case mode == modeStart && state == "started" && pi.VMCID != "",
+				mode == modeStop && (state == "stopped" || state == "detached"),
+				mode == modeStopHard && state == "detached":
+				continue
+			}
 			ui.Changes = []string{req.Action + " requested"}
 			ui.New = pi.VMCID == ""
 			ui.Recreate = !ui.New && (mode == modeRecreate || mode == modeStopHard)

@@ -251,6 +251,9 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// lbAddr is where the sample's lb listens in this test.
+var lbAddr string
+
 // lbAnswers asks the lb until it has seen want distinct instance names
 // answering with version (or time runs out) and returns the names seen.
 func lbAnswers(t *testing.T, version string, want int) []string {
@@ -260,7 +263,7 @@ func lbAnswers(t *testing.T, version string, want int) []string {
 	deadline := time.Now().Add(30 * time.Second)
 	var last string
 	for time.Now().Before(deadline) {
-		resp, err := client.Get("http://127.77.1.10:8080/")
+		resp, err := client.Get("http://" + lbAddr + "/")
 		if err == nil {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -399,13 +402,29 @@ func TestDeployWeb(t *testing.T) {
 	d := startDirector(t, bin, data)
 	t.Cleanup(func() {
 		// Whatever failed, the deployment goes (before the director stops).
-		if out, err := d.command("-n", "-d", "web", "delete-deployment", "--force").CombinedOutput(); err != nil && !strings.Contains(string(out), "not found") {
+		if list, _ := d.command("--json", "deployments").Output(); !strings.Contains(string(list), `"name": "web"`) && !strings.Contains(string(list), `"name":"web"`) {
+			return
+		}
+		if out, err := d.command("-n", "-d", "web", "delete-deployment", "--force").CombinedOutput(); err != nil {
 			t.Logf("cleanup: delete-deployment: %v\n%s", err, out)
 		}
 	})
 	d.run("-n", "upload-release", "releases/web")
 	d.run("-n", "upload-stemcell", stemcell)
-	d.run("-n", "update-cloud-config", "manifests/local/cloud-config.yml")
+	// The sample cloud config and manifest, moved to a /16 of their own so
+	// that a demo or another test running the sample on this machine does
+	// not share their addresses.
+	prefix := fmt.Sprintf("127.%d.", 100+os.Getpid()%100)
+	lbAddr = prefix + "1.10:8080"
+	cc, err := os.ReadFile(filepath.Join(repoRoot(), "manifests", "local", "cloud-config.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ccFile := filepath.Join(work, "cloud-config.yml")
+	if err := os.WriteFile(ccFile, []byte(strings.ReplaceAll(string(cc), "127.77.", prefix)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.run("-n", "update-cloud-config", ccFile)
 
 	// The sample manifest with its version and web instance count as
 	// variables (-v), as an operator would change them.
@@ -415,6 +434,7 @@ func TestDeployWeb(t *testing.T) {
 	}
 	text := strings.Replace(string(raw), "version: v1", "version: ((web_version))", 1)
 	text = strings.Replace(text, "instances: 2", "instances: ((web_instances))", 1)
+	text = strings.ReplaceAll(text, "127.77.", prefix)
 	manifest := filepath.Join(work, "web.yml")
 	if err := os.WriteFile(manifest, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
@@ -553,6 +573,36 @@ func TestDeployWeb(t *testing.T) {
 		if n := strings.Count(vms, "vm-"); n != 3 {
 			t.Errorf("%d VMs recorded, want 3:\n%s", n, vms)
 		}
+	})
+
+	t.Run("stop, start and recreate", func(t *testing.T) {
+		d.run("-n", "-d", "web", "stop", "web/0")
+		out := d.run("-d", "web", "instances")
+		if strings.Count(out, "stopped") != 1 || strings.Count(out, "started") != 2 {
+			t.Errorf("after stop web/0:\n%s", out)
+		}
+		// The lb takes the stopped instance out: only web/1 answers.
+		time.Sleep(3 * time.Second)
+		for i := 0; i < 5; i++ {
+			if got := lbAnswers(t, "v3", 1); !slices.Equal(got, []string{"web/1"}) {
+				t.Fatalf("with web/0 stopped the lb answered from %v", got)
+			}
+		}
+		start := d.run("-n", "--json", "-d", "web", "start")
+		evs, _ := parseTask(t, start)
+		if ups := started(evs, "Updating instance"); len(ups) != 1 {
+			t.Errorf("start touched %d instances, want only the stopped one", len(ups))
+		}
+		lbAnswers(t, "v3", 2)
+
+		before := d.run("-d", "web", "vms")
+		d.run("-n", "-d", "web", "recreate", "lb")
+		after := d.run("-d", "web", "vms")
+		if before == after {
+			t.Errorf("recreate lb changed no VM:\n%s", after)
+		}
+		lbAnswers(t, "v3", 2)
+		running(3)
 	})
 
 	t.Run("delete-deployment leaves nothing", func(t *testing.T) {
