@@ -176,6 +176,7 @@ func New(d Deps) *cobra.Command {
 		a.deployCmd(), a.deleteDeploymentCmd(), a.instancesCmd(), a.vmsCmd(),
 		a.stateCmd("recreate"), a.stateCmd("restart"), a.stateCmd("stop"), a.stateCmd("start"),
 	)
+	root.AddCommand(a.healthCmds()...) // health.go
 	root.AddCommand(d.Extra...)
 	return root
 }
