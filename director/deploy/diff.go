@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -29,11 +30,33 @@ func (d *Deployer) manifestDiff(deployment, next string) string {
 		}
 		return nil
 	})
-	return lineDiff(redact(prev), redact(next))
+	return redactedDiff(prev, next)
 }
 
-// redact returns the document as YAML with secret-bearing values replaced.
-func redact(doc string) string {
+// redactedDiff diffs two manifests with secret-bearing values replaced:
+// a value that changed reads "<redacted, changed>", so the diff shows
+// where something changed but never what it is.
+func redactedDiff(prev, next string) string {
+	old := map[string]string{}
+	a := redact(prev, func(path, value string) string {
+		old[path] = value
+		return redacted
+	})
+	b := redact(next, func(path, value string) string {
+		if was, ok := old[path]; ok && was != value {
+			return redactedChanged
+		}
+		return redacted
+	})
+	return lineDiff(a, b)
+}
+
+const redactedChanged = "<redacted, changed>"
+
+// redact returns the document as YAML with every scalar under a
+// properties, env or options block replaced by what hide returns for its
+// path and value.
+func redact(doc string, hide func(path, value string) string) string {
 	if doc == "" {
 		return ""
 	}
@@ -41,7 +64,7 @@ func redact(doc string) string {
 	if err := yaml.Unmarshal([]byte(doc), &root); err != nil {
 		return "(manifest not shown: " + err.Error() + ")\n"
 	}
-	hide(&root, false)
+	walkSecrets(&root, "", false, hide)
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
@@ -52,24 +75,36 @@ func redact(doc string) string {
 	return buf.String()
 }
 
-func hide(n *yaml.Node, secret bool) {
+func walkSecrets(n *yaml.Node, path string, secret bool, hide func(path, value string) string) {
 	switch n.Kind {
-	case yaml.DocumentNode, yaml.SequenceNode:
+	case yaml.DocumentNode:
 		for _, c := range n.Content {
-			hide(c, secret)
+			walkSecrets(c, path, secret, hide)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			key := fmt.Sprint(i)
+			if c.Kind == yaml.MappingNode {
+				for j := 0; j+1 < len(c.Content); j += 2 {
+					if c.Content[j].Value == "name" {
+						key = "name=" + c.Content[j+1].Value
+					}
+				}
+			}
+			walkSecrets(c, path+"/"+key, secret, hide)
 		}
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k := n.Content[i].Value
-			hide(n.Content[i+1], secret || k == "properties" || k == "env" || k == "options")
+			walkSecrets(n.Content[i+1], path+"/"+k, secret || k == "properties" || k == "env" || k == "options", hide)
 		}
 	case yaml.ScalarNode:
 		if secret {
-			n.Value, n.Tag, n.Style = redacted, "!!str", 0
+			n.Value, n.Tag, n.Style = hide(path, n.Value), "!!str", 0
 		}
 	case yaml.AliasNode:
 		if secret {
-			n.Kind, n.Value, n.Tag, n.Alias = yaml.ScalarNode, redacted, "!!str", nil
+			n.Kind, n.Value, n.Tag, n.Alias = yaml.ScalarNode, hide(path, "*"+n.Value), "!!str", nil
 		}
 	}
 }
@@ -107,12 +142,12 @@ func lineDiff(a, b string) string {
 		case i < n && j < m && x[i] == y[j]:
 			out = append(out, line{' ', x[i]})
 			i, j = i+1, j+1
-		case j < m && (i == n || lcs[i][j+1] >= lcs[i+1][j]):
-			out = append(out, line{'+', y[j]})
-			j++
-		default:
+		case i < n && (j == m || lcs[i+1][j] >= lcs[i][j+1]):
 			out = append(out, line{'-', x[i]})
 			i++
+		default:
+			out = append(out, line{'+', y[j]})
+			j++
 		}
 	}
 	const context = 2
