@@ -19,6 +19,7 @@
 //	GET  /v1/tasks/{id}/events?after=SEQ&follow=true   (JSON lines, chunked)
 //	GET  /v1/locks                         GET /v1/backup (admin; the state file)
 //	GET  /v1/variables?deployment=D[&reveal=true]   (values only with reveal, admin)
+//	GET  /v1/disks[?orphaned=true]         DELETE /v1/disks/{cid} (orphaned only) -> task
 //	GET  /metrics                          Prometheus
 //	GET  /blobs/...                        signed URLs (no bearer token)
 //
@@ -112,6 +113,11 @@ type Agents interface {
 	State(ctx context.Context, agentID string) (json.RawMessage, error)
 }
 
+// DiskDeleter deletes a disk in its CPI (delete-disk).
+type DiskDeleter interface {
+	DeleteDisk(ctx context.Context, cpiName, cid string) error
+}
+
 // Deps are what the API serves from. Store, Tasks, Auth and Logger are
 // required.
 type Deps struct {
@@ -125,6 +131,7 @@ type Deps struct {
 	Configs  Configs
 	Deployer Deployer
 	Agents   Agents          // nil: instances?ps=true answers 501
+	Disks    DiskDeleter     // nil: DELETE /v1/disks/{cid} answers 501
 	CPIs     func() []string // configured CPI names, for /v1/info
 	Health   *Health         // health monitor and cloud-check (health.go); nil: 501 there
 	// UploadDir holds uploaded tarballs until their task ends.
@@ -166,6 +173,8 @@ func New(d Deps) *Server {
 	s.route("GET /v1/tasks/{id}/events", read, s.events)
 	s.route("GET /v1/locks", read, s.locks)
 	s.route("GET /v1/variables", read, s.variables)
+	s.route("GET /v1/disks", read, s.disks)
+	s.route("DELETE /v1/disks/{cid}", admin, s.deleteDisk)
 	s.route("GET /v1/backup", admin, s.backup)
 	s.route("GET /metrics", read, s.metrics)
 	s.healthRoutes(read, admin)
@@ -713,6 +722,46 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+func (s *Server) disks(w http.ResponseWriter, r *http.Request) {
+	orphaned := r.URL.Query().Get("orphaned") == "true"
+	view(s, w, func(tx *store.Tx) ([]store.Disk, error) { return nonNil(tx.Disks(orphaned)) })
+}
+
+// deleteDisk deletes an orphaned disk: in its CPI, then its record.
+func (s *Server) deleteDisk(w http.ResponseWriter, r *http.Request) {
+	if s.d.Disks == nil {
+		writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("this director cannot delete disks"))
+		return
+	}
+	cid := r.PathValue("cid")
+	var d store.Disk
+	err := s.d.Store.View(func(tx *store.Tx) error {
+		var err error
+		d, err = tx.Disk(cid)
+		return err
+	})
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	if !d.Orphaned {
+		fail(w, fmt.Errorf("disk %s belongs to an instance of %s: %w; only orphaned disks are deleted this way", cid, d.Deployment, store.ErrConflict))
+		return
+	}
+	s.startTask(w, r, task.Spec{Type: "delete-disk", Description: "delete orphaned disk " + cid}, func(ctx context.Context, rep *task.Reporter) (string, error) {
+		err := rep.Stage("Deleting orphaned disk", 1).Run(cid, func() error {
+			if err := s.d.Disks.DeleteDisk(ctx, d.CPI, cid); err != nil {
+				return err
+			}
+			return s.d.Store.Update(func(tx *store.Tx) error { return tx.DeleteDisk(cid) })
+		})
+		if err != nil {
+			return "", err
+		}
+		return "deleted disk " + cid, nil
+	})
 }
 
 // variables lists stored variables ("/<deployment>/<name>"), without their

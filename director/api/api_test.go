@@ -105,6 +105,7 @@ var routes = []struct{ method, path string }{
 	{"GET", "/v1/deployments/web/problems"}, {"POST", "/v1/deployments/web/problems"},
 	{"GET", "/v1/deployments/web/resurrection"}, {"PUT", "/v1/deployments/web/resurrection"},
 	{"GET", "/v1/events"},
+	{"GET", "/v1/disks"}, {"DELETE", "/v1/disks/d-1"},
 	{"GET", "/v1/nonexistent"},
 }
 
@@ -318,5 +319,61 @@ func TestInstancesWithAgentStates(t *testing.T) {
 	}
 	if len(got) != 2 || got[0].IPs[0] != "127.77.0.10" || !strings.Contains(string(got[0].AgentState), "webapp") || got[1].AgentError != "agent unresponsive" {
 		t.Errorf("instances = %+v", got)
+	}
+}
+
+type recordingDisks struct{ deleted []string }
+
+func (r *recordingDisks) DeleteDisk(ctx context.Context, cpiName, cid string) error {
+	r.deleted = append(r.deleted, cpiName+":"+cid)
+	return nil
+}
+
+func TestDeleteOnlyOrphanedDisks(t *testing.T) {
+	s := storetest.New(t)
+	logger := slog.New(slog.DiscardHandler)
+	tasks := task.NewManager(s, logger, task.Options{})
+	auth := api.NewAuth([]api.Token{{Name: "admin", SHA256: sha256.Sum256([]byte(adminToken)), Scopes: []string{config.ScopeAdmin}}})
+	disks := &recordingDisks{}
+	srv := httptest.NewTLSServer(api.New(api.Deps{Store: s, Tasks: tasks, Auth: auth, Logger: logger, Disks: disks}))
+	defer srv.Close()
+	s.Update(func(tx *store.Tx) error {
+		tx.PutDisk(store.Disk{CID: "d-used", CPI: "local", Deployment: "web", InstanceID: "i-1", SizeMB: 1024})
+		tx.PutDisk(store.Disk{CID: "d-old", CPI: "local", Deployment: "web", SizeMB: 512})
+		return tx.OrphanDisk("d-old")
+	})
+	f := &fixture{srv: srv, store: s, tasks: tasks}
+	_, body := f.do(t, "GET", "/v1/disks?orphaned=true", adminToken, "")
+	if !strings.Contains(string(body), "d-old") || strings.Contains(string(body), "d-used") {
+		t.Errorf("orphaned disks: %s", body)
+	}
+	if resp, body := f.do(t, "DELETE", "/v1/disks/d-used", adminToken, ""); resp.StatusCode != http.StatusConflict {
+		t.Errorf("delete an attached disk: %d %s", resp.StatusCode, body)
+	}
+	resp, body := f.do(t, "DELETE", "/v1/disks/d-old", adminToken, "")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("delete orphaned: %d %s", resp.StatusCode, body)
+	}
+	var tk store.Task
+	json.Unmarshal(body, &tk)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		_, cur, err := tasks.Wait(ctx, tk.ID, 1<<62)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cur.Finished() {
+			if cur.State != store.TaskDone {
+				t.Errorf("delete-disk task: %+v", cur)
+			}
+			break
+		}
+	}
+	if len(disks.deleted) != 1 || disks.deleted[0] != "local:d-old" {
+		t.Errorf("deleted in cpi: %v", disks.deleted)
+	}
+	if err := s.View(func(tx *store.Tx) error { _, err := tx.Disk("d-old"); return err }); err == nil {
+		t.Error("disk record kept")
 	}
 }

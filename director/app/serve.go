@@ -302,6 +302,7 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 		Configs:   configs{cpis: d.CPIs},
 		Deployer:  newDeployer(d),
 		Agents:    agentStates{conn: d.Conn},
+		Disks:     diskDeleter{cpis: d.CPIs},
 		CPIs:      d.CPIs.Names,
 		UploadDir: uploadDir,
 	})

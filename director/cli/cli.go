@@ -170,7 +170,7 @@ func New(d Deps) *cobra.Command {
 		a.updateConfigCmd("cpi"), a.showConfigCmd("cpi"),
 		a.configsCmd(),
 		a.deploymentsCmd(), a.tasksCmd(), a.taskCmd(), a.cancelTaskCmd(), a.locksCmd(), a.backupCmd(),
-		a.infoCmd(), a.variablesCmd(),
+		a.infoCmd(), a.variablesCmd(), a.disksCmd(), a.deleteDiskCmd(),
 		// The deploy pipeline: clients of routes the server answers once the
 		// pipeline is wired into director/app (501 until then).
 		a.deployCmd(), a.deleteDeploymentCmd(), a.instancesCmd(), a.vmsCmd(),

@@ -1,0 +1,29 @@
+package app
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/cpimanager"
+)
+
+// diskDeleter deletes disks through the CPI manager (delete-disk).
+type diskDeleter struct{ cpis *cpimanager.Manager }
+
+var _ api.DiskDeleter = diskDeleter{}
+
+func (d diskDeleter) DeleteDisk(ctx context.Context, cpiName, cid string) error {
+	name, err := d.cpis.Resolve(cpiName)
+	if err != nil {
+		return err
+	}
+	c, err := d.cpis.Get(ctx, name)
+	if err != nil {
+		return err
+	}
+	if err := c.DeleteDisk(ctx, cid); err != nil {
+		return fmt.Errorf("delete disk %s in cpi %s: %w", cid, name, err)
+	}
+	return nil
+}
