@@ -93,7 +93,7 @@ func (d *Deployer) reconcile(ctx context.Context, r *task.Reporter, deployment s
 	if len(stale) == 0 && len(leftDisks) == 0 && len(insts) == 0 {
 		return nil
 	}
-	stage := r.Stage("Reconciling interrupted work", len(stale)+1)
+	stage := r.Stage("Checking recorded state", len(stale)+1)
 	for _, vm := range stale {
 		err := stage.Run(describeVM(vm), func() error { return d.resolveVM(ctx, vm) })
 		if err != nil {
@@ -105,7 +105,7 @@ func (d *Deployer) reconcile(ctx context.Context, r *task.Reporter, deployment s
 		d.c.Store.Update(func(tx *store.Tx) error { return tx.DeleteDisk(dk.CID) })
 	}
 	// Instances whose VM is gone: forget the VM so the plan recreates it.
-	return stage.Run("checking instance vms", func() error {
+	return stage.Run(fmt.Sprintf("vms of %d instances", len(insts)), func() error {
 		for _, in := range insts {
 			if in.VMCID == "" {
 				continue

@@ -146,8 +146,10 @@ func (d *Deployer) createVM(ctx context.Context, s vmSpec) (createdVM, error) {
 	}
 	res, err := c.CreateVM(ctx, req)
 	if err != nil {
-		if ctx.Err() == nil {
-			// The CPI said no: nothing was created.
+		if ctx.Err() == nil && !errors.Is(err, cpi.ErrOutcomeUnknown) {
+			// The CPI said no: nothing was created. (When the plugin died
+			// during the call or the task was cancelled, the VM may exist:
+			// the intent stays for reconcile.)
 			d.c.Store.Update(func(tx *store.Tx) error { return tx.DeleteVM(intent.CID) })
 		}
 		return createdVM{}, fmt.Errorf("create vm: %w", err)
