@@ -207,3 +207,26 @@ func (t *Tx) ResurrectionEnabled(deployment, group string) (bool, error) {
 	}
 	return true, nil
 }
+
+// TaskAuditEvent is the audit event of a finished task: the task's type as
+// the action, its user, deployment and outcome. The composition root
+// records one for every task (deploys, uploads, lifecycle verbs,
+// resurrections) when it ends.
+func TaskAuditEvent(t Task) AuditEvent {
+	e := AuditEvent{Time: t.FinishedAt, User: t.User, TaskID: t.ID, Deployment: t.Deployment, Action: t.Type,
+		Result: ResultOK, Context: map[string]string{"description": t.Description}}
+	if e.Action == "" {
+		e.Action = "task"
+	}
+	if t.Deployment != "" {
+		e.ObjectType, e.Object = "deployment", t.Deployment
+	}
+	switch t.State {
+	case TaskDone:
+	case TaskCancelled:
+		e.Result = "cancelled"
+	default:
+		e.Result, e.Error = ResultFailed, t.Error
+	}
+	return e
+}

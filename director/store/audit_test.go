@@ -159,3 +159,17 @@ func TestResurrectionSwitches(t *testing.T) {
 		t.Error("a deployment name with '/' was accepted")
 	}
 }
+
+func TestTaskAuditEvent(t *testing.T) {
+	s := storetest.New(t)
+	fin := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	e := store.TaskAuditEvent(store.Task{ID: 7, Type: "deploy", Description: "create deployment", Deployment: "web", User: "admin",
+		State: store.TaskError, Error: "canary failed", FinishedAt: fin})
+	if e.Action != "deploy" || e.TaskID != 7 || e.Result != store.ResultFailed || e.Error != "canary failed" || e.Object != "web" || !e.Time.Equal(fin) {
+		t.Errorf("event = %+v", e)
+	}
+	update(t, s, func(tx *store.Tx) error { _, err := tx.AddAuditEvent(e); return err })
+	if e := store.TaskAuditEvent(store.Task{Type: "upload-release", State: store.TaskDone}); e.Result != store.ResultOK || e.ObjectType != "" {
+		t.Errorf("upload event = %+v", e)
+	}
+}
