@@ -67,7 +67,13 @@ type Checker struct {
 	Director string
 	// PingTimeout bounds each agent ping (default 5s).
 	PingTimeout time.Duration
+	// Busy, when set, reports whether another operation holds the
+	// deployment's lock; Resolve refuses to act on a busy deployment.
+	Busy func(ctx context.Context, deployment string) bool
 }
+
+// ErrBusy: another operation holds the deployment.
+var ErrBusy = errors.New("deployment is busy")
 
 // User is who cloud-check's events name when no operator is given.
 const User = "cloud-check"
@@ -265,6 +271,9 @@ type Result struct {
 // allow is an error before anything is done. Every applied resolution is
 // an audit event in user's name.
 func (c *Checker) Resolve(ctx context.Context, deployment string, resolutions map[string]string, auto bool, user string) ([]Result, error) {
+	if c.Busy != nil && c.Busy(ctx, deployment) {
+		return nil, fmt.Errorf("%w: %s: another task holds its lock (see director locks)", ErrBusy, deployment)
+	}
 	problems, err := c.Scan(ctx, deployment)
 	if err != nil {
 		return nil, err

@@ -390,6 +390,10 @@ func TestResolveRebootAndDeleteVMReference(t *testing.T) {
 	if len(res) != 2 || res[0].Error != "" || res[1].Error != "" {
 		t.Fatalf("results %+v", res)
 	}
+	c.Busy = func(context.Context, string) bool { return true }
+	if _, err := c.Resolve(w.ctx, "d", nil, true, ""); !errors.Is(err, cloudcheck.ErrBusy) {
+		t.Errorf("busy deployment: %v", err)
+	}
 	if vm, _ := w.cloud.VM(vm1); vm.Reboots != 1 {
 		t.Errorf("reboots = %d", vm.Reboots)
 	}
@@ -428,6 +432,12 @@ func TestLocalVMsReadsMetadata(t *testing.T) {
 	}
 	if vms, err := (cloudcheck.LocalVMs{DataDir: filepath.Join(dir, "none")}).ListVMs(context.Background()); err != nil || vms != nil {
 		t.Errorf("no vms dir: %v, %v", vms, err)
+	}
+	if l, ok := cloudcheck.LocalVMsFor("local", json.RawMessage(`{"data_dir":"/d"}`)); !ok || l.DataDir != "/d" {
+		t.Errorf("local lister: %+v %v", l, ok)
+	}
+	if _, ok := cloudcheck.LocalVMsFor("aws", json.RawMessage(`{"data_dir":"/d"}`)); ok {
+		t.Error("a lister for aws")
 	}
 }
 

@@ -82,3 +82,18 @@ func (l LocalVMs) ListVMs(ctx context.Context) ([]CloudVM, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].CID < out[j].CID })
 	return out, nil
 }
+
+// LocalVMsFor returns the Lister of a local CPI given its type and
+// properties ({"data_dir": ...}); ok is false for any other CPI.
+func LocalVMsFor(cpiType string, properties json.RawMessage) (l LocalVMs, ok bool) {
+	if cpiType != "local" {
+		return LocalVMs{}, false
+	}
+	var p struct {
+		DataDir string `json:"data_dir"`
+	}
+	if json.Unmarshal(properties, &p) != nil || p.DataDir == "" {
+		return LocalVMs{}, false
+	}
+	return LocalVMs{DataDir: p.DataDir}, true
+}
