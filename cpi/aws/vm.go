@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -50,78 +51,10 @@ func (c *CPI) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.Create
 		return cpi.CreateVMResult{}, fmt.Errorf("create vm: %w", err)
 	}
 
-	in := &ec2.RunInstancesInput{
-		ImageId:      aws.String(ami),
-		InstanceType: types.InstanceType(props.InstanceType),
-		MinCount:     aws.Int32(1),
-		MaxCount:     aws.Int32(1),
-		ClientToken:  aws.String(randomHex(16)),
-		MetadataOptions: &types.InstanceMetadataOptionsRequest{
-			HttpEndpoint: types.InstanceMetadataEndpointStateEnabled,
-			HttpTokens:   types.HttpTokensStateRequired,
-		},
-	}
-	if netProps.Subnet != "" {
-		in.SubnetId = aws.String(netProps.Subnet)
-	}
-	if primary.Type == "manual" {
-		in.PrivateIpAddress = aws.String(primary.IP)
-	}
-	az := props.AvailabilityZone
-	if az == "" && netProps.Subnet == "" && len(req.DiskCIDs) > 0 {
-		// No subnet decides the zone: go where the persistent disk is.
-		if v, err := c.volume(ctx, req.DiskCIDs[0]); err == nil {
-			az = aws.ToString(v.AvailabilityZone)
-		}
-	}
-	if az != "" {
-		in.Placement = &types.Placement{AvailabilityZone: aws.String(az)}
-	}
-	if err := c.setSecurityGroups(ctx, in, props, netProps); err != nil {
-		return cpi.CreateVMResult{}, err
-	}
-	if key := cmpOr(props.KeyName, c.props.DefaultKeyName); key != "" {
-		in.KeyName = aws.String(key)
-	}
-	if p := props.IAMInstanceProfile; p != "" {
-		if strings.HasPrefix(p, "arn:") {
-			in.IamInstanceProfile = &types.IamInstanceProfileSpecification{Arn: aws.String(p)}
-		} else {
-			in.IamInstanceProfile = &types.IamInstanceProfileSpecification{Name: aws.String(p)}
-		}
-	}
-	if props.SpotBidPrice != nil {
-		in.InstanceMarketOptions = &types.InstanceMarketOptionsRequest{
-			MarketType: types.MarketTypeSpot,
-			SpotOptions: &types.SpotMarketOptions{
-				MaxPrice:                     aws.String(formatPrice(*props.SpotBidPrice)),
-				SpotInstanceType:             types.SpotInstanceTypeOneTime,
-				InstanceInterruptionBehavior: types.InstanceInterruptionBehaviorTerminate,
-			},
-		}
-	}
-	ephemeral, err := c.blockDevices(ctx, in, ami, props)
+	in, err := c.runInput(ctx, req, props, ami, primary, netProps, settings)
 	if err != nil {
 		return cpi.CreateVMResult{}, err
 	}
-	tags := []types.Tag{{Key: aws.String("compleat:agent_id"), Value: aws.String(truncate(req.AgentID, maxTagValueLen))}}
-	for k, v := range props.Tags {
-		tags = append(tags, types.Tag{Key: aws.String(k), Value: aws.String(v)})
-	}
-	in.TagSpecifications = []types.TagSpecification{
-		{ResourceType: types.ResourceTypeInstance, Tags: tags},
-		{ResourceType: types.ResourceTypeVolume, Tags: tags},
-	}
-
-	// The settings as delivered: networks as requested (a dynamic address
-	// is the instance's DHCP lease, which the agent reads on the VM), no
-	// "vm" (the agent reads its instance id from IMDS), the ephemeral
-	// disk's device.
-	userData, err := userData(settings, req.Networks, ephemeral)
-	if err != nil {
-		return cpi.CreateVMResult{}, err
-	}
-	in.UserData = aws.String(userData)
 
 	out, err := c.runInstances(ctx, in)
 	if err != nil {
@@ -161,6 +94,86 @@ func (c *CPI) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.Create
 		res.Networks[name] = n
 	}
 	return res, nil
+}
+
+// runInput is the RunInstances request of a CreateVM: image, type,
+// network, zone, security groups, key, instance profile, spot options,
+// volumes, tags and the agent settings as user data.
+func (c *CPI) runInput(ctx context.Context, req cpi.CreateVMRequest, props VMProperties, ami string,
+	primary cpi.Network, netProps NetworkProperties, settings map[string]json.RawMessage) (*ec2.RunInstancesInput, error) {
+	in := &ec2.RunInstancesInput{
+		ImageId:      aws.String(ami),
+		InstanceType: types.InstanceType(props.InstanceType),
+		MinCount:     aws.Int32(1),
+		MaxCount:     aws.Int32(1),
+		ClientToken:  aws.String(randomHex(16)),
+		MetadataOptions: &types.InstanceMetadataOptionsRequest{
+			HttpEndpoint: types.InstanceMetadataEndpointStateEnabled,
+			HttpTokens:   types.HttpTokensStateRequired,
+		},
+	}
+	if netProps.Subnet != "" {
+		in.SubnetId = aws.String(netProps.Subnet)
+	}
+	if primary.Type == "manual" {
+		in.PrivateIpAddress = aws.String(primary.IP)
+	}
+	az := props.AvailabilityZone
+	if az == "" && netProps.Subnet == "" && len(req.DiskCIDs) > 0 {
+		// No subnet decides the zone: go where the persistent disk is.
+		if v, err := c.volume(ctx, req.DiskCIDs[0]); err == nil {
+			az = aws.ToString(v.AvailabilityZone)
+		}
+	}
+	if az != "" {
+		in.Placement = &types.Placement{AvailabilityZone: aws.String(az)}
+	}
+	if err := c.setSecurityGroups(ctx, in, props, netProps); err != nil {
+		return nil, err
+	}
+	if key := cmpOr(props.KeyName, c.props.DefaultKeyName); key != "" {
+		in.KeyName = aws.String(key)
+	}
+	if p := props.IAMInstanceProfile; p != "" {
+		if strings.HasPrefix(p, "arn:") {
+			in.IamInstanceProfile = &types.IamInstanceProfileSpecification{Arn: aws.String(p)}
+		} else {
+			in.IamInstanceProfile = &types.IamInstanceProfileSpecification{Name: aws.String(p)}
+		}
+	}
+	if props.SpotBidPrice != nil {
+		in.InstanceMarketOptions = &types.InstanceMarketOptionsRequest{
+			MarketType: types.MarketTypeSpot,
+			SpotOptions: &types.SpotMarketOptions{
+				MaxPrice:                     aws.String(formatPrice(*props.SpotBidPrice)),
+				SpotInstanceType:             types.SpotInstanceTypeOneTime,
+				InstanceInterruptionBehavior: types.InstanceInterruptionBehaviorTerminate,
+			},
+		}
+	}
+	ephemeral, err := c.blockDevices(ctx, in, ami, props)
+	if err != nil {
+		return nil, err
+	}
+	tags := []types.Tag{{Key: aws.String("compleat:agent_id"), Value: aws.String(truncate(req.AgentID, maxTagValueLen))}}
+	for _, k := range slices.Sorted(maps.Keys(props.Tags)) {
+		tags = append(tags, types.Tag{Key: aws.String(k), Value: aws.String(props.Tags[k])})
+	}
+	in.TagSpecifications = []types.TagSpecification{
+		{ResourceType: types.ResourceTypeInstance, Tags: tags},
+		{ResourceType: types.ResourceTypeVolume, Tags: tags},
+	}
+
+	// The settings as delivered: networks as requested (a dynamic address
+	// is the instance's DHCP lease, which the agent reads on the VM), no
+	// "vm" (the agent reads its instance id from IMDS), the ephemeral
+	// disk's device.
+	userData, err := userData(settings, req.Networks, ephemeral)
+	if err != nil {
+		return nil, err
+	}
+	in.UserData = aws.String(userData)
+	return in, nil
 }
 
 // ipInUseTimeout bounds how long CreateVM waits for a manual address that
