@@ -5,9 +5,9 @@
 //
 // Where the deploy pipeline plugs in: [newDeployer] receives the running
 // [Director] (store, tasks, CPIs, bus, CA, blobstore and signer, metrics) and
-// returns the api.Deployer that POST /v1/deployments and friends call; the
-// CLI commands for it already exist. Commands with no API route yet
-// (cloud-check, events, logs, ssh) go in [extraCommands].
+// returns the api.Deployer (director/deploy) that POST /v1/deployments and
+// friends call. Commands with no API route yet (logs, ssh) go in
+// [extraCommands].
 package app
 
 import (
@@ -51,8 +51,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // operation) or 2 (bad usage or input).
 func ExitCode(err error) int { return cli.ExitCode(err) }
 
-// extraCommands are commands of the deploy pipeline with no API route in
-// this build (cloud-check, events, logs, ssh): none yet.
+// extraCommands are commands with no API route in this build (logs, ssh
+// would go here): none yet.
 func extraCommands() []*cobra.Command { return nil }
 
 func isTerminal(w io.Writer) bool {

@@ -171,8 +171,8 @@ func New(d Deps) *cobra.Command {
 		a.configsCmd(),
 		a.deploymentsCmd(), a.tasksCmd(), a.taskCmd(), a.cancelTaskCmd(), a.locksCmd(), a.backupCmd(),
 		a.infoCmd(), a.variablesCmd(), a.disksCmd(), a.deleteDiskCmd(),
-		// The deploy pipeline: clients of routes the server answers once the
-		// pipeline is wired into director/app (501 until then).
+		// The deploy pipeline: clients of the routes director/deploy serves
+		// (a director built without it answers 501).
 		a.deployCmd(), a.deleteDeploymentCmd(), a.instancesCmd(), a.vmsCmd(),
 		a.stateCmd("recreate"), a.stateCmd("restart"), a.stateCmd("stop"), a.stateCmd("start"),
 	)
