@@ -25,9 +25,11 @@ import (
 	"github.com/compleat/compleat/director/api"
 	"github.com/compleat/compleat/director/blobstore"
 	"github.com/compleat/compleat/director/cli"
+	"github.com/compleat/compleat/director/cloudcheck"
 	"github.com/compleat/compleat/director/config"
 	"github.com/compleat/compleat/director/cpimanager"
 	"github.com/compleat/compleat/director/deploy"
+	"github.com/compleat/compleat/director/health"
 	"github.com/compleat/compleat/director/manifest"
 	"github.com/compleat/compleat/director/mbus"
 	"github.com/compleat/compleat/director/pki"
@@ -295,12 +297,38 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 		ln.Close()
 		return err
 	}
+	// Health: the monitor, the resurrector (recreating through the deploy
+	// pipeline) and cloud-check; every finished task is an audit event.
+	deployer := newDeployer(d)
+	recreator, _ := deployer.(health.Recreator)
+	hsvc, err := health.Start(ctx, health.Deps{Store: st, Conn: d.Conn, Tasks: d.Tasks, Recreator: recreator,
+		Recreate: func(ctx context.Context, r *task.Reporter, deployment, target string) error {
+			_, err := deployer.ChangeState(ctx, r, api.StateRequest{Deployment: deployment, Action: "recreate", Target: target, SkipDrain: true})
+			return err
+		},
+		CPIs:       func(ctx context.Context, name string) (health.VMCloud, error) { return d.CPIs.Get(ctx, name) },
+		Registerer: d.Metrics.Registry, Logger: logger})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer hsvc.Close()
+	d.Tasks.OnFinish = func(t store.Task) { d.Metrics.TaskFinished(t); health.AddEvent(st, store.TaskAuditEvent(t)) }
+	checker := &cloudcheck.Checker{Store: st, Agents: cloudcheck.BusAgents{Conn: d.Conn}, Recreator: hsvc.Recreator,
+		Events: health.Store{S: st}, Busy: health.Store{S: st}.Busy, Logger: logger.With("component", "cloud-check"),
+		CPIs: func(ctx context.Context, name string) (cloudcheck.CPI, error) { return d.CPIs.Get(ctx, name) }}
+	for _, p := range cpiCfg.CPIs {
+		if l, ok := cloudcheck.LocalVMsFor(p.Type, p.Properties); ok {
+			checker.Lister = l
+		}
+	}
 	handler := api.New(api.Deps{
 		Store: st, Tasks: d.Tasks, Auth: auth, Logger: logger.With("component", "api"), Metrics: d.Metrics,
 		Blobs:     blobstore.NewHandler(d.Blobs, d.Signer, logger.With("component", "blobs")),
 		Importer:  &api.Uploads{Store: st, Blobs: d.Blobs, CPIs: d.CPIs, TempDir: uploadDir, Logger: logger},
 		Configs:   configs{cpis: d.CPIs},
-		Deployer:  newDeployer(d),
+		Deployer:  deployer,
+		Health:    &api.Health{Monitor: hsvc.Monitor, CloudCheck: checker},
 		Agents:    agentStates{conn: d.Conn},
 		Disks:     diskDeleter{cpis: d.CPIs},
 		CPIs:      d.CPIs.Names,
