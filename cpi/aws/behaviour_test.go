@@ -142,6 +142,12 @@ func TestEC2(t *testing.T) {
 		if tag(i.Tags, "Name") != "web/3" || tag(i.Tags, "deployment") != "web" || tag(i.Tags, "aws:x") != "" {
 			t.Errorf("tags = %v, want Name=web/3, deployment=web and no aws: key", i.Tags)
 		}
+		for _, m := range i.BlockDeviceMappings {
+			v := c.volumeOf(t, aws.ToString(m.Ebs.VolumeId))
+			if tag(v.Tags, "Name") != "web/3" {
+				t.Errorf("volume %s at %s tagged %v, want Name=web/3 like its instance", aws.ToString(v.VolumeId), aws.ToString(m.DeviceName), v.Tags)
+			}
+		}
 	})
 
 	t.Run("disks", func(t *testing.T) {

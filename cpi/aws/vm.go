@@ -565,12 +565,20 @@ func (c *CPI) RebootVM(ctx context.Context, id string) error {
 	return classify(what, err, cpi.ErrVMNotFound)
 }
 
-// SetVMMetadata tags the instance with the metadata, plus Name: the
-// metadata's name, else job/index.
+// SetVMMetadata tags the instance and the volumes that live and die with it
+// (root, ephemeral) with the metadata, plus Name: the metadata's name, else
+// job/index. Persistent disks keep their own tags.
 func (c *CPI) SetVMMetadata(ctx context.Context, id string, md map[string]string) error {
 	what := "set vm metadata " + id
-	if _, err := c.liveInstance(ctx, what, id); err != nil {
+	inst, err := c.liveInstance(ctx, what, id)
+	if err != nil {
 		return err
+	}
+	resources := []string{id}
+	for _, m := range inst.BlockDeviceMappings {
+		if m.Ebs != nil && aws.ToBool(m.Ebs.DeleteOnTermination) && m.Ebs.VolumeId != nil {
+			resources = append(resources, aws.ToString(m.Ebs.VolumeId))
+		}
 	}
 	tags := metadataTags(md)
 	name := md["name"]
@@ -586,7 +594,7 @@ func (c *CPI) SetVMMetadata(ctx context.Context, id string, md map[string]string
 	if len(tags) == 0 {
 		return nil
 	}
-	_, err := c.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: tags})
+	_, err = c.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: resources, Tags: tags})
 	return classify(what, err, cpi.ErrVMNotFound)
 }
 
