@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
 	"github.com/compleat/compleat/cpi"
 	"github.com/compleat/compleat/cpi/cpitest"
 )
@@ -31,11 +33,13 @@ type faultClient struct {
 	attempts map[string]int
 }
 
-// A rule sees the attempt number of its action (1 for the first) and either
-// answers (status and body) or, answering 0, lets the call through to moto,
-// after which rewrite (if set) changes moto's answer.
+// A rule sees the attempt number of its action (1 for the first), or the
+// request's parameters, and either answers (status and body) or, answering
+// 0, lets the call through to moto, after which rewrite (if set) changes
+// moto's answer.
 type rule struct {
 	answer  func(attempt int) (status int, body string)
+	request func(form url.Values) (status int, body string)
 	rewrite func(body string) string
 }
 
@@ -69,8 +73,15 @@ func (f *faultClient) Do(req *http.Request) (*http.Response, error) {
 	n := f.attempts[action]
 	r, ok := f.rules[action]
 	f.mu.Unlock()
-	if ok && r.answer != nil {
-		if status, b := r.answer(n); status != 0 {
+	if ok && (r.answer != nil || r.request != nil) {
+		var status int
+		var b string
+		if r.answer != nil {
+			status, b = r.answer(n)
+		} else {
+			status, b = r.request(form)
+		}
+		if status != 0 {
 			return &http.Response{
 				StatusCode: status, Status: http.StatusText(status), Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 				Header:  http.Header{"Content-Type": {"text/xml"}},
@@ -152,6 +163,7 @@ func TestFaults(t *testing.T) {
 		{"FailedStartTerminatesInstance", testFailedStartTerminatesInstance},
 		{"CreateVMWaitBoundedByContext", testCreateVMWaitBoundedByContext},
 		{"ThrottledWaitLooksAgain", testThrottledWaitLooksAgain},
+		{"SpotFallsBackToOnDemand", testSpotFallsBackToOnDemand},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, m) })
 	}
@@ -335,5 +347,37 @@ func testThrottledWaitLooksAgain(t *testing.T, m *cloud) {
 	}
 	if err := impl.DetachDisk(ctx(t), vm.CID, disk); err != nil {
 		t.Errorf("DetachDisk: %v", err)
+	}
+}
+
+// Without spot capacity, spot_ondemand_fallback runs the VM on demand;
+// without the fallback the create fails, retryable.
+func testSpotFallsBackToOnDemand(t *testing.T, m *cloud) {
+	c, impl, fc := faultCloud(t, m, 0)
+	req := c.vmRequest(t, impl, "spot-0")
+	var spotAsks, onDemandAsks int
+	fc.set("RunInstances", rule{request: func(form url.Values) (int, string) {
+		if form.Get("InstanceMarketOptions.MarketType") == "spot" {
+			spotAsks++
+			return http.StatusInternalServerError, ec2Error("InsufficientInstanceCapacity", "There is no Spot capacity available that matches your request.")
+		}
+		onDemandAsks++
+		return 0, ""
+	}})
+
+	req.CloudProperties = json.RawMessage(`{"instance_type": "t3.micro", "spot_bid_price": 0.01}`)
+	_, err := impl.CreateVM(ctx(t), req)
+	if !errors.Is(err, cpi.ErrVMCreationFailed) || !cpi.IsRetryable(err) || onDemandAsks != 0 {
+		t.Errorf("CreateVM without spot capacity nor fallback: %v (on-demand asks %d), want a retryable VMCreationFailed", err, onDemandAsks)
+	}
+
+	req.CloudProperties = json.RawMessage(`{"instance_type": "t3.micro", "spot_bid_price": 0.01, "spot_ondemand_fallback": true}`)
+	vm, err := impl.CreateVM(ctx(t), req)
+	if err != nil {
+		t.Fatalf("CreateVM with spot_ondemand_fallback: %v", err)
+	}
+	t.Cleanup(func() { _ = impl.DeleteVM(context.Background(), vm.CID) })
+	if i := c.instance(t, vm.CID); i.InstanceLifecycle == types.InstanceLifecycleTypeSpot || spotAsks != 2 || onDemandAsks != 1 {
+		t.Errorf("lifecycle %q after %d spot and %d on-demand asks; want an on-demand instance after 2 and 1", i.InstanceLifecycle, spotAsks, onDemandAsks)
 	}
 }

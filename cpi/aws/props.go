@@ -23,15 +23,18 @@ const (
 // VMProperties are a VM's cloud properties (the vm_type's and
 // vm_extensions' cloud_properties merged by the director).
 type VMProperties struct {
-	InstanceType       string            `json:"instance_type"`
-	AvailabilityZone   string            `json:"availability_zone,omitempty"`
-	SecurityGroups     []string          `json:"security_groups,omitempty"`
-	KeyName            string            `json:"key_name,omitempty"`
-	IAMInstanceProfile string            `json:"iam_instance_profile,omitempty"`
-	EphemeralDisk      *DiskProperties   `json:"ephemeral_disk,omitempty"`
-	RootDisk           *DiskProperties   `json:"root_disk,omitempty"`
-	SpotBidPrice       *float64          `json:"spot_bid_price,omitempty"`
-	Tags               map[string]string `json:"tags,omitempty"`
+	InstanceType       string          `json:"instance_type"`
+	AvailabilityZone   string          `json:"availability_zone,omitempty"`
+	SecurityGroups     []string        `json:"security_groups,omitempty"`
+	KeyName            string          `json:"key_name,omitempty"`
+	IAMInstanceProfile string          `json:"iam_instance_profile,omitempty"`
+	EphemeralDisk      *DiskProperties `json:"ephemeral_disk,omitempty"`
+	RootDisk           *DiskProperties `json:"root_disk,omitempty"`
+	SpotBidPrice       *float64        `json:"spot_bid_price,omitempty"`
+	// SpotOnDemandFallback runs an on-demand instance when EC2 has no spot
+	// capacity at the bid.
+	SpotOnDemandFallback bool              `json:"spot_ondemand_fallback,omitempty"`
+	Tags                 map[string]string `json:"tags,omitempty"`
 }
 
 // DiskProperties describe an EBS volume: a persistent disk's cloud
@@ -86,6 +89,9 @@ func parseVMProperties(raw json.RawMessage) (VMProperties, error) {
 		if err := d.validate(name + "."); err != nil {
 			return VMProperties{}, err
 		}
+	}
+	if p.SpotOnDemandFallback && p.SpotBidPrice == nil {
+		return VMProperties{}, cpi.InvalidCloudProperty("spot_ondemand_fallback", "needs spot_bid_price")
 	}
 	if p.SpotBidPrice != nil && *p.SpotBidPrice <= 0 {
 		return VMProperties{}, cpi.InvalidCloudProperty("spot_bid_price", "must be a positive price in USD per hour, got %v", *p.SpotBidPrice)

@@ -57,6 +57,12 @@ func (c *CPI) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.Create
 	}
 
 	out, err := c.runInstances(ctx, in)
+	if err != nil && in.InstanceMarketOptions != nil && props.SpotOnDemandFallback && spotUnavailable(err) {
+		c.logger.Warn("no spot capacity at the bid; running on demand", "agent_id", req.AgentID, "error", err)
+		in.InstanceMarketOptions = nil
+		in.ClientToken = aws.String(randomHex(16))
+		out, err = c.runInstances(ctx, in)
+	}
 	if err != nil {
 		if code := apiCode(err); strings.HasPrefix(code, "InvalidAMIID.") {
 			return cpi.CreateVMResult{}, fmt.Errorf("create vm: stemcell %s (%s): %w", req.StemcellCID, err, cpi.ErrStemcellNotFound)
@@ -174,6 +180,16 @@ func (c *CPI) runInput(ctx context.Context, req cpi.CreateVMRequest, props VMPro
 	}
 	in.UserData = aws.String(userData)
 	return in, nil
+}
+
+// spotUnavailable reports whether EC2 refused a spot instance for want of
+// spot capacity at the price.
+func spotUnavailable(err error) bool {
+	switch apiCode(err) {
+	case "InsufficientInstanceCapacity", "SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded", "InsufficientCapacity":
+		return true
+	}
+	return false
 }
 
 // ipInUseTimeout bounds how long CreateVM waits for a manual address that
