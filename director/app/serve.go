@@ -313,7 +313,7 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 		return err
 	}
 	defer hsvc.Close()
-	d.Tasks.OnFinish = func(t store.Task) { d.Metrics.TaskFinished(t); health.AddEvent(st, store.TaskAuditEvent(t)) }
+	d.Tasks.OnFinish = func(t store.Task) { d.Metrics.TaskFinished(t); health.RecordTask(st, t) }
 	checker := &cloudcheck.Checker{Store: st, Agents: cloudcheck.BusAgents{Conn: d.Conn}, Recreator: hsvc.Recreator,
 		Events: health.Store{S: st}, Busy: health.Store{S: st}.Busy, Logger: logger.With("component", "cloud-check"),
 		CPIs: func(ctx context.Context, name string) (cloudcheck.CPI, error) { return d.CPIs.Get(ctx, name) }}

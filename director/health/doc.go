@@ -17,11 +17,12 @@
 // alerts on hm.agent.alert.<agent id> (see [Monitor.Subscribe]); the agent id
 // is taken from the subject, which the bus lets only that agent publish on.
 //
-// A late agent is probed: the monitor sends it a ping. When the bus answers
-// twice in a row that nobody listens on the agent's subject (the agent's
-// connection is gone: its process died, its VM was deleted), the instance is
-// unresponsive at once instead of at the end of the timeout. A ping that
-// merely goes unanswered changes nothing: the timeout decides.
+// An agent whose heartbeat is overdue (more than 1.2 intervals old) is
+// probed: the monitor sends it a ping every tenth of an interval. When the
+// bus answers twice in a row that nobody listens on the agent's subject (the
+// agent's connection is gone: its process died, its VM was deleted), the
+// instance is unresponsive at once instead of at the end of the timeout. A
+// ping that merely goes unanswered changes nothing: the timeout decides.
 //
 // Changes become audit events (see [Events]): "unresponsive", "recovered",
 // "job-failing", "job-recovered", and every alert as "alert". The state is

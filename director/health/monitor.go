@@ -162,7 +162,7 @@ func NewMonitor(c Config) *Monitor {
 		c.Timeout = 3 * c.HeartbeatInterval
 	}
 	if c.CheckInterval <= 0 {
-		c.CheckInterval = min(time.Second, c.HeartbeatInterval/2)
+		c.CheckInterval = min(500*time.Millisecond, c.HeartbeatInterval/2)
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -301,7 +301,7 @@ func (m *Monitor) Check(ctx context.Context) error {
 	for id, e := range m.entries {
 		b, ok := m.beats[id]
 		status, reason := m.status(now, e, b, ok)
-		if status == StatusLate && m.c.Pinger != nil && !e.probing && now.Sub(e.lastProbe) >= m.c.HeartbeatInterval/5 {
+		if m.c.Pinger != nil && status != StatusUnresponsive && m.overdue(now, e, b, ok) && !e.probing && now.Sub(e.lastProbe) >= m.c.HeartbeatInterval/10 {
 			e.probing, e.lastProbe = true, now
 			probes = append(probes, id)
 		}
@@ -336,6 +336,16 @@ func mapKeys[V any](m map[string]V) func(func(string) bool) {
 			}
 		}
 	}
+}
+
+// overdue reports whether the agent's next heartbeat is late by more than
+// a fifth of the interval: time to probe it.
+func (m *Monitor) overdue(now time.Time, e *entry, b beat, ok bool) bool {
+	ref := e.learned
+	if ok && b.at.After(ref) {
+		ref = b.at
+	}
+	return now.Sub(ref) > m.c.HeartbeatInterval+m.c.HeartbeatInterval/5
 }
 
 // status computes an entry's status at now.

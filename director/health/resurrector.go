@@ -224,9 +224,10 @@ func (r *Resurrector) maybeResurrect(ctx context.Context, h InstanceHealth, now 
 	go func() {
 		defer r.wg.Done()
 		start := r.c.Now()
-		err := r.c.Recreator.Recreate(context.WithoutCancel(ctx), h.Deployment, h.ID, reason)
+		rctx, taskID := withTaskID(context.WithoutCancel(ctx))
+		err := r.c.Recreator.Recreate(rctx, h.Deployment, h.ID, reason)
 		took := r.c.Now().Sub(start)
-		ev := store.AuditEvent{User: UserResurrector, Deployment: h.Deployment, Instance: h.Name(), Action: "resurrect",
+		ev := store.AuditEvent{User: UserResurrector, TaskID: *taskID, Deployment: h.Deployment, Instance: h.Name(), Action: "resurrect",
 			ObjectType: "vm", Object: h.VMCID, Result: store.ResultOK,
 			Context: map[string]string{"reason": reason, "took": took.Round(time.Millisecond).String()}}
 		r.mu.Lock()

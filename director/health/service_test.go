@@ -133,6 +133,12 @@ func TestServiceReplacesDeadVMInATask(t *testing.T) {
 	if len(tk) != 1 || tk[0].State != store.TaskDone || tk[0].User != health.UserResurrector || tk[0].Deployment != "web" {
 		t.Errorf("resurrect tasks = %+v", tk)
 	}
+	if e := events(t, st, "resurrect")[0]; len(tk) == 1 && e.TaskID != tk[0].ID {
+		t.Errorf("resurrect event names task %d, want %d", e.TaskID, tk[0].ID)
+	}
+	if err := health.RecordTask(st, tk[0]); err != nil || len(events(t, st, "resurrect")) != 1 {
+		t.Errorf("a resurrection task recorded twice: %v", err)
+	}
 	if n, err := testutil.GatherAndCount(reg, "compleat_resurrections_total", "compleat_instances"); err != nil || n == 0 {
 		t.Errorf("metrics: %d, %v", n, err)
 	}

@@ -136,6 +136,8 @@ var _ TaskRunner = (*task.Manager)(nil)
 // deployment's lock.
 type RecreateFunc func(ctx context.Context, r *task.Reporter, deployment, instanceID, reason string) (string, error)
 
+const resurrectTask = "resurrect"
+
 // TaskRecreator runs each resurrection as a director task of type
 // "resurrect" (user "resurrector") holding the deployment's lock, so that
 // it never runs beside a deploy and shows in `director tasks`.
@@ -148,13 +150,16 @@ var _ Recreator = TaskRecreator{}
 
 // Recreate implements Recreator: it starts the task and waits for its end.
 func (t TaskRecreator) Recreate(ctx context.Context, deployment, instanceID, reason string) error {
-	spec := task.Spec{Type: "resurrect", Description: fmt.Sprintf("resurrect %s/%s (%s)", deployment, instanceID, reason),
+	spec := task.Spec{Type: resurrectTask, Description: fmt.Sprintf("resurrect %s/%s (%s)", deployment, instanceID, reason),
 		Deployment: deployment, User: UserResurrector}
 	tk, err := t.Tasks.Start(ctx, spec, func(ctx context.Context, r *task.Reporter) (string, error) {
 		return t.Run(ctx, r, deployment, instanceID, reason)
 	})
 	if err != nil {
 		return err
+	}
+	if p, ok := ctx.Value(taskIDKey{}).(*uint64); ok {
+		*p = tk.ID
 	}
 	var after uint64
 	for {
@@ -172,4 +177,23 @@ func (t TaskRecreator) Recreate(ctx context.Context, deployment, instanceID, rea
 			return nil
 		}
 	}
+}
+
+// RecordTask records a finished task as an audit event
+// (store.TaskAuditEvent), except resurrections, which the resurrector
+// records itself with their task id.
+func RecordTask(s *store.Store, t store.Task) error {
+	if t.User == UserResurrector && t.Type == resurrectTask {
+		return nil
+	}
+	return AddEvent(s, store.TaskAuditEvent(t))
+}
+
+// taskIDKey carries, in a Recreate's context, where TaskRecreator writes
+// the id of the task it started.
+type taskIDKey struct{}
+
+func withTaskID(ctx context.Context) (context.Context, *uint64) {
+	id := new(uint64)
+	return context.WithValue(ctx, taskIDKey{}, id), id
 }

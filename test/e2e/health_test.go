@@ -1,0 +1,296 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestResurrectWeb kills a web VM's whole process tree behind the
+// director's back and expects the health monitor to notice, the resurrector
+// to recreate the instance on a new VM with its persistent disk (data
+// intact), and the lb to answer throughout from the other instance. It
+// reports the time from the kill to the replacement running.
+func TestResurrectWeb(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the director, agents and the local CPI, and compiles releases/web")
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		if _, err := os.Stat("/usr/local/go/bin/go"); err != nil {
+			t.Skip("releases/web compiles with the host's Go toolchain; none found")
+		}
+	}
+	bin := binaries(t)
+	work := t.TempDir()
+	data := filepath.Join(work, "data")
+	t.Cleanup(func() { killAgents(data) })
+	stemcell := filepath.Join(work, "local.tgz")
+	if out, err := exec.Command(filepath.Join(bin, "director"), "create-stemcell", "--agent", filepath.Join(bin, "agent"), "--tarball", stemcell).CombinedOutput(); err != nil {
+		t.Fatalf("create-stemcell: %v\n%s", err, out)
+	}
+	d := startDirector(t, bin, data)
+	t.Cleanup(func() {
+		if out, err := d.command("-n", "-d", "web", "delete-deployment", "--force").CombinedOutput(); err != nil {
+			t.Logf("cleanup: delete-deployment: %v\n%s", err, out)
+		}
+	})
+	d.run("-n", "upload-release", "releases/web")
+	d.run("-n", "upload-stemcell", stemcell)
+	// An address range of its own (TestDeployWeb uses 127.1xx.).
+	prefix := fmt.Sprintf("127.%d.", 200+os.Getpid()%50)
+	lbAddr = prefix + "1.10:8080"
+	cc, err := os.ReadFile(filepath.Join(repoRoot(), "manifests", "local", "cloud-config.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ccFile := filepath.Join(work, "cloud-config.yml")
+	if err := os.WriteFile(ccFile, []byte(strings.ReplaceAll(string(cc), "127.77.", prefix)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.run("-n", "update-cloud-config", ccFile)
+	// The sample with a persistent disk on each web instance.
+	raw, err := os.ReadFile(filepath.Join(repoRoot(), "manifests", "local", "web.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.ReplaceAll(string(raw), "127.77.", prefix)
+	text = strings.Replace(text, "  vm_type: default\n", "  vm_type: default\n  persistent_disk: 64\n", 1)
+	manifest := filepath.Join(work, "web.yml")
+	if err := os.WriteFile(manifest, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.deploy(manifest)
+	lbAnswers(t, "v1", 2)
+
+	// web/0: its VM, its agent and its persistent disk, with a file on it.
+	type instance struct {
+		Group    string   `json:"group"`
+		ID       string   `json:"id"`
+		Index    int      `json:"index"`
+		VMCID    string   `json:"vm_cid"`
+		AgentID  string   `json:"agent_id"`
+		DiskCIDs []string `json:"disk_cids"`
+	}
+	web0 := func() instance {
+		t.Helper()
+		var is []instance
+		if err := json.Unmarshal([]byte(d.run("--json", "-d", "web", "instances")), &is); err != nil {
+			t.Fatal(err)
+		}
+		for _, i := range is {
+			if i.Group == "web" && i.Index == 0 {
+				return i
+			}
+		}
+		t.Fatalf("no web/0 in %+v", is)
+		return instance{}
+	}
+	before := web0()
+	if len(before.DiskCIDs) != 1 {
+		t.Fatalf("web/0 has disks %v, want one", before.DiskCIDs)
+	}
+	diskData := filepath.Join(data, "disks", before.DiskCIDs[0], "data")
+	marker := filepath.Join(diskData, "written-before-the-kill")
+	if err := os.WriteFile(marker, []byte("still here\n"), 0o644); err != nil {
+		t.Fatalf("write to web/0's persistent disk: %v", err)
+	}
+
+	// The lb is asked every 100 ms from now until the replacement runs.
+	var asked, failed atomic.Int64
+	var lastFailure atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		client := &http.Client{Timeout: 2 * time.Second}
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			asked.Add(1)
+			resp, err := client.Get("http://" + lbAddr + "/")
+			if err != nil {
+				failed.Add(1)
+				lastFailure.Store(err.Error())
+				continue
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				failed.Add(1)
+				lastFailure.Store(resp.Status)
+			}
+		}
+	}()
+	stopPolling := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	t.Cleanup(stopPolling)
+
+	killed := time.Now()
+	n := killVM(t, data, before.VMCID)
+	t.Logf("killed %d processes of VM %s (web/0)", n, before.VMCID)
+
+	// The monitor's event, then the replacement running.
+	type auditEvent struct {
+		Time     time.Time         `json:"time"`
+		Action   string            `json:"action"`
+		Instance string            `json:"instance"`
+		Result   string            `json:"result"`
+		Error    string            `json:"error"`
+		Context  map[string]string `json:"context"`
+	}
+	eventsOf := func(action string) []auditEvent {
+		var evs []auditEvent
+		out, err := d.command("--json", "-d", "web", "events", "--action", action).Output()
+		if err == nil {
+			json.Unmarshal(out, &evs)
+		}
+		return evs
+	}
+	var detected auditEvent
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if evs := eventsOf("unresponsive"); len(evs) > 0 {
+			detected = evs[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no unresponsive event within 60s of the kill\ndirector log tail:\n%s", tail(d.logs.String(), 40))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if detected.Instance != "web/"+before.ID {
+		t.Errorf("unresponsive event for %s, want web/%s", detected.Instance, before.ID)
+	}
+	t.Logf("detected %s after the kill (%s)", detected.Time.Sub(killed).Round(10*time.Millisecond), detected.Context["reason"])
+
+	type health struct {
+		Group  string `json:"group"`
+		Index  int    `json:"index"`
+		VMCID  string `json:"vm_cid"`
+		Status string `json:"status"`
+	}
+	var replacedAt time.Time
+	var after health
+	deadline = time.Now().Add(120 * time.Second)
+	for replacedAt.IsZero() {
+		var hs []health
+		if out, err := d.command("--json", "-d", "web", "health").Output(); err == nil && json.Unmarshal(out, &hs) == nil {
+			for _, h := range hs {
+				if h.Group == "web" && h.Index == 0 && h.VMCID != before.VMCID && h.Status == "running" {
+					replacedAt, after = time.Now(), h
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("web/0 not running on a new VM within 120s of the kill: %+v\nresurrect events: %+v\ndirector log tail:\n%s", hs, eventsOf("resurrect"), tail(d.logs.String(), 60))
+		}
+		if replacedAt.IsZero() {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	t.Logf("web/0 running on VM %s %s after the kill (goal: 15s)", after.VMCID, replacedAt.Sub(killed).Round(10*time.Millisecond))
+	lbAnswers(t, "v1", 2) // both instances answer again
+	stopPolling()
+	t.Logf("lb asked %d times during the resurrection, %d failed", asked.Load(), failed.Load())
+	if failed.Load() > 0 {
+		t.Errorf("the lb failed %d of %d requests during the resurrection (last: %v)", failed.Load(), asked.Load(), lastFailure.Load())
+	}
+
+	evs := eventsOf("resurrect")
+	if len(evs) != 1 || evs[0].Result != "ok" {
+		t.Errorf("resurrect events: %+v", evs)
+	}
+	now := web0()
+	if now.VMCID == before.VMCID || now.AgentID == before.AgentID || len(now.DiskCIDs) != 1 || now.DiskCIDs[0] != before.DiskCIDs[0] {
+		t.Errorf("web/0 after the resurrection: %+v (before %+v)", now, before)
+	}
+	if got, err := os.ReadFile(marker); err != nil || string(got) != "still here\n" {
+		t.Errorf("file on the persistent disk after the resurrection: %q, %v", got, err)
+	}
+	var disk struct {
+		VMCID string `json:"vm_cid"`
+	}
+	if raw, err := os.ReadFile(filepath.Join(data, "disks", before.DiskCIDs[0], "disk.json")); err != nil || json.Unmarshal(raw, &disk) != nil || disk.VMCID != now.VMCID {
+		t.Errorf("disk %s attached to %q, want the new VM %s (%v)", before.DiskCIDs[0], disk.VMCID, now.VMCID, err)
+	}
+	if _, err := os.Stat(filepath.Join(data, "vms", before.VMCID)); !os.IsNotExist(err) {
+		t.Errorf("the dead VM's directory is still there: %v", err)
+	}
+}
+
+// killVM kills every process of a local VM: those in its agent's session
+// and, where the VM has a mount namespace of its own, every process in it.
+// It returns how many it killed.
+func killVM(t *testing.T, data, cid string) int {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(data, "vms", cid, "agent.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatalf("agent.pid: %v", err)
+	}
+	sid := sessionOf(pid)
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	if sid <= 0 {
+		t.Fatalf("agent %d of VM %s is not running", pid, cid)
+	}
+	killed := map[int]bool{}
+	for round := 0; round < 5; round++ {
+		found := false
+		procs, _ := os.ReadDir("/proc")
+		for _, p := range procs {
+			q, err := strconv.Atoi(p.Name())
+			if err != nil || q == os.Getpid() {
+				continue
+			}
+			mine := sessionOf(q) == sid
+			if !mine && ns != "" && ns != self {
+				other, _ := os.Readlink(filepath.Join("/proc", p.Name(), "ns", "mnt"))
+				mine = other == ns
+			}
+			if mine && syscall.Kill(q, syscall.SIGKILL) == nil {
+				killed[q], found = true, true
+			}
+		}
+		if !found {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return len(killed)
+}
+
+// sessionOf reads a live process's session id from /proc (0 when gone or a
+// zombie).
+func sessionOf(pid int) int {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(raw)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:]) // state ppid pgrp session ...
+	if len(f) < 4 || f[0] == "Z" {
+		return 0
+	}
+	sid, _ := strconv.Atoi(f[3])
+	return sid
+}
