@@ -178,6 +178,7 @@ func New(d Deps) *Server {
 	s.route("GET /v1/backup", admin, s.backup)
 	s.route("GET /metrics", read, s.metrics)
 	s.healthRoutes(read, admin)
+	s.rolloutRoutes(admin) // rollout.go
 	s.route("/v1/", read, func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Errorf("no route %s %s", r.Method, r.URL.Path))
 	})

@@ -177,6 +177,8 @@ func New(d Deps) *cobra.Command {
 		a.stateCmd("recreate"), a.stateCmd("restart"), a.stateCmd("stop"), a.stateCmd("start"),
 	)
 	root.AddCommand(a.healthCmds()...) // health.go
+	// pause, resume: rollout.go
+	root.AddCommand(a.rolloutCmds()...)
 	root.AddCommand(d.Extra...)
 	return root
 }

@@ -79,6 +79,8 @@ type Deployer struct {
 
 	mu   sync.Mutex
 	jobs map[string]*jobCacheEntry // release job archives by fingerprint
+
+	rollouts rollouts // under way, with their pause flags (rollout.go)
 }
 
 var _ api.Deployer = (*Deployer)(nil)
@@ -170,7 +172,7 @@ func (d *Deployer) Deploy(ctx context.Context, r *task.Reporter, req api.DeployR
 		}
 	}
 	ro := p.Rollout()
-	res, err := update.New(x, log).Run(ctx, ro, update.Options{Reporter: &updateReporter{r: r, x: x}, SkipDrain: req.SkipDrain})
+	res, err := d.rollout(ctx, r, x, ro, req, &p, log) // swap, pause, rollback: rollout.go
 	if err != nil {
 		if ctx.Err() != nil {
 			return "", fmt.Errorf("%w: %w", task.ErrCancelled, err)
@@ -308,6 +310,9 @@ func (u *updateReporter) Report(e update.Event) {
 	ev := store.Event{Stage: e.Stage, Step: step, Index: e.Index, Total: e.Total, State: e.State, Tags: tags}
 	if e.Err != nil {
 		ev.Error = e.Err.Error()
+	}
+	if e.Note != "" {
+		ev.Data, _ = json.Marshal(map[string]string{"text": e.Note})
 	}
 	if e.State == "finished" && e.Stage == "Updating instance" {
 		if err := u.x.recordApplied(e.Instance); err != nil {

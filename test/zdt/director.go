@@ -113,6 +113,20 @@ func (d *director) run(ctx context.Context, args ...string) (string, error) {
 	return string(out), nil
 }
 
+// output runs one CLI command and returns its standard output alone (for
+// --json, whose failures still print their error on standard error).
+func (d *director) output(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, d.bin, append([]string{"-n"}, args...)...)
+	cmd.Env = append(cleanEnv(), d.env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("director %s: %w\n%s", strings.Join(args, " "), err, tail(stderr.String(), 15))
+	}
+	return string(out), nil
+}
+
 // cleanEnv is the harness's environment without any DIRECTOR_ variable of
 // the operator's own (the harness talks to its own director only).
 func cleanEnv() []string {

@@ -286,7 +286,7 @@ func runPhase(ctx context.Context, d *director, ld *loader, rot *rotation, ph ph
 		return r, err
 	}
 	r.task = id
-	raw, err := d.run(ctx, "--json", "task", fmt.Sprint(id))
+	raw, err := d.output(ctx, "--json", "task", fmt.Sprint(id))
 	if err != nil && !ph.wantFail {
 		return r, err
 	}
