@@ -3,6 +3,7 @@ package settings_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -227,5 +228,42 @@ func TestStoreCachesAndLayersUpdates(t *testing.T) {
 	}
 	if _, err := (settings.Store{Dir: t.TempDir()}).Load(ctx, settings.File{Path: p}, log); err == nil {
 		t.Fatal("load without source or cache succeeded")
+	}
+}
+
+// TestAWSInstanceIDWhenUserDataHasNoCID: the AWS CPI cannot know the instance
+// id when it writes user data, so the agent asks the metadata service.
+func TestAWSInstanceIDWhenUserDataHasNoCID(t *testing.T) {
+	var m map[string]any
+	if err := json.Unmarshal([]byte(doc), &m); err != nil {
+		t.Fatal(err)
+	}
+	delete(m, "vm")
+	noCID, _ := json.Marshal(m)
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /latest/api/token", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("t")) })
+	mux.HandleFunc("GET /latest/user-data", func(w http.ResponseWriter, r *http.Request) { w.Write(noCID) })
+	mux.HandleFunc("GET /latest/meta-data/instance-id", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-aws-ec2-metadata-token") != "t" {
+			http.Error(w, "", http.StatusUnauthorized)
+			return
+		}
+		w.Write([]byte("i-0abc123\n"))
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	b, err := settings.AWS{BaseURL: srv.URL, Attempts: 1}.Fetch(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := settings.Parse("aws", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.VM.CID != "i-0abc123" {
+		t.Fatalf("vm.cid = %q, want the instance id from the metadata service", s.VM.CID)
+	}
+	if s.AgentID == "" || s.Mbus.URL == "" {
+		t.Fatalf("other settings lost: %+v", s)
 	}
 }

@@ -3,6 +3,7 @@ package settings
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -126,13 +127,54 @@ func (a AWS) Fetch(ctx context.Context) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("imds token: %w", err)
 		}
-		b, err := get(ctx, a.Client, http.MethodGet, base+"/latest/user-data",
-			map[string]string{"X-aws-ec2-metadata-token": strings.TrimSpace(string(token))})
+		auth := map[string]string{"X-aws-ec2-metadata-token": strings.TrimSpace(string(token))}
+		b, err := get(ctx, a.Client, http.MethodGet, base+"/latest/user-data", auth)
 		if err != nil {
 			return nil, fmt.Errorf("imds user data: %w", err)
 		}
+		// The instance id exists only after RunInstances, so the CPI cannot
+		// put it in the user data: take it from the metadata service.
+		if !hasVMCID(b) {
+			id, err := get(ctx, a.Client, http.MethodGet, base+"/latest/meta-data/instance-id", auth)
+			if err != nil {
+				return nil, fmt.Errorf("imds instance id: %w", err)
+			}
+			if b, err = withVMCID(b, strings.TrimSpace(string(id))); err != nil {
+				return nil, permanent{fmt.Errorf("imds user data: %w", err)}
+			}
+		}
 		return b, nil
 	})
+}
+
+// hasVMCID reports whether a settings document names its VM.
+func hasVMCID(doc []byte) bool {
+	var s struct {
+		VM struct {
+			CID string `json:"cid"`
+		} `json:"vm"`
+	}
+	return json.Unmarshal(doc, &s) == nil && s.VM.CID != ""
+}
+
+// withVMCID sets "vm": {"cid": cid} in a settings document, keeping every
+// other key as it is.
+func withVMCID(doc []byte, cid string) ([]byte, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(doc, &m); err != nil {
+		return nil, fmt.Errorf("not a JSON settings document: %w", err)
+	}
+	vm := map[string]json.RawMessage{}
+	if raw, ok := m["vm"]; ok && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &vm); err != nil {
+			return nil, fmt.Errorf("field vm: %w", err)
+		}
+	}
+	c, _ := json.Marshal(cid)
+	vm["cid"] = c
+	v, _ := json.Marshal(vm)
+	m["vm"] = v
+	return json.Marshal(m)
 }
 
 // AzureAPIVersion is the IMDS API version the Azure source asks for.
