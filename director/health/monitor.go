@@ -140,6 +140,10 @@ type entry struct {
 	gone        bool
 }
 
+// refreshEvery bounds how long the monitor keeps an instance list before
+// reading the state file again (sooner when an unknown agent speaks).
+const refreshEvery = 2 * time.Second
+
 // Monitor tracks instances' health. It is safe for concurrent use.
 type Monitor struct {
 	c   Config
@@ -149,8 +153,13 @@ type Monitor struct {
 	entries map[string]*entry // by agent id
 	beats   map[string]beat   // by agent id, also agents of no instance
 	beatsN  uint64
-	alertsN uint64
-	wg      sync.WaitGroup
+	// insts is the instance list as last read (at listed); stranger is set
+	// when an agent of no known instance sends a heartbeat.
+	insts    []Instance
+	listed   time.Time
+	stranger bool
+	alertsN  uint64
+	wg       sync.WaitGroup
 }
 
 // NewMonitor returns a monitor; call Subscribe and Run to start it.
@@ -203,6 +212,8 @@ func (m *Monitor) Heartbeat(agentID string, hb protocol.Heartbeat) {
 	m.beatsN++
 	if e := m.entries[agentID]; e != nil {
 		e.gone, e.noResponder = false, 0
+	} else {
+		m.stranger = true // a new VM's agent, perhaps: list the instances again
 	}
 	m.mu.Unlock()
 }
@@ -266,15 +277,27 @@ func (m *Monitor) Run(ctx context.Context) error {
 // changes as events, probes late agents and hands each deployment to the
 // healer.
 func (m *Monitor) Check(ctx context.Context) error {
-	insts, err := m.c.Instances.Instances(ctx)
-	if err != nil {
-		return fmt.Errorf("list instances: %w", err)
-	}
 	now := m.c.Now()
+	m.mu.Lock()
+	refresh := m.stranger || m.insts == nil || now.Sub(m.listed) >= refreshEvery
+	insts := m.insts
+	m.mu.Unlock()
+	if refresh {
+		var err error
+		if insts, err = m.c.Instances.Instances(ctx); err != nil {
+			return fmt.Errorf("list instances: %w", err)
+		}
+		if insts == nil {
+			insts = []Instance{}
+		}
+	}
 	var events []store.AuditEvent
 	var probes []string
 
 	m.mu.Lock()
+	if refresh {
+		m.insts, m.listed, m.stranger = insts, now, false
+	}
 	seen := make(map[string]bool, len(insts))
 	for _, in := range insts {
 		if in.AgentID == "" || in.VMCID == "" {

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/compleat/compleat/agent/protocol"
 	"github.com/compleat/compleat/director/health"
 	"github.com/compleat/compleat/director/store"
 )
@@ -145,9 +146,11 @@ func TestMonitorProbeLeavesHungButConnectedAgentToTheTimeout(t *testing.T) {
 
 func TestMonitorForgetsDeletedInstancesAndLearnsNewAgents(t *testing.T) {
 	t.Parallel()
-	st, b := newStore(t), startBus(t)
+	st := newStore(t)
 	deployment(t, st, "web", 1)
-	m := newMonitor(st, b, false, nil)
+	now := time.Now()
+	m := health.NewMonitor(health.Config{Instances: health.Store{S: st}, Events: health.Store{S: st}, HeartbeatInterval: interval, Timeout: timeout,
+		Now: func() time.Time { return now }})
 	ctx := context.Background()
 	if err := m.Check(ctx); err != nil {
 		t.Fatal(err)
@@ -155,7 +158,22 @@ func TestMonitorForgetsDeletedInstancesAndLearnsNewAgents(t *testing.T) {
 	if s := status(m, "web", "i0"); s != health.StatusUnknown {
 		t.Errorf("before any heartbeat: %s", s)
 	}
+	// A new agent of no known instance makes the monitor read the state
+	// again at the next check.
+	st.Update(func(tx *store.Tx) error {
+		in, err := tx.Instance("web", "web", "i0")
+		in.AgentID = "agent-new"
+		tx.PutInstance(in)
+		return err
+	})
+	m.Heartbeat("agent-new", protocol.Heartbeat{State: protocol.State{JobState: "running"}})
+	m.Check(ctx)
+	if h, _ := m.Instance("web", "i0"); h.AgentID != "agent-new" || h.Status != health.StatusRunning {
+		t.Errorf("after the new agent spoke: %+v", h)
+	}
+	// A deleted instance is forgotten within the refresh period.
 	st.Update(func(tx *store.Tx) error { return tx.DeleteDeployment("web") })
+	now = now.Add(3 * time.Second)
 	m.Check(ctx)
 	if s := status(m, "web", "i0"); s != "absent" {
 		t.Errorf("deleted instance: %s", s)
