@@ -96,7 +96,8 @@ const updateStage = "Updating instance"
 //   - each instance group's updates form sequential batches (a batch
 //     starts when the previous one has finished); no batch can take less
 //     than the group's fastest single instance update, so a group costs at
-//     least batches × its fastest instance update;
+//     least batches × its fastest instance update; a batch that failed
+//     costs its failed update, which ends only with the watch time;
 //   - stages whose steps run at once (creating missing VMs, deleting
 //     instances, post-deploy) cost at least their longest step;
 //   - compilation counts at its measured span (its own schedule has its
@@ -132,38 +133,56 @@ func lowerBound(evs []event) bound {
 		b.compile = cEnd.Sub(cStart)
 	}
 	for g, ss := range byGroup {
-		n, fastest := batchesOf(ss)
+		cost, n, fastest := batchesOf(ss)
 		b.batches += n
 		b.perGroup[g] = fastest
-		b.total += time.Duration(n) * fastest
+		b.total += cost
 	}
 	b.total += b.parallel + b.compile
 	return b
 }
 
-// batchesOf counts the sequential batches among one group's instance
-// updates (a new batch starts at or after the end of an instance of the
-// current one) and returns the shortest update.
-func batchesOf(ss []span) (int, time.Duration) {
+// batchesOf splits one group's instance updates into sequential batches
+// (a new batch starts at or after the end of an instance of the current
+// one) and returns the group's share of the bound: every batch that
+// succeeded costs the group's fastest successful update; a batch with a
+// failed instance costs its shortest failed update (a failure is declared
+// only at the end of the watch time, so no schedule ends it sooner). It
+// also returns the number of batches and the fastest successful update.
+func batchesOf(ss []span) (cost time.Duration, n int, fastest time.Duration) {
 	if len(ss) == 0 {
-		return 0, 0
+		return 0, 0, 0
 	}
 	sort.Slice(ss, func(i, j int) bool { return ss[i].start.Before(ss[j].start) })
-	n := 1
-	batchEnd := ss[0].end // the earliest end of the current batch
-	fastest := ss[0].d()
-	for _, s := range ss[1:] {
-		fastest = min(fastest, s.d())
-		if !s.start.Before(batchEnd) {
-			n++
-			batchEnd = s.end
-			continue
+	type batch struct {
+		end    time.Time // earliest end
+		failed time.Duration
+	}
+	var bs []batch
+	for _, s := range ss {
+		if len(bs) == 0 || !s.start.Before(bs[len(bs)-1].end) {
+			bs = append(bs, batch{end: s.end})
 		}
-		if s.end.Before(batchEnd) {
-			batchEnd = s.end
+		b := &bs[len(bs)-1]
+		if s.end.Before(b.end) {
+			b.end = s.end
+		}
+		if s.failed {
+			if b.failed == 0 || s.d() < b.failed {
+				b.failed = s.d()
+			}
+		} else if fastest == 0 || s.d() < fastest {
+			fastest = s.d()
 		}
 	}
-	return n, fastest
+	for _, b := range bs {
+		if b.failed > 0 {
+			cost += b.failed
+		} else {
+			cost += fastest
+		}
+	}
+	return cost, len(bs), fastest
 }
 
 // infoNotes returns the notes of "info" events that carry one (such as a

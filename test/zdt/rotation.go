@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -112,4 +115,34 @@ func (r *rotation) between(from, to time.Time) (drained, abrupt int, reasons []s
 		}
 	}
 	return drained, abrupt, reasons
+}
+
+// lbRetries counts the requests the load balancers retried on another
+// backend after the first failed (their log lines "retrying ..."), logged
+// in [from, to] (to the second), from the logs of every load balancer VM
+// under the director's data directory.
+func lbRetries(data string, from, to time.Time) int {
+	logs, _ := filepath.Glob(filepath.Join(data, "vms", "*", "root", "sys", "log", "lb", "*.log"))
+	from, to = from.Truncate(time.Second), to.Add(time.Second)
+	n := 0
+	for _, p := range logs {
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			line := sc.Text()
+			rest, ok := strings.CutPrefix(line, "lb: ")
+			if !ok || !strings.Contains(rest, " retrying ") || len(rest) < 19 {
+				continue
+			}
+			at, err := time.ParseInLocation("2006/01/02 15:04:05", rest[:19], time.Local)
+			if err == nil && !at.Before(from) && at.Before(to) {
+				n++
+			}
+		}
+		f.Close()
+	}
+	return n
 }

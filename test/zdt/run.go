@@ -82,6 +82,7 @@ type result struct {
 	bound           bound
 	task            int
 	drained, abrupt int
+	retries         int // requests the load balancers retried on another backend
 	exitReasons     []string
 	notes           []string
 	deployErr       string
@@ -208,8 +209,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	// Load, and the load balancers' view of their backends.
 	lctx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
-	ld := newLoader(lbAddrs(prefix), o.rate, o.conns, o.maxRequests)
-	rot := newRotation(lbAddrs(prefix))
+	ld := newLoader(lbAddrs(prefix, 10), o.rate, o.conns, o.maxRequests)
+	rot := newRotation(lbAddrs(prefix, 10))
 	loadDone := make(chan struct{})
 	go func() { ld.run(lctx); close(loadDone) }()
 	go rot.run(lctx, 100*time.Millisecond)
@@ -305,6 +306,7 @@ func runPhase(ctx context.Context, d *director, ld *loader, rot *rotation, ph ph
 	all := summarise(ld.window(t0, t2), nil)
 	r.st.p50, r.st.p99 = all.p50, all.p99
 	r.drained, r.abrupt, r.exitReasons = rot.between(t0, t2)
+	r.retries = lbRetries(d.data, t0, t2)
 	return r, nil
 }
 
@@ -313,8 +315,8 @@ func printResult(w io.Writer, r result) {
 	if r.phase.comparison {
 		kind = "comparison"
 	}
-	fmt.Fprintf(w, "zdt: %-12s %s requests=%d failures=%d p50=%s p99=%s wall=%s lower_bound=%s ratio=%.2f batches=%d task=%d lb_exits=drained:%d,abrupt:%d\n",
-		r.phase.name, kind, r.st.requests, r.st.failures, ms(r.st.p50), ms(r.st.p99), round(r.wall), round(r.bound.total), r.ratio(), r.bound.batches, r.task, r.drained, r.abrupt)
+	fmt.Fprintf(w, "zdt: %-12s %s requests=%d failures=%d p50=%s p99=%s wall=%s lower_bound=%s ratio=%.2f batches=%d task=%d lb_exits=drained:%d,abrupt:%d lb_retries=%d\n",
+		r.phase.name, kind, r.st.requests, r.st.failures, ms(r.st.p50), ms(r.st.p99), round(r.wall), round(r.bound.total), r.ratio(), r.bound.batches, r.task, r.drained, r.abrupt, r.retries)
 	groups := make([]string, 0, len(r.bound.perGroup))
 	for g, d := range r.bound.perGroup {
 		groups = append(groups, fmt.Sprintf("%s=%s", g, round(d)))
@@ -347,7 +349,7 @@ func printResults(w io.Writer, before stats, rs []result) error {
 	worst := 0.0
 	for _, r := range rs {
 		if r.phase.comparison {
-			fmt.Fprintf(w, "zdt: comparison %s (not counted below): requests=%d failures=%d\n", r.phase.name, r.st.requests, r.st.failures)
+			fmt.Fprintf(w, "zdt: comparison %s (not counted below): requests=%d failures=%d p99=%s lb_exits_without_drain=%d lb_retries=%d\n", r.phase.name, r.st.requests, r.st.failures, ms(r.st.p99), r.abrupt, r.retries)
 			continue
 		}
 		n++

@@ -47,6 +47,9 @@ func cloudConfig(src, prefix string) ([]byte, error) {
 
 // manifestOpts are what changes between the phases' manifests.
 type manifestOpts struct {
+	name         string // deployment name (default zdt)
+	lbHost       int    // last octet of the load balancers' static IPs (default 10)
+	lbs          int    // load balancers (default 2; 0 means 2, -1 none)
 	prefix       string // "127.n."
 	release      string // release version
 	version      string // the web job's version property
@@ -54,32 +57,39 @@ type manifestOpts struct {
 	webInstances int
 	vmStrategy   string
 	autoRollback bool
+	canaryWatch  string // canary_watch_time (default 1000-10000)
+	maxInFlight  int    // default 1
 }
 
 // manifest renders the deployment manifest: web instances over two AZs
-// behind two load balancers with static IPs.
+// behind load balancers with static IPs (one per AZ).
 func manifest(o manifestOpts) string {
-	var upd strings.Builder
-	fmt.Fprintf(&upd, "  canaries: 1\n  max_in_flight: 1\n  canary_watch_time: 1000-10000\n  update_watch_time: 1000-10000\n")
+	if o.name == "" {
+		o.name = "zdt"
+	}
+	if o.lbHost == 0 {
+		o.lbHost = 10
+	}
+	if o.canaryWatch == "" {
+		o.canaryWatch = "1000-10000"
+	}
+	if o.maxInFlight == 0 {
+		o.maxInFlight = 1
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "name: %s\nreleases:\n- name: web\n  version: %q\n", o.name, o.release)
+	fmt.Fprintf(&b, "stemcells:\n- alias: default\n  os: linux\n  version: %q\n", o.stemcell)
+	fmt.Fprintf(&b, "update:\n  canaries: 1\n  max_in_flight: %d\n  canary_watch_time: %s\n  update_watch_time: 1000-10000\n", o.maxInFlight, o.canaryWatch)
 	if o.vmStrategy != "" {
-		fmt.Fprintf(&upd, "  vm_strategy: %s\n", o.vmStrategy)
+		fmt.Fprintf(&b, "  vm_strategy: %s\n", o.vmStrategy)
 	}
 	if o.autoRollback {
-		fmt.Fprintf(&upd, "  auto_rollback: true\n")
+		fmt.Fprintf(&b, "  auto_rollback: true\n")
 	}
-	return fmt.Sprintf(`name: zdt
-releases:
-- name: web
-  version: "%[2]s"
-stemcells:
-- alias: default
-  os: linux
-  version: "%[4]s"
-update:
-%[6]sinstance_groups:
+	fmt.Fprintf(&b, `instance_groups:
 - name: web
   azs: [z1, z2]
-  instances: %[5]d
+  instances: %d
   vm_type: default
   stemcell: default
   networks:
@@ -89,26 +99,31 @@ update:
     release: web
     properties:
       port: 8080
-      version: %[3]s
-- name: lb
+      version: %s
+`, o.webInstances, o.version)
+	if o.lbs >= 0 {
+		fmt.Fprintf(&b, `- name: lb
   azs: [z1, z2]
   instances: 2
   vm_type: default
   stemcell: default
   networks:
   - name: default
-    static_ips: [%[1]s1.10, %[1]s2.10]
+    static_ips: [%[1]s1.%[2]d, %[1]s2.%[2]d]
   jobs:
   - name: lb
     release: web
     properties:
       port: 8000
-`, o.prefix, o.release, o.version, o.stemcell, o.webInstances, upd.String())
+`, o.prefix, o.lbHost)
+	}
+	return b.String()
 }
 
-// lbAddrs are the load balancers' listen addresses.
-func lbAddrs(prefix string) []string {
-	return []string{prefix + "1.10:8000", prefix + "2.10:8000"}
+// lbAddrs are the load balancers' listen addresses (static IPs ending in
+// host).
+func lbAddrs(prefix string, host int) []string {
+	return []string{fmt.Sprintf("%s1.%d:8000", prefix, host), fmt.Sprintf("%s2.%d:8000", prefix, host)}
 }
 
 // releaseEdit changes the webapp package of a copy of the release.

@@ -1,0 +1,510 @@
+package main
+
+// End-to-end tests of the rollout features on the local CPI, driven through
+// the built CLI like the harness: create-swap-delete ordering and capacity
+// seen from the load balancers, automatic rollback restoring the previous
+// state exactly, pause and resume. They share one director and take a
+// couple of minutes; -short skips them.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// env is the director and the uploaded artifacts the tests share.
+type env struct {
+	d      *director
+	prefix string
+	work   string
+}
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// testBinaries is $COMPLEAT_BIN, or director, agent and cpi-local built
+// into a temporary directory.
+func testBinaries(t *testing.T) string {
+	if dir := os.Getenv("COMPLEAT_BIN"); dir != "" {
+		return dir
+	}
+	dir := t.TempDir()
+	root := repoRoot()
+	for _, b := range []struct{ wd, out, pkg string }{
+		{root, "director", "./director"},
+		{root, "agent", "./agent"},
+		{filepath.Join(root, "cpi", "local"), "cpi-local", "./cmd/cpi-local"},
+	} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.out), b.pkg)
+		cmd.Dir = b.wd
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", b.pkg, err, out)
+		}
+	}
+	return dir
+}
+
+func setup(t *testing.T) *env {
+	if testing.Short() {
+		t.Skip("end-to-end rollouts: skipped with -short")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("the local CPI isolates VMs in mount namespaces: needs root")
+	}
+	ctx := context.Background()
+	bin := testBinaries(t)
+	work := t.TempDir()
+	d, err := startDirector(ctx, filepath.Join(bin, "director"), filepath.Join(work, "data"), filepath.Join(work, "director.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{d: d, work: work}
+	var deployments []string
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		out, _ := d.output(cctx, "--json", "deployments")
+		for _, name := range deployments {
+			if strings.Contains(out, `"`+name+`"`) {
+				d.run(cctx, "-d", name, "delete-deployment", "--force")
+			}
+		}
+		d.stop()
+		if t.Failed() {
+			if raw, err := os.ReadFile(filepath.Join(work, "director.log")); err == nil {
+				t.Logf("director log (tail):\n%s", tail(string(raw), 40))
+			}
+		}
+	})
+	deployments = []string{"csd", "rb", "pz"}
+	if e.prefix, err = pickNet(); err != nil {
+		t.Fatal(err)
+	}
+	cc, err := cloudConfig(filepath.Join(repoRoot(), "manifests", "local", "cloud-config.yml"), e.prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.write(t, "cloud-config.yml", string(cc))
+	e.must(t, "update-cloud-config", filepath.Join(work, "cloud-config.yml"))
+	tarballs, err := buildReleases(ctx, d, filepath.Join(repoRoot(), "releases", "web"), work, []releaseEdit{
+		{version: "1"},
+		{version: "2", old: `w.Header().Set("Content-Type", "text/plain; charset=utf-8")`,
+			new: `w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Webapp-Build", "2")`},
+		{version: "3", old: `func (s *server) health(w http.ResponseWriter, r *http.Request) {`,
+			new: `func (s *server) health(w http.ResponseWriter, r *http.Request) {
+	if s.instance != "" {
+		http.Error(w, "broken build", http.StatusServiceUnavailable)
+		return
+	}`},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"1", "2", "3"} {
+		e.must(t, "upload-release", tarballs[v])
+	}
+	for _, v := range []string{"1", "2"} {
+		sc := filepath.Join(work, "stemcell-"+v+".tgz")
+		e.must(t, "create-stemcell", "--agent", filepath.Join(bin, "agent"), "--version", v, "--tarball", sc)
+		e.must(t, "upload-stemcell", sc)
+	}
+	return e
+}
+
+func (e *env) write(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(e.work, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (e *env) must(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := e.d.run(context.Background(), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func (e *env) deploy(t *testing.T, m manifestOpts) (string, error) {
+	t.Helper()
+	p := e.write(t, m.name+".yml", manifest(m))
+	return e.d.run(context.Background(), "-d", m.name, "deploy", p)
+}
+
+// instanceView is what the tests compare of `instances --json`.
+type instanceView struct {
+	Group string          `json:"group"`
+	ID    string          `json:"id"`
+	VMCID string          `json:"vm_cid"`
+	IPs   []string        `json:"ips"`
+	Spec  json.RawMessage `json:"spec"`
+}
+
+func (e *env) instances(t *testing.T, deployment string) []instanceView {
+	t.Helper()
+	out, err := e.d.output(context.Background(), "-d", deployment, "--json", "instances")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var is []instanceView
+	if err := json.Unmarshal([]byte(out), &is); err != nil {
+		t.Fatalf("instances --json: %v\n%s", err, out)
+	}
+	slices.SortFunc(is, func(a, b instanceView) int { return strings.Compare(a.Group+a.ID, b.Group+b.ID) })
+	return is
+}
+
+// applied is the part of an instance's recorded spec a deploy applies:
+// stemcell, networks, jobs (fingerprints and rendered hashes), packages.
+func applied(t *testing.T, raw json.RawMessage) string {
+	t.Helper()
+	var s struct {
+		Stemcell any `json:"stemcell"`
+		Networks any `json:"networks"`
+		Jobs     any `json:"jobs"`
+		Packages any `json:"packages"`
+	}
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := json.Marshal(s)
+	return string(out)
+}
+
+// answer is GET path on addr: status and body.
+func answer(addr, path string) (int, string) {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + addr + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	return resp.StatusCode, strings.TrimSpace(string(body))
+}
+
+func taskEvents(t *testing.T, e *env, out string) []event {
+	t.Helper()
+	id, err := taskID(out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	raw, _ := e.d.output(context.Background(), "--json", "task", fmt.Sprint(id))
+	evs, err := parseEvents([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+func TestRollouts(t *testing.T) {
+	e := setup(t)
+	t.Run("create-swap-delete", func(t *testing.T) { testCreateSwapDelete(t, e) })
+	t.Run("auto-rollback", func(t *testing.T) { testAutoRollback(t, e) })
+	t.Run("pause-resume", func(t *testing.T) { testPauseResume(t, e) })
+}
+
+// capacity samples, from both load balancers, how many backends are in
+// service; the capacity at an instant is the most any answering load
+// balancer has (a client reaches whichever answers).
+type capacity struct {
+	mu      sync.Mutex
+	min     int
+	samples int
+}
+
+func (c *capacity) run(ctx context.Context, lbs []string) {
+	client := &http.Client{Timeout: 300 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
+	c.min = -1
+	for ctx.Err() == nil {
+		best, answered := 0, false
+		for _, lb := range lbs {
+			resp, err := client.Get("http://" + lb + "/_lb/status")
+			if err != nil {
+				continue
+			}
+			var st struct {
+				Backends []struct {
+					Healthy bool `json:"healthy"`
+				} `json:"backends"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			if err != nil {
+				continue
+			}
+			n := 0
+			for _, b := range st.Backends {
+				if b.Healthy {
+					n++
+				}
+			}
+			answered = true
+			best = max(best, n)
+		}
+		if answered {
+			c.mu.Lock()
+			c.samples++
+			if c.min < 0 || best < c.min {
+				c.min = best
+			}
+			c.mu.Unlock()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A stemcell change with create-swap-delete: each web instance's new VM
+// comes up before its old one goes; the old VMs (no persistent disk) keep
+// serving until the load balancers consuming the web link have been
+// updated to the new addresses, and are deleted last; the load balancers
+// never see fewer healthy backends than the instance count.
+func testCreateSwapDelete(t *testing.T, e *env) {
+	m := manifestOpts{name: "csd", lbHost: 11, prefix: e.prefix, release: "2", version: "v2", stemcell: "1", webInstances: 2, vmStrategy: "create-swap-delete", canaryWatch: "1000-10000"}
+	if out, err := e.deploy(t, m); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	before := e.instances(t, "csd")
+	lbs := lbAddrs(e.prefix, 11)
+	waitHealthy(t, lbs[0], 2)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &capacity{}
+	done := make(chan struct{})
+	go func() { c.run(ctx, lbs); close(done) }()
+	m.stemcell = "2"
+	out, err := e.deploy(t, m)
+	cancel()
+	<-done
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if c.samples == 0 || c.min < m.webInstances {
+		t.Errorf("load balancers saw at least %d healthy backends (over %d samples), want never fewer than %d", c.min, c.samples, m.webInstances)
+	}
+
+	evs := taskEvents(t, e, out)
+	when := func(stage, stepPrefix, state, textPart string) time.Time {
+		for _, ev := range evs {
+			if ev.Stage == stage && strings.HasPrefix(ev.Step, stepPrefix) && ev.State == state && strings.Contains(ev.Data.Text, textPart) {
+				return ev.Time
+			}
+		}
+		return time.Time{}
+	}
+	var lastLB time.Time
+	for _, ev := range evs {
+		if ev.Stage == updateStage && strings.HasPrefix(ev.Step, "lb/") && ev.State == "finished" && ev.Time.After(lastLB) {
+			lastLB = ev.Time
+		}
+	}
+	if lastLB.IsZero() {
+		t.Fatal("the load balancers were not updated to the new addresses")
+	}
+	for _, in := range before {
+		if in.Group != "web" {
+			continue
+		}
+		name := "web/" + in.ID
+		up := when(updateStage, name, "info", "replacement vm")
+		fin := when(updateStage, name, "finished", "")
+		del := when("Deleting replaced vms", name, "started", "")
+		switch {
+		case up.IsZero() || fin.IsZero() || del.IsZero():
+			t.Errorf("%s: replacement up %v, updated %v, old vm deleted %v: a step is missing", name, up, fin, del)
+		case !up.Before(fin) || !fin.Before(del):
+			t.Errorf("%s: replacement up %v, updated %v, old vm deleted %v: want that order", name, up, fin, del)
+		case del.Before(lastLB):
+			t.Errorf("%s: old vm deleted at %v, before the load balancers were updated (%v)", name, del, lastLB)
+		}
+		if _, err := os.Stat(filepath.Join(e.work, "data", "vms", in.VMCID)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: old vm %s still exists (%v)", name, in.VMCID, err)
+		}
+	}
+	if !slices.ContainsFunc(evs, func(ev event) bool {
+		return strings.HasPrefix(ev.Step, "lb/") && strings.Contains(ev.Data.Text, "static IP: delete-create")
+	}) {
+		t.Error("no task event says the load balancers (static IPs) fell back to delete-create")
+	}
+	after := e.instances(t, "csd")
+	for i, in := range after {
+		if in.Group == "web" && (in.VMCID == before[i].VMCID || slices.Equal(in.IPs, before[i].IPs)) {
+			t.Errorf("web/%s kept vm %s at %v", in.ID, in.VMCID, in.IPs)
+		}
+	}
+	// The old addresses are free again: scaling up reuses the pool
+	// without a reservation conflict.
+	m.webInstances = 3
+	if out, err := e.deploy(t, m); err != nil {
+		t.Fatalf("scale up after create-swap-delete: %v\n%s", err, out)
+	}
+}
+
+// waitHealthy waits until the load balancer has n backends in service.
+func waitHealthy(t *testing.T, lb string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if code, body := answer(lb, "/_lb/status"); code == 200 && strings.Count(body, `"healthy":true`) >= n {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("load balancer %s: fewer than %d backends in service after 20s", lb, n)
+}
+
+// A canary that never becomes healthy: without auto_rollback the deploy
+// fails and the untouched instance keeps serving v2 as it was; with
+// auto_rollback the failed instances are redeployed from the last
+// successful manifest and every instance is again exactly as it was.
+func testAutoRollback(t *testing.T, e *env) {
+	m := manifestOpts{name: "rb", lbs: -1, prefix: e.prefix, release: "2", version: "v2", stemcell: "1", webInstances: 2, canaryWatch: "1000-3000"}
+	if out, err := e.deploy(t, m); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	good := e.instances(t, "rb")
+	serving := func(when string) (v2 int) {
+		for _, in := range e.instances(t, "rb") {
+			code, body := answer(in.IPs[0]+":8080", "/")
+			if code == 200 && strings.HasPrefix(body, "v2 ") {
+				v2++
+			}
+		}
+		return v2
+	}
+
+	bad := m
+	bad.release, bad.version = "3", "v3"
+	out, err := e.deploy(t, bad)
+	if err == nil {
+		t.Fatalf("v3 deployed although its health never passes:\n%s", out)
+	}
+	now := e.instances(t, "rb")
+	same := 0
+	for i := range now {
+		if applied(t, now[i].Spec) == applied(t, good[i].Spec) {
+			same++
+		}
+	}
+	if same != 2 {
+		// The failed canary's record still holds v2 (its update did not
+		// finish); the other instance was not touched at all.
+		t.Errorf("%d of 2 instance records unchanged after a failed canary, want 2", same)
+	}
+	if n := serving("after the failed canary"); n != 1 {
+		t.Errorf("%d instances answer v2 after the failed canary, want 1 (the untouched one)", n)
+	}
+
+	bad.autoRollback = true
+	out, err = e.deploy(t, bad)
+	if err == nil {
+		t.Fatalf("v3 with auto_rollback succeeded:\n%s", out)
+	}
+	if !strings.Contains(out, "rolled back to manifest") {
+		t.Errorf("the deploy's error does not say it rolled back:\n%s", tail(out, 10))
+	}
+	evs := taskEvents(t, e, out)
+	if !slices.ContainsFunc(evs, func(ev event) bool {
+		return ev.Stage == "Rolling back" && strings.Contains(ev.Data.Text, "not running after")
+	}) {
+		t.Error("no task event says what was rolled back and why")
+	}
+	now = e.instances(t, "rb")
+	for i := range now {
+		if got, want := applied(t, now[i].Spec), applied(t, good[i].Spec); got != want {
+			t.Errorf("web/%s after rollback:\n got %s\nwant %s", now[i].ID, got, want)
+		}
+	}
+	if n := serving("after the rollback"); n != 2 {
+		t.Errorf("%d instances answer v2 after the rollback, want 2", n)
+	}
+	if out, err := e.deploy(t, m); err != nil || !strings.Contains(out, "No changes") {
+		t.Errorf("redeploying v2 after the rollback should change nothing (err %v):\n%s", err, tail(out, 5))
+	}
+}
+
+// Pause stops a rollout after the batch in flight, every instance either
+// updated or untouched and serving; resume finishes it.
+func testPauseResume(t *testing.T, e *env) {
+	m := manifestOpts{name: "pz", lbs: -1, prefix: e.prefix, release: "2", version: "v2", stemcell: "1", webInstances: 3}
+	if out, err := e.deploy(t, m); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	next := m
+	next.version = "v2-next"
+	p := e.write(t, "pz-next.yml", manifest(next))
+	type res struct {
+		out string
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		out, err := e.d.run(context.Background(), "-d", "pz", "deploy", p)
+		done <- res{out, err}
+	}()
+	// Pause once the canary is done.
+	deadline := time.Now().Add(60 * time.Second)
+	paused := false
+	for !paused && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+		for _, in := range e.instances(t, "pz") {
+			if code, body := answer(in.IPs[0]+":8080", "/"); code == 200 && strings.HasPrefix(body, "v2-next ") {
+				if _, err := e.d.run(context.Background(), "-d", "pz", "pause"); err != nil {
+					t.Fatal(err)
+				}
+				paused = true
+				break
+			}
+		}
+	}
+	if !paused {
+		t.Fatal("no instance answered v2-next within 60s")
+	}
+	r := <-done
+	if r.err == nil || !strings.Contains(r.out, "rollout paused") {
+		t.Fatalf("the paused deploy should fail saying it paused (err %v):\n%s", r.err, tail(r.out, 10))
+	}
+	versions := map[string]int{}
+	for _, in := range e.instances(t, "pz") {
+		code, body := answer(in.IPs[0]+":8080", "/")
+		if code != 200 {
+			t.Errorf("web/%s answers %d %q while paused", in.ID, code, body)
+			continue
+		}
+		versions[strings.Fields(body)[0]]++
+	}
+	if versions["v2-next"] < 1 || versions["v2"] < 1 || versions["v2-next"]+versions["v2"] != 3 {
+		t.Errorf("while paused: %v, want some updated, some not, all serving", versions)
+	}
+	out, err := e.d.run(context.Background(), "-d", "pz", "resume")
+	if err != nil {
+		t.Fatalf("resume: %v\n%s", err, out)
+	}
+	for _, in := range e.instances(t, "pz") {
+		if code, body := answer(in.IPs[0]+":8080", "/"); code != 200 || !strings.HasPrefix(body, "v2-next ") {
+			t.Errorf("web/%s after resume: %d %q", in.ID, code, body)
+		}
+	}
+	if _, err := e.d.run(context.Background(), "-d", "pz", "pause"); err == nil {
+		t.Error("pause with no rollout under way succeeded")
+	}
+}
