@@ -7,8 +7,8 @@
 //
 // State-changing methods (apply, start, stop, drain, run_script,
 // compile_package and the disk methods) run one at a time; ping,
-// get_state, get_task, cancel_task, prepare and fetch_logs never wait for
-// them.
+// get_state, get_task, cancel_task, prepare, fetch_logs, tail_logs and
+// run_command never wait for them.
 package action
 
 import (
@@ -129,9 +129,11 @@ func New(d Deps) *Actions {
 		protocol.MethodUpdateSettings: {decode: one(a.updateSettings)},
 		protocol.MethodGetTask:        {decode: one(a.getTask)},
 		protocol.MethodCancelTask:     {decode: one(a.cancelTask)},
+		protocol.MethodTailLogs:       {decode: one(a.tailLogs)},
 
-		protocol.MethodPrepare:   {long: true, decode: one(a.prepare)},
-		protocol.MethodFetchLogs: {long: true, decode: one(a.fetchLogs)},
+		protocol.MethodPrepare:    {long: true, decode: one(a.prepare)},
+		protocol.MethodFetchLogs:  {long: true, decode: one(a.fetchLogs)},
+		protocol.MethodRunCommand: {long: true, decode: one(a.runCommand)},
 
 		protocol.MethodApply:          {long: true, exclusive: true, decode: one(a.apply)},
 		protocol.MethodStart:          {long: true, exclusive: true, decode: none(a.start)},

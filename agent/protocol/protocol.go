@@ -65,7 +65,8 @@ const (
 func Long(method string) bool {
 	switch method {
 	case MethodPrepare, MethodApply, MethodStart, MethodStop, MethodDrain, MethodRunScript,
-		MethodCompilePackage, MethodMountDisk, MethodUnmountDisk, MethodMigrateDisk, MethodFetchLogs:
+		MethodCompilePackage, MethodMountDisk, MethodUnmountDisk, MethodMigrateDisk, MethodFetchLogs,
+		MethodRunCommand:
 		return true
 	}
 	return false
