@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -46,8 +47,7 @@ func TestResurrectWeb(t *testing.T) {
 	})
 	d.run("-n", "upload-release", "releases/web")
 	d.run("-n", "upload-stemcell", stemcell)
-	// An address range of its own (TestDeployWeb uses 127.1xx.).
-	prefix := fmt.Sprintf("127.%d.", 200+os.Getpid()%50)
+	prefix := freeRange(t)
 	lbAddr = prefix + "1.10:8080"
 	cc, err := os.ReadFile(filepath.Join(repoRoot(), "manifests", "local", "cloud-config.yml"))
 	if err != nil {
@@ -80,6 +80,7 @@ func TestResurrectWeb(t *testing.T) {
 		VMCID    string   `json:"vm_cid"`
 		AgentID  string   `json:"agent_id"`
 		DiskCIDs []string `json:"disk_cids"`
+		IPs      []string `json:"ips"`
 	}
 	web0 := func() instance {
 		t.Helper()
@@ -180,27 +181,44 @@ func TestResurrectWeb(t *testing.T) {
 		Index  int    `json:"index"`
 		VMCID  string `json:"vm_cid"`
 		Status string `json:"status"`
+		Jobs   []struct {
+			Name string `json:"name"`
+		} `json:"jobs"`
 	}
+	// Running again: the resurrection (a task that ends when every process
+	// of the new VM runs) is done, and the heartbeats of the new VM's agent
+	// say its job runs.
 	var replacedAt time.Time
 	var after health
 	deadline = time.Now().Add(120 * time.Second)
-	for replacedAt.IsZero() {
+	for {
+		evs := eventsOf("resurrect")
+		if len(evs) > 0 && evs[0].Result != "ok" {
+			t.Fatalf("resurrection failed: %+v\ndirector log tail:\n%s", evs[0], tail(d.logs.String(), 60))
+		}
+		if len(evs) > 0 && replacedAt.IsZero() {
+			replacedAt = evs[0].Time
+		}
 		var hs []health
-		if out, err := d.command("--json", "-d", "web", "health").Output(); err == nil && json.Unmarshal(out, &hs) == nil {
+		if out, err := d.command("--json", "-d", "web", "health").Output(); err == nil && json.Unmarshal(out, &hs) == nil && !replacedAt.IsZero() {
 			for _, h := range hs {
-				if h.Group == "web" && h.Index == 0 && h.VMCID != before.VMCID && h.Status == "running" {
-					replacedAt, after = time.Now(), h
+				if h.Group == "web" && h.Index == 0 && h.VMCID != before.VMCID && h.Status == "running" && len(h.Jobs) > 0 {
+					after = h
 				}
 			}
 		}
+		if after.VMCID != "" {
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("web/0 not running on a new VM within 120s of the kill: %+v\nresurrect events: %+v\ndirector log tail:\n%s", hs, eventsOf("resurrect"), tail(d.logs.String(), 60))
+			t.Fatalf("web/0 not running on a new VM within 120s of the kill: %+v\nresurrect events: %+v\ndirector log tail:\n%s", hs, evs, tail(d.logs.String(), 60))
 		}
-		if replacedAt.IsZero() {
-			time.Sleep(100 * time.Millisecond)
-		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("web/0 running on VM %s %s after the kill (goal: 15s)", after.VMCID, replacedAt.Sub(killed).Round(10*time.Millisecond))
+	if now := web0(); fmt.Sprint(now.IPs) != fmt.Sprint(before.IPs) {
+		t.Errorf("web/0 moved from %v to %v", before.IPs, now.IPs)
+	}
 	lbAnswers(t, "v1", 2) // both instances answer again
 	stopPolling()
 	t.Logf("lb asked %d times during the resurrection, %d failed", asked.Load(), failed.Load())
@@ -293,4 +311,29 @@ func sessionOf(pid int) int {
 	}
 	sid, _ := strconv.Atoi(f[3])
 	return sid
+}
+
+// freeRange picks a 127.n.0.0/16 where the sample's addresses are free:
+// other tests and local directors use 127.77., 127.1xx. and 127.2xx.
+func freeRange(t *testing.T) string {
+	t.Helper()
+	for n := 30 + os.Getpid()%40; n < 100; n++ {
+		if n == 77 || n == 78 {
+			continue
+		}
+		free := true
+		for _, a := range []string{"1.10:8080", "1.20:8080", "2.20:8080", "1.21:8080", "2.21:8080"} {
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.%d.%s", n, a))
+			if err != nil {
+				free = false
+				break
+			}
+			ln.Close()
+		}
+		if free {
+			return fmt.Sprintf("127.%d.", n)
+		}
+	}
+	t.Fatal("no free 127.n.0.0/16 range")
+	return ""
 }
