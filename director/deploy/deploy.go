@@ -166,12 +166,25 @@ func (d *Deployer) Deploy(ctx context.Context, r *task.Reporter, req api.DeployR
 
 	// Update.
 	x := d.newExecutor(&p, req.Deployment, in.cpiName, jobBlobs, pkgBlobs, log)
+	detached := map[string]bool{}
 	for _, rec := range in.records {
-		if rec.State == "stopped" {
+		switch rec.State {
+		case "stopped":
 			x.stopped[rec.ID] = true
+		case "detached":
+			detached[rec.ID] = true
 		}
 	}
 	ro := p.Rollout()
+	// A detached instance (stop --hard) keeps no VM: the deploy leaves it
+	// alone, and start brings it up with the deployment's manifest.
+	for gi := range ro.Groups {
+		for ii := range ro.Groups[gi].Instances {
+			if ui := &ro.Groups[gi].Instances[ii]; detached[ui.ID] {
+				ui.Changes, ui.New, ui.Recreate, ui.DiskChange = nil, false, false, false
+			}
+		}
+	}
 	res, err := d.rollout(ctx, r, x, ro, req, &p, log) // swap, pause, rollback: rollout.go
 	if err != nil {
 		if ctx.Err() != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/compleat/compleat/cpi"
@@ -94,11 +95,15 @@ func (d *Deployer) reconcile(ctx context.Context, r *task.Reporter, deployment s
 		return nil
 	}
 	stage := r.Stage("Checking recorded state", len(stale)+1)
-	for _, vm := range stale {
-		err := stage.Run(describeVM(vm), func() error { return d.resolveVM(ctx, vm) })
-		if err != nil {
-			return fmt.Errorf("reconcile: %w", err)
-		}
+	// In parallel: an intent may wait for its agent to reconnect.
+	errs := make([]error, len(stale))
+	var wg sync.WaitGroup
+	for i, vm := range stale {
+		wg.Go(func() { errs[i] = stage.Run(describeVM(vm), func() error { return d.resolveVM(ctx, vm) }) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("reconcile: %w", err)
 	}
 	for _, dk := range leftDisks {
 		d.c.Logger.Warn("a disk creation was interrupted; if the cloud made it, cloud-check finds it", "deployment", deployment, "instance", dk.InstanceID)
@@ -160,12 +165,20 @@ func describeVM(vm store.VM) string {
 	return "vm " + vm.CID + " held by no instance"
 }
 
+// intentAgentWait is how long reconcile waits for the agent of an
+// interrupted VM creation to answer.
+const intentAgentWait = 30 * time.Second
+
 // resolveVM deletes a VM an interrupted task left behind.
 func (d *Deployer) resolveVM(ctx context.Context, vm store.VM) error {
 	cid := vm.CID
 	if vm.State == vmCreating {
-		found, ok := d.agentVM(ctx, vm.AgentID, 10*time.Second)
+		// An agent started while the director went down retries the bus
+		// with a backoff of up to 10 s: give it time to come back.
+		found, ok := d.agentVM(ctx, vm.AgentID, intentAgentWait)
 		if !ok {
+			d.c.Logger.Warn("no agent answers for an interrupted vm creation; if the cloud made the vm, cloud-check finds it",
+				"deployment", vm.Deployment, "agent_id", vm.AgentID, "waited", intentAgentWait)
 			return d.c.Store.Update(func(tx *store.Tx) error { return tx.DeleteVM(vm.CID) })
 		}
 		cid = found

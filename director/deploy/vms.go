@@ -132,8 +132,10 @@ func (d *Deployer) createVM(ctx context.Context, s vmSpec) (createdVM, error) {
 	for cid := range s.disks {
 		req.DiskCIDs = append(req.DiskCIDs, cid)
 	}
-	if req.Env, err = json.Marshal(s.env); err != nil {
-		return createdVM{}, err
+	if len(s.env) > 0 {
+		if req.Env, err = json.Marshal(s.env); err != nil {
+			return createdVM{}, err
+		}
 	}
 	c, err := d.cpi(ctx, s.cpiName)
 	if err != nil {

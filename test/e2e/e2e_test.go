@@ -552,6 +552,9 @@ func TestDeployWeb(t *testing.T) {
 		for sc.Scan() {
 			var e event
 			if json.Unmarshal(sc.Bytes(), &e) == nil && e.Stage == "Creating missing vms" && e.State == "started" {
+				// Aim at the CPI call: the intent is recorded, the VM
+				// being made, the instance not yet pointing at it.
+				time.Sleep(8 * time.Millisecond)
 				d.stop(syscall.SIGKILL)
 				killed = true
 				break
@@ -563,7 +566,10 @@ func TestDeployWeb(t *testing.T) {
 			t.Fatal("the deploy never reached VM creation")
 		}
 		d = startDirector(top, bin, data)
-		deploy("v3", 2)
+		evs, _ := deploy("v3", 2)
+		for _, e := range started(evs, "Checking recorded state") {
+			t.Logf("resolved: %s", e.Step)
+		}
 		lbAnswers(t, "v3", 2)
 		running(3)
 		vms := d.run("-d", "web", "vms")
@@ -603,6 +609,39 @@ func TestDeployWeb(t *testing.T) {
 		}
 		lbAnswers(t, "v3", 2)
 		running(3)
+	})
+
+	t.Run("cancelled deploy converges on the next deploy", func(t *testing.T) {
+		cmd := d.command("-n", "--json", "deploy", manifest, "-v", "web_version=v4", "-v", "web_instances=3")
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cancelled := false
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var e struct {
+				event
+				TaskID uint64 `json:"task_id"`
+			}
+			if json.Unmarshal(sc.Bytes(), &e) == nil && e.Stage == "Updating instance" && e.State == "started" && !cancelled {
+				d.run("cancel-task", fmt.Sprint(e.TaskID))
+				cancelled = true
+			}
+		}
+		cmd.Wait()
+		if !cancelled {
+			t.Fatal("the deploy never reached the update")
+		}
+		evs, _ := deploy("v4", 3)
+		if n := len(started(evs, "Updating instance")); n == 0 {
+			t.Error("the deploy after the cancel updated nothing")
+		}
+		lbAnswers(t, "v4", 3)
+		running(4)
 	})
 
 	t.Run("delete-deployment leaves nothing", func(t *testing.T) {
