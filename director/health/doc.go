@@ -40,7 +40,11 @@
 // Meltdown: when more than Threshold (default 50%) of a deployment's
 // instances are down — unresponsive, late, or resurrected within the last
 // Window — it resurrects nothing in that deployment and records one
-// "meltdown" event, until the share falls back under the threshold.
+// "meltdown" event, until the share falls back under the threshold. An
+// unresponsive instance is resurrected only once every other instance of its
+// deployment is accounted for — down, or heard from since — so that
+// instances that died together, and are found a few seconds apart, are all
+// counted first (this costs at most one heartbeat interval).
 //
 // Resurrection is on by default; switches in the state file turn it off per
 // deployment or per instance group ([store.ResurrectionSwitch]).

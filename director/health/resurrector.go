@@ -155,8 +155,29 @@ func (r *Resurrector) Consider(ctx context.Context, deployment string, insts []I
 		return
 	}
 	for _, h := range candidates {
+		if !settled(h, insts, down) {
+			continue
+		}
 		r.maybeResurrect(ctx, h, now)
 	}
+}
+
+// settled reports whether every other instance of the deployment is
+// accounted for since h was found unresponsive: down, or heard from since.
+// Instances that died together are found a few seconds apart (their
+// heartbeats are not in step); waiting until the others either speak or
+// are found down lets the meltdown guard count them all before the first
+// one is resurrected. It takes at most one heartbeat interval.
+func settled(h InstanceHealth, insts []InstanceHealth, down map[string]bool) bool {
+	for _, o := range insts {
+		if o.ID == h.ID || down[o.ID] {
+			continue
+		}
+		if o.LastHeartbeat.Before(h.Since) {
+			return false
+		}
+	}
+	return true
 }
 
 func containsID(insts []InstanceHealth, id string) bool {

@@ -56,7 +56,9 @@ func TestMeltdownHoldsBack(t *testing.T) {
 	deployment(t, st, "web", 4)
 	var agents []*agent
 	for i := range 4 {
+		// Heartbeats out of step, as on real VMs.
 		agents = append(agents, b.agent(t, fmt.Sprintf("agent-web-%d", i), interval))
+		time.Sleep(interval / 4)
 	}
 	rec := &recreator{t: t, st: st, bus: b, interval: interval}
 	res := health.NewResurrector(health.ResurrectorConfig{Recreator: rec, Events: health.Store{S: st}, Threshold: 0.5})
@@ -236,5 +238,40 @@ func TestConsiderThresholdAndWindow(t *testing.T) {
 	r.Wait()
 	if len(f.calls) != 0 {
 		t.Errorf("busy or ignored: calls %v", f.calls)
+	}
+}
+
+// Instances that die together are found unresponsive a few seconds apart:
+// the first is not resurrected until the others have spoken since, or are
+// found down too.
+func TestConsiderWaitsForTheOthersToBeAccountedFor(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	U, R := health.StatusUnresponsive, health.StatusRunning
+	ctx := context.Background()
+	f := &fakeRecreator{}
+	r := health.NewResurrector(health.ResurrectorConfig{Recreator: f, Now: func() time.Time { return now }})
+	s := snapshot(U, R, R)
+	s[0].Since = now
+	s[1].LastHeartbeat = now.Add(-3 * time.Second) // silent since i0 was found: dead too?
+	s[2].LastHeartbeat = now.Add(time.Second)
+	r.Consider(ctx, "d", s)
+	r.Wait()
+	if len(f.calls) != 0 {
+		t.Fatalf("resurrected before i1 was accounted for: %v", f.calls)
+	}
+	// i1 is found dead as well: 2 of 3 down is a meltdown.
+	s[1].Status = U
+	r.Consider(ctx, "d", s)
+	r.Wait()
+	if len(f.calls) != 0 || !r.InMeltdown("d") {
+		t.Fatalf("2 of 3: calls %v, meltdown %v", f.calls, r.InMeltdown("d"))
+	}
+	// Or i1 speaks: i0 alone is resurrected.
+	r = health.NewResurrector(health.ResurrectorConfig{Recreator: f, Now: func() time.Time { return now }})
+	s[1].Status, s[1].LastHeartbeat = R, now.Add(2*time.Second)
+	r.Consider(ctx, "d", s)
+	r.Wait()
+	if len(f.calls) != 1 || f.calls[0] != "i0" {
+		t.Errorf("after i1 spoke: calls %v", f.calls)
 	}
 }
