@@ -20,6 +20,7 @@
 //	GET  /v1/locks                         GET /v1/backup (admin; the state file)
 //	GET  /v1/variables?deployment=D[&reveal=true]   (values only with reveal, admin)
 //	GET  /v1/disks[?orphaned=true]         DELETE /v1/disks/{cid} (orphaned only) -> task
+//	POST /v1/deployments/{name}/logs|ssh   GET /v1/logs/{blob}, .../logs/follow (admin; logs.go)
 //	GET  /metrics                          Prometheus
 //	GET  /blobs/...                        signed URLs (no bearer token)
 //
@@ -134,6 +135,7 @@ type Deps struct {
 	Disks    DiskDeleter     // nil: DELETE /v1/disks/{cid} answers 501
 	CPIs     func() []string // configured CPI names, for /v1/info
 	Health   *Health         // health monitor and cloud-check (health.go); nil: 501 there
+	Remote   *Remote         // logs and ssh (logs.go, ssh.go); nil: 501 there
 	// UploadDir holds uploaded tarballs until their task ends.
 	UploadDir string
 	// MaxUpload bounds an upload body; zero means 20 GiB.
@@ -179,6 +181,7 @@ func New(d Deps) *Server {
 	s.route("GET /metrics", read, s.metrics)
 	s.healthRoutes(read, admin)
 	s.rolloutRoutes(admin) // rollout.go
+	s.remoteRoutes(admin)  // logs.go, ssh.go
 	s.route("/v1/", read, func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Errorf("no route %s %s", r.Method, r.URL.Path))
 	})

@@ -330,6 +330,7 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 		Deployer:  deployer,
 		Health:    &api.Health{Monitor: hsvc.Monitor, CloudCheck: checker},
 		Agents:    agentStates{conn: d.Conn},
+		Remote:    newRemote(d),
 		Disks:     diskDeleter{cpis: d.CPIs},
 		CPIs:      d.CPIs.Names,
 		UploadDir: uploadDir,

@@ -179,6 +179,7 @@ func New(d Deps) *cobra.Command {
 	root.AddCommand(a.healthCmds()...) // health.go
 	// pause, resume: rollout.go
 	root.AddCommand(a.rolloutCmds()...)
+	root.AddCommand(a.logsCmd(), a.sshCmd()) // logs.go, ssh.go
 	root.AddCommand(d.Extra...)
 	return root
 }

@@ -1,0 +1,130 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/compleat/compleat/agent/protocol"
+	"github.com/compleat/compleat/director/store"
+)
+
+// SSHRequest is POST /v1/deployments/{name}/ssh: run Command with
+// `/bin/sh -c` on the target's VMs (GROUP/ID, or GROUP for all of its
+// instances, in parallel).
+type SSHRequest struct {
+	Target  string `json:"target"`
+	Command string `json:"command"`
+	// Timeout is a Go duration ("90s"); empty means one minute, at most one
+	// hour.
+	Timeout string `json:"timeout,omitempty"`
+}
+
+// SSHResult answers POST /v1/deployments/{name}/ssh: one result per
+// instance, ordered by index.
+type SSHResult struct {
+	Results []CommandResult `json:"results"`
+}
+
+// CommandResult is how the command went on one instance. Error is set when
+// it could not run there (no VM, agent unresponsive); ExitCode is then -1.
+// Output is text (bytes that are not UTF-8 become U+FFFD); each stream is
+// cut after 1 MiB, *Bytes saying how much it wrote in all.
+type CommandResult struct {
+	Instance    string `json:"instance"` // GROUP/ID
+	Index       int    `json:"index"`
+	ExitCode    int    `json:"exit_code"`
+	TimedOut    bool   `json:"timed_out,omitempty"`
+	Stdout      string `json:"stdout"`
+	Stderr      string `json:"stderr"`
+	StdoutBytes int64  `json:"stdout_bytes"`
+	StderrBytes int64  `json:"stderr_bytes"`
+	Error       string `json:"error,omitempty"`
+}
+
+// OK reports whether the command ran and exited 0.
+func (c CommandResult) OK() bool { return c.Error == "" && c.ExitCode == 0 && !c.TimedOut }
+
+// ssh runs a command on instances for an operator. Each instance's run is an
+// audit event naming the user, the instance, the command and its exit
+// code; the output is never recorded or logged.
+func (s *Server) ssh(w http.ResponseWriter, r *http.Request) {
+	if s.noRemote(w) {
+		return
+	}
+	name := r.PathValue("name")
+	var req SSHRequest
+	if err := decodeBody(r, &req); err != nil {
+		fail(w, err)
+		return
+	}
+	if req.Command == "" {
+		fail(w, fmt.Errorf("%w: command is empty", ErrBadInput))
+		return
+	}
+	timeout := time.Duration(protocol.RunCommandDefaultTimeout)
+	if req.Timeout != "" {
+		d, err := time.ParseDuration(req.Timeout)
+		if err != nil || d <= 0 || d > time.Duration(protocol.RunCommandMaxTimeout) {
+			fail(w, fmt.Errorf("%w: timeout %q: want a duration up to %s", ErrBadInput, req.Timeout, time.Duration(protocol.RunCommandMaxTimeout)))
+			return
+		}
+		timeout = d
+	}
+	insts, err := s.targetInstances(name, req.Target)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	who := user(r)
+	out := SSHResult{Results: make([]CommandResult, len(insts))}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i, inst := range insts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			res := s.runOn(r.Context(), inst, req.Command, timeout)
+			out.Results[i] = res
+			ev := store.AuditEvent{User: who, Deployment: name, Instance: res.Instance, Action: "ssh",
+				ObjectType: "instance", Object: res.Instance, Result: store.ResultOK,
+				Context: map[string]string{"command": req.Command, "exit_code": strconv.Itoa(res.ExitCode)}}
+			switch {
+			case res.Error != "":
+				ev.Result, ev.Error = store.ResultFailed, res.Error
+			case res.TimedOut:
+				ev.Result, ev.Error = store.ResultFailed, "timed out after "+timeout.String()
+			case res.ExitCode != 0:
+				ev.Result = store.ResultFailed
+			}
+			s.audit(ev)
+		}()
+	}
+	wg.Wait()
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) runOn(ctx context.Context, inst store.Instance, command string, timeout time.Duration) CommandResult {
+	res := CommandResult{Instance: inst.Group + "/" + inst.ID, Index: inst.Index, ExitCode: -1}
+	if inst.AgentID == "" {
+		res.Error = "no vm"
+		return res
+	}
+	// The agent kills the command at timeout; the margin covers the trip.
+	ctx, cancel := context.WithTimeout(ctx, timeout+30*time.Second)
+	defer cancel()
+	got, err := s.d.Remote.Agent(inst.AgentID).RunCommand(ctx, protocol.RunCommandRequest{Command: command, Timeout: protocol.Duration(timeout)})
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	res.ExitCode, res.TimedOut = got.ExitCode, got.TimedOut
+	res.Stdout, res.Stderr = string(got.Stdout), string(got.Stderr)
+	res.StdoutBytes, res.StderrBytes = got.StdoutBytes, got.StderrBytes
+	return res
+}
