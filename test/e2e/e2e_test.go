@@ -644,6 +644,64 @@ func TestDeployWeb(t *testing.T) {
 		running(4)
 	})
 
+	t.Run("persistent disks survive recreation and move when resized", func(t *testing.T) {
+		ops := func(size int) string {
+			f := filepath.Join(work, fmt.Sprintf("disk-%d.yml", size))
+			body := fmt.Sprintf("- type: replace\n  path: /instance_groups/name=web/persistent_disk?\n  value: %d\n", size)
+			if err := os.WriteFile(f, []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+		disks := func() []string {
+			es, _ := os.ReadDir(filepath.Join(data, "disks"))
+			var out []string
+			for _, e := range es {
+				out = append(out, e.Name())
+			}
+			return out
+		}
+		deploy("v4", 3, "-o", ops(64))
+		first := disks()
+		if len(first) != 3 {
+			t.Fatalf("%d disks after adding a persistent disk to 3 web instances, want 3", len(first))
+		}
+		// Data written on each disk, seen from the host (local disks are
+		// directories).
+		for _, cid := range first {
+			if err := os.WriteFile(filepath.Join(data, "disks", cid, "data", "marker"), []byte(cid), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		d.run("-n", "-d", "web", "recreate", "web/0")
+		if got := disks(); !slices.Equal(got, first) {
+			t.Errorf("recreate changed the disks: %v, want %v", got, first)
+		}
+		lbAnswers(t, "v4", 3)
+
+		deploy("v4", 3, "-o", ops(128))
+		var moved int
+		for _, cid := range disks() {
+			if slices.Contains(first, cid) {
+				continue
+			}
+			raw, err := os.ReadFile(filepath.Join(data, "disks", cid, "data", "marker"))
+			if err != nil {
+				t.Errorf("new disk %s lacks the data of the old one: %v", cid, err)
+				continue
+			}
+			if !slices.Contains(first, string(raw)) {
+				t.Errorf("new disk %s holds %q", cid, raw)
+			}
+			moved++
+		}
+		if moved != 3 {
+			t.Errorf("%d disks replaced by a resize, want 3 (disks now %v)", moved, disks())
+		}
+		lbAnswers(t, "v4", 3)
+		running(4)
+	})
+
 	t.Run("delete-deployment leaves nothing", func(t *testing.T) {
 		d.run("-n", "-d", "web", "delete-deployment")
 		running(0)

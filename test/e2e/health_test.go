@@ -82,20 +82,21 @@ func TestResurrectWeb(t *testing.T) {
 		DiskCIDs []string `json:"disk_cids"`
 		IPs      []string `json:"ips"`
 	}
-	web0 := func() instance {
+	find := func(group string, index int) instance {
 		t.Helper()
 		var is []instance
 		if err := json.Unmarshal([]byte(d.run("--json", "-d", "web", "instances")), &is); err != nil {
 			t.Fatal(err)
 		}
 		for _, i := range is {
-			if i.Group == "web" && i.Index == 0 {
+			if i.Group == group && i.Index == index {
 				return i
 			}
 		}
-		t.Fatalf("no web/0 in %+v", is)
+		t.Fatalf("no %s/%d in %+v", group, index, is)
 		return instance{}
 	}
+	web0 := func() instance { t.Helper(); return find("web", 0) }
 	before := web0()
 	if len(before.DiskCIDs) != 1 {
 		t.Fatalf("web/0 has disks %v, want one", before.DiskCIDs)
@@ -246,12 +247,78 @@ func TestResurrectWeb(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(data, "vms", before.VMCID)); !os.IsNotExist(err) {
 		t.Errorf("the dead VM's directory is still there: %v", err)
 	}
+
+	t.Run("cloud-check finds injected problems and --auto fixes them", func(t *testing.T) {
+		d.run("-n", "-d", "web", "update-resurrection", "off")
+		w0, w1, lb := web0(), find("web", 1), find("lb", 0)
+		// web/1's VM deleted behind the director's back.
+		killVM(t, data, w1.VMCID)
+		removeVMDir(t, data, w1.VMCID)
+		// web/0's disk detached behind its back (the local CPI's record).
+		detachRecord(t, data, w0.DiskCIDs[0])
+		// lb's agent stopped; its processes may go on.
+		if pid := agentPID(t, data, lb.VMCID); syscall.Kill(pid, syscall.SIGKILL) != nil {
+			t.Fatalf("kill lb's agent %d", pid)
+		}
+		time.Sleep(time.Second) // the bus notices the closed connection
+		out, err := d.command("-d", "web", "cloud-check", "--report").CombinedOutput()
+		if code := exitCode(err); code != 1 {
+			t.Errorf("cloud-check --report with problems: exit %d", code)
+		}
+		for _, id := range []string{"missing_vm:" + w1.VMCID, "unattached_disk:" + w0.DiskCIDs[0], "unresponsive_agent:" + lb.VMCID} {
+			if !strings.Contains(string(out), id) {
+				t.Errorf("cloud-check --report does not list %s:\n%s", id, out)
+			}
+		}
+		began := time.Now()
+		d.run("-n", "-d", "web", "cloud-check", "--auto")
+		t.Logf("cloud-check --auto fixed %d problems in %s", strings.Count(string(out), "id: "), time.Since(began).Round(10*time.Millisecond))
+		if out := d.run("-d", "web", "cloud-check", "--report"); !strings.Contains(out, ": 0 problems") {
+			t.Errorf("after --auto:\n%s", out)
+		}
+		lbAnswers(t, "v1", 2)
+		if got, err := os.ReadFile(marker); err != nil || string(got) != "still here\n" {
+			t.Errorf("file on web/0's disk after the reattach: %q, %v", got, err)
+		}
+		if n := len(eventsOf("resurrect")); n != 1 {
+			t.Errorf("%d resurrect events with resurrection off (want the first one only)", n)
+		}
+		d.run("-n", "-d", "web", "update-resurrection", "on")
+	})
+
+	t.Run("two of three killed at once: meltdown, no resurrection", func(t *testing.T) {
+		w0, w1 := web0(), find("web", 1)
+		resurrections := len(eventsOf("resurrect"))
+		killVM(t, data, w0.VMCID)
+		killVM(t, data, w1.VMCID)
+		deadline := time.Now().Add(60 * time.Second)
+		for len(eventsOf("meltdown")) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("no meltdown event within 60s; resurrect events: %+v", eventsOf("resurrect"))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		t.Logf("meltdown: %+v", eventsOf("meltdown")[0].Context)
+		t.Logf("health at the meltdown:\n%s", d.run("-d", "web", "health"))
+		time.Sleep(10 * time.Second)
+		if n := len(eventsOf("resurrect")); n != resurrections {
+			t.Errorf("%d resurrections during the meltdown", n-resurrections)
+		}
+		// The operator fixes it with cloud-check; the meltdown ends.
+		d.run("-n", "-d", "web", "cloud-check", "--auto")
+		lbAnswers(t, "v1", 2)
+		deadline = time.Now().Add(30 * time.Second)
+		for len(eventsOf("meltdown-over")) == 0 && time.Now().Before(deadline) {
+			time.Sleep(200 * time.Millisecond)
+		}
+		if len(eventsOf("meltdown-over")) == 0 {
+			t.Error("no meltdown-over event after the fix")
+		}
+	})
 }
 
-// killVM kills every process of a local VM: those in its agent's session
-// and, where the VM has a mount namespace of its own, every process in it.
-// It returns how many it killed.
-func killVM(t *testing.T, data, cid string) int {
+// agentPID reads a local VM's agent pid.
+func agentPID(t *testing.T, data, cid string) int {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(data, "vms", cid, "agent.pid"))
 	if err != nil {
@@ -259,8 +326,64 @@ func killVM(t *testing.T, data, cid string) int {
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
 	if err != nil {
-		t.Fatalf("agent.pid: %v", err)
+		t.Fatalf("agent.pid of %s: %v", cid, err)
 	}
+	return pid
+}
+
+// removeVMDir deletes a local VM's directory, as if the VM vanished from
+// the cloud; its processes must be dead and nothing may be mounted under it
+// in this mount namespace.
+func removeVMDir(t *testing.T, data, cid string) {
+	t.Helper()
+	dir := filepath.Join(data, "vms", cid)
+	mounts, _ := os.ReadFile("/proc/self/mounts")
+	for _, line := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[1], dir) {
+			t.Fatalf("%s is mounted under the VM's directory", f[1])
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// detachRecord makes the local CPI's record of a disk say it is attached
+// to no VM.
+func detachRecord(t *testing.T, data, disk string) {
+	t.Helper()
+	path := filepath.Join(data, "disks", disk, "disk.json")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		t.Fatal(err)
+	}
+	delete(rec, "vm_cid")
+	raw, _ = json.Marshal(rec)
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	return -1
+}
+
+// killVM kills every process of a local VM: those in its agent's session
+// and, where the VM has a mount namespace of its own, every process in it.
+// It returns how many it killed.
+func killVM(t *testing.T, data, cid string) int {
+	t.Helper()
+	pid := agentPID(t, data, cid)
 	sid := sessionOf(pid)
 	self, _ := os.Readlink("/proc/self/ns/mnt")
 	ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
