@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -11,10 +12,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/compleat/compleat/agent/applyspec"
 	"github.com/compleat/compleat/agent/client"
 	"github.com/compleat/compleat/agent/protocol"
 	"github.com/compleat/compleat/director/blobstore"
@@ -146,12 +149,18 @@ func (s *Server) targetInstances(deployment, target string) ([]store.Instance, e
 	if len(out) == 0 {
 		return nil, fmt.Errorf("instance %s of deployment %s: %w", target, deployment, store.ErrNotFound)
 	}
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && out[j].Index < out[j-1].Index; j-- {
-			out[j], out[j-1] = out[j-1], out[j]
+	slices.SortStableFunc(out, func(a, b store.Instance) int { return cmp.Compare(a.Index, b.Index) })
+	return out, nil
+}
+
+// checkJobs refuses job names that cannot name a directory of sys/log.
+func checkJobs(jobs []string) error {
+	for _, j := range jobs {
+		if !applyspec.ValidName(j) {
+			return fmt.Errorf("%w: job %q is not a job name", ErrBadInput, j)
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // oneInstance resolves target to exactly one instance with a VM.
@@ -176,6 +185,10 @@ func (s *Server) fetchLogs(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	var req LogsRequest
 	if err := decodeBody(r, &req); err != nil {
+		fail(w, err)
+		return
+	}
+	if err := checkJobs(req.Jobs); err != nil {
 		fail(w, err)
 		return
 	}
@@ -291,6 +304,10 @@ func (s *Server) followLogs(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		lines = n
+	}
+	if err := checkJobs(q["job"]); err != nil {
+		fail(w, err)
+		return
 	}
 	inst, err := s.oneInstance(name, q.Get("instance"))
 	if err != nil {

@@ -236,6 +236,12 @@ func TestFetchLogsThroughTheBlobstore(t *testing.T) {
 	if resp, _ := f.do(t, "POST", "/v1/deployments/web/logs", adminToken, `{"instance":"web"}`); resp.StatusCode != 400 {
 		t.Errorf("logs of a group of two: %d, want 400", resp.StatusCode)
 	}
+	if resp, _ := f.do(t, "POST", "/v1/deployments/web/logs", adminToken, `{"instance":"web/0","jobs":["../bosh"]}`); resp.StatusCode != 400 {
+		t.Errorf("logs of a job named ../bosh: %d, want 400", resp.StatusCode)
+	}
+	if resp, _ := f.do(t, "GET", "/v1/deployments/web/logs/follow?instance=web/0&job=..", adminToken, ""); resp.StatusCode != 400 {
+		t.Errorf("following a job named ..: %d, want 400", resp.StatusCode)
+	}
 	if resp, _ := f.do(t, "POST", "/v1/deployments/web/logs", adminToken, `{"instance":"web/1"}`); resp.StatusCode != 409 {
 		t.Errorf("logs of an instance without a vm: %d, want 409", resp.StatusCode)
 	}
