@@ -197,7 +197,7 @@ func (d *Deployer) Deploy(ctx context.Context, r *task.Reporter, req api.DeployR
 			return "", err
 		}
 	}
-	if err := d.finishDeployment(req.Deployment); err != nil {
+	if err := d.finishDeployment(req.Deployment, &p); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("Deployed %s: %d updated, %d deleted, %d unchanged.", req.Deployment, len(res.Updated), len(res.Deleted), res.Skipped), nil
@@ -241,9 +241,31 @@ func (d *Deployer) recordDeployment(req api.DeployRequest, in *inputs, changed b
 }
 
 // finishDeployment marks the newest manifest as the last one deployed
-// successfully.
-func (d *Deployer) finishDeployment(name string) error {
+// successfully and releases the addresses the deployment no longer uses
+// (an instance that moved to another address).
+func (d *Deployer) finishDeployment(name string, p *plan.Plan) error {
+	inUse := map[string]bool{}
+	for _, g := range p.Groups {
+		for _, in := range g.Instances {
+			for _, n := range in.Networks {
+				if n.IP.IsValid() {
+					inUse[in.ID+"/"+n.Name+"/"+n.IP.String()] = true
+				}
+			}
+		}
+	}
 	return d.c.Store.Update(func(tx *store.Tx) error {
+		rs, err := tx.IPReservations("")
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			if r.Deployment == name && !inUse[r.InstanceID+"/"+r.Network+"/"+r.IP] {
+				if err := tx.ReleaseIP(r.Network, r.IP); err != nil {
+					return err
+				}
+			}
+		}
 		dep, err := tx.Deployment(name)
 		if err != nil {
 			return err
