@@ -141,10 +141,15 @@ func (a *app) session(ctx context.Context, c *client, deployment, target string,
 	in := bufio.NewScanner(a.d.Stdin)
 	in.Buffer(make([]byte, 64<<10), 1<<20)
 	fmt.Fprintf(a.d.Stderr, "Line-based session on %s of %s (not a terminal): each line runs as one /bin/sh -c command; \"exit\" ends it.\n", target, deployment)
+	prompt := a.d.IsTerminal(a.d.Stderr)
 	for {
-		fmt.Fprintf(a.d.Stderr, "%s$ ", target)
+		if prompt {
+			fmt.Fprintf(a.d.Stderr, "%s$ ", target)
+		}
 		if !in.Scan() {
-			fmt.Fprintln(a.d.Stderr)
+			if prompt {
+				fmt.Fprintln(a.d.Stderr)
+			}
 			return in.Err()
 		}
 		line := strings.TrimSpace(in.Text())
