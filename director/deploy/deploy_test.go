@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/compleat/compleat/director/manifest"
 	"github.com/compleat/compleat/director/store"
 )
 
@@ -139,4 +140,27 @@ func TestVariablesGeneratedOnceAndStoredSealed(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestVariablesInterpolateIntoTheManifest(t *testing.T) {
+	st := openStore(t)
+	doc := varsManifest + `properties:
+  password: ((admin_password))
+  cert: ((app_tls.certificate))
+  given: ((from_cli))
+`
+	v, err := newVariables(st, "app", []byte(doc), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := manifest.Interpolate(context.Background(), "manifest.yml", []byte(doc), manifest.LoadOptions{Source: v, Vars: []string{"from_cli=x"}, Strict: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "BEGIN CERTIFICATE") || !strings.Contains(string(out), "given: x") || strings.Contains(string(out), "((") {
+		t.Errorf("interpolated manifest:\n%s", out)
+	}
+	if _, err := manifest.Interpolate(context.Background(), "manifest.yml", []byte(doc+"  missing: ((nobody))\n"), manifest.LoadOptions{Source: v, Vars: []string{"from_cli=x"}, Strict: true}); err == nil || !strings.Contains(err.Error(), "nobody") {
+		t.Errorf("an undeclared, unset variable: %v", err)
+	}
 }
