@@ -67,6 +67,7 @@ func TestAgentFromAWSUserData(t *testing.T) {
 		}
 		w.Write(userData)
 	})
+	mux.HandleFunc("GET /latest/meta-data/instance-id", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("i-0123456789abcdef0")) })
 	imds := httptest.NewServer(mux)
 	t.Cleanup(imds.Close)
 
