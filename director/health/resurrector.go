@@ -123,6 +123,15 @@ func (r *Resurrector) Consider(ctx context.Context, deployment string, insts []I
 		r.event(ctx, store.AuditEvent{User: UserResurrector, Deployment: deployment, Action: "meltdown-over", ObjectType: "deployment", Object: deployment,
 			Result: store.ResultInfo, Context: map[string]string{"down": fmt.Sprint(len(down)), "instances": fmt.Sprint(total)}})
 	}
+	// Only instances the resurrector may act on matter: with resurrection
+	// off (or every dead instance ignored) there is nothing to hold back.
+	var eligible []InstanceHealth
+	for _, h := range candidates {
+		if r.eligible(ctx, h) {
+			eligible = append(eligible, h)
+		}
+	}
+	candidates = eligible
 	if len(candidates) == 0 {
 		return
 	}
@@ -189,6 +198,36 @@ func containsID(insts []InstanceHealth, id string) bool {
 	return false
 }
 
+// eligible reports whether h may be resurrected: not marked ignored, and
+// resurrection on for its group (a switched-off VM is recorded once as a
+// skipped resurrection).
+func (r *Resurrector) eligible(ctx context.Context, h InstanceHealth) bool {
+	if h.Ignore {
+		return false
+	}
+	if r.c.Switches == nil {
+		return true
+	}
+	on, err := r.c.Switches.ResurrectionEnabled(ctx, h.Deployment, h.Group)
+	if err != nil {
+		r.log.Error("read resurrection switch", "deployment", h.Deployment, "group", h.Group, "error", err)
+		return false
+	}
+	if on {
+		return true
+	}
+	vmKey := h.Deployment + "/" + h.ID + "/" + h.VMCID
+	r.mu.Lock()
+	first := !r.skipped[vmKey]
+	r.skipped[vmKey] = true
+	r.mu.Unlock()
+	if first {
+		r.event(ctx, store.AuditEvent{User: UserResurrector, Deployment: h.Deployment, Instance: h.Name(), Action: "resurrect",
+			ObjectType: "vm", Object: h.VMCID, Result: store.ResultSkipped, Context: map[string]string{"reason": "resurrection is off for " + h.Deployment + "/" + h.Group}})
+	}
+	return false
+}
+
 func (r *Resurrector) maybeResurrect(ctx context.Context, h InstanceHealth, now time.Time) {
 	key := h.Deployment + "/" + h.ID
 	vmKey := key + "/" + h.VMCID
@@ -202,27 +241,6 @@ func (r *Resurrector) maybeResurrect(ctx context.Context, h InstanceHealth, now 
 		return
 	}
 	r.mu.Unlock()
-	if h.Ignore {
-		return
-	}
-	if r.c.Switches != nil {
-		on, err := r.c.Switches.ResurrectionEnabled(ctx, h.Deployment, h.Group)
-		if err != nil {
-			r.log.Error("read resurrection switch", "deployment", h.Deployment, "group", h.Group, "error", err)
-			return
-		}
-		if !on {
-			r.mu.Lock()
-			first := !r.skipped[vmKey]
-			r.skipped[vmKey] = true
-			r.mu.Unlock()
-			if first {
-				r.event(ctx, store.AuditEvent{User: UserResurrector, Deployment: h.Deployment, Instance: h.Name(), Action: "resurrect",
-					ObjectType: "vm", Object: h.VMCID, Result: store.ResultSkipped, Context: map[string]string{"reason": "resurrection is off for " + h.Deployment + "/" + h.Group}})
-			}
-			return
-		}
-	}
 	r.mu.Lock()
 	if r.inFlight[key] {
 		r.mu.Unlock()

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -160,6 +161,15 @@ func TestResurrectWeb(t *testing.T) {
 		}
 		return evs
 	}
+	okEvents := func(evs []auditEvent) []auditEvent {
+		var out []auditEvent
+		for _, e := range evs {
+			if e.Result == "ok" {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
 	var detected auditEvent
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -220,7 +230,9 @@ func TestResurrectWeb(t *testing.T) {
 	if now := web0(); fmt.Sprint(now.IPs) != fmt.Sprint(before.IPs) {
 		t.Errorf("web/0 moved from %v to %v", before.IPs, now.IPs)
 	}
-	lbAnswers(t, "v1", 2) // both instances answer again
+	if !lbSees(lbAddr, "web/0", 30*time.Second) {
+		t.Errorf("the lb never answered from web/0 again: lb status %s; web/0 itself (%v): %s", get("http://"+lbAddr+"/_lb/status"), before.IPs, get("http://"+before.IPs[0]+":8080/health"))
+	}
 	stopPolling()
 	t.Logf("lb asked %d times during the resurrection, %d failed", asked.Load(), failed.Load())
 	if failed.Load() > 0 {
@@ -228,7 +240,7 @@ func TestResurrectWeb(t *testing.T) {
 	}
 
 	evs := eventsOf("resurrect")
-	if len(evs) != 1 || evs[0].Result != "ok" {
+	if len(evs) != 1 || evs[0].Result != "ok" || evs[0].Context["took"] == "" {
 		t.Errorf("resurrect events: %+v", evs)
 	}
 	now := web0()
@@ -280,38 +292,41 @@ func TestResurrectWeb(t *testing.T) {
 		if got, err := os.ReadFile(marker); err != nil || string(got) != "still here\n" {
 			t.Errorf("file on web/0's disk after the reattach: %q, %v", got, err)
 		}
-		if n := len(eventsOf("resurrect")); n != 1 {
-			t.Errorf("%d resurrect events with resurrection off (want the first one only)", n)
+		if n := len(okEvents(eventsOf("resurrect"))); n != 1 {
+			t.Errorf("%d resurrections with resurrection off (want the first one only)", n)
+		}
+		if n := len(eventsOf("meltdown")); n != 0 {
+			t.Errorf("a meltdown with resurrection off: %+v", eventsOf("meltdown"))
 		}
 		d.run("-n", "-d", "web", "update-resurrection", "on")
 	})
 
 	t.Run("two of three killed at once: meltdown, no resurrection", func(t *testing.T) {
 		w0, w1 := web0(), find("web", 1)
-		resurrections := len(eventsOf("resurrect"))
+		resurrections := len(okEvents(eventsOf("resurrect")))
+		meltdowns, overs := len(eventsOf("meltdown")), len(eventsOf("meltdown-over"))
 		killVM(t, data, w0.VMCID)
 		killVM(t, data, w1.VMCID)
 		deadline := time.Now().Add(60 * time.Second)
-		for len(eventsOf("meltdown")) == 0 {
+		for len(eventsOf("meltdown")) == meltdowns {
 			if time.Now().After(deadline) {
 				t.Fatalf("no meltdown event within 60s; resurrect events: %+v", eventsOf("resurrect"))
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
 		t.Logf("meltdown: %+v", eventsOf("meltdown")[0].Context)
-		t.Logf("health at the meltdown:\n%s", d.run("-d", "web", "health"))
 		time.Sleep(10 * time.Second)
-		if n := len(eventsOf("resurrect")); n != resurrections {
+		if n := len(okEvents(eventsOf("resurrect"))); n != resurrections {
 			t.Errorf("%d resurrections during the meltdown", n-resurrections)
 		}
 		// The operator fixes it with cloud-check; the meltdown ends.
 		d.run("-n", "-d", "web", "cloud-check", "--auto")
 		lbAnswers(t, "v1", 2)
 		deadline = time.Now().Add(30 * time.Second)
-		for len(eventsOf("meltdown-over")) == 0 && time.Now().Before(deadline) {
+		for len(eventsOf("meltdown-over")) == overs && time.Now().Before(deadline) {
 			time.Sleep(200 * time.Millisecond)
 		}
-		if len(eventsOf("meltdown-over")) == 0 {
+		if len(eventsOf("meltdown-over")) == overs {
 			t.Error("no meltdown-over event after the fix")
 		}
 	})
@@ -459,4 +474,27 @@ func freeRange(t *testing.T) string {
 	}
 	t.Fatal("no free 127.n.0.0/16 range")
 	return ""
+}
+
+// lbSees asks the lb until an answer comes from instance name.
+func lbSees(addr, name string, within time.Duration) bool {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if strings.HasSuffix(strings.TrimSpace(get("http://"+addr+"/")), " "+name) {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
+}
+
+// get answers a GET's status and body, or the error.
+func get(url string) string {
+	resp, err := (&http.Client{Timeout: 2 * time.Second}).Get(url)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return resp.Status + " " + strings.TrimSpace(string(body))
 }
