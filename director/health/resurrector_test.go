@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -137,12 +138,16 @@ func snapshot(statuses ...string) []health.InstanceHealth {
 	return out
 }
 
+// fakeRecreator records recreations; read calls after Resurrector.Wait.
 type fakeRecreator struct {
+	mu    sync.Mutex
 	calls []string
 	err   error
 }
 
 func (f *fakeRecreator) Recreate(ctx context.Context, deployment, id, reason string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.calls = append(f.calls, id)
 	return f.err
 }
