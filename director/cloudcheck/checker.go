@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -168,7 +169,7 @@ func (c *Checker) Observe(ctx context.Context, deployment string) (Observed, err
 			}
 			disks := append([]string(nil), in.DiskCIDs...)
 			for _, d := range o.Disks {
-				if d.InstanceID == in.ID && !contains(disks, d.CID) {
+				if d.InstanceID == in.ID && !slices.Contains(disks, d.CID) {
 					disks = append(disks, d.CID)
 				}
 			}
@@ -247,15 +248,6 @@ func (c *Checker) pingTimeout() time.Duration {
 		return c.PingTimeout
 	}
 	return 5 * time.Second
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Result is the outcome of one resolution.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -344,21 +345,11 @@ func (m *Monitor) Check(ctx context.Context) error {
 		m.probe(ctx, id)
 	}
 	if m.c.Healer != nil {
-		for _, d := range slices.Sorted(mapKeys(byDeployment)) {
+		for _, d := range slices.Sorted(maps.Keys(byDeployment)) {
 			m.c.Healer.Consider(ctx, d, byDeployment[d])
 		}
 	}
 	return nil
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // overdue reports whether the agent's next heartbeat is late by more than
