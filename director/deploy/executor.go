@@ -52,15 +52,17 @@ type executor struct {
 	// but leaves them stopped.
 	stopped map[string]bool
 
-	mu      sync.Mutex
-	fresh   map[string]bool // instances whose VM this run created
-	warning []string
+	mu    sync.Mutex
+	fresh map[string]bool // instances whose VM this run created
+	// unresponsive are instances whose agent did not answer (--force).
+	unresponsive map[string]bool
+	warning      []string
 }
 
 var _ update.Executor = (*executor)(nil)
 
 func (d *Deployer) newExecutor(p *plan.Plan, deployment, cpiName string, jobBlobs map[string]map[string]blobstore.Blob, pkgBlobs map[string]map[string]compile.Compiled, log *slog.Logger) *executor {
-	return &executor{d: d, p: p, deployment: deployment, cpiName: cpiName, jobBlobs: jobBlobs, pkgBlobs: pkgBlobs, log: log, mode: modeDeploy, fresh: map[string]bool{}, stopped: map[string]bool{}}
+	return &executor{d: d, p: p, deployment: deployment, cpiName: cpiName, jobBlobs: jobBlobs, pkgBlobs: pkgBlobs, log: log, mode: modeDeploy, fresh: map[string]bool{}, stopped: map[string]bool{}, unresponsive: map[string]bool{}}
 }
 
 // planned finds the plan's instance, or the deployed state of an instance
@@ -240,6 +242,15 @@ func (x *executor) attach(ctx context.Context, pi *plan.Instance, disk string) e
 	return nil
 }
 
+// silent reports whether, under --force, the instance's agent was found
+// not answering: its take-down steps are skipped rather than each waiting
+// for a timeout.
+func (x *executor) silent(id string) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.unresponsive[id]
+}
+
 func (x *executor) PreStop(ctx context.Context, inst update.Instance) error {
 	if x.mode == modeStart {
 		return nil
@@ -247,6 +258,17 @@ func (x *executor) PreStop(ctx context.Context, inst update.Instance) error {
 	id, err := x.agentOf(inst.ID)
 	if err != nil {
 		return x.tolerate("pre-stop", inst, err)
+	}
+	if x.force {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		perr := x.d.agent(id).Ping(pctx)
+		cancel()
+		if perr != nil {
+			x.mu.Lock()
+			x.unresponsive[inst.ID] = true
+			x.mu.Unlock()
+			return x.tolerate("pre-stop", inst, perr)
+		}
 	}
 	res, err := x.d.agent(id).RunScript(ctx, protocol.RunScriptRequest{Name: "pre-stop"})
 	if err == nil {
@@ -256,7 +278,7 @@ func (x *executor) PreStop(ctx context.Context, inst update.Instance) error {
 }
 
 func (x *executor) Drain(ctx context.Context, inst update.Instance) error {
-	if x.mode == modeStart {
+	if x.mode == modeStart || x.silent(inst.ID) {
 		return nil
 	}
 	id, err := x.agentOf(inst.ID)
@@ -272,7 +294,7 @@ func (x *executor) Drain(ctx context.Context, inst update.Instance) error {
 }
 
 func (x *executor) Stop(ctx context.Context, inst update.Instance) error {
-	if x.mode == modeStart {
+	if x.mode == modeStart || x.silent(inst.ID) {
 		return nil
 	}
 	id, err := x.agentOf(inst.ID)
