@@ -58,6 +58,9 @@ type swapping struct {
 	// serving are old VMs that keep serving until retire, by instance id
 	// (instances without a persistent disk).
 	serving map[string]replaced
+	// committed are instances whose update on the replacement finished
+	// (post-start passed): their old VM is retired, not swapped back.
+	committed map[string]bool
 }
 
 // replaced is an old VM that was swapped out.
@@ -74,7 +77,7 @@ var (
 // newSwapping wraps a deploy executor; r receives the notes it adds to the
 // task.
 func newSwapping(x *executor, r *task.Reporter) *swapping {
-	return &swapping{executor: x, r: r, pending: map[string]createdVM{}, serving: map[string]replaced{}}
+	return &swapping{executor: x, r: r, pending: map[string]createdVM{}, serving: map[string]replaced{}, committed: map[string]bool{}}
 }
 
 func (s *swapping) note(inst update.Instance, text string) {
@@ -207,14 +210,29 @@ func (s *swapping) SwapVM(ctx context.Context, inst update.Instance) error {
 	return nil
 }
 
+// PostStart is the last step of an instance's update: once it passes, the
+// swap is final.
+func (s *swapping) PostStart(ctx context.Context, inst update.Instance) error {
+	if err := s.executor.PostStart(ctx, inst); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.committed[inst.ID] = true
+	s.mu.Unlock()
+	return nil
+}
+
 // DeleteReplacedVM deletes the unused replacement when the update failed
 // before the swap, or the old VM after a swap that moved a disk. An old VM
-// without a disk keeps serving until retire.
+// without a disk keeps serving: until retire when the update finished;
+// when it did not (failed, cancelled), the swap is undone: the old VM,
+// never stopped, is the instance's VM again and the replacement goes.
 func (s *swapping) DeleteReplacedVM(ctx context.Context, inst update.Instance) error {
 	s.mu.Lock()
 	vm, unused := s.pending[inst.ID]
 	delete(s.pending, inst.ID)
 	old, swapped := s.serving[inst.ID]
+	committed := s.committed[inst.ID]
 	s.mu.Unlock()
 	if unused {
 		s.note(inst, fmt.Sprintf("create-swap-delete: the update failed before the swap; deleting the unused replacement vm %s, the old vm keeps serving", vm.CID))
@@ -228,12 +246,33 @@ func (s *swapping) DeleteReplacedVM(ctx context.Context, inst update.Instance) e
 		return err
 	}
 	if !s.hasDisk(pi) {
-		return nil // retire takes it down once the rollout has ended
+		if committed {
+			return nil // retire takes it down once the rollout has ended
+		}
+		return s.swapBack(ctx, inst, pi, old.vm)
 	}
 	s.mu.Lock()
 	delete(s.serving, inst.ID)
 	s.mu.Unlock()
 	return s.d.deleteVM(ctx, s.cpiName, old.vm)
+}
+
+// swapBack makes the old VM, which kept serving, the instance's VM again
+// and deletes the replacement.
+func (s *swapping) swapBack(ctx context.Context, inst update.Instance, pi *plan.Instance, old createdVM) error {
+	repl := createdVM{CID: pi.VMCID, AgentID: pi.AgentID}
+	pi.VMCID, pi.AgentID = old.CID, old.AgentID
+	if err := s.record(pi, func(rec *store.Instance) error {
+		rec.VMCID, rec.AgentID = old.CID, old.AgentID
+		return nil
+	}); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.serving, inst.ID)
+	s.mu.Unlock()
+	s.note(inst, fmt.Sprintf("create-swap-delete: the update did not finish; the old vm %s keeps serving as the instance's vm, the replacement vm %s is deleted", old.CID, repl.CID))
+	return s.d.deleteVM(ctx, s.cpiName, repl)
 }
 
 // retire takes down and deletes the old VMs that kept serving during the

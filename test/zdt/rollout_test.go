@@ -173,6 +173,16 @@ func (e *env) instances(t *testing.T, deployment string) []instanceView {
 	return is
 }
 
+// addr is the instance's address as recorded with what it runs (its
+// reservations may also hold the address a deploy planned for it).
+func (in instanceView) addr() string {
+	var s struct {
+		Networks map[string]string `json:"networks"`
+	}
+	json.Unmarshal(in.Spec, &s)
+	return s.Networks["default"]
+}
+
 // applied is the part of an instance's recorded spec a deploy applies:
 // stemcell, networks, jobs (fingerprints and rendered hashes), packages.
 func applied(t *testing.T, raw json.RawMessage) string {
@@ -221,6 +231,7 @@ func TestRollouts(t *testing.T) {
 	t.Run("create-swap-delete", func(t *testing.T) { testCreateSwapDelete(t, e) })
 	t.Run("auto-rollback", func(t *testing.T) { testAutoRollback(t, e) })
 	t.Run("pause-resume", func(t *testing.T) { testPauseResume(t, e) })
+	t.Run("cancel", func(t *testing.T) { testCancel(t, e) })
 }
 
 // capacity samples, from both load balancers, how many backends are in
@@ -284,6 +295,10 @@ func testCreateSwapDelete(t *testing.T, e *env) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	before := e.instances(t, "csd")
+	if os.Getenv("ZDT_DEBUG") != "" {
+		raw, _ := e.d.output(context.Background(), "-d", "csd", "--json", "instances")
+		t.Logf("first:\n%s", raw)
+	}
 	lbs := lbAddrs(e.prefix, 11)
 	waitHealthy(t, lbs[0], 2)
 
@@ -353,9 +368,17 @@ func testCreateSwapDelete(t *testing.T, e *env) {
 	}
 	// The old addresses are free again: scaling up reuses the pool
 	// without a reservation conflict.
+	if os.Getenv("ZDT_DEBUG") != "" {
+		raw, _ := e.d.output(context.Background(), "-d", "csd", "--json", "instances")
+		t.Logf("after csd:\n%s", raw)
+	}
 	m.webInstances = 3
 	if out, err := e.deploy(t, m); err != nil {
 		t.Fatalf("scale up after create-swap-delete: %v\n%s", err, out)
+	}
+	if os.Getenv("ZDT_DEBUG") != "" {
+		raw, _ := e.d.output(context.Background(), "-d", "csd", "--json", "instances")
+		t.Logf("after scale:\n%s", raw)
 	}
 }
 
@@ -384,7 +407,7 @@ func testAutoRollback(t *testing.T, e *env) {
 	good := e.instances(t, "rb")
 	serving := func(when string) (v2 int) {
 		for _, in := range e.instances(t, "rb") {
-			code, body := answer(in.IPs[0]+":8080", "/")
+			code, body := answer(in.addr()+":8080", "/")
 			if code == 200 && strings.HasPrefix(body, "v2 ") {
 				v2++
 			}
@@ -467,7 +490,7 @@ func testPauseResume(t *testing.T, e *env) {
 	for !paused && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 		for _, in := range e.instances(t, "pz") {
-			if code, body := answer(in.IPs[0]+":8080", "/"); code == 200 && strings.HasPrefix(body, "v2-next ") {
+			if code, body := answer(in.addr()+":8080", "/"); code == 200 && strings.HasPrefix(body, "v2-next ") {
 				if _, err := e.d.run(context.Background(), "-d", "pz", "pause"); err != nil {
 					t.Fatal(err)
 				}
@@ -485,7 +508,7 @@ func testPauseResume(t *testing.T, e *env) {
 	}
 	versions := map[string]int{}
 	for _, in := range e.instances(t, "pz") {
-		code, body := answer(in.IPs[0]+":8080", "/")
+		code, body := answer(in.addr()+":8080", "/")
 		if code != 200 {
 			t.Errorf("web/%s answers %d %q while paused", in.ID, code, body)
 			continue
@@ -500,11 +523,129 @@ func testPauseResume(t *testing.T, e *env) {
 		t.Fatalf("resume: %v\n%s", err, out)
 	}
 	for _, in := range e.instances(t, "pz") {
-		if code, body := answer(in.IPs[0]+":8080", "/"); code != 200 || !strings.HasPrefix(body, "v2-next ") {
+		if code, body := answer(in.addr()+":8080", "/"); code != 200 || !strings.HasPrefix(body, "v2-next ") {
 			t.Errorf("web/%s after resume: %d %q", in.ID, code, body)
 		}
 	}
 	if _, err := e.d.run(context.Background(), "-d", "pz", "pause"); err == nil {
 		t.Error("pause with no rollout under way succeeded")
+	}
+}
+
+// cancel-task during a create-swap-delete rollout stops it at a safe
+// point: no VM is left that no instance holds, every instance serves, and
+// the next deploy finishes the change.
+func testCancel(t *testing.T, e *env) {
+	m := manifestOpts{name: "csd", lbHost: 11, prefix: e.prefix, release: "2", version: "v2", stemcell: "1", webInstances: 3, vmStrategy: "create-swap-delete"}
+	p := e.write(t, "csd-cancel.yml", manifest(m))
+	type res struct {
+		out string
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		out, err := e.d.run(context.Background(), "-d", "csd", "deploy", p)
+		done <- res{out, err}
+	}()
+	// Cancel once the first replacement VM exists (the local CPI makes
+	// its directory) and its agent has had time to come up.
+	vmDir := filepath.Join(e.work, "data", "vms")
+	count := func() int { es, _ := os.ReadDir(vmDir); return len(es) }
+	baseline := count()
+	deadline := time.Now().Add(90 * time.Second)
+	for count() <= baseline && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	out, err := e.d.output(context.Background(), "--json", "tasks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tasks []struct {
+		ID         uint64 `json:"id"`
+		Deployment string `json:"deployment"`
+	}
+	if err := json.Unmarshal([]byte(out), &tasks); err != nil {
+		t.Fatalf("tasks --json: %v\n%s", err, out)
+	}
+	cancelled := false
+	for _, tk := range tasks {
+		if tk.Deployment == "csd" {
+			e.must(t, "cancel-task", fmt.Sprint(tk.ID))
+			cancelled = true
+		}
+	}
+	if !cancelled {
+		t.Fatalf("no running task of csd to cancel (replacement vm seen: %v)", count() > baseline)
+	}
+	r := <-done
+	if r.err == nil {
+		t.Fatalf("the cancelled deploy succeeded:\n%s", tail(r.out, 10))
+	}
+	e.checkVMs(t)
+	if os.Getenv("ZDT_DEBUG") != "" {
+		raw, _ := e.d.output(context.Background(), "-d", "csd", "--json", "instances")
+		t.Logf("after cancel:\n%s", raw)
+		raw, _ = e.d.output(context.Background(), "-d", "csd", "--json", "vms")
+		t.Logf("vms after cancel:\n%s", raw)
+	}
+	for _, in := range e.instances(t, "csd") {
+		if in.Group != "web" {
+			continue
+		}
+		if code, body := answer(in.addr()+":8080", "/"); code != 200 {
+			t.Errorf("web/%s after cancel: %d %q", in.ID, code, body)
+		}
+	}
+	if out, err := e.d.run(context.Background(), "-d", "csd", "deploy", p); err != nil {
+		t.Fatalf("deploy after cancel: %v\n%s", err, out)
+	}
+	e.checkVMs(t)
+	for _, in := range e.instances(t, "csd") {
+		var sp struct {
+			Stemcell struct {
+				Version string `json:"version"`
+			} `json:"stemcell"`
+		}
+		json.Unmarshal(in.Spec, &sp)
+		if sp.Stemcell.Version != "1" {
+			t.Errorf("%s/%s not on stemcell 1 after the second deploy", in.Group, in.ID)
+		}
+	}
+}
+
+// checkVMs fails unless the local CPI's VMs are exactly the instances'.
+func (e *env) checkVMs(t *testing.T) {
+	t.Helper()
+	want := map[string]bool{}
+	out, err := e.d.output(context.Background(), "--json", "deployments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var deps []struct {
+		Name string `json:"name"`
+	}
+	if err := json.Unmarshal([]byte(out), &deps); err != nil {
+		t.Fatalf("deployments --json: %v\n%s", err, out)
+	}
+	for _, dep := range deps {
+		for _, in := range e.instances(t, dep.Name) {
+			if in.VMCID != "" {
+				want[in.VMCID] = true
+			}
+		}
+	}
+	entries, err := os.ReadDir(filepath.Join(e.work, "data", "vms"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, de := range entries {
+		if !want[de.Name()] {
+			t.Errorf("vm %s exists but no instance holds it", de.Name())
+		}
+		delete(want, de.Name())
+	}
+	for cid := range want {
+		t.Errorf("instance vm %s does not exist", cid)
 	}
 }
