@@ -139,3 +139,78 @@ func BenchmarkCheck1000(b *testing.B) {
 	// Checks run every 500 ms by default.
 	b.ReportMetric(float64(b.Elapsed())/float64(b.N)*2/1e9*100, "%core@500ms")
 }
+
+// BenchmarkThousandAgentConnections connects 1,000 agents to the real bus,
+// each with its own certificate, and measures one round of heartbeats (one
+// from every agent: what the director receives every 5 s). It reports the
+// process's CPU time per round as a share of a core at the 5 s default —
+// an upper bound on the director's cost, since the agents' side of the
+// TLS connections (on the VMs in production) runs in this process too.
+func BenchmarkThousandAgentConnections(b *testing.B) {
+	bs := startBus(b)
+	st := benchStore(b)
+	m := health.NewMonitor(health.Config{Instances: health.Store{S: st}})
+	unsub, err := m.Subscribe(bs.conn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unsub()
+	bs.conn.Flush()
+	conns := make([]*nats.Conn, benchAgents)
+	payloads := make([][]byte, benchAgents)
+	errs := make(chan error, benchAgents)
+	sem := make(chan struct{}, 16)
+	for i := range benchAgents {
+		sem <- struct{}{}
+		go func(i int) {
+			defer func() { <-sem }()
+			id := fmt.Sprintf("a%04d", i)
+			kp, err := bs.ca.IssueClient(id, 0)
+			if err != nil {
+				errs <- err
+				return
+			}
+			c, err := mbus.Connect(context.Background(), bs.srv.URL(), bs.ca.CertPEM(), kp.CertPEM, kp.KeyPEM, nats.Name(id))
+			if err != nil {
+				errs <- err
+				return
+			}
+			conns[i], payloads[i] = c, heartbeat(id)
+			errs <- nil
+		}(i)
+	}
+	for range benchAgents {
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	base := m.Stats().Heartbeats
+	cpu0 := cpuTime()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for a, c := range conns {
+			c.Publish(protocol.HeartbeatSubject(fmt.Sprintf("a%04d", a)), payloads[a])
+		}
+		want := base + uint64((i+1)*benchAgents)
+		deadline := time.Now().Add(time.Minute)
+		for m.Stats().Heartbeats < want && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if m.Stats().Heartbeats < want {
+			b.Fatalf("round %d: monitor received %d of %d heartbeats", i, m.Stats().Heartbeats-base, want-base)
+		}
+	}
+	b.StopTimer()
+	perRound := (cpuTime() - cpu0) / time.Duration(b.N)
+	b.ReportMetric(float64(perRound)/float64(5*time.Second)*100, "%core@5s")
+	b.ReportMetric(float64(perRound)/float64(time.Millisecond), "cpu-ms/round")
+	m.Check(context.Background())
+	if h := m.Deployment("bench"); len(h) != benchAgents || h[benchAgents-1].Status != health.StatusRunning {
+		b.Fatalf("%d instances watched", len(h))
+	}
+}
