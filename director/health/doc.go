@@ -24,6 +24,10 @@
 // instance is unresponsive at once instead of at the end of the timeout. A
 // ping that merely goes unanswered changes nothing: the timeout decides.
 //
+// While a task holds a deployment's lock (a deploy deletes and creates VMs
+// on purpose), its instances are at worst late: they become unresponsive,
+// with the event, only once the lock is free.
+//
 // Changes become audit events (see [Events]): "unresponsive", "recovered",
 // "job-failing", "job-recovered", and every alert as "alert". The state is
 // exported to the API ([Monitor.Deployment], for `director instances --ps`)

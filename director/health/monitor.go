@@ -121,6 +121,10 @@ type Config struct {
 	CheckInterval time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Busy returns the deployments whose lock a task holds (nil: none). A
+	// deploy deletes and creates VMs on purpose: while it runs, the
+	// instances of its deployment are at worst late, never unresponsive.
+	Busy func(ctx context.Context) map[string]bool
 }
 
 type beat struct {
@@ -278,6 +282,10 @@ func (m *Monitor) Run(ctx context.Context) error {
 // changes as events, probes late agents and hands each deployment to the
 // healer.
 func (m *Monitor) Check(ctx context.Context) error {
+	var busy map[string]bool
+	if m.c.Busy != nil {
+		busy = m.c.Busy(ctx)
+	}
 	now := m.c.Now()
 	m.mu.Lock()
 	refresh := m.stranger || m.insts == nil || now.Sub(m.listed) >= refreshEvery
@@ -325,6 +333,9 @@ func (m *Monitor) Check(ctx context.Context) error {
 	for id, e := range m.entries {
 		b, ok := m.beats[id]
 		status, reason := m.status(now, e, b, ok)
+		if status == StatusUnresponsive && busy[e.inst.Deployment] {
+			status, reason = StatusLate, ""
+		}
 		if m.c.Pinger != nil && status != StatusUnresponsive && m.overdue(now, e, b, ok) && !e.probing && now.Sub(e.lastProbe) >= m.c.HeartbeatInterval/10 {
 			e.probing, e.lastProbe = true, now
 			probes = append(probes, id)

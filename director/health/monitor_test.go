@@ -12,6 +12,7 @@ import (
 	"github.com/compleat/compleat/agent/protocol"
 	"github.com/compleat/compleat/director/health"
 	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/task"
 )
 
 const (
@@ -178,4 +179,30 @@ func TestMonitorForgetsDeletedInstancesAndLearnsNewAgents(t *testing.T) {
 	if s := status(m, "web", "i0"); s != "absent" {
 		t.Errorf("deleted instance: %s", s)
 	}
+}
+
+func TestMonitorHoldsBusyDeploymentsAtLate(t *testing.T) {
+	t.Parallel()
+	st, b := newStore(t), startBus(t)
+	deployment(t, st, "web", 1)
+	a := b.agent(t, "agent-web-0", interval)
+	m := health.NewMonitor(health.Config{Instances: health.Store{S: st}, Events: health.Store{S: st}, Pinger: health.Bus{Conn: b.conn},
+		HeartbeatInterval: interval, Timeout: timeout, CheckInterval: 20 * time.Millisecond, Busy: health.Store{S: st}.BusyDeployments})
+	// A deploy holds the lock.
+	if err := st.Update(func(tx *store.Tx) error {
+		_, err := tx.AcquireLock(task.LockName("web"), "task 1", 1, time.Hour)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	runMonitor(t, m, b.conn)
+	eventually(t, "running", func() bool { return status(m, "web", "i0") == health.StatusRunning })
+	a.kill()
+	eventually(t, "late", func() bool { return status(m, "web", "i0") == health.StatusLate })
+	time.Sleep(2 * timeout)
+	if s := status(m, "web", "i0"); s != health.StatusLate || len(events(t, st, "unresponsive")) != 0 {
+		t.Fatalf("during the deploy: %s, events %+v", s, events(t, st, "unresponsive"))
+	}
+	st.Update(func(tx *store.Tx) error { return tx.ReleaseLock(task.LockName("web"), "task 1") })
+	eventually(t, "the unresponsive event once the lock is free", func() bool { return len(events(t, st, "unresponsive")) == 1 })
 }

@@ -92,7 +92,7 @@ func Start(ctx context.Context, d Deps) (*Service, error) {
 	} else if !d.Options.NoResurrection {
 		d.Logger.Warn("no way to recreate VMs: the resurrector is off")
 	}
-	s.Monitor = NewMonitor(Config{Instances: st, Events: st, Pinger: Bus{Conn: d.Conn}, Healer: healer,
+	s.Monitor = NewMonitor(Config{Instances: st, Events: st, Pinger: Bus{Conn: d.Conn}, Healer: healer, Busy: st.BusyDeployments,
 		Logger: d.Logger.With("component", "health"), HeartbeatInterval: d.Options.HeartbeatInterval, Timeout: d.Options.Timeout})
 	if d.Registerer != nil {
 		if err := d.Registerer.Register(s.Monitor); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 
@@ -91,6 +92,21 @@ func (s Store) Busy(ctx context.Context, deployment string) bool {
 		for _, l := range locks {
 			if l.Name == task.LockName(deployment) {
 				busy = true
+			}
+		}
+		return err
+	})
+	return busy
+}
+
+// BusyDeployments returns the deployments whose lock is held.
+func (s Store) BusyDeployments(ctx context.Context) map[string]bool {
+	busy := map[string]bool{}
+	s.S.View(func(tx *store.Tx) error {
+		locks, err := tx.Locks()
+		for _, l := range locks {
+			if d, ok := strings.CutPrefix(l.Name, task.LockName("")); ok {
+				busy[d] = true
 			}
 		}
 		return err
