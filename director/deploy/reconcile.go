@@ -27,6 +27,7 @@ import (
 //     instance was never updated to hold it);
 //   - an instance whose VM the cloud no longer has: its VM forgotten, so
 //     the plan creates a new one ("vm missing");
+//   - a disk created that no instance record holds: orphaned;
 //   - a disk being created: its record dropped (the CPI offers no lookup
 //     by metadata; the orphan, if any, is left to cloud-check).
 //
@@ -63,10 +64,22 @@ func (d *Deployer) reconcile(ctx context.Context, r *task.Reporter, deployment s
 		}
 		stale = append(stale, vm)
 	}
-	var leftDisks []store.Disk
+	var leftDisks, loose []store.Disk
+	diskHolder := map[string]bool{}
+	for _, in := range insts {
+		for _, c := range in.DiskCIDs {
+			diskHolder[c] = true
+		}
+	}
 	for _, dk := range disks {
-		if dk.Deployment == deployment && dk.State == "creating" {
+		switch {
+		case dk.Deployment != deployment:
+		case dk.State == "creating":
 			leftDisks = append(leftDisks, dk)
+		case !diskHolder[dk.CID]:
+			// Created (perhaps attached) but the task ended before the
+			// instance recorded it: kept, as an orphan, with its data.
+			loose = append(loose, dk)
 		}
 	}
 	// Addresses reserved for instances that were never recorded (the task
@@ -91,7 +104,7 @@ func (d *Deployer) reconcile(ctx context.Context, r *task.Reporter, deployment s
 	}); err != nil {
 		return err
 	}
-	if len(stale) == 0 && len(leftDisks) == 0 && len(insts) == 0 {
+	if len(stale) == 0 && len(leftDisks) == 0 && len(loose) == 0 && len(insts) == 0 {
 		return nil
 	}
 	stage := r.Stage("Checking recorded state", len(stale)+1)
@@ -104,6 +117,12 @@ func (d *Deployer) reconcile(ctx context.Context, r *task.Reporter, deployment s
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
+	}
+	for _, dk := range loose {
+		d.c.Logger.Warn("a disk no instance holds is orphaned", "deployment", deployment, "disk", dk.CID, "instance", dk.InstanceID)
+		if err := d.c.Store.Update(func(tx *store.Tx) error { return tx.OrphanDisk(dk.CID) }); err != nil {
+			return err
+		}
 	}
 	for _, dk := range leftDisks {
 		d.c.Logger.Warn("a disk creation was interrupted; if the cloud made it, cloud-check finds it", "deployment", deployment, "instance", dk.InstanceID)
