@@ -15,8 +15,10 @@ package deploy
 // update did not finish have their recorded jobs and packages cleared
 // first (what runs there is unknown), so the rollback's plan touches
 // exactly the instances the failed rollout touched, and the untouched
-// ones not at all. The task's events say what was rolled back and why,
-// and the task still fails, naming the failure and the rollback.
+// ones not at all. Releases the manifest names at `latest` are pinned to
+// the versions the unchanged instances run (pin.go). The task's events say
+// what was rolled back and why, and the task still fails, naming the
+// failure and the rollback.
 
 import (
 	"context"
@@ -129,6 +131,12 @@ func autoRollback(p *plan.Plan, res update.Result) bool {
 // the rollback did.
 func (d *Deployer) rollback(ctx context.Context, r *task.Reporter, deployment string, res update.Result, failure error) error {
 	var last store.Manifest
+	var records []store.Instance
+	var releases []store.Release
+	updated := map[string]bool{}
+	for _, in := range res.Updated {
+		updated[in.ID] = true
+	}
 	err := d.c.Store.View(func(tx *store.Tx) error {
 		dep, err := tx.Deployment(deployment)
 		if err != nil {
@@ -137,7 +145,19 @@ func (d *Deployer) rollback(ctx context.Context, r *task.Reporter, deployment st
 		if dep.ManifestID == 0 {
 			return errors.New("the deployment was never deployed successfully")
 		}
-		last, err = tx.Manifest(deployment, dep.ManifestID)
+		if last, err = tx.Manifest(deployment, dep.ManifestID); err != nil {
+			return err
+		}
+		all, err := tx.Instances(deployment)
+		if err != nil {
+			return err
+		}
+		for _, rec := range all {
+			if !updated[rec.ID] {
+				records = append(records, rec)
+			}
+		}
+		releases, err = tx.Releases()
 		return err
 	})
 	if err != nil {
@@ -158,10 +178,20 @@ func (d *Deployer) rollback(ctx context.Context, r *task.Reporter, deployment st
 	why := strings.TrimSpace(failure.Error())
 	d.note(r, "Rolling back", fmt.Sprintf("auto_rollback: the rollout failed:\n%s\nRedeploying manifest %d (the last deployed successfully) for the %d instance(s) touched: %s",
 		why, last.ID, len(names), strings.Join(names, ", ")))
+	content, pinned, unresolved, err := pinLatest(last.Content, records, releases)
+	if err != nil {
+		return fmt.Errorf("%w\nauto_rollback: %v", failure, err)
+	}
+	if len(pinned) > 0 {
+		d.note(r, "Rolling back", "auto_rollback: releases at latest pinned to what the unchanged instances run: "+strings.Join(pinned, ", "))
+	}
+	if len(unresolved) > 0 {
+		d.note(r, "Rolling back", "auto_rollback: no uploaded version matches what the instances run for "+strings.Join(unresolved, ", ")+": left at latest")
+	}
 	if err := d.forgetApplied(deployment, unfinished); err != nil {
 		return fmt.Errorf("%w\nauto_rollback: %v", failure, err)
 	}
-	result, err := d.Deploy(context.WithValue(ctx, rollingBackKey{}, true), r, api.DeployRequest{Deployment: deployment, Manifest: last.Content})
+	result, err := d.Deploy(context.WithValue(ctx, rollingBackKey{}, true), r, api.DeployRequest{Deployment: deployment, Manifest: content})
 	if err != nil {
 		d.note(r, "Rolling back", "auto_rollback failed: "+err.Error())
 		return fmt.Errorf("%w\nauto_rollback to manifest %d failed: %v", failure, last.ID, err)

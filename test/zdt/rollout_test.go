@@ -29,6 +29,9 @@ type env struct {
 	d      *director
 	prefix string
 	work   string
+	// broken is release 3's tarball (its health never passes), uploaded
+	// by the rollback test.
+	broken string
 }
 
 func repoRoot() string {
@@ -115,9 +118,10 @@ func setup(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range []string{"1", "2", "3"} {
+	for _, v := range []string{"1", "2"} {
 		e.must(t, "upload-release", tarballs[v])
 	}
+	e.broken = tarballs["3"]
 	for _, v := range []string{"1", "2"} {
 		sc := filepath.Join(work, "stemcell-"+v+".tgz")
 		e.must(t, "create-stemcell", "--agent", filepath.Join(bin, "agent"), "--version", v, "--tarball", sc)
@@ -398,12 +402,15 @@ func waitHealthy(t *testing.T, lb string, n int) {
 // A canary that never becomes healthy: without auto_rollback the deploy
 // fails and the untouched instance keeps serving v2 as it was; with
 // auto_rollback the failed instances are redeployed from the last
-// successful manifest and every instance is again exactly as it was.
+// successful manifest, its `latest` release pinned to the version the
+// untouched instances run (2, not the newest upload 3), and every instance
+// is again exactly as it was.
 func testAutoRollback(t *testing.T, e *env) {
-	m := manifestOpts{name: "rb", lbs: -1, prefix: e.prefix, release: "2", version: "v2", stemcell: "1", webInstances: 2, canaryWatch: "1000-3000"}
-	if out, err := e.deploy(t, m); err != nil {
+	m := manifestOpts{name: "rb", lbs: -1, prefix: e.prefix, release: "latest", version: "v2", stemcell: "1", webInstances: 2, canaryWatch: "1000-3000"}
+	if out, err := e.deploy(t, m); err != nil { // latest is 2 here
 		t.Fatalf("%v\n%s", err, out)
 	}
+	e.must(t, "upload-release", e.broken) // latest is 3 from now on
 	good := e.instances(t, "rb")
 	serving := func(when string) (v2 int) {
 		for _, in := range e.instances(t, "rb") {
@@ -416,7 +423,7 @@ func testAutoRollback(t *testing.T, e *env) {
 	}
 
 	bad := m
-	bad.release, bad.version = "3", "v3"
+	bad.version = "v3"
 	out, err := e.deploy(t, bad)
 	if err == nil {
 		t.Fatalf("v3 deployed although its health never passes:\n%s", out)
@@ -451,6 +458,11 @@ func testAutoRollback(t *testing.T, e *env) {
 	}) {
 		t.Error("no task event says what was rolled back and why")
 	}
+	if !slices.ContainsFunc(evs, func(ev event) bool {
+		return ev.Stage == "Rolling back" && strings.Contains(ev.Data.Text, "pinned") && strings.Contains(ev.Data.Text, "web 2")
+	}) {
+		t.Error("no task event says the rollback pinned release web to version 2")
+	}
 	now = e.instances(t, "rb")
 	for i := range now {
 		if got, want := applied(t, now[i].Spec), applied(t, good[i].Spec); got != want {
@@ -460,8 +472,10 @@ func testAutoRollback(t *testing.T, e *env) {
 	if n := serving("after the rollback"); n != 2 {
 		t.Errorf("%d instances answer v2 after the rollback, want 2", n)
 	}
-	if out, err := e.deploy(t, m); err != nil || !strings.Contains(out, "No changes") {
-		t.Errorf("redeploying v2 after the rollback should change nothing (err %v):\n%s", err, tail(out, 5))
+	pinnedV2 := m
+	pinnedV2.release = "2"
+	if out, err := e.deploy(t, pinnedV2); err != nil || !strings.Contains(out, "No changes") {
+		t.Errorf("redeploying release 2 with v2 after the rollback should change nothing (err %v):\n%s", err, tail(out, 5))
 	}
 }
 
