@@ -93,7 +93,7 @@ func setup(t *testing.T) *env {
 			}
 		}
 	})
-	deployments = []string{"csd", "rb", "pz"}
+	deployments = []string{"csd", "dk", "rb", "pz"}
 	if e.prefix, err = pickNet(); err != nil {
 		t.Fatal(err)
 	}
@@ -233,6 +233,7 @@ func taskEvents(t *testing.T, e *env, out string) []event {
 func TestRollouts(t *testing.T) {
 	e := setup(t)
 	t.Run("create-swap-delete", func(t *testing.T) { testCreateSwapDelete(t, e) })
+	t.Run("create-swap-delete-disk", func(t *testing.T) { testCreateSwapDeleteDisk(t, e) })
 	t.Run("auto-rollback", func(t *testing.T) { testAutoRollback(t, e) })
 	t.Run("pause-resume", func(t *testing.T) { testPauseResume(t, e) })
 	t.Run("cancel", func(t *testing.T) { testCancel(t, e) })
@@ -661,5 +662,69 @@ func (e *env) checkVMs(t *testing.T) {
 	}
 	for cid := range want {
 		t.Errorf("instance vm %s does not exist", cid)
+	}
+}
+
+// create-swap-delete with a persistent disk: the old VM is taken down first,
+// the disk (and its data) moves to the replacement, the old VM goes.
+func testCreateSwapDeleteDisk(t *testing.T, e *env) {
+	m := manifestOpts{name: "dk", lbs: -1, prefix: e.prefix, release: "2", version: "v2", stemcell: "1", webInstances: 1, disk: 1024, vmStrategy: "create-swap-delete"}
+	if out, err := e.deploy(t, m); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var rec struct {
+		VMCID    string   `json:"vm_cid"`
+		DiskCIDs []string `json:"disk_cids"`
+	}
+	load := func() instanceView {
+		is := e.instances(t, "dk")
+		if len(is) != 1 {
+			t.Fatalf("%d instances, want 1", len(is))
+		}
+		out, _ := e.d.output(context.Background(), "-d", "dk", "--json", "instances")
+		var recs []json.RawMessage
+		json.Unmarshal([]byte(out), &recs)
+		if len(recs) == 1 {
+			json.Unmarshal(recs[0], &rec)
+		}
+		return is[0]
+	}
+	before := load()
+	if len(rec.DiskCIDs) != 1 {
+		t.Fatalf("disks %v, want one", rec.DiskCIDs)
+	}
+	disk := rec.DiskCIDs[0]
+	marker := filepath.Join(e.work, "data", "disks", disk, "data", "zdt-marker")
+	if err := os.WriteFile(marker, []byte("kept"), 0o644); err != nil {
+		t.Fatalf("the local CPI's disk directory: %v", err)
+	}
+	m.stemcell = "2"
+	out, err := e.deploy(t, m)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	after := load()
+	if after.VMCID == before.VMCID {
+		t.Fatal("the vm was not replaced")
+	}
+	if len(rec.DiskCIDs) != 1 || rec.DiskCIDs[0] != disk {
+		t.Errorf("disks after: %v, want %s", rec.DiskCIDs, disk)
+	}
+	if raw, err := os.ReadFile(marker); err != nil || string(raw) != "kept" {
+		t.Errorf("data on the disk after the swap: %q, %v", raw, err)
+	}
+	settings, err := os.ReadFile(filepath.Join(e.work, "data", "vms", after.VMCID, "settings.json"))
+	if err != nil || !strings.Contains(string(settings), disk) {
+		t.Errorf("the new vm's settings do not name disk %s (%v)", disk, err)
+	}
+	if _, err := os.Stat(filepath.Join(e.work, "data", "vms", before.VMCID)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("old vm %s still exists (%v)", before.VMCID, err)
+	}
+	evs := taskEvents(t, e, out)
+	if !slices.ContainsFunc(evs, func(ev event) bool { return strings.Contains(ev.Data.Text, "persistent disk moves to it") }) {
+		t.Error("no task event says the disk moves to the replacement")
+	}
+	if code, body := answer(after.addr()+":8080", "/"); code != 200 || !strings.HasPrefix(body, "v2 ") {
+		t.Errorf("after the swap: %d %q", code, body)
 	}
 }

@@ -59,6 +59,7 @@ type manifestOpts struct {
 	autoRollback bool
 	canaryWatch  string // canary_watch_time (default 1000-10000)
 	maxInFlight  int    // default 1
+	disk         int    // web's persistent_disk in MB (0: none)
 }
 
 // manifest renders the deployment manifest: web instances over two AZs
@@ -86,13 +87,17 @@ func manifest(o manifestOpts) string {
 	if o.autoRollback {
 		fmt.Fprintf(&b, "  auto_rollback: true\n")
 	}
+	disk := ""
+	if o.disk > 0 {
+		disk = fmt.Sprintf("  persistent_disk: %d\n", o.disk)
+	}
 	fmt.Fprintf(&b, `instance_groups:
 - name: web
   azs: [z1, z2]
   instances: %d
   vm_type: default
   stemcell: default
-  networks:
+%s  networks:
   - name: default
   jobs:
   - name: web
@@ -100,7 +105,7 @@ func manifest(o manifestOpts) string {
     properties:
       port: 8080
       version: %s
-`, o.webInstances, o.version)
+`, o.webInstances, disk, o.version)
 	if o.lbs >= 0 {
 		fmt.Fprintf(&b, `- name: lb
   azs: [z1, z2]
