@@ -459,6 +459,19 @@ func TestDeployWeb(t *testing.T) {
 		}
 	}
 
+	t.Run("dry run changes nothing", func(t *testing.T) {
+		_, res := deploy("v1", 2, "--dry-run")
+		if !strings.Contains(res.Result, "3 to create") {
+			t.Errorf("dry run result:\n%s", res.Result)
+		}
+		if got := vmDirs(t, data); len(got) != 0 {
+			t.Errorf("a dry run made VMs: %v", got)
+		}
+		if out := d.run("deployments"); !strings.Contains(out, "0 deployments") {
+			t.Errorf("a dry run recorded a deployment:\n%s", out)
+		}
+	})
+
 	t.Run("first deploy", func(t *testing.T) {
 		evs, _ := deploy("v1", 2)
 		if n := len(started(evs, "Creating missing vms")); n != 3 {
