@@ -6,14 +6,18 @@ package cli
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/compleat/compleat/director/api"
 	"github.com/compleat/compleat/director/store"
 )
 
@@ -40,18 +44,24 @@ func (a *app) deployCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			req := map[string]any{"deployment": name, "manifest": string(manifest), "dry_run": dryRun, "recreate": recreate, "skip_drain": skipDrain}
+			var shown map[string]string
 			if !a.g.NonInter && !dryRun && !a.g.JSON {
+				// Show what the deploy would do, then ask: the manifest
+				// diff and the plan of a dry run of the same request.
+				if shown, err = a.preview(cmd.Context(), c, name, req); err != nil {
+					return err
+				}
 				ok, err := a.confirm(fmt.Sprintf("Deploy %q?", name))
 				if err != nil || !ok {
 					return err
 				}
 			}
-			req := map[string]any{"deployment": name, "manifest": string(manifest), "dry_run": dryRun, "recreate": recreate, "skip_drain": skipDrain}
 			var t store.Task
 			if err := c.do(cmd.Context(), "POST", "/v1/deployments", req, &t); err != nil {
 				return err
 			}
-			return a.follow(cmd.Context(), c, t.ID)
+			return a.followSkipping(cmd.Context(), c, t.ID, shown)
 		}),
 	}
 	addInterpolateFlags(cmd, &o)
@@ -59,6 +69,50 @@ func (a *app) deployCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&recreate, "recreate", false, "recreate every VM")
 	cmd.Flags().BoolVar(&skipDrain, "skip-drain", false, "do not run drain scripts")
 	return cmd
+}
+
+// preview runs the deploy request as a dry run (a task that changes
+// nothing and reserves nothing) and prints its manifest diff (redacted by
+// the director) and its plan. It returns the texts shown by stage
+// ("Manifest diff", "Plan"), so that following the deploy itself does
+// not print them again unless they changed in between.
+func (a *app) preview(ctx context.Context, c *client, name string, req map[string]any) (map[string]string, error) {
+	dry := maps.Clone(req)
+	dry["dry_run"] = true
+	var t store.Task
+	if err := c.do(ctx, "POST", "/v1/deployments", dry, &t); err != nil {
+		return nil, err
+	}
+	shown := map[string]string{}
+	err := c.lines(ctx, fmt.Sprintf("/v1/tasks/%d/events?follow=true", t.ID), func(line []byte) error {
+		var e store.Event
+		if err := json.Unmarshal(line, &e); err != nil {
+			return fmt.Errorf("task %d: bad event: %w", t.ID, err)
+		}
+		if text := noteText(e); text != "" && e.Step == "" {
+			shown[e.Stage] = text
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := c.do(ctx, "GET", fmt.Sprintf("/v1/tasks/%d", t.ID), nil, &t); err != nil {
+		return nil, err
+	}
+	if t.State != store.TaskDone {
+		return nil, Failed(fmt.Errorf("planning %s (task %d) %s: %s", name, t.ID, t.State, t.Error))
+	}
+	shown["Plan"] = strings.TrimPrefix(t.Result, api.DryRunResult)
+	out := a.d.Stdout
+	fmt.Fprintf(out, "Using deployment %q (planned in task %d)\n\n", name, t.ID)
+	if diff := shown["Manifest diff"]; diff != "" {
+		fmt.Fprintf(out, "Manifest diff (values under properties, env and options redacted):\n%s\n", indent(diff, "  "))
+	} else {
+		fmt.Fprintf(out, "Manifest: no change since the last successful deploy\n\n")
+	}
+	fmt.Fprintf(out, "Plan:\n%s\n", indent(shown["Plan"], "  "))
+	return shown, nil
 }
 
 // confirm asks a yes/no question on stdin.

@@ -127,6 +127,13 @@ func (a *app) locksCmd() *cobra.Command {
 // follow streams a task's events until it ends, then reports how it ended:
 // an error (exit 1) unless the task is done.
 func (a *app) follow(ctx context.Context, c *client, id uint64) error {
+	return a.followSkipping(ctx, c, id, nil)
+}
+
+// followSkipping is follow, without printing a stage's note (the manifest
+// diff, the plan) whose text is the one skip holds for that stage: it was
+// shown already.
+func (a *app) followSkipping(ctx context.Context, c *client, id uint64, skip map[string]string) error {
 	out := a.d.Stdout
 	if !a.g.JSON {
 		fmt.Fprintf(out, "Task %d\n\n", id)
@@ -140,6 +147,9 @@ func (a *app) follow(ctx context.Context, c *client, id uint64) error {
 		var e store.Event
 		if err := json.Unmarshal(line, &e); err != nil {
 			return fmt.Errorf("task %d: bad event: %w", id, err)
+		}
+		if text, ok := skip[e.Stage]; ok && e.Step == "" && text == noteText(e) {
+			return nil
 		}
 		if s := formatEvent(id, e, started); s != "" {
 			fmt.Fprintln(out, s)
@@ -185,7 +195,14 @@ func (a *app) follow(ctx context.Context, c *client, id uint64) error {
 //	Task 12 | 12:00:01 | Updating instance web/2 (canary) ... done (00:00:04)
 //
 // Started steps print nothing; their line appears when they end, stamped with
-// their start time.
+// their start time. A note (state "info", its text in data.text) prints on
+// its line when it is one line, else as an indented block under a heading:
+//
+//	Task 12 | 12:00:01 | Manifest diff
+//	    instance_groups:
+//	    - name: web
+//	  -   instances: 2
+//	  +   instances: 3
 func formatEvent(id uint64, e store.Event, started map[string]time.Time) string {
 	key := fmt.Sprintf("%s\x00%s\x00%d", e.Stage, e.Step, e.Index)
 	name := e.Stage
@@ -196,6 +213,16 @@ func formatEvent(id uint64, e store.Event, started map[string]time.Time) string 
 		name += " (" + strings.Join(e.Tags, ", ") + ")"
 	}
 	switch e.State {
+	case "info":
+		text := strings.TrimRight(noteText(e), "\n")
+		if text == "" {
+			return ""
+		}
+		head := fmt.Sprintf("Task %d | %s | %s", id, e.Time.UTC().Format("15:04:05"), name)
+		if !strings.Contains(text, "\n") {
+			return head + ": " + strings.TrimSpace(text)
+		}
+		return head + "\n" + strings.TrimRight(indent(text, "  "), "\n")
 	case "started":
 		started[key] = e.Time
 		if e.Step == "" {
@@ -219,6 +246,37 @@ func formatEvent(id uint64, e store.Event, started map[string]time.Time) string 
 	default:
 		return ""
 	}
+}
+
+// noteText is the text a note event carries in data.text ("" for none).
+func noteText(e store.Event) string {
+	if e.State != "info" || len(e.Data) == 0 {
+		return ""
+	}
+	var d struct {
+		Text string `json:"text"`
+	}
+	if json.Unmarshal(e.Data, &d) != nil {
+		return ""
+	}
+	return d.Text
+}
+
+// indent prefixes every non-empty line of s.
+func indent(s, prefix string) string {
+	lines := strings.SplitAfter(s, "\n")
+	var b strings.Builder
+	for _, l := range lines {
+		if strings.TrimSpace(l) != "" {
+			b.WriteString(prefix)
+		}
+		b.WriteString(l)
+	}
+	out := b.String()
+	if out != "" && !strings.HasSuffix(out, "\n") {
+		out += "\n"
+	}
+	return out
 }
 
 func clock(d time.Duration) string {

@@ -128,11 +128,13 @@ func (d *Deployer) Deploy(ctx context.Context, r *task.Reporter, req api.DeployR
 	if err := p.Format(&buf); err != nil {
 		return "", err
 	}
-	if req.DryRun {
-		return "Dry run: nothing changed.\n\n" + buf.String(), nil
-	}
 	diff := d.manifestDiff(req.Deployment, req.Manifest)
 	d.note(r, "Manifest diff", diff)
+	if req.DryRun {
+		// The plan is the result (not a note) so that a script reading the
+		// task record has it; `director deploy` shows it before asking.
+		return api.DryRunResult + buf.String(), nil
+	}
 	if !p.HasChanges() {
 		if err := d.recordDeployment(req, in, false); err != nil {
 			return "", err

@@ -460,9 +460,20 @@ func TestDeployWeb(t *testing.T) {
 	}
 
 	t.Run("dry run changes nothing", func(t *testing.T) {
-		_, res := deploy("v1", 2, "--dry-run")
+		evs, res := deploy("v1", 2, "--dry-run")
 		if !strings.Contains(res.Result, "3 to create") {
 			t.Errorf("dry run result:\n%s", res.Result)
+		}
+		// The manifest diff `deploy` shows before it asks: all new, the
+		// properties redacted.
+		var diff string
+		for _, e := range evs {
+			if e.Stage == "Manifest diff" {
+				diff = e.Data.Text
+			}
+		}
+		if !strings.Contains(diff, "+ name: web") || !strings.Contains(diff, "<redacted>") || strings.Contains(diff, "v1") {
+			t.Errorf("dry run manifest diff:\n%s", diff)
 		}
 		if got := vmDirs(t, data); len(got) != 0 {
 			t.Errorf("a dry run made VMs: %v", got)

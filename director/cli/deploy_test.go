@@ -1,0 +1,236 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/cli"
+	"github.com/compleat/compleat/director/config"
+	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/store/storetest"
+	"github.com/compleat/compleat/director/task"
+)
+
+// fakeDeployer is a stateful api.Deployer: it keeps the manifest deployed
+// last and reports a deploy as the real one does, with a "Manifest diff"
+// note (here the deployed and the submitted manifest, no redaction) and,
+// for a real deploy, a "Plan" note; a dry run's result is the plan.
+type fakeDeployer struct {
+	mu       sync.Mutex
+	deployed string
+	requests []api.DeployRequest
+}
+
+func (f *fakeDeployer) plan(req api.DeployRequest) string {
+	return "Deployment " + req.Deployment + "\n\n  web/0 (0) az=z1 ip=-\n    create: new\n\n1 to create, 0 to update (0 recreated), 0 to delete, 0 unchanged\n"
+}
+
+func note(r *task.Reporter, stage, text string) {
+	raw, _ := json.Marshal(map[string]string{"text": text})
+	r.Event(store.Event{Stage: stage, State: "info", Data: raw})
+}
+
+func (f *fakeDeployer) Deploy(ctx context.Context, r *task.Reporter, req api.DeployRequest) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.requests = append(f.requests, req)
+	if strings.Contains(req.Manifest, "bad") {
+		return "", api.BadInput(errors.New("manifest.yml:1: bad: not a field"))
+	}
+	note(r, "Manifest diff", "- "+f.deployed+"\n+ "+req.Manifest+"\n")
+	if req.DryRun {
+		return api.DryRunResult + f.plan(req), nil
+	}
+	note(r, "Plan", f.plan(req))
+	r.Stage("Updating instance", 1).Run("web/0", func() error { return nil }, "canary")
+	f.deployed = req.Manifest
+	return "Deployed " + req.Deployment, nil
+}
+
+func (f *fakeDeployer) Delete(ctx context.Context, r *task.Reporter, deployment string, force bool) (string, error) {
+	return "", errors.ErrUnsupported
+}
+
+func (f *fakeDeployer) ChangeState(ctx context.Context, r *task.Reporter, req api.StateRequest) (string, error) {
+	return "", errors.ErrUnsupported
+}
+
+// state is the manifest deployed last and which requests were dry runs.
+func (f *fakeDeployer) state() (deployed string, dry []bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range f.requests {
+		dry = append(dry, r.DryRun)
+	}
+	return f.deployed, dry
+}
+
+// deployDirector serves the real API over TLS with a fakeDeployer and
+// writes a manifest deploying "web" whose content is its name line.
+func deployDirector(t *testing.T) (env func(string) string, f *fakeDeployer, manifest string) {
+	t.Helper()
+	st := storetest.New(t)
+	logger := slog.New(slog.DiscardHandler)
+	tasks := task.NewManager(st, logger, task.Options{})
+	const tok = "deploy-cli-token-77a0"
+	auth := api.NewAuth([]api.Token{{Name: "admin", SHA256: sha256.Sum256([]byte(tok)), Scopes: []string{config.ScopeAdmin}}})
+	f = &fakeDeployer{deployed: "name: web-old"}
+	srv := httptest.NewTLSServer(api.New(api.Deps{Store: st, Tasks: tasks, Auth: auth, Logger: logger, Deployer: f}))
+	t.Cleanup(func() {
+		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		tasks.Shutdown(ctx)
+	})
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
+	manifest = filepath.Join(dir, "web.yml")
+	if err := os.WriteFile(manifest, []byte("name: web\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{"DIRECTOR_TARGET": srv.URL, "DIRECTOR_TOKEN": tok, "DIRECTOR_CA_CERT": ca}
+	return func(k string) string { return vars[k] }, f, manifest
+}
+
+// fileTools reads manifests as they are (no ops files, no variables).
+type fileTools struct{ cli.Tools }
+
+func (fileTools) Interpolate(ctx context.Context, file string, o cli.InterpolateOptions) ([]byte, error) {
+	return os.ReadFile(file)
+}
+
+func (fileTools) DeploymentName(file string, manifest []byte) (string, error) {
+	name, _, _ := strings.Cut(strings.TrimPrefix(string(manifest), "name: "), "\n")
+	return name, nil
+}
+
+// deployCLI runs the CLI with stdin; stdout and stderr are kept apart,
+// and the question (on stderr) is marked in stdout where it was asked.
+func deployCLI(env func(string) string, stdin string, args ...string) (stdout, stderr string, code int) {
+	var out, errOut bytes.Buffer
+	in := &askReader{r: strings.NewReader(stdin), out: &out}
+	err := cli.Run(context.Background(), cli.Deps{Stdin: in, Stdout: &out, Stderr: &errOut, Getenv: env, Tools: fileTools{}}, args)
+	return out.String(), errOut.String(), cli.ExitCode(err)
+}
+
+// askReader writes "<asked>" to out when the answer is first read.
+type askReader struct {
+	r     *strings.Reader
+	out   *bytes.Buffer
+	asked bool
+}
+
+func (a *askReader) Read(p []byte) (int, error) {
+	if !a.asked {
+		a.asked = true
+		a.out.WriteString("<asked>\n")
+	}
+	return a.r.Read(p)
+}
+
+func TestDeployShowsDiffAndPlanBeforeAsking(t *testing.T) {
+	env, f, manifest := deployDirector(t)
+
+	out, errOut, code := deployCLI(env, "n\n", "deploy", manifest)
+	if code != cli.ExitFailed || !strings.Contains(errOut, `Deploy "web"? [yN]`) {
+		t.Fatalf("answering no: exit %d, stderr %q", code, errOut)
+	}
+	before, _, asked := strings.Cut(out, "<asked>")
+	if !asked {
+		t.Fatalf("never asked:\n%s", out)
+	}
+	for _, want := range []string{"Manifest diff", "  - name: web-old", "  + name: web", "Plan:", "    create: new", "1 to create"} {
+		if !strings.Contains(before, want) {
+			t.Errorf("before the question, the output lacks %q:\n%s", want, before)
+		}
+	}
+	if strings.Contains(before, "Dry run: nothing changed") {
+		t.Errorf("the preview reads as a dry run:\n%s", before)
+	}
+	if deployed, dry := f.state(); deployed != "name: web-old" || len(dry) != 1 || !dry[0] {
+		t.Errorf("after no: deployed %q, requests (dry run?) %v; want only a dry run", deployed, dry)
+	}
+
+	out, _, code = deployCLI(env, "y\n", "deploy", manifest)
+	if code != 0 {
+		t.Fatalf("answering yes: exit %d\n%s", code, out)
+	}
+	if deployed, dry := f.state(); deployed != "name: web\n" || len(dry) != 3 || !dry[1] || dry[2] {
+		t.Errorf("after yes: deployed %q, requests (dry run?) %v; want a dry run then a deploy", deployed, dry)
+	}
+	_, after, _ := strings.Cut(out, "<asked>")
+	if n := strings.Count(out, "1 to create"); n != 1 {
+		t.Errorf("the plan printed %d times, want once (not again while following):\n%s", n, out)
+	}
+	if !strings.Contains(after, "Updating instance web/0 (canary) ... done") || !strings.Contains(after, "Deployed web") {
+		t.Errorf("the deploy was not followed:\n%s", after)
+	}
+}
+
+func TestDeployNonInteractivePrintsNotesWhileFollowing(t *testing.T) {
+	env, f, manifest := deployDirector(t)
+	out, errOut, code := deployCLI(env, "", "-n", "deploy", manifest)
+	if code != 0 || strings.Contains(out, "<asked>") || errOut != "" {
+		t.Fatalf("exit %d, stderr %q:\n%s", code, errOut, out)
+	}
+	if _, dry := f.state(); len(dry) != 1 || dry[0] {
+		t.Errorf("-n: requests (dry run?) %v, want one deploy", dry)
+	}
+	// The notes print as blocks under their stage, in the task's lines.
+	for _, want := range []string{"| Manifest diff\n  - name: web-old\n  + name: web\n", "| Plan\n  Deployment web\n", "\n  1 to create"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+
+	out, _, code = deployCLI(env, "", "--json", "deploy", manifest)
+	if code != 0 {
+		t.Fatalf("--json: exit %d\n%s", code, out)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("--json printed a line that is not JSON: %q", line)
+		}
+	}
+	if _, dry := f.state(); len(dry) != 2 || dry[1] {
+		t.Errorf("--json asks nothing and plans nothing first: requests (dry run?) %v", dry)
+	}
+}
+
+func TestDeployDryRunShowsDiffThenPlanOnce(t *testing.T) {
+	env, _, manifest := deployDirector(t)
+	out, _, code := deployCLI(env, "", "deploy", manifest, "--dry-run")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	diff, plan := strings.Index(out, "| Manifest diff\n"), strings.Index(out, "Dry run: nothing changed.")
+	if diff < 0 || plan < diff || strings.Count(out, "1 to create") != 1 {
+		t.Errorf("want the diff, then the plan once:\n%s", out)
+	}
+}
+
+func TestDeployPreviewFailureStops(t *testing.T) {
+	env, f, manifest := deployDirector(t)
+	os.WriteFile(manifest, []byte("name: web\nbad: 1\n"), 0o644)
+	out, errOut, code := deployCLI(env, "y\n", "deploy", manifest)
+	if code != cli.ExitFailed || strings.Contains(out, "<asked>") {
+		t.Errorf("a plan that fails: exit %d, asked anyway?\n%s%s", code, out, errOut)
+	}
+	if _, dry := f.state(); len(dry) != 1 || !dry[0] {
+		t.Errorf("requests (dry run?) %v, want the dry run only", dry)
+	}
+}
