@@ -12,7 +12,7 @@
 //	GET  /v1/configs?type=T[&all=true]     POST /v1/configs {type,name,content}
 //	GET  /v1/deployments                   POST /v1/deployments (deploy) -> task
 //	GET  /v1/deployments/{name}            DELETE /v1/deployments/{name}[?force=true] -> task
-//	GET  /v1/deployments/{name}/instances[?ps=true]  GET /v1/deployments/{name}/vms
+//	GET  /v1/deployments/{name}/instances[?ps=true]  GET /v1/deployments/{name}/vms[?vitals=true]
 //	POST /v1/deployments/{name}/state {action, target} -> task  (recreate, restart, stop, start)
 //	GET  /v1/tasks?limit=N&state=S&deployment=D
 //	GET  /v1/tasks/{id}                    POST /v1/tasks/{id}/cancel
@@ -381,41 +381,108 @@ func (s *Server) instances(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("this director cannot ask agents for their state"))
 			return
 		}
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, 16)
-		for i := range out {
-			if out[i].AgentID == "" {
-				out[i].AgentError = "no vm"
-				continue
-			}
-			wg.Add(1)
-			go func(v *InstanceView) {
-				defer wg.Done()
-				sem <- struct{}{}
-				defer func() { <-sem }()
-				ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-				defer cancel()
-				st, err := s.d.Agents.State(ctx, v.AgentID)
-				if err != nil {
-					v.AgentError = err.Error()
-					return
-				}
-				v.AgentState = st
-			}(&out[i])
-		}
-		wg.Wait()
+		s.askAgents(r.Context(), len(out), func(i int) string { return out[i].AgentID }, func(i int, st json.RawMessage, err string) {
+			out[i].AgentState, out[i].AgentError = st, err
+		})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
+// askAgents asks n agents for their state, 16 at a time, each for up to
+// 10 s; answer receives the state, or why there is none ("no vm" for an
+// empty agent id).
+func (s *Server) askAgents(ctx context.Context, n int, agentID func(i int) string, answer func(i int, state json.RawMessage, err string)) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range n {
+		id := agentID(i)
+		if id == "" {
+			answer(i, nil, "no vm")
+			continue
+		}
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			st, err := s.d.Agents.State(ctx, id)
+			if err != nil {
+				answer(i, nil, err.Error())
+				return
+			}
+			answer(i, st, "")
+		})
+	}
+	wg.Wait()
+}
+
+// VMView is a VM as GET /v1/deployments/{name}/vms answers it: the record,
+// the instance it serves (GROUP/ID) and, with vitals=true, its agent's job
+// state and vitals (protocol.Vitals as JSON: cpu, mem, swap, load, disk,
+// uptime_s) or why they could not be had.
+type VMView struct {
+	store.VM
+	Instance   string          `json:"instance,omitempty"`
+	JobState   string          `json:"job_state,omitempty"`
+	Vitals     json.RawMessage `json:"vitals,omitempty"`
+	AgentError string          `json:"agent_error,omitempty"`
+}
+
 func (s *Server) vms(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	view(s, w, func(tx *store.Tx) ([]store.VM, error) {
+	vitals := r.URL.Query().Get("vitals") == "true"
+	if vitals && s.d.Agents == nil {
+		writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("this director cannot ask agents for their vitals"))
+		return
+	}
+	out := []VMView{}
+	err := s.d.Store.View(func(tx *store.Tx) error {
 		if _, err := tx.Deployment(name); err != nil {
-			return nil, err
+			return err
 		}
-		return nonNil(tx.VMs(name))
+		vms, err := tx.VMs(name)
+		if err != nil {
+			return err
+		}
+		insts, err := tx.Instances(name)
+		if err != nil {
+			return err
+		}
+		group := map[string]string{}
+		for _, i := range insts {
+			group[i.ID] = i.Group
+		}
+		for _, v := range vms {
+			vv := VMView{VM: v}
+			if g, ok := group[v.InstanceID]; ok {
+				vv.Instance = g + "/" + v.InstanceID
+			}
+			out = append(out, vv)
+		}
+		return nil
 	})
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	if vitals {
+		s.askAgents(r.Context(), len(out), func(i int) string { return out[i].AgentID }, func(i int, st json.RawMessage, errText string) {
+			if errText != "" {
+				out[i].AgentError = errText
+				return
+			}
+			var state struct {
+				JobState string          `json:"job_state"`
+				Vitals   json.RawMessage `json:"vitals"`
+			}
+			if err := json.Unmarshal(st, &state); err != nil {
+				out[i].AgentError = "bad state from the agent: " + err.Error()
+				return
+			}
+			out[i].JobState, out[i].Vitals = state.JobState, state.Vitals
+		})
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) locks(w http.ResponseWriter, r *http.Request) {

@@ -249,10 +249,39 @@ func (a *app) instancesCmd() *cobra.Command {
 	return cmd
 }
 
+// vmView is the API's VMView as the CLI reads it.
+type vmView struct {
+	store.VM
+	Instance   string  `json:"instance"`
+	JobState   string  `json:"job_state"`
+	Vitals     *vitals `json:"vitals"`
+	AgentError string  `json:"agent_error"`
+}
+
+// vitals are an agent's protocol.Vitals as the CLI reads them.
+type vitals struct {
+	CPU struct {
+		User   float64 `json:"user"`
+		System float64 `json:"sys"`
+		Wait   float64 `json:"wait"`
+	} `json:"cpu"`
+	Mem, Swap struct {
+		KB      uint64  `json:"kb"`
+		Percent float64 `json:"percent"`
+	}
+	Load []float64 `json:"load"`
+	Disk map[string]struct {
+		Percent      float64 `json:"percent"`
+		InodePercent float64 `json:"inode_percent"`
+	} `json:"disk"`
+	Uptime int64 `json:"uptime_s"`
+}
+
 func (a *app) vmsCmd() *cobra.Command {
-	return &cobra.Command{
+	var withVitals bool
+	cmd := &cobra.Command{
 		Use:   "vms",
-		Short: "List the deployment's VMs",
+		Short: "List the deployment's VMs (--vitals: with CPU, memory, disk, load and uptime, asked of the agents)",
 		Args:  args(cobra.NoArgs),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
 			name, err := a.deployment()
@@ -263,17 +292,83 @@ func (a *app) vmsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var vms []store.VM
-			return a.list(cmd.Context(), c, "/v1/deployments/"+url.PathEscape(name)+"/vms", &vms, func(w io.Writer) {
-				tw := table(w, "VM CID", "CPI", "Instance", "Agent", "State")
+			path := "/v1/deployments/" + url.PathEscape(name) + "/vms"
+			if withVitals {
+				path += "?vitals=true"
+			}
+			var vms []vmView
+			return a.list(cmd.Context(), c, path, &vms, func(w io.Writer) {
+				if !withVitals {
+					tw := table(w, "VM CID", "CPI", "Instance", "Agent", "State")
+					for _, v := range vms {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.CID, v.CPI, dash(v.instance()), v.AgentID, dash(v.State))
+					}
+					tw.Flush()
+					fmt.Fprintf(w, "\n%d vms\n", len(vms))
+					return
+				}
+				tw := table(w, "VM CID", "Instance", "Process State", "Uptime", "Load (1m, 5m, 15m)", "CPU User", "CPU Sys", "CPU Wait", "Memory", "Swap", "System Disk", "Ephemeral Disk", "Persistent Disk")
 				for _, v := range vms {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.CID, v.CPI, dash(v.InstanceID), v.AgentID, dash(v.State))
+					if v.Vitals == nil {
+						state := "unresponsive agent"
+						if v.AgentError != "" {
+							state += " (" + oneLine(v.AgentError) + ")"
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\n", v.CID, dash(v.instance()), state)
+						continue
+					}
+					x := v.Vitals
+					load := "-"
+					if len(x.Load) == 3 {
+						load = fmt.Sprintf("%.2f, %.2f, %.2f", x.Load[0], x.Load[1], x.Load[2])
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1f%%\t%.1f%%\t%.1f%%\t%.0f%% (%s)\t%.0f%% (%s)\t%s\t%s\t%s\n",
+						v.CID, dash(v.instance()), dash(v.JobState), uptime(x.Uptime), load,
+						x.CPU.User, x.CPU.System, x.CPU.Wait,
+						x.Mem.Percent, size(int64(x.Mem.KB)<<10), x.Swap.Percent, size(int64(x.Swap.KB)<<10),
+						diskUse(x, "system"), diskUse(x, "ephemeral"), diskUse(x, "persistent"))
 				}
 				tw.Flush()
 				fmt.Fprintf(w, "\n%d vms\n", len(vms))
 			})
 		}),
 	}
+	cmd.Flags().BoolVar(&withVitals, "vitals", false, "ask each VM's agent for its vitals")
+	return cmd
+}
+
+// instance names what the VM serves: GROUP/ID, else the instance id
+// (compilation for a compile VM).
+func (v vmView) instance() string {
+	if v.Instance != "" {
+		return v.Instance
+	}
+	return v.InstanceID
+}
+
+// diskUse is a file system's use ("12% (3% inodes)"), "-" when the agent
+// has none of that kind.
+func diskUse(x *vitals, kind string) string {
+	d, ok := x.Disk[kind]
+	if !ok {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%% (%.0f%% inodes)", d.Percent, d.InodePercent)
+}
+
+// uptime is "3d 4h 5m" (or "42s" under a minute).
+func uptime(s int64) string {
+	if s < 60 {
+		return fmt.Sprintf("%ds", s)
+	}
+	d, h, m := s/86400, s%86400/3600, s%3600/60
+	switch {
+	case d > 0:
+		return fmt.Sprintf("%dd %dh %dm", d, h, m)
+	case h > 0:
+		return fmt.Sprintf("%dh %dm", h, m)
+	}
+	return fmt.Sprintf("%dm", m)
 }
 
 func (a *app) stateCmd(action string) *cobra.Command {

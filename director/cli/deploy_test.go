@@ -82,13 +82,20 @@ func (f *fakeDeployer) state() (deployed string, dry []bool) {
 // writes a manifest deploying "web" whose content is its name line.
 func deployDirector(t *testing.T) (env func(string) string, f *fakeDeployer, manifest string) {
 	t.Helper()
-	st := storetest.New(t)
+	env, f, manifest, _ = deployDirectorWith(t, nil)
+	return env, f, manifest
+}
+
+// deployDirectorWith is deployDirector whose agents are agents.
+func deployDirectorWith(t *testing.T, agents api.Agents) (env func(string) string, f *fakeDeployer, manifest string, st *store.Store) {
+	t.Helper()
+	st = storetest.New(t)
 	logger := slog.New(slog.DiscardHandler)
 	tasks := task.NewManager(st, logger, task.Options{})
 	const tok = "deploy-cli-token-77a0"
 	auth := api.NewAuth([]api.Token{{Name: "admin", SHA256: sha256.Sum256([]byte(tok)), Scopes: []string{config.ScopeAdmin}}})
 	f = &fakeDeployer{deployed: "name: web-old"}
-	srv := httptest.NewTLSServer(api.New(api.Deps{Store: st, Tasks: tasks, Auth: auth, Logger: logger, Deployer: f}))
+	srv := httptest.NewTLSServer(api.New(api.Deps{Store: st, Tasks: tasks, Auth: auth, Logger: logger, Deployer: f, Agents: agents}))
 	t.Cleanup(func() {
 		srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -103,7 +110,7 @@ func deployDirector(t *testing.T) (env func(string) string, f *fakeDeployer, man
 		t.Fatal(err)
 	}
 	vars := map[string]string{"DIRECTOR_TARGET": srv.URL, "DIRECTOR_TOKEN": tok, "DIRECTOR_CA_CERT": ca}
-	return func(k string) string { return vars[k] }, f, manifest
+	return func(k string) string { return vars[k] }, f, manifest, st
 }
 
 // fileTools reads manifests as they are (no ops files, no variables).
@@ -232,5 +239,67 @@ func TestDeployPreviewFailureStops(t *testing.T) {
 	}
 	if _, dry := f.state(); len(dry) != 1 || !dry[0] {
 		t.Errorf("requests (dry run?) %v, want the dry run only", dry)
+	}
+}
+
+// agentStates answers get_state from a map of agent id to state.
+type agentStates map[string]string
+
+func (a agentStates) State(ctx context.Context, id string) (json.RawMessage, error) {
+	if s, ok := a[id]; ok {
+		return json.RawMessage(s), nil
+	}
+	return nil, errors.New("agent a-2 unresponsive: nats: timeout")
+}
+
+func TestVMsVitals(t *testing.T) {
+	agents := agentStates{"a-1": `{"job_state":"running","vitals":{"cpu":{"user":12.5,"sys":2,"wait":0.5},"mem":{"kb":524288,"percent":25},"swap":{"kb":0,"percent":0},"load":[0.5,0.25,0.1],"disk":{"system":{"percent":40,"inode_percent":3},"ephemeral":{"percent":7,"inode_percent":1}},"uptime_s":3700}}`}
+	env, _, _, st := deployDirectorWith(t, agents)
+	err := st.Update(func(tx *store.Tx) error {
+		tx.PutDeployment(store.Deployment{Name: "web"})
+		tx.PutInstance(store.Instance{Deployment: "web", Group: "web", ID: "i-1", VMCID: "vm-1", AgentID: "a-1", State: "started"})
+		tx.PutInstance(store.Instance{Deployment: "web", Group: "lb", ID: "i-2", VMCID: "vm-2", AgentID: "a-2", State: "started"})
+		tx.PutVM(store.VM{CID: "vm-1", CPI: "local", AgentID: "a-1", Deployment: "web", InstanceID: "i-1"})
+		return tx.PutVM(store.VM{CID: "vm-2", CPI: "local", AgentID: "a-2", Deployment: "web", InstanceID: "i-2"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, code := deployCLI(env, "", "-d", "web", "vms", "--vitals")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	lines := strings.Split(out, "\n")
+	if len(lines) < 3 || !strings.Contains(lines[0], "Load (1m, 5m, 15m)") || !strings.Contains(lines[0], "Persistent Disk") {
+		t.Fatalf("table:\n%s", out)
+	}
+	for _, want := range []string{"vm-1", "web/i-1", "running", "1h 1m", "0.50, 0.25, 0.10", "12.5%", "25% (512.0 MiB)", "40% (3% inodes)", "7% (1% inodes)"} {
+		if !strings.Contains(lines[1], want) {
+			t.Errorf("vm-1 line lacks %q: %q", want, lines[1])
+		}
+	}
+	if !strings.Contains(lines[2], "vm-2") || !strings.Contains(lines[2], "lb/i-2") || !strings.Contains(lines[2], "unresponsive agent (agent a-2 unresponsive") {
+		t.Errorf("vm-2 line: %q", lines[2])
+	}
+
+	out, _, code = deployCLI(env, "", "--json", "-d", "web", "vms", "--vitals")
+	var got []struct {
+		CID      string `json:"cid"`
+		Instance string `json:"instance"`
+		Vitals   struct {
+			Uptime int64 `json:"uptime_s"`
+		} `json:"vitals"`
+		AgentError string `json:"agent_error"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil {
+		t.Fatalf("--json: exit %d, %v\n%s", code, err, out)
+	}
+	if len(got) != 2 || got[0].Instance != "web/i-1" || got[0].Vitals.Uptime != 3700 || got[1].AgentError == "" {
+		t.Errorf("--json: %+v", got)
+	}
+
+	out, _, code = deployCLI(env, "", "-d", "web", "vms")
+	if code != 0 || strings.Contains(out, "Load") || !strings.Contains(out, "web/i-1") || !strings.Contains(out, "2 vms") {
+		t.Errorf("vms without --vitals: exit %d\n%s", code, out)
 	}
 }
