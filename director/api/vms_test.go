@@ -56,8 +56,8 @@ func TestVMsWithVitals(t *testing.T) {
 		t.Fatalf("vms = %+v", got)
 	}
 	var v struct {
-		CPU struct{ User float64 } `json:"cpu"`
-		Uptime int64              `json:"uptime_s"`
+		CPU    struct{ User float64 } `json:"cpu"`
+		Uptime int64                  `json:"uptime_s"`
 	}
 	json.Unmarshal(got[0].Vitals, &v)
 	if got[0].CID != "vm-1" || got[0].JobState != "running" || v.CPU.User != 12.5 || v.Uptime != 3700 || got[0].AgentError != "" {
