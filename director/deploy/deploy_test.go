@@ -1,12 +1,16 @@
 package deploy
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/compleat/compleat/director/manifest"
 	"github.com/compleat/compleat/director/store"
@@ -162,5 +166,84 @@ func TestVariablesInterpolateIntoTheManifest(t *testing.T) {
 	}
 	if _, err := manifest.Interpolate(context.Background(), "manifest.yml", []byte(doc+"  missing: ((nobody))\n"), manifest.LoadOptions{Source: v, Vars: []string{"from_cli=x"}, Strict: true}); err == nil || !strings.Contains(err.Error(), "nobody") {
 		t.Errorf("an undeclared, unset variable: %v", err)
+	}
+}
+
+const keysManifest = `name: app
+variables:
+- name: signing
+  type: rsa
+- name: jumpbox
+  type: ssh
+`
+
+func TestVariablesRSAAndSSHKeys(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "state.db")
+	st, err := store.Open(dbPath, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	v, _ := newVariables(st, "app", []byte(keysManifest), true)
+
+	val, ok, err := v.Get(ctx, "signing")
+	if err != nil || !ok {
+		t.Fatalf("rsa: %v %v", ok, err)
+	}
+	m := val.(map[string]any)
+	if len(m) != 2 {
+		t.Errorf("rsa keys: %v, want private_key and public_key", sortedKeys(m))
+	}
+	block, _ := pem.Decode([]byte(m["private_key"].(string)))
+	if block == nil || block.Type != "RSA PRIVATE KEY" {
+		t.Fatalf("rsa private_key is not an RSA PRIVATE KEY PEM block")
+	}
+	priv, err := x509.ParsePKCS1PrivateKey(block.Bytes)
+	if err != nil || priv.N.BitLen() != 2048 {
+		t.Fatalf("rsa private_key: %v", err)
+	}
+	block, _ = pem.Decode([]byte(m["public_key"].(string)))
+	if block == nil || block.Type != "PUBLIC KEY" {
+		t.Fatalf("rsa public_key is not a PUBLIC KEY PEM block")
+	}
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil || !priv.PublicKey.Equal(pub) {
+		t.Errorf("rsa public_key is not the private key's: %v", err)
+	}
+
+	val, ok, err = v.Get(ctx, "jumpbox")
+	if err != nil || !ok {
+		t.Fatalf("ssh: %v %v", ok, err)
+	}
+	m = val.(map[string]any)
+	if len(m) != 3 {
+		t.Errorf("ssh keys: %v, want private_key, public_key and public_key_fingerprint", sortedKeys(m))
+	}
+	sshPriv, err := ssh.ParseRawPrivateKey([]byte(m["private_key"].(string)))
+	if err != nil {
+		t.Fatalf("ssh private_key: %v", err)
+	}
+	authorized, _, _, _, err := ssh.ParseAuthorizedKey([]byte(m["public_key"].(string)))
+	if err != nil || !strings.HasPrefix(m["public_key"].(string), "ssh-rsa AAAA") {
+		t.Fatalf("ssh public_key %q: %v", m["public_key"], err)
+	}
+	signer, err := ssh.NewSignerFromKey(sshPriv)
+	if err != nil || !bytes.Equal(signer.PublicKey().Marshal(), authorized.Marshal()) {
+		t.Errorf("ssh public_key is not the private key's: %v", err)
+	}
+	if got, want := m["public_key_fingerprint"], strings.TrimPrefix(ssh.FingerprintLegacyMD5(authorized), "MD5:"); got != want {
+		t.Errorf("fingerprint %q, want %q", got, want)
+	}
+
+	// Stored sealed: the state file holds neither private key in clear.
+	st.Close()
+	raw, err := os.ReadFile(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"PRIVATE KEY", m["public_key"].(string)[8:40]} {
+		if bytes.Contains(raw, []byte(secret)) {
+			t.Errorf("the state file holds %q in clear", secret)
+		}
 	}
 }

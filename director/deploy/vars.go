@@ -2,8 +2,14 @@ package deploy
 
 import (
 	"context"
+	"crypto/md5"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
@@ -18,10 +24,10 @@ import (
 )
 
 // variables resolves a manifest's director variables from the store,
-// generating those the manifest declares (password, certificate) on first
-// use. Values are sealed in the store and never logged or reported; names
-// are kept per deployment ("/<deployment>/<name>") unless they start with
-// "/".
+// generating those the manifest declares (password, certificate, rsa, ssh)
+// on first use. Values are sealed in the store and never logged or
+// reported; names are kept per deployment ("/<deployment>/<name>") unless
+// they start with "/".
 type variables struct {
 	st         *store.Store
 	deployment string
@@ -121,9 +127,77 @@ func (v *variables) generate(dv declaredVar, depth int) (any, error) {
 		return password(20)
 	case "certificate":
 		return v.certificate(dv, depth)
+	case "rsa":
+		return rsaKey()
+	case "ssh":
+		return sshKey()
 	default:
-		return nil, fmt.Errorf("the director cannot generate variables of type %q yet (password, certificate)", dv.Type)
+		return nil, fmt.Errorf("the director cannot generate variables of type %q (password, certificate, rsa, ssh)", dv.Type)
 	}
+}
+
+// rsaBits is the size of generated rsa and ssh keys (BOSH's).
+const rsaBits = 2048
+
+// rsaKey generates an rsa variable: {private_key, public_key}, the private
+// key as PKCS #1 PEM ("RSA PRIVATE KEY") and the public key as PKIX PEM
+// ("PUBLIC KEY"), as BOSH's config server shapes it.
+func rsaKey() (any, error) {
+	key, err := rsa.GenerateKey(rand.Reader, rsaBits)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{
+		"private_key": string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})),
+		"public_key":  string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})),
+	}, nil
+}
+
+// sshKey generates an ssh variable: {private_key, public_key,
+// public_key_fingerprint}: the private key as PKCS #1 PEM, the public key
+// in authorized_keys form ("ssh-rsa AAAA..."), and its MD5 fingerprint as
+// colon-separated hex, as BOSH's config server shapes it.
+func sshKey() (any, error) {
+	key, err := rsa.GenerateKey(rand.Reader, rsaBits)
+	if err != nil {
+		return nil, err
+	}
+	wire := sshRSAPublicKey(&key.PublicKey)
+	sum := md5.Sum(wire)
+	hexes := make([]string, len(sum))
+	for i, b := range sum {
+		hexes[i] = fmt.Sprintf("%02x", b)
+	}
+	return map[string]any{
+		"private_key":            string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})),
+		"public_key":             "ssh-rsa " + base64.StdEncoding.EncodeToString(wire),
+		"public_key_fingerprint": strings.Join(hexes, ":"),
+	}, nil
+}
+
+// sshRSAPublicKey is an rsa public key in the SSH wire format (RFC 4253,
+// section 6.6): the string "ssh-rsa", then e and n as mpints.
+func sshRSAPublicKey(k *rsa.PublicKey) []byte {
+	var b []byte
+	str := func(s []byte) {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+		b = append(b, s...)
+	}
+	mpint := func(n *big.Int) {
+		raw := n.Bytes()
+		if len(raw) > 0 && raw[0]&0x80 != 0 {
+			raw = append([]byte{0}, raw...) // positive: no sign bit set
+		}
+		str(raw)
+	}
+	str([]byte("ssh-rsa"))
+	mpint(big.NewInt(int64(k.E)))
+	mpint(k.N)
+	return b
 }
 
 const passwordAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
