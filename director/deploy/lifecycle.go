@@ -40,7 +40,7 @@ func (d *Deployer) Delete(ctx context.Context, r *task.Reporter, name string, fo
 	p := plan.Teardown(st)
 	x := d.newExecutor(&p, name, cpiName, nil, nil, log)
 	x.mode, x.force = modeDelete, force
-	res, err := update.New(x, log).Run(ctx, p.Rollout(), update.Options{Reporter: &updateReporter{r: r, x: x}})
+	res, err := update.New(x, log).Run(ctx, p.Rollout(), update.Options{Reporter: &updateReporter{r: r, x: x}, NoPostDeploy: true})
 	if err != nil {
 		return "", err
 	}
@@ -225,7 +225,8 @@ func (d *Deployer) ChangeState(ctx context.Context, r *task.Reporter, req api.St
 		x = d.newExecutor(&p, req.Deployment, in.cpiName, jobs, pkgs, log)
 	}
 	x.mode = mode
-	res, err := update.New(x, log).Run(ctx, ro, update.Options{Reporter: &updateReporter{r: r, x: x}, SkipDrain: req.SkipDrain})
+	// BOSH runs post-deploy on deploys only.
+	res, err := update.New(x, log).Run(ctx, ro, update.Options{Reporter: &updateReporter{r: r, x: x}, SkipDrain: req.SkipDrain, NoPostDeploy: true})
 	if err != nil {
 		return "", err
 	}

@@ -195,6 +195,9 @@ type Options struct {
 	// MinWatchStep is the smallest step between two checks after the first
 	// (BOSH: one second). Zero means one second.
 	MinWatchStep time.Duration
+	// NoPostDeploy leaves out the post-deploy stage: post-deploy belongs
+	// to deploys, not to recreate, restart, stop, start or a deletion.
+	NoPostDeploy bool
 }
 
 // ErrPaused is returned when Options.Pause stopped the rollout.
@@ -430,8 +433,8 @@ func (u *Updater) Run(ctx context.Context, ro Rollout, opts Options) (Result, er
 		})
 	}
 
-	// 4. Post-deploy, when anything changed.
-	if !r.stop() && ctx.Err() == nil && (len(r.res.Touched) > 0 || len(r.res.Deleted) > 0) {
+	// 4. Post-deploy, when a deploy changed anything.
+	if !r.opts.NoPostDeploy && !r.stop() && ctx.Err() == nil && (len(r.res.Touched) > 0 || len(r.res.Deleted) > 0) {
 		var all []Instance
 		for _, g := range ro.Groups {
 			all = append(all, g.Instances...)

@@ -135,6 +135,29 @@ func TestCanaryFirstThenBatches(t *testing.T) {
 	}
 }
 
+func TestNoPostDeployOutsideDeploys(t *testing.T) {
+	x := updatetest.New()
+	g := group(x, "web", 3, upd(1, 2, true))
+	rec := &recorder{}
+	res, err := update.New(x, nil).Run(context.Background(), update.Rollout{Deployment: "d", Groups: []update.Group{g}}, update.Options{Reporter: rec, NoPostDeploy: true})
+	if err != nil || len(res.Updated) != 3 {
+		t.Fatalf("result %+v, %v", res, err)
+	}
+	for _, s := range x.Timeline() {
+		if s.Step == "post-deploy" {
+			t.Errorf("post-deploy ran on %s", s.Instance)
+		}
+	}
+	for _, e := range rec.ev {
+		if e.Stage == "Running post-deploy" {
+			t.Errorf("event %+v", e)
+		}
+	}
+	if got := x.StepsOf("web/w1"); !slices.Equal(got, fullUpdate[:len(fullUpdate)-1]) {
+		t.Errorf("steps of web/w1 = %v", got)
+	}
+}
+
 func TestBatchesNeverSpanAZsAndPercentages(t *testing.T) {
 	x := updatetest.New()
 	u := upd(1, 0, true)

@@ -626,6 +626,9 @@ func TestDeployWeb(t *testing.T) {
 		if ups := started(evs, "Updating instance"); len(ups) != 1 {
 			t.Errorf("start touched %d instances, want only the stopped one", len(ups))
 		}
+		if n := len(started(evs, "Running post-deploy")); n != 0 {
+			t.Errorf("start ran post-deploy on %d instances; post-deploy belongs to deploys", n)
+		}
 		lbAnswers(t, "v3", 2)
 
 		before := d.run("-d", "web", "vms")
