@@ -327,7 +327,7 @@ func printResult(w io.Writer, r result) {
 		fmt.Fprintf(w, "zdt:   deploy failed as expected: %s\n", r.deployErr)
 	}
 	for _, n := range r.notes {
-		fmt.Fprintf(w, "zdt:   note: %s\n", n)
+		fmt.Fprintf(w, "zdt:   note: %s\n", strings.ReplaceAll(n, "\n", "\nzdt:         "))
 	}
 	if len(r.exitReasons) > 0 {
 		fmt.Fprintf(w, "zdt:   backends leaving rotation without drain: %s\n", strings.Join(r.exitReasons, "; "))
