@@ -1,0 +1,416 @@
+package deploy_test
+
+// An in-process director for tests and benchmarks of the whole deploy
+// pipeline: the real Deployer, store, blobstore, task manager and embedded
+// bus (mTLS), with a fake cloud (cpitest.Fake) and a fleet of fake agents
+// that answer the agent protocol on the bus for every VM the cloud holds.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/compleat/compleat/agent/protocol"
+	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/cpi/cpitest"
+	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/blobstore"
+	"github.com/compleat/compleat/director/cpimanager"
+	"github.com/compleat/compleat/director/deploy"
+	"github.com/compleat/compleat/director/mbus"
+	"github.com/compleat/compleat/director/pki"
+	"github.com/compleat/compleat/director/release"
+	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/task"
+)
+
+// fleet is the fake agents of every VM the cloud holds. Each answers on
+// agent.<id> as the real agent does, at once: long methods reply with a
+// finished agent task, so no get_task poll is needed. StartDelay holds
+// each start back, as jobs that take time to come up.
+type fleet struct {
+	StartDelay time.Duration
+
+	mu     sync.Mutex
+	agents map[string]*fakeAgent // by agent id
+	byVM   map[string]string     // vm cid -> agent id
+}
+
+type fakeAgent struct {
+	id, vmCID string
+	jobState  string
+	applied   int
+	scripts   map[string]int // run_script name -> runs
+	disks     []string
+}
+
+func newFleet() *fleet {
+	return &fleet{agents: map[string]*fakeAgent{}, byVM: map[string]string{}}
+}
+
+func (f *fleet) boot(agentID, vmCID string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.agents[agentID] = &fakeAgent{id: agentID, vmCID: vmCID, jobState: protocol.StateStopped, scripts: map[string]int{}}
+	f.byVM[vmCID] = agentID
+}
+
+func (f *fleet) halt(vmCID string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.agents, f.byVM[vmCID])
+	delete(f.byVM, vmCID)
+}
+
+// scripts sums the runs of a script over every agent alive.
+func (f *fleet) scripts(name string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, a := range f.agents {
+		n += a.scripts[name]
+	}
+	return n
+}
+
+// serve answers requests for every agent on conn until it closes.
+func (f *fleet) serve(conn *nats.Conn) (*nats.Subscription, error) {
+	return conn.Subscribe(protocol.Subject("*"), func(m *nats.Msg) {
+		go f.handle(m)
+	})
+}
+
+func (f *fleet) handle(m *nats.Msg) {
+	id := strings.TrimPrefix(m.Subject, protocol.Subject(""))
+	var req protocol.Request
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		return
+	}
+	var arg json.RawMessage
+	if len(req.Arguments) > 0 {
+		arg = req.Arguments[0]
+	}
+	if req.Method == protocol.MethodStart && f.StartDelay > 0 {
+		time.Sleep(f.StartDelay)
+	}
+	f.mu.Lock()
+	a := f.agents[id]
+	if a == nil {
+		f.mu.Unlock()
+		return // no VM runs this agent: nobody answers
+	}
+	value, exc := a.answer(req.Method, arg)
+	f.mu.Unlock()
+	resp := protocol.Response{Exception: exc}
+	if exc == nil {
+		raw, _ := json.Marshal(value)
+		if protocol.Long(req.Method) {
+			raw, _ = json.Marshal(protocol.TaskStatus{AgentTaskID: "t-" + req.Method, State: protocol.TaskDone, Result: raw})
+		}
+		resp.Value = raw
+	}
+	body, _ := json.Marshal(resp)
+	m.Respond(body)
+}
+
+// answer carries out one method (f.mu held).
+func (a *fakeAgent) answer(method string, arg json.RawMessage) (any, *protocol.Exception) {
+	switch method {
+	case protocol.MethodPing:
+		return "pong", nil
+	case protocol.MethodGetState:
+		return protocol.State{AgentID: a.id, VMCID: a.vmCID, JobState: a.jobState, Jobs: []protocol.JobState{}, Disks: a.disks}, nil
+	case protocol.MethodPrepare:
+		return "prepared", nil
+	case protocol.MethodApply:
+		a.applied++
+		return "applied", nil
+	case protocol.MethodStart:
+		a.jobState = protocol.StateRunning
+		return protocol.StartResult{JobState: a.jobState}, nil
+	case protocol.MethodStop:
+		a.jobState = protocol.StateStopped
+		return "stopped", nil
+	case protocol.MethodDrain:
+		return protocol.DrainResult{}, nil
+	case protocol.MethodRunScript:
+		var r protocol.RunScriptRequest
+		if err := json.Unmarshal(arg, &r); err != nil {
+			return nil, &protocol.Exception{Code: protocol.CodeBadArguments, Message: err.Error()}
+		}
+		a.scripts[r.Name]++
+		return protocol.RunScriptResult{Jobs: map[string]protocol.ScriptResult{}}, nil
+	case protocol.MethodMountDisk:
+		var r protocol.MountDiskRequest
+		json.Unmarshal(arg, &r)
+		a.disks = append(a.disks, r.DiskCID)
+		return "mounted", nil
+	case protocol.MethodUnmountDisk, protocol.MethodMigrateDisk:
+		return "done", nil
+	case protocol.MethodListDisk:
+		return protocol.ListDiskResult{Disks: a.disks}, nil
+	case protocol.MethodCancelTask:
+		return "canceled", nil
+	}
+	return nil, &protocol.Exception{Code: protocol.CodeUnknownMethod, Message: "fake agent: unknown method " + method}
+}
+
+// fleetCloud is the fake cloud; VMs it creates boot an agent of the fleet
+// and VMs it deletes halt theirs.
+type fleetCloud struct {
+	*cpitest.Fake
+	fleet *fleet
+}
+
+func (c fleetCloud) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.CreateVMResult, error) {
+	res, err := c.Fake.CreateVM(ctx, req)
+	if err == nil {
+		c.fleet.boot(req.AgentID, res.CID)
+	}
+	return res, err
+}
+
+func (c fleetCloud) DeleteVM(ctx context.Context, cid string) error {
+	err := c.Fake.DeleteVM(ctx, cid)
+	if err == nil {
+		c.fleet.halt(cid)
+	}
+	return err
+}
+
+func (fleetCloud) Close() error { return nil }
+
+type fleetLauncher struct{ cloud fleetCloud }
+
+func (l fleetLauncher) Launch(ctx context.Context, binary string, p cpimanager.Plugin) (cpimanager.Process, error) {
+	return l.cloud, nil
+}
+
+// rig is a director without HTTP: call its Deployer through run.
+type rig struct {
+	tb    testing.TB
+	store *store.Store
+	tasks *task.Manager
+	d     *deploy.Deployer
+	cloud *cpitest.Fake
+	fleet *fleet
+}
+
+// newRig builds the director, uploads a release "bench" (one job "app"
+// whose templates use the instance's index, address and a property; no
+// packages, so nothing compiles) and a stemcell, and sets a cloud config
+// with two AZs and a manual network of 4,000 addresses.
+func newRig(tb testing.TB) *rig {
+	tb.Helper()
+	ctx := context.Background()
+	dir := tb.TempDir()
+	logger := slog.New(slog.DiscardHandler)
+	st, err := store.Open(filepath.Join(dir, "state.db"), store.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	tasks := task.NewManager(st, logger, task.Options{})
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		tasks.Shutdown(ctx)
+	})
+
+	ca, err := pki.NewCA("bench-ca", 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	busCert, err := ca.IssueServer([]string{"127.0.0.1"}, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	bus, err := mbus.Start(ctx, mbus.Config{Listen: "127.0.0.1:0", CA: ca.CertPEM(), ServerCert: busCert.CertPEM, ServerKey: busCert.KeyPEM})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(bus.Shutdown)
+	connect := func() *nats.Conn {
+		kp, err := ca.IssueClient(pki.DirectorCN, 0)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		conn, err := mbus.Connect(ctx, bus.URL(), ca.CertPEM(), kp.CertPEM, kp.KeyPEM)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(conn.Close)
+		return conn
+	}
+	fl := newFleet()
+	if _, err := fl.serve(connect()); err != nil {
+		tb.Fatal(err)
+	}
+	cloud := fleetCloud{Fake: cpitest.NewFake(), fleet: fl}
+	cpis := cpimanager.New(cpimanager.Config{CPIs: []cpimanager.Plugin{{Name: "fake", Type: "fake", ExecPath: "fake-in-process"}}}, cpimanager.Options{Launcher: fleetLauncher{cloud}, Logger: logger})
+
+	blobs, err := blobstore.NewFS(filepath.Join(dir, "blobs"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	d := deploy.New(deploy.Config{
+		Store: st, CPIs: cpis, Conn: connect(), BusURL: bus.URL(), CA: ca,
+		Blobs: blobs, Signer: blobstore.NewSigner([]byte("bench-signing-key-0123456789abcdef")), BlobURL: "https://127.0.0.1:1/blobs",
+		Logger: logger, AgentTimeout: 10 * time.Second,
+	})
+	r := &rig{tb: tb, store: st, tasks: tasks, d: d, cloud: cloud.Fake, fleet: fl}
+
+	// The release, built from source and uploaded as the API does.
+	src := filepath.Join(dir, "release")
+	files := map[string]string{
+		"jobs/app/spec": `---
+name: app
+templates:
+  config.json.tmpl: config/config.json
+  processes.yml.tmpl: config/processes.yml
+properties:
+  version: {default: v1}
+  port: {default: 8080}
+`,
+		"jobs/app/templates/config.json.tmpl":   `{"index": {{ spec.Index }}, "address": "{{ spec.Address }}", "version": "{{ p "version" }}"}` + "\n",
+		"jobs/app/templates/processes.yml.tmpl": "processes:\n- name: app\n  executable: /bin/sleep\n  args: [\"infinity\"]\n  readiness: {tcp: \"{{ spec.Address }}:{{ p \"port\" }}\"}\n",
+	}
+	for name, content := range files {
+		path := filepath.Join(src, name)
+		os.MkdirAll(filepath.Dir(path), 0o755)
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	os.MkdirAll(filepath.Join(src, "packages"), 0o755)
+	_, tarball, err := release.Create(src, release.CreateOptions{Name: "bench", Version: "1", Tarball: filepath.Join(dir, "bench.tgz")})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	up := &api.Uploads{Store: st, Blobs: blobs, CPIs: cpis, TempDir: dir, Logger: logger}
+	r.run("upload-release", "", func(ctx context.Context, rep *task.Reporter) (string, error) {
+		return up.ImportRelease(ctx, rep, tarball)
+	})
+	// The stemcell: made in the cloud, recorded as an upload records it.
+	scid, err := cloud.CreateStemcell(ctx, cpi.CreateStemcellRequest{ImagePath: "/nonexistent/image", CloudProperties: json.RawMessage(`{}`)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	err = st.Update(func(tx *store.Tx) error {
+		if err := tx.PutStemcell(store.Stemcell{Name: "bench-stemcell", Version: "1", OS: "ubuntu-noble", CIDs: map[string]string{"fake": scid}}); err != nil {
+			return err
+		}
+		_, _, err := tx.AddConfig(store.ConfigCloud, "", benchCloudConfig)
+		return err
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return r
+}
+
+const benchCloudConfig = `azs:
+- name: z1
+- name: z2
+vm_types:
+- name: small
+  cloud_properties: {instance_type: small}
+networks:
+- name: default
+  type: manual
+  subnets:
+  - range: 127.60.0.0/20
+    gateway: 127.60.0.1
+    reserved: [127.60.0.2-127.60.0.9]
+    azs: [z1, z2]
+compilation:
+  workers: 2
+  az: z1
+  vm_type: small
+  network: default
+`
+
+// manifest deploys n instances of app with the version property, in two
+// AZs, 1 canary and max_in_flight 10, watch times from minWatch.
+func benchManifest(n int, version string, minWatch time.Duration) string {
+	return fmt.Sprintf(`name: big
+releases:
+- {name: bench, version: latest}
+stemcells:
+- {alias: default, os: ubuntu-noble, version: latest}
+update:
+  canaries: 1
+  max_in_flight: 10
+  canary_watch_time: %[3]d-30000
+  update_watch_time: %[3]d-30000
+instance_groups:
+- name: app
+  instances: %[1]d
+  azs: [z1, z2]
+  vm_type: small
+  stemcell: default
+  networks: [{name: default}]
+  jobs:
+  - name: app
+    release: bench
+    properties: {version: %[2]s}
+`, n, version, minWatch.Milliseconds())
+}
+
+// run runs fn as a task on deployment dep and returns its record and
+// events once it ended; a task that fails fails the test.
+func (r *rig) run(typ, dep string, fn task.Func) (store.Task, []store.Event) {
+	r.tb.Helper()
+	t, err := r.tasks.Start(context.Background(), task.Spec{Type: typ, Description: typ, Deployment: dep}, fn)
+	if err != nil {
+		r.tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var evs []store.Event
+	var after uint64
+	for {
+		got, cur, err := r.tasks.Wait(ctx, t.ID, after)
+		if err != nil {
+			r.tb.Fatal(err)
+		}
+		for _, e := range got {
+			evs = append(evs, e)
+			after = e.Seq
+		}
+		if cur.Finished() && len(got) == 0 {
+			if cur.State != store.TaskDone {
+				r.tb.Fatalf("%s task %s: %s", typ, cur.State, cur.Error)
+			}
+			return cur, evs
+		}
+	}
+}
+
+// deploy deploys the manifest and returns the task's result and events.
+func (r *rig) deploy(manifest string, dryRun bool) (string, []store.Event) {
+	r.tb.Helper()
+	t, evs := r.run("deploy", "big", func(ctx context.Context, rep *task.Reporter) (string, error) {
+		return r.d.Deploy(ctx, rep, api.DeployRequest{Deployment: "big", Manifest: manifest, DryRun: dryRun})
+	})
+	return t.Result, evs
+}
+
+func stageEvents(evs []store.Event, stage, state string) int {
+	n := 0
+	for _, e := range evs {
+		if e.Stage == stage && e.State == state {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,69 @@
+package deploy_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/task"
+)
+
+// TestPipelineOnFakeCloudAndAgents takes a small deployment through a dry
+// run, a first deploy, a no-op deploy and a restart on the fake cloud and
+// agents.
+func TestPipelineOnFakeCloudAndAgents(t *testing.T) {
+	r := newRig(t)
+	m := benchManifest(3, "v1", 0)
+
+	res, evs := r.deploy(m, true)
+	if !strings.HasPrefix(res, api.DryRunResult) || !strings.Contains(res, "3 to create") {
+		t.Errorf("dry run result:\n%s", res)
+	}
+	var diff string
+	for _, e := range evs {
+		if e.Stage == "Manifest diff" {
+			var d struct{ Text string }
+			json.Unmarshal(e.Data, &d)
+			diff = d.Text
+		}
+	}
+	if !strings.Contains(diff, "+ name: big") || !strings.Contains(diff, "version: <redacted>") {
+		t.Errorf("a dry run records the manifest diff, redacted:\n%s", diff)
+	}
+	if n := len(r.cloud.VMs()); n != 0 {
+		t.Errorf("a dry run made %d VMs", n)
+	}
+
+	res, evs = r.deploy(m, false)
+	if n := len(r.cloud.VMs()); n != 3 || !strings.Contains(res, "3 updated") {
+		t.Fatalf("first deploy: %d VMs, result %q", n, res)
+	}
+	if n := stageEvents(evs, "Running post-deploy", "finished"); n != 3 || r.fleet.scripts("post-deploy") != 3 {
+		t.Errorf("first deploy: post-deploy finished on %d, ran %d times, want 3", n, r.fleet.scripts("post-deploy"))
+	}
+
+	res, evs = r.deploy(m, false)
+	if res != "No changes: nothing to do." || stageEvents(evs, "Updating instance", "started") != 0 {
+		t.Errorf("no-op deploy: %q", res)
+	}
+
+	_, evs = r.run("restart", "big", func(ctx context.Context, rep *task.Reporter) (string, error) {
+		return r.d.ChangeState(ctx, rep, api.StateRequest{Deployment: "big", Action: "restart"})
+	})
+	if n := stageEvents(evs, "Updating instance", "finished"); n != 3 {
+		t.Errorf("restart updated %d instances, want 3", n)
+	}
+	for _, e := range evs {
+		if e.Stage == "Running post-deploy" {
+			t.Errorf("restart shows %s %s %s: post-deploy belongs to deploys", e.Stage, e.Step, e.State)
+		}
+	}
+	if n := r.fleet.scripts("post-deploy"); n != 3 {
+		t.Errorf("post-deploy ran %d times in all, want the first deploy's 3", n)
+	}
+	if n := r.fleet.scripts("post-start"); n != 6 {
+		t.Errorf("post-start ran %d times, want 3 (deploy) + 3 (restart)", n)
+	}
+}
