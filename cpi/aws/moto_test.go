@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"io"
 	"log/slog"
 	"net"
@@ -127,6 +128,11 @@ func motoCloud(t *testing.T) *cloud {
 		BaseEndpoint:     aws.String(url),
 		Credentials:      credentials.NewStaticCredentialsProvider("testing", "testing", ""),
 		RetryMaxAttempts: 1,
+		// moto's server may close an idle kept-alive connection while the
+		// test reads an answer on it; the test's own looks use fresh ones.
+		HTTPClient: awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+			tr.DisableKeepAlives = true
+		}),
 	})
 	ctx := t.Context()
 	vpc, err := c.ec2.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: aws.String("10.20.0.0/16")})
