@@ -123,6 +123,8 @@ func TestMonitorProbeFindsDeadAgentBeforeTimeout(t *testing.T) {
 	eventually(t, "running", func() bool { return status(m, "web", "i0") == health.StatusRunning })
 	a.kill()
 	eventually(t, "unresponsive", func() bool { return status(m, "web", "i0") == health.StatusUnresponsive })
+	// The event is written after the status changes: wait for it too.
+	eventually(t, "an unresponsive event", func() bool { return len(events(t, st, "unresponsive")) > 0 })
 	if evs := events(t, st, "unresponsive"); len(evs) != 1 || evs[0].Context["reason"] != "agent is not connected to the bus" {
 		t.Errorf("unresponsive events = %+v", evs)
 	}
