@@ -6,8 +6,9 @@
 // Where the deploy pipeline plugs in: [newDeployer] receives the running
 // [Director] (store, tasks, CPIs, bus, CA, blobstore and signer, metrics) and
 // returns the api.Deployer (director/deploy) that POST /v1/deployments and
-// friends call. Commands with no API route yet (logs, ssh) go in
-// [extraCommands].
+// friends call. Every command is a client of an API route (logs and ssh of
+// the remote routes, built from api.Remote); [extraCommands] is where a
+// command with no route would go.
 package app
 
 import (
@@ -51,8 +52,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // operation) or 2 (bad usage or input).
 func ExitCode(err error) int { return cli.ExitCode(err) }
 
-// extraCommands are commands with no API route in this build (logs, ssh
-// would go here): none yet.
+// extraCommands are commands with no API route in this build: none (logs
+// and ssh are clients of the API's remote routes).
 func extraCommands() []*cobra.Command { return nil }
 
 func isTerminal(w io.Writer) bool {
