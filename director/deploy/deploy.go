@@ -11,11 +11,12 @@
 //     generated on first use), the cloud and runtime configs, the releases'
 //     job specs and templates, the stemcells, and plan.State built from the
 //     store's instance records (and every other deployment's addresses).
-//  3. plan.Compute. A dry run reports the plan and stops. A plan without
-//     changes says so and stops.
-//  4. The manifest diff (secrets redacted) as a task event, addresses
-//     reserved, packages compiled on throwaway VMs (compile.Compiler with a
-//     Cloud over the CPI and the agents), rendered jobs stored as blobs.
+//  3. plan.Compute, and the manifest diff (secrets redacted) as a task
+//     event. A dry run reports the plan and stops. A plan without changes
+//     says so and stops.
+//  4. The plan as a task event, addresses reserved, packages compiled on
+//     throwaway VMs (compile.Compiler with a Cloud over the CPI and the
+//     agents), rendered jobs stored as blobs.
 //  5. update.Updater with an Executor over the CPI and the agents. Every CPI
 //     call that creates or deletes something is recorded in the store
 //     before it is made and after it returns.
