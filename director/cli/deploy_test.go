@@ -3,10 +3,12 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"os"
@@ -32,10 +34,21 @@ type fakeDeployer struct {
 	mu       sync.Mutex
 	deployed string
 	requests []api.DeployRequest
+	// grown, when set, makes a deploy plan one instance more than a dry
+	// run: what another operator's deploy in between would do.
+	grown bool
 }
 
+// plan names its new instance by a fresh id, as every plan does.
 func (f *fakeDeployer) plan(req api.DeployRequest) string {
-	return "Deployment " + req.Deployment + "\n\n  web/0 (0) az=z1 ip=-\n    create: new\n\n1 to create, 0 to update (0 recreated), 0 to delete, 0 unchanged\n"
+	var b [6]byte
+	rand.Read(b[:])
+	id := fmt.Sprintf("%x-0000-4000-8000-%x", b[:4], b)
+	n := 1
+	if f.grown && !req.DryRun {
+		n = 2
+	}
+	return fmt.Sprintf("Deployment %s\n\n  web/%s (0) az=z1 ip=-\n    create: new\n    job web (web/1) rendered %x: config/x\n\n%d to create, 0 to update (0 recreated), 0 to delete, 0 unchanged\n", req.Deployment, id, b, n)
 }
 
 func note(r *task.Reporter, stage, text string) {
@@ -185,6 +198,24 @@ func TestDeployShowsDiffAndPlanBeforeAsking(t *testing.T) {
 	}
 	if !strings.Contains(after, "Updating instance web/0 (canary) ... done") || !strings.Contains(after, "Deployed web") {
 		t.Errorf("the deploy was not followed:\n%s", after)
+	}
+	for _, stage := range []string{"Manifest diff", "Plan"} {
+		if !strings.Contains(after, "| "+stage+": as shown above\n") {
+			t.Errorf("following the deploy does not say the %s is the one shown:\n%s", stage, after)
+		}
+	}
+}
+
+func TestDeployPrintsAPlanThatChangedSinceItWasShown(t *testing.T) {
+	env, f, manifest := deployDirector(t)
+	f.grown = true
+	out, _, code := deployCLI(env, "y\n", "deploy", manifest)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	before, after, _ := strings.Cut(out, "<asked>")
+	if !strings.Contains(before, "1 to create") || !strings.Contains(after, "| Plan\n") || !strings.Contains(after, "2 to create") || strings.Contains(after, "Plan: as shown above") {
+		t.Errorf("a plan that differs from the preview prints in full:\n%s", out)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"regexp"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -130,9 +131,9 @@ func (a *app) follow(ctx context.Context, c *client, id uint64) error {
 	return a.followSkipping(ctx, c, id, nil)
 }
 
-// followSkipping is follow, without printing a stage's note (the manifest
-// diff, the plan) whose text is the one skip holds for that stage: it was
-// shown already.
+// followSkipping is follow, without printing in full a stage's note (the
+// manifest diff, the plan) whose text is the one skip holds for that stage:
+// it was shown already.
 func (a *app) followSkipping(ctx context.Context, c *client, id uint64, skip map[string]string) error {
 	out := a.d.Stdout
 	if !a.g.JSON {
@@ -148,7 +149,8 @@ func (a *app) followSkipping(ctx context.Context, c *client, id uint64, skip map
 		if err := json.Unmarshal(line, &e); err != nil {
 			return fmt.Errorf("task %d: bad event: %w", id, err)
 		}
-		if text, ok := skip[e.Stage]; ok && e.Step == "" && text == noteText(e) {
+		if text, ok := skip[e.Stage]; ok && e.Step == "" && sameNote(text, noteText(e)) {
+			fmt.Fprintf(out, "Task %d | %s | %s: as shown above\n", id, e.Time.UTC().Format("15:04:05"), e.Stage)
 			return nil
 		}
 		if s := formatEvent(id, e, started); s != "" {
@@ -246,6 +248,17 @@ func formatEvent(id uint64, e store.Event, started map[string]time.Time) string 
 	default:
 		return ""
 	}
+}
+
+// generated matches what differs between two plans of the same request:
+// the ids of new instances (uuids drawn for each plan) and the short hashes
+// of files rendered from them.
+var generated = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|rendered [0-9a-f]{12}`)
+
+// sameNote reports whether two notes say the same, ids drawn for new
+// instances aside.
+func sameNote(shown, now string) bool {
+	return shown == now || generated.ReplaceAllString(shown, "") == generated.ReplaceAllString(now, "")
 }
 
 // noteText is the text a note event carries in data.text ("" for none).
