@@ -56,7 +56,7 @@ func (p *Plan) Rollout() update.Rollout {
 	for _, g := range p.Groups {
 		ug := update.Group{Name: g.Name, Update: g.Update, Size: len(g.Instances), AZs: g.AZs}
 		for _, in := range g.Instances {
-			ui := update.Instance{Group: in.Group, ID: in.ID, Index: in.Index, AZ: in.AZ, Recreate: in.Recreate}
+			ui := update.Instance{Group: in.Group, ID: in.ID, Index: in.Index, AZ: in.AZ, Recreate: in.Recreate, Surge: in.Surge, PersistentDisk: in.Disk != nil}
 			for _, c := range in.Changes {
 				ui.Changes = append(ui.Changes, c.String())
 				switch c.Reason {

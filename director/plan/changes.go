@@ -67,6 +67,7 @@ func (c *computer) changes(in *Instance) {
 		recreate = true
 	}
 	in.Recreate = recreate && prev.VMCID != ""
+	in.Surge = c.surge[in.ID] && in.Recreate
 }
 
 func orNone(s string) string {

@@ -53,6 +53,8 @@ func (p *Plan) Format(w io.Writer) error {
 				action = "create"
 			case in.VMCID == "":
 				action = "create vm"
+			case in.Surge:
+				action = "recreate for max_surge"
 			case in.Recreate:
 				action = "recreate"
 			}

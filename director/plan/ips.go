@@ -299,17 +299,16 @@ func (c *computer) compilationAddresses(pool func(string) *addrPool) {
 }
 
 // swapsVM reports whether the instance's VM will be replaced
-// create-swap-delete: its group asks for it, it has a VM, no static IP, and
-// its stemcell, vm_type or cloud properties change (or --recreate).
+// create-swap-delete: it surges (max_surge, see Instance.Surge), or its
+// group asks for create-swap-delete, it has a VM, no static IP, and its
+// stemcell, vm_type or cloud properties change (or --recreate).
 func (c *computer) swapsVM(g *Group, in *Instance, ig *manifest.InstanceGroup) bool {
-	prev := c.placed[in.ID].prev
-	if g.Update.VMStrategy != manifest.CreateSwapDelete || prev == nil || prev.VMCID == "" {
-		return false
+	if c.surge[in.ID] {
+		return true
 	}
-	for _, n := range ig.Networks {
-		if len(n.StaticIPs) > 0 {
-			return false
-		}
+	prev := c.placed[in.ID].prev
+	if g.Update.VMStrategy != manifest.CreateSwapDelete || prev == nil || prev.VMCID == "" || hasStaticIPs(ig) {
+		return false
 	}
 	return c.d.Recreate ||
 		prev.Stemcell.OS != in.Stemcell.OS || prev.Stemcell.Version != in.Stemcell.Version ||

@@ -191,6 +191,11 @@ type Instance struct {
 
 	Changes  []Change
 	Recreate bool
+	// Surge: the group has max_surge and the instance (a running VM, no
+	// persistent disk, no static IP) changes, so its change is carried out
+	// on a replacement VM at a new address, brought up while the old VM
+	// keeps serving (as create-swap-delete does); Recreate is set too.
+	Surge bool
 }
 
 // Name is "group/id".
@@ -367,8 +372,77 @@ func Compute(desired Desired, actual State) (Plan, error) {
 	if desired.IDs == nil {
 		return Plan{}, errors.New("plan: no id source")
 	}
-	c := &computer{d: desired, dep: withAddons(desired), cc: desired.CloudConfig, actual: actual}
-	return c.compute()
+	// max_surge replaces every changed instance of a surging group with a
+	// VM at a new address; whether an instance changes is known only once
+	// its jobs are rendered, and a new address changes what is rendered
+	// (its own jobs, those consuming links to it). So the plan is computed
+	// again with the surging instances known until no instance is added:
+	// the set only grows, so this ends, and with no surging group it is
+	// computed once. New instances keep their ids from pass to pass.
+	ids := &replayIDs{src: desired.IDs}
+	surge := map[string]bool{}
+	for {
+		ids.next = 0
+		d := desired
+		d.IDs = ids
+		c := &computer{d: d, dep: withAddons(d), cc: d.CloudConfig, actual: actual, surge: surge}
+		p, err := c.compute()
+		if err != nil || !c.addSurging(&p) {
+			return p, err
+		}
+	}
+}
+
+// replayIDs hands out the same ids in the same order on every pass of
+// Compute, drawing from src only for ids not handed out before.
+type replayIDs struct {
+	src  IDSource
+	ids  []string
+	next int
+}
+
+func (r *replayIDs) NewID() string {
+	if r.next == len(r.ids) {
+		r.ids = append(r.ids, r.src.NewID())
+	}
+	r.next++
+	return r.ids[r.next-1]
+}
+
+// addSurging adds to c.surge the instances of p that surge (see
+// Instance.Surge) but were planned in place, and reports whether it added
+// any.
+func (c *computer) addSurging(p *Plan) bool {
+	added := false
+	for gi := range p.Groups {
+		g := &p.Groups[gi]
+		if g.Update.MaxSurge.Of(len(g.Instances)) < 1 {
+			continue
+		}
+		ig := &c.dep.InstanceGroups[c.groupIndex(g.Name)]
+		if hasStaticIPs(ig) {
+			continue
+		}
+		for ii := range g.Instances {
+			in := &g.Instances[ii]
+			prev := c.placed[in.ID].prev
+			if c.surge[in.ID] || len(in.Changes) == 0 || prev == nil || prev.VMCID == "" || prev.Disk != nil || in.Disk != nil {
+				continue
+			}
+			c.surge[in.ID] = true
+			added = true
+		}
+	}
+	return added
+}
+
+func hasStaticIPs(ig *manifest.InstanceGroup) bool {
+	for _, n := range ig.Networks {
+		if len(n.StaticIPs) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // computer holds one Compute's working state.
@@ -380,6 +454,9 @@ type computer struct {
 	plan   Plan
 	errs   []error
 	placed map[string]*placed // by instance id
+	// surge holds the instances replaced for max_surge (by id), found by
+	// an earlier pass of Compute.
+	surge map[string]bool
 }
 
 func (c *computer) errorf(path, format string, args ...any) {

@@ -18,7 +18,9 @@
 //     the first Update.Canaries of them (AZ by AZ, by index) update together
 //     as canaries, then the rest AZ by AZ in batches of Update.MaxInFlight
 //     (a number, or a percentage of the group's size; at least 1). A batch
-//     never spans two AZs.
+//     never spans two AZs. In a group whose instances surge (max_surge,
+//     [Instance.Surge]) every batch, canaries included, holds at most
+//     Update.MaxSurge instances instead.
 //  4. Per instance: pre-stop → drain → stop → recreate the VM when needed
 //     (the executor moves the persistent disks) → update the persistent disk
 //     when it changes → apply → pre-start → start → watch until running (see
@@ -37,9 +39,13 @@
 //
 // vm_strategy create-swap-delete is carried out when the executor is also a
 // [Swapper] (an optional capability, checked by type assertion): the
-// replacement VM is made ready before the old one is taken down. Not carried
-// out yet: max_surge (surge instances created before a batch and deleted
-// after it would fit the same way). Automatic rollback is a second Run,
+// replacement VM is made ready before the old one is taken down. max_surge
+// is carried out the same way: the plan marks the changed instances of a
+// surging group (no persistent disk, no static IP) with Surge and gives
+// each replacement an address of its own, and the updater replaces them
+// create-swap-delete whatever the group's vm_strategy, at most max_surge at
+// once; the old VMs serve until the executor retires them. Automatic
+// rollback is a second Run,
 // planned by the director from the last successful manifest; Result.Touched
 // says which instances it restores.
 package update
@@ -78,6 +84,14 @@ type Instance struct {
 	// cannot take while the old VM lives (create-swap-delete falls back to
 	// delete-create).
 	StaticIP bool
+	// Surge: the group has max_surge and the plan gave the instance's
+	// replacement VM an address of its own: the instance is updated
+	// create-swap-delete, whatever the group's vm_strategy, in batches of
+	// max_surge (see Batches).
+	Surge bool
+	// PersistentDisk: the instance has a persistent disk after the update
+	// (max_surge does not apply to it).
+	PersistentDisk bool
 }
 
 // Name is "group/id".
@@ -239,12 +253,36 @@ type Batch struct {
 	Instances []Instance
 }
 
-// Batches splits a group's changed instances into canaries and batches.
-func Batches(g Group) []Batch {
-	size := g.Size
-	if size == 0 {
-		size = len(g.Instances)
+// size is the group's desired instance count.
+func (g Group) size() int {
+	if g.Size == 0 {
+		return len(g.Instances)
 	}
+	return g.Size
+}
+
+// surges reports whether the group's update surges: max_surge is set and
+// the plan marked some changed instance to surge.
+func (g Group) surges() bool {
+	if g.Update.MaxSurge.Of(g.size()) < 1 {
+		return false
+	}
+	for _, in := range g.Instances {
+		if in.Surge && in.Changed() {
+			return true
+		}
+	}
+	return false
+}
+
+// Batches splits a group's changed instances into canaries and batches.
+// When the group surges, max_surge takes the place of max_in_flight and
+// bounds the canaries' batches too: the instances of a batch are not taken
+// down but replaced by new VMs, so max_in_flight (how many instances may be
+// out of service at once) has nothing to bound, and max_surge (how many
+// extra VMs are brought up at once) is the limit that holds.
+func Batches(g Group) []Batch {
+	size := g.size()
 	var changed []Instance
 	for _, in := range g.Instances {
 		if in.Changed() {
@@ -282,13 +320,22 @@ func Batches(g Group) []Batch {
 	if canaries > len(changed) {
 		canaries = len(changed)
 	}
-	var out []Batch
-	if canaries > 0 {
-		out = append(out, Batch{Canary: true, Instances: changed[:canaries]})
-	}
 	inFlight := g.Update.MaxInFlight.Of(size)
+	surge := g.surges()
+	if surge {
+		inFlight = g.Update.MaxSurge.Of(size)
+	}
 	if inFlight < 1 {
 		inFlight = 1
+	}
+	var out []Batch
+	for c := changed[:canaries]; len(c) > 0; {
+		n := len(c)
+		if surge {
+			n = min(n, inFlight)
+		}
+		out = append(out, Batch{Canary: true, Instances: c[:n]})
+		c = c[n:]
 	}
 	rest := changed[canaries:]
 	for len(rest) > 0 {
@@ -564,8 +611,18 @@ func (r *run) takeDown(ctx context.Context, in Instance) error {
 func (r *run) steps(ctx context.Context, g Group, canary bool, in Instance, note func(string)) (err error) {
 	x := r.u.exec
 	if !in.New {
+		if !in.Surge && g.Update.MaxSurge.Of(g.size()) > 0 {
+			switch {
+			case in.StaticIP:
+				note("max_surge does not apply to an instance with a static IP: no replacement vm comes up before it is taken down")
+			case in.PersistentDisk:
+				note("max_surge does not apply to an instance with a persistent disk: no replacement vm comes up before it is taken down")
+			default:
+				note("max_surge needs an address of its own for the replacement vm, which a network without manual addresses does not give: no replacement vm comes up before the instance is taken down")
+			}
+		}
 		var swapper Swapper
-		if in.Recreate && g.Update.VMStrategy == manifest.CreateSwapDelete {
+		if in.Recreate && (g.Update.VMStrategy == manifest.CreateSwapDelete || in.Surge) {
 			s, ok := x.(Swapper)
 			switch {
 			case in.StaticIP:
@@ -574,6 +631,9 @@ func (r *run) steps(ctx context.Context, g Group, canary bool, in Instance, note
 				note("create-swap-delete is not available here: delete-create")
 			default:
 				swapper = s
+				if in.Surge {
+					note("max_surge: the new version comes up on a replacement vm before the old one leaves")
+				}
 			}
 		}
 		if swapper != nil {

@@ -557,3 +557,117 @@ func TestCreateSwapDeleteWithoutTheCapabilityFallsBack(t *testing.T) {
 		t.Errorf("no fallback note")
 	}
 }
+
+// surgeGroup is a group with max_surge whose changed instances the plan
+// marked to surge (a replacement vm at an address of its own).
+func surgeGroup(x *updatetest.Executor, n, canaries, inFlight int, surge manifest.Amount) update.Group {
+	u := upd(canaries, inFlight, true)
+	u.MaxSurge = surge
+	g := group(x, "web", n, u)
+	for i := range g.Instances {
+		g.Instances[i].Recreate, g.Instances[i].Surge = true, true
+	}
+	return g
+}
+
+func batchSizes(bs []update.Batch) []int {
+	var out []int
+	for _, b := range bs {
+		out = append(out, len(b.Instances))
+	}
+	return out
+}
+
+func TestSurgeBatchesAreMaxSurgeCanariesIncluded(t *testing.T) {
+	for _, tc := range []struct {
+		name                  string
+		n, canaries, inFlight int
+		surge                 manifest.Amount
+		want                  []int
+	}{
+		{"surge above max_in_flight", 5, 1, 1, manifest.Amount{N: 2}, []int{1, 2, 2}},
+		{"surge below max_in_flight", 5, 1, 4, manifest.Amount{N: 1}, []int{1, 1, 1, 1, 1}},
+		{"canaries split by surge", 5, 3, 1, manifest.Amount{N: 2}, []int{2, 1, 2}},
+		{"percentage", 8, 0, 1, manifest.Amount{N: 50, Percent: true}, []int{4, 4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := surgeGroup(updatetest.New(), tc.n, tc.canaries, tc.inFlight, tc.surge)
+			bs := update.Batches(g)
+			if got := batchSizes(bs); !slices.Equal(got, tc.want) {
+				t.Errorf("batch sizes %v, want %v", got, tc.want)
+			}
+			canaries := 0
+			for _, b := range bs {
+				if b.Canary {
+					canaries += len(b.Instances)
+				}
+			}
+			if canaries != tc.canaries {
+				t.Errorf("%d canaries, want %d", canaries, tc.canaries)
+			}
+		})
+	}
+	// Without surging instances (static IPs, disks), max_in_flight holds.
+	x := updatetest.New()
+	g := surgeGroup(x, 5, 1, 1, manifest.Amount{N: 2})
+	for i := range g.Instances {
+		g.Instances[i].Recreate, g.Instances[i].Surge = false, false
+	}
+	if got := batchSizes(update.Batches(g)); !slices.Equal(got, []int{1, 1, 1, 1, 1}) {
+		t.Errorf("batch sizes without surging instances %v, want max_in_flight's", got)
+	}
+}
+
+func TestSurgeBringsTheNewVMUpBeforeTheOldOneLeaves(t *testing.T) {
+	x := updatetest.NewSwap()
+	x.Delay["start"] = 20 * time.Millisecond
+	// vm_strategy is delete-create: max_surge alone makes the swap.
+	g := surgeGroup(x.Executor, 5, 1, 1, manifest.Amount{N: 2})
+	rec := &recorder{}
+	res, err := update.New(x, nil).Run(context.Background(), update.Rollout{Groups: []update.Group{g}}, update.Options{Reporter: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Updated) != 5 {
+		t.Fatalf("%d updated, want 5", len(res.Updated))
+	}
+	want := []string{"create-replacement-vm", "pre-stop", "drain", "stop", "swap-vm", "apply", "pre-start", "start", "running", "post-start", "delete-replaced-vm", "post-deploy"}
+	for _, in := range g.Instances {
+		if got := x.StepsOf(in.Name()); !slices.Equal(got, want) {
+			t.Errorf("%s steps %v, want %v", in.Name(), got, want)
+		}
+		if !slices.ContainsFunc(rec.ev, func(e update.Event) bool {
+			return e.State == "info" && e.Instance.ID == in.ID && strings.HasPrefix(e.Note, "max_surge:")
+		}) {
+			t.Errorf("no max_surge note for %s", in.Name())
+		}
+	}
+	if n := maxOverlap(x.Executor, "web/"); n > 2 {
+		t.Errorf("%d replacements in flight at once, want at most max_surge (2)", n)
+	}
+}
+
+func TestSurgeFallsBackWithANote(t *testing.T) {
+	x := updatetest.NewSwap()
+	g := surgeGroup(x.Executor, 3, 1, 1, manifest.Amount{N: 2})
+	for i := range g.Instances {
+		g.Instances[i].Recreate, g.Instances[i].Surge = false, false
+	}
+	g.Instances[0].StaticIP = true
+	g.Instances[1].PersistentDisk = true
+	rec := &recorder{}
+	if _, err := update.New(x, nil).Run(context.Background(), update.Rollout{Groups: []update.Group{g}}, update.Options{Reporter: rec}); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"static IP", "persistent disk", "address of its own"} {
+		in := g.Instances[i]
+		if got := x.StepsOf(in.Name()); !slices.Equal(got, fullUpdate) {
+			t.Errorf("%s steps %v, want in place %v", in.Name(), got, fullUpdate)
+		}
+		if !slices.ContainsFunc(rec.ev, func(e update.Event) bool {
+			return e.State == "info" && e.Instance.ID == in.ID && strings.HasPrefix(e.Note, "max_surge") && strings.Contains(e.Note, want)
+		}) {
+			t.Errorf("no max_surge fallback note naming %q for %s", want, in.Name())
+		}
+	}
+}
