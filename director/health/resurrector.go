@@ -55,6 +55,7 @@ type Resurrector struct {
 	recent   map[string]map[string]time.Time // deployment -> instance id -> started
 	failed   map[string]time.Time            // "deployment/instance id" -> last failure
 	skipped  map[string]bool                 // "deployment/instance id/vm cid" reported as switched off
+	waiting  map[string]bool                 // "deployment/instance id/vm cid" logged as waiting for the others
 	meltdown map[string]bool                 // deployment
 	counts   map[string]int                  // outcome -> count
 	wg       sync.WaitGroup
@@ -78,7 +79,7 @@ func NewResurrector(c ResurrectorConfig) *Resurrector {
 	}
 	return &Resurrector{c: c, log: c.Logger,
 		inFlight: map[string]bool{}, done: map[string]bool{}, recent: map[string]map[string]time.Time{},
-		failed: map[string]time.Time{}, skipped: map[string]bool{}, meltdown: map[string]bool{}, counts: map[string]int{}}
+		failed: map[string]time.Time{}, skipped: map[string]bool{}, waiting: map[string]bool{}, meltdown: map[string]bool{}, counts: map[string]int{}}
 }
 
 // Consider decides, for one deployment's snapshot, whether to resurrect its
@@ -164,29 +165,38 @@ func (r *Resurrector) Consider(ctx context.Context, deployment string, insts []I
 		return
 	}
 	for _, h := range candidates {
-		if !settled(h, insts, down) {
+		if wait := unsettled(h, insts, down); wait != "" {
+			key := h.Deployment + "/" + h.ID + "/" + h.VMCID
+			r.mu.Lock()
+			first := !r.waiting[key]
+			r.waiting[key] = true
+			r.mu.Unlock()
+			if first {
+				r.log.Info("waiting for the other instances before resurrecting", "deployment", h.Deployment, "instance", h.Name(), "silent", wait)
+			}
 			continue
 		}
 		r.maybeResurrect(ctx, h, now)
 	}
 }
 
-// settled reports whether every other instance of the deployment is
+// unsettled tells whether every other instance of the deployment is
 // accounted for since h was found unresponsive: down, or heard from since.
 // Instances that died together are found a few seconds apart (their
 // heartbeats are not in step); waiting until the others either speak or
 // are found down lets the meltdown guard count them all before the first
 // one is resurrected. It takes at most one heartbeat interval.
-func settled(h InstanceHealth, insts []InstanceHealth, down map[string]bool) bool {
+// It returns the name of an instance not accounted for yet, or "".
+func unsettled(h InstanceHealth, insts []InstanceHealth, down map[string]bool) string {
 	for _, o := range insts {
 		if o.ID == h.ID || down[o.ID] {
 			continue
 		}
 		if o.LastHeartbeat.Before(h.Since) {
-			return false
+			return fmt.Sprintf("%s (status %s, last heartbeat %s)", o.Name(), o.Status, o.LastHeartbeat.Format(time.RFC3339Nano))
 		}
 	}
-	return true
+	return ""
 }
 
 func containsID(insts []InstanceHealth, id string) bool {

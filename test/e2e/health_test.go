@@ -152,6 +152,7 @@ func TestResurrectWeb(t *testing.T) {
 		Result   string            `json:"result"`
 		Error    string            `json:"error"`
 		Context  map[string]string `json:"context"`
+		TaskID   uint64            `json:"task_id"`
 	}
 	eventsOf := func(action string) []auditEvent {
 		var evs []auditEvent
@@ -329,6 +330,49 @@ func TestResurrectWeb(t *testing.T) {
 		if len(eventsOf("meltdown-over")) == overs {
 			t.Error("no meltdown-over event after the fix")
 		}
+	})
+
+	t.Run("a hung agent is resurrected after the timeout", func(t *testing.T) {
+		w1 := find("web", 1)
+		resurrections := len(okEvents(eventsOf("resurrect")))
+		meltdowns := len(eventsOf("meltdown"))
+		// web/0's resurrection above counts as down for the meltdown guard
+		// for a minute (the window): let it pass.
+		if wait := time.Until(replacedAt.Add(65 * time.Second)); wait > 0 {
+			time.Sleep(wait)
+		}
+		// SIGSTOP: the agent keeps its bus connection but says nothing,
+		// so only the 15 s timeout finds it.
+		pid := agentPID(t, data, w1.VMCID)
+		hung := time.Now()
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(90 * time.Second)
+		for len(okEvents(eventsOf("resurrect"))) == resurrections {
+			if time.Now().After(deadline) {
+				syscall.Kill(pid, syscall.SIGCONT)
+				t.Fatalf("no resurrection within 90s of the hang: %+v", eventsOf("resurrect"))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		evs := eventsOf("unresponsive")
+		last := evs[0]
+		t.Logf("hung agent: unresponsive after %s (%s), resurrected %s after the hang",
+			last.Time.Sub(hung).Round(10*time.Millisecond), last.Context["reason"], okEvents(eventsOf("resurrect"))[0].Time.Sub(hung).Round(10*time.Millisecond))
+		if r := okEvents(eventsOf("resurrect"))[0]; r.TaskID > 0 {
+			t.Logf("resurrection task %d took %s", r.TaskID, r.Context["took"])
+		}
+		if n := len(eventsOf("meltdown")); n != meltdowns {
+			t.Errorf("a meltdown with one instance hung: %+v", eventsOf("meltdown")[0])
+		}
+		if !strings.HasPrefix(last.Context["reason"], "no heartbeat for") {
+			t.Errorf("hung agent found by %q, want the timeout", last.Context["reason"])
+		}
+		if now := find("web", 1); now.VMCID == w1.VMCID {
+			t.Errorf("web/1 still on its hung VM %s", w1.VMCID)
+		}
+		lbAnswers(t, "v1", 2)
 	})
 }
 
