@@ -208,22 +208,28 @@ func containsID(insts []InstanceHealth, id string) bool {
 	return false
 }
 
-// eligible reports whether h may be resurrected: not marked ignored, and
-// resurrection on for its group (a switched-off VM is recorded once as a
-// skipped resurrection).
+// eligible reports whether h may be resurrected: not marked ignored,
+// started, and resurrection on for its group (a VM left alone for the last
+// two reasons is recorded once as a skipped resurrection).
 func (r *Resurrector) eligible(ctx context.Context, h InstanceHealth) bool {
 	if h.Ignore {
 		return false
 	}
-	if r.c.Switches == nil {
-		return true
+	reason := ""
+	switch {
+	case h.State != "" && h.State != "started":
+		reason = "the instance is " + h.State + " (only started instances are resurrected)"
+	case r.c.Switches != nil:
+		on, err := r.c.Switches.ResurrectionEnabled(ctx, h.Deployment, h.Group)
+		if err != nil {
+			r.log.Error("read resurrection switch", "deployment", h.Deployment, "group", h.Group, "error", err)
+			return false
+		}
+		if !on {
+			reason = "resurrection is off for " + h.Deployment + "/" + h.Group
+		}
 	}
-	on, err := r.c.Switches.ResurrectionEnabled(ctx, h.Deployment, h.Group)
-	if err != nil {
-		r.log.Error("read resurrection switch", "deployment", h.Deployment, "group", h.Group, "error", err)
-		return false
-	}
-	if on {
+	if reason == "" {
 		return true
 	}
 	vmKey := h.Deployment + "/" + h.ID + "/" + h.VMCID
@@ -233,7 +239,7 @@ func (r *Resurrector) eligible(ctx context.Context, h InstanceHealth) bool {
 	r.mu.Unlock()
 	if first {
 		r.event(ctx, store.AuditEvent{User: UserResurrector, Deployment: h.Deployment, Instance: h.Name(), Action: "resurrect",
-			ObjectType: "vm", Object: h.VMCID, Result: store.ResultSkipped, Context: map[string]string{"reason": "resurrection is off for " + h.Deployment + "/" + h.Group}})
+			ObjectType: "vm", Object: h.VMCID, Result: store.ResultSkipped, Context: map[string]string{"reason": reason}})
 	}
 	return false
 }

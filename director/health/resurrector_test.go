@@ -231,6 +231,17 @@ func TestConsiderThresholdAndWindow(t *testing.T) {
 		t.Errorf("calls after retry and success: %v", f.calls)
 	}
 
+	// Stopped instances are left alone, once recorded as skipped.
+	f = &fakeRecreator{}
+	r = health.NewResurrector(health.ResurrectorConfig{Recreator: f, Now: clock})
+	s = snapshot(U, R, R)
+	s[0].State = "stopped"
+	r.Consider(ctx, "d", s)
+	r.Wait()
+	if len(f.calls) != 0 {
+		t.Errorf("stopped instance resurrected: %v", f.calls)
+	}
+
 	// Ignored instances and busy deployments are left alone.
 	f = &fakeRecreator{}
 	busy := true
