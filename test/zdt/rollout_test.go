@@ -93,7 +93,7 @@ func setup(t *testing.T) *env {
 			}
 		}
 	})
-	deployments = []string{"csd", "dk", "rb", "pz"}
+	deployments = []string{"csd", "dk", "rb", "pz", "sg"}
 	if e.prefix, err = pickNet(); err != nil {
 		t.Fatal(err)
 	}
@@ -234,6 +234,7 @@ func TestRollouts(t *testing.T) {
 	e := setup(t)
 	t.Run("create-swap-delete", func(t *testing.T) { testCreateSwapDelete(t, e) })
 	t.Run("create-swap-delete-disk", func(t *testing.T) { testCreateSwapDeleteDisk(t, e) })
+	t.Run("surge", func(t *testing.T) { testSurge(t, e) })
 	t.Run("auto-rollback", func(t *testing.T) { testAutoRollback(t, e) })
 	t.Run("pause-resume", func(t *testing.T) { testPauseResume(t, e) })
 	t.Run("cancel", func(t *testing.T) { testCancel(t, e) })
@@ -726,5 +727,104 @@ func testCreateSwapDeleteDisk(t *testing.T, e *env) {
 	}
 	if code, body := answer(after.addr()+":8080", "/"); code != 200 || !strings.HasPrefix(body, "v2 ") {
 		t.Errorf("after the swap: %d %q", code, body)
+	}
+}
+
+// An in-place change (the version property) with max_surge 1 on 4 web
+// instances behind the load balancers: each web instance's new version
+// comes up on a replacement VM at a new address before its old VM leaves,
+// one at a time; the load balancers never see fewer healthy backends than
+// the instance count, and answer v2 afterwards.
+func testSurge(t *testing.T, e *env) {
+	m := manifestOpts{name: "sg", lbHost: 13, prefix: e.prefix, release: "2", version: "v1", stemcell: "1", webInstances: 4}
+	deploy := func() (string, error) {
+		t.Helper()
+		text := strings.Replace(manifest(m), "update:\n", "update:\n  max_surge: 1\n", 1)
+		return e.d.run(context.Background(), "-d", m.name, "deploy", e.write(t, m.name+".yml", text))
+	}
+	if out, err := deploy(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	before := e.instances(t, "sg")
+	lbs := lbAddrs(e.prefix, 13)
+	for _, lb := range lbs {
+		waitHealthy(t, lb, m.webInstances)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &capacity{}
+	done := make(chan struct{})
+	go func() { c.run(ctx, lbs); close(done) }()
+	m.version = "v2"
+	began := time.Now()
+	out, err := deploy()
+	wall := time.Since(began)
+	cancel()
+	<-done
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	t.Logf("surge: %d web instances, max_surge 1: fewest healthy backends %d over %d samples (every 50 ms), deploy wall time %s", m.webInstances, c.min, c.samples, wall.Round(10*time.Millisecond))
+	if c.samples == 0 || c.min < m.webInstances {
+		t.Errorf("load balancers saw at least %d healthy backends (over %d samples), want never fewer than %d", c.min, c.samples, m.webInstances)
+	}
+
+	evs := taskEvents(t, e, out)
+	// One replacement in flight at a time: each web update starts after
+	// the previous one finished.
+	type span struct{ start, end time.Time }
+	var webs []span
+	for _, in := range before {
+		if in.Group != "web" {
+			continue
+		}
+		name := "web/" + in.ID
+		var sp span
+		noted := false
+		for _, ev := range evs {
+			if ev.Stage != updateStage || !strings.HasPrefix(ev.Step, name) {
+				continue
+			}
+			switch {
+			case ev.State == "started":
+				sp.start = ev.Time
+			case ev.State == "finished":
+				sp.end = ev.Time
+			case ev.State == "info" && strings.HasPrefix(ev.Data.Text, "max_surge:"):
+				noted = true
+			}
+		}
+		if sp.start.IsZero() || sp.end.IsZero() || !noted {
+			t.Errorf("%s: update started %v, finished %v, max_surge noted %v", name, sp.start, sp.end, noted)
+		}
+		webs = append(webs, sp)
+		if _, err := os.Stat(filepath.Join(e.work, "data", "vms", in.VMCID)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: old vm %s still exists (%v)", name, in.VMCID, err)
+		}
+	}
+	slices.SortFunc(webs, func(a, b span) int { return a.start.Compare(b.start) })
+	for i := 1; i < len(webs); i++ {
+		if webs[i].start.Before(webs[i-1].end) {
+			t.Errorf("web updates overlap (%v–%v and %v–%v): want at most max_surge (1) at once", webs[i-1].start, webs[i-1].end, webs[i].start, webs[i].end)
+		}
+	}
+	if !slices.ContainsFunc(evs, func(ev event) bool {
+		return strings.HasPrefix(ev.Step, "lb/") && strings.Contains(ev.Data.Text, "max_surge does not apply to an instance with a static IP")
+	}) {
+		t.Error("no task event says max_surge does not apply to the load balancers (static IPs)")
+	}
+	after := e.instances(t, "sg")
+	for i, in := range after {
+		if in.Group == "web" && (in.VMCID == before[i].VMCID || in.addr() == before[i].addr()) {
+			t.Errorf("web/%s kept vm %s at %s", in.ID, in.VMCID, in.addr())
+		}
+	}
+	for _, lb := range lbs {
+		for range 8 {
+			if code, body := answer(lb, "/"); code != 200 || !strings.HasPrefix(body, "v2 ") {
+				t.Errorf("after the surge, lb %s answers %d %q, want v2", lb, code, body)
+				break
+			}
+		}
 	}
 }
