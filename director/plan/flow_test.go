@@ -16,7 +16,7 @@ import (
 
 // deployWith plans text against state, compiles what the plan needs and
 // rolls it out through the fakes, returning the new state.
-func deployWith(t *testing.T, g golden, text string, state plan.State, ids plan.IDSource, c *compile.Compiler, x *updatetest.Executor) (plan.Plan, compile.Result, update.Result, plan.State) {
+func deployWith(t *testing.T, g golden, text string, state plan.State, ids plan.IDSource, c *compile.Compiler, x update.Executor) (plan.Plan, compile.Result, update.Result, plan.State) {
 	t.Helper()
 	g.sections["manifest.yml"] = []byte(text)
 	d, _ := g.desired(t, "manifest.yml", "director.yml", ids)
@@ -89,5 +89,60 @@ func TestDeployFlow(t *testing.T) {
 	}
 	if cloud.LiveVMs() != 0 {
 		t.Errorf("%d compile VMs left", cloud.LiveVMs())
+	}
+}
+
+// TestSurgeFlow: with max_surge, an in-place change (a property) of the
+// web group replaces every web VM create-swap-delete at a new address, one
+// at a time; the static-IP lb is updated in place; edge, which consumes
+// web's link and may surge, surges in turn. Deploying the same manifest
+// again changes nothing: the new addresses are kept.
+func TestSurgeFlow(t *testing.T) {
+	g := loadCase(t, "testdata/max_surge.txtar")
+	v2 := string(g.sections["manifest.yml"])
+	v1 := strings.Replace(v2, "version: v2", "version: v1", 1)
+	ids := &plan.SequentialIDs{Prefix: "id-"}
+	c := compile.New(compiletest.NewCloud(time.Millisecond), compiletest.NewCache(), nil)
+	x := updatetest.NewSwap()
+	x.Delay["start"] = 10 * time.Millisecond
+
+	_, _, _, state := deployWith(t, g, v1, plan.State{}, ids, c, x)
+	before := len(x.Timeline())
+	p, _, ures, state := deployWith(t, g, v2, state, ids, c, x)
+	if len(ures.Updated) != 4 {
+		t.Fatalf("updated %d instances, want 4", len(ures.Updated))
+	}
+	ro := p.Rollout()
+	for _, ug := range ro.Groups {
+		for _, in := range ug.Instances {
+			steps := x.StepsOf(in.Name())
+			swapped := slices.Contains(steps, "create-replacement-vm")
+			if want := in.Group != "lb"; in.Surge != want || swapped != want || in.PersistentDisk {
+				t.Errorf("%s: surge %v, swapped %v, disk %v; want surge and swap %v", in.Name(), in.Surge, swapped, in.PersistentDisk, want)
+			}
+			if in.Group == "lb" && !in.StaticIP {
+				t.Errorf("%s: no static IP in the rollout", in.Name())
+			}
+		}
+	}
+	// One web replacement at a time.
+	var webs []updatetest.Step
+	for _, s := range x.Timeline()[before:] {
+		if strings.HasPrefix(s.Instance, "web/") && (s.Step == "create-replacement-vm" || s.Step == "post-start") {
+			webs = append(webs, s)
+		}
+	}
+	if len(webs) != 4 {
+		t.Fatalf("web replacement steps %v, want 2 web instances replaced", webs)
+	}
+	for i := 0; i+1 < len(webs); i += 2 {
+		if webs[i].Step != "create-replacement-vm" || webs[i+1].Step != "post-start" || webs[i].Instance != webs[i+1].Instance {
+			t.Fatalf("web replacements overlap: %v", webs)
+		}
+	}
+
+	p, _, ures, _ = deployWith(t, g, v2, state, ids, c, x)
+	if p.HasChanges() || len(ures.Touched) != 0 {
+		t.Errorf("deploying the same manifest after a surge: changes %v, touched %d", p.HasChanges(), len(ures.Touched))
 	}
 }
