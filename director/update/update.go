@@ -55,6 +55,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -426,6 +427,9 @@ func (u *Updater) Run(ctx context.Context, ro Rollout, opts Options) (Result, er
 		opts.Parallel = 10
 	}
 	r := &run{u: u, opts: opts}
+	if _, ok := u.exec.(Swapper); !ok {
+		ro.Groups = withoutSurge(ro.Groups)
+	}
 	for _, g := range ro.Groups {
 		for _, in := range g.Instances {
 			if !in.Changed() {
@@ -505,6 +509,21 @@ func (u *Updater) Run(ctx context.Context, ro Rollout, opts Options) (Result, er
 		return r.res, ErrPaused
 	}
 	return r.res, nil
+}
+
+// withoutSurge returns a copy of the groups with no instance surging: an
+// executor without the Swapper capability (the director's lifecycle verbs)
+// cannot bring a replacement up first, so its batches keep max_in_flight.
+func withoutSurge(groups []Group) []Group {
+	out := make([]Group, len(groups))
+	for i, g := range groups {
+		g.Instances = slices.Clone(g.Instances)
+		for k := range g.Instances {
+			g.Instances[k].Surge = false
+		}
+		out[i] = g
+	}
+	return out
 }
 
 // parallel runs fn on every instance, at most opts.Parallel at once, as one
@@ -611,7 +630,7 @@ func (r *run) takeDown(ctx context.Context, in Instance) error {
 func (r *run) steps(ctx context.Context, g Group, canary bool, in Instance, note func(string)) (err error) {
 	x := r.u.exec
 	if !in.New {
-		if !in.Surge && g.Update.MaxSurge.Of(g.size()) > 0 {
+		if _, canSwap := x.(Swapper); canSwap && !in.Surge && g.Update.MaxSurge.Of(g.size()) > 0 {
 			switch {
 			case in.StaticIP:
 				note("max_surge does not apply to an instance with a static IP: no replacement vm comes up before it is taken down")

@@ -671,3 +671,29 @@ func TestSurgeFallsBackWithANote(t *testing.T) {
 		}
 	}
 }
+
+func TestSurgeNeedsTheSwapCapability(t *testing.T) {
+	// An executor that cannot swap (the lifecycle verbs') keeps
+	// max_in_flight and takes instances down as usual, without a surge note.
+	x := updatetest.New()
+	g := surgeGroup(x, 3, 1, 1, manifest.Amount{N: 3})
+	for i := range g.Instances {
+		g.Instances[i].Recreate = false
+	}
+	x.Delay["start"] = 10 * time.Millisecond
+	rec := &recorder{}
+	if _, err := update.New(x, nil).Run(context.Background(), update.Rollout{Groups: []update.Group{g}}, update.Options{Reporter: rec}); err != nil {
+		t.Fatal(err)
+	}
+	if n := maxOverlap(x, "web/"); n != 1 {
+		t.Errorf("%d instances in flight at once, want max_in_flight (1)", n)
+	}
+	for _, in := range g.Instances {
+		if got := x.StepsOf(in.Name()); !slices.Equal(got, fullUpdate) {
+			t.Errorf("%s steps %v, want %v", in.Name(), got, fullUpdate)
+		}
+	}
+	if slices.ContainsFunc(rec.ev, func(e update.Event) bool { return strings.Contains(e.Note, "max_surge") }) {
+		t.Error("a max_surge note from an executor that cannot swap")
+	}
+}
