@@ -16,7 +16,11 @@
 //   - its jobs rendered (package template) with resolved links, and the
 //     packages they need;
 //   - its change set: why the instance must be touched ([Change]), and
-//     whether the VM must be recreated;
+//     whether the VM must be recreated. In a group with max_surge (no
+//     persistent disk, no static IP) every changed instance is replaced by
+//     a VM at a new address ([Instance.Surge]); since that re-renders the
+//     jobs consuming links to it, Compute plans again until no further
+//     instance surges;
 //   - the instances to delete and the persistent disks to orphan (a plan
 //     never deletes a disk: replaced or released disks are orphaned, and an
 //     instance keeps its disk unless its size or type changes).
