@@ -213,3 +213,17 @@ func (a *app) deployment() (string, error) {
 	}
 	return a.g.Deployment, nil
 }
+
+// deploymentClient is what most deployment commands start with: the -d
+// deployment and a client of the director.
+func (a *app) deploymentClient() (string, *client, error) {
+	name, err := a.deployment()
+	if err != nil {
+		return "", nil, err
+	}
+	c, err := a.client()
+	if err != nil {
+		return "", nil, err
+	}
+	return name, c, nil
+}

@@ -136,11 +136,7 @@ func (a *app) deleteDeploymentCmd() *cobra.Command {
 		Short: "Delete the deployment (-d): its VMs, disks and IP reservations",
 		Args:  args(cobra.NoArgs),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
-			name, err := a.deployment()
-			if err != nil {
-				return err
-			}
-			c, err := a.client()
+			name, c, err := a.deploymentClient()
 			if err != nil {
 				return err
 			}
@@ -190,11 +186,7 @@ func (a *app) instancesCmd() *cobra.Command {
 		Short: "List the deployment's instances (--ps: with their processes, asked of the agents)",
 		Args:  args(cobra.NoArgs),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
-			name, err := a.deployment()
-			if err != nil {
-				return err
-			}
-			c, err := a.client()
+			name, c, err := a.deploymentClient()
 			if err != nil {
 				return err
 			}
@@ -284,11 +276,7 @@ func (a *app) vmsCmd() *cobra.Command {
 		Short: "List the deployment's VMs (--vitals: with CPU, memory, disk, load and uptime, asked of the agents)",
 		Args:  args(cobra.NoArgs),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
-			name, err := a.deployment()
-			if err != nil {
-				return err
-			}
-			c, err := a.client()
+			name, c, err := a.deploymentClient()
 			if err != nil {
 				return err
 			}
@@ -378,11 +366,7 @@ func (a *app) stateCmd(action string) *cobra.Command {
 		Short: strings.ToUpper(action[:1]) + action[1:] + " the deployment's instances (all, a group, or one)",
 		Args:  args(cobra.MaximumNArgs(1)),
 		RunE: run(func(cmd *cobra.Command, argv []string) error {
-			name, err := a.deployment()
-			if err != nil {
-				return err
-			}
-			c, err := a.client()
+			name, c, err := a.deploymentClient()
 			if err != nil {
 				return err
 			}

@@ -135,11 +135,7 @@ func (a *app) healthCmd() *cobra.Command {
 		Short: "Show the health monitor's view of the deployment's instances (status, heartbeat age, failing processes)",
 		Args:  args(cobra.NoArgs),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
-			name, err := a.deployment()
-			if err != nil {
-				return err
-			}
-			c, err := a.client()
+			name, c, err := a.deploymentClient()
 			if err != nil {
 				return err
 			}
@@ -196,11 +192,7 @@ func (a *app) updateResurrectionCmd() *cobra.Command {
 			default:
 				return Usage(fmt.Errorf("update-resurrection: %q is neither on nor off", argv[0]))
 			}
-			name, err := a.deployment()
-			if err != nil {
-				return err
-			}
-			c, err := a.client()
+			name, c, err := a.deploymentClient()
 			if err != nil {
 				return err
 			}

@@ -23,11 +23,7 @@ func (a *app) pauseCmd() *cobra.Command {
 		Short: "Stop the deployment's rollout (-d) after the batches in flight; resume continues it",
 		Args:  args(cobra.NoArgs),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
-			name, err := a.deployment()
-			if err != nil {
-				return err
-			}
-			c, err := a.client()
+			name, c, err := a.deploymentClient()
 			if err != nil {
 				return err
 			}
@@ -51,11 +47,7 @@ func (a *app) resumeCmd() *cobra.Command {
 		Short: "Continue the deployment's (-d) paused rollout: deploy its newest manifest again",
 		Args:  args(cobra.NoArgs),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
-			name, err := a.deployment()
-			if err != nil {
-				return err
-			}
-			c, err := a.client()
+			name, c, err := a.deploymentClient()
 			if err != nil {
 				return err
 			}
