@@ -24,54 +24,10 @@ import (
 // intact), and the lb to answer throughout from the other instance. It
 // reports the time from the kill to the replacement running.
 func TestResurrectWeb(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the director, agents and the local CPI, and compiles releases/web")
-	}
-	if _, err := exec.LookPath("go"); err != nil {
-		if _, err := os.Stat("/usr/local/go/bin/go"); err != nil {
-			t.Skip("releases/web compiles with the host's Go toolchain; none found")
-		}
-	}
-	bin := binaries(t)
-	work := t.TempDir()
-	data := filepath.Join(work, "data")
-	t.Cleanup(func() { killAgents(data) })
-	stemcell := filepath.Join(work, "local.tgz")
-	if out, err := exec.Command(filepath.Join(bin, "director"), "create-stemcell", "--agent", filepath.Join(bin, "agent"), "--tarball", stemcell).CombinedOutput(); err != nil {
-		t.Fatalf("create-stemcell: %v\n%s", err, out)
-	}
-	d := startDirector(t, bin, data)
-	t.Cleanup(func() {
-		if out, err := d.command("-n", "-d", "web", "delete-deployment", "--force").CombinedOutput(); err != nil {
-			t.Logf("cleanup: delete-deployment: %v\n%s", err, out)
-		}
-	})
-	d.run("-n", "upload-release", "releases/web")
-	d.run("-n", "upload-stemcell", stemcell)
-	prefix := freeRange(t)
-	lbAddr = prefix + "1.10:8080"
-	cc, err := os.ReadFile(filepath.Join(repoRoot(), "manifests", "local", "cloud-config.yml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ccFile := filepath.Join(work, "cloud-config.yml")
-	if err := os.WriteFile(ccFile, []byte(strings.ReplaceAll(string(cc), "127.77.", prefix)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d.run("-n", "update-cloud-config", ccFile)
 	// The sample with a persistent disk on each web instance.
-	raw, err := os.ReadFile(filepath.Join(repoRoot(), "manifests", "local", "web.yml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := strings.ReplaceAll(string(raw), "127.77.", prefix)
-	text = strings.Replace(text, "  vm_type: default\n", "  vm_type: default\n  persistent_disk: 64\n", 1)
-	manifest := filepath.Join(work, "web.yml")
-	if err := os.WriteFile(manifest, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d.deploy(manifest)
-	lbAnswers(t, "v1", 2)
+	d, data := deploySample(t, freeRange(t), func(m string) string {
+		return strings.Replace(m, "  vm_type: default\n", "  vm_type: default\n  persistent_disk: 64\n", 1)
+	})
 
 	// web/0: its VM, its agent and its persistent disk, with a file on it.
 	type instance struct {

@@ -1,0 +1,67 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// deploySample starts a director of the test's own on a fresh data directory
+// and deploys the web sample (manifests/local) on it, moved to the address
+// range prefix ("127.N.") so that tests running side by side do not collide.
+// edit, when not nil, changes the manifest's text before the deploy. It
+// returns once the lb answers v1 from both web instances; the deployment and
+// its agents are removed when the test ends.
+func deploySample(t *testing.T, prefix string, edit func(manifest string) string) (d *director, data string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs the director, agents and the local CPI, and compiles releases/web")
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		if _, err := os.Stat("/usr/local/go/bin/go"); err != nil {
+			t.Skip("releases/web compiles with the host's Go toolchain; none found")
+		}
+	}
+	bin := binaries(t)
+	work := t.TempDir()
+	data = filepath.Join(work, "data")
+	t.Cleanup(func() { killAgents(data) })
+	stemcell := filepath.Join(work, "local.tgz")
+	if out, err := exec.Command(filepath.Join(bin, "director"), "create-stemcell", "--agent", filepath.Join(bin, "agent"), "--tarball", stemcell).CombinedOutput(); err != nil {
+		t.Fatalf("create-stemcell: %v\n%s", err, out)
+	}
+	d = startDirector(t, bin, data)
+	t.Cleanup(func() {
+		if out, err := d.command("-n", "-d", "web", "delete-deployment", "--force").CombinedOutput(); err != nil {
+			t.Logf("cleanup: delete-deployment: %v\n%s", err, out)
+		}
+	})
+	d.run("-n", "upload-release", "releases/web")
+	d.run("-n", "upload-stemcell", stemcell)
+	lbAddr = prefix + "1.10:8080"
+	moved := func(file string) string {
+		raw, err := os.ReadFile(filepath.Join(repoRoot(), "manifests", "local", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.ReplaceAll(string(raw), "127.77.", prefix)
+	}
+	ccFile := filepath.Join(work, "cloud-config.yml")
+	if err := os.WriteFile(ccFile, []byte(moved("cloud-config.yml")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.run("-n", "update-cloud-config", ccFile)
+	text := moved("web.yml")
+	if edit != nil {
+		text = edit(text)
+	}
+	manifest := filepath.Join(work, "web.yml")
+	if err := os.WriteFile(manifest, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.deploy(manifest)
+	lbAnswers(t, "v1", 2)
+	return d, data
+}
