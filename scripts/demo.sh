@@ -61,7 +61,7 @@ up() {
   "$DIRECTOR" -d web instances --ps
   say "a request through the load balancer (http://$LB/)"
   for _ in 1 2 3 4; do
-    curl -fsS "http://$LB/" && echo
+    curl -fsS "http://$LB/"
   done
   cat <<MSG
 
