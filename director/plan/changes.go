@@ -2,7 +2,10 @@ package plan
 
 import (
 	"fmt"
+	"iter"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -99,14 +102,7 @@ func networkDiff(prev map[string]netip.Addr, now []Network) string {
 			parts = append(parts, fmt.Sprintf("%s: %s → %s", n.Name, addrLabel(old), addrLabel(n.IP)))
 		}
 	}
-	var removed []string
-	for name := range prev {
-		if !seen[name] {
-			removed = append(removed, name+" removed")
-		}
-	}
-	sort.Strings(removed)
-	return strings.Join(append(parts, removed...), ", ")
+	return withRemoved(parts, maps.Keys(prev), seen)
 }
 
 func addrLabel(a netip.Addr) string {
@@ -133,10 +129,20 @@ func jobsDiff(prev []JobState, now []Job) string {
 			parts = append(parts, j.Name+" updated")
 		}
 	}
+	before := make([]string, len(prev))
+	for i, j := range prev {
+		before[i] = j.Name
+	}
+	return withRemoved(parts, slices.Values(before), seen)
+}
+
+// withRemoved ends a diff: the parts found, then "<name> removed" for every
+// name that was there before and is not seen now, sorted.
+func withRemoved(parts []string, before iter.Seq[string], seen map[string]bool) string {
 	var removed []string
-	for _, j := range prev {
-		if !seen[j.Name] {
-			removed = append(removed, j.Name+" removed")
+	for name := range before {
+		if !seen[name] {
+			removed = append(removed, name+" removed")
 		}
 	}
 	sort.Strings(removed)
@@ -156,14 +162,7 @@ func packagesDiff(prev map[string]string, now []Package) string {
 			parts = append(parts, p.Name+" updated")
 		}
 	}
-	var removed []string
-	for name := range prev {
-		if !seen[name] {
-			removed = append(removed, name+" removed")
-		}
-	}
-	sort.Strings(removed)
-	return strings.Join(append(parts, removed...), ", ")
+	return withRemoved(parts, maps.Keys(prev), seen)
 }
 
 // renderedDiff names the jobs present before and now whose rendered files
