@@ -62,11 +62,7 @@ func (a *app) taskCmd() *cobra.Command {
 		Short: "Show a task's events, following it live until it ends",
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: run(func(cmd *cobra.Command, argv []string) error {
-			id, err := strconv.ParseUint(argv[0], 10, 64)
-			if err != nil {
-				return Usage(fmt.Errorf("task id %q is not a number", argv[0]))
-			}
-			c, err := a.client()
+			id, c, err := a.taskClient(argv[0])
 			if err != nil {
 				return err
 			}
@@ -81,11 +77,7 @@ func (a *app) cancelTaskCmd() *cobra.Command {
 		Short: "Ask a running task to stop at its next safe point",
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: run(func(cmd *cobra.Command, argv []string) error {
-			id, err := strconv.ParseUint(argv[0], 10, 64)
-			if err != nil {
-				return Usage(fmt.Errorf("task id %q is not a number", argv[0]))
-			}
-			c, err := a.client()
+			id, c, err := a.taskClient(argv[0])
 			if err != nil {
 				return err
 			}
@@ -323,4 +315,18 @@ func table(w io.Writer, headers ...string) *tabwriter.Writer {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(headers, "\t"))
 	return tw
+}
+
+// taskClient is what the commands taking a task id start with: the id, read
+// from arg, and a client of the director.
+func (a *app) taskClient(arg string) (uint64, *client, error) {
+	id, err := strconv.ParseUint(arg, 10, 64)
+	if err != nil {
+		return 0, nil, Usage(fmt.Errorf("task id %q is not a number", arg))
+	}
+	c, err := a.client()
+	if err != nil {
+		return 0, nil, err
+	}
+	return id, c, nil
 }
