@@ -1,0 +1,3 @@
+module github.com/compleat/compleat/sim
+
+go 1.26.0
