@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/sergi/go-diff/diffmatchpatch"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/compleat/compleat/director/store"
@@ -110,44 +111,31 @@ func walkSecrets(n *yaml.Node, path string, secret bool, hide func(path, value s
 }
 
 // lineDiff is a unified-style diff of two texts, lines prefixed "+ ", "- "
-// or "  " (two lines of context around changes); "" when equal.
+// or "  " (two lines of context around changes); "" when equal. The diff is
+// Myers' algorithm in linear space (go-diff, line mode), so a manifest of
+// tens of thousands of lines diffs in megabytes, not gigabytes.
 func lineDiff(a, b string) string {
 	if a == b {
 		return ""
-	}
-	x, y := splitLines(a), splitLines(b)
-	// Longest common subsequence table.
-	n, m := len(x), len(y)
-	lcs := make([][]int, n+1)
-	for i := range lcs {
-		lcs[i] = make([]int, m+1)
-	}
-	for i := n - 1; i >= 0; i-- {
-		for j := m - 1; j >= 0; j-- {
-			if x[i] == y[j] {
-				lcs[i][j] = lcs[i+1][j+1] + 1
-			} else {
-				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
-			}
-		}
 	}
 	type line struct {
 		op   byte
 		text string
 	}
+	dmp := diffmatchpatch.New()
+	dmp.DiffTimeout = 0 // minimal diffs; the bisection is linear in space either way
+	ra, rb, lines := dmp.DiffLinesToRunes(withNewline(a), withNewline(b))
 	var out []line
-	i, j := 0, 0
-	for i < n || j < m {
-		switch {
-		case i < n && j < m && x[i] == y[j]:
-			out = append(out, line{' ', x[i]})
-			i, j = i+1, j+1
-		case i < n && (j == m || lcs[i+1][j] >= lcs[i][j+1]):
-			out = append(out, line{'-', x[i]})
-			i++
-		default:
-			out = append(out, line{'+', y[j]})
-			j++
+	for _, d := range dmp.DiffCharsToLines(dmp.DiffMainRunes(ra, rb, false), lines) {
+		op := byte(' ')
+		switch d.Type {
+		case diffmatchpatch.DiffDelete:
+			op = '-'
+		case diffmatchpatch.DiffInsert:
+			op = '+'
+		}
+		for _, text := range splitLines(d.Text) {
+			out = append(out, line{op, text})
 		}
 	}
 	const context = 2
@@ -177,6 +165,15 @@ func lineDiff(a, b string) string {
 		sb.WriteByte('\n')
 	}
 	return sb.String()
+}
+
+// withNewline ends a non-empty text with a newline, so that its last line
+// compares equal to the same line followed by others.
+func withNewline(s string) string {
+	if s != "" && !strings.HasSuffix(s, "\n") {
+		return s + "\n"
+	}
+	return s
 }
 
 func splitLines(s string) []string {
