@@ -145,7 +145,7 @@ func TestWaitRunningNamesWhatIsNotRunning(t *testing.T) {
 	if err := c.WaitReady(context.Background(), 100*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second) // room for a poll to answer under load
 	defer cancel()
 	st, err := c.WaitRunning(ctx, 20*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "web/web is failing (exited with status 1)") || strings.Contains(err.Error(), "sidecar") {

@@ -43,14 +43,15 @@ func (c *Client) WaitRunning(ctx context.Context, interval time.Duration) (proto
 	}
 	var last protocol.State
 	var lastErr error
+	seen := false // whether any state was read: the last poll may be cut short by ctx
 	for {
 		st, err := c.GetState(ctx)
 		if err == nil {
-			last, lastErr = st, nil
+			last, lastErr, seen = st, nil, true
 			if st.JobState == protocol.StateRunning {
 				return st, nil
 			}
-		} else {
+		} else if ctx.Err() == nil || !seen {
 			lastErr = err
 		}
 		select {

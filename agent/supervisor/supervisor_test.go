@@ -447,7 +447,13 @@ func TestStatusReportsUsage(t *testing.T) {
 	if len(all) != 2 || all[0].Name != "a-job" || all[0].State != StateRunning || all[1].Name != "b-job" {
 		t.Fatalf("status %+v", all)
 	}
+	// Usage is sampled from /proc: right after exec the new image may not
+	// show a resident set yet, so wait (bounded by ctx) for a sample that has one.
 	p := all[1].Processes[0]
+	for p.MemoryBytes == 0 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+		p = sup.Status()[1].Processes[0]
+	}
 	if p.PID == 0 || p.StartedAt.IsZero() || p.Uptime <= 0 || p.MemoryBytes == 0 {
 		t.Errorf("process status %+v", p)
 	}
