@@ -110,7 +110,7 @@ func Extract(r io.Reader, dir string, lim Limits) error {
 			if err := root.Chmod(name, mode.Perm()|0o700); err != nil {
 				return fmt.Errorf("entry %q: %w", h.Name, err)
 			}
-		case tar.TypeReg, tar.TypeRegA:
+		case tar.TypeReg: // the reader already turns the old TypeRegA into TypeReg
 			total += h.Size
 			if total > lim.MaxBytes {
 				return fmt.Errorf("entry %q: archive larger than %d bytes", h.Name, lim.MaxBytes)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/compleat/compleat/director/store"
 )
@@ -38,7 +39,7 @@ func NewMetrics(running func() float64, busClients func() float64) *Metrics {
 		lastBeat: map[string]time.Time{},
 		now:      time.Now,
 	}
-	m.Registry.MustRegister(m.tasks, m.cpiCalls, prometheus.NewGoCollector(), (*beats)(m))
+	m.Registry.MustRegister(m.tasks, m.cpiCalls, collectors.NewGoCollector(), (*beats)(m))
 	if running != nil {
 		m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "compleat_tasks_running", Help: "Tasks not yet finished.",

@@ -208,7 +208,7 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 	if prev, rerr := os.ReadFile(busAddrFile); s.dev && rerr == nil {
 		cfg := busCfg
 		cfg.Listen = strings.TrimSpace(string(prev))
-		d.Bus, err = mbus.Start(ctx, cfg)
+		d.Bus, _ = mbus.Start(ctx, cfg) // the port may be taken by now: then a new one below
 	}
 	if d.Bus == nil {
 		if d.Bus, err = mbus.Start(ctx, busCfg); err != nil {

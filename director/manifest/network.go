@@ -131,15 +131,3 @@ func (d *decoder) addrs(n *yaml.Node, path string) []netip.Addr {
 	}
 	return out
 }
-
-// ranges reads a list of addresses and ranges.
-func (d *decoder) ranges(n *yaml.Node, path string) []AddrRange {
-	var out []AddrRange
-	items := d.list(n, path)
-	for i, c := range items {
-		if r, ok := d.addrRange(c, index(path, i)); ok {
-			out = append(out, r)
-		}
-	}
-	return out
-}

@@ -333,7 +333,7 @@ func readJob(r io.Reader, lim tgz.Limits) (*Job, string, error) {
 			return fmt.Errorf("%q: only regular files and directories are allowed in a job: %w", e.Name, tgz.ErrEntryType)
 		}
 		if e.Name != "job.MF" && !strings.HasPrefix(e.Name, "templates/") {
-			return fmt.Errorf("%q: %w: want job.MF or templates/...", e.Name, ErrUnexpectedEntry)
+			return fmt.Errorf("%q: %w: want job.MF or a file under templates/", e.Name, ErrUnexpectedEntry)
 		}
 		data, err := io.ReadAll(body)
 		if err != nil {

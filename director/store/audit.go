@@ -108,7 +108,7 @@ func (t *Tx) AuditEvents(f AuditFilter) ([]AuditEvent, error) {
 	c := b.Cursor()
 	k, v := c.Last()
 	if f.Before > 0 {
-		k, v = c.Seek(itob(f.Before))
+		k, _ = c.Seek(itob(f.Before))
 		if k == nil {
 			k, v = c.Last()
 		} else {

@@ -108,6 +108,9 @@ func TestConfigsAreVersioned(t *testing.T) {
 	})
 	update(t, s, func(tx *store.Tx) error {
 		same, changed, err := tx.AddConfig(store.ConfigCloud, "default", "azs: []")
+		if err != nil {
+			return err
+		}
 		if changed || same.ID != first.ID {
 			t.Errorf("same content: changed=%v id=%d, want unchanged %d", changed, same.ID, first.ID)
 		}

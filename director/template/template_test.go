@@ -58,7 +58,7 @@ func loadGolden(t *testing.T, ar *txtar.Archive) (Job, Input) {
 	if err := yaml.Unmarshal(sections["input.yml"], &in); err != nil {
 		t.Fatalf("input.yml: %v", err)
 	}
-	return job, Input{Instance: in.Instance, Properties: in.Properties, Links: in.Links}
+	return job, Input(in)
 }
 
 func formatRendered(r Rendered, err error) string {
