@@ -53,6 +53,7 @@ func (g *grpcClient) CreateVM(ctx context.Context, req CreateVMRequest) (CreateV
 		DiskCids:        req.DiskCIDs,
 		Env:             rawToBytes(req.Env),
 		AgentSettings:   rawToBytes(req.AgentSettings),
+		Tags:            req.Tags,
 	})
 	if err != nil {
 		return CreateVMResult{}, fromStatus("CreateVM", err)
@@ -94,7 +95,7 @@ func (g *grpcClient) CalculateVMCloudProperties(ctx context.Context, req VMResou
 }
 
 func (g *grpcClient) CreateDisk(ctx context.Context, req CreateDiskRequest) (string, error) {
-	r, err := g.c.CreateDisk(ctx, &cpiv1.CreateDiskRequest{SizeMb: req.SizeMB, CloudProperties: rawToBytes(req.CloudProperties), VmLocality: req.VMCID})
+	r, err := g.c.CreateDisk(ctx, &cpiv1.CreateDiskRequest{SizeMb: req.SizeMB, CloudProperties: rawToBytes(req.CloudProperties), VmLocality: req.VMCID, Tags: req.Tags})
 	if err != nil {
 		return "", fromStatus("CreateDisk", err)
 	}
@@ -156,4 +157,20 @@ func (g *grpcClient) SnapshotDisk(ctx context.Context, cid string, md map[string
 func (g *grpcClient) DeleteSnapshot(ctx context.Context, cid string) error {
 	_, err := g.c.DeleteSnapshot(ctx, &cpiv1.DeleteSnapshotRequest{SnapshotCid: cid})
 	return fromStatus("DeleteSnapshot", err)
+}
+
+func (g *grpcClient) ListVMs(ctx context.Context, f ListFilter) ([]VMInfo, error) {
+	r, err := g.c.ListVMs(ctx, &cpiv1.ListVMsRequest{Filter: filterToWire(f)})
+	if err != nil {
+		return nil, fromStatus("ListVMs", err)
+	}
+	return vmsFromWire(r.GetVms()), nil
+}
+
+func (g *grpcClient) ListDisks(ctx context.Context, f ListFilter) ([]DiskInfo, error) {
+	r, err := g.c.ListDisks(ctx, &cpiv1.ListDisksRequest{Filter: filterToWire(f)})
+	if err != nil {
+		return nil, fromStatus("ListDisks", err)
+	}
+	return disksFromWire(r.GetDisks()), nil
 }

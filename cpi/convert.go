@@ -61,6 +61,7 @@ func infoToWire(i Info) *cpiv1.InfoResponse {
 		Capabilities: &cpiv1.Capabilities{
 			Snapshots: i.Capabilities.Snapshots, ResizeDisk: i.Capabilities.ResizeDisk,
 			DiskHints: i.Capabilities.DiskHints, DynamicNetworks: i.Capabilities.DynamicNetworks,
+			ListVms: i.Capabilities.ListVMs, ListDisks: i.Capabilities.ListDisks,
 		},
 	}
 }
@@ -72,6 +73,7 @@ func infoFromWire(r *cpiv1.InfoResponse) Info {
 		Capabilities: Capabilities{
 			Snapshots: c.GetSnapshots(), ResizeDisk: c.GetResizeDisk(),
 			DiskHints: c.GetDiskHints(), DynamicNetworks: c.GetDynamicNetworks(),
+			ListVMs: c.GetListVms(), ListDisks: c.GetListDisks(),
 		},
 	}
 }
@@ -82,4 +84,46 @@ func hintToWire(h DiskHint) *cpiv1.DiskHint {
 
 func hintFromWire(h *cpiv1.DiskHint) DiskHint {
 	return DiskHint{Path: h.GetPath(), LUN: h.GetLun(), ID: h.GetId(), VolumeID: h.GetVolumeId()}
+}
+
+func filterToWire(f ListFilter) *cpiv1.ListFilter {
+	return &cpiv1.ListFilter{DirectorId: f.DirectorID}
+}
+
+func filterFromWire(f *cpiv1.ListFilter) ListFilter {
+	return ListFilter{DirectorID: f.GetDirectorId()}
+}
+
+// Lists are never nil on the SDK side: an empty list is []VMInfo{}.
+
+func vmsToWire(vms []VMInfo) []*cpiv1.VM {
+	out := make([]*cpiv1.VM, 0, len(vms))
+	for _, v := range vms {
+		out = append(out, &cpiv1.VM{Cid: v.CID, AgentId: v.AgentID, Tags: v.Tags})
+	}
+	return out
+}
+
+func vmsFromWire(vms []*cpiv1.VM) []VMInfo {
+	out := make([]VMInfo, 0, len(vms))
+	for _, v := range vms {
+		out = append(out, VMInfo{CID: v.GetCid(), AgentID: v.GetAgentId(), Tags: v.GetTags()})
+	}
+	return out
+}
+
+func disksToWire(disks []DiskInfo) []*cpiv1.Disk {
+	out := make([]*cpiv1.Disk, 0, len(disks))
+	for _, d := range disks {
+		out = append(out, &cpiv1.Disk{Cid: d.CID, VmCid: d.VMCID, Tags: d.Tags, SizeMb: d.SizeMB})
+	}
+	return out
+}
+
+func disksFromWire(disks []*cpiv1.Disk) []DiskInfo {
+	out := make([]DiskInfo, 0, len(disks))
+	for _, d := range disks {
+		out = append(out, DiskInfo{CID: d.GetCid(), VMCID: d.GetVmCid(), Tags: d.GetTags(), SizeMB: d.GetSizeMb()})
+	}
+	return out
 }

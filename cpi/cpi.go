@@ -51,6 +51,14 @@ type CPI interface {
 	SetDiskMetadata(ctx context.Context, diskCID string, metadata map[string]string) error
 	SnapshotDisk(ctx context.Context, diskCID string, metadata map[string]string) (snapshotCID string, err error)
 	DeleteSnapshot(ctx context.Context, snapshotCID string) error
+
+	// ListVMs lists the VMs this plugin created, found in the cloud by the
+	// tags given at creation (CreateVMRequest.Tags), never from a private
+	// list that can lag. Behind Capabilities.ListVMs.
+	ListVMs(ctx context.Context, filter ListFilter) ([]VMInfo, error)
+	// ListDisks lists the persistent disks this plugin created, found by
+	// their tags (CreateDiskRequest.Tags). Behind Capabilities.ListDisks.
+	ListDisks(ctx context.Context, filter ListFilter) ([]DiskInfo, error)
 }
 
 // Info describes a plugin: the contract version it speaks, the stemcell formats
@@ -73,6 +81,64 @@ type Capabilities struct {
 	// DynamicNetworks is true when the plugin assigns addresses on networks of
 	// type "dynamic" and reports them in CreateVMResult.Networks.
 	DynamicNetworks bool `json:"dynamic_networks"`
+	// ListVMs is true when ListVMs lists the VMs the plugin created by
+	// their tags.
+	ListVMs bool `json:"list_vms"`
+	// ListDisks is true when ListDisks lists the disks the plugin created
+	// by their tags.
+	ListDisks bool `json:"list_disks"`
+}
+
+// The standard tag keys. The director puts them in CreateVMRequest.Tags and
+// CreateDiskRequest.Tags; a plugin applies every tag of the request to the
+// object at creation, in the same call that creates it (EC2
+// TagSpecifications, Azure tags, OpenStack metadata), so that an object whose
+// creation outcome is unknown can still be found by ListVMs/ListDisks.
+const (
+	// TagDirector holds the id of the director that created the object.
+	// ListVMs and ListDisks list exactly the objects carrying this tag.
+	TagDirector = "compleat_director"
+	// TagDeployment holds the deployment name.
+	TagDeployment = "deployment"
+	// TagInstanceGroup holds the instance group name.
+	TagInstanceGroup = "instance_group"
+	// TagInstanceID holds the instance's id within the deployment.
+	TagInstanceID = "instance_id"
+	// TagAgentID holds the agent id of the VM (for a disk: of the VM it was
+	// created for).
+	TagAgentID = "agent_id"
+)
+
+// ListFilter selects the objects ListVMs and ListDisks return. The zero
+// filter selects every object carrying the TagDirector tag.
+type ListFilter struct {
+	// DirectorID, when not empty, selects only objects whose TagDirector
+	// tag equals it.
+	DirectorID string `json:"director_id,omitempty"`
+}
+
+// Match reports whether tags pass the filter: the TagDirector tag is present
+// and, when the filter names a director, equal to it. Plugins that filter in
+// memory use it; plugins that filter in the cloud's API apply the same rule.
+func (f ListFilter) Match(tags map[string]string) bool {
+	d, ok := tags[TagDirector]
+	return ok && (f.DirectorID == "" || d == f.DirectorID)
+}
+
+// VMInfo is one VM as ListVMs found it.
+type VMInfo struct {
+	CID     string            `json:"cid"`
+	AgentID string            `json:"agent_id"`
+	Tags    map[string]string `json:"tags"`
+}
+
+// DiskInfo is one persistent disk as ListDisks found it.
+type DiskInfo struct {
+	CID string `json:"cid"`
+	// VMCID is the VM the disk is attached to; empty when detached.
+	VMCID  string            `json:"vm_cid,omitempty"`
+	SizeMB int64             `json:"size"`
+	Tags   map[string]string `json:"tags"`
 }
 
 // CreateStemcellRequest imports a stemcell image into the cloud.
@@ -115,6 +181,9 @@ type CreateVMRequest struct {
 	// top-level "networks" key to the networks as configured (so dynamic
 	// addresses are known to the agent) and "vm" to {"cid": <vm cid>}.
 	AgentSettings json.RawMessage `json:"agent_settings"`
+	// Tags are applied to the VM at creation (see TagDirector and the other
+	// standard keys); ListVMs finds the VM by them.
+	Tags map[string]string `json:"tags,omitempty"`
 }
 
 // CreateVMResult is the new VM's id and its networks as configured.
@@ -137,6 +206,9 @@ type CreateDiskRequest struct {
 	// VMCID places the disk near the VM it will be attached to (same AZ); may
 	// be empty.
 	VMCID string `json:"vm_locality,omitempty"`
+	// Tags are applied to the disk at creation (standard keys as for
+	// CreateVMRequest.Tags); ListDisks finds the disk by them.
+	Tags map[string]string `json:"tags,omitempty"`
 }
 
 // DiskHint tells the agent where an attached disk appears. Plugins fill the

@@ -18,9 +18,14 @@ import (
 //
 //	{"method": "has_vm", "arguments": ["vm-1"], "context": {"director_uuid": "..."}, "api_version": 2}
 //
-// Arguments are positional, as in BOSH CPI API v2. Compleat's one extension:
+// Arguments are positional, as in BOSH CPI API v2. Compleat's extensions:
 // create_vm takes the agent settings document from context["agent_settings"]
-// (BOSH CPIs build it themselves and ignore unknown context keys).
+// (BOSH CPIs build it themselves and ignore unknown context keys);
+// create_vm and create_disk take the tags to apply at creation from
+// context["tags"]; and two methods BOSH does not have, list_vms and
+// list_disks, take one argument, the filter ({"director_id": "..."}), and
+// answer a list of {"cid", "agent_id", "tags"} (disks: {"cid", "vm_cid",
+// "size", "tags"}).
 type JSONRequest struct {
 	Method     string                     `json:"method"`
 	Arguments  []json.RawMessage          `json:"arguments"`
@@ -166,6 +171,12 @@ func dispatchJSON(ctx context.Context, impl CPI, req *JSONRequest) (any, error) 
 	var s1, s2 string
 	var md map[string]string
 	var n int64
+	var tags map[string]string
+	if raw := req.Context["tags"]; len(raw) > 0 {
+		if err := json.Unmarshal(raw, &tags); err != nil {
+			return nil, &Error{Code: CodeUnknown, Message: fmt.Sprintf("%s: context.tags: %v", req.Method, err)}
+		}
+	}
 	switch strings.ToLower(req.Method) {
 	case "info":
 		return impl.Info(ctx)
@@ -196,7 +207,7 @@ func dispatchJSON(ctx context.Context, impl CPI, req *JSONRequest) (any, error) 
 		}
 		res, err := impl.CreateVM(ctx, CreateVMRequest{
 			AgentID: s1, StemcellCID: s2, CloudProperties: a.raw(2), Networks: nets,
-			DiskCIDs: disks, Env: a.raw(5), AgentSettings: req.Context["agent_settings"],
+			DiskCIDs: disks, Env: a.raw(5), AgentSettings: req.Context["agent_settings"], Tags: tags,
 		})
 		if err != nil {
 			return nil, err
@@ -239,7 +250,7 @@ func dispatchJSON(ctx context.Context, impl CPI, req *JSONRequest) (any, error) 
 		if err := a.get(2, &s1); err != nil {
 			return nil, err
 		}
-		return impl.CreateDisk(ctx, CreateDiskRequest{SizeMB: n, CloudProperties: a.raw(1), VMCID: s1})
+		return impl.CreateDisk(ctx, CreateDiskRequest{SizeMB: n, CloudProperties: a.raw(1), VMCID: s1, Tags: tags})
 	case "delete_disk":
 		if err := a.getAll(&s1); err != nil {
 			return nil, err
@@ -295,6 +306,26 @@ func dispatchJSON(ctx context.Context, impl CPI, req *JSONRequest) (any, error) 
 			return nil, err
 		}
 		return nil, impl.DeleteSnapshot(ctx, s1)
+	case "list_vms":
+		var f ListFilter
+		if err := a.get(0, &f); err != nil {
+			return nil, err
+		}
+		vms, err := impl.ListVMs(ctx, f)
+		if vms == nil && err == nil {
+			vms = []VMInfo{}
+		}
+		return vms, err
+	case "list_disks":
+		var f ListFilter
+		if err := a.get(0, &f); err != nil {
+			return nil, err
+		}
+		disks, err := impl.ListDisks(ctx, f)
+		if disks == nil && err == nil {
+			disks = []DiskInfo{}
+		}
+		return disks, err
 	default:
 		return nil, &Error{Code: CodeNotImplemented, Message: fmt.Sprintf("unknown method %q", req.Method)}
 	}

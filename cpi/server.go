@@ -53,6 +53,7 @@ func (s *grpcServer) CreateVM(ctx context.Context, r *cpiv1.CreateVMRequest) (*c
 		DiskCIDs:        r.GetDiskCids(),
 		Env:             bytesToRaw(r.GetEnv()),
 		AgentSettings:   bytesToRaw(r.GetAgentSettings()),
+		Tags:            r.GetTags(),
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -98,7 +99,7 @@ func (s *grpcServer) CalculateVMCloudProperties(ctx context.Context, r *cpiv1.Ca
 }
 
 func (s *grpcServer) CreateDisk(ctx context.Context, r *cpiv1.CreateDiskRequest) (*cpiv1.CreateDiskResponse, error) {
-	cid, err := s.impl.CreateDisk(ctx, CreateDiskRequest{SizeMB: r.GetSizeMb(), CloudProperties: bytesToRaw(r.GetCloudProperties()), VMCID: r.GetVmLocality()})
+	cid, err := s.impl.CreateDisk(ctx, CreateDiskRequest{SizeMB: r.GetSizeMb(), CloudProperties: bytesToRaw(r.GetCloudProperties()), VMCID: r.GetVmLocality(), Tags: r.GetTags()})
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -170,4 +171,20 @@ func (s *grpcServer) DeleteSnapshot(ctx context.Context, r *cpiv1.DeleteSnapshot
 		return nil, toStatus(err)
 	}
 	return &cpiv1.DeleteSnapshotResponse{}, nil
+}
+
+func (s *grpcServer) ListVMs(ctx context.Context, r *cpiv1.ListVMsRequest) (*cpiv1.ListVMsResponse, error) {
+	vms, err := s.impl.ListVMs(ctx, filterFromWire(r.GetFilter()))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &cpiv1.ListVMsResponse{Vms: vmsToWire(vms)}, nil
+}
+
+func (s *grpcServer) ListDisks(ctx context.Context, r *cpiv1.ListDisksRequest) (*cpiv1.ListDisksResponse, error) {
+	disks, err := s.impl.ListDisks(ctx, filterFromWire(r.GetFilter()))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &cpiv1.ListDisksResponse{Disks: disksToWire(disks)}, nil
 }

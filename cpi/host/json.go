@@ -23,7 +23,8 @@ import (
 //
 // The process gets the same clean environment as a Plugin: PATH, HOME,
 // TMPDIR and its properties in COMPLEAT_CPI_PROPERTIES. The agent settings
-// of CreateVM travel in the request's context under "agent_settings".
+// of CreateVM travel in the request's context under "agent_settings", the
+// tags of CreateVM and CreateDisk under "tags".
 type JSONProcess struct {
 	path       string
 	properties json.RawMessage
@@ -133,12 +134,18 @@ func (j *JSONProcess) DeleteStemcell(ctx context.Context, cid string) error {
 
 // CreateVM implements cpi.CPI.
 func (j *JSONProcess) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.CreateVMResult, error) {
-	var reqCtx map[string]json.RawMessage
+	reqCtx, err := tagsContext(req.Tags)
+	if err != nil {
+		return cpi.CreateVMResult{}, err
+	}
 	if len(req.AgentSettings) > 0 {
-		reqCtx = map[string]json.RawMessage{"agent_settings": req.AgentSettings}
+		if reqCtx == nil {
+			reqCtx = map[string]json.RawMessage{}
+		}
+		reqCtx["agent_settings"] = req.AgentSettings
 	}
 	var raw []json.RawMessage
-	err := j.callContext(ctx, "create_vm", reqCtx, &raw,
+	err = j.callContext(ctx, "create_vm", reqCtx, &raw,
 		req.AgentID, req.StemcellCID, object(req.CloudProperties), req.Networks, req.DiskCIDs, object(req.Env))
 	if err != nil {
 		return cpi.CreateVMResult{}, err
@@ -192,7 +199,11 @@ func (j *JSONProcess) CreateDisk(ctx context.Context, req cpi.CreateDiskRequest)
 	if req.VMCID != "" {
 		locality = req.VMCID
 	}
-	err = j.call(ctx, "create_disk", &out, req.SizeMB, object(req.CloudProperties), locality)
+	reqCtx, err := tagsContext(req.Tags)
+	if err != nil {
+		return "", err
+	}
+	err = j.callContext(ctx, "create_disk", reqCtx, &out, req.SizeMB, object(req.CloudProperties), locality)
 	return out, err
 }
 
@@ -258,6 +269,36 @@ func (j *JSONProcess) SnapshotDisk(ctx context.Context, cid string, md map[strin
 // DeleteSnapshot implements cpi.CPI.
 func (j *JSONProcess) DeleteSnapshot(ctx context.Context, cid string) error {
 	return j.call(ctx, "delete_snapshot", nil, cid)
+}
+
+// ListVMs implements cpi.CPI.
+func (j *JSONProcess) ListVMs(ctx context.Context, f cpi.ListFilter) (out []cpi.VMInfo, err error) {
+	err = j.call(ctx, "list_vms", &out, f)
+	if out == nil && err == nil {
+		out = []cpi.VMInfo{}
+	}
+	return out, err
+}
+
+// ListDisks implements cpi.CPI.
+func (j *JSONProcess) ListDisks(ctx context.Context, f cpi.ListFilter) (out []cpi.DiskInfo, err error) {
+	err = j.call(ctx, "list_disks", &out, f)
+	if out == nil && err == nil {
+		out = []cpi.DiskInfo{}
+	}
+	return out, err
+}
+
+// tagsContext is the request context carrying tags, nil without tags.
+func tagsContext(tags map[string]string) (map[string]json.RawMessage, error) {
+	if len(tags) == 0 {
+		return nil, nil
+	}
+	b, err := json.Marshal(tags)
+	if err != nil {
+		return nil, fmt.Errorf("cpi: encode tags: %w", err)
+	}
+	return map[string]json.RawMessage{"tags": b}, nil
 }
 
 // object sends an absent document as {} (BOSH CPIs expect a hash).

@@ -161,3 +161,21 @@ func (p *Plugin) DeleteSnapshot(ctx context.Context, cid string) error {
 		return c.DeleteSnapshot(ctx, cid)
 	})
 }
+
+// ListVMs implements cpi.CPI.
+func (p *Plugin) ListVMs(ctx context.Context, f cpi.ListFilter) (out []cpi.VMInfo, err error) {
+	err = p.call(ctx, "ListVMs", func(ctx context.Context, c cpi.CPI) (err error) {
+		out, err = c.ListVMs(ctx, f)
+		return err
+	})
+	return out, err
+}
+
+// ListDisks implements cpi.CPI.
+func (p *Plugin) ListDisks(ctx context.Context, f cpi.ListFilter) (out []cpi.DiskInfo, err error) {
+	err = p.call(ctx, "ListDisks", func(ctx context.Context, c cpi.CPI) (err error) {
+		out, err = c.ListDisks(ctx, f)
+		return err
+	})
+	return out, err
+}

@@ -117,8 +117,12 @@ type Capabilities struct {
 	ResizeDisk      bool                   `protobuf:"varint,2,opt,name=resize_disk,json=resizeDisk,proto3" json:"resize_disk,omitempty"`
 	DiskHints       bool                   `protobuf:"varint,3,opt,name=disk_hints,json=diskHints,proto3" json:"disk_hints,omitempty"`
 	DynamicNetworks bool                   `protobuf:"varint,4,opt,name=dynamic_networks,json=dynamicNetworks,proto3" json:"dynamic_networks,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// list_vms: ListVMs lists the VMs the plugin created, by their tags.
+	ListVms bool `protobuf:"varint,5,opt,name=list_vms,json=listVms,proto3" json:"list_vms,omitempty"`
+	// list_disks: ListDisks lists the disks the plugin created, by their tags.
+	ListDisks     bool `protobuf:"varint,6,opt,name=list_disks,json=listDisks,proto3" json:"list_disks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Capabilities) Reset() {
@@ -175,6 +179,20 @@ func (x *Capabilities) GetDiskHints() bool {
 func (x *Capabilities) GetDynamicNetworks() bool {
 	if x != nil {
 		return x.DynamicNetworks
+	}
+	return false
+}
+
+func (x *Capabilities) GetListVms() bool {
+	if x != nil {
+		return x.ListVms
+	}
+	return false
+}
+
+func (x *Capabilities) GetListDisks() bool {
+	if x != nil {
+		return x.ListDisks
 	}
 	return false
 }
@@ -561,8 +579,13 @@ type CreateVMRequest struct {
 	DiskCids        []string               `protobuf:"bytes,5,rep,name=disk_cids,json=diskCids,proto3" json:"disk_cids,omitempty"`
 	Env             []byte                 `protobuf:"bytes,6,opt,name=env,proto3" json:"env,omitempty"`                                          // JSON object
 	AgentSettings   []byte                 `protobuf:"bytes,7,opt,name=agent_settings,json=agentSettings,proto3" json:"agent_settings,omitempty"` // JSON object
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// tags are applied to the VM at creation, in the cloud's own tags or
+	// metadata: the standard keys compleat_director, deployment,
+	// instance_group, instance_id and agent_id (see docs/cpi-authoring.md),
+	// by which ListVMs finds it.
+	Tags          map[string]string `protobuf:"bytes,8,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateVMRequest) Reset() {
@@ -640,6 +663,13 @@ func (x *CreateVMRequest) GetEnv() []byte {
 func (x *CreateVMRequest) GetAgentSettings() []byte {
 	if x != nil {
 		return x.AgentSettings
+	}
+	return nil
+}
+
+func (x *CreateVMRequest) GetTags() map[string]string {
+	if x != nil {
+		return x.Tags
 	}
 	return nil
 }
@@ -1141,8 +1171,11 @@ type CreateDiskRequest struct {
 	SizeMb          int64                  `protobuf:"varint,1,opt,name=size_mb,json=sizeMb,proto3" json:"size_mb,omitempty"`
 	CloudProperties []byte                 `protobuf:"bytes,2,opt,name=cloud_properties,json=cloudProperties,proto3" json:"cloud_properties,omitempty"` // JSON object
 	VmLocality      string                 `protobuf:"bytes,3,opt,name=vm_locality,json=vmLocality,proto3" json:"vm_locality,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// tags are applied to the disk at creation (standard keys as for CreateVM),
+	// by which ListDisks finds it.
+	Tags          map[string]string `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateDiskRequest) Reset() {
@@ -1194,6 +1227,13 @@ func (x *CreateDiskRequest) GetVmLocality() string {
 		return x.VmLocality
 	}
 	return ""
+}
+
+func (x *CreateDiskRequest) GetTags() map[string]string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
 }
 
 type CreateDiskResponse struct {
@@ -2100,6 +2140,360 @@ func (*DeleteSnapshotResponse) Descriptor() ([]byte, []int) {
 	return file_cpi_proto_rawDescGZIP(), []int{41}
 }
 
+// ListFilter selects listed objects. Empty fields select everything the
+// plugin created.
+type ListFilter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// director_id lists only objects whose compleat_director tag equals it.
+	DirectorId    string `protobuf:"bytes,1,opt,name=director_id,json=directorId,proto3" json:"director_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFilter) Reset() {
+	*x = ListFilter{}
+	mi := &file_cpi_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFilter) ProtoMessage() {}
+
+func (x *ListFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_cpi_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFilter.ProtoReflect.Descriptor instead.
+func (*ListFilter) Descriptor() ([]byte, []int) {
+	return file_cpi_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ListFilter) GetDirectorId() string {
+	if x != nil {
+		return x.DirectorId
+	}
+	return ""
+}
+
+type ListVMsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Filter        *ListFilter            `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListVMsRequest) Reset() {
+	*x = ListVMsRequest{}
+	mi := &file_cpi_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListVMsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListVMsRequest) ProtoMessage() {}
+
+func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cpi_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListVMsRequest.ProtoReflect.Descriptor instead.
+func (*ListVMsRequest) Descriptor() ([]byte, []int) {
+	return file_cpi_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ListVMsRequest) GetFilter() *ListFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+// VM is one listed VM.
+type VM struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cid           string                 `protobuf:"bytes,1,opt,name=cid,proto3" json:"cid,omitempty"`
+	AgentId       string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Tags          map[string]string      `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VM) Reset() {
+	*x = VM{}
+	mi := &file_cpi_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VM) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VM) ProtoMessage() {}
+
+func (x *VM) ProtoReflect() protoreflect.Message {
+	mi := &file_cpi_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VM.ProtoReflect.Descriptor instead.
+func (*VM) Descriptor() ([]byte, []int) {
+	return file_cpi_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *VM) GetCid() string {
+	if x != nil {
+		return x.Cid
+	}
+	return ""
+}
+
+func (x *VM) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *VM) GetTags() map[string]string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+type ListVMsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Vms           []*VM                  `protobuf:"bytes,1,rep,name=vms,proto3" json:"vms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListVMsResponse) Reset() {
+	*x = ListVMsResponse{}
+	mi := &file_cpi_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListVMsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListVMsResponse) ProtoMessage() {}
+
+func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cpi_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
+func (*ListVMsResponse) Descriptor() ([]byte, []int) {
+	return file_cpi_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ListVMsResponse) GetVms() []*VM {
+	if x != nil {
+		return x.Vms
+	}
+	return nil
+}
+
+type ListDisksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Filter        *ListFilter            `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDisksRequest) Reset() {
+	*x = ListDisksRequest{}
+	mi := &file_cpi_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDisksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDisksRequest) ProtoMessage() {}
+
+func (x *ListDisksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cpi_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDisksRequest.ProtoReflect.Descriptor instead.
+func (*ListDisksRequest) Descriptor() ([]byte, []int) {
+	return file_cpi_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ListDisksRequest) GetFilter() *ListFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+// Disk is one listed persistent disk.
+type Disk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Cid   string                 `protobuf:"bytes,1,opt,name=cid,proto3" json:"cid,omitempty"`
+	// vm_cid is the VM the disk is attached to; empty when detached.
+	VmCid         string            `protobuf:"bytes,2,opt,name=vm_cid,json=vmCid,proto3" json:"vm_cid,omitempty"`
+	Tags          map[string]string `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	SizeMb        int64             `protobuf:"varint,4,opt,name=size_mb,json=sizeMb,proto3" json:"size_mb,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Disk) Reset() {
+	*x = Disk{}
+	mi := &file_cpi_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Disk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Disk) ProtoMessage() {}
+
+func (x *Disk) ProtoReflect() protoreflect.Message {
+	mi := &file_cpi_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Disk.ProtoReflect.Descriptor instead.
+func (*Disk) Descriptor() ([]byte, []int) {
+	return file_cpi_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *Disk) GetCid() string {
+	if x != nil {
+		return x.Cid
+	}
+	return ""
+}
+
+func (x *Disk) GetVmCid() string {
+	if x != nil {
+		return x.VmCid
+	}
+	return ""
+}
+
+func (x *Disk) GetTags() map[string]string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *Disk) GetSizeMb() int64 {
+	if x != nil {
+		return x.SizeMb
+	}
+	return 0
+}
+
+type ListDisksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Disks         []*Disk                `protobuf:"bytes,1,rep,name=disks,proto3" json:"disks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDisksResponse) Reset() {
+	*x = ListDisksResponse{}
+	mi := &file_cpi_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDisksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDisksResponse) ProtoMessage() {}
+
+func (x *ListDisksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cpi_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDisksResponse.ProtoReflect.Descriptor instead.
+func (*ListDisksResponse) Descriptor() ([]byte, []int) {
+	return file_cpi_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *ListDisksResponse) GetDisks() []*Disk {
+	if x != nil {
+		return x.Disks
+	}
+	return nil
+}
+
 var File_cpi_proto protoreflect.FileDescriptor
 
 const file_cpi_proto_rawDesc = "" +
@@ -2109,14 +2503,17 @@ const file_cpi_proto_rawDesc = "" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
 	"\x05field\x18\x03 \x01(\tR\x05field\x12\x1c\n" +
-	"\tretryable\x18\x04 \x01(\bR\tretryable\"\x97\x01\n" +
+	"\tretryable\x18\x04 \x01(\bR\tretryable\"\xd1\x01\n" +
 	"\fCapabilities\x12\x1c\n" +
 	"\tsnapshots\x18\x01 \x01(\bR\tsnapshots\x12\x1f\n" +
 	"\vresize_disk\x18\x02 \x01(\bR\n" +
 	"resizeDisk\x12\x1d\n" +
 	"\n" +
 	"disk_hints\x18\x03 \x01(\bR\tdiskHints\x12)\n" +
-	"\x10dynamic_networks\x18\x04 \x01(\bR\x0fdynamicNetworks\"\r\n" +
+	"\x10dynamic_networks\x18\x04 \x01(\bR\x0fdynamicNetworks\x12\x19\n" +
+	"\blist_vms\x18\x05 \x01(\bR\alistVms\x12\x1d\n" +
+	"\n" +
+	"list_disks\x18\x06 \x01(\bR\tlistDisks\"\r\n" +
 	"\vInfoRequest\"\xb1\x01\n" +
 	"\fInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
@@ -2140,7 +2537,7 @@ const file_cpi_proto_rawDesc = "" +
 	"\agateway\x18\x04 \x01(\tR\agateway\x12\x10\n" +
 	"\x03dns\x18\x05 \x03(\tR\x03dns\x12\x18\n" +
 	"\adefault\x18\x06 \x03(\tR\adefault\x12)\n" +
-	"\x10cloud_properties\x18\a \x01(\fR\x0fcloudProperties\"\xf3\x02\n" +
+	"\x10cloud_properties\x18\a \x01(\fR\x0fcloudProperties\"\xec\x03\n" +
 	"\x0fCreateVMRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12!\n" +
 	"\fstemcell_cid\x18\x02 \x01(\tR\vstemcellCid\x12)\n" +
@@ -2148,10 +2545,14 @@ const file_cpi_proto_rawDesc = "" +
 	"\bnetworks\x18\x04 \x03(\v2..compleat.cpi.v1.CreateVMRequest.NetworksEntryR\bnetworks\x12\x1b\n" +
 	"\tdisk_cids\x18\x05 \x03(\tR\bdiskCids\x12\x10\n" +
 	"\x03env\x18\x06 \x01(\fR\x03env\x12%\n" +
-	"\x0eagent_settings\x18\a \x01(\fR\ragentSettings\x1aU\n" +
+	"\x0eagent_settings\x18\a \x01(\fR\ragentSettings\x12>\n" +
+	"\x04tags\x18\b \x03(\v2*.compleat.cpi.v1.CreateVMRequest.TagsEntryR\x04tags\x1aU\n" +
 	"\rNetworksEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12.\n" +
-	"\x05value\x18\x02 \x01(\v2\x18.compleat.cpi.v1.NetworkR\x05value:\x028\x01\"\xcd\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x18.compleat.cpi.v1.NetworkR\x05value:\x028\x01\x1a7\n" +
+	"\tTagsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcd\x01\n" +
 	"\x10CreateVMResponse\x12\x15\n" +
 	"\x06vm_cid\x18\x01 \x01(\tR\x05vmCid\x12K\n" +
 	"\bnetworks\x18\x02 \x03(\v2/.compleat.cpi.v1.CreateVMResponse.NetworksEntryR\bnetworks\x1aU\n" +
@@ -2180,12 +2581,16 @@ const file_cpi_proto_rawDesc = "" +
 	"\x06ram_mb\x18\x02 \x01(\x03R\x05ramMb\x123\n" +
 	"\x16ephemeral_disk_size_mb\x18\x03 \x01(\x03R\x13ephemeralDiskSizeMb\"O\n" +
 	"\"CalculateVMCloudPropertiesResponse\x12)\n" +
-	"\x10cloud_properties\x18\x01 \x01(\fR\x0fcloudProperties\"x\n" +
+	"\x10cloud_properties\x18\x01 \x01(\fR\x0fcloudProperties\"\xf3\x01\n" +
 	"\x11CreateDiskRequest\x12\x17\n" +
 	"\asize_mb\x18\x01 \x01(\x03R\x06sizeMb\x12)\n" +
 	"\x10cloud_properties\x18\x02 \x01(\fR\x0fcloudProperties\x12\x1f\n" +
 	"\vvm_locality\x18\x03 \x01(\tR\n" +
-	"vmLocality\"/\n" +
+	"vmLocality\x12@\n" +
+	"\x04tags\x18\x04 \x03(\v2,.compleat.cpi.v1.CreateDiskRequest.TagsEntryR\x04tags\x1a7\n" +
+	"\tTagsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"/\n" +
 	"\x12CreateDiskResponse\x12\x19\n" +
 	"\bdisk_cid\x18\x01 \x01(\tR\adiskCid\".\n" +
 	"\x11DeleteDiskRequest\x12\x19\n" +
@@ -2234,7 +2639,34 @@ const file_cpi_proto_rawDesc = "" +
 	"\fsnapshot_cid\x18\x01 \x01(\tR\vsnapshotCid\":\n" +
 	"\x15DeleteSnapshotRequest\x12!\n" +
 	"\fsnapshot_cid\x18\x01 \x01(\tR\vsnapshotCid\"\x18\n" +
-	"\x16DeleteSnapshotResponse2\xab\r\n" +
+	"\x16DeleteSnapshotResponse\"-\n" +
+	"\n" +
+	"ListFilter\x12\x1f\n" +
+	"\vdirector_id\x18\x01 \x01(\tR\n" +
+	"directorId\"E\n" +
+	"\x0eListVMsRequest\x123\n" +
+	"\x06filter\x18\x01 \x01(\v2\x1b.compleat.cpi.v1.ListFilterR\x06filter\"\x9d\x01\n" +
+	"\x02VM\x12\x10\n" +
+	"\x03cid\x18\x01 \x01(\tR\x03cid\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x121\n" +
+	"\x04tags\x18\x03 \x03(\v2\x1d.compleat.cpi.v1.VM.TagsEntryR\x04tags\x1a7\n" +
+	"\tTagsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
+	"\x0fListVMsResponse\x12%\n" +
+	"\x03vms\x18\x01 \x03(\v2\x13.compleat.cpi.v1.VMR\x03vms\"G\n" +
+	"\x10ListDisksRequest\x123\n" +
+	"\x06filter\x18\x01 \x01(\v2\x1b.compleat.cpi.v1.ListFilterR\x06filter\"\xb6\x01\n" +
+	"\x04Disk\x12\x10\n" +
+	"\x03cid\x18\x01 \x01(\tR\x03cid\x12\x15\n" +
+	"\x06vm_cid\x18\x02 \x01(\tR\x05vmCid\x123\n" +
+	"\x04tags\x18\x03 \x03(\v2\x1f.compleat.cpi.v1.Disk.TagsEntryR\x04tags\x12\x17\n" +
+	"\asize_mb\x18\x04 \x01(\x03R\x06sizeMb\x1a7\n" +
+	"\tTagsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"@\n" +
+	"\x11ListDisksResponse\x12+\n" +
+	"\x05disks\x18\x01 \x03(\v2\x15.compleat.cpi.v1.DiskR\x05disks2\xcd\x0e\n" +
 	"\x03CPI\x12C\n" +
 	"\x04Info\x12\x1c.compleat.cpi.v1.InfoRequest\x1a\x1d.compleat.cpi.v1.InfoResponse\x12a\n" +
 	"\x0eCreateStemcell\x12&.compleat.cpi.v1.CreateStemcellRequest\x1a'.compleat.cpi.v1.CreateStemcellResponse\x12a\n" +
@@ -2259,7 +2691,9 @@ const file_cpi_proto_rawDesc = "" +
 	"\bGetDisks\x12 .compleat.cpi.v1.GetDisksRequest\x1a!.compleat.cpi.v1.GetDisksResponse\x12d\n" +
 	"\x0fSetDiskMetadata\x12'.compleat.cpi.v1.SetDiskMetadataRequest\x1a(.compleat.cpi.v1.SetDiskMetadataResponse\x12[\n" +
 	"\fSnapshotDisk\x12$.compleat.cpi.v1.SnapshotDiskRequest\x1a%.compleat.cpi.v1.SnapshotDiskResponse\x12a\n" +
-	"\x0eDeleteSnapshot\x12&.compleat.cpi.v1.DeleteSnapshotRequest\x1a'.compleat.cpi.v1.DeleteSnapshotResponseB+Z)github.com/compleat/compleat/cpi/v1;cpiv1b\x06proto3"
+	"\x0eDeleteSnapshot\x12&.compleat.cpi.v1.DeleteSnapshotRequest\x1a'.compleat.cpi.v1.DeleteSnapshotResponse\x12L\n" +
+	"\aListVMs\x12\x1f.compleat.cpi.v1.ListVMsRequest\x1a .compleat.cpi.v1.ListVMsResponse\x12R\n" +
+	"\tListDisks\x12!.compleat.cpi.v1.ListDisksRequest\x1a\".compleat.cpi.v1.ListDisksResponseB+Z)github.com/compleat/compleat/cpi/v1;cpiv1b\x06proto3"
 
 var (
 	file_cpi_proto_rawDescOnce sync.Once
@@ -2273,7 +2707,7 @@ func file_cpi_proto_rawDescGZIP() []byte {
 	return file_cpi_proto_rawDescData
 }
 
-var file_cpi_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_cpi_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_cpi_proto_goTypes = []any{
 	(*Error)(nil),                              // 0: compleat.cpi.v1.Error
 	(*Capabilities)(nil),                       // 1: compleat.cpi.v1.Capabilities
@@ -2317,65 +2751,88 @@ var file_cpi_proto_goTypes = []any{
 	(*SnapshotDiskResponse)(nil),               // 39: compleat.cpi.v1.SnapshotDiskResponse
 	(*DeleteSnapshotRequest)(nil),              // 40: compleat.cpi.v1.DeleteSnapshotRequest
 	(*DeleteSnapshotResponse)(nil),             // 41: compleat.cpi.v1.DeleteSnapshotResponse
-	nil,                                        // 42: compleat.cpi.v1.CreateVMRequest.NetworksEntry
-	nil,                                        // 43: compleat.cpi.v1.CreateVMResponse.NetworksEntry
-	nil,                                        // 44: compleat.cpi.v1.SetVMMetadataRequest.MetadataEntry
-	nil,                                        // 45: compleat.cpi.v1.SetDiskMetadataRequest.MetadataEntry
-	nil,                                        // 46: compleat.cpi.v1.SnapshotDiskRequest.MetadataEntry
+	(*ListFilter)(nil),                         // 42: compleat.cpi.v1.ListFilter
+	(*ListVMsRequest)(nil),                     // 43: compleat.cpi.v1.ListVMsRequest
+	(*VM)(nil),                                 // 44: compleat.cpi.v1.VM
+	(*ListVMsResponse)(nil),                    // 45: compleat.cpi.v1.ListVMsResponse
+	(*ListDisksRequest)(nil),                   // 46: compleat.cpi.v1.ListDisksRequest
+	(*Disk)(nil),                               // 47: compleat.cpi.v1.Disk
+	(*ListDisksResponse)(nil),                  // 48: compleat.cpi.v1.ListDisksResponse
+	nil,                                        // 49: compleat.cpi.v1.CreateVMRequest.NetworksEntry
+	nil,                                        // 50: compleat.cpi.v1.CreateVMRequest.TagsEntry
+	nil,                                        // 51: compleat.cpi.v1.CreateVMResponse.NetworksEntry
+	nil,                                        // 52: compleat.cpi.v1.SetVMMetadataRequest.MetadataEntry
+	nil,                                        // 53: compleat.cpi.v1.CreateDiskRequest.TagsEntry
+	nil,                                        // 54: compleat.cpi.v1.SetDiskMetadataRequest.MetadataEntry
+	nil,                                        // 55: compleat.cpi.v1.SnapshotDiskRequest.MetadataEntry
+	nil,                                        // 56: compleat.cpi.v1.VM.TagsEntry
+	nil,                                        // 57: compleat.cpi.v1.Disk.TagsEntry
 }
 var file_cpi_proto_depIdxs = []int32{
 	1,  // 0: compleat.cpi.v1.InfoResponse.capabilities:type_name -> compleat.cpi.v1.Capabilities
-	42, // 1: compleat.cpi.v1.CreateVMRequest.networks:type_name -> compleat.cpi.v1.CreateVMRequest.NetworksEntry
-	43, // 2: compleat.cpi.v1.CreateVMResponse.networks:type_name -> compleat.cpi.v1.CreateVMResponse.NetworksEntry
-	44, // 3: compleat.cpi.v1.SetVMMetadataRequest.metadata:type_name -> compleat.cpi.v1.SetVMMetadataRequest.MetadataEntry
-	27, // 4: compleat.cpi.v1.AttachDiskResponse.hint:type_name -> compleat.cpi.v1.DiskHint
-	45, // 5: compleat.cpi.v1.SetDiskMetadataRequest.metadata:type_name -> compleat.cpi.v1.SetDiskMetadataRequest.MetadataEntry
-	46, // 6: compleat.cpi.v1.SnapshotDiskRequest.metadata:type_name -> compleat.cpi.v1.SnapshotDiskRequest.MetadataEntry
-	8,  // 7: compleat.cpi.v1.CreateVMRequest.NetworksEntry.value:type_name -> compleat.cpi.v1.Network
-	8,  // 8: compleat.cpi.v1.CreateVMResponse.NetworksEntry.value:type_name -> compleat.cpi.v1.Network
-	2,  // 9: compleat.cpi.v1.CPI.Info:input_type -> compleat.cpi.v1.InfoRequest
-	4,  // 10: compleat.cpi.v1.CPI.CreateStemcell:input_type -> compleat.cpi.v1.CreateStemcellRequest
-	6,  // 11: compleat.cpi.v1.CPI.DeleteStemcell:input_type -> compleat.cpi.v1.DeleteStemcellRequest
-	9,  // 12: compleat.cpi.v1.CPI.CreateVM:input_type -> compleat.cpi.v1.CreateVMRequest
-	11, // 13: compleat.cpi.v1.CPI.DeleteVM:input_type -> compleat.cpi.v1.DeleteVMRequest
-	13, // 14: compleat.cpi.v1.CPI.HasVM:input_type -> compleat.cpi.v1.HasVMRequest
-	15, // 15: compleat.cpi.v1.CPI.RebootVM:input_type -> compleat.cpi.v1.RebootVMRequest
-	17, // 16: compleat.cpi.v1.CPI.SetVMMetadata:input_type -> compleat.cpi.v1.SetVMMetadataRequest
-	19, // 17: compleat.cpi.v1.CPI.CalculateVMCloudProperties:input_type -> compleat.cpi.v1.CalculateVMCloudPropertiesRequest
-	21, // 18: compleat.cpi.v1.CPI.CreateDisk:input_type -> compleat.cpi.v1.CreateDiskRequest
-	23, // 19: compleat.cpi.v1.CPI.DeleteDisk:input_type -> compleat.cpi.v1.DeleteDiskRequest
-	25, // 20: compleat.cpi.v1.CPI.ResizeDisk:input_type -> compleat.cpi.v1.ResizeDiskRequest
-	28, // 21: compleat.cpi.v1.CPI.AttachDisk:input_type -> compleat.cpi.v1.AttachDiskRequest
-	30, // 22: compleat.cpi.v1.CPI.DetachDisk:input_type -> compleat.cpi.v1.DetachDiskRequest
-	32, // 23: compleat.cpi.v1.CPI.HasDisk:input_type -> compleat.cpi.v1.HasDiskRequest
-	34, // 24: compleat.cpi.v1.CPI.GetDisks:input_type -> compleat.cpi.v1.GetDisksRequest
-	36, // 25: compleat.cpi.v1.CPI.SetDiskMetadata:input_type -> compleat.cpi.v1.SetDiskMetadataRequest
-	38, // 26: compleat.cpi.v1.CPI.SnapshotDisk:input_type -> compleat.cpi.v1.SnapshotDiskRequest
-	40, // 27: compleat.cpi.v1.CPI.DeleteSnapshot:input_type -> compleat.cpi.v1.DeleteSnapshotRequest
-	3,  // 28: compleat.cpi.v1.CPI.Info:output_type -> compleat.cpi.v1.InfoResponse
-	5,  // 29: compleat.cpi.v1.CPI.CreateStemcell:output_type -> compleat.cpi.v1.CreateStemcellResponse
-	7,  // 30: compleat.cpi.v1.CPI.DeleteStemcell:output_type -> compleat.cpi.v1.DeleteStemcellResponse
-	10, // 31: compleat.cpi.v1.CPI.CreateVM:output_type -> compleat.cpi.v1.CreateVMResponse
-	12, // 32: compleat.cpi.v1.CPI.DeleteVM:output_type -> compleat.cpi.v1.DeleteVMResponse
-	14, // 33: compleat.cpi.v1.CPI.HasVM:output_type -> compleat.cpi.v1.HasVMResponse
-	16, // 34: compleat.cpi.v1.CPI.RebootVM:output_type -> compleat.cpi.v1.RebootVMResponse
-	18, // 35: compleat.cpi.v1.CPI.SetVMMetadata:output_type -> compleat.cpi.v1.SetVMMetadataResponse
-	20, // 36: compleat.cpi.v1.CPI.CalculateVMCloudProperties:output_type -> compleat.cpi.v1.CalculateVMCloudPropertiesResponse
-	22, // 37: compleat.cpi.v1.CPI.CreateDisk:output_type -> compleat.cpi.v1.CreateDiskResponse
-	24, // 38: compleat.cpi.v1.CPI.DeleteDisk:output_type -> compleat.cpi.v1.DeleteDiskResponse
-	26, // 39: compleat.cpi.v1.CPI.ResizeDisk:output_type -> compleat.cpi.v1.ResizeDiskResponse
-	29, // 40: compleat.cpi.v1.CPI.AttachDisk:output_type -> compleat.cpi.v1.AttachDiskResponse
-	31, // 41: compleat.cpi.v1.CPI.DetachDisk:output_type -> compleat.cpi.v1.DetachDiskResponse
-	33, // 42: compleat.cpi.v1.CPI.HasDisk:output_type -> compleat.cpi.v1.HasDiskResponse
-	35, // 43: compleat.cpi.v1.CPI.GetDisks:output_type -> compleat.cpi.v1.GetDisksResponse
-	37, // 44: compleat.cpi.v1.CPI.SetDiskMetadata:output_type -> compleat.cpi.v1.SetDiskMetadataResponse
-	39, // 45: compleat.cpi.v1.CPI.SnapshotDisk:output_type -> compleat.cpi.v1.SnapshotDiskResponse
-	41, // 46: compleat.cpi.v1.CPI.DeleteSnapshot:output_type -> compleat.cpi.v1.DeleteSnapshotResponse
-	28, // [28:47] is the sub-list for method output_type
-	9,  // [9:28] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	49, // 1: compleat.cpi.v1.CreateVMRequest.networks:type_name -> compleat.cpi.v1.CreateVMRequest.NetworksEntry
+	50, // 2: compleat.cpi.v1.CreateVMRequest.tags:type_name -> compleat.cpi.v1.CreateVMRequest.TagsEntry
+	51, // 3: compleat.cpi.v1.CreateVMResponse.networks:type_name -> compleat.cpi.v1.CreateVMResponse.NetworksEntry
+	52, // 4: compleat.cpi.v1.SetVMMetadataRequest.metadata:type_name -> compleat.cpi.v1.SetVMMetadataRequest.MetadataEntry
+	53, // 5: compleat.cpi.v1.CreateDiskRequest.tags:type_name -> compleat.cpi.v1.CreateDiskRequest.TagsEntry
+	27, // 6: compleat.cpi.v1.AttachDiskResponse.hint:type_name -> compleat.cpi.v1.DiskHint
+	54, // 7: compleat.cpi.v1.SetDiskMetadataRequest.metadata:type_name -> compleat.cpi.v1.SetDiskMetadataRequest.MetadataEntry
+	55, // 8: compleat.cpi.v1.SnapshotDiskRequest.metadata:type_name -> compleat.cpi.v1.SnapshotDiskRequest.MetadataEntry
+	42, // 9: compleat.cpi.v1.ListVMsRequest.filter:type_name -> compleat.cpi.v1.ListFilter
+	56, // 10: compleat.cpi.v1.VM.tags:type_name -> compleat.cpi.v1.VM.TagsEntry
+	44, // 11: compleat.cpi.v1.ListVMsResponse.vms:type_name -> compleat.cpi.v1.VM
+	42, // 12: compleat.cpi.v1.ListDisksRequest.filter:type_name -> compleat.cpi.v1.ListFilter
+	57, // 13: compleat.cpi.v1.Disk.tags:type_name -> compleat.cpi.v1.Disk.TagsEntry
+	47, // 14: compleat.cpi.v1.ListDisksResponse.disks:type_name -> compleat.cpi.v1.Disk
+	8,  // 15: compleat.cpi.v1.CreateVMRequest.NetworksEntry.value:type_name -> compleat.cpi.v1.Network
+	8,  // 16: compleat.cpi.v1.CreateVMResponse.NetworksEntry.value:type_name -> compleat.cpi.v1.Network
+	2,  // 17: compleat.cpi.v1.CPI.Info:input_type -> compleat.cpi.v1.InfoRequest
+	4,  // 18: compleat.cpi.v1.CPI.CreateStemcell:input_type -> compleat.cpi.v1.CreateStemcellRequest
+	6,  // 19: compleat.cpi.v1.CPI.DeleteStemcell:input_type -> compleat.cpi.v1.DeleteStemcellRequest
+	9,  // 20: compleat.cpi.v1.CPI.CreateVM:input_type -> compleat.cpi.v1.CreateVMRequest
+	11, // 21: compleat.cpi.v1.CPI.DeleteVM:input_type -> compleat.cpi.v1.DeleteVMRequest
+	13, // 22: compleat.cpi.v1.CPI.HasVM:input_type -> compleat.cpi.v1.HasVMRequest
+	15, // 23: compleat.cpi.v1.CPI.RebootVM:input_type -> compleat.cpi.v1.RebootVMRequest
+	17, // 24: compleat.cpi.v1.CPI.SetVMMetadata:input_type -> compleat.cpi.v1.SetVMMetadataRequest
+	19, // 25: compleat.cpi.v1.CPI.CalculateVMCloudProperties:input_type -> compleat.cpi.v1.CalculateVMCloudPropertiesRequest
+	21, // 26: compleat.cpi.v1.CPI.CreateDisk:input_type -> compleat.cpi.v1.CreateDiskRequest
+	23, // 27: compleat.cpi.v1.CPI.DeleteDisk:input_type -> compleat.cpi.v1.DeleteDiskRequest
+	25, // 28: compleat.cpi.v1.CPI.ResizeDisk:input_type -> compleat.cpi.v1.ResizeDiskRequest
+	28, // 29: compleat.cpi.v1.CPI.AttachDisk:input_type -> compleat.cpi.v1.AttachDiskRequest
+	30, // 30: compleat.cpi.v1.CPI.DetachDisk:input_type -> compleat.cpi.v1.DetachDiskRequest
+	32, // 31: compleat.cpi.v1.CPI.HasDisk:input_type -> compleat.cpi.v1.HasDiskRequest
+	34, // 32: compleat.cpi.v1.CPI.GetDisks:input_type -> compleat.cpi.v1.GetDisksRequest
+	36, // 33: compleat.cpi.v1.CPI.SetDiskMetadata:input_type -> compleat.cpi.v1.SetDiskMetadataRequest
+	38, // 34: compleat.cpi.v1.CPI.SnapshotDisk:input_type -> compleat.cpi.v1.SnapshotDiskRequest
+	40, // 35: compleat.cpi.v1.CPI.DeleteSnapshot:input_type -> compleat.cpi.v1.DeleteSnapshotRequest
+	43, // 36: compleat.cpi.v1.CPI.ListVMs:input_type -> compleat.cpi.v1.ListVMsRequest
+	46, // 37: compleat.cpi.v1.CPI.ListDisks:input_type -> compleat.cpi.v1.ListDisksRequest
+	3,  // 38: compleat.cpi.v1.CPI.Info:output_type -> compleat.cpi.v1.InfoResponse
+	5,  // 39: compleat.cpi.v1.CPI.CreateStemcell:output_type -> compleat.cpi.v1.CreateStemcellResponse
+	7,  // 40: compleat.cpi.v1.CPI.DeleteStemcell:output_type -> compleat.cpi.v1.DeleteStemcellResponse
+	10, // 41: compleat.cpi.v1.CPI.CreateVM:output_type -> compleat.cpi.v1.CreateVMResponse
+	12, // 42: compleat.cpi.v1.CPI.DeleteVM:output_type -> compleat.cpi.v1.DeleteVMResponse
+	14, // 43: compleat.cpi.v1.CPI.HasVM:output_type -> compleat.cpi.v1.HasVMResponse
+	16, // 44: compleat.cpi.v1.CPI.RebootVM:output_type -> compleat.cpi.v1.RebootVMResponse
+	18, // 45: compleat.cpi.v1.CPI.SetVMMetadata:output_type -> compleat.cpi.v1.SetVMMetadataResponse
+	20, // 46: compleat.cpi.v1.CPI.CalculateVMCloudProperties:output_type -> compleat.cpi.v1.CalculateVMCloudPropertiesResponse
+	22, // 47: compleat.cpi.v1.CPI.CreateDisk:output_type -> compleat.cpi.v1.CreateDiskResponse
+	24, // 48: compleat.cpi.v1.CPI.DeleteDisk:output_type -> compleat.cpi.v1.DeleteDiskResponse
+	26, // 49: compleat.cpi.v1.CPI.ResizeDisk:output_type -> compleat.cpi.v1.ResizeDiskResponse
+	29, // 50: compleat.cpi.v1.CPI.AttachDisk:output_type -> compleat.cpi.v1.AttachDiskResponse
+	31, // 51: compleat.cpi.v1.CPI.DetachDisk:output_type -> compleat.cpi.v1.DetachDiskResponse
+	33, // 52: compleat.cpi.v1.CPI.HasDisk:output_type -> compleat.cpi.v1.HasDiskResponse
+	35, // 53: compleat.cpi.v1.CPI.GetDisks:output_type -> compleat.cpi.v1.GetDisksResponse
+	37, // 54: compleat.cpi.v1.CPI.SetDiskMetadata:output_type -> compleat.cpi.v1.SetDiskMetadataResponse
+	39, // 55: compleat.cpi.v1.CPI.SnapshotDisk:output_type -> compleat.cpi.v1.SnapshotDiskResponse
+	41, // 56: compleat.cpi.v1.CPI.DeleteSnapshot:output_type -> compleat.cpi.v1.DeleteSnapshotResponse
+	45, // 57: compleat.cpi.v1.CPI.ListVMs:output_type -> compleat.cpi.v1.ListVMsResponse
+	48, // 58: compleat.cpi.v1.CPI.ListDisks:output_type -> compleat.cpi.v1.ListDisksResponse
+	38, // [38:59] is the sub-list for method output_type
+	17, // [17:38] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_cpi_proto_init() }
@@ -2389,7 +2846,7 @@ func file_cpi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cpi_proto_rawDesc), len(file_cpi_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   47,
+			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -54,6 +54,8 @@ const (
 	CPI_SetDiskMetadata_FullMethodName            = "/compleat.cpi.v1.CPI/SetDiskMetadata"
 	CPI_SnapshotDisk_FullMethodName               = "/compleat.cpi.v1.CPI/SnapshotDisk"
 	CPI_DeleteSnapshot_FullMethodName             = "/compleat.cpi.v1.CPI/DeleteSnapshot"
+	CPI_ListVMs_FullMethodName                    = "/compleat.cpi.v1.CPI/ListVMs"
+	CPI_ListDisks_FullMethodName                  = "/compleat.cpi.v1.CPI/ListDisks"
 )
 
 // CPIClient is the client API for CPI service.
@@ -84,6 +86,13 @@ type CPIClient interface {
 	SnapshotDisk(ctx context.Context, in *SnapshotDiskRequest, opts ...grpc.CallOption) (*SnapshotDiskResponse, error)
 	// DeleteSnapshot is idempotent.
 	DeleteSnapshot(ctx context.Context, in *DeleteSnapshotRequest, opts ...grpc.CallOption) (*DeleteSnapshotResponse, error)
+	// ListVMs lists the VMs the plugin created, found in the cloud by the tags
+	// every VM is given at creation (never from a private list that can lag).
+	// Behind capability list_vms; added compatibly in v1.
+	ListVMs(ctx context.Context, in *ListVMsRequest, opts ...grpc.CallOption) (*ListVMsResponse, error)
+	// ListDisks lists the persistent disks the plugin created, found by their
+	// tags. Behind capability list_disks; added compatibly in v1.
+	ListDisks(ctx context.Context, in *ListDisksRequest, opts ...grpc.CallOption) (*ListDisksResponse, error)
 }
 
 type cPIClient struct {
@@ -284,6 +293,26 @@ func (c *cPIClient) DeleteSnapshot(ctx context.Context, in *DeleteSnapshotReques
 	return out, nil
 }
 
+func (c *cPIClient) ListVMs(ctx context.Context, in *ListVMsRequest, opts ...grpc.CallOption) (*ListVMsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListVMsResponse)
+	err := c.cc.Invoke(ctx, CPI_ListVMs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cPIClient) ListDisks(ctx context.Context, in *ListDisksRequest, opts ...grpc.CallOption) (*ListDisksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDisksResponse)
+	err := c.cc.Invoke(ctx, CPI_ListDisks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CPIServer is the server API for CPI service.
 // All implementations must embed UnimplementedCPIServer
 // for forward compatibility.
@@ -312,6 +341,13 @@ type CPIServer interface {
 	SnapshotDisk(context.Context, *SnapshotDiskRequest) (*SnapshotDiskResponse, error)
 	// DeleteSnapshot is idempotent.
 	DeleteSnapshot(context.Context, *DeleteSnapshotRequest) (*DeleteSnapshotResponse, error)
+	// ListVMs lists the VMs the plugin created, found in the cloud by the tags
+	// every VM is given at creation (never from a private list that can lag).
+	// Behind capability list_vms; added compatibly in v1.
+	ListVMs(context.Context, *ListVMsRequest) (*ListVMsResponse, error)
+	// ListDisks lists the persistent disks the plugin created, found by their
+	// tags. Behind capability list_disks; added compatibly in v1.
+	ListDisks(context.Context, *ListDisksRequest) (*ListDisksResponse, error)
 	mustEmbedUnimplementedCPIServer()
 }
 
@@ -378,6 +414,12 @@ func (UnimplementedCPIServer) SnapshotDisk(context.Context, *SnapshotDiskRequest
 }
 func (UnimplementedCPIServer) DeleteSnapshot(context.Context, *DeleteSnapshotRequest) (*DeleteSnapshotResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DeleteSnapshot not implemented")
+}
+func (UnimplementedCPIServer) ListVMs(context.Context, *ListVMsRequest) (*ListVMsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListVMs not implemented")
+}
+func (UnimplementedCPIServer) ListDisks(context.Context, *ListDisksRequest) (*ListDisksResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListDisks not implemented")
 }
 func (UnimplementedCPIServer) mustEmbedUnimplementedCPIServer() {}
 func (UnimplementedCPIServer) testEmbeddedByValue()             {}
@@ -742,6 +784,42 @@ func _CPI_DeleteSnapshot_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CPI_ListVMs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListVMsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CPIServer).ListVMs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CPI_ListVMs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CPIServer).ListVMs(ctx, req.(*ListVMsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CPI_ListDisks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDisksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CPIServer).ListDisks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CPI_ListDisks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CPIServer).ListDisks(ctx, req.(*ListDisksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CPI_ServiceDesc is the grpc.ServiceDesc for CPI service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -824,6 +902,14 @@ var CPI_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteSnapshot",
 			Handler:    _CPI_DeleteSnapshot_Handler,
+		},
+		{
+			MethodName: "ListVMs",
+			Handler:    _CPI_ListVMs_Handler,
+		},
+		{
+			MethodName: "ListDisks",
+			Handler:    _CPI_ListDisks_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
