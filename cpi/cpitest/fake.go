@@ -36,6 +36,8 @@ const (
 	MethodSetDiskMetadata            Method = "SetDiskMetadata"
 	MethodSnapshotDisk               Method = "SnapshotDisk"
 	MethodDeleteSnapshot             Method = "DeleteSnapshot"
+	MethodListVMs                    Method = "ListVMs"
+	MethodListDisks                  Method = "ListDisks"
 )
 
 // FakeStemcell is a stemcell held by a [Fake].
@@ -58,6 +60,7 @@ type FakeVM struct {
 	// the request's, with "networks" and "vm" set.
 	AgentSettings json.RawMessage
 	Metadata      map[string]string
+	Tags          map[string]string // applied at creation
 	Reboots       int
 	Disks         []string // attached persistent disks, in attach order
 }
@@ -70,6 +73,7 @@ type FakeDisk struct {
 	VMLocality      string
 	AttachedTo      string // VM cid, "" when detached
 	Metadata        map[string]string
+	Tags            map[string]string // applied at creation
 }
 
 // FakeSnapshot is a disk snapshot held by a [Fake].
@@ -113,7 +117,7 @@ var _ cpi.CPI = (*Fake)(nil)
 // NewFake returns an empty Fake with every capability turned on.
 func NewFake() *Fake {
 	return &Fake{
-		caps:      cpi.Capabilities{Snapshots: true, ResizeDisk: true, DiskHints: true, DynamicNetworks: true},
+		caps:      cpi.Capabilities{Snapshots: true, ResizeDisk: true, DiskHints: true, DynamicNetworks: true, ListVMs: true, ListDisks: true},
 		nextIP:    netip.MustParseAddr("127.200.0.2"),
 		stemcells: map[string]*FakeStemcell{},
 		vms:       map[string]*FakeVM{},
@@ -390,6 +394,7 @@ func (f *Fake) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.Creat
 		Env:             clone(req.Env),
 		AgentSettings:   settings,
 		Metadata:        map[string]string{},
+		Tags:            maps.Clone(req.Tags),
 	}
 	return cpi.CreateVMResult{CID: cid, Networks: maps.Clone(networks)}, nil
 }
@@ -501,7 +506,7 @@ func (f *Fake) CreateDisk(ctx context.Context, req cpi.CreateDiskRequest) (strin
 		}
 	}
 	cid := f.newID("disk")
-	f.disks[cid] = &FakeDisk{CID: cid, SizeMB: req.SizeMB, CloudProperties: clone(req.CloudProperties), VMLocality: req.VMCID, Metadata: map[string]string{}}
+	f.disks[cid] = &FakeDisk{CID: cid, SizeMB: req.SizeMB, CloudProperties: clone(req.CloudProperties), VMLocality: req.VMCID, Metadata: map[string]string{}, Tags: maps.Clone(req.Tags)}
 	return cid, nil
 }
 
@@ -683,6 +688,46 @@ func (f *Fake) DeleteSnapshot(ctx context.Context, cid string) error {
 	}
 	delete(f.snapshots, cid)
 	return nil
+}
+
+// ListVMs implements cpi.CPI: the VMs whose tags pass the filter, by cid.
+func (f *Fake) ListVMs(ctx context.Context, filter cpi.ListFilter) ([]cpi.VMInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.begin(ctx, MethodListVMs); err != nil {
+		return nil, err
+	}
+	if !f.caps.ListVMs {
+		return nil, fmt.Errorf("list vms: %w", cpi.ErrNotImplemented)
+	}
+	out := []cpi.VMInfo{}
+	for _, cid := range slices.Sorted(maps.Keys(f.vms)) {
+		vm := f.vms[cid]
+		if filter.Match(vm.Tags) {
+			out = append(out, cpi.VMInfo{CID: cid, AgentID: vm.AgentID, Tags: maps.Clone(vm.Tags)})
+		}
+	}
+	return out, nil
+}
+
+// ListDisks implements cpi.CPI: the disks whose tags pass the filter, by cid.
+func (f *Fake) ListDisks(ctx context.Context, filter cpi.ListFilter) ([]cpi.DiskInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.begin(ctx, MethodListDisks); err != nil {
+		return nil, err
+	}
+	if !f.caps.ListDisks {
+		return nil, fmt.Errorf("list disks: %w", cpi.ErrNotImplemented)
+	}
+	out := []cpi.DiskInfo{}
+	for _, cid := range slices.Sorted(maps.Keys(f.disks)) {
+		d := f.disks[cid]
+		if filter.Match(d.Tags) {
+			out = append(out, cpi.DiskInfo{CID: cid, VMCID: d.AttachedTo, SizeMB: d.SizeMB, Tags: maps.Clone(d.Tags)})
+		}
+	}
+	return out, nil
 }
 
 // objectProps decodes cloud properties that must be a JSON object (or empty).

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,12 +123,14 @@ func Run(t *testing.T, newCPI func(t *testing.T) cpi.CPI, cfg Config) {
 		{"ConcurrentCreateVM", testConcurrentCreateVM},
 		{"InvalidCloudProperties", testInvalidCloudProperties},
 		{"CalculateVMCloudProperties", testCalculateVMCloudProperties},
+		{"ListVMs", testListVMs},
+		{"ListDisks", testListDisks},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 			defer cancel()
-			s := &suite{cfg: cfg, c: newCPI(t), ctx: ctx}
+			s := &suite{cfg: cfg, c: newCPI(t), ctx: ctx, director: newDirectorID()}
 			info, err := s.c.Info(ctx)
 			if err != nil {
 				t.Fatalf("Info: %v", err)
@@ -144,6 +147,27 @@ type suite struct {
 	c    cpi.CPI
 	ctx  context.Context
 	info cpi.Info
+	// director is the director id in the tags of every VM and disk this
+	// subtest creates: unique per subtest, so that a cloud shared between
+	// runs (moto, a real account) does not mix their objects.
+	director string
+}
+
+var directorSeq atomic.Int64
+
+func newDirectorID() string {
+	return fmt.Sprintf("cpitest-%d-%d", time.Now().UnixNano(), directorSeq.Add(1))
+}
+
+// tags are the standard tags the director gives the i-th VM (and its disk).
+func (s *suite) tags(i int) map[string]string {
+	return map[string]string{
+		cpi.TagDirector:      s.director,
+		cpi.TagDeployment:    "cpitest",
+		cpi.TagInstanceGroup: "web",
+		cpi.TagInstanceID:    fmt.Sprintf("instance-%d", i),
+		cpi.TagAgentID:       fmt.Sprintf("cpitest-agent-%d", i),
+	}
 }
 
 // stemcell creates a stemcell that is deleted when the test ends.
@@ -171,6 +195,7 @@ func (s *suite) vmRequest(i int, stemcell string) cpi.CreateVMRequest {
 		Networks:        s.cfg.Networks(i),
 		Env:             json.RawMessage(`{"bosh":{"group":"cpitest"}}`),
 		AgentSettings:   s.cfg.AgentSettings(agentID),
+		Tags:            s.tags(i),
 	}
 }
 
@@ -546,5 +571,154 @@ func testCalculateVMCloudProperties(t *testing.T, s *suite) {
 	var m map[string]any
 	if err := json.Unmarshal(props, &m); err != nil {
 		t.Errorf("CalculateVMCloudProperties returned %s, want a JSON object: %v", props, err)
+	}
+}
+
+// listedVM finds cid in ListVMs(filter).
+func (s *suite) listedVM(t *testing.T, filter cpi.ListFilter, cid string) (cpi.VMInfo, bool) {
+	t.Helper()
+	vms, err := s.c.ListVMs(s.ctx, filter)
+	if err != nil {
+		t.Fatalf("ListVMs(%+v): %v (Info says list_vms)", filter, err)
+	}
+	for _, vm := range vms {
+		if vm.CID == cid {
+			return vm, true
+		}
+	}
+	return cpi.VMInfo{}, false
+}
+
+// listedDisk finds cid in ListDisks(filter).
+func (s *suite) listedDisk(t *testing.T, filter cpi.ListFilter, cid string) (cpi.DiskInfo, bool) {
+	t.Helper()
+	disks, err := s.c.ListDisks(s.ctx, filter)
+	if err != nil {
+		t.Fatalf("ListDisks(%+v): %v (Info says list_disks)", filter, err)
+	}
+	for _, d := range disks {
+		if d.CID == cid {
+			return d, true
+		}
+	}
+	return cpi.DiskInfo{}, false
+}
+
+// wantTags checks that every tag given at creation came back.
+func wantTags(t *testing.T, what string, got, want map[string]string) {
+	t.Helper()
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: tag %q = %q, want %q (apply every tag of the create request at creation; got tags %v)", what, k, got[k], v, got)
+		}
+	}
+}
+
+func testListVMs(t *testing.T, s *suite) {
+	if !s.info.Capabilities.ListVMs {
+		_, err := s.c.ListVMs(s.ctx, cpi.ListFilter{DirectorID: s.director})
+		wantCode(t, "ListVMs without the list_vms capability", err, cpi.ErrNotImplemented)
+		return
+	}
+	stemcell := s.stemcell(t)
+	mine := s.vm(t, 0, stemcell)
+	want := s.tags(0)
+
+	// A VM of another director, with the same agent id.
+	otherReq := s.vmRequest(1, stemcell)
+	otherReq.Tags[cpi.TagDirector] = newDirectorID()
+	other, err := s.c.CreateVM(s.ctx, otherReq)
+	if err != nil {
+		t.Fatalf("CreateVM of another director: %v", err)
+	}
+	t.Cleanup(func() {
+		s.cleanup(t, "DeleteVM", func(ctx context.Context) error { return s.c.DeleteVM(ctx, other.CID) })
+	})
+
+	byDirector := cpi.ListFilter{DirectorID: s.director}
+	vm, ok := s.listedVM(t, byDirector, mine.CID)
+	if !ok {
+		t.Fatalf("ListVMs(director %s) does not list VM %s created with that director's tags (find VMs by the tags given at creation)", s.director, mine.CID)
+	}
+	if vm.AgentID != want[cpi.TagAgentID] {
+		t.Errorf("ListVMs: VM %s has agent id %q, want %q", mine.CID, vm.AgentID, want[cpi.TagAgentID])
+	}
+	wantTags(t, "ListVMs: VM "+mine.CID, vm.Tags, want)
+	if _, ok := s.listedVM(t, byDirector, other.CID); ok {
+		t.Errorf("ListVMs(director %s) lists VM %s, created with director %s (filter on the %s tag)", s.director, other.CID, otherReq.Tags[cpi.TagDirector], cpi.TagDirector)
+	}
+	if _, ok := s.listedVM(t, cpi.ListFilter{}, other.CID); !ok {
+		t.Errorf("ListVMs(no filter) does not list VM %s (the zero filter lists every VM with a %s tag)", other.CID, cpi.TagDirector)
+	}
+
+	if err := s.c.DeleteVM(s.ctx, mine.CID); err != nil {
+		t.Fatalf("DeleteVM: %v", err)
+	}
+	if _, ok := s.listedVM(t, byDirector, mine.CID); ok {
+		t.Errorf("ListVMs lists VM %s after DeleteVM (leave out deleted and terminated VMs)", mine.CID)
+	}
+}
+
+func testListDisks(t *testing.T, s *suite) {
+	if !s.info.Capabilities.ListDisks {
+		_, err := s.c.ListDisks(s.ctx, cpi.ListFilter{DirectorID: s.director})
+		wantCode(t, "ListDisks without the list_disks capability", err, cpi.ErrNotImplemented)
+		return
+	}
+	stemcell := s.stemcell(t)
+	vm := s.vm(t, 0, stemcell)
+	want := s.tags(0)
+	disk, err := s.c.CreateDisk(s.ctx, cpi.CreateDiskRequest{SizeMB: 64, CloudProperties: s.cfg.DiskCloudProperties, VMCID: vm.CID, Tags: want})
+	if err != nil {
+		t.Fatalf("CreateDisk: %v", err)
+	}
+	deleted := false
+	t.Cleanup(func() {
+		if !deleted {
+			s.cleanup(t, "DetachDisk", func(ctx context.Context) error { return s.c.DetachDisk(ctx, vm.CID, disk) })
+			s.cleanup(t, "DeleteDisk", func(ctx context.Context) error { return s.c.DeleteDisk(ctx, disk) })
+		}
+	})
+	otherTags := s.tags(1)
+	otherTags[cpi.TagDirector] = newDirectorID()
+	other, err := s.c.CreateDisk(s.ctx, cpi.CreateDiskRequest{SizeMB: 64, CloudProperties: s.cfg.DiskCloudProperties, VMCID: vm.CID, Tags: otherTags})
+	if err != nil {
+		t.Fatalf("CreateDisk of another director: %v", err)
+	}
+	t.Cleanup(func() {
+		s.cleanup(t, "DeleteDisk", func(ctx context.Context) error { return s.c.DeleteDisk(ctx, other) })
+	})
+
+	byDirector := cpi.ListFilter{DirectorID: s.director}
+	d, ok := s.listedDisk(t, byDirector, disk)
+	if !ok {
+		t.Fatalf("ListDisks(director %s) does not list disk %s created with that director's tags (find disks by the tags given at creation)", s.director, disk)
+	}
+	wantTags(t, "ListDisks: disk "+disk, d.Tags, want)
+	if d.VMCID != "" {
+		t.Errorf("ListDisks: detached disk %s has vm cid %q, want empty", disk, d.VMCID)
+	}
+	if _, ok := s.listedDisk(t, byDirector, other); ok {
+		t.Errorf("ListDisks(director %s) lists disk %s, created with director %s (filter on the %s tag)", s.director, other, otherTags[cpi.TagDirector], cpi.TagDirector)
+	}
+
+	if _, err := s.c.AttachDisk(s.ctx, vm.CID, disk); err != nil {
+		t.Fatalf("AttachDisk(%s, %s): %v", vm.CID, disk, err)
+	}
+	if d, ok = s.listedDisk(t, byDirector, disk); !ok {
+		t.Fatalf("ListDisks does not list disk %s once attached", disk)
+	}
+	if d.VMCID != vm.CID {
+		t.Errorf("ListDisks: disk %s attached to %s lists vm cid %q", disk, vm.CID, d.VMCID)
+	}
+	if err := s.c.DetachDisk(s.ctx, vm.CID, disk); err != nil {
+		t.Fatalf("DetachDisk: %v", err)
+	}
+	if err := s.c.DeleteDisk(s.ctx, disk); err != nil {
+		t.Fatalf("DeleteDisk: %v", err)
+	}
+	deleted = true
+	if _, ok := s.listedDisk(t, byDirector, disk); ok {
+		t.Errorf("ListDisks lists disk %s after DeleteDisk (leave out deleted disks)", disk)
 	}
 }

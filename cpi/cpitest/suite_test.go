@@ -24,7 +24,29 @@ type (
 	lyingCapabilities struct{ *cpitest.Fake }
 	// stringErrors loses the error codes (returns plain errors).
 	stringErrors struct{ *cpitest.Fake }
+	// listIgnoresFilter lists every VM whatever the director filter.
+	listIgnoresFilter struct{ *cpitest.Fake }
+	// listNoTags lists VMs without the tags they were created with.
+	listNoTags struct{ *cpitest.Fake }
+	// listLyingCapability claims list_disks but does not list.
+	listLyingCapability struct{ *cpitest.Fake }
 )
+
+func (b listIgnoresFilter) ListVMs(ctx context.Context, _ cpi.ListFilter) ([]cpi.VMInfo, error) {
+	return b.Fake.ListVMs(ctx, cpi.ListFilter{})
+}
+
+func (b listNoTags) ListVMs(ctx context.Context, f cpi.ListFilter) ([]cpi.VMInfo, error) {
+	vms, err := b.Fake.ListVMs(ctx, f)
+	for i := range vms {
+		vms[i].Tags = map[string]string{cpi.TagDirector: vms[i].Tags[cpi.TagDirector]}
+	}
+	return vms, err
+}
+
+func (b listLyingCapability) ListDisks(context.Context, cpi.ListFilter) ([]cpi.DiskInfo, error) {
+	return nil, cpi.ErrNotImplemented
+}
 
 func (b deleteMissingFails) DeleteVM(ctx context.Context, cid string) error {
 	if has, _ := b.Fake.HasVM(ctx, cid); !has {
@@ -67,11 +89,14 @@ var broken = map[string]struct {
 	newCPI func() cpi.CPI
 	want   string
 }{
-	"deleteMissingFails": {func() cpi.CPI { return deleteMissingFails{cpitest.NewFake()} }, "deletes are idempotent"},
-	"sameIP":             {func() cpi.CPI { return sameIP{cpitest.NewFake()} }, "both got ip 127.200.9.9"},
-	"noField":            {func() cpi.CPI { return noField{cpitest.NewFake()} }, `names field "", want "instance_type"`},
-	"lyingCapabilities":  {func() cpi.CPI { return lyingCapabilities{cpitest.NewFake()} }, "Info says snapshots"},
-	"stringErrors":       {func() cpi.CPI { return stringErrors{cpitest.NewFake()} }, "want VMNotFound"},
+	"deleteMissingFails":  {func() cpi.CPI { return deleteMissingFails{cpitest.NewFake()} }, "deletes are idempotent"},
+	"sameIP":              {func() cpi.CPI { return sameIP{cpitest.NewFake()} }, "both got ip 127.200.9.9"},
+	"noField":             {func() cpi.CPI { return noField{cpitest.NewFake()} }, `names field "", want "instance_type"`},
+	"lyingCapabilities":   {func() cpi.CPI { return lyingCapabilities{cpitest.NewFake()} }, "Info says snapshots"},
+	"stringErrors":        {func() cpi.CPI { return stringErrors{cpitest.NewFake()} }, "want VMNotFound"},
+	"listIgnoresFilter":   {func() cpi.CPI { return listIgnoresFilter{cpitest.NewFake()} }, "filter on the compleat_director tag"},
+	"listNoTags":          {func() cpi.CPI { return listNoTags{cpitest.NewFake()} }, "apply every tag of the create request"},
+	"listLyingCapability": {func() cpi.CPI { return listLyingCapability{cpitest.NewFake()} }, "Info says list_disks"},
 }
 
 // TestBrokenCPIHelper runs the suite against one broken CPI when the parent
