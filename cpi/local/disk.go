@@ -39,6 +39,8 @@ type diskRecord struct {
 	VMCID     string            `json:"vm_cid,omitempty"`
 	Metadata  map[string]string `json:"metadata,omitempty"`
 	CreatedAt time.Time         `json:"created_at"`
+	// Tags are the create request's tags, by which ListDisks finds the disk.
+	Tags map[string]string `json:"tags,omitempty"`
 }
 
 // snapshotRecord describes a snapshot: a copy of a disk's contents.
@@ -131,7 +133,7 @@ func (c *CPI) CreateDisk(ctx context.Context, req cpi.CreateDiskRequest) (string
 	if err != nil {
 		return "", fmt.Errorf("create disk: %w", err)
 	}
-	rec := diskRecord{CID: cid, Type: typ, SizeMB: req.SizeMB, CreatedAt: time.Now().UTC()}
+	rec := diskRecord{CID: cid, Type: typ, SizeMB: req.SizeMB, CreatedAt: time.Now().UTC(), Tags: req.Tags}
 	if err := writeJSON(filepath.Join(stage, diskRecordFile), rec, 0o644); err != nil {
 		return "", fmt.Errorf("create disk: %w", err)
 	}

@@ -185,6 +185,8 @@ func (c *CPI) Info(ctx context.Context) (cpi.Info, error) {
 			ResizeDisk:      true,
 			DiskHints:       true,
 			DynamicNetworks: true,
+			ListVMs:         true,
+			ListDisks:       true,
 		},
 	}, nil
 }

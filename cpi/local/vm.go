@@ -36,6 +36,8 @@ type vmRecord struct {
 	BaseDir   string       `json:"base_dir"`
 	Agent     agentProcess `json:"agent"`
 	CreatedAt time.Time    `json:"created_at"`
+	// Tags are the create request's tags, by which ListVMs finds the VM.
+	Tags map[string]string `json:"tags,omitempty"`
 }
 
 // vmCloudProperties are the cloud properties a local VM accepts. They are
@@ -123,6 +125,7 @@ func (c *CPI) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.Create
 		Isolated:        c.isolate,
 		BaseDir:         filepath.Join(dir, rootDirName),
 		CreatedAt:       time.Now().UTC(),
+		Tags:            req.Tags,
 	}
 	if c.isolate {
 		rec.BaseDir = vcapDir
