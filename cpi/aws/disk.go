@@ -58,7 +58,7 @@ func (c *CPI) CreateDisk(ctx context.Context, req cpi.CreateDiskRequest) (string
 		ClientToken:      aws.String(randomHex(16)),
 		TagSpecifications: []types.TagSpecification{{
 			ResourceType: types.ResourceTypeVolume,
-			Tags:         []types.Tag{{Key: aws.String("compleat:persistent"), Value: aws.String("true")}},
+			Tags:         diskTags(req.Tags),
 		}},
 	}
 	if p.KMSKeyARN != "" {

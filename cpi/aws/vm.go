@@ -161,10 +161,16 @@ func (c *CPI) runInput(ctx context.Context, req cpi.CreateVMRequest, props VMPro
 	if err != nil {
 		return nil, err
 	}
-	tags := []types.Tag{{Key: aws.String("compleat:agent_id"), Value: aws.String(truncate(req.AgentID, maxTagValueLen))}}
-	for _, k := range slices.Sorted(maps.Keys(props.Tags)) {
-		tags = append(tags, types.Tag{Key: aws.String(k), Value: aws.String(props.Tags[k])})
+	// The request's tags (director, deployment, instance, agent id: what
+	// ListVMs finds the instance by) win over the cloud properties' tags of
+	// the same key; EC2 refuses a key given twice.
+	all := maps.Clone(props.Tags)
+	if all == nil {
+		all = map[string]string{}
 	}
+	maps.Copy(all, req.Tags)
+	all[agentIDTag] = req.AgentID
+	tags := tagList(all)
 	in.TagSpecifications = []types.TagSpecification{
 		{ResourceType: types.ResourceTypeInstance, Tags: tags},
 		{ResourceType: types.ResourceTypeVolume, Tags: tags},
