@@ -117,3 +117,13 @@ func (o *observed) DeleteSnapshot(ctx context.Context, cid string) (err error) {
 	defer func(t time.Time) { o.done("DeleteSnapshot", t, err) }(time.Now())
 	return o.CPI.DeleteSnapshot(ctx, cid)
 }
+
+func (o *observed) ListVMs(ctx context.Context, f cpi.ListFilter) (vms []cpi.VMInfo, err error) {
+	defer func(t time.Time) { o.done("ListVMs", t, err) }(time.Now())
+	return o.CPI.ListVMs(ctx, f)
+}
+
+func (o *observed) ListDisks(ctx context.Context, f cpi.ListFilter) (disks []cpi.DiskInfo, err error) {
+	defer func(t time.Time) { o.done("ListDisks", t, err) }(time.Now())
+	return o.CPI.ListDisks(ctx, f)
+}
