@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/compleat/compleat/cpi/tarball"
 	"io"
 	"net"
 	"os"
@@ -14,7 +15,6 @@ import (
 	"time"
 
 	"github.com/compleat/compleat/director/release"
-	"github.com/compleat/compleat/director/release/tgz"
 )
 
 // compiled is a release compiled the way a compile VM does it: each package
@@ -96,7 +96,7 @@ func (c *compiled) compilePackage(t testing.TB, p *release.ArchivePackage) error
 		return err
 	}
 	defer f.Close()
-	if err := tgz.Extract(f, src, tgz.DefaultLimits); err != nil {
+	if err := tarball.Extract(context.Background(), f, src, tarball.Limits{}); err != nil {
 		return fmt.Errorf("unpack package %s: %w", p.Name, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -174,7 +174,9 @@ func needTools(t testing.TB, tools ...string) {
 	}
 }
 
-func extract(r io.Reader, dir string) error { return tgz.Extract(r, dir, tgz.DefaultLimits) }
+func extract(r io.Reader, dir string) error {
+	return tarball.Extract(context.Background(), r, dir, tarball.Limits{})
+}
 
 // BenchmarkCompileWebColdCache compiles releases/web as two compile workers
 // would, with an empty Go build cache: golang first, then webapp and lb in

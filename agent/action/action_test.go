@@ -20,7 +20,6 @@ import (
 
 	"github.com/compleat/compleat/agent/action"
 	"github.com/compleat/compleat/agent/applyspec"
-	"github.com/compleat/compleat/agent/archive"
 	"github.com/compleat/compleat/agent/compile"
 	"github.com/compleat/compleat/agent/disk"
 	"github.com/compleat/compleat/agent/install"
@@ -31,6 +30,7 @@ import (
 	"github.com/compleat/compleat/agent/supervisor"
 	"github.com/compleat/compleat/agent/vitals"
 	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/cpi/tarball"
 )
 
 // blobstore is a stateful fake of the director's blobstore: blobs by
@@ -70,7 +70,7 @@ func (b *blobstore) add(t *testing.T, files map[string]string) applyspec.Blob {
 		os.WriteFile(p, []byte(content), 0o755)
 	}
 	var buf bytes.Buffer
-	if err := archive.Create(&buf, src, nil); err != nil {
+	if err := tarball.Create(&buf, src, nil); err != nil {
 		t.Fatal(err)
 	}
 	s := sha256.Sum256(buf.Bytes())

@@ -6,8 +6,8 @@ import (
 	"os"
 
 	"github.com/compleat/compleat/agent/applyspec"
-	"github.com/compleat/compleat/agent/archive"
 	"github.com/compleat/compleat/agent/protocol"
+	"github.com/compleat/compleat/cpi/tarball"
 )
 
 // fetchLogs uploads a tar.gz of sys/log (or of the named jobs' log
@@ -32,7 +32,7 @@ func (a *Actions) fetchLogs(ctx context.Context, req protocol.FetchLogsRequest) 
 		return protocol.FetchLogsResult{}, fmt.Errorf("fetch_logs: %w", err)
 	}
 	defer os.Remove(f.Name())
-	err = archive.Create(f, a.d.Layout.SysLog(), include)
+	err = tarball.Create(f, a.d.Layout.SysLog(), include)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -28,9 +28,9 @@ import (
 
 	"github.com/compleat/compleat/agent/app"
 	"github.com/compleat/compleat/agent/applyspec"
-	"github.com/compleat/compleat/agent/archive"
 	"github.com/compleat/compleat/agent/client"
 	"github.com/compleat/compleat/agent/protocol"
+	"github.com/compleat/compleat/cpi/tarball"
 	"github.com/compleat/compleat/director/mbus"
 	"github.com/compleat/compleat/director/pki"
 )
@@ -115,7 +115,7 @@ func (b *blobServer) add(t *testing.T, files map[string]string) applyspec.Blob {
 		os.WriteFile(p, []byte(content), mode)
 	}
 	var buf bytes.Buffer
-	if err := archive.Create(&buf, src, nil); err != nil {
+	if err := tarball.Create(&buf, src, nil); err != nil {
 		t.Fatal(err)
 	}
 	s := sha256.Sum256(buf.Bytes())

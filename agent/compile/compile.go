@@ -26,9 +26,9 @@ import (
 	"time"
 
 	"github.com/compleat/compleat/agent/applyspec"
-	"github.com/compleat/compleat/agent/archive"
 	"github.com/compleat/compleat/agent/layout"
 	"github.com/compleat/compleat/agent/protocol"
+	"github.com/compleat/compleat/cpi/tarball"
 )
 
 // LogTailBytes is how much of the packaging log results and errors carry.
@@ -80,7 +80,7 @@ func (c *Compiler) Compile(ctx context.Context, req protocol.CompilePackageReque
 	if err := os.RemoveAll(compileDir); err != nil {
 		return protocol.CompilePackageResult{}, fmt.Errorf("compile %s: clean %s: %w", req.Name, compileDir, err)
 	}
-	if err := archive.ExtractFile(src, compileDir, archive.Limits{}); err != nil {
+	if err := tarball.ExtractFile(ctx, src, compileDir, tarball.Limits{}); err != nil {
 		return protocol.CompilePackageResult{}, fmt.Errorf("compile %s: source: %w", req.Name, err)
 	}
 	if _, err := os.Stat(filepath.Join(compileDir, "packaging")); err != nil {
@@ -115,7 +115,7 @@ func (c *Compiler) Compile(ctx context.Context, req protocol.CompilePackageReque
 	if err != nil {
 		return protocol.CompilePackageResult{}, fmt.Errorf("compile %s: %w", req.Name, err)
 	}
-	err = archive.Create(f, installDir, nil)
+	err = tarball.Create(f, installDir, nil)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -13,11 +13,11 @@ import (
 	"testing"
 
 	"github.com/compleat/compleat/agent/applyspec"
-	"github.com/compleat/compleat/agent/archive"
 	"github.com/compleat/compleat/agent/compile"
 	"github.com/compleat/compleat/agent/install"
 	"github.com/compleat/compleat/agent/layout"
 	"github.com/compleat/compleat/agent/protocol"
+	"github.com/compleat/compleat/cpi/tarball"
 )
 
 // blobstore is a stateful fake: blobs by sha256 in a directory, uploads by
@@ -54,7 +54,7 @@ func (b *blobstore) add(t *testing.T, files map[string]string) applyspec.Blob {
 		os.WriteFile(p, []byte(content), 0o755)
 	}
 	var buf bytes.Buffer
-	if err := archive.Create(&buf, src, nil); err != nil {
+	if err := tarball.Create(&buf, src, nil); err != nil {
 		t.Fatal(err)
 	}
 	s := sha256.Sum256(buf.Bytes())
@@ -109,7 +109,7 @@ func TestCompilePackage(t *testing.T) {
 		t.Fatalf("log tail %q", res.LogTail)
 	}
 	out := t.TempDir()
-	if err := archive.Extract(bytes.NewReader(data), out, archive.Limits{}); err != nil {
+	if err := tarball.Extract(context.Background(), bytes.NewReader(data), out, tarball.Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(out, "bin", "app")); string(b) != "lib+main" {
@@ -169,7 +169,7 @@ func TestHostToolchainIsUsable(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := t.TempDir()
-	archive.Extract(bytes.NewReader(bs.uploads["https://x/hello"]), out, archive.Limits{})
+	tarball.Extract(context.Background(), bytes.NewReader(bs.uploads["https://x/hello"]), out, tarball.Limits{})
 	if fi, err := os.Stat(filepath.Join(out, "bin", "hello")); err != nil || fi.Mode().Perm()&0o100 == 0 {
 		t.Fatalf("compiled binary missing: %v (log: %s)", err, res.LogTail)
 	}

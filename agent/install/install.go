@@ -18,8 +18,8 @@ import (
 	"path/filepath"
 
 	"github.com/compleat/compleat/agent/applyspec"
-	"github.com/compleat/compleat/agent/archive"
 	"github.com/compleat/compleat/agent/layout"
+	"github.com/compleat/compleat/cpi/tarball"
 )
 
 // Fetcher returns the local path of a verified blob.
@@ -62,12 +62,12 @@ func (in *Installer) Apply(ctx context.Context, spec applyspec.Spec) error {
 		return err
 	}
 	for _, p := range spec.Packages {
-		if err := in.extract(paths[p.Blob.SHA256], in.Layout.PackageVersion(p.Name, p.Version)); err != nil {
+		if err := in.extract(ctx, paths[p.Blob.SHA256], in.Layout.PackageVersion(p.Name, p.Version)); err != nil {
 			return fmt.Errorf("install package %s/%s: %w", p.Name, p.Version, err)
 		}
 	}
 	for _, j := range spec.Jobs {
-		if err := in.extract(paths[j.Blob.SHA256], in.Layout.JobVersion(j.Name, j.Blob.SHA256)); err != nil {
+		if err := in.extract(ctx, paths[j.Blob.SHA256], in.Layout.JobVersion(j.Name, j.Blob.SHA256)); err != nil {
 			return fmt.Errorf("install job %s: %w", j.Name, err)
 		}
 	}
@@ -119,7 +119,7 @@ func (in *Installer) InstallPackage(ctx context.Context, p applyspec.Package) er
 		return fmt.Errorf("package %s: %w", p.Name, err)
 	}
 	dir := in.Layout.PackageVersion(p.Name, p.Version)
-	if err := in.extract(path, dir); err != nil {
+	if err := in.extract(ctx, path, dir); err != nil {
 		return fmt.Errorf("install package %s/%s: %w", p.Name, p.Version, err)
 	}
 	if err := relink(dir, in.Layout.Package(p.Name)); err != nil {
@@ -165,7 +165,7 @@ func (in *Installer) fetchAll(ctx context.Context, spec applyspec.Spec) (map[str
 
 // extract unpacks blob into dir unless dir exists, through a temporary
 // sibling renamed into place.
-func (in *Installer) extract(blob, dir string) error {
+func (in *Installer) extract(ctx context.Context, blob, dir string) error {
 	if _, err := os.Stat(dir); err == nil {
 		return nil
 	}
@@ -176,7 +176,7 @@ func (in *Installer) extract(blob, dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := archive.ExtractFile(blob, tmp, archive.Limits{}); err != nil {
+	if err := tarball.ExtractFile(ctx, blob, tmp, tarball.Limits{}); err != nil {
 		os.RemoveAll(tmp)
 		return err
 	}

@@ -11,10 +11,10 @@ import (
 	"testing"
 
 	"github.com/compleat/compleat/agent/applyspec"
-	"github.com/compleat/compleat/agent/archive"
 	"github.com/compleat/compleat/agent/install"
 	"github.com/compleat/compleat/agent/layout"
 	"github.com/compleat/compleat/agent/protocol"
+	"github.com/compleat/compleat/cpi/tarball"
 )
 
 // blobs is a stateful fake blobstore: tarballs by sha256, plus a set of
@@ -45,7 +45,7 @@ func (b *blobs) add(t *testing.T, files map[string]string) applyspec.Blob {
 		os.WriteFile(p, []byte(content), 0o755)
 	}
 	var buf bytes.Buffer
-	if err := archive.Create(&buf, src, nil); err != nil {
+	if err := tarball.Create(&buf, src, nil); err != nil {
 		t.Fatal(err)
 	}
 	s := sha256.Sum256(buf.Bytes())

@@ -1,15 +1,12 @@
 package local
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"github.com/compleat/compleat/cpi/tarball"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 
@@ -60,111 +57,14 @@ func (c *CPI) DeleteStemcell(ctx context.Context, cid string) error {
 	return nil
 }
 
-// extractImage unpacks the gzipped tarball at src into dst through an
-// os.Root, so no entry, however named and whatever links came before it,
-// can write outside dst.
+// extractImage unpacks the gzipped tarball at src into dst with the
+// project's one safe extractor (every write through an os.Root at dst), then
+// insists that every link in the image resolves to something inside it.
 func extractImage(ctx context.Context, src, dst string) error {
-	f, err := os.Open(src)
-	if err != nil {
+	if err := tarball.ExtractFile(ctx, src, dst, tarball.Limits{}); err != nil {
 		return err
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		return fmt.Errorf("not a gzipped tarball: %w", err)
-	}
-	root, err := os.OpenRoot(dst)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	tr := tar.NewReader(zr)
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("read tarball: %w", err)
-		}
-		name, err := entryName(hdr.Name)
-		if err != nil {
-			return err
-		}
-		if name == "" {
-			continue // the archive's root directory itself
-		}
-		mode := fs.FileMode(hdr.Mode).Perm()
-		if dir := path.Dir(name); dir != "." {
-			if err := root.MkdirAll(dir, 0o755); err != nil {
-				return fmt.Errorf("entry %q: %w", hdr.Name, err)
-			}
-		}
-		switch hdr.Typeflag {
-		case tar.TypeDir:
-			if err := root.MkdirAll(name, mode|0o700); err != nil {
-				return fmt.Errorf("entry %q: %w", hdr.Name, err)
-			}
-		case tar.TypeReg:
-			out, err := root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
-			if err != nil {
-				return fmt.Errorf("entry %q: %w", hdr.Name, err)
-			}
-			_, err = io.Copy(out, tr)
-			if cerr := out.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return fmt.Errorf("entry %q: %w", hdr.Name, err)
-			}
-		case tar.TypeSymlink:
-			if err := linkInside(name, hdr.Linkname); err != nil {
-				return fmt.Errorf("entry %q: %w", hdr.Name, err)
-			}
-			if err := root.Symlink(hdr.Linkname, name); err != nil {
-				return fmt.Errorf("entry %q: %w", hdr.Name, err)
-			}
-		case tar.TypeLink:
-			target, err := entryName(hdr.Linkname)
-			if err != nil || target == "" {
-				return fmt.Errorf("entry %q: hard link target %q is outside the image", hdr.Name, hdr.Linkname)
-			}
-			if err := root.Link(target, name); err != nil {
-				return fmt.Errorf("entry %q: %w", hdr.Name, err)
-			}
-		default:
-			return fmt.Errorf("entry %q: unsupported type %q (only files, directories and links)", hdr.Name, hdr.Typeflag)
-		}
 	}
 	return checkLinks(dst)
-}
-
-// entryName cleans an archive entry name, rejecting absolute names and names
-// that climb out of the archive.
-func entryName(name string) (string, error) {
-	clean := path.Clean(strings.TrimPrefix(name, "./"))
-	if clean == "." {
-		return "", nil
-	}
-	if path.IsAbs(name) || clean == ".." || strings.HasPrefix(clean, "../") {
-		return "", fmt.Errorf("entry %q escapes the image", name)
-	}
-	return clean, nil
-}
-
-// linkInside rejects a symbolic link whose target, read from the link's own
-// directory, is absolute or leaves the image.
-func linkInside(name, target string) error {
-	if target == "" || path.IsAbs(target) {
-		return fmt.Errorf("link target %q is outside the image", target)
-	}
-	if _, err := entryName(path.Join(path.Dir(name), target)); err != nil {
-		return fmt.Errorf("link target %q is outside the image", target)
-	}
-	return nil
 }
 
 // checkLinks resolves every symbolic link under dir and fails if one, through

@@ -4,7 +4,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"errors"
+	"github.com/compleat/compleat/cpi/tarball"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,7 +58,7 @@ func TestCreateLocalRoundTrip(t *testing.T) {
 	vm := t.TempDir()
 	img, _ := os.Open(s.ImagePath)
 	defer img.Close()
-	if err := tgz.Extract(img, vm, tgz.DefaultLimits); err != nil {
+	if err := tarball.Extract(context.Background(), img, vm, tarball.Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	st, err := os.Stat(filepath.Join(vm, "agent"))

@@ -390,51 +390,6 @@ func checkSymlink(name, target string, seen map[string]byte, traversed map[strin
 	return through, nil
 }
 
-// Extract unpacks the tar.gz read from r into dir, which must exist. All
-// writes go through an os.Root at dir, so nothing lands outside it even if a
-// check were wrong. Existing files are not overwritten.
-func Extract(r io.Reader, dir string, lim Limits) error {
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	return Walk(r, lim, func(e Entry, body io.Reader) error {
-		if d := path.Dir(e.Name); d != "." {
-			if err := root.MkdirAll(d, 0o755); err != nil {
-				return fmt.Errorf("entry %q: %w", e.Name, err)
-			}
-		}
-		switch e.Type {
-		case tar.TypeDir:
-			if err := root.Mkdir(e.Name, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-				return fmt.Errorf("entry %q: %w", e.Name, err)
-			}
-		case tar.TypeReg:
-			f, err := root.OpenFile(e.Name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, e.Mode|0o600)
-			if err != nil {
-				return fmt.Errorf("entry %q: %w", e.Name, err)
-			}
-			_, err = io.Copy(f, body)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return fmt.Errorf("entry %q: %w", e.Name, err)
-			}
-		case tar.TypeSymlink:
-			if err := root.Symlink(e.Linkname, e.Name); err != nil {
-				return fmt.Errorf("entry %q: %w", e.Name, err)
-			}
-		case tar.TypeLink:
-			if err := root.Link(e.Linkname, e.Name); err != nil {
-				return fmt.Errorf("entry %q: %w", e.Name, err)
-			}
-		}
-		return nil
-	})
-}
-
 type countingReader struct {
 	r   io.Reader
 	n   int64

@@ -4,7 +4,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"errors"
+	"github.com/compleat/compleat/cpi/tarball"
 	"io"
 	"os"
 	"path/filepath"
@@ -100,7 +102,7 @@ func TestWriteRejectsBadNames(t *testing.T) {
 	}
 }
 
-func TestExtractStaysInside(t *testing.T) {
+func TestWalkRefusesEscapes(t *testing.T) {
 	cases := []struct {
 		name string
 		es   []raw
@@ -132,7 +134,7 @@ func TestExtractStaysInside(t *testing.T) {
 			outer := t.TempDir()
 			dir := filepath.Join(outer, "in")
 			os.Mkdir(dir, 0o755)
-			err := Extract(bytes.NewReader(build(t, c.es...)), dir, DefaultLimits)
+			err := Walk(bytes.NewReader(build(t, c.es...)), DefaultLimits, func(Entry, io.Reader) error { return nil })
 			if !errors.Is(err, c.is) || !strings.Contains(err.Error(), c.msg) {
 				t.Fatalf("error %v, want %v containing %q", err, c.is, c.msg)
 			}
@@ -143,7 +145,7 @@ func TestExtractStaysInside(t *testing.T) {
 	}
 }
 
-func TestExtractKeepsInsideLinksAndModes(t *testing.T) {
+func TestWalkAndExtractKeepInsideLinksAndModes(t *testing.T) {
 	dir := t.TempDir()
 	data := build(t,
 		raw{tar.Header{Name: "./bin/", Typeflag: tar.TypeDir, Mode: 0o755}, ""},
@@ -151,7 +153,10 @@ func TestExtractKeepsInsideLinksAndModes(t *testing.T) {
 		raw{tar.Header{Name: "lib/current", Typeflag: tar.TypeSymlink, Linkname: "../bin/run"}, ""},
 		raw{tar.Header{Name: "lib/hard", Typeflag: tar.TypeLink, Linkname: "./bin/run"}, ""},
 	)
-	if err := Extract(bytes.NewReader(data), dir, DefaultLimits); err != nil {
+	if err := Walk(bytes.NewReader(data), DefaultLimits, func(Entry, io.Reader) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := tarball.Extract(context.Background(), bytes.NewReader(data), dir, tarball.Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	st, err := os.Stat(filepath.Join(dir, "bin", "run"))

@@ -1,15 +1,16 @@
-package archive_test
+package tarball_test
 
 import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 
-	"github.com/compleat/compleat/agent/archive"
+	"github.com/compleat/compleat/cpi/tarball"
 )
 
 type entry struct {
@@ -55,7 +56,7 @@ func TestExtractGoodArchive(t *testing.T) {
 		entry{name: "lib/up", typ: tar.TypeSymlink, link: "../bin/run"},
 		entry{name: "hard", typ: tar.TypeLink, link: "bin/run"},
 	)
-	if err := archive.Extract(bytes.NewReader(data), dir, archive.Limits{}); err != nil {
+	if err := tarball.Extract(context.Background(), bytes.NewReader(data), dir, tarball.Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(filepath.Join(dir, "bin/run"))
@@ -97,11 +98,11 @@ func TestExtractRefusesMaliciousArchives(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			parent := t.TempDir()
 			dir := filepath.Join(parent, "target")
-			err := archive.Extract(bytes.NewReader(build(t, entries...)), dir, archive.Limits{})
+			err := tarball.Extract(context.Background(), bytes.NewReader(build(t, entries...)), dir, tarball.Limits{})
 			if err == nil {
 				t.Fatal("malicious archive extracted without error")
 			}
-			if !errors.Is(err, archive.ErrUnsafe) && !errors.Is(err, os.ErrPermission) {
+			if !errors.Is(err, tarball.ErrUnsafe) && !errors.Is(err, os.ErrPermission) {
 				t.Logf("error (not ErrUnsafe but refused): %v", err)
 			}
 			if _, err := os.Lstat(filepath.Join(parent, "evil")); err == nil {
@@ -116,10 +117,10 @@ func TestExtractRefusesMaliciousArchives(t *testing.T) {
 
 func TestExtractLimits(t *testing.T) {
 	data := build(t, entry{name: "big", typ: tar.TypeReg, body: "0123456789"})
-	if err := archive.Extract(bytes.NewReader(data), t.TempDir(), archive.Limits{MaxBytes: 5}); err == nil {
+	if err := tarball.Extract(context.Background(), bytes.NewReader(data), t.TempDir(), tarball.Limits{MaxBytes: 5}); err == nil {
 		t.Fatal("archive over the size limit extracted")
 	}
-	if err := archive.Extract(bytes.NewReader([]byte("not gzip")), t.TempDir(), archive.Limits{}); err == nil {
+	if err := tarball.Extract(context.Background(), bytes.NewReader([]byte("not gzip")), t.TempDir(), tarball.Limits{}); err == nil {
 		t.Fatal("garbage extracted")
 	}
 }
@@ -132,11 +133,11 @@ func TestCreateRoundTrip(t *testing.T) {
 	os.MkdirAll(filepath.Join(src, "skip"), 0o755)
 	os.WriteFile(filepath.Join(src, "skip", "x"), []byte("x"), 0o644)
 	var buf bytes.Buffer
-	if err := archive.Create(&buf, src, func(n string) bool { return n != "skip" }); err != nil {
+	if err := tarball.Create(&buf, src, func(n string) bool { return n != "skip" }); err != nil {
 		t.Fatal(err)
 	}
 	dst := t.TempDir()
-	if err := archive.Extract(&buf, dst, archive.Limits{}); err != nil {
+	if err := tarball.Extract(context.Background(), &buf, dst, tarball.Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := os.ReadFile(filepath.Join(dst, "app")); err != nil || string(b) != "app" {

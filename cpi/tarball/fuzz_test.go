@@ -1,16 +1,17 @@
-package archive_test
+package tarball_test
 
 import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/compleat/compleat/agent/archive"
+	"github.com/compleat/compleat/cpi/tarball"
 )
 
 // FuzzExtractStaysInside builds archives of two arbitrary entries (names,
@@ -29,7 +30,7 @@ func FuzzExtractStaysInside(f *testing.F) {
 		if !ok {
 			t.Skip("tar cannot encode these headers")
 		}
-		_ = archive.Extract(bytes.NewReader(data), target, archive.Limits{MaxBytes: 1 << 20})
+		_ = tarball.Extract(context.Background(), bytes.NewReader(data), target, tarball.Limits{MaxBytes: 1 << 20})
 		entries, _ := os.ReadDir(parent)
 		for _, e := range entries {
 			if e.Name() != "target" {

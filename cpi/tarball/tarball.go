@@ -1,5 +1,7 @@
-// Package archive reads and writes the gzipped tarballs that carry jobs,
-// packages, compiled packages and logs.
+// Package tarball reads and writes gzipped tarballs safely: the one
+// extractor of the project, used by the director (releases, stemcells), the
+// agent (jobs, packages, compiled packages, logs) and plugins that unpack
+// stemcell images (cpi-local), so that the checks below live in one place.
 //
 // Extract is safe against hostile archives: every entry must stay inside the
 // target directory. Absolute names, names with "..", symbolic links that
@@ -8,11 +10,12 @@
 // through a symbolic link an earlier entry created. Extraction stops at the
 // first bad entry and returns an error naming it; the caller extracts into a
 // fresh directory and discards it on error.
-package archive
+package tarball
 
 import (
 	"archive/tar"
 	"compress/gzip"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -35,20 +38,21 @@ type Limits struct {
 }
 
 // ExtractFile extracts the tar.gz at path into dir (created if missing).
-func ExtractFile(path, dir string, lim Limits) error {
+func ExtractFile(ctx context.Context, path, dir string, lim Limits) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("extract %s: %w", path, err)
 	}
 	defer f.Close()
-	if err := Extract(f, dir, lim); err != nil {
+	if err := Extract(ctx, f, dir, lim); err != nil {
 		return fmt.Errorf("extract %s: %w", filepath.Base(path), err)
 	}
 	return nil
 }
 
-// Extract extracts a tar.gz stream into dir (created if missing).
-func Extract(r io.Reader, dir string, lim Limits) error {
+// Extract extracts a tar.gz stream into dir (created if missing). It stops
+// with ctx's error once ctx is done, between entries and within large ones.
+func Extract(ctx context.Context, r io.Reader, dir string, lim Limits) error {
 	if lim.MaxBytes <= 0 {
 		lim.MaxBytes = 8 << 30
 	}
@@ -72,6 +76,9 @@ func Extract(r io.Reader, dir string, lim Limits) error {
 	var total int64
 	var links []string
 	for n := 0; ; n++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		h, err := tr.Next()
 		if err == io.EOF {
 			// Links checked one by one may still point out through each
@@ -123,7 +130,7 @@ func Extract(r io.Reader, dir string, lim Limits) error {
 			if err != nil {
 				return fmt.Errorf("entry %q: %w", h.Name, err)
 			}
-			_, cerr := io.Copy(f, io.LimitReader(tr, h.Size))
+			_, cerr := io.Copy(f, ctxReader{ctx, io.LimitReader(tr, h.Size)})
 			if err := errors.Join(cerr, f.Close()); err != nil {
 				return fmt.Errorf("entry %q: %w", h.Name, err)
 			}
@@ -165,6 +172,19 @@ func Extract(r io.Reader, dir string, lim Limits) error {
 			return fmt.Errorf("entry %q: %w: type %q not allowed", h.Name, ErrUnsafe, h.Typeflag)
 		}
 	}
+}
+
+// ctxReader ends a copy once its context is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // cleanName returns the entry's relative, slash-free-of-tricks path, or an
