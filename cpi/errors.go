@@ -33,7 +33,16 @@ type Error struct {
 	// Retryable is BOSH's ok_to_retry: the same call may succeed if made again
 	// (throttling, capacity).
 	Retryable bool
+
+	// wrapped is the error this one was made from (Errorf's %w, Retryable's
+	// err), for errors.Is and errors.As inside the plugin. It does not cross
+	// the process boundary: there the code decides.
+	wrapped error
 }
+
+// Unwrap returns the error this one wraps (Errorf's %w operand, Retryable's
+// err), or nil.
+func (e *Error) Unwrap() error { return e.wrapped }
 
 func (e *Error) Error() string {
 	msg := e.Message
@@ -67,9 +76,14 @@ var (
 	ErrOutcomeUnknown = &Error{Code: CodeOutcomeUnknown, Message: "plugin exited during the call; outcome unknown"}
 )
 
-// Errorf returns an *Error with the code and a formatted message.
+// Errorf returns an *Error with the code and a formatted message. Like
+// fmt.Errorf, a %w verb wraps its operand, so that errors.Is and errors.As
+// find it inside the plugin (os.ErrNotExist, a cloud SDK's error type);
+// across the process boundary only the code, message, field and retryable
+// flag travel.
 func Errorf(code Code, format string, args ...any) *Error {
-	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+	err := fmt.Errorf(format, args...)
+	return &Error{Code: code, Message: err.Error(), wrapped: errors.Unwrap(err)}
 }
 
 // InvalidCloudProperty returns ErrInvalidCloudProperties naming the field.
@@ -77,9 +91,10 @@ func InvalidCloudProperty(field, format string, args ...any) *Error {
 	return &Error{Code: CodeInvalidCloudProperties, Field: field, Message: fmt.Sprintf(format, args...)}
 }
 
-// Retryable wraps err as a retryable error of the given code (BOSH's ok_to_retry).
+// Retryable wraps err as a retryable error of the given code (BOSH's
+// ok_to_retry). errors.Is(result, err) holds, as for any wrapping.
 func Retryable(code Code, err error) *Error {
-	return &Error{Code: code, Message: err.Error(), Retryable: true}
+	return &Error{Code: code, Message: err.Error(), Retryable: true, wrapped: err}
 }
 
 // IsRetryable reports whether err, or an error it wraps, is a retryable *Error.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -189,5 +190,27 @@ func TestProperties(t *testing.T) {
 	t.Setenv(cpi.PropertiesEnv, ` {"data_dir": "/x"} `)
 	if got := string(cpi.Properties()); got != `{"data_dir": "/x"}` {
 		t.Errorf("Properties() = %s", got)
+	}
+}
+
+func TestErrorfWraps(t *testing.T) {
+	err := cpi.Errorf(cpi.CodeUnknown, "read %s: %w", "f", os.ErrNotExist)
+	if !errors.Is(err, os.ErrNotExist) || err.Error() != "read f: "+os.ErrNotExist.Error() {
+		t.Errorf("Errorf with %%w: %v, errors.Is(os.ErrNotExist) = %v", err, errors.Is(err, os.ErrNotExist))
+	}
+	if errors.Is(err, cpi.ErrVMNotFound) {
+		t.Error("an Unknown error matches ErrVMNotFound")
+	}
+	if plain := cpi.Errorf(cpi.CodeVMNotFound, "vm %s", "x"); plain.Unwrap() != nil || !errors.Is(plain, cpi.ErrVMNotFound) {
+		t.Errorf("Errorf without %%w: %v unwraps to %v", plain, plain.Unwrap())
+	}
+}
+
+func TestRetryableKeepsTheOriginal(t *testing.T) {
+	orig := errors.New("throttled")
+	err := cpi.Retryable(cpi.CodeVMCreationFailed, orig)
+	if !errors.Is(err, orig) || !errors.Is(err, cpi.ErrVMCreationFailed) || !cpi.IsRetryable(err) {
+		t.Errorf("Retryable: errors.Is(orig) = %v, Is(ErrVMCreationFailed) = %v, IsRetryable = %v",
+			errors.Is(err, orig), errors.Is(err, cpi.ErrVMCreationFailed), cpi.IsRetryable(err))
 	}
 }
