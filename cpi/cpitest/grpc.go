@@ -15,8 +15,9 @@ import (
 // ServeInProcess serves impl over real gRPC on a loopback listener
 // (127.0.0.1, a port from the kernel) and returns a client for it: the same
 // server and client code a plugin binary and the host use, without the
-// process. Everything is stopped in t.Cleanup.
-func ServeInProcess(t testing.TB, impl cpi.CPI) cpi.CPI {
+// process. Everything is stopped in t.Cleanup. Dial options (an interceptor
+// such as cpi.ObserveCalls) go on the client's connection.
+func ServeInProcess(t testing.TB, impl cpi.CPI, opts ...grpc.DialOption) cpi.CPI {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -25,7 +26,8 @@ func ServeInProcess(t testing.TB, impl cpi.CPI) cpi.CPI {
 	srv := grpc.NewServer()
 	cpi.RegisterGRPCServer(srv, impl)
 	go func() { _ = srv.Serve(lis) }()
-	conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
+	conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(), opts...)
 	if err != nil {
 		srv.Stop()
 		t.Fatalf("cpitest: dial %s: %v", lis.Addr(), err)

@@ -32,6 +32,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"google.golang.org/grpc"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -66,6 +67,9 @@ type Config struct {
 	// Logger receives the host's events and the plugin's logs (default: the
 	// slog default logger).
 	Logger *slog.Logger
+	// Observe, when set, is told every call's method, duration and outcome
+	// (a gRPC interceptor: every method, present and future).
+	Observe cpi.CallObserver
 }
 
 // Plugin is a running CPI plugin. It implements cpi.CPI and is safe for
@@ -163,6 +167,10 @@ func (p *Plugin) start(ctx context.Context) (*instance, error) {
 	sink := &slogSink{log: p.log}
 	hl := hclog.NewInterceptLogger(&hclog.LoggerOptions{Name: "cpi", Output: discard{}, Level: hclog.Trace})
 	hl.RegisterSink(sink)
+	var dial []grpc.DialOption
+	if p.cfg.Observe != nil {
+		dial = append(dial, grpc.WithChainUnaryInterceptor(cpi.ObserveCalls(p.cfg.Observe)))
+	}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  cpi.Handshake(),
 		VersionedPlugins: cpi.PluginSets(nil),
@@ -174,6 +182,7 @@ func (p *Plugin) start(ctx context.Context) (*instance, error) {
 		Logger:           hl,
 		SyncStdout:       &lineLogger{log: p.log, stream: "stdout"},
 		SyncStderr:       &lineLogger{log: p.log, stream: "stderr"},
+		GRPCDialOptions:  dial,
 	})
 
 	done := make(chan error, 1)

@@ -481,3 +481,35 @@ func TestOversizedCallIsNotACrash(t *testing.T) {
 		t.Fatalf("plugin after an oversized call: err %v, pid %d (was %d)", err, p.PID(), pid)
 	}
 }
+
+// Every call through the plugin is observed with its method and its typed
+// outcome, including methods the observer was never told about.
+func TestObserveSeesEveryCall(t *testing.T) {
+	type call struct {
+		method string
+		err    error
+	}
+	var mu sync.Mutex
+	var calls []call
+	p := start(t, host.Config{Observe: func(method string, took time.Duration, err error) {
+		mu.Lock()
+		calls = append(calls, call{method, err})
+		mu.Unlock()
+	}})
+	ctx := t.Context()
+	if _, err := p.Info(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.RebootVM(ctx, "no-such-vm"); !errors.Is(err, cpi.ErrVMNotFound) {
+		t.Fatalf("RebootVM of a missing VM: %v", err)
+	}
+	if _, err := p.ListVMs(ctx, cpi.ListFilter{}); err != nil && !errors.Is(err, cpi.ErrNotImplemented) {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 3 || calls[0].method != "Info" || calls[0].err != nil ||
+		calls[1].method != "RebootVM" || !errors.Is(calls[1].err, cpi.ErrVMNotFound) || calls[2].method != "ListVMs" {
+		t.Errorf("observed %+v", calls)
+	}
+}

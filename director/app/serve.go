@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/compleat/compleat/cpi"
 	"io"
 	"log/slog"
 	"net"
@@ -487,8 +488,8 @@ func (c configs) Applied(cfg store.Config) error {
 // hostLauncher launches plugins with the CPI SDK's host.
 type hostLauncher struct{ logger *slog.Logger }
 
-func (h hostLauncher) Launch(ctx context.Context, binary string, p cpimanager.Plugin) (cpimanager.Process, error) {
-	return host.Start(ctx, host.Config{Path: binary, Properties: p.Properties, Logger: h.logger.With("cpi_name", p.Name)})
+func (h hostLauncher) Launch(ctx context.Context, binary string, p cpimanager.Plugin, observe cpi.CallObserver) (cpimanager.Process, error) {
+	return host.Start(ctx, host.Config{Path: binary, Properties: p.Properties, Logger: h.logger.With("cpi_name", p.Name), Observe: observe})
 }
 
 // tokens builds the API's token list; in dev mode it is one admin token

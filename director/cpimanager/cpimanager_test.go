@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"google.golang.org/grpc"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,20 +19,24 @@ import (
 
 // launcher starts in-process fakes and remembers what it was given.
 type launcher struct {
+	t        testing.TB
 	mu       sync.Mutex
 	launched []cpimanager.Plugin
 	binaries []string
 	fakes    map[string]*proc
 }
 
+// proc is a launched plugin: a Fake served over real gRPC in-process, so
+// that calls pass through the connection's interceptors as in production.
 type proc struct {
-	*cpitest.Fake
+	cpi.CPI
+	fake   *cpitest.Fake
 	closed bool
 }
 
 func (p *proc) Close() error { p.closed = true; return nil }
 
-func (l *launcher) Launch(ctx context.Context, binary string, p cpimanager.Plugin) (cpimanager.Process, error) {
+func (l *launcher) Launch(ctx context.Context, binary string, p cpimanager.Plugin, observe cpi.CallObserver) (cpimanager.Process, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.launched = append(l.launched, p)
@@ -39,7 +44,12 @@ func (l *launcher) Launch(ctx context.Context, binary string, p cpimanager.Plugi
 	if l.fakes == nil {
 		l.fakes = map[string]*proc{}
 	}
-	pr := &proc{Fake: cpitest.NewFake()}
+	fake := cpitest.NewFake()
+	var opts []grpc.DialOption
+	if observe != nil {
+		opts = append(opts, grpc.WithUnaryInterceptor(cpi.ObserveCalls(observe)))
+	}
+	pr := &proc{CPI: cpitest.ServeInProcess(l.t, fake, opts...), fake: fake}
 	l.fakes[p.Name] = pr
 	return pr, nil
 }
@@ -101,7 +111,7 @@ func TestParseConfigErrors(t *testing.T) {
 
 func TestPluginsLaunchLazilyOnceAndRestartOnChange(t *testing.T) {
 	cfg, _ := cpimanager.ParseConfig("cpi.yml", []byte(twoCPIs))
-	l := &launcher{}
+	l := &launcher{t: t}
 	var calls []string
 	var mu sync.Mutex
 	m := cpimanager.New(cfg, cpimanager.Options{Launcher: l, Observer: func(c, method string, took time.Duration, err error) {
@@ -126,8 +136,8 @@ func TestPluginsLaunchLazilyOnceAndRestartOnChange(t *testing.T) {
 	if len(l.launched) != 1 || l.binaries[0] != "/opt/cpi-local" {
 		t.Fatalf("launched %v from %v, want once from exec_path", l.launched, l.binaries)
 	}
-	if len(l.fakes["local"].Stemcells()) != 3 {
-		t.Errorf("stemcells in the plugin = %d", len(l.fakes["local"].Stemcells()))
+	if len(l.fakes["local"].fake.Stemcells()) != 3 {
+		t.Errorf("stemcells in the plugin = %d", len(l.fakes["local"].fake.Stemcells()))
 	}
 	if len(calls) != 3 || calls[0] != "local.CreateStemcell" {
 		t.Errorf("observed calls = %v", calls)
@@ -176,7 +186,7 @@ func TestBinaryFoundNextToTheDirectorThenOnPath(t *testing.T) {
 	bin := filepath.Join(dir, "cpi-local")
 	os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755)
 	cfg, _ := cpimanager.ParseConfig("cpi.yml", []byte("cpis:\n- {name: local, type: local}\n- {name: x, type: nowhere}\n"))
-	l := &launcher{}
+	l := &launcher{t: t}
 	m := cpimanager.New(cfg, cpimanager.Options{Launcher: l, SearchDirs: []string{dir}})
 	defer m.Close()
 	if _, err := m.Get(context.Background(), "local"); err != nil {

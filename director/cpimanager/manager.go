@@ -25,9 +25,11 @@ type Process interface {
 }
 
 // Launcher starts a plugin binary with the plugin's properties and returns the
-// running process (the host of the CPI SDK in production).
+// running process (the host of the CPI SDK in production). observe, when not
+// nil, must be told of every call to the process: the host installs it as a
+// gRPC interceptor (host.Config.Observe).
 type Launcher interface {
-	Launch(ctx context.Context, binary string, p Plugin) (Process, error)
+	Launch(ctx context.Context, binary string, p Plugin, observe cpi.CallObserver) (Process, error)
 }
 
 // Observer receives the duration and outcome of every CPI call.
@@ -151,7 +153,7 @@ func (m *Manager) Get(ctx context.Context, name string) (cpi.CPI, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r, ok := m.running[name]; ok {
-		return &observed{CPI: r.proc, name: name, obs: m.opts.Observer}, nil
+		return r.proc, nil
 	}
 	p, ok := find(m.cfg, name)
 	if !ok {
@@ -165,12 +167,16 @@ func (m *Manager) Get(ctx context.Context, name string) (cpi.CPI, error) {
 		return nil, fmt.Errorf("launch %s: no plugin launcher configured", p)
 	}
 	m.opts.Logger.Info("launching cpi plugin", "cpi", p.Name, "type", p.Type, "binary", bin)
-	proc, err := m.opts.Launcher.Launch(ctx, bin, p)
+	var observe cpi.CallObserver
+	if obs := m.opts.Observer; obs != nil {
+		observe = func(method string, took time.Duration, err error) { obs(name, method, took, err) }
+	}
+	proc, err := m.opts.Launcher.Launch(ctx, bin, p, observe)
 	if err != nil {
 		return nil, fmt.Errorf("launch %s from %s: %w", p, bin, err)
 	}
 	m.running[name] = &running{plugin: p, proc: proc}
-	return &observed{CPI: proc, name: name, obs: m.opts.Observer}, nil
+	return proc, nil
 }
 
 // Info returns the named CPI's Info, asked once per launched plugin.

@@ -191,7 +191,7 @@ func (fleetCloud) Close() error { return nil }
 
 type fleetLauncher struct{ cloud fleetCloud }
 
-func (l fleetLauncher) Launch(ctx context.Context, binary string, p cpimanager.Plugin) (cpimanager.Process, error) {
+func (l fleetLauncher) Launch(ctx context.Context, binary string, p cpimanager.Plugin, _ cpi.CallObserver) (cpimanager.Process, error) {
 	return l.cloud, nil
 }
 
