@@ -4,16 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"path/filepath"
 
 	"github.com/compleat/compleat/agent/protocol"
 	"github.com/compleat/compleat/agent/supervisor"
 )
 
-// start supervises every job's processes as its config/processes.yml
-// declares them (a job without the file runs none) and returns once they
-// are launched. The director watches get_state for running.
+// start supervises every job's processes as its config/processes.yml,
+// config/bpm.yml or monit file declares them (see supervisor.LoadJob) and
+// returns once they are launched. The director watches get_state for running.
 func (a *Actions) start(ctx context.Context) (protocol.StartResult, error) {
 	spec, err := a.d.Installer.Current()
 	if err != nil {
@@ -23,11 +21,11 @@ func (a *Actions) start(ctx context.Context) (protocol.StartResult, error) {
 		return protocol.StartResult{}, errors.New("start: nothing applied yet")
 	}
 	for _, j := range spec.Jobs {
-		pf, err := supervisor.LoadProcessFile(filepath.Join(a.d.Layout.Job(j.Name), "config", "processes.yml"))
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		procs, err := supervisor.LoadJob(a.d.Layout.Base, j.Name, a.d.Layout.Job(j.Name))
+		if err != nil {
 			return protocol.StartResult{}, fmt.Errorf("start job %s: %w", j.Name, err)
 		}
-		if err := a.d.Processes.Start(ctx, j.Name, pf.Processes); err != nil {
+		if err := a.d.Processes.Start(ctx, j.Name, procs); err != nil {
 			return protocol.StartResult{}, fmt.Errorf("start job %s: %w", j.Name, err)
 		}
 	}

@@ -75,6 +75,9 @@ type running struct {
 	waitErr error
 	copied  chan struct{} // closed when both output copiers returned
 	readers []*os.File
+	// monit is set for a process run through a monit start program: pgid
+	// is then the pid read from its pidfile, not our child.
+	monit bool
 }
 
 // run supervises p until it is asked to stop.
@@ -168,7 +171,20 @@ func (s *Supervisor) sleep(p *proc, d time.Duration) bool {
 // start launches the process in its own process group with its limits,
 // environment and working directory, its output copied into the logs.
 func (s *Supervisor) start(p *proc, stdout, stderr io.Writer) (*running, error) {
+	if p.def.Monit != nil {
+		return s.startMonit(p)
+	}
 	env := s.env(p.def.Env)
+	for _, d := range p.def.Dirs {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	if p.def.PreStart != "" {
+		if err := s.runProgram(p, "pre_start hook", p.def.PreStart, p.def.Shutdown.Timeout+time.Minute); err != nil {
+			return nil, err
+		}
+	}
 	path, err := lookPath(p.def.Executable, env)
 	if err != nil {
 		return nil, err
@@ -301,6 +317,10 @@ func (s *Supervisor) watch(p *proc, r *running) (exitErr error, stopped bool) {
 // group, then SIGKILL to the group if the process has not exited within the
 // shutdown timeout.
 func (s *Supervisor) terminate(p *proc, r *running) {
+	if r.monit {
+		s.terminateMonit(p, r)
+		return
+	}
 	log := s.logger.With("job", p.job, "process", p.def.Name, "pid", r.pgid)
 	sig := p.def.Shutdown.Signal
 	log.Info("stopping process", "signal", sig.String(), "timeout", p.def.Shutdown.Timeout)
@@ -321,6 +341,14 @@ func (s *Supervisor) terminate(p *proc, r *running) {
 // process reaped, the rest of its process group killed, output copied.
 func (s *Supervisor) cleanup(p *proc, r *running) {
 	<-r.exited
+	if r.monit {
+		s.removePidFile(p)
+		s.mu.Lock()
+		p.pid = 0
+		p.startedAt = time.Time{}
+		s.mu.Unlock()
+		return
+	}
 	syscall.Kill(-r.pgid, syscall.SIGKILL) //nolint:errcheck // ESRCH: group already empty
 	t := time.NewTimer(2 * time.Second)
 	defer t.Stop()

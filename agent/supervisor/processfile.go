@@ -47,6 +47,19 @@ type Process struct {
 	Readiness *Readiness
 	Shutdown  Shutdown
 	Limits    Limits
+	// Monit, when set, runs the process as monit does (see ParseMonit):
+	// Executable and Args are unused; the start program leaves a process
+	// whose pid is in the pidfile.
+	Monit *MonitProgram
+	// After names processes (of this job or another) that must be running
+	// before this one starts: monit's "depends on".
+	After []string
+	// Dirs are created (0755, with parents) before each start: bpm's
+	// disks and volumes.
+	Dirs []string
+	// PreStart is run (and must exit 0) before each start: bpm's
+	// hooks.pre_start.
+	PreStart string
 }
 
 // Readiness is the check that must pass before a process is running.
@@ -156,7 +169,9 @@ func (p Process) validate() error {
 	switch {
 	case !nameRE.MatchString(p.Name):
 		return fmt.Errorf("process name %q: must match %s", p.Name, nameRE)
-	case p.Executable == "":
+	case p.Monit != nil && (p.Monit.Start == "" || !path.IsAbs(p.Monit.PidFile)):
+		return fmt.Errorf("process %s: a monit process needs a start program and an absolute pidfile", p.Name)
+	case p.Monit == nil && p.Executable == "":
 		return fmt.Errorf("process %s: executable is required", p.Name)
 	case strings.Contains(p.Executable, "/") && !path.IsAbs(p.Executable):
 		return fmt.Errorf("process %s: executable %q must be absolute or a bare command name", p.Name, p.Executable)

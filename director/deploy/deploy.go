@@ -48,6 +48,7 @@ import (
 	"github.com/compleat/compleat/director/plan"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
+	"github.com/compleat/compleat/director/template"
 	"github.com/compleat/compleat/director/update"
 )
 
@@ -71,6 +72,9 @@ type Config struct {
 	Name string
 	// AgentTimeout bounds the wait for a new VM's agent (default 2m).
 	AgentTimeout time.Duration
+	// ERB renders BOSH jobs' ERB templates (default: one ruby process,
+	// from PATH, started at the first ERB job and kept).
+	ERB *template.ERB
 }
 
 // Deployer carries out deploys, deletions and state changes.
@@ -96,6 +100,9 @@ func New(c Config) *Deployer {
 	}
 	if c.AgentTimeout == 0 {
 		c.AgentTimeout = 2 * time.Minute
+	}
+	if c.ERB == nil {
+		c.ERB = template.NewERB("")
 	}
 	d := &Deployer{c: c, jobs: map[string]*jobCacheEntry{}}
 	d.compiler = compile.New(&compileCloud{d: d}, storeCache{d.c.Store}, c.Logger.With("component", "compile"))

@@ -77,6 +77,7 @@ func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req api.DeployR
 		return nil, api.BadInput(err)
 	}
 	in.desired.Manifest = dep
+	in.desired.ERB = d.c.ERB
 	in.desired.IDs = uuids{}
 	in.desired.Recreate = req.Recreate
 

@@ -167,14 +167,19 @@ func (c *computer) render() {
 			if !ok {
 				continue
 			}
+			tj.Monit = string(rj.Monit)
 			props := c.jobProperties(ig, mj)
+			rel := c.d.Releases[mj.Release]
 			for ii := range g.Instances {
 				in := &g.Instances[ii]
 				input := template.Input{Instance: c.templateInstance(in), Properties: props, Links: map[string]*template.Link{}}
+				if rel.Manifest != nil {
+					input.Release = template.ReleaseRef{Name: rel.Manifest.Name, Version: rel.Manifest.Version}
+				}
 				for name, mk := range links {
 					input.Links[name] = mk(in)
 				}
-				r, err := template.Render(tj, input)
+				r, err := c.renderJob(tj, input)
 				if err != nil {
 					if msg := err.Error(); !seenErr[jp+msg] {
 						seenErr[jp+msg] = true

@@ -33,6 +33,9 @@ type Desired struct {
 	// RuntimeConfigs add their addons' jobs to the groups they match (the
 	// manifest's own addons apply too). Their releases must be in Releases.
 	RuntimeConfigs []*manifest.RuntimeConfig
+	// ERB renders BOSH jobs' ERB templates; nil fails any ERB job with
+	// template.ErrNoRuby.
+	ERB *template.ERB
 }
 
 // Release is one uploaded release: its manifest (jobs and packages with

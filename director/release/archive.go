@@ -61,6 +61,9 @@ type Job struct {
 	// Templates maps a template's source name (a key of Spec.Templates) to
 	// its text.
 	Templates map[string][]byte
+	// Monit is the job's monit file (BOSH jobs), nil when it has none. It
+	// is an ERB template like the others.
+	Monit []byte
 }
 
 // OpenOptions tune [OpenWith].
@@ -332,8 +335,8 @@ func readJob(r io.Reader, lim tgz.Limits) (*Job, string, error) {
 		default:
 			return fmt.Errorf("%q: only regular files and directories are allowed in a job: %w", e.Name, tgz.ErrEntryType)
 		}
-		if e.Name != "job.MF" && !strings.HasPrefix(e.Name, "templates/") {
-			return fmt.Errorf("%q: %w: want job.MF or a file under templates/", e.Name, ErrUnexpectedEntry)
+		if e.Name != "job.MF" && e.Name != MonitFile && !strings.HasPrefix(e.Name, "templates/") {
+			return fmt.Errorf("%q: %w: want job.MF, monit or a file under templates/", e.Name, ErrUnexpectedEntry)
 		}
 		data, err := io.ReadAll(body)
 		if err != nil {
@@ -355,7 +358,7 @@ func readJob(r io.Reader, lim tgz.Limits) (*Job, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	job := &Job{Spec: spec, Templates: map[string][]byte{}}
+	job := &Job{Spec: spec, Templates: map[string][]byte{}, Monit: contents[MonitFile]}
 	for src := range spec.Templates {
 		data, ok := contents["templates/"+src]
 		if !ok {
@@ -369,6 +372,9 @@ func readJob(r io.Reader, lim tgz.Limits) (*Job, string, error) {
 				return nil, "", fmt.Errorf("%q: %w: not listed in job.MF templates", name, ErrUnexpectedEntry)
 			}
 		}
+	}
+	if _, err := job.Runner(); err != nil {
+		return nil, "", err
 	}
 	return job, JobFingerprint(files), nil
 }

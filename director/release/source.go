@@ -248,6 +248,14 @@ func loadJob(dir, name string) (*SourceJob, error) {
 		return nil, err
 	}
 	j.Files = append(j.Files, f)
+	monit := filepath.Join(jobDir, MonitFile)
+	if _, err := os.Stat(monit); err == nil {
+		f, err := sourceFile(MonitFile, monit)
+		if err != nil {
+			return nil, fmt.Errorf("job %s: %w", name, err)
+		}
+		j.Files = append(j.Files, f)
+	}
 	for _, t := range sortedKeys(spec.Templates) {
 		f, err := sourceFile("templates/"+t, filepath.Join(jobDir, "templates", filepath.FromSlash(t)))
 		if err != nil {
@@ -255,7 +263,34 @@ func loadJob(dir, name string) (*SourceJob, error) {
 		}
 		j.Files = append(j.Files, f)
 	}
+	if _, err := j.Job(); err != nil {
+		return nil, fmt.Errorf("jobs/%s: %w", name, err)
+	}
 	return j, nil
+}
+
+// Job reads the job's files as a [Job] and checks that the director can run
+// it (see [Job.Runner]).
+func (j *SourceJob) Job() (*Job, error) {
+	job := &Job{Spec: j.Spec, Templates: map[string][]byte{}}
+	for _, f := range j.Files {
+		if f.Name != MonitFile && !strings.HasPrefix(f.Name, "templates/") {
+			continue
+		}
+		data, err := os.ReadFile(f.Path)
+		if err != nil {
+			return nil, err
+		}
+		if f.Name == MonitFile {
+			job.Monit = data
+		} else {
+			job.Templates[strings.TrimPrefix(f.Name, "templates/")] = data
+		}
+	}
+	if _, err := job.Runner(); err != nil {
+		return nil, err
+	}
+	return job, nil
 }
 
 func loadPackage(dir, name string) (*SourcePackage, error) {

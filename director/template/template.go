@@ -30,6 +30,9 @@ type Job struct {
 	Templates []Template
 	// Properties are the spec's declared properties by dotted name.
 	Properties map[string]Property
+	// Monit is a BOSH job's monit file, an ERB template rendered to
+	// "monit" ("" when the job has none).
+	Monit string
 }
 
 // Template is one file of a job: the source name in the release, the path it
@@ -107,6 +110,14 @@ type Input struct {
 	// Links are the job's resolved consumed links by name; an optional link
 	// that is not satisfied is absent.
 	Links map[string]*Link
+	// Release is the job's release (spec.release in ERB templates).
+	Release ReleaseRef
+}
+
+// ReleaseRef names a release.
+type ReleaseRef struct {
+	Name    string
+	Version string
 }
 
 // File is one rendered file.
