@@ -31,6 +31,7 @@ type goldenInput struct {
 	Instance   Instance         `yaml:"instance"`
 	Properties map[string]any   `yaml:"properties"`
 	Links      map[string]*Link `yaml:"links"`
+	Release    ReleaseRef       `yaml:"release"`
 }
 
 func loadGolden(t *testing.T, ar *txtar.Archive) (Job, Input) {
