@@ -45,7 +45,7 @@ type Lister interface {
 
 // Recreator recreates an instance's VM the way a deploy does.
 type Recreator interface {
-	Recreate(ctx context.Context, deployment, instanceID, reason string) error
+	Recreate(ctx context.Context, deployment, instanceID, reason string) (taskID uint64, err error)
 }
 
 // Events records audit events.
@@ -370,7 +370,8 @@ func (c *Checker) apply(ctx context.Context, p Problem, r string) error {
 		if c.Recreator == nil {
 			return errors.New("recreate is not available in this director build")
 		}
-		return c.Recreator.Recreate(ctx, p.Deployment, p.InstanceID, "cloud-check: "+p.Type)
+		_, err := c.Recreator.Recreate(ctx, p.Deployment, p.InstanceID, "cloud-check: "+p.Type)
+		return err
 	case RebootVM:
 		cl, err := c.CPIs(ctx, p.CPI)
 		if err != nil {

@@ -215,7 +215,11 @@ func (w *world) instance(id string) (vmCID, agentID, diskCID string) {
 
 // Recreate is the deploy pipeline's recreate as the fake world does it:
 // delete the old VM, create a new one with the instance's disk attached.
-func (w *world) Recreate(ctx context.Context, deployment, id, reason string) error {
+func (w *world) Recreate(ctx context.Context, deployment, id, reason string) (uint64, error) {
+	return 0, w.recreate(ctx, deployment, id, reason)
+}
+
+func (w *world) recreate(ctx context.Context, deployment, id, reason string) error {
 	var in store.Instance
 	w.must(w.st.View(func(tx *store.Tx) error {
 		var err error

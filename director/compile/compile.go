@@ -168,6 +168,8 @@ func logTail(log string, n int) string {
 // Options are one compile stage's settings (the cloud config's compilation
 // block).
 type Options struct {
+	// Cloud makes this stage's VMs; nil: the Compiler's own (New's cloud).
+	Cloud    Cloud
 	Workers  int // at least 1
 	ReuseVMs bool
 	Reporter Reporter // may be nil
@@ -210,7 +212,8 @@ type call struct {
 	err  error
 }
 
-// New returns a Compiler using cloud for VMs and cache for results.
+// New returns a Compiler using cloud for VMs (unless a stage's Options name
+// another) and cache for results.
 func New(cloud Cloud, cache Cache, logger *slog.Logger) *Compiler {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -253,8 +256,16 @@ func (c *Compiler) Compile(ctx context.Context, targets []Target, opts Options) 
 	if err != nil {
 		return Result{}, err
 	}
+	cloud := opts.Cloud
+	if cloud == nil {
+		cloud = c.cloud
+	}
+	if cloud == nil {
+		return Result{}, errors.New("compile: no cloud to make compile VMs in")
+	}
 	st := &stage{
 		c:     c,
+		cloud: cloud,
 		opts:  opts,
 		idle:  map[string][]VM{},
 		total: len(nodes),
@@ -481,6 +492,7 @@ func buildGraph(targets []Target) ([]*node, error) {
 // stage is one Compile call: its worker slots and compile VMs.
 type stage struct {
 	c     *Compiler
+	cloud Cloud
 	opts  Options
 	total int
 
@@ -574,7 +586,7 @@ func (st *stage) build(ctx context.Context, n *node) (Compiled, error) {
 		}
 		deps = append(deps, got)
 	}
-	blobID, sum, err := st.c.cloud.Compile(ctx, vm, Request{Package: n.pkg, Stemcell: n.stemcell, Dependencies: deps})
+	blobID, sum, err := st.cloud.Compile(ctx, vm, Request{Package: n.pkg, Stemcell: n.stemcell, Dependencies: deps})
 	if err != nil {
 		// A failed packaging may leave the VM dirty: never reuse it.
 		st.deleteVM(ctx, vm)
@@ -617,7 +629,7 @@ func (st *stage) vm(ctx context.Context, s Stemcell) (VM, error) {
 	if evict != nil {
 		st.deleteVM(ctx, *evict)
 	}
-	vm, err := st.c.cloud.CreateVM(ctx, s)
+	vm, err := st.cloud.CreateVM(ctx, s)
 	if err != nil {
 		st.mu.Lock()
 		st.live--
@@ -625,7 +637,7 @@ func (st *stage) vm(ctx context.Context, s Stemcell) (VM, error) {
 		return VM{}, fmt.Errorf("create compile vm: %w", err)
 	}
 	st.c.logger.Info("compile vm created", "vm", vm.CID, "stemcell", s.String())
-	if err := st.c.cloud.WaitAgent(ctx, vm); err != nil {
+	if err := st.cloud.WaitAgent(ctx, vm); err != nil {
 		st.deleteVM(ctx, vm)
 		return VM{}, fmt.Errorf("wait for agent on compile vm %s: %w", vm.CID, err)
 	}
@@ -647,7 +659,7 @@ func (st *stage) putBack(ctx context.Context, s Stemcell, vm VM) {
 func (st *stage) deleteVM(ctx context.Context, vm VM) {
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
 	defer cancel()
-	err := st.c.cloud.DeleteVM(dctx, vm)
+	err := st.cloud.DeleteVM(dctx, vm)
 	st.mu.Lock()
 	st.live--
 	if err != nil {

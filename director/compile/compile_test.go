@@ -385,3 +385,21 @@ func TestWaiterCompilesItselfWhenTheLeaderIsCancelled(t *testing.T) {
 		t.Errorf("%d VMs left", cloud.LiveVMs())
 	}
 }
+
+// A stage's own cloud (its compilation block, its CPI) makes its VMs; a
+// compiler without one refuses to start rather than guess.
+func TestStageCloudMakesTheStagesVMs(t *testing.T) {
+	shared := compiletest.NewCloud(0)
+	mine := compiletest.NewCloud(0)
+	c := compile.New(shared, compiletest.NewCache(), nil)
+	if _, err := c.Compile(context.Background(), []compile.Target{{Stemcell: ubuntu, Packages: diamond()}}, compile.Options{Cloud: mine, Workers: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if len(mine.Compiled()) != 4 || len(shared.Compiled()) != 0 {
+		t.Errorf("stage cloud compiled %v, compiler's cloud %v", mine.Compiled(), shared.Compiled())
+	}
+	bare := compile.New(nil, compiletest.NewCache(), nil)
+	if _, err := bare.Compile(context.Background(), []compile.Target{{Stemcell: ubuntu, Packages: diamond()}}, compile.Options{Workers: 1}); err == nil {
+		t.Error("compiled with no cloud at all")
+	}
+}

@@ -28,16 +28,6 @@ type compileSession struct {
 	used map[string]plan.Network
 }
 
-type sessionKey struct{}
-
-func sessionOf(ctx context.Context) (*compileSession, error) {
-	s, ok := ctx.Value(sessionKey{}).(*compileSession)
-	if !ok {
-		return nil, errors.New("compile: no compilation settings in context")
-	}
-	return s, nil
-}
-
 // compileFor compiles the packages the plan needs and returns the compiled
 // blobs by stemcell then package name.
 func (d *Deployer) compileFor(ctx context.Context, r *task.Reporter, p *plan.Plan, in *inputs) (map[string]map[string]compile.Compiled, error) {
@@ -71,8 +61,7 @@ func (d *Deployer) compileFor(ctx context.Context, r *task.Reporter, p *plan.Pla
 		sess.free = append(sess.free, p.Compilation.Addresses...)
 		workers = min(workers, len(p.Compilation.Addresses))
 	}
-	cctx := context.WithValue(ctx, sessionKey{}, sess)
-	res, err := d.compiler.Compile(cctx, targets, compile.Options{Workers: workers, ReuseVMs: p.Compilation.ReuseVMs, Reporter: compileReporter{r}})
+	res, err := d.compiler.Compile(ctx, targets, compile.Options{Cloud: &compileCloud{d: d, sess: sess}, Workers: workers, ReuseVMs: p.Compilation.ReuseVMs, Reporter: compileReporter{r}})
 	if err != nil {
 		return nil, err
 	}
@@ -84,15 +73,20 @@ func (d *Deployer) compileFor(ctx context.Context, r *task.Reporter, p *plan.Pla
 
 func stemcellKey(os, version, cid string) string { return os + "/" + version + "/" + cid }
 
-// compileCloud is compile.Cloud over the CPI and the agents.
-type compileCloud struct{ d *Deployer }
+// compileCloud is compile.Cloud over the CPI and the agents, for one
+// compile stage (sess: its compilation block, CPI and addresses) or, with
+// no session, for deleting what an interrupted stage left.
+type compileCloud struct {
+	d    *Deployer
+	sess *compileSession
+}
 
 var _ compile.Cloud = (*compileCloud)(nil)
 
 func (c *compileCloud) CreateVM(ctx context.Context, s compile.Stemcell) (compile.VM, error) {
-	sess, err := sessionOf(ctx)
-	if err != nil {
-		return compile.VM{}, err
+	sess := c.sess
+	if sess == nil {
+		return compile.VM{}, errors.New("compile: no compilation settings for this stage")
 	}
 	spec := vmSpec{
 		cpiName: sess.cpiName, deployment: sess.deployment, instanceID: compileInstance,
@@ -167,9 +161,8 @@ func (c *compileCloud) Compile(ctx context.Context, vm compile.VM, req compile.R
 
 func (c *compileCloud) DeleteVM(ctx context.Context, vm compile.VM) error {
 	var cpiName string
-	sess, err := sessionOf(ctx)
-	if err == nil {
-		cpiName = sess.cpiName
+	if c.sess != nil {
+		cpiName = c.sess.cpiName
 	} else {
 		c.d.c.Store.View(func(tx *store.Tx) error {
 			rec, err := tx.VM(vm.CID)
@@ -180,7 +173,7 @@ func (c *compileCloud) DeleteVM(ctx context.Context, vm compile.VM) error {
 	if err := c.d.deleteVM(ctx, cpiName, createdVM{CID: vm.CID, AgentID: vm.AgentID}); err != nil {
 		return err
 	}
-	if sess != nil {
+	if sess := c.sess; sess != nil {
 		sess.mu.Lock()
 		if a, ok := sess.used[vm.CID]; ok {
 			delete(sess.used, vm.CID)

@@ -115,6 +115,12 @@ const blobTTL = time.Hour
 // Deploy plans the manifest against what is deployed and carries the plan
 // out.
 func (d *Deployer) Deploy(ctx context.Context, r *task.Reporter, req api.DeployRequest) (string, error) {
+	return d.deploy(ctx, r, req, false)
+}
+
+// deploy is Deploy; rollingBack marks the deploy of an auto_rollback, which
+// never rolls back in turn.
+func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req api.DeployRequest, rollingBack bool) (string, error) {
 	log := d.c.Logger.With("deployment", req.Deployment, "task", r.TaskID())
 	if !req.DryRun {
 		if err := d.reconcile(ctx, r, req.Deployment); err != nil {
@@ -195,7 +201,7 @@ func (d *Deployer) Deploy(ctx context.Context, r *task.Reporter, req api.DeployR
 			}
 		}
 	}
-	res, err := d.rollout(ctx, r, x, ro, req, &p, log) // swap, pause, rollback: rollout.go
+	res, err := d.rollout(ctx, r, x, ro, req, &p, rollingBack, log) // swap, pause, rollback: rollout.go
 	if err != nil {
 		if ctx.Err() != nil {
 			return "", fmt.Errorf("%w: %w", task.ErrCancelled, err)

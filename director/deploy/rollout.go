@@ -82,14 +82,10 @@ func (d *Deployer) Pause(deployment string) error {
 	return nil
 }
 
-// rollingBackKey marks the context of a rollback deploy, which never rolls
-// back in turn.
-type rollingBackKey struct{}
-
 // rollout carries out the plan's rollout with the Swapper capability and a
 // pause check, retires the VMs replaced create-swap-delete, and rolls back
-// a failure when the manifest asks for it.
-func (d *Deployer) rollout(ctx context.Context, r *task.Reporter, x *executor, ro update.Rollout, req api.DeployRequest, p *plan.Plan, log *slog.Logger) (update.Result, error) {
+// a failure when the manifest asks for it (unless this is the rollback).
+func (d *Deployer) rollout(ctx context.Context, r *task.Reporter, x *executor, ro update.Rollout, req api.DeployRequest, p *plan.Plan, rollingBack bool, log *slog.Logger) (update.Result, error) {
 	sx := newSwapping(x, r)
 	pause, done := d.rollouts.begin(req.Deployment)
 	res, err := update.New(sx, log).Run(ctx, ro, update.Options{Reporter: &updateReporter{r: r, x: x}, SkipDrain: req.SkipDrain, Pause: pause})
@@ -105,7 +101,7 @@ func (d *Deployer) rollout(ctx context.Context, r *task.Reporter, x *executor, r
 	case ctx.Err() != nil:
 		return res, err
 	}
-	if !autoRollback(p, res) || ctx.Value(rollingBackKey{}) != nil {
+	if !autoRollback(p, res) || rollingBack {
 		return res, err
 	}
 	return res, d.rollback(ctx, r, req.Deployment, res, err)
@@ -191,7 +187,7 @@ func (d *Deployer) rollback(ctx context.Context, r *task.Reporter, deployment st
 	if err := d.forgetApplied(deployment, unfinished); err != nil {
 		return fmt.Errorf("%w\nauto_rollback: %v", failure, err)
 	}
-	result, err := d.Deploy(context.WithValue(ctx, rollingBackKey{}, true), r, api.DeployRequest{Deployment: deployment, Manifest: content})
+	result, err := d.deploy(ctx, r, api.DeployRequest{Deployment: deployment, Manifest: content}, true)
 	if err != nil {
 		d.note(r, "Rolling back", "auto_rollback failed: "+err.Error())
 		return fmt.Errorf("%w\nauto_rollback to manifest %d failed: %v", failure, last.ID, err)

@@ -248,7 +248,11 @@ type recreator struct {
 	now   int
 }
 
-func (r *recreator) Recreate(ctx context.Context, deployment, instanceID, reason string) error {
+func (r *recreator) Recreate(ctx context.Context, deployment, instanceID, reason string) (uint64, error) {
+	return 0, r.recreate(ctx, deployment, instanceID, reason)
+}
+
+func (r *recreator) recreate(ctx context.Context, deployment, instanceID, reason string) error {
 	r.mu.Lock()
 	r.calls = append(r.calls, deployment+"/"+instanceID+": "+reason)
 	r.now++

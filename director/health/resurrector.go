@@ -16,7 +16,9 @@ import (
 // deploy's recreate does and under the same deployment lock. It returns when
 // the new VM's jobs run (or the recreate failed).
 type Recreator interface {
-	Recreate(ctx context.Context, deployment, instanceID, reason string) error
+	// Recreate replaces the instance's VM and returns the id of the task
+	// that did it (0 when no task was started).
+	Recreate(ctx context.Context, deployment, instanceID, reason string) (taskID uint64, err error)
 }
 
 // Switches tell whether resurrection is on for an instance group.
@@ -279,10 +281,9 @@ func (r *Resurrector) maybeResurrect(ctx context.Context, h InstanceHealth, now 
 	go func() {
 		defer r.wg.Done()
 		start := r.c.Now()
-		rctx, taskID := withTaskID(context.WithoutCancel(ctx))
-		err := r.c.Recreator.Recreate(rctx, h.Deployment, h.ID, reason)
+		taskID, err := r.c.Recreator.Recreate(context.WithoutCancel(ctx), h.Deployment, h.ID, reason)
 		took := r.c.Now().Sub(start)
-		ev := store.AuditEvent{User: UserResurrector, TaskID: *taskID, Deployment: h.Deployment, Instance: h.Name(), Action: "resurrect",
+		ev := store.AuditEvent{User: UserResurrector, TaskID: taskID, Deployment: h.Deployment, Instance: h.Name(), Action: "resurrect",
 			ObjectType: "vm", Object: h.VMCID, Result: store.ResultOK,
 			Context: map[string]string{"reason": reason, "took": took.Round(time.Millisecond).String()}}
 		r.mu.Lock()

@@ -145,7 +145,11 @@ type fakeRecreator struct {
 	err   error
 }
 
-func (f *fakeRecreator) Recreate(ctx context.Context, deployment, id, reason string) error {
+func (f *fakeRecreator) Recreate(ctx context.Context, deployment, id, reason string) (uint64, error) {
+	return 0, f.recreate(ctx, deployment, id, reason)
+}
+
+func (f *fakeRecreator) recreate(ctx context.Context, deployment, id, reason string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, id)

@@ -165,32 +165,29 @@ type TaskRecreator struct {
 var _ Recreator = TaskRecreator{}
 
 // Recreate implements Recreator: it starts the task and waits for its end.
-func (t TaskRecreator) Recreate(ctx context.Context, deployment, instanceID, reason string) error {
+func (t TaskRecreator) Recreate(ctx context.Context, deployment, instanceID, reason string) (uint64, error) {
 	spec := task.Spec{Type: resurrectTask, Description: fmt.Sprintf("resurrect %s/%s (%s)", deployment, instanceID, reason),
 		Deployment: deployment, User: UserResurrector}
 	tk, err := t.Tasks.Start(ctx, spec, func(ctx context.Context, r *task.Reporter) (string, error) {
 		return t.Run(ctx, r, deployment, instanceID, reason)
 	})
 	if err != nil {
-		return err
-	}
-	if p, ok := ctx.Value(taskIDKey{}).(*uint64); ok {
-		*p = tk.ID
+		return 0, err
 	}
 	var after uint64
 	for {
 		evs, cur, err := t.Tasks.Wait(ctx, tk.ID, after)
 		if err != nil {
-			return fmt.Errorf("task %d: %w", tk.ID, err)
+			return tk.ID, fmt.Errorf("task %d: %w", tk.ID, err)
 		}
 		for _, e := range evs {
 			after = e.Seq
 		}
 		if cur.Finished() {
 			if cur.State != store.TaskDone {
-				return fmt.Errorf("task %d %s: %s", cur.ID, cur.State, cur.Error)
+				return tk.ID, fmt.Errorf("task %d %s: %s", cur.ID, cur.State, cur.Error)
 			}
-			return nil
+			return tk.ID, nil
 		}
 	}
 }
@@ -203,13 +200,4 @@ func RecordTask(s *store.Store, t store.Task) error {
 		return nil
 	}
 	return AddEvent(s, store.TaskAuditEvent(t))
-}
-
-// taskIDKey carries, in a Recreate's context, where TaskRecreator writes
-// the id of the task it started.
-type taskIDKey struct{}
-
-func withTaskID(ctx context.Context) (context.Context, *uint64) {
-	id := new(uint64)
-	return context.WithValue(ctx, taskIDKey{}, id), id
 }
