@@ -2,6 +2,7 @@ package release
 
 import (
 	"archive/tar"
+	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -147,6 +148,7 @@ func (a *Archive) load(r io.Reader, opts OpenOptions) error {
 	type seenFile struct {
 		size int64
 		sum  string
+		sha1 string // for BOSH's release.MF
 	}
 	files := map[string]seenFile{}
 	var mf []byte
@@ -174,15 +176,15 @@ func (a *Archive) load(r io.Reader, opts OpenOptions) error {
 		if err != nil {
 			return fmt.Errorf("entry %q: %w", e.Name, err)
 		}
-		h := sha256.New()
-		n, err := io.Copy(io.MultiWriter(out, h), body)
+		h, h1 := sha256.New(), sha1.New()
+		n, err := io.Copy(io.MultiWriter(out, h, h1), body)
 		if cerr := out.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
 			return fmt.Errorf("entry %q: %w", e.Name, err)
 		}
-		files[e.Name] = seenFile{size: n, sum: hex.EncodeToString(h.Sum(nil))}
+		files[e.Name] = seenFile{size: n, sum: hex.EncodeToString(h.Sum(nil)), sha1: hex.EncodeToString(h1.Sum(nil))}
 		return nil
 	})
 	if err != nil {
@@ -191,7 +193,16 @@ func (a *Archive) load(r io.Reader, opts OpenOptions) error {
 	if mf == nil {
 		return fmt.Errorf("entry %q: %w", ManifestFile, ErrMissingEntry)
 	}
-	m, err := ParseManifest(mf)
+	var m *Manifest
+	if IsBOSHManifest(mf) {
+		sums := map[string]FileSums{}
+		for name, f := range files {
+			sums[name] = FileSums{Size: f.size, SHA256: f.sum, SHA1: f.sha1}
+		}
+		m, err = convertBOSHManifest(mf, a.Dir, sums, opts)
+	} else {
+		m, err = ParseManifest(mf)
+	}
 	if err != nil {
 		return err
 	}

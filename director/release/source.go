@@ -201,11 +201,15 @@ func finalName(dir string) (string, error) {
 		return "", err
 	}
 	var cfg struct {
-		Name string `yaml:"name"`
+		Name      string `yaml:"name"`
+		FinalName string `yaml:"final_name"` // older bosh CLIs wrote this
 	}
 	dec := decodeLoose(data, &cfg)
 	if dec != nil {
 		return "", fmt.Errorf("%s: %w", file, dec)
+	}
+	if cfg.Name == "" {
+		return cfg.FinalName, nil
 	}
 	return cfg.Name, nil
 }

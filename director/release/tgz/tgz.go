@@ -269,6 +269,9 @@ func Walk(r io.Reader, lim Limits, fn func(e Entry, body io.Reader) error) error
 		if n > lim.MaxEntries {
 			return fmt.Errorf("entry %q: %w (more than %d)", h.Name, ErrTooManyFiles, lim.MaxEntries)
 		}
+		if h.Typeflag == tar.TypeDir && (h.Name == "./" || h.Name == ".") {
+			continue // the archive's root, as BOSH's tarballs list it
+		}
 		e, err := checkHeader(h, seen, traversed, lim)
 		if err != nil {
 			return err
