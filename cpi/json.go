@@ -166,7 +166,12 @@ func (a jsonArgs) getAll(vs ...any) error {
 	return nil
 }
 
-func dispatchJSON(ctx context.Context, impl CPI, req *JSONRequest) (any, error) {
+func dispatchJSON(ctx context.Context, impl CPI, req *JSONRequest) (_ any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = panicError(req.Method, r)
+		}
+	}()
 	a := jsonArgs{method: req.Method, args: req.Arguments}
 	var s1, s2 string
 	var md map[string]string

@@ -2,6 +2,9 @@ package cpi
 
 import (
 	"context"
+	"fmt"
+	"runtime/debug"
+	"slices"
 
 	cpiv1 "github.com/compleat/compleat/cpi/v1"
 	"google.golang.org/grpc"
@@ -10,8 +13,32 @@ import (
 // RegisterGRPCServer serves impl as the cpi/v1 CPI service on s. Serve does
 // this inside a plugin; tests use it to run a CPI over real gRPC in-process
 // (see cpitest.RunInProcess).
+//
+// A panic in a method of impl does not take the plugin down: the call
+// answers an Unknown error naming the method and the panic (with its stack
+// in the plugin's log), and the other calls go on.
 func RegisterGRPCServer(s grpc.ServiceRegistrar, impl CPI) {
-	cpiv1.RegisterCPIServer(s, &grpcServer{impl: impl})
+	desc := cpiv1.CPI_ServiceDesc
+	desc.Methods = slices.Clone(desc.Methods)
+	for i, m := range desc.Methods {
+		h := m.Handler
+		desc.Methods[i].Handler = func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (resp any, err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					err = toStatus(panicError(m.MethodName, r))
+				}
+			}()
+			return h(srv, ctx, dec, ic)
+		}
+	}
+	s.RegisterService(&desc, &grpcServer{impl: impl})
+}
+
+// panicError is the error a call answers when the plugin's method panicked;
+// the stack goes to the plugin's log.
+func panicError(method string, r any) *Error {
+	Logger().Error("panic in a CPI method", "method", method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	return Errorf(CodeUnknown, "%s: the plugin panicked: %v", method, r)
 }
 
 // grpcServer adapts a CPI to the generated server interface. Every error

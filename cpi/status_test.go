@@ -1,6 +1,7 @@
 package cpi_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -212,5 +213,28 @@ func TestRetryableKeepsTheOriginal(t *testing.T) {
 	if !errors.Is(err, orig) || !errors.Is(err, cpi.ErrVMCreationFailed) || !cpi.IsRetryable(err) {
 		t.Errorf("Retryable: errors.Is(orig) = %v, Is(ErrVMCreationFailed) = %v, IsRetryable = %v",
 			errors.Is(err, orig), errors.Is(err, cpi.ErrVMCreationFailed), cpi.IsRetryable(err))
+	}
+}
+
+type panicky struct{ *cpitest.Fake }
+
+func (panicky) HasVM(context.Context, string) (bool, error) { panic("index out of range") }
+
+// TestPanicIsAnError: a panicking method answers an error naming it, over
+// gRPC and in JSON mode, and the plugin serves the next call.
+func TestPanicIsAnError(t *testing.T) {
+	ctx := context.Background()
+	c := cpitest.ServeInProcess(t, panicky{cpitest.NewFake()})
+	_, err := c.HasVM(ctx, "vm-1")
+	if err == nil || !strings.Contains(err.Error(), "HasVM: the plugin panicked: index out of range") {
+		t.Errorf("HasVM over gRPC: %v, want the panic as an error", err)
+	}
+	if _, err := c.Info(ctx); err != nil {
+		t.Errorf("Info after a panic: %v", err)
+	}
+	var out bytes.Buffer
+	cpi.ServeJSON(ctx, panicky{cpitest.NewFake()}, strings.NewReader(`{"method":"has_vm","arguments":["vm-1"]}`), &out)
+	if !strings.Contains(out.String(), "has_vm: the plugin panicked: index out of range") {
+		t.Errorf("has_vm in JSON mode answered %s", out.String())
 	}
 }
