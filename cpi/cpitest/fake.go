@@ -112,7 +112,10 @@ type Fake struct {
 	saveErr   error
 }
 
-var _ cpi.CPI = (*Fake)(nil)
+var (
+	_ cpi.CPI        = (*Fake)(nil)
+	_ SettingsReader = (*Fake)(nil)
+)
 
 // NewFake returns an empty Fake with every capability turned on.
 func NewFake() *Fake {
@@ -728,6 +731,18 @@ func (f *Fake) ListDisks(ctx context.Context, filter cpi.ListFilter) ([]cpi.Disk
 		}
 	}
 	return out, nil
+}
+
+// DeliveredSettings implements SettingsReader: the settings the VM was
+// given, as the agent would read them.
+func (f *Fake) DeliveredSettings(_ context.Context, vmCID string) (json.RawMessage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	vm, ok := f.vms[vmCID]
+	if !ok {
+		return nil, fmt.Errorf("settings of vm %s: %w", vmCID, cpi.ErrVMNotFound)
+	}
+	return clone(vm.AgentSettings), nil
 }
 
 // objectProps decodes cloud properties that must be a JSON object (or empty).

@@ -42,10 +42,21 @@ func ServeInProcess(t testing.TB, impl cpi.CPI, opts ...grpc.DialOption) cpi.CPI
 // RunInProcess runs the conformance suite against the CPIs newImpl returns
 // (one per subtest), each served over real gRPC in-process, so that errors,
 // documents and capabilities are checked across the wire exactly as a plugin
-// binary would send them.
+// binary would send them. An implementation that is a SettingsReader is
+// asked for delivered settings directly.
 func RunInProcess(t *testing.T, newImpl func(t *testing.T) cpi.CPI, cfg Config) {
 	t.Helper()
-	Run(t, func(t *testing.T) cpi.CPI { return ServeInProcess(t, newImpl(t)) }, cfg)
+	Run(t, func(t *testing.T) cpi.CPI {
+		impl := newImpl(t)
+		client := ServeInProcess(t, impl)
+		if r, ok := impl.(SettingsReader); ok {
+			return struct {
+				cpi.CPI
+				SettingsReader
+			}{client, r}
+		}
+		return client
+	}, cfg)
 }
 
 // RunBinary runs the conformance suite against a built plugin binary,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -48,8 +49,31 @@ type Config struct {
 	// process). It reports whether the VM's workload is running.
 	VMAlive func(t *testing.T, vmCID string) bool
 
+	// ManualNetworks returns manual networks with addresses valid in the
+	// cloud for the i-th VM of a test, like Networks. The suite checks with
+	// them that a manual network's IP is honoured whatever Networks holds.
+	// Nil means Networks when those are manual; with neither, the Networks
+	// test fails asking for it.
+	ManualNetworks func(i int) map[string]cpi.Network
+
+	// DeliveredSettings, when set, returns the agent settings document as
+	// the plugin delivered it to the VM (what the agent will read: the
+	// local CPI's settings file, EC2 user data, ...), so that the suite can
+	// check that the settings arrive. A CPI under test that implements
+	// SettingsReader is asked directly instead (RunInProcess passes the
+	// implementation's through). With neither, the AgentSettings test is
+	// skipped, saying so.
+	DeliveredSettings func(ctx context.Context, vmCID string) (json.RawMessage, error)
+
 	// Timeout bounds each test of the suite (default 2 minutes).
 	Timeout time.Duration
+}
+
+// SettingsReader is the optional test hook through which the suite reads
+// the settings a VM was given (see Config.DeliveredSettings). The Fake
+// implements it.
+type SettingsReader interface {
+	DeliveredSettings(ctx context.Context, vmCID string) (json.RawMessage, error)
 }
 
 // ManualNetworks returns a Config.Networks giving the i-th VM the address
@@ -125,9 +149,14 @@ func Run(t *testing.T, newCPI func(t *testing.T) cpi.CPI, cfg Config) {
 		{"CalculateVMCloudProperties", testCalculateVMCloudProperties},
 		{"ListVMs", testListVMs},
 		{"ListDisks", testListDisks},
+		{"AgentSettings", testAgentSettings},
+		{"Networks", testNetworks},
+		{"DiskAttachment", testDiskAttachment},
+		{"CancelledContext", testCancelledContext},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			defer recovered(t)
 			ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 			defer cancel()
 			s := &suite{cfg: cfg, c: newCPI(t), ctx: ctx, director: newDirectorID()}
@@ -138,6 +167,15 @@ func Run(t *testing.T, newCPI func(t *testing.T) cpi.CPI, cfg Config) {
 			s.info = info
 			tc.fn(t, s)
 		})
+	}
+}
+
+// recovered turns a panic of the plugin under test (called in-process)
+// into the failure of the test that made the call, so the rest of the
+// suite still runs. Deferred at the top of every test and goroutine.
+func recovered(t *testing.T) {
+	if r := recover(); r != nil {
+		t.Errorf("the plugin panicked: %v (a CPI method must return an error, never panic: the plugin process serves every call of the director)\n%s", r, debug.Stack())
 	}
 }
 
@@ -203,7 +241,12 @@ func (s *suite) vmRequest(i int, stemcell string) cpi.CreateVMRequest {
 // networks it reports.
 func (s *suite) vm(t *testing.T, i int, stemcell string) cpi.CreateVMResult {
 	t.Helper()
-	req := s.vmRequest(i, stemcell)
+	return s.vmFrom(t, i, s.vmRequest(i, stemcell))
+}
+
+// vmFrom creates the i-th VM from req, as vm does.
+func (s *suite) vmFrom(t *testing.T, i int, req cpi.CreateVMRequest) cpi.CreateVMResult {
+	t.Helper()
 	res, err := s.c.CreateVM(s.ctx, req)
 	if err != nil {
 		t.Fatalf("CreateVM #%d: %v", i, err)
@@ -468,6 +511,14 @@ func testMissingObjects(t *testing.T, s *suite) {
 	if s.info.Capabilities.Snapshots {
 		wantCode(t, "SnapshotDisk(missing)", err, cpi.ErrDiskNotFound)
 	}
+	if s.info.Capabilities.ResizeDisk {
+		wantCode(t, "ResizeDisk(missing) (look the disk up; never answer success for a disk that does not exist)", s.c.ResizeDisk(s.ctx, disk, 128), cpi.ErrDiskNotFound)
+	}
+	cid, err := s.c.CreateDisk(s.ctx, cpi.CreateDiskRequest{SizeMB: 64, CloudProperties: s.cfg.DiskCloudProperties, VMCID: vm, Tags: s.tags(0)})
+	if err == nil {
+		s.cleanup(t, "DeleteDisk", func(ctx context.Context) error { return s.c.DeleteDisk(ctx, cid) })
+	}
+	wantCode(t, "CreateDisk near a missing VM (look up req.VMCID to place the disk; a VM that does not exist is VMNotFound)", err, cpi.ErrVMNotFound)
 }
 
 func testConcurrentCreateVM(t *testing.T, s *suite) {
@@ -478,6 +529,7 @@ func testConcurrentCreateVM(t *testing.T, s *suite) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
+			defer recovered(t)
 			results[i], errs[i] = s.c.CreateVM(s.ctx, s.vmRequest(i, stemcell))
 		})
 	}
@@ -521,6 +573,7 @@ func testConcurrentCreateVM(t *testing.T, s *suite) {
 	var dwg sync.WaitGroup
 	for _, res := range results {
 		dwg.Go(func() {
+			defer recovered(t)
 			if err := s.c.DeleteVM(s.ctx, res.CID); err != nil {
 				t.Errorf("concurrent DeleteVM(%s): %v", res.CID, err)
 			}
@@ -563,15 +616,23 @@ func fieldOf(err error) string {
 func testCalculateVMCloudProperties(t *testing.T, s *suite) {
 	props, err := s.c.CalculateVMCloudProperties(s.ctx, cpi.VMResources{CPU: 2, RAMMB: 2048, EphemeralDiskSize: 4096})
 	if errors.Is(err, cpi.ErrNotImplemented) {
-		t.Skip("CalculateVMCloudProperties is not implemented")
+		t.Fatal("CalculateVMCloudProperties answers NotImplemented: it is required (the director sizes vm_resources with it); return the cloud properties of the smallest VM type with the resources")
 	}
 	if err != nil {
 		t.Fatalf("CalculateVMCloudProperties: %v", err)
 	}
 	var m map[string]any
 	if err := json.Unmarshal(props, &m); err != nil {
-		t.Errorf("CalculateVMCloudProperties returned %s, want a JSON object: %v", props, err)
+		t.Fatalf("CalculateVMCloudProperties returned %s, want a JSON object: %v", props, err)
 	}
+	stemcell := s.stemcell(t)
+	req := s.vmRequest(0, stemcell)
+	req.CloudProperties = props
+	res, err := s.c.CreateVM(s.ctx, req)
+	if err != nil {
+		t.Fatalf("CreateVM with the cloud properties CalculateVMCloudProperties returned (%s): %v (they must be valid VM cloud properties)", props, err)
+	}
+	s.cleanup(t, "DeleteVM", func(ctx context.Context) error { return s.c.DeleteVM(ctx, res.CID) })
 }
 
 // listedVM finds cid in ListVMs(filter).

@@ -2,9 +2,12 @@ package cpitest_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/compleat/compleat/cpi"
@@ -31,6 +34,163 @@ type (
 	// listLyingCapability claims list_disks but does not list.
 	listLyingCapability struct{ *cpitest.Fake }
 )
+
+// The kinds of bug that an outside author planted in a plugin and that an
+// earlier suite let pass, one broken CPI each.
+type (
+	// noSettings never delivers the agent settings to the VM.
+	noSettings struct{ *cpitest.Fake }
+	// ignoresContext goes on with calls whose context is cancelled.
+	ignoresContext struct{ *cpitest.Fake }
+	// manualIPIgnored gives a manual network an address of its own choice.
+	manualIPIgnored struct{ *cpitest.Fake }
+	// dynamicIPRepeats hands out one dynamic address to every VM; the test
+	// configures manual networks, so only a suite that checks dynamic
+	// networks whenever Info claims them finds it.
+	dynamicIPRepeats struct{ *cpitest.Fake }
+	// dynamicClaimedUnsupported claims dynamic_networks but refuses them.
+	dynamicClaimedUnsupported struct{ *cpitest.Fake }
+	// dynamicWorksUnclaimed configures dynamic networks without claiming it.
+	dynamicWorksUnclaimed struct{ *cpitest.Fake }
+	// deleteVMLeavesDisk deletes a VM but leaves its disks attached to it.
+	deleteVMLeavesDisk struct {
+		*cpitest.Fake
+		mu     *sync.Mutex
+		zombie map[string]string // disk -> deleted vm
+	}
+	// diskNearMissingVM creates a disk "near" a VM that does not exist.
+	diskNearMissingVM struct{ *cpitest.Fake }
+	// detachElsewhere answers success detaching a disk attached to another VM.
+	detachElsewhere struct{ *cpitest.Fake }
+	// resizeMissing answers success resizing a disk that does not exist.
+	resizeMissing struct{ *cpitest.Fake }
+	// calcNotImplemented does not implement CalculateVMCloudProperties.
+	calcNotImplemented struct{ *cpitest.Fake }
+	// panics panics in RebootVM.
+	panics struct{ *cpitest.Fake }
+)
+
+func (b noSettings) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.CreateVMResult, error) {
+	req.AgentSettings = nil
+	return b.Fake.CreateVM(ctx, req)
+}
+
+func (b ignoresContext) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.CreateVMResult, error) {
+	return b.Fake.CreateVM(context.WithoutCancel(ctx), req)
+}
+
+func (b ignoresContext) CreateDisk(ctx context.Context, req cpi.CreateDiskRequest) (string, error) {
+	return b.Fake.CreateDisk(context.WithoutCancel(ctx), req)
+}
+
+func (b ignoresContext) DeleteVM(ctx context.Context, cid string) error {
+	return b.Fake.DeleteVM(context.WithoutCancel(ctx), cid)
+}
+
+func (b manualIPIgnored) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.CreateVMResult, error) {
+	nets := map[string]cpi.Network{}
+	for k, n := range req.Networks {
+		if n.Type == "manual" {
+			n.Type, n.IP = "dynamic", ""
+		}
+		nets[k] = n
+	}
+	req.Networks = nets
+	return b.Fake.CreateVM(ctx, req)
+}
+
+func (b dynamicIPRepeats) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.CreateVMResult, error) {
+	res, err := b.Fake.CreateVM(ctx, req)
+	for k, n := range res.Networks {
+		if req.Networks[k].Type == "dynamic" {
+			n.IP = "127.200.9.9"
+			res.Networks[k] = n
+		}
+	}
+	return res, err
+}
+
+func (b dynamicClaimedUnsupported) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.CreateVMResult, error) {
+	for k, n := range req.Networks {
+		if n.Type == "dynamic" {
+			return cpi.CreateVMResult{}, cpi.Errorf(cpi.CodeVMCreationFailed, "network %s: dynamic networks are not supported", k)
+		}
+	}
+	return b.Fake.CreateVM(ctx, req)
+}
+
+func (b dynamicWorksUnclaimed) Info(ctx context.Context) (cpi.Info, error) {
+	info, err := b.Fake.Info(ctx)
+	info.Capabilities.DynamicNetworks = false
+	return info, err
+}
+
+func newDeleteVMLeavesDisk() deleteVMLeavesDisk {
+	return deleteVMLeavesDisk{Fake: cpitest.NewFake(), mu: &sync.Mutex{}, zombie: map[string]string{}}
+}
+
+func (b deleteVMLeavesDisk) DeleteVM(ctx context.Context, cid string) error {
+	disks, _ := b.Fake.GetDisks(ctx, cid)
+	b.mu.Lock()
+	for _, d := range disks {
+		b.zombie[d] = cid
+	}
+	b.mu.Unlock()
+	return b.Fake.DeleteVM(ctx, cid)
+}
+
+func (b deleteVMLeavesDisk) stillAttached(disk string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if vm, ok := b.zombie[disk]; ok {
+		return cpi.Errorf(cpi.CodeUnknown, "disk %s is attached to vm %s", disk, vm)
+	}
+	return nil
+}
+
+func (b deleteVMLeavesDisk) AttachDisk(ctx context.Context, vm, disk string) (cpi.DiskHint, error) {
+	if err := b.stillAttached(disk); err != nil {
+		return cpi.DiskHint{}, err
+	}
+	return b.Fake.AttachDisk(ctx, vm, disk)
+}
+
+func (b deleteVMLeavesDisk) DeleteDisk(ctx context.Context, disk string) error {
+	if err := b.stillAttached(disk); err != nil {
+		return err
+	}
+	return b.Fake.DeleteDisk(ctx, disk)
+}
+
+func (b diskNearMissingVM) CreateDisk(ctx context.Context, req cpi.CreateDiskRequest) (string, error) {
+	if has, _ := b.Fake.HasVM(ctx, req.VMCID); !has {
+		req.VMCID = ""
+	}
+	return b.Fake.CreateDisk(ctx, req)
+}
+
+func (b detachElsewhere) DetachDisk(ctx context.Context, vm, disk string) error {
+	err := b.Fake.DetachDisk(ctx, vm, disk)
+	if has, _ := b.Fake.HasVM(ctx, vm); has && errors.Is(err, cpi.ErrDiskNotFound) {
+		return nil
+	}
+	return err
+}
+
+func (b resizeMissing) ResizeDisk(ctx context.Context, disk string, mb int64) error {
+	if has, _ := b.Fake.HasDisk(ctx, disk); !has {
+		return nil
+	}
+	return b.Fake.ResizeDisk(ctx, disk, mb)
+}
+
+func (calcNotImplemented) CalculateVMCloudProperties(context.Context, cpi.VMResources) (json.RawMessage, error) {
+	return nil, cpi.ErrNotImplemented
+}
+
+func (panics) RebootVM(context.Context, string) error {
+	panic("reboot: nil map")
+}
 
 func (b listIgnoresFilter) ListVMs(ctx context.Context, _ cpi.ListFilter) ([]cpi.VMInfo, error) {
 	return b.Fake.ListVMs(ctx, cpi.ListFilter{})
@@ -85,18 +245,36 @@ func (b stringErrors) RebootVM(ctx context.Context, cid string) error {
 	return nil
 }
 
+// manual configures manual networks, as an author whose cloud has them
+// would, so that dynamic networks are only tested when Info claims them.
+func manual(c *cpitest.Config) { c.Networks = cpitest.ManualNetworks("127.77.0.10") }
+
 var broken = map[string]struct {
 	newCPI func() cpi.CPI
 	want   string
+	cfg    func(*cpitest.Config)
 }{
-	"deleteMissingFails":  {func() cpi.CPI { return deleteMissingFails{cpitest.NewFake()} }, "deletes are idempotent"},
-	"sameIP":              {func() cpi.CPI { return sameIP{cpitest.NewFake()} }, "both got ip 127.200.9.9"},
-	"noField":             {func() cpi.CPI { return noField{cpitest.NewFake()} }, `names field "", want "instance_type"`},
-	"lyingCapabilities":   {func() cpi.CPI { return lyingCapabilities{cpitest.NewFake()} }, "Info says snapshots"},
-	"stringErrors":        {func() cpi.CPI { return stringErrors{cpitest.NewFake()} }, "want VMNotFound"},
-	"listIgnoresFilter":   {func() cpi.CPI { return listIgnoresFilter{cpitest.NewFake()} }, "filter on the compleat_director tag"},
-	"listNoTags":          {func() cpi.CPI { return listNoTags{cpitest.NewFake()} }, "apply every tag of the create request"},
-	"listLyingCapability": {func() cpi.CPI { return listLyingCapability{cpitest.NewFake()} }, "Info says list_disks"},
+	"deleteMissingFails":  {func() cpi.CPI { return deleteMissingFails{cpitest.NewFake()} }, "deletes are idempotent", nil},
+	"sameIP":              {func() cpi.CPI { return sameIP{cpitest.NewFake()} }, "both got ip 127.200.9.9", nil},
+	"noField":             {func() cpi.CPI { return noField{cpitest.NewFake()} }, `names field "", want "instance_type"`, nil},
+	"lyingCapabilities":   {func() cpi.CPI { return lyingCapabilities{cpitest.NewFake()} }, "Info says snapshots", nil},
+	"stringErrors":        {func() cpi.CPI { return stringErrors{cpitest.NewFake()} }, "want VMNotFound", nil},
+	"listIgnoresFilter":   {func() cpi.CPI { return listIgnoresFilter{cpitest.NewFake()} }, "filter on the compleat_director tag", nil},
+	"listNoTags":          {func() cpi.CPI { return listNoTags{cpitest.NewFake()} }, "apply every tag of the create request", nil},
+	"listLyingCapability": {func() cpi.CPI { return listLyingCapability{cpitest.NewFake()} }, "Info says list_disks", nil},
+
+	"noSettings":                {func() cpi.CPI { return noSettings{cpitest.NewFake()} }, "deliver req.AgentSettings to the VM", nil},
+	"ignoresContext":            {func() cpi.CPI { return ignoresContext{cpitest.NewFake()} }, "CreateVM with a cancelled context succeeded", nil},
+	"manualIPIgnored":           {func() cpi.CPI { return manualIPIgnored{cpitest.NewFake()} }, "configure exactly it", nil},
+	"dynamicIPRepeats":          {func() cpi.CPI { return dynamicIPRepeats{cpitest.NewFake()} }, "both got dynamic ip 127.200.9.9", manual},
+	"dynamicClaimedUnsupported": {func() cpi.CPI { return dynamicClaimedUnsupported{cpitest.NewFake()} }, "Info says dynamic_networks: assign the address", manual},
+	"dynamicWorksUnclaimed":     {func() cpi.CPI { return dynamicWorksUnclaimed{cpitest.NewFake()} }, "although Info does not claim dynamic_networks", manual},
+	"deleteVMLeavesDisk":        {func() cpi.CPI { return newDeleteVMLeavesDisk() }, "DeleteVM must detach the VM's disks", nil},
+	"diskNearMissingVM":         {func() cpi.CPI { return diskNearMissingVM{cpitest.NewFake()} }, "CreateDisk near a missing VM", nil},
+	"detachElsewhere":           {func() cpi.CPI { return detachElsewhere{cpitest.NewFake()} }, "DetachDisk of a disk attached to another VM", nil},
+	"resizeMissing":             {func() cpi.CPI { return resizeMissing{cpitest.NewFake()} }, "ResizeDisk(missing)", nil},
+	"calcNotImplemented":        {func() cpi.CPI { return calcNotImplemented{cpitest.NewFake()} }, "CalculateVMCloudProperties answers NotImplemented: it is required", nil},
+	"panics":                    {func() cpi.CPI { return panics{cpitest.NewFake()} }, "the plugin panicked: reboot: nil map", nil},
 }
 
 // TestBrokenCPIHelper runs the suite against one broken CPI when the parent
@@ -106,7 +284,11 @@ func TestBrokenCPIHelper(t *testing.T) {
 	if name == "" {
 		t.Skip("run by TestSuiteCatchesBrokenCPIs")
 	}
-	cpitest.Run(t, func(*testing.T) cpi.CPI { return broken[name].newCPI() }, fakeConfig())
+	cfg := fakeConfig()
+	if f := broken[name].cfg; f != nil {
+		f(&cfg)
+	}
+	cpitest.Run(t, func(*testing.T) cpi.CPI { return broken[name].newCPI() }, cfg)
 }
 
 func TestSuiteCatchesBrokenCPIs(t *testing.T) {

@@ -172,6 +172,7 @@ func fakeConfig() cpitest.Config {
 		DiskCloudProperties:      json.RawMessage(`{"type": "ssd"}`),
 		InvalidVMCloudProperties: json.RawMessage(`{"instance_type": 42}`),
 		InvalidField:             "instance_type",
+		ManualNetworks:           cpitest.ManualNetworks("127.77.0.10"),
 		Timeout:                  time.Minute,
 	}
 }
