@@ -1,6 +1,7 @@
 package local
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -27,6 +28,10 @@ func conformanceConfig(t *testing.T, dataDir string) cpitest.Config {
 		DiskCloudProperties:      json.RawMessage(`{"type": "directory"}`),
 		InvalidVMCloudProperties: json.RawMessage(`{"ram": "lots"}`),
 		InvalidField:             "ram",
+		ManualNetworks:           cpitest.ManualNetworks("127.77.201.10"),
+		DeliveredSettings: func(_ context.Context, cid string) (json.RawMessage, error) {
+			return os.ReadFile(filepath.Join(dataDir, "vms", cid, settingsFile))
+		},
 		VMAlive: func(t *testing.T, cid string) bool {
 			mu.Lock()
 			defer mu.Unlock()

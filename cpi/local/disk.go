@@ -103,6 +103,9 @@ func (c *CPI) attachedTo(rec diskRecord) string {
 // enforced) or an image file (a sparse file of the size, which the agent
 // formats and loop-mounts, so the size is real).
 func (c *CPI) CreateDisk(ctx context.Context, req cpi.CreateDiskRequest) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("create disk: %w", err)
+	}
 	fields, err := objectFields(req.CloudProperties)
 	if err != nil {
 		return "", err
@@ -118,6 +121,12 @@ func (c *CPI) CreateDisk(ctx context.Context, req cpi.CreateDiskRequest) (string
 	}
 	if req.SizeMB <= 0 {
 		return "", fmt.Errorf("create disk: size must be positive, not %d MB", req.SizeMB)
+	}
+	if req.VMCID != "" {
+		// Every local disk is near every VM, but only an existing VM.
+		if _, err := c.readVM(req.VMCID); err != nil {
+			return "", fmt.Errorf("create disk near vm %s: %w", req.VMCID, err)
+		}
 	}
 	cid := newCID(kindDisk)
 	stage, err := c.stage(cid)
@@ -255,7 +264,8 @@ func (c *CPI) AttachDisk(ctx context.Context, vmCID, diskCID string) (cpi.DiskHi
 }
 
 // DetachDisk records that the disk is no longer attached to the VM.
-// Detaching a disk that is not attached to the VM succeeds.
+// Detaching a disk that is attached to no VM succeeds; a disk attached to
+// another VM is not this VM's to detach (cpi.ErrDiskNotFound).
 func (c *CPI) DetachDisk(ctx context.Context, vmCID, diskCID string) error {
 	unlock, err := c.lock(ctx)
 	if err != nil {
@@ -268,6 +278,9 @@ func (c *CPI) DetachDisk(ctx context.Context, vmCID, diskCID string) error {
 	rec, err := c.readDisk(diskCID)
 	if err != nil {
 		return fmt.Errorf("detach from vm %s: %w", vmCID, err)
+	}
+	if other := c.attachedTo(rec); other != "" && other != vmCID {
+		return fmt.Errorf("detach disk %s from vm %s: attached to vm %s: %w", diskCID, vmCID, other, cpi.ErrDiskNotFound)
 	}
 	if rec.VMCID == vmCID {
 		rec.VMCID = ""

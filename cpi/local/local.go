@@ -284,6 +284,9 @@ func (c *CPI) sweepTmp() {
 // lock takes the data directory's lock, which guards address allocation,
 // attachments and the records. It polls so that ctx can cancel the wait.
 func (c *CPI) lock(ctx context.Context) (unlock func(), err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	f, err := os.OpenFile(filepath.Join(c.privateDir(), "lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock: %w", err)

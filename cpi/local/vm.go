@@ -199,6 +199,9 @@ func (c *CPI) saveAgent(rec vmRecord) error {
 // DeleteVM stops every process of the VM (SIGTERM, then SIGKILL), detaches
 // its disks and removes its directory. Deleting a missing VM succeeds.
 func (c *CPI) DeleteVM(ctx context.Context, cid string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("delete vm %s: %w", cid, err)
+	}
 	rec, err := c.readVM(cid)
 	if errors.Is(err, cpi.ErrVMNotFound) {
 		if validCID(kindVM, cid) {
