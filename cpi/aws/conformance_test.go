@@ -1,7 +1,10 @@
 package aws
 
 import (
+	"context"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
@@ -40,12 +44,23 @@ func conformanceConfig(t *testing.T, c *cloud, manual bool) cpitest.Config {
 		VMAlive: func(t *testing.T, cid string) bool {
 			return c.instanceState(t, cid) == types.InstanceStateNameRunning
 		},
-		Timeout: 2 * time.Minute,
+		DeliveredSettings: c.userData,
+		Timeout:           2 * time.Minute,
 	}
 	if c.endpoint == "" {
 		cfg.Timeout = 15 * time.Minute
 	}
 	netProps, _ := json.Marshal(map[string]string{"subnet": c.subnet})
+	// The manual networks of the Networks test: addresses of their own,
+	// each used once (moto keeps the address of a terminated instance).
+	var nextManual atomic.Int32
+	cfg.ManualNetworks = func(int) map[string]cpi.Network {
+		nets := cpitest.ManualNetworks(c.ipBase)(1000 + int(nextManual.Add(1)))
+		n := nets["default"]
+		n.CloudProperties = netProps
+		nets["default"] = n
+		return nets
+	}
 	if manual {
 		// moto never frees the address of a terminated instance, so every
 		// VM of the run gets the next address, not base+i of its test.
@@ -155,4 +170,19 @@ func liveCloud(t *testing.T) *cloud {
 	}
 	c.ec2 = ec2.NewFromConfig(cfg)
 	return c
+}
+
+// userData is the settings document EC2 holds as the instance's user data:
+// what the agent reads from IMDS.
+func (c *cloud) userData(ctx context.Context, vm string) (json.RawMessage, error) {
+	out, err := c.ec2.DescribeInstanceAttribute(ctx, &ec2.DescribeInstanceAttributeInput{
+		InstanceId: aws.String(vm), Attribute: types.InstanceAttributeNameUserData,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if out.UserData == nil {
+		return nil, fmt.Errorf("instance %s has no user data", vm)
+	}
+	return base64.StdEncoding.DecodeString(aws.ToString(out.UserData.Value))
 }
