@@ -1,7 +1,10 @@
 package openstack
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -18,6 +21,9 @@ func conformanceConfig(t *testing.T, c *testCloud) cpitest.Config {
 		InvalidField:             "root_disk.size",
 		Networks:                 c.networks,
 		Timeout:                  2 * time.Minute,
+	}
+	if c.sim != nil {
+		cfg.DeliveredSettings = c.userData
 	}
 	if live() {
 		cfg.DiskCloudProperties = json.RawMessage(`{}`)
@@ -43,4 +49,15 @@ func TestConformanceBinary(t *testing.T) {
 	props := c.propsJSON(t, nil)
 	t.Run("grpc", func(t *testing.T) { cpitest.RunBinary(t, bin, props, cfg) })
 	t.Run("json", func(t *testing.T) { cpitest.RunJSON(t, bin, props, cfg) })
+}
+
+// userData is what the server's agent reads from the metadata service as
+// its settings.
+func (c *testCloud) userData(_ context.Context, cid string) (json.RawMessage, error) {
+	rec := httptest.NewRecorder()
+	c.sim.MetadataHandler(cid).ServeHTTP(rec, httptest.NewRequest("GET", "/openstack/latest/user_data", nil))
+	if rec.Code != 200 {
+		return nil, fmt.Errorf("metadata service of %s: GET /openstack/latest/user_data: %d %s", cid, rec.Code, rec.Body)
+	}
+	return rec.Body.Bytes(), nil
 }

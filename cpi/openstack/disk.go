@@ -3,12 +3,14 @@ package openstack
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
 	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/snapshots"
 	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/volumeattach"
+	"github.com/gophercloud/gophercloud/v2/pagination"
 
 	"github.com/compleat/compleat/cpi"
 )
@@ -46,7 +48,7 @@ func (c *CPI) CreateDisk(ctx context.Context, req cpi.CreateDiskRequest) (string
 	size := gib(req.SizeMB)
 	v, err := volumes.Create(ctx, cl.volume, volumes.CreateOpts{
 		Size: size, Name: diskPrefix + newUUID(), VolumeType: vtype, AvailabilityZone: az,
-		Description: "Compleat persistent disk", Metadata: map[string]string{"compleat_persistent": "true"},
+		Description: "Compleat persistent disk", Metadata: diskTags(req.Tags),
 	}, nil).Extract()
 	if err != nil {
 		if isNotFound(err) && vtype != "" {
@@ -232,7 +234,8 @@ func (c *CPI) AttachDisk(ctx context.Context, vmCID, diskCID string) (cpi.DiskHi
 }
 
 // DetachDisk detaches the volume and waits until it is available. A
-// volume that is not attached to the server, or gone, is success.
+// volume that is missing, or not attached to the server, answers
+// cpi.ErrDiskNotFound and nothing is detached.
 func (c *CPI) DetachDisk(ctx context.Context, vmCID, diskCID string) error {
 	cl, err := c.session(ctx)
 	if err != nil {
@@ -242,15 +245,16 @@ func (c *CPI) DetachDisk(ctx context.Context, vmCID, diskCID string) error {
 	if _, err := c.liveServer(ctx, cl, what, vmCID); err != nil {
 		return err
 	}
-	if !looksLikeID(diskCID) {
-		return nil
+	v, err := c.volume(ctx, cl, what, diskCID)
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(v.Attachments, func(a volumes.Attachment) bool { return a.ServerID == vmCID }) {
+		return fmt.Errorf("%s: the volume is not attached to the server: %w", what, cpi.ErrDiskNotFound)
 	}
 	err = volumeattach.Delete(ctx, cl.compute, vmCID, diskCID).ExtractErr()
-	if isNotFound(err) {
-		return nil
-	}
 	if err != nil {
-		return classify(what, err, nil)
+		return classify(what, err, cpi.ErrDiskNotFound)
 	}
 	return c.wait(ctx, "volume "+diskCID+" detached", func(ctx context.Context) (bool, error) {
 		v, err := volumes.Get(ctx, cl.volume, diskCID).Extract()
@@ -379,4 +383,45 @@ func (c *CPI) DeleteSnapshot(ctx context.Context, id string) error {
 		}
 		return false, classify("get snapshot "+id, err, nil)
 	})
+}
+
+func diskTags(tags map[string]string) map[string]string {
+	md := map[string]string{}
+	for k, v := range tags {
+		if k != "" {
+			md[truncate(k, 255)] = truncate(v, 255)
+		}
+	}
+	return md
+}
+
+// ListDisks lists the project's volumes whose metadata carries the
+// director tag the filter selects.
+func (c *CPI) ListDisks(ctx context.Context, filter cpi.ListFilter) ([]cpi.DiskInfo, error) {
+	cl, err := c.session(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []cpi.DiskInfo{}
+	err = volumes.List(cl.volume, volumes.ListOpts{}).EachPage(ctx, func(ctx context.Context, p pagination.Page) (bool, error) {
+		all, err := volumes.ExtractVolumes(p)
+		if err != nil {
+			return false, err
+		}
+		for _, v := range all {
+			if !filter.Match(v.Metadata) || v.Status == "deleting" {
+				continue
+			}
+			d := cpi.DiskInfo{CID: v.ID, SizeMB: int64(v.Size) * 1024, Tags: v.Metadata}
+			if len(v.Attachments) > 0 {
+				d.VMCID = v.Attachments[0].ServerID
+			}
+			out = append(out, d)
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, classify("list disks", err, nil)
+	}
+	return out, nil
 }

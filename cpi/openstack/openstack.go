@@ -267,6 +267,8 @@ func (c *CPI) Info(context.Context) (cpi.Info, error) {
 			ResizeDisk:      true,
 			DiskHints:       true,
 			DynamicNetworks: true,
+			ListVMs:         true,
+			ListDisks:       true,
 		},
 	}, nil
 }

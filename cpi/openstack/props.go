@@ -2,6 +2,7 @@ package openstack
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -45,7 +46,7 @@ type DiskProperties struct {
 
 func parseVMProperties(raw json.RawMessage) (VMProperties, error) {
 	var p VMProperties
-	if err := decodeObject(orEmpty(raw), &p, true); err != nil {
+	if err := cpi.DecodeCloudProperties(raw, &p); err != nil {
 		return VMProperties{}, err
 	}
 	if strings.TrimSpace(p.InstanceType) == "" {
@@ -75,7 +76,7 @@ func parseVMProperties(raw json.RawMessage) (VMProperties, error) {
 
 func parseDiskProperties(raw json.RawMessage) (DiskProperties, error) {
 	var p DiskProperties
-	if err := decodeObject(orEmpty(raw), &p, true); err != nil {
+	if err := cpi.DecodeCloudProperties(raw, &p); err != nil {
 		return DiskProperties{}, err
 	}
 	return p, nil
@@ -88,8 +89,9 @@ func parseNetworkProperties(name string, raw json.RawMessage) (NetworkProperties
 	if len(raw) == 0 || string(raw) == "null" {
 		return p, nil
 	}
-	if err := decodeObject(raw, &p, true); err != nil {
-		if e, ok := err.(*cpi.Error); ok {
+	if err := cpi.DecodeCloudProperties(raw, &p); err != nil {
+		var e *cpi.Error
+		if errors.As(err, &e) {
 			e.Field = strings.TrimSuffix("networks."+name+"."+e.Field, ".")
 		}
 		return NetworkProperties{}, err

@@ -24,9 +24,10 @@ import (
 	"github.com/compleat/compleat/cpi"
 )
 
-// AgentIDKey is the server metadata key holding the agent id, so that a
-// server whose creation outcome is unknown can be found (ListVMs).
-const AgentIDKey = "compleat_agent_id"
+// AgentIDKey is the server metadata key holding the agent id (the
+// contract's standard tag), so that a server whose creation outcome is
+// unknown can be found (ListVMs).
+const AgentIDKey = cpi.TagAgentID
 
 // Devices as the agent on a KVM server sees them.
 const (
@@ -150,7 +151,13 @@ func (c *CPI) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.Create
 	if err != nil {
 		return fail("create vm "+name, err, false)
 	}
-	md := map[string]string{AgentIDKey: req.AgentID}
+	md := map[string]string{}
+	for k, val := range req.Tags {
+		if k != "" {
+			md[truncate(k, 255)] = truncate(val, 255)
+		}
+	}
+	md[AgentIDKey] = req.AgentID
 	opts := servers.CreateOpts{
 		Name: name, FlavorRef: fl.ID, SecurityGroups: sgNames, UserData: userData,
 		AvailabilityZone: az, Networks: nets, Metadata: md,
@@ -752,30 +759,24 @@ func (c *CPI) CalculateVMCloudProperties(ctx context.Context, req cpi.VMResource
 	return nil, fmt.Errorf("calculate vm cloud properties: no flavor has %d vCPUs, %d MB RAM and %d MB of disk", req.CPU, req.RAMMB, req.EphemeralDiskSize)
 }
 
-// VM is a server of the director's, as ListVMs reports it.
-type VM struct {
-	CID      string
-	AgentID  string
-	Metadata map[string]string
-}
-
-// ListVMs lists the project's servers that carry an agent id in their
-// metadata: every server the plugin made, also one whose creation
-// outcome was unknown to the director.
-func (c *CPI) ListVMs(ctx context.Context) ([]VM, error) {
+// ListVMs lists the project's servers whose metadata carries the
+// director tag the filter selects (the tags are the server's metadata,
+// set in the same call that creates it): every server the plugin made,
+// also one whose creation outcome was unknown to the director.
+func (c *CPI) ListVMs(ctx context.Context, filter cpi.ListFilter) ([]cpi.VMInfo, error) {
 	cl, err := c.session(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var out []VM
+	out := []cpi.VMInfo{}
 	err = servers.List(cl.compute, servers.ListOpts{}).EachPage(ctx, func(ctx context.Context, p pagination.Page) (bool, error) {
 		all, err := servers.ExtractServers(p)
 		if err != nil {
 			return false, err
 		}
 		for _, s := range all {
-			if a := s.Metadata[AgentIDKey]; a != "" && s.Status != "DELETED" && s.Status != "SOFT_DELETED" {
-				out = append(out, VM{CID: s.ID, AgentID: a, Metadata: s.Metadata})
+			if filter.Match(s.Metadata) && s.Status != "DELETED" && s.Status != "SOFT_DELETED" {
+				out = append(out, cpi.VMInfo{CID: s.ID, AgentID: s.Metadata[AgentIDKey], Tags: s.Metadata})
 			}
 		}
 		return true, nil
