@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/cpi/proctree"
 )
 
 // The files of a disk directory, <data_dir>/disks/<cid>/, and of a snapshot
@@ -187,7 +188,7 @@ func (c *CPI) DeleteDisk(ctx context.Context, cid string) error {
 		err = fmt.Errorf("disk is attached to vm %s: detach it first", rec.VMCID)
 	default:
 		if rec.Type == diskTypeImage {
-			err = releaseLoops(c.contents(rec))
+			err = proctree.ReleaseLoops(c.contents(rec))
 		}
 		if err == nil {
 			gone, err = c.hide(c.diskDir(cid))
@@ -305,7 +306,7 @@ func (c *CPI) detachAll(vmCID string) error {
 	}
 	for _, rec := range disks {
 		if rec.Type == diskTypeImage {
-			if err := releaseLoops(c.contents(rec)); err != nil {
+			if err := proctree.ReleaseLoops(c.contents(rec)); err != nil {
 				return fmt.Errorf("disk %s: %w", rec.CID, err)
 			}
 		}

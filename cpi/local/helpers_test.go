@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/cpi/proctree"
 )
 
 // placeholderAgent is the test agent (testdata/agent), built once.
@@ -201,8 +202,8 @@ func waitPID(t testing.TB, path string) int {
 
 // alive reports whether the process runs (exists and is no zombie).
 func alive(pid int) bool {
-	st, err := readStat(pid)
-	return err == nil && st.state != 'Z' && st.state != 'X'
+	st, err := proctree.ReadStat(pid)
+	return err == nil && st.State != 'Z' && st.State != 'X'
 }
 
 // agentFiles is where the placeholder agent of a VM reports, seen from the

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/cpi/proctree"
 )
 
 // inVM runs a shell command inside the VM's mount namespace, as its agent
@@ -61,7 +62,7 @@ func TestImageDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	image := c.contents(rec)
-	t.Cleanup(func() { _ = releaseLoops(image) })
+	t.Cleanup(func() { _ = proctree.ReleaseLoops(image) })
 	var st syscall.Stat_t
 	if err := syscall.Stat(image, &st); err != nil || st.Size != 64<<20 || st.Blocks > 8 {
 		t.Fatalf("image %s: size %d, %d blocks (%v); want 64 MiB, sparse", image, st.Size, st.Blocks, err)

@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/cpi/proctree"
 )
 
 // DefaultDynamicRange is where dynamic networks take addresses from when the
@@ -122,13 +123,13 @@ func New(properties json.RawMessage, opts ...Option) (*CPI, error) {
 		o(c)
 	}
 	if c.isolate {
-		if err := probeNamespace(); err != nil {
+		if err := proctree.ProbeNamespace(); err != nil {
 			c.logger.Warn("root, but no mount namespaces here: VMs share the host's mounts and work in <vm dir>/root", "error", err)
 			c.isolate = false
 		}
 	}
-	if c.isolate && (c.dataDir == vcapDir || strings.HasPrefix(c.dataDir, vcapDir+"/")) {
-		return nil, cpi.InvalidCloudProperty("data_dir", "%q is under %s, which every VM replaces with its own", c.dataDir, vcapDir)
+	if c.isolate && (c.dataDir == proctree.VcapDir || strings.HasPrefix(c.dataDir, proctree.VcapDir+"/")) {
+		return nil, cpi.InvalidCloudProperty("data_dir", "%q is under %s, which every VM replaces with its own", c.dataDir, proctree.VcapDir)
 	}
 	for _, d := range []string{c.dataDir, c.dir(kindStemcell), c.dir(kindVM), c.dir(kindDisk), c.dir(kindSnapshot), c.tmpDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

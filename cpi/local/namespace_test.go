@@ -1,7 +1,6 @@
 package local
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/cpi/proctree"
 )
 
 func requireRoot(t *testing.T) {
@@ -23,18 +23,11 @@ func requireRoot(t *testing.T) {
 // mountedAt reports whether this process's namespace has a mount at dir.
 func mountedAt(t *testing.T, dir string) bool {
 	t.Helper()
-	f, err := os.Open("/proc/thread-self/mountinfo")
+	mounted, err := proctree.MountedAt(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if fields := strings.Fields(sc.Text()); len(fields) > 4 && unescapeMountinfo(fields[4]) == dir {
-			return true
-		}
-	}
-	return false
+	return mounted
 }
 
 // With root, each VM has a private /var/vcap: its own root/ directory,
@@ -45,7 +38,7 @@ func TestPrivateVarVcap(t *testing.T) {
 	ctx := context.Background()
 	c := newTestCPI(t)
 	sc := createStemcell(t, c)
-	hostBefore, _ := os.ReadDir(vcapDir)
+	hostBefore, _ := os.ReadDir(proctree.VcapDir)
 
 	var vms []cpi.CreateVMResult
 	for range 2 {
@@ -74,10 +67,10 @@ func TestPrivateVarVcap(t *testing.T) {
 		}
 	}
 	// Nothing leaked to the host: no mount at /var/vcap, no files in it.
-	if mountedAt(t, vcapDir) {
+	if mountedAt(t, proctree.VcapDir) {
 		t.Fatal("a vm's /var/vcap mount is visible on the host")
 	}
-	hostAfter, _ := os.ReadDir(vcapDir)
+	hostAfter, _ := os.ReadDir(proctree.VcapDir)
 	if len(hostAfter) != len(hostBefore) {
 		t.Fatalf("host /var/vcap changed: %v -> %v", hostBefore, hostAfter)
 	}
@@ -86,9 +79,9 @@ func TestPrivateVarVcap(t *testing.T) {
 	// through the namespace, and ends with the VM; the other VM is intact.
 	escaped := waitPID(t, filepath.Join(c.agentFiles(vms[0].CID), "escaped.pid"))
 	otherEscaped := waitPID(t, filepath.Join(c.agentFiles(vms[1].CID), "escaped.pid"))
-	st, err := readStat(escaped)
-	if err != nil || st.sid != escaped {
-		t.Fatalf("escaped process %d: session %d (%v), want its own", escaped, st.sid, err)
+	st, err := proctree.ReadStat(escaped)
+	if err != nil || st.SID != escaped {
+		t.Fatalf("escaped process %d: session %d (%v), want its own", escaped, st.SID, err)
 	}
 	if err := c.DeleteVM(ctx, vms[0].CID); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/cpi/proctree"
 )
 
 // The files of a VM directory, <data_dir>/vms/<cid>/.
@@ -32,10 +33,10 @@ type vmRecord struct {
 	Networks        map[string]cpi.Network `json:"networks"`
 	// Isolated is true when the agent runs in its own mount namespace with
 	// root/ at /var/vcap.
-	Isolated  bool         `json:"isolated"`
-	BaseDir   string       `json:"base_dir"`
-	Agent     agentProcess `json:"agent"`
-	CreatedAt time.Time    `json:"created_at"`
+	Isolated  bool             `json:"isolated"`
+	BaseDir   string           `json:"base_dir"`
+	Agent     proctree.Process `json:"agent"`
+	CreatedAt time.Time        `json:"created_at"`
 	// Tags are the create request's tags, by which ListVMs finds the VM.
 	Tags map[string]string `json:"tags,omitempty"`
 }
@@ -128,7 +129,7 @@ func (c *CPI) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.Create
 		Tags:            req.Tags,
 	}
 	if c.isolate {
-		rec.BaseDir = vcapDir
+		rec.BaseDir = proctree.VcapDir
 	}
 
 	// Claim the addresses and make the VM visible in one step under the
@@ -179,12 +180,34 @@ func (c *CPI) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.Create
 		err = c.saveAgent(rec)
 	}
 	if err != nil {
-		_ = stopVM(context.WithoutCancel(ctx), proc, filepath.Join(dir, rootDirName), c.stopTimeout)
+		_ = proctree.Stop(context.WithoutCancel(ctx), proc, filepath.Join(dir, rootDirName), c.stopTimeout)
 		_ = c.removeVM(context.WithoutCancel(ctx), cid)
 		return cpi.CreateVMResult{}, &cpi.Error{Code: cpi.CodeVMCreationFailed, Message: fmt.Sprintf("create vm: start agent: %v", err)}
 	}
 	c.logger.InfoContext(ctx, "created vm", "vm", cid, "agent_id", req.AgentID, "pid", proc.PID, "isolated", c.isolate)
 	return cpi.CreateVMResult{CID: cid, Networks: rec.Networks}, nil
+}
+
+// startAgent starts the VM's agent detached in its own session, with stdout
+// and stderr appended to the VM's agent.log. With isolate, the agent gets its
+// own mount namespace, in which every mount is private (nothing propagates to
+// or from the host) and rootDir is bind-mounted at /var/vcap.
+func (c *CPI) startAgent(agentPath, vmDir, rootDir string, isolate bool) (proctree.Process, error) {
+	base := rootDir
+	if isolate {
+		base = proctree.VcapDir
+	}
+	return proctree.Start(proctree.Spec{
+		Path: agentPath,
+		Args: []string{
+			"--infrastructure", "local",
+			"--settings-file", filepath.Join(vmDir, settingsFile),
+			"--base-dir", base,
+		},
+		Log:     filepath.Join(vmDir, agentLogFile),
+		Root:    rootDir,
+		Isolate: isolate,
+	})
 }
 
 // saveAgent records a newly started agent in vm.json and agent.pid.
@@ -215,7 +238,7 @@ func (c *CPI) DeleteVM(ctx context.Context, cid string) error {
 	if err != nil {
 		return fmt.Errorf("delete vm: %w", err)
 	}
-	if err := stopVM(ctx, rec.Agent, filepath.Join(c.vmDir(cid), rootDirName), c.stopTimeout); err != nil {
+	if err := proctree.Stop(ctx, rec.Agent, filepath.Join(c.vmDir(cid), rootDirName), c.stopTimeout); err != nil {
 		return fmt.Errorf("delete vm %s: stop: %w", cid, err)
 	}
 	if err := c.removeVM(ctx, cid); err != nil {
@@ -231,7 +254,7 @@ func (c *CPI) DeleteVM(ctx context.Context, cid string) error {
 // one started just before is stopped here.
 func (c *CPI) removeVM(ctx context.Context, cid string) error {
 	dir := c.vmDir(cid)
-	if err := unmountUnder(dir); err != nil {
+	if err := proctree.UnmountUnder(dir); err != nil {
 		return fmt.Errorf("delete vm %s: %w", cid, err)
 	}
 	unlock, err := c.lock(ctx)
@@ -252,11 +275,11 @@ func (c *CPI) removeVM(ctx context.Context, cid string) error {
 	}
 	var rec vmRecord
 	if readJSON(filepath.Join(gone, vmRecordFile), &rec) == nil {
-		if err := stopVM(ctx, rec.Agent, filepath.Join(gone, rootDirName), c.stopTimeout); err != nil {
+		if err := proctree.Stop(ctx, rec.Agent, filepath.Join(gone, rootDirName), c.stopTimeout); err != nil {
 			return fmt.Errorf("delete vm %s: stop: %w", cid, err)
 		}
 	}
-	if err := unmountUnder(gone); err != nil {
+	if err := proctree.UnmountUnder(gone); err != nil {
 		return fmt.Errorf("delete vm %s: %w", cid, err)
 	}
 	if err := os.RemoveAll(gone); err != nil {
@@ -290,11 +313,11 @@ func (c *CPI) RebootVM(ctx context.Context, cid string) error {
 	}
 	dir := c.vmDir(cid)
 	rootDir := filepath.Join(dir, rootDirName)
-	if err := stopVM(ctx, rec.Agent, rootDir, c.stopTimeout); err != nil {
+	if err := proctree.Stop(ctx, rec.Agent, rootDir, c.stopTimeout); err != nil {
 		return fmt.Errorf("reboot vm %s: stop: %w", cid, err)
 	}
 	if !rec.Isolated {
-		if err := unmountUnder(dir); err != nil {
+		if err := proctree.UnmountUnder(dir); err != nil {
 			return fmt.Errorf("reboot vm %s: %w", cid, err)
 		}
 	}

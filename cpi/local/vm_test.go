@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/cpi/proctree"
 )
 
 func TestVMLifecycle(t *testing.T) {
@@ -47,8 +48,8 @@ func TestVMLifecycle(t *testing.T) {
 	child := waitPID(t, filepath.Join(c.agentFiles(res.CID), "child.pid"))
 
 	// Its own session: the agent leads it.
-	if st, err := readStat(pid); err != nil || st.sid != pid {
-		t.Fatalf("agent %d: session %d, want its own (%v)", pid, st.sid, err)
+	if st, err := proctree.ReadStat(pid); err != nil || st.SID != pid {
+		t.Fatalf("agent %d: session %d, want its own (%v)", pid, st.SID, err)
 	}
 
 	// The settings are the request's, with networks and vm set; only the
@@ -393,9 +394,9 @@ func TestCreateVMAgentDoesNotStart(t *testing.T) {
 func stemcellProcesses(c *CPI, sc string) []int {
 	agent := filepath.Join(c.path(kindStemcell, sc), agentFile)
 	var out []int
-	for _, st := range allProcs() {
-		if exe, err := os.Readlink("/proc/" + strconv.Itoa(st.pid) + "/exe"); err == nil && exe == agent {
-			out = append(out, st.pid)
+	for _, st := range proctree.All() {
+		if exe, err := os.Readlink("/proc/" + strconv.Itoa(st.PID) + "/exe"); err == nil && exe == agent {
+			out = append(out, st.PID)
 		}
 	}
 	return out
