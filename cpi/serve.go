@@ -3,11 +3,14 @@ package cpi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -70,16 +73,8 @@ func (p *grpcPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc
 }
 
 // Serve runs impl as a plugin and returns only when the host is done with
-// it. It is the last call of a plugin's main:
-//
-//	func main() {
-//		impl, err := mycloud.New(cpi.Properties())
-//		if err != nil {
-//			cpi.Logger().Error("bad properties", "error", err)
-//			os.Exit(1)
-//		}
-//		cpi.Serve(impl)
-//	}
+// it. Most plugins call Main, which builds impl and calls Serve, reporting
+// a failure to build it to the user.
 //
 // Started by a host (cpi/host), it speaks gRPC over go-plugin with the
 // handshake above and automatic mutual TLS, and logs JSON on stderr, which
@@ -102,6 +97,60 @@ func Serve(impl CPI) {
 			Level:      hclog.Info,
 		}),
 	})
+}
+
+// Main is the whole main function of a plugin: it builds the CPI with
+// newCPI from the plugin's properties (COMPLEAT_CPI_PROPERTIES) and a logger
+// (Logger), then serves it (Serve):
+//
+//	func main() { cpi.Main(mycloud.New) }
+//
+// where mycloud.New is func(properties json.RawMessage, logger *slog.Logger)
+// (cpi.CPI, error). When newCPI fails (missing credentials, a bad region),
+// the error reaches the user: a host that started the plugin reports it as
+// the reason the plugin did not start (not as a handshake failure), JSON mode
+// answers it as the call's error, and run by hand the plugin prints it. The
+// error's text must not hold the properties' secrets.
+func Main(newCPI func(properties json.RawMessage, logger *slog.Logger) (CPI, error)) {
+	logger := Logger()
+	impl, err := newCPI(Properties(), logger)
+	if err != nil {
+		os.Exit(startupFailed(err, os.Stdout))
+	}
+	Serve(impl)
+}
+
+// StartupErrorPrefix starts the line a plugin that cannot start writes on
+// stdout instead of go-plugin's handshake; the host (cpi/host) reads the
+// JSON object that follows, {"error": "..."}, and reports its error.
+const StartupErrorPrefix = "COMPLEAT_CPI_STARTUP_ERROR "
+
+// startupWait bounds how long a plugin that failed to start waits, after
+// telling its host, for the host to read the line and stop it: exiting at
+// once could win the race against the host's read of stdout.
+const startupWait = 10 * time.Second
+
+// startupFailed tells whoever started the plugin that it could not start,
+// in the form they read, and returns the exit status.
+func startupFailed(err error, stdout io.Writer) int {
+	msg := "start: " + err.Error()
+	switch {
+	case len(os.Args) == 2 && os.Args[1] == JSONModeArg:
+		resp := JSONResponse{Result: json.RawMessage("null"), Error: &JSONError{Type: "Bosh::Clouds::CpiError", Message: msg, Code: CodeUnknown}}
+		_ = json.NewEncoder(stdout).Encode(resp)
+		return 0
+	case os.Getenv(Handshake().MagicCookieKey) == Handshake().MagicCookieValue:
+		b, _ := json.Marshal(map[string]string{"error": msg})
+		// go-plugin splits a handshake line at "|": keep the line one field.
+		line := strings.ReplaceAll(string(b), "|", `\u007c`)
+		fmt.Fprintln(stdout, StartupErrorPrefix+line)
+		Logger().Error("cpi plugin cannot start", "error", err)
+		time.Sleep(startupWait) // the host kills the plugin once it has read the line
+		return 1
+	default:
+		fmt.Fprintf(os.Stderr, "%s: %s\n", filepath.Base(os.Args[0]), msg)
+		return 1
+	}
 }
 
 // Properties returns the plugin's properties from COMPLEAT_CPI_PROPERTIES

@@ -4,15 +4,32 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 )
 
-// testLogger returns a logger writing to t.Log that goes quiet once the test
-// has finished (a plugin's last lines may arrive while it is being stopped).
+// LogEnv names the environment variable that sets how much of a plugin's
+// log (and the host's, about the plugin) StartBinary, RunBinary and the
+// in-process runs write to t.Log: "debug", "info", "warn" (the default:
+// warnings and errors only) or "error".
+const LogEnv = "CPITEST_LOG"
+
+// logLevel is the level LogEnv asks for.
+func logLevel() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(os.Getenv(LogEnv))); err != nil {
+		return slog.LevelWarn
+	}
+	return l
+}
+
+// testLogger returns a logger writing to t.Log, from the level LogEnv asks
+// for, that goes quiet once the test has finished (a plugin's last lines
+// may arrive while it is being stopped).
 func testLogger(t testing.TB) *slog.Logger {
-	h := &tHandler{state: &tState{t: t}}
+	h := &tHandler{state: &tState{t: t}, level: logLevel()}
 	t.Cleanup(func() {
 		h.state.mu.Lock()
 		h.state.done = true
@@ -30,9 +47,10 @@ type tState struct {
 type tHandler struct {
 	state *tState
 	attrs []slog.Attr
+	level slog.Level
 }
 
-func (h *tHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *tHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
 
 func (h *tHandler) Handle(_ context.Context, r slog.Record) error {
 	var b strings.Builder
@@ -53,7 +71,7 @@ func (h *tHandler) Handle(_ context.Context, r slog.Record) error {
 }
 
 func (h *tHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return &tHandler{state: h.state, attrs: append(append([]slog.Attr{}, h.attrs...), as...)}
+	return &tHandler{state: h.state, attrs: append(append([]slog.Attr{}, h.attrs...), as...), level: h.level}
 }
 
 func (h *tHandler) WithGroup(string) slog.Handler { return h }

@@ -18,7 +18,9 @@ import (
 // Config tells the conformance suite what the plugin under test needs.
 type Config struct {
 	// Stemcell is what the suite passes to CreateStemcell: an image file the
-	// plugin accepts and the stemcell's cloud properties. Required.
+	// plugin accepts (empty for a cloud without images, or light stemcells
+	// whose cloud properties name the image) and the stemcell's cloud
+	// properties.
 	Stemcell cpi.CreateStemcellRequest
 
 	// VMCloudProperties are valid cloud properties for CreateVM (a JSON
@@ -128,9 +130,6 @@ func (c Config) withDefaults() Config {
 // for plugins served over gRPC).
 func Run(t *testing.T, newCPI func(t *testing.T) cpi.CPI, cfg Config) {
 	t.Helper()
-	if cfg.Stemcell.ImagePath == "" {
-		t.Fatal("cpitest: Config.Stemcell.ImagePath is required")
-	}
 	if cfg.InvalidVMCloudProperties == nil {
 		t.Fatal("cpitest: Config.InvalidVMCloudProperties is required")
 	}

@@ -37,6 +37,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -201,6 +202,9 @@ func (p *Plugin) start(ctx context.Context) (*instance, error) {
 	}
 	if err != nil {
 		client.Kill()
+		if reason, ok := startupError(err); ok {
+			return nil, fmt.Errorf("cpi plugin %s did not start: %s", p.cfg.Path, reason)
+		}
 		return nil, fmt.Errorf("start cpi plugin %s: %w", p.cfg.Path, err)
 	}
 	rpc, err := client.Client()
@@ -357,4 +361,21 @@ func (p *Plugin) waitDead(i *instance, d time.Duration) bool {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// startupError finds, in go-plugin's failed handshake, the line of a
+// plugin that reported why it cannot start (cpi.Main).
+func startupError(err error) (string, bool) {
+	_, rest, ok := strings.Cut(err.Error(), cpi.StartupErrorPrefix)
+	if !ok {
+		return "", false
+	}
+	line, _, _ := strings.Cut(rest, "\n")
+	var doc struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal([]byte(line), &doc) != nil || doc.Error == "" {
+		return "", false
+	}
+	return doc.Error, true
 }

@@ -514,3 +514,50 @@ func TestObserveSeesEveryCall(t *testing.T) {
 		t.Errorf("observed %+v", calls)
 	}
 }
+
+// TestStartupErrorReachesTheUser: a plugin that cannot start (cpi.Main's
+// constructor failed) is reported with its reason, not as a handshake
+// failure; bad properties likewise, with the field.
+func TestStartupErrorReachesTheUser(t *testing.T) {
+	for props, want := range map[string]string{
+		`{"fail_start": "region us-nowhere-1 does not exist | try again"}`: "did not start: start: region us-nowhere-1 does not exist | try again",
+		`{"nmae": "x"}`: `did not start: start: properties: nmae: unknown property`,
+	} {
+		_, logger := newCapture(t)
+		_, err := host.Start(t.Context(), host.Config{Path: fakePlugin, Properties: json.RawMessage(props), StartTimeout: 20 * time.Second, Logger: logger})
+		if err == nil {
+			t.Fatalf("%s: the plugin started", props)
+		}
+		if !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "Unrecognized remote plugin message") {
+			t.Errorf("%s: start error %q, want it to say %q", props, err, want)
+		}
+	}
+}
+
+// TestNoOutcomeUnknownForCallsAfterSIGKILL: calls made right after the
+// plugin was killed were never in flight: they run on a restarted plugin
+// instead of answering ErrOutcomeUnknown.
+func TestNoOutcomeUnknownForCallsAfterSIGKILL(t *testing.T) {
+	_, logger := newCapture(t)
+	p := start(t, host.Config{Logger: logger})
+	ctx := t.Context()
+	for round := range 5 {
+		if _, err := p.HasVM(ctx, "vm-1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(p.PID(), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		errs := make([]error, 3)
+		var wg sync.WaitGroup
+		for i := range errs {
+			wg.Go(func() { _, errs[i] = p.HasVM(ctx, "vm-1") })
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("round %d: call %d made after the plugin was killed: %v, want it run on the restarted plugin", round, i, err)
+			}
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"syscall"
 )
 
@@ -32,5 +33,35 @@ func processAlive(pid int) bool {
 	case 'Z', 'X', 'x':
 		return false
 	}
-	return true
+	// The flags (the 7th field after the name) say PF_EXITING from the
+	// start of the exit, before the process turns zombie.
+	const pfExiting = 0x4
+	if f := bytes.Fields(b[i+1:]); len(f) > 6 {
+		if flags, err := strconv.ParseUint(string(f[6]), 10, 64); err == nil && flags&pfExiting != 0 {
+			return false
+		}
+	}
+	return !killPending(pid)
+}
+
+// killPending reports whether a SIGKILL waits to be delivered to pid: the
+// process is as good as dead (between kill(2) and the exit, it still shows
+// as running), and a call sent to it now would fail without having run.
+func killPending(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return true
+	}
+	const sigkill = uint64(1) << (9 - 1)
+	for line := range bytes.Lines(b) {
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok || (string(k) != "SigPnd" && string(k) != "ShdPnd") {
+			continue
+		}
+		mask, err := strconv.ParseUint(string(bytes.TrimSpace(v)), 16, 64)
+		if err == nil && mask&sigkill != 0 {
+			return true
+		}
+	}
+	return false
 }

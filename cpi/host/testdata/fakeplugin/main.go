@@ -1,6 +1,7 @@
 // Command fakeplugin serves cpitest.Fake as a CPI plugin, for the host's
 // tests and benchmarks. Properties: {"name": "...", "secret": "...",
-// "state_file": "..."}; the name is reported by Info, the secret is only
+// "state_file": "...", "fail_start": "..."}; fail_start makes it refuse to
+// start with that reason; the name is reported by Info, the secret is only
 // there to prove it is never logged, and the state file (optional) keeps the
 // fake's objects across processes, as a cloud would; the process holds an
 // exclusive lock on "<state_file>.lock" for its life, so concurrent JSON-mode
@@ -16,6 +17,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -27,16 +29,21 @@ import (
 	"github.com/compleat/compleat/cpi/cpitest"
 )
 
-func main() {
-	log := cpi.Logger()
+func main() { cpi.Main(newPlugin) }
+
+func newPlugin(properties json.RawMessage, log *slog.Logger) (cpi.CPI, error) {
 	var props struct {
 		Name      string `json:"name"`
 		Secret    string `json:"secret"`
 		StateFile string `json:"state_file"`
+		// FailStart makes the plugin refuse to start with this reason.
+		FailStart string `json:"fail_start"`
 	}
-	if err := json.Unmarshal(cpi.Properties(), &props); err != nil {
-		log.Error("read properties", "error", err)
-		os.Exit(1)
+	if err := cpi.DecodeCloudProperties(properties, &props); err != nil {
+		return nil, fmt.Errorf("properties: %w", err)
+	}
+	if props.FailStart != "" {
+		return nil, errors.New(props.FailStart)
 	}
 	var names []string
 	for _, kv := range os.Environ() {
@@ -55,11 +62,10 @@ func main() {
 			err = fake.Persist(props.StateFile)
 		}
 		if err != nil {
-			log.Error("state file", "error", err)
-			os.Exit(1)
+			return nil, fmt.Errorf("state file: %w", err)
 		}
 	}
-	cpi.Serve(&plugin{Fake: fake, name: props.Name, log: log})
+	return &plugin{Fake: fake, name: props.Name, log: log}, nil
 }
 
 type plugin struct {
