@@ -3,9 +3,12 @@ package host
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,6 +34,24 @@ type JSONProcess struct {
 	// Args replace the default single argument "json" (a BOSH CPI may
 	// want its config file path instead).
 	Args []string
+
+	boshContext  bool
+	directorUUID string
+	logger       *slog.Logger
+}
+
+// BOSH makes the process call the CPI as BOSH's director calls an external
+// CPI: no arguments; every request's context carries director_uuid, a fresh
+// request_id and the CPI's properties merged in (BOSH merges a cpi config
+// entry's properties into the context; COMPLEAT_CPI_PROPERTIES is not set);
+// the response's log field and the process's stderr are re-emitted through
+// logger, one record per line, with the method and request id.
+func (j *JSONProcess) BOSH(directorUUID string, logger *slog.Logger) *JSONProcess {
+	j.Args = nil
+	j.boshContext = true
+	j.directorUUID = directorUUID
+	j.logger = logger
+	return j
 }
 
 var _ cpi.CPI = (*JSONProcess)(nil)
@@ -52,6 +73,13 @@ func (j *JSONProcess) call(ctx context.Context, method string, out any, args ...
 }
 
 func (j *JSONProcess) callContext(ctx context.Context, method string, reqCtx map[string]json.RawMessage, out any, args ...any) error {
+	requestID := ""
+	if j.boshContext {
+		var err error
+		if reqCtx, requestID, err = j.boshRequestContext(reqCtx); err != nil {
+			return fmt.Errorf("cpi %s: %w", method, err)
+		}
+	}
 	req := cpi.JSONRequest{Method: method, Context: reqCtx, APIVersion: cpi.APIVersion}
 	for _, a := range args {
 		b, err := json.Marshal(a)
@@ -80,7 +108,17 @@ func (j *JSONProcess) callContext(ctx context.Context, method string, reqCtx map
 		return fmt.Errorf("cpi %s: %w", method, ctx.Err())
 	}
 	var resp cpi.JSONResponse
-	if err := json.Unmarshal(stdout.Bytes(), &resp); err != nil {
+	parseErr := json.Unmarshal(stdout.Bytes(), &resp)
+	if j.logger != nil {
+		for _, text := range []string{resp.Log, stderr.String()} {
+			for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+				if line != "" {
+					j.logger.Info(line, "cpi_method", method, "request_id", requestID)
+				}
+			}
+		}
+	}
+	if err := parseErr; err != nil {
 		if runErr != nil {
 			return fmt.Errorf("cpi %s: %s: %w (stderr: %s)", method, j.path, runErr, lastLine(stderr.String()))
 		}
@@ -104,7 +142,32 @@ func (j *JSONProcess) environ() []string {
 			env = append(env, k+"="+v)
 		}
 	}
+	if j.boshContext {
+		return env
+	}
 	return append(env, cpi.PropertiesEnv+"="+string(j.properties))
+}
+
+// boshRequestContext is BOSH's request context: the properties, then
+// director_uuid and request_id, then the call's own keys (agent_settings,
+// tags).
+func (j *JSONProcess) boshRequestContext(call map[string]json.RawMessage) (map[string]json.RawMessage, string, error) {
+	out := map[string]json.RawMessage{}
+	if err := json.Unmarshal(j.properties, &out); err != nil {
+		return nil, "", fmt.Errorf("properties must be a JSON object: %w", err)
+	}
+	id := make([]byte, 8)
+	if _, err := rand.Read(id); err != nil {
+		return nil, "", err
+	}
+	requestID := "cpi-" + hex.EncodeToString(id)
+	uuid, _ := json.Marshal(j.directorUUID)
+	rid, _ := json.Marshal(requestID)
+	out["director_uuid"], out["request_id"] = uuid, rid
+	for k, v := range call {
+		out[k] = v
+	}
+	return out, requestID, nil
 }
 
 func lastLine(s string) string {

@@ -14,6 +14,10 @@
 //
 // Properties reach the plugin as the environment variable
 // COMPLEAT_CPI_PROPERTIES and are never logged.
+//
+// An entry of `type: external` runs a BOSH CPI executable (exec_path,
+// required, inside the directories director.yml allows) through BOSH's JSON
+// protocol, one process per call; see external.go.
 package cpimanager
 
 import (
@@ -21,6 +25,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -76,6 +81,9 @@ func ParseConfig(file string, raw []byte) (Config, error) {
 		names[c.Name] = true
 		if c.Type == "" {
 			errs = append(errs, at(line, "type", "required (e.g. local, aws)"))
+		}
+		if c.Type == TypeExternal && !filepath.IsAbs(c.ExecPath) {
+			errs = append(errs, at(line, "exec_path", "an external cpi needs the absolute path of its executable"))
 		}
 		if c.Default {
 			defaults++

@@ -43,6 +43,13 @@ type Options struct {
 	// SearchDirs are looked in for cpi-<type> before PATH (the directory of
 	// the director's executable, normally).
 	SearchDirs []string
+	// ExternalCPIs are the executables, or directories of executables,
+	// that `type: external` entries may run (director.yml's external_cpis),
+	// besides SearchDirs. A cpi config, which an API token uploads, can
+	// name no other program.
+	ExternalCPIs []string
+	// DirectorUUID is sent in the context of every external CPI call.
+	DirectorUUID string
 }
 
 // Manager owns the running plugins.
@@ -158,6 +165,14 @@ func (m *Manager) Get(ctx context.Context, name string) (cpi.CPI, error) {
 	p, ok := find(m.cfg, name)
 	if !ok {
 		return nil, fmt.Errorf("cpi %q: %w", name, ErrUnknownCPI)
+	}
+	if p.Type == TypeExternal {
+		proc, err := m.external(p)
+		if err != nil {
+			return nil, err
+		}
+		m.running[name] = &running{plugin: p, proc: proc}
+		return proc, nil
 	}
 	bin, err := m.binary(p)
 	if err != nil {
