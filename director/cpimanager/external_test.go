@@ -182,6 +182,7 @@ func TestExternalCPIConformance(t *testing.T) {
 		DiskCloudProperties:      json.RawMessage(`{"type": "directory"}`),
 		InvalidVMCloudProperties: json.RawMessage(`{"ram": "lots"}`),
 		InvalidField:             "ram",
+		ManualNetworks:           cpitest.ManualNetworks("127.81.1.10"),
 	})
 }
 
