@@ -43,6 +43,9 @@ func startSim(t testing.TB, cfg simos.Config) *testCloud {
 	if cfg.FloatingIPs == nil {
 		cfg.FloatingIPs = []string{"127.78.0.10"}
 	}
+	if cfg.Password == "" {
+		cfg.Password = "s3cr3t-pw"
+	}
 	c, err := simos.New("http://"+lis.Addr().String(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +59,7 @@ func startSim(t testing.TB, cfg simos.Config) *testCloud {
 	return &testCloud{
 		sim: c,
 		props: map[string]any{
-			"auth_url": c.AuthURL(), "username": "admin", "api_key": "secret", "domain": "Default",
+			"auth_url": c.AuthURL(), "username": "admin", "api_key": cfg.Password, "domain": "Default",
 			"project": "compleat", "region": simos.DefaultRegion, "default_key_name": "compleat",
 			"default_security_groups": []string{"default"}, "poll_interval": 0.02, "state_timeout": 30,
 		},

@@ -3,6 +3,7 @@ package openstack
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -128,9 +129,10 @@ func (c *CPI) CreateStemcell(ctx context.Context, req cpi.CreateStemcellRequest)
 		return cause
 	}
 	log.Info("uploading stemcell image")
-	// The open file is the request body: streamed, and seekable, so a
+	// The open file is the request body: streamed, never read whole, and
+	// seekable (a section reader, which net/http cannot close), so a
 	// throttled upload starts again from its beginning.
-	if err := imagedata.Upload(ctx, cl.image, im.ID, f).ExtractErr(); err != nil {
+	if err := imagedata.Upload(ctx, cl.image, im.ID, io.NewSectionReader(f, 0, fi.Size())).ExtractErr(); err != nil {
 		return "", undo(classify("create stemcell: upload image "+im.ID, err, nil))
 	}
 	err = c.wait(ctx, "image "+im.ID+" active", func(ctx context.Context) (bool, error) {

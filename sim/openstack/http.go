@@ -96,7 +96,10 @@ func (c *Cloud) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, pattern := mux.Handler(r)
 		c.mu.Lock()
-		c.requests[r.Method+" "+pattern]++
+		if !strings.HasPrefix(pattern, r.Method+" ") {
+			pattern = r.Method + " " + pattern
+		}
+		c.requests[pattern]++
 		c.mu.Unlock()
 		w.Header().Set("X-Openstack-Request-Id", "req-"+newID())
 		if f := c.fault(r); f != nil {

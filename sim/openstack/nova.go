@@ -873,6 +873,9 @@ func (c *Cloud) listAttachments(w http.ResponseWriter, r *http.Request) *apiErro
 		return err
 	}
 	docs := []any{}
+	if s.BootVolume != "" {
+		docs = append(docs, c.attachmentDoc(s, &attachment{VolumeID: s.BootVolume, Device: "/dev/vda"}))
+	}
 	for _, a := range s.Volumes {
 		docs = append(docs, c.attachmentDoc(s, a))
 	}
