@@ -185,9 +185,9 @@ func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req api.DeployR
 	detached := map[string]bool{}
 	for _, rec := range in.records {
 		switch rec.State {
-		case "stopped":
-			x.stopped[rec.ID] = true
-		case "detached":
+		case plan.StateStopped:
+			x.steps[rec.ID] = plan.DeploySteps(true)
+		case plan.StateDetached:
 			detached[rec.ID] = true
 		}
 	}
@@ -346,14 +346,10 @@ type uuids struct{}
 
 func (uuids) NewID() string { return newID() }
 
-// updateReporter turns the updater's events into task events and records
-// each instance's state as it finishes.
-type updateReporter struct {
-	r *task.Reporter
-	x *executor
-}
+// updateReporter turns the updater's events into task events.
+type updateReporter struct{ r *task.Reporter }
 
-func (u *updateReporter) Report(e update.Event) {
+func (u updateReporter) Report(e update.Event) {
 	step, tags := e.Task, []string(nil)
 	if s, ok := strings.CutSuffix(step, " (canary)"); ok {
 		step, tags = s, []string{"canary"}
@@ -364,11 +360,6 @@ func (u *updateReporter) Report(e update.Event) {
 	}
 	if e.Note != "" {
 		ev.Data, _ = json.Marshal(map[string]string{"text": e.Note})
-	}
-	if e.State == "finished" && e.Stage == "Updating instance" {
-		if err := u.x.recordApplied(e.Instance); err != nil {
-			ev.State, ev.Error = "failed", "record instance state: "+err.Error()
-		}
 	}
 	u.r.Event(ev)
 }

@@ -21,18 +21,6 @@ import (
 	"github.com/compleat/compleat/director/update"
 )
 
-// Executor modes: a deploy (and recreate) carries every step out; the
-// lifecycle verbs skip the steps they do not need.
-const (
-	modeDeploy   = "deploy"
-	modeRecreate = "recreate"
-	modeRestart  = "restart"
-	modeStop     = "stop"
-	modeStopHard = "stop-hard"
-	modeStart    = "start"
-	modeDelete   = "delete"
-)
-
 // executor is update.Executor over the CPI and the agents, for one plan.
 // Every VM and disk it creates or deletes is recorded in the store before
 // and after the CPI call; every instance's record is updated as soon as its
@@ -45,12 +33,11 @@ type executor struct {
 	jobBlobs   map[string]map[string]blobstore.Blob // instance id -> job -> blob
 	pkgBlobs   map[string]map[string]compile.Compiled
 	log        *slog.Logger
-	mode       string
 	force      bool // delete-deployment --force: go on past agent and CPI errors
 
-	// stopped are instances an operator stopped: a deploy updates them
-	// but leaves them stopped.
-	stopped map[string]bool
+	// steps are the planned steps by instance id (plan.Steps): a deploy's
+	// or a lifecycle verb's. An instance without an entry gets a deploy's.
+	steps map[string]plan.Steps
 
 	mu    sync.Mutex
 	fresh map[string]bool // instances whose VM this run created
@@ -62,7 +49,15 @@ type executor struct {
 var _ update.Executor = (*executor)(nil)
 
 func (d *Deployer) newExecutor(p *plan.Plan, deployment, cpiName string, jobBlobs map[string]map[string]blobstore.Blob, pkgBlobs map[string]map[string]compile.Compiled, log *slog.Logger) *executor {
-	return &executor{d: d, p: p, deployment: deployment, cpiName: cpiName, jobBlobs: jobBlobs, pkgBlobs: pkgBlobs, log: log, mode: modeDeploy, fresh: map[string]bool{}, stopped: map[string]bool{}, unresponsive: map[string]bool{}}
+	return &executor{d: d, p: p, deployment: deployment, cpiName: cpiName, jobBlobs: jobBlobs, pkgBlobs: pkgBlobs, log: log, steps: map[string]plan.Steps{}, fresh: map[string]bool{}, unresponsive: map[string]bool{}}
+}
+
+// stepsOf are the planned steps of an instance.
+func (x *executor) stepsOf(id string) plan.Steps {
+	if s, ok := x.steps[id]; ok {
+		return s
+	}
+	return plan.DeploySteps(false)
 }
 
 // planned finds the plan's instance, or the deployed state of an instance
@@ -139,28 +134,22 @@ func (x *executor) recordApplied(inst update.Instance) error {
 	if err != nil {
 		return err
 	}
+	s := x.stepsOf(pi.ID)
 	return x.record(pi, func(rec *store.Instance) error {
-		switch x.mode {
-		case modeDeploy, modeRecreate:
+		if s.RecordSpec {
 			raw, err := json.Marshal(pi.State())
 			if err != nil {
 				return err
 			}
 			rec.Spec = raw
-			if !x.stopped[pi.ID] {
-				rec.State = "started"
-			}
 			rec.Index, rec.AZ, rec.Bootstrap = pi.Index, pi.AZ, pi.Bootstrap
 			rec.DiskCIDs = nil
 			if pi.Disk != nil && pi.Disk.CID != "" {
 				rec.DiskCIDs = []string{pi.Disk.CID}
 			}
-		case modeStop:
-			rec.State = "stopped"
-		case modeStopHard:
-			rec.State = "detached"
-		case modeStart, modeRestart:
-			rec.State = "started"
+		}
+		if s.State != "" {
+			rec.State = s.State
 		}
 		rec.VMCID, rec.AgentID = pi.VMCID, pi.AgentID
 		return nil
@@ -179,7 +168,7 @@ func (x *executor) CreateVM(ctx context.Context, inst update.Instance) error {
 
 func (x *executor) createFor(ctx context.Context, pi *plan.Instance) error {
 	var disk string
-	if x.mode != modeDeploy || pi.Disk == nil || pi.Disk.CID != "" {
+	if !x.stepsOf(pi.ID).PlannedDisk || pi.Disk == nil || pi.Disk.CID != "" {
 		disk = x.attachedDisk(pi)
 	} else if pi.Disk.Replaces != "" {
 		disk = pi.Disk.Replaces
@@ -252,7 +241,7 @@ func (x *executor) silent(id string) bool {
 }
 
 func (x *executor) PreStop(ctx context.Context, inst update.Instance) error {
-	if x.mode == modeStart {
+	if !x.takesDown(inst.ID) {
 		return nil
 	}
 	id, err := x.agentOf(inst.ID)
@@ -278,7 +267,7 @@ func (x *executor) PreStop(ctx context.Context, inst update.Instance) error {
 }
 
 func (x *executor) Drain(ctx context.Context, inst update.Instance) error {
-	if x.mode == modeStart || x.silent(inst.ID) {
+	if !x.takesDown(inst.ID) || x.silent(inst.ID) {
 		return nil
 	}
 	id, err := x.agentOf(inst.ID)
@@ -286,7 +275,7 @@ func (x *executor) Drain(ctx context.Context, inst update.Instance) error {
 		return x.tolerate("drain", inst, err)
 	}
 	typ := protocol.DrainUpdate
-	if _, deleting := x.deletion(inst.ID); deleting || x.mode == modeStop || x.mode == modeStopHard || x.mode == modeDelete {
+	if _, deleting := x.deletion(inst.ID); deleting || x.stepsOf(inst.ID).Shutdown {
 		typ = protocol.DrainShutdown
 	}
 	_, err = x.d.agent(id).Drain(ctx, protocol.DrainRequest{Type: typ})
@@ -294,7 +283,7 @@ func (x *executor) Drain(ctx context.Context, inst update.Instance) error {
 }
 
 func (x *executor) Stop(ctx context.Context, inst update.Instance) error {
-	if x.mode == modeStart || x.silent(inst.ID) {
+	if !x.takesDown(inst.ID) || x.silent(inst.ID) {
 		return nil
 	}
 	id, err := x.agentOf(inst.ID)
@@ -330,7 +319,7 @@ func (x *executor) RecreateVM(ctx context.Context, inst update.Instance) error {
 			return err
 		}
 	}
-	if x.mode == modeStopHard {
+	if !x.stepsOf(pi.ID).Replace {
 		return nil
 	}
 	return x.createFor(ctx, pi)
@@ -339,7 +328,7 @@ func (x *executor) RecreateVM(ctx context.Context, inst update.Instance) error {
 // UpdateDisk creates, replaces (migrating the data) or removes the
 // instance's persistent disk as planned.
 func (x *executor) UpdateDisk(ctx context.Context, inst update.Instance) error {
-	if x.mode != modeDeploy {
+	if !x.stepsOf(inst.ID).Disk {
 		return nil
 	}
 	pi, err := x.planned(inst.ID)
@@ -413,10 +402,10 @@ func (x *executor) Apply(ctx context.Context, inst update.Instance) error {
 	x.mu.Lock()
 	fresh := x.fresh[inst.ID]
 	x.mu.Unlock()
-	switch x.mode {
-	case modeStop, modeStopHard:
+	switch x.stepsOf(inst.ID).Apply {
+	case plan.ApplyNever:
 		return nil
-	case modeStart, modeRestart:
+	case plan.ApplyFresh:
 		if !fresh {
 			return nil
 		}
@@ -466,8 +455,16 @@ func (x *executor) script(ctx context.Context, inst update.Instance, name string
 
 // staysDown reports whether the instance is not to be started: stopped by
 // the verb being run, or by an operator before this deploy.
-func (x *executor) staysDown(id string) bool {
-	return x.mode == modeStop || x.mode == modeStopHard || x.mode == modeDeploy && x.stopped[id]
+func (x *executor) staysDown(id string) bool { return !x.stepsOf(id).BringUp }
+
+// takesDown reports whether the instance's processes are taken down
+// (pre-stop, drain, stop) before it is changed; instances being deleted
+// always are.
+func (x *executor) takesDown(id string) bool {
+	if _, deleting := x.deletion(id); deleting {
+		return true
+	}
+	return x.stepsOf(id).TakeDown
 }
 
 func (x *executor) PreStart(ctx context.Context, inst update.Instance) error {
@@ -541,7 +538,7 @@ func (x *executor) PostStart(ctx context.Context, inst update.Instance) error {
 }
 
 func (x *executor) PostDeploy(ctx context.Context, inst update.Instance) error {
-	if x.mode != modeDeploy {
+	if !x.stepsOf(inst.ID).PostDeploy {
 		return nil
 	}
 	if _, err := x.agentOf(inst.ID); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/compleat/compleat/cpi"
@@ -39,8 +38,8 @@ func (d *Deployer) Delete(ctx context.Context, r *task.Reporter, name string, fo
 	}
 	p := plan.Teardown(st)
 	x := d.newExecutor(&p, name, cpiName, nil, nil, log)
-	x.mode, x.force = modeDelete, force
-	res, err := update.New(x, log).Run(ctx, p.Rollout(), update.Options{Reporter: &updateReporter{r: r, x: x}, NoPostDeploy: true})
+	x.force = force
+	res, err := update.New(x, log).Run(ctx, p.Rollout(), update.Options{Reporter: updateReporter{r}, NoPostDeploy: true})
 	if err != nil {
 		return "", err
 	}
@@ -166,52 +165,20 @@ func (d *Deployer) ChangeState(ctx context.Context, r *task.Reporter, req api.St
 	if err != nil {
 		return "", err
 	}
-	group, id, _ := strings.Cut(req.Target, "/")
-	mode := req.Action
+	verb := plan.Verb(req.Action)
 	if req.Action == "stop" && req.Hard {
-		mode = modeStopHard
+		verb = plan.VerbStopHard
 	}
-	recorded := map[string]string{}
+	states := map[string]string{}
 	for _, rec := range in.records {
-		recorded[rec.ID] = rec.State
+		states[rec.ID] = rec.State
 	}
-	ro := p.Rollout()
-	ro.Delete = nil
-	matched := 0
-	for gi := range ro.Groups {
-		g := &ro.Groups[gi]
-		for ii := range g.Instances {
-			ui := &g.Instances[ii]
-			pi, _ := p.Instance(ui.ID)
-			hit := group == "" || g.Name == group && (id == "" || id == ui.ID || id == strconv.Itoa(ui.Index))
-			ui.Changes, ui.Recreate, ui.DiskChange, ui.New = nil, false, false, false
-			if !hit {
-				continue
-			}
-			if pi.Existing && pi.VMCID == "" && (mode == modeStop || mode == modeStopHard) {
-				continue // nothing runs: nothing to stop
-			}
-			if !pi.Existing {
-				continue // never deployed: deploy creates it
-			}
-			matched++
-			// start and stop leave instances already in the state asked for.
-			switch state := recorded[ui.ID]; {
-			case mode == modeStart && state == "started" && pi.VMCID != "",
-				mode == modeStop && (state == "stopped" || state == "detached"),
-				mode == modeStopHard && state == "detached":
-				continue
-			}
-			ui.Changes = []string{req.Action + " requested"}
-			ui.New = pi.VMCID == ""
-			ui.Recreate = !ui.New && (mode == modeRecreate || mode == modeStopHard)
-		}
-	}
-	if req.Target != "" && matched == 0 {
-		return "", api.BadInput(fmt.Errorf("no instance of deployment %s matches %q", req.Deployment, req.Target))
+	lp, err := plan.Lifecycle(&p, verb, req.Target, states)
+	if err != nil {
+		return "", api.BadInput(err)
 	}
 	var x *executor
-	if mode == modeStop || mode == modeStopHard {
+	if verb == plan.VerbStop || verb == plan.VerbStopHard {
 		x = d.newExecutor(&p, req.Deployment, in.cpiName, nil, nil, log)
 	} else {
 		pkgs, err := d.compileFor(ctx, r, &p, in)
@@ -224,9 +191,10 @@ func (d *Deployer) ChangeState(ctx context.Context, r *task.Reporter, req api.St
 		}
 		x = d.newExecutor(&p, req.Deployment, in.cpiName, jobs, pkgs, log)
 	}
-	x.mode = mode
+	x.steps = lp.Steps
+	ro := lp.Rollout
 	// BOSH runs post-deploy on deploys only.
-	res, err := update.New(x, log).Run(ctx, ro, update.Options{Reporter: &updateReporter{r: r, x: x}, SkipDrain: req.SkipDrain, NoPostDeploy: true})
+	res, err := update.New(x, log).Run(ctx, ro, update.Options{Reporter: updateReporter{r}, Updated: x.recordApplied, SkipDrain: req.SkipDrain, NoPostDeploy: true})
 	if err != nil {
 		return "", err
 	}

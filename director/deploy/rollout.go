@@ -88,7 +88,7 @@ func (d *Deployer) Pause(deployment string) error {
 func (d *Deployer) rollout(ctx context.Context, r *task.Reporter, x *executor, ro update.Rollout, req api.DeployRequest, p *plan.Plan, rollingBack bool, log *slog.Logger) (update.Result, error) {
 	sx := newSwapping(x, r)
 	pause, done := d.rollouts.begin(req.Deployment)
-	res, err := update.New(sx, log).Run(ctx, ro, update.Options{Reporter: &updateReporter{r: r, x: x}, SkipDrain: req.SkipDrain, Pause: pause})
+	res, err := update.New(sx, log).Run(ctx, ro, update.Options{Reporter: updateReporter{r}, Updated: x.recordApplied, SkipDrain: req.SkipDrain, Pause: pause})
 	done()
 	if rerr := sx.retire(ctx, req.SkipDrain); rerr != nil {
 		err = errors.Join(err, rerr)

@@ -192,6 +192,9 @@ func TestGolden(t *testing.T) {
 				if err == nil {
 					checkInvariants(t, p, actual)
 				}
+				if verbs, ok := g.sections["lifecycle.txt"]; ok && err == nil {
+					got += formatLifecycle(t, &p, verbs, g.sections["states.yml"])
+				}
 			}
 			idx := -1
 			for i, f := range ar.Files {
@@ -303,4 +306,27 @@ func checkInvariants(t *testing.T, p plan.Plan, actual plan.State) {
 	if len(lost) > 0 {
 		t.Errorf("disks neither kept nor orphaned: %v", lost)
 	}
+}
+
+// formatLifecycle plans each line of a lifecycle.txt section ("VERB
+// [TARGET]") over p with the instance states of states.yml (id: state) and
+// formats the results, for the golden files of the lifecycle verbs.
+func formatLifecycle(t *testing.T, p *plan.Plan, verbs, statesYAML []byte) string {
+	t.Helper()
+	states := map[string]string{}
+	if err := yaml.Unmarshal(statesYAML, &states); err != nil {
+		t.Fatalf("states.yml: %v", err)
+	}
+	var b strings.Builder
+	for _, line := range strings.Split(strings.TrimSpace(string(verbs)), "\n") {
+		verb, target, _ := strings.Cut(strings.TrimSpace(line), " ")
+		fmt.Fprintf(&b, "\n$ %s\n", strings.TrimSpace(line))
+		lp, err := plan.Lifecycle(p, plan.Verb(verb), target, states)
+		if err != nil {
+			fmt.Fprintf(&b, "error: %v\n", err)
+			continue
+		}
+		b.WriteString(lp.Format())
+	}
+	return b.String()
 }

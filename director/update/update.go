@@ -184,10 +184,8 @@ type Event struct {
 	Note     string
 	Duration time.Duration
 	Err      error
-	// Instance is the instance the event is about. A "finished" event of
-	// "Updating instance" or "Creating missing vms" is the moment to record
-	// the instance's new state; of "Deleting unneeded instances", to forget
-	// it.
+	// Instance is the instance the event is about (Options.Updated, not an
+	// event, is where the new state is recorded).
 	Instance Instance
 }
 
@@ -213,6 +211,10 @@ type Options struct {
 	// NoPostDeploy leaves out the post-deploy stage: post-deploy belongs
 	// to deploys, not to recreate, restart, stop, start or a deletion.
 	NoPostDeploy bool
+	// Updated, when set, is called once every step of an instance's update
+	// succeeded, before its "finished" event: the moment to record what the
+	// instance runs now. An error fails the instance's update.
+	Updated func(Instance) error
 }
 
 // ErrPaused is returned when Options.Pause stopped the rollout.
@@ -592,6 +594,11 @@ func (r *run) instance(ctx context.Context, g Group, canary bool, in Instance, i
 	err := r.steps(ctx, g, canary, in, func(note string) {
 		r.report(Event{Stage: ev.Stage, Task: task, Index: idx, Total: total, State: "info", Note: note, Instance: in})
 	})
+	if err == nil && r.opts.Updated != nil {
+		if rerr := r.opts.Updated(in); rerr != nil {
+			err = fmt.Errorf("record instance state: %w", rerr)
+		}
+	}
 	ev.Duration = time.Since(began)
 	if err != nil {
 		label := in.Name()

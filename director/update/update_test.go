@@ -697,3 +697,37 @@ func TestSurgeNeedsTheSwapCapability(t *testing.T) {
 		t.Error("a max_surge note from an executor that cannot swap")
 	}
 }
+
+// Updated is called once for each instance whose steps all succeeded; when
+// it fails (the new state could not be recorded) the instance's update
+// fails, so a canary that cannot be recorded stops the rollout.
+func TestUpdatedHookRecordsAndItsFailureFailsTheInstance(t *testing.T) {
+	x := updatetest.New()
+	g := group(x, "web", 3, upd(1, 2, true))
+	var mu sync.Mutex
+	var recorded []string
+	ok := func(in update.Instance) error {
+		mu.Lock()
+		recorded = append(recorded, in.Name())
+		mu.Unlock()
+		return nil
+	}
+	res, err := update.New(x, nil).Run(context.Background(), update.Rollout{Groups: []update.Group{g}}, update.Options{MinWatchStep: time.Millisecond, Updated: ok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recorded) != 3 || recorded[0] != "web/w0" || len(res.Updated) != 3 {
+		t.Errorf("recorded %v, updated %d", recorded, len(res.Updated))
+	}
+
+	x = updatetest.New()
+	g = group(x, "web", 3, upd(1, 2, true))
+	broken := func(update.Instance) error { return errors.New("state file is read-only") }
+	res, err = update.New(x, nil).Run(context.Background(), update.Rollout{Groups: []update.Group{g}}, update.Options{MinWatchStep: time.Millisecond, Updated: broken})
+	if err == nil || !strings.Contains(err.Error(), "record instance state: state file is read-only") || !strings.Contains(err.Error(), "web/w0 (canary)") {
+		t.Fatalf("err = %v", err)
+	}
+	if len(res.Updated) != 0 || len(x.StepsOf("web/w1")) != 0 {
+		t.Errorf("the rollout went on past a canary whose state was not recorded: %+v", res)
+	}
+}
