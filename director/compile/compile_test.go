@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/compleat/compleat/director/compile"
@@ -207,23 +208,30 @@ func TestPackagingFailureNamesPackageShowsLogTailAndDeletesVMs(t *testing.T) {
 	}
 }
 
+// Runs in a synctest bubble: the compilations take 10 s of fake time, and
+// synctest.Wait is the moment both workers are blocked compiling.
 func TestCancelDeletesVMs(t *testing.T) {
-	cloud := compiletest.NewCloud(10 * time.Second)
-	c := compile.New(cloud, compiletest.NewCache(), nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		for cloud.CreatedVMs() < 2 {
-			time.Sleep(time.Millisecond)
+	synctest.Test(t, func(t *testing.T) {
+		cloud := compiletest.NewCloud(10 * time.Second)
+		c := compile.New(cloud, compiletest.NewCache(), nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() {
+			_, err := c.Compile(ctx, []compile.Target{{Stemcell: ubuntu, Packages: []compile.Package{pkg("a"), pkg("b"), pkg("c")}}}, compile.Options{Workers: 2, ReuseVMs: true})
+			errc <- err
+		}()
+		synctest.Wait()
+		if n := cloud.CreatedVMs(); n != 2 {
+			t.Fatalf("%d compile VMs when both workers compile, want 2", n)
 		}
 		cancel()
-	}()
-	_, err := c.Compile(ctx, []compile.Target{{Stemcell: ubuntu, Packages: []compile.Package{pkg("a"), pkg("b"), pkg("c")}}}, compile.Options{Workers: 2, ReuseVMs: true})
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("err = %v, want cancelled", err)
-	}
-	if cloud.LiveVMs() != 0 {
-		t.Errorf("%d compile VMs left after cancel", cloud.LiveVMs())
-	}
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want cancelled", err)
+		}
+		if cloud.LiveVMs() != 0 {
+			t.Errorf("%d compile VMs left after cancel", cloud.LiveVMs())
+		}
+	})
 }
 
 func TestCreateVMFailure(t *testing.T) {
@@ -302,36 +310,42 @@ func chainAndFan(cloud *compiletest.Cloud) []compile.Package {
 // startOrder runs the chain-and-fan DAG on 2 workers: it returns the first
 // two packages started, then finishes first and returns the package
 // started next.
+// It runs in a synctest bubble: synctest.Wait returns once every worker is
+// blocked at its package's gate, so what has started is exactly what the
+// scheduler chose, with no polling.
 func startOrder(t *testing.T, opts compile.Options, first string) (firstTwo []string, next string) {
 	t.Helper()
-	cloud := compiletest.NewCloud(0)
-	pkgs := chainAndFan(cloud)
-	c := compile.New(cloud, compiletest.NewCache(), nil)
-	done := make(chan error, 1)
-	go func() {
-		_, err := c.Compile(context.Background(), []compile.Target{{Stemcell: ubuntu, Packages: pkgs}}, opts)
-		done <- err
-	}()
-	wait := func(n int) []string {
-		for {
-			if s := cloud.Started(); len(s) >= n {
-				return s
+	synctest.Test(t, func(t *testing.T) {
+		cloud := compiletest.NewCloud(0)
+		pkgs := chainAndFan(cloud)
+		c := compile.New(cloud, compiletest.NewCache(), nil)
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.Compile(context.Background(), []compile.Target{{Stemcell: ubuntu, Packages: pkgs}}, opts)
+			done <- err
+		}()
+		synctest.Wait()
+		started := cloud.Started()
+		if len(started) != 2 {
+			t.Fatalf("started %v on 2 workers", started)
+		}
+		firstTwo = slices.Sorted(slices.Values(started))
+		close(cloud.Gates[first])
+		synctest.Wait()
+		started = cloud.Started()
+		if len(started) != 3 {
+			t.Fatalf("started %v after %s finished", started, first)
+		}
+		next = started[2]
+		for name, g := range cloud.Gates {
+			if name != first {
+				close(g)
 			}
-			time.Sleep(time.Millisecond)
 		}
-	}
-	firstTwo = wait(2)[:2]
-	slices.Sort(firstTwo)
-	close(cloud.Gates[first])
-	next = wait(3)[2]
-	for name, g := range cloud.Gates {
-		if name != first {
-			close(g)
+		if err := <-done; err != nil {
+			t.Fatal(err)
 		}
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	})
 	return firstTwo, next
 }
 
@@ -350,40 +364,43 @@ func TestCriticalPathFirstBeatsNaiveOrder(t *testing.T) {
 }
 
 func TestWaiterCompilesItselfWhenTheLeaderIsCancelled(t *testing.T) {
-	cloud := compiletest.NewCloud(200 * time.Millisecond)
-	c := compile.New(cloud, compiletest.NewCache(), nil)
-	targets := []compile.Target{{Stemcell: ubuntu, Packages: []compile.Package{pkg("slow")}}}
-	ctxA, cancelA := context.WithCancel(context.Background())
-	errA := make(chan error, 1)
-	go func() {
-		_, err := c.Compile(ctxA, targets, compile.Options{Workers: 1})
-		errA <- err
-	}()
-	for len(cloud.Started()) == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	resB := make(chan error, 1)
-	go func() {
-		res, err := c.Compile(context.Background(), targets, compile.Options{Workers: 1})
-		if err == nil && res.Compiled[0]["slow"].BlobID != "blob-slow" {
-			err = fmt.Errorf("result %+v", res)
+	synctest.Test(t, func(t *testing.T) {
+		cloud := compiletest.NewCloud(200 * time.Millisecond)
+		c := compile.New(cloud, compiletest.NewCache(), nil)
+		targets := []compile.Target{{Stemcell: ubuntu, Packages: []compile.Package{pkg("slow")}}}
+		ctxA, cancelA := context.WithCancel(context.Background())
+		errA := make(chan error, 1)
+		go func() {
+			_, err := c.Compile(ctxA, targets, compile.Options{Workers: 1})
+			errA <- err
+		}()
+		synctest.Wait() // A compiles "slow"
+		if len(cloud.Started()) != 1 {
+			t.Fatalf("stage A started %v", cloud.Started())
 		}
-		resB <- err
-	}()
-	time.Sleep(20 * time.Millisecond) // B is now waiting on A's compilation
-	cancelA()
-	if err := <-errA; !errors.Is(err, context.Canceled) {
-		t.Errorf("stage A: %v", err)
-	}
-	if err := <-resB; err != nil {
-		t.Errorf("stage B: %v", err)
-	}
-	if got := cloud.Compiled(); !slices.Equal(got, []string{"slow"}) {
-		t.Errorf("compiled %v, want slow once (by B)", got)
-	}
-	if cloud.LiveVMs() != 0 {
-		t.Errorf("%d VMs left", cloud.LiveVMs())
-	}
+		resB := make(chan error, 1)
+		go func() {
+			res, err := c.Compile(context.Background(), targets, compile.Options{Workers: 1})
+			if err == nil && res.Compiled[0]["slow"].BlobID != "blob-slow" {
+				err = fmt.Errorf("result %+v", res)
+			}
+			resB <- err
+		}()
+		synctest.Wait() // B waits on A's compilation of "slow"
+		cancelA()
+		if err := <-errA; !errors.Is(err, context.Canceled) {
+			t.Errorf("stage A: %v", err)
+		}
+		if err := <-resB; err != nil {
+			t.Errorf("stage B: %v", err)
+		}
+		if got := cloud.Compiled(); !slices.Equal(got, []string{"slow"}) {
+			t.Errorf("compiled %v, want slow once (by B)", got)
+		}
+		if cloud.LiveVMs() != 0 {
+			t.Errorf("%d VMs left", cloud.LiveVMs())
+		}
+	})
 }
 
 // A stage's own cloud (its compilation block, its CPI) makes its VMs; a
