@@ -92,6 +92,8 @@ type settings struct {
 	natsAddr  string
 	natsURL   string
 	cpis      *cpimanager.Config // used when no cpi config is stored
+	// externalCPIs may be run by cpi config entries of type external.
+	externalCPIs []string
 }
 
 func serve(ctx context.Context, o cli.ServeOptions, stdout, stderr io.Writer) error {
@@ -129,6 +131,9 @@ func devSettings(o cli.ServeOptions) (settings, error) {
 		tlsHosts: []string{"127.0.0.1", "localhost", host},
 		natsAddr: "127.0.0.1:0",
 		cpis:     &cpimanager.Config{CPIs: []cpimanager.Plugin{{Name: "local", Type: "local", Properties: props}}},
+		// BOSH CPI executables copied here by the operator may be used by
+		// cpi config entries of type external.
+		externalCPIs: []string{filepath.Join(dir, "external-cpis")},
 	}, nil
 }
 
@@ -141,6 +146,7 @@ func fileSettings(file string) (settings, error) {
 		dataDir: c.DataDir, listen: c.Listen, tokens: c.Tokens,
 		tlsCert: c.TLS.CertFile, tlsKey: c.TLS.KeyFile, tlsHosts: c.TLS.Hosts,
 		blobstore: c.Blobstore, natsAddr: c.NATS.Listen, natsURL: c.NATS.URL,
+		externalCPIs: c.ExternalCPIs,
 	}
 	if s.natsAddr == "" {
 		s.natsAddr = "0.0.0.0:4222"
@@ -265,11 +271,17 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 		return err
 	}
 	exe, _ := os.Executable()
+	uuid, err := directorUUID(s.dataDir)
+	if err != nil {
+		return err
+	}
 	d.CPIs = cpimanager.New(cpiCfg, cpimanager.Options{
-		Launcher:   hostLauncher{logger: logger},
-		Logger:     logger,
-		Observer:   d.Metrics.ObserveCPI,
-		SearchDirs: []string{filepath.Dir(exe)},
+		Launcher:     hostLauncher{logger: logger},
+		Logger:       logger,
+		Observer:     d.Metrics.ObserveCPI,
+		SearchDirs:   []string{filepath.Dir(exe)},
+		ExternalCPIs: s.externalCPIs,
+		DirectorUUID: uuid,
 	})
 	defer d.CPIs.Close()
 
@@ -483,6 +495,26 @@ func (c configs) Applied(cfg store.Config) error {
 	}
 	c.cpis.SetConfig(parsed)
 	return nil
+}
+
+// directorUUID is the director's uuid, made once and kept in
+// DIR/director-uuid (external CPIs receive it in every call's context).
+func directorUUID(dir string) (string, error) {
+	path := filepath.Join(dir, "director-uuid")
+	if raw, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(raw))) == 36 {
+		return strings.TrimSpace(string(raw)), nil
+	}
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	uuid := fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+	if err := os.WriteFile(path, []byte(uuid+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write director uuid: %w", err)
+	}
+	return uuid, nil
 }
 
 // hostLauncher launches plugins with the CPI SDK's host.

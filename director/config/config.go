@@ -23,6 +23,7 @@
 //	nats:
 //	  listen: 0.0.0.0:4222
 //	  url: nats://10.0.0.6:4222        # how agents reach it (default from listen)
+//	external_cpis: [/var/vcap/jobs/vsphere_cpi/bin/cpi]   # what type: external may run
 //	cpis:                             # used until a cpi config is uploaded
 //	- name: aws-east
 //	  type: aws
@@ -61,8 +62,12 @@ type Director struct {
 	Blobstore Blobstore `yaml:"blobstore"`
 	NATS      NATS      `yaml:"nats"`
 	CPIs      yaml.Node `yaml:"cpis"`
-	file      string    `yaml:"-"`
-	lines     map[string]int
+	// ExternalCPIs are the absolute paths of the BOSH CPI executables (or
+	// directories of them) that cpi config entries of type external may
+	// run; nothing else can be named by an uploaded cpi config.
+	ExternalCPIs []string `yaml:"external_cpis"`
+	file         string   `yaml:"-"`
+	lines        map[string]int
 }
 
 // TLS is the API server's certificate. Empty means the director's own CA
@@ -196,6 +201,11 @@ func (d *Director) validate() error {
 	}
 	if d.DataDir == "" {
 		errs = append(errs, d.errf("data_dir", "required"))
+	}
+	for i, p := range d.ExternalCPIs {
+		if !filepath.IsAbs(p) {
+			errs = append(errs, d.errf(fmt.Sprintf("external_cpis[%d]", i), "%q is not an absolute path", p))
+		}
 	}
 	if (d.TLS.CertFile == "") != (d.TLS.KeyFile == "") {
 		errs = append(errs, d.errf("tls", "cert_file and key_file go together"))

@@ -143,6 +143,58 @@ func TestBOSHRelease(t *testing.T) {
 			t.Errorf("kv-peers of the tarball deployment answers %q, want spec.deployment and spec.release", peers)
 		}
 	})
+
+	t.Run("a deploy through a type: external CPI", func(t *testing.T) {
+		// The local CPI behind BOSH's JSON protocol, as an operator would
+		// install a BOSH CPI executable: in a place the director allows
+		// (serve --dev: DATA/external-cpis).
+		cpiBin := filepath.Join(data, "external-cpis", "boshcpi")
+		build := exec.Command("go", "build", "-o", cpiBin, "./testdata/boshcpi")
+		build.Dir = filepath.Join(repoRoot(), "cpi", "local")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("build boshcpi: %v\n%s", err, out)
+		}
+		cloud := filepath.Join(work, "bosh-cloud")
+		t.Cleanup(func() { killAgents(cloud) })
+		cpiConfig := filepath.Join(work, "cpi.yml")
+		if err := os.WriteFile(cpiConfig, []byte(fmt.Sprintf(`cpis:
+- name: local
+  type: local
+  default: true
+  properties: {data_dir: %s, dynamic_range: 127.77.0.0/16}
+- name: bosh
+  type: external
+  exec_path: %s
+  properties: {data_dir: %s, dynamic_range: %s0.0/16}
+`, data, cpiBin, cloud, prefix)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		d.run("-n", "update-cpi-config", cpiConfig)
+		d.run("-n", "upload-stemcell", stemcell)
+		cc := moved(filepath.Join(repoRoot(), "manifests", "local", "cloud-config.yml"),
+			"- name: z2\n\nvm_types", "- name: z2\n- name: z3\n  cpi: bosh\n\nvm_types",
+			"\ncompilation:", "  - range: "+prefix+"3.0/24\n    gateway: "+prefix+"3.1\n    reserved: ["+prefix+"3.2 - "+prefix+"3.9]\n    static: ["+prefix+"3.10 - "+prefix+"3.19]\n    az: z3\n\ncompilation:")
+		if raw, _ := os.ReadFile(cc); !strings.Contains(string(raw), "cpi: bosh") || !strings.Contains(string(raw), "az: z3") {
+			t.Fatalf("cloud config edit failed:\n%s", raw)
+		}
+		d.run("-n", "update-cloud-config", cc)
+		deployed["kv-ext"] = true
+		manifest := moved(filepath.Join(repoRoot(), "test", "e2e", "testdata", "kv.yml"),
+			"name: kv\n\nreleases", "name: kv-ext\n\nreleases", "azs: [z1, z2]", "azs: [z3]",
+			prefix+"1.15, "+prefix+"2.15", prefix+"3.15, "+prefix+"3.16", "greeting: hello", "greeting: via-external-cpi")
+		d.deploy(manifest)
+		for _, ip := range []string{prefix + "3.15", prefix + "3.16"} {
+			if got := httpGet(t, "http://"+ip+":8080/"); !strings.HasPrefix(got, "via-external-cpi kv/") {
+				t.Errorf("%s answers %q, want via-external-cpi kv/N", ip, got)
+			}
+		}
+		if got := vmFiles(t, cloud, "sys/log/kv/kv.stdout.log"); got != 2 {
+			t.Errorf("%d VMs of the external CPI run kv, want 2", got)
+		}
+		if l := d.logs.String(); !strings.Contains(l, "cpi_name=bosh") || !strings.Contains(l, "request_id=cpi-") {
+			t.Errorf("the external CPI's log is not in the director's log")
+		}
+	})
 }
 
 // countRunning counts the `instances --ps` rows naming job/process that are
