@@ -48,6 +48,10 @@ func TestFindDeviceFromHints(t *testing.T) {
 		"azure lun":           {cpi.DiskHint{LUN: "2"}, sdc},
 		"device id":           {cpi.DiskHint{ID: "vol0123456789abcdef0"}, nvme},
 		"path":                {cpi.DiskHint{Path: sdc}, sdc},
+		// Nova attached the volume elsewhere than the path it reported.
+		"openstack volume id before a wrong path": {cpi.DiskHint{Path: sdc, VolumeID: "5a3f6c2e-8b1d-4e7a-9f00-123456789abc"}, vdb},
+		// No by-id link shows up: the path is the fallback.
+		"path fallback": {cpi.DiskHint{Path: sdc, VolumeID: "99999999-8b1d-4e7a-9f00-123456789abc"}, sdc},
 	} {
 		got, err := m.findDevice(ctx, tc.hint)
 		if err != nil || got != tc.want {

@@ -256,10 +256,10 @@ func (m *Manager) findDevice(ctx context.Context, hint cpi.DiskHint) (string, er
 		root = "/"
 	}
 	byID := filepath.Join(root, "dev", "disk", "by-id")
+	// Ids first: a device path is only what the cloud asked for, and Nova
+	// (among others) often attaches under another name (another disk may
+	// hold the path); the path is the fallback when no id shows up.
 	var candidates []string
-	if hint.Path != "" {
-		candidates = append(candidates, hint.Path)
-	}
 	if hint.ID != "" {
 		candidates = append(candidates, filepath.Join(byID, "*"+globEscape(hint.ID)+"*"))
 	}
@@ -279,14 +279,21 @@ func (m *Manager) findDevice(ctx context.Context, hint cpi.DiskHint) (string, er
 			filepath.Join(root, "dev", "disk", "azure", "scsi1", "lun"+lun),
 			filepath.Join(root, "dev", "disk", "azure", "data", "by-lun", lun))
 	}
-	if len(candidates) == 0 {
+	if len(candidates) == 0 && hint.Path == "" {
 		return "", errors.New("disk hint locates nothing (no path, id, volume id or lun)")
 	}
 	wait := m.DeviceWait
 	if wait <= 0 {
 		wait = 2 * time.Minute
 	}
-	deadline := time.Now().Add(wait)
+	start := time.Now()
+	deadline := start.Add(wait)
+	// With an id to look for, the path is tried only once the id has had
+	// time to appear (udev links a new disk within a second or two).
+	pathAfter := min(wait/2, 15*time.Second)
+	if len(candidates) == 0 {
+		pathAfter = 0
+	}
 	for {
 		for _, pattern := range candidates {
 			matches, _ := filepath.Glob(pattern)
@@ -297,6 +304,14 @@ func (m *Manager) findDevice(ctx context.Context, hint cpi.DiskHint) (string, er
 				if real, err := filepath.EvalSymlinks(p); err == nil {
 					return real, nil
 				}
+			}
+		}
+		if hint.Path != "" && time.Since(start) >= pathAfter {
+			if real, err := filepath.EvalSymlinks(hint.Path); err == nil {
+				if len(candidates) > 0 && m.Logger != nil {
+					m.Logger.Warn("no device by id for the disk hint; using its path", "hint_path", hint.Path, "volume_id", hint.VolumeID)
+				}
+				return real, nil
 			}
 		}
 		if time.Now().After(deadline) {

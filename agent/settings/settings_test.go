@@ -178,6 +178,35 @@ func TestOpenStackMetadataService(t *testing.T) {
 	check(t, s)
 }
 
+// The CPI cannot know the server id when it writes the user data: the
+// agent takes it from meta_data.json's uuid, from either source.
+func TestOpenStackVMCIDFromMetaData(t *testing.T) {
+	userData := `{"agent_id": "a-1", "vm": {"name": "vm-a-1"}, "mbus": "nats://127.0.0.1:4222"}`
+	meta := `{"uuid": "0f4c3e8a-1111-4222-8333-944455556666", "name": "vm-a-1"}`
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /openstack/latest/user_data", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(userData)) })
+	mux.HandleFunc("GET /openstack/latest/meta_data.json", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(meta)) })
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	latest := filepath.Join(dir, "openstack", "latest")
+	os.MkdirAll(latest, 0o755)
+	os.WriteFile(filepath.Join(latest, "meta_data.json"), []byte(meta), 0o644)
+	os.WriteFile(filepath.Join(latest, "user_data"), []byte(userData), 0o644)
+	for _, src := range []settings.Source{settings.OpenStackMetadata{BaseURL: srv.URL, Attempts: 1}, settings.OpenStackConfigDrive{Dir: dir}} {
+		b, err := src.Fetch(context.Background())
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		var got struct {
+			VM struct{ CID, Name string }
+		}
+		if err := json.Unmarshal(b, &got); err != nil || got.VM.CID != "0f4c3e8a-1111-4222-8333-944455556666" || got.VM.Name != "vm-a-1" {
+			t.Errorf("%s: vm = %+v (%v), want the uuid of meta_data.json as cid and the name kept", src, got.VM, err)
+		}
+	}
+}
+
 // TestOpenStackConfigDrive lays out a mounted config drive as OpenStack
 // documents it (openstack/latest/{meta_data.json,user_data}).
 func TestOpenStackConfigDrive(t *testing.T) {

@@ -224,10 +224,35 @@ func (o OpenStackMetadata) String() string { return "openstack metadata service"
 func (o OpenStackMetadata) Fetch(ctx context.Context) ([]byte, error) {
 	base := strings.TrimRight(orDefault(o.BaseURL, DefaultMetadataURL), "/")
 	b, err := retry(ctx, orAttempts(o.Attempts), orBackoff(o.Backoff), func() ([]byte, error) {
-		return get(ctx, o.Client, http.MethodGet, base+"/openstack/latest/user_data", nil)
+		b, err := get(ctx, o.Client, http.MethodGet, base+"/openstack/latest/user_data", nil)
+		if err != nil || hasVMCID(b) {
+			return b, err
+		}
+		md, err := get(ctx, o.Client, http.MethodGet, base+"/openstack/latest/meta_data.json", nil)
+		if err != nil {
+			return nil, fmt.Errorf("openstack meta_data.json: %w", err)
+		}
+		return withServerUUID(b, md)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("openstack user data: %w", err)
+	}
+	return b, nil
+}
+
+// withServerUUID sets vm.cid from meta_data.json's uuid: the server id
+// exists only once Nova has the server, so the CPI cannot put it in the
+// user data.
+func withServerUUID(userData, metaData []byte) ([]byte, error) {
+	var md struct {
+		UUID string `json:"uuid"`
+	}
+	if err := json.Unmarshal(metaData, &md); err != nil || md.UUID == "" {
+		return nil, permanent{fmt.Errorf("openstack meta_data.json has no uuid")}
+	}
+	b, err := withVMCID(userData, md.UUID)
+	if err != nil {
+		return nil, permanent{fmt.Errorf("openstack user data: %w", err)}
 	}
 	return b, nil
 }
@@ -260,7 +285,14 @@ func (o OpenStackConfigDrive) Fetch(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config drive: %w", err)
 	}
-	return b, nil
+	if hasVMCID(b) {
+		return b, nil
+	}
+	md, err := os.ReadFile(filepath.Join(dir, "openstack", "latest", "meta_data.json"))
+	if err != nil {
+		return nil, fmt.Errorf("config drive: %w", err)
+	}
+	return withServerUUID(b, md)
 }
 
 func mountConfigDrive(ctx context.Context) (string, func(), error) {

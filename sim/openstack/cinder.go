@@ -38,9 +38,23 @@ type volumeType struct {
 	IsPublic bool
 }
 
-// VolumePath is where the data of a volume lives: a directory the boot
-// machinery shows the VM the volume is attached to.
-func (c *Cloud) VolumePath(id string) string { return filepath.Join(c.dataDir, "volumes", id) }
+// VolumePath is where the data of a volume lives: a sparse image file of
+// the volume's size, which the boot machinery shows the VM the volume is
+// attached to as a block device.
+func (c *Cloud) VolumePath(id string) string { return filepath.Join(c.dataDir, "volumes", id+".img") }
+
+// sizeVolume makes (or grows) the volume's image file, sparse.
+func (c *Cloud) sizeVolume(id string, gib int) error {
+	if err := os.MkdirAll(filepath.Join(c.dataDir, "volumes"), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(c.VolumePath(id), os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Truncate(int64(gib) << 30)
+}
 
 func (c *Cloud) routeCinder(mux *http.ServeMux) {
 	h := func(pattern string, fn handler) { mux.HandleFunc(pattern, c.authed(cinder, fn)) }
@@ -159,7 +173,7 @@ func (c *Cloud) createVolume(w http.ResponseWriter, r *http.Request) *apiError {
 	for k, val := range in.Metadata {
 		v.Metadata[k] = val
 	}
-	if err := os.MkdirAll(c.VolumePath(v.ID), 0o700); err != nil {
+	if err := c.sizeVolume(v.ID, v.Size); err != nil {
 		return errorf(http.StatusInternalServerError, "could not create the volume's storage: %v", err)
 	}
 	c.volumes[v.ID] = v
@@ -285,7 +299,7 @@ func (c *Cloud) deleteVolume(w http.ResponseWriter, r *http.Request) *apiError {
 	v.Status = "deleting"
 	c.later(c.cfg.BuildTime/2, func() {
 		delete(c.volumes, v.ID)
-		if err := os.RemoveAll(c.VolumePath(v.ID)); err != nil {
+		if err := os.Remove(c.VolumePath(v.ID)); err != nil && !os.IsNotExist(err) {
 			c.log.Error("remove the storage of a volume", "volume", v.ID, "error", err)
 		}
 	})
@@ -322,6 +336,10 @@ func (c *Cloud) volumeAction(w http.ResponseWriter, r *http.Request) *apiError {
 	c.later(c.cfg.BuildTime/2, func() {
 		if v.Status == "extending" {
 			v.Status, v.Size = "available", size
+			if err := c.sizeVolume(v.ID, size); err != nil {
+				v.Status = "error_extending"
+				c.log.Error("extend the storage of a volume", "volume", v.ID, "error", err)
+			}
 		}
 	})
 	w.WriteHeader(http.StatusAccepted)

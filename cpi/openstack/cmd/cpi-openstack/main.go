@@ -5,17 +5,15 @@
 package main
 
 import (
-	"os"
+	"encoding/json"
+	"log/slog"
 
 	"github.com/compleat/compleat/cpi"
 	"github.com/compleat/compleat/cpi/openstack"
 )
 
 func main() {
-	impl, err := openstack.New(cpi.Properties(), openstack.WithLogger(cpi.Logger()))
-	if err != nil {
-		cpi.Logger().Error("cpi-openstack: bad properties", "error", err)
-		os.Exit(1)
-	}
-	cpi.Serve(impl)
+	cpi.Main(func(props json.RawMessage, logger *slog.Logger) (cpi.CPI, error) {
+		return openstack.New(props, openstack.WithLogger(logger))
+	})
 }
