@@ -19,7 +19,7 @@ MODULES   = $(shell $(GO) list -m -f '{{.Dir}}')
 STATICCHECK_VERSION := v0.8.2
 PLUGINS   := local aws openstack
 
-.PHONY: all build stemcell test test-short bench lint proto demo demo-down zdt clean
+.PHONY: all build stemcell test test-example test-short bench lint proto demo demo-down zdt clean
 
 all: build
 
@@ -41,6 +41,12 @@ stemcell: build
 test: build
 	$(GO) vet $(ALL)
 	$(GO) test -count=1 -timeout 20m $(ALL)
+	$(MAKE) test-example
+
+# The example CPI plugin, a module outside go.work, built and certified the
+# way an outside author's plugin is: GOWORK=off, the SDK through its replace.
+test-example:
+	cd examples/cpi-memory && GOWORK=off $(GO) vet ./... && GOWORK=off $(GO) test -count=1 ./...
 
 test-short:
 	$(GO) test -short $(ALL)
