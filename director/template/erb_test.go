@@ -195,13 +195,10 @@ func TestERBOneInterpreter(t *testing.T) {
 	}
 }
 
-// BenchmarkERBRender1000 renders a BOSH job (three templates) for 1,000
-// instances through one renderer, and reports the interpreter starts.
-func BenchmarkERBRender1000(b *testing.B) {
-	if _, err := exec.LookPath("ruby"); err != nil {
-		b.Skip("ruby is not installed")
-	}
-	job := Job{
+// benchJob is the BOSH job the benchmarks render: three templates using
+// spec, p and a link.
+func benchJob() Job {
+	return Job{
 		Name: "web",
 		Templates: []Template{
 			{Source: "ctl.erb", Dest: "bin/ctl", Text: "#!/bin/sh\nexec web --listen <%= spec.address %>:<%= p('port') %> --id <%= spec.id %>\n"},
@@ -210,6 +207,40 @@ func BenchmarkERBRender1000(b *testing.B) {
 		},
 		Properties: map[string]Property{"port": {Default: 80}, "log_level": {Default: "info"}},
 	}
+}
+
+// BenchmarkERBInterpreterPerTemplate100 is what the renderer avoids: a new
+// interpreter for every template, here for 100 instances (300 starts).
+func BenchmarkERBInterpreterPerTemplate100(b *testing.B) {
+	if _, err := exec.LookPath("ruby"); err != nil {
+		b.Skip("ruby is not installed")
+	}
+	job := benchJob()
+	starts := 0
+	for n := 0; n < b.N; n++ {
+		for i := 0; i < 100; i++ {
+			for _, tpl := range job.Templates {
+				one := job
+				one.Templates = []Template{tpl}
+				e := NewERB("")
+				if _, err := e.Render(one, erbInput()); err != nil {
+					b.Fatal(err)
+				}
+				starts += e.Starts()
+				e.Close()
+			}
+		}
+	}
+	b.ReportMetric(float64(starts)/float64(b.N), "interpreter-starts")
+}
+
+// BenchmarkERBRender1000 renders a BOSH job (three templates) for 1,000
+// instances through one renderer, and reports the interpreter starts.
+func BenchmarkERBRender1000(b *testing.B) {
+	if _, err := exec.LookPath("ruby"); err != nil {
+		b.Skip("ruby is not installed")
+	}
+	job := benchJob()
 	e := NewERB("")
 	defer e.Close()
 	b.ResetTimer()
