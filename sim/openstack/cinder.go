@@ -62,6 +62,7 @@ func (c *Cloud) routeCinder(mux *http.ServeMux) {
 		writeJSON(w, http.StatusMultipleChoices, map[string]any{"versions": []any{c.cinderVersionDoc()}})
 	}
 	mux.HandleFunc("GET /volume/{$}", versions)
+	mux.HandleFunc("GET /volume", versions)
 	mux.HandleFunc("GET /volume/v3/{$}", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"versions": []any{c.cinderVersionDoc()}})
 	})

@@ -64,6 +64,7 @@ func (c *Cloud) routeGlance(mux *http.ServeMux) {
 			"id": "v2.16", "status": "CURRENT", "links": []any{map[string]string{"rel": "self", "href": c.baseURL + "/image/v2/"}}}}})
 	}
 	mux.HandleFunc("GET /image/{$}", versions)
+	mux.HandleFunc("GET /image", versions)
 	mux.HandleFunc("GET /image/versions", versions)
 	h("POST /image/v2/images", c.createImage)
 	h("GET /image/v2/images", c.listImages)

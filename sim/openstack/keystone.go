@@ -10,9 +10,11 @@ import (
 const keystoneVersion = "v3.14"
 
 func (c *Cloud) routeKeystone(mux *http.ServeMux) {
-	mux.HandleFunc("GET /identity/{$}", func(w http.ResponseWriter, r *http.Request) {
+	versions := func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusMultipleChoices, map[string]any{"versions": map[string]any{"values": []any{c.keystoneVersionDoc()}}})
-	})
+	}
+	mux.HandleFunc("GET /identity/{$}", versions)
+	mux.HandleFunc("GET /identity", versions)
 	mux.HandleFunc("GET /identity/v3/{$}", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"version": c.keystoneVersionDoc()})
 	})

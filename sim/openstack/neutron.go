@@ -91,10 +91,12 @@ func lastAddr(p netip.Prefix) netip.Addr {
 
 func (c *Cloud) routeNeutron(mux *http.ServeMux) {
 	h := func(pattern string, fn handler) { mux.HandleFunc(pattern, c.authed(neutron, fn)) }
-	mux.HandleFunc("GET /network/{$}", func(w http.ResponseWriter, r *http.Request) {
+	versions := func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"versions": []any{map[string]any{
 			"id": "v2.0", "status": "CURRENT", "links": []any{map[string]any{"rel": "self", "href": c.baseURL + "/network/v2.0/"}}}}})
-	})
+	}
+	mux.HandleFunc("GET /network/{$}", versions)
+	mux.HandleFunc("GET /network", versions)
 	h("GET /network/v2.0/extensions", func(w http.ResponseWriter, r *http.Request) *apiError {
 		var ext []any
 		for _, a := range []string{"security-group", "router", "external-net", "binding", "port-security", "standard-attr-description"} {

@@ -79,9 +79,11 @@ type serverFault struct {
 
 func (c *Cloud) routeNova(mux *http.ServeMux) {
 	h := func(pattern string, fn handler) { mux.HandleFunc(pattern, c.authed(nova, fn)) }
-	mux.HandleFunc("GET /compute/{$}", func(w http.ResponseWriter, r *http.Request) {
+	versions := func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"versions": []any{c.novaVersionDoc()}})
-	})
+	}
+	mux.HandleFunc("GET /compute/{$}", versions)
+	mux.HandleFunc("GET /compute", versions)
 	versionDoc := func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"version": c.novaVersionDoc()})
 	}
