@@ -44,7 +44,8 @@ type Client struct {
 type Options struct {
 	// RequestTimeout bounds each single request (default 30s).
 	RequestTimeout time.Duration
-	// PollInterval is the wait between get_task polls (default 250ms).
+	// PollInterval is the longest wait between get_task polls (default
+	// 250ms); the first poll comes after 5ms and the wait doubles up to it.
 	PollInterval time.Duration
 	// Logger receives debug lines about tasks (default discards).
 	Logger *slog.Logger
@@ -224,6 +225,9 @@ func (c *Client) call(ctx context.Context, method string, arg, out any) error {
 
 // task starts a long method and polls get_task until it ends. When ctx ends
 // first the agent task is cancelled (best effort) and ctx's error returned.
+// firstPoll is the wait before the first get_task poll of a long task.
+const firstPoll = 5 * time.Millisecond
+
 func (c *Client) task(ctx context.Context, method string, arg, out any) error {
 	var st protocol.TaskStatus
 	if err := c.call(ctx, method, arg, &st); err != nil {
@@ -238,7 +242,11 @@ func (c *Client) task(ctx context.Context, method string, arg, out any) error {
 		}
 		return fmt.Errorf("%s agent %s: %w", method, c.agentID, ctx.Err())
 	}
-	t := time.NewTicker(c.opts.PollInterval)
+	// Most agent tasks (a missing or quick script, a drain that answers at
+	// once) end within milliseconds: poll soon, then back off to
+	// PollInterval, so that quick tasks do not each cost a whole interval.
+	wait := min(firstPoll, c.opts.PollInterval)
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	for st.State == protocol.TaskRunning {
 		select {
@@ -246,6 +254,8 @@ func (c *Client) task(ctx context.Context, method string, arg, out any) error {
 			return abandon()
 		case <-t.C:
 		}
+		wait = min(2*wait, c.opts.PollInterval)
+		t.Reset(wait)
 		next, err := c.GetTask(ctx, st.AgentTaskID)
 		if ctx.Err() != nil {
 			return abandon()

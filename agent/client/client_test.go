@@ -107,6 +107,23 @@ func TestLongTaskIsPolledToItsResult(t *testing.T) {
 	}
 }
 
+// A quick task is polled soon after it starts, not after a whole poll
+// interval: with an interval of an hour, a task done at its first poll
+// still returns long before the test's deadline.
+func TestQuickTaskIsPolledSoon(t *testing.T) {
+	f := &fakeAgent{pollsFor: 2}
+	c := client.New(setup(t, f), "a1", client.Options{PollInterval: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := c.CompilePackage(ctx, protocol.CompilePackageRequest{Name: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.SHA256 != "abc" || f.polls != 2 {
+		t.Fatalf("result %+v after %d polls", res, f.polls)
+	}
+}
+
 func TestContextEndCancelsTheAgentTask(t *testing.T) {
 	f := &fakeAgent{pollsFor: -1}
 	c := client.New(setup(t, f), "a1", client.Options{PollInterval: time.Millisecond})

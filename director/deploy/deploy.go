@@ -172,7 +172,10 @@ func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req api.DeployR
 		return "", err
 	}
 	// Rendered jobs.
-	jobBlobs, err := d.storeRendered(ctx, &p)
+	jobBlobs, err := d.storeRendered(ctx, &p, func(id string) bool {
+		in, _ := p.Instance(id)
+		return len(in.Changes) > 0 // only changed instances are applied
+	})
 	if err != nil {
 		return "", err
 	}

@@ -100,9 +100,12 @@ func (x *executor) tolerate(what string, inst update.Instance, err error) error 
 	return nil
 }
 
-// record updates an instance's store record in one transaction.
+// record updates an instance's store record in one transaction, batched
+// with the records of the other instances of the same batch (one fsync for
+// all of them; the function may run again, so it only reads and writes the
+// one record).
 func (x *executor) record(pi *plan.Instance, fn func(rec *store.Instance) error) error {
-	return x.d.c.Store.Update(func(tx *store.Tx) error {
+	return x.d.c.Store.Batch(func(tx *store.Tx) error {
 		rec, err := tx.Instance(x.deployment, pi.Group, pi.ID)
 		if errors.Is(err, store.ErrNotFound) {
 			st := pi.State()

@@ -185,7 +185,7 @@ func (d *Deployer) ChangeState(ctx context.Context, r *task.Reporter, req api.St
 		if err != nil {
 			return "", err
 		}
-		jobs, err := d.storeRendered(ctx, &p)
+		jobs, err := d.storeRendered(ctx, &p, func(id string) bool { _, ok := lp.Steps[id]; return ok })
 		if err != nil {
 			return "", err
 		}

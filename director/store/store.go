@@ -116,7 +116,7 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	// Batch commits wait at most this long for company: enough for the
 	// parallel steps of a stage to share a commit, short for a lone writer.
-	db.MaxBatchDelay = 2 * time.Millisecond
+	db.MaxBatchDelay = 500 * time.Microsecond
 	if err := upgrade(db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("state file %s: %w", path, err)

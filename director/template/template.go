@@ -9,12 +9,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"path"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	gotemplate "text/template"
 
 	yaml "go.yaml.in/yaml/v3"
@@ -480,15 +482,22 @@ func hashFiles(files []File) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// gzipWriters keeps compressors for Archive: a deflate compressor at best
+// compression costs about a megabyte to make, far more than compressing a
+// job's few small files, and a deploy archives every changed instance's jobs.
+var gzipWriters = sync.Pool{New: func() any {
+	zw, _ := gzip.NewWriterLevel(io.Discard, gzip.BestCompression) // the level is valid
+	return zw
+}}
+
 // Archive returns the rendered job as a deterministic tar.gz: entries sorted,
 // directories included, owner root, modification time zero. The same
 // rendering always yields the same bytes.
 func (r Rendered) Archive() ([]byte, error) {
 	var buf bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-	if err != nil {
-		return nil, fmt.Errorf("archive job %s: %w", r.Job, err)
-	}
+	zw := gzipWriters.Get().(*gzip.Writer)
+	defer gzipWriters.Put(zw)
+	zw.Reset(&buf)
 	tw := tar.NewWriter(zw)
 	dirs := map[string]bool{}
 	for _, f := range r.Files {
