@@ -45,7 +45,10 @@ func conformanceConfig(t *testing.T, c *cloud, manual bool) cpitest.Config {
 			return c.instanceState(t, cid) == types.InstanceStateNameRunning
 		},
 		DeliveredSettings: c.userData,
-		Timeout:           2 * time.Minute,
+		// Unknown keys are ignored on purpose (docs/cpi/aws.md): vm
+		// extensions may carry keys for other tools.
+		IgnoresUnknownKeys: true,
+		Timeout:            2 * time.Minute,
 	}
 	if c.endpoint == "" {
 		cfg.Timeout = 15 * time.Minute

@@ -285,3 +285,29 @@ func (s *suite) vmCount(t *testing.T) int {
 	}
 	return len(vms)
 }
+
+// testRestart checks that a plugin started again (after a crash, an
+// upgrade) never hands out a cid the first one gave: ids must come from the
+// cloud or be random, not from a counter in the process.
+func testRestart(t *testing.T, s *suite) {
+	stemcell := s.stemcell(t)
+	first := s.vm(t, 0, stemcell)
+	second := s.newCPI(t)
+	if has, err := second.HasVM(s.ctx, first.CID); err != nil || !has {
+		t.Skipf("a second plugin does not see VM %s of the first (HasVM = %v, %v): each plugin has a cloud of its own, so cids across restarts are not checked", first.CID, has, err)
+	}
+	req := s.vmRequest(1, stemcell)
+	res, err := second.CreateVM(s.ctx, req)
+	if err != nil {
+		t.Fatalf("CreateVM through a restarted plugin: %v", err)
+	}
+	t.Cleanup(func() {
+		s.cleanup(t, "DeleteVM", func(ctx context.Context) error { return second.DeleteVM(ctx, res.CID) })
+	})
+	if res.CID == first.CID {
+		t.Fatalf("a restarted plugin created VM %s, the cid the first plugin gave to another VM (make cids unique across plugin processes: the cloud's ids, or random ones)", res.CID)
+	}
+	if has, err := s.c.HasVM(s.ctx, first.CID); err != nil || !has {
+		t.Errorf("HasVM(%s) after a restarted plugin created VM %s = %v, %v; want true, nil", first.CID, res.CID, has, err)
+	}
+}

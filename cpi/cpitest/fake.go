@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/compleat/compleat/cpi"
@@ -91,7 +92,8 @@ type FakeSnapshot struct {
 // networks keep the IP asked for and dynamic networks get one from
 // 127.200.0.0/16 (addresses only; nothing listens on them).
 //
-// Cloud properties it understands (unknown keys are ignored):
+// Cloud properties it understands (unknown keys are ignored unless
+// RefuseUnknownCloudProperties):
 //
 //	VM:   {"instance_type": string, "fail": bool}   (fail=true makes CreateVM fail with ErrVMCreationFailed)
 //	disk: {"type": string}
@@ -110,6 +112,7 @@ type Fake struct {
 	calls     map[Method]int
 	stateFile string // see Persist
 	saveErr   error
+	strict    bool // see RefuseUnknownCloudProperties
 }
 
 var (
@@ -138,6 +141,29 @@ func (f *Fake) SetCapabilities(c cpi.Capabilities) {
 	defer f.mu.Unlock()
 	f.caps = c
 	f.persist()
+}
+
+// RefuseUnknownCloudProperties makes the Fake refuse cloud property keys it
+// does not know, as the contract asks of a plugin (the conformance suite
+// checks it). By default it ignores them, so that the director's tests may
+// pass whatever a manifest holds.
+func (f *Fake) RefuseUnknownCloudProperties() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.strict = true
+}
+
+// checkKnown refuses, when strict, a key of props not in known.
+func (f *Fake) checkKnown(props map[string]any, known ...string) error {
+	if !f.strict {
+		return nil
+	}
+	for _, k := range slices.Sorted(maps.Keys(props)) {
+		if !slices.Contains(known, k) {
+			return cpi.InvalidCloudProperty(k, "unknown property (known here: %s)", strings.Join(known, ", "))
+		}
+	}
+	return nil
 }
 
 // FailNext makes the next call of method m return err without any effect.
@@ -319,6 +345,9 @@ func (f *Fake) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.Creat
 	if err != nil {
 		return cpi.CreateVMResult{}, err
 	}
+	if err := f.checkKnown(props, "fail", "instance_type", "ephemeral_disk_size"); err != nil {
+		return cpi.CreateVMResult{}, err
+	}
 	if v, ok := props["instance_type"]; ok {
 		if _, ok := v.(string); !ok {
 			return cpi.CreateVMResult{}, cpi.InvalidCloudProperty("instance_type", "must be a string, got %s", jsonType(v))
@@ -493,6 +522,9 @@ func (f *Fake) CreateDisk(ctx context.Context, req cpi.CreateDiskRequest) (strin
 	}
 	props, err := objectProps(req.CloudProperties)
 	if err != nil {
+		return "", err
+	}
+	if err := f.checkKnown(props, "type"); err != nil {
 		return "", err
 	}
 	if v, ok := props["type"]; ok {

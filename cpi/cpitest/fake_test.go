@@ -23,21 +23,28 @@ func fakeConfig() cpitest.Config {
 	}
 }
 
+// strict is the Fake as the conformance suite wants a plugin.
+func strict() *cpitest.Fake {
+	f := cpitest.NewFake()
+	f.RefuseUnknownCloudProperties()
+	return f
+}
+
 func TestFakeConformsDynamic(t *testing.T) {
-	cpitest.Run(t, func(t *testing.T) cpi.CPI { return cpitest.NewFake() }, fakeConfig())
+	cpitest.Run(t, func(t *testing.T) cpi.CPI { return strict() }, fakeConfig())
 }
 
 func TestFakeConformsManual(t *testing.T) {
 	cfg := fakeConfig()
 	cfg.Networks = cpitest.ManualNetworks("127.77.0.250")
-	cpitest.Run(t, func(t *testing.T) cpi.CPI { return cpitest.NewFake() }, cfg)
+	cpitest.Run(t, func(t *testing.T) cpi.CPI { return strict() }, cfg)
 }
 
 func TestFakeConformsWithoutOptionalCapabilities(t *testing.T) {
 	cfg := fakeConfig()
 	cfg.Networks = cpitest.ManualNetworks("127.77.0.10")
 	cpitest.Run(t, func(t *testing.T) cpi.CPI {
-		f := cpitest.NewFake()
+		f := strict()
 		f.SetCapabilities(cpi.Capabilities{})
 		return f
 	}, cfg)

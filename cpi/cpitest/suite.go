@@ -67,6 +67,13 @@ type Config struct {
 	// skipped, saying so.
 	DeliveredSettings func(ctx context.Context, vmCID string) (json.RawMessage, error)
 
+	// IgnoresUnknownKeys declares that the plugin deliberately ignores
+	// cloud property keys it does not know (cpi-aws does, so that
+	// vm_extensions may carry keys for other tools; document it). Then the
+	// suite checks that such a key does no harm; otherwise it must be
+	// refused with ErrInvalidCloudProperties naming it.
+	IgnoresUnknownKeys bool
+
 	// Timeout bounds each test of the suite (default 2 minutes).
 	Timeout time.Duration
 }
@@ -152,13 +159,14 @@ func Run(t *testing.T, newCPI func(t *testing.T) cpi.CPI, cfg Config) {
 		{"Networks", testNetworks},
 		{"DiskAttachment", testDiskAttachment},
 		{"CancelledContext", testCancelledContext},
+		{"Restart", testRestart},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			defer recovered(t)
 			ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 			defer cancel()
-			s := &suite{cfg: cfg, c: newCPI(t), ctx: ctx, director: newDirectorID()}
+			s := &suite{cfg: cfg, c: newCPI(t), newCPI: newCPI, ctx: ctx, director: newDirectorID()}
 			info, err := s.c.Info(ctx)
 			if err != nil {
 				t.Fatalf("Info: %v", err)
@@ -180,10 +188,12 @@ func recovered(t *testing.T) {
 
 // suite is one subtest's state.
 type suite struct {
-	cfg  Config
-	c    cpi.CPI
-	ctx  context.Context
-	info cpi.Info
+	cfg Config
+	c   cpi.CPI
+	// newCPI starts another plugin on the same cloud (Restart).
+	newCPI func(t *testing.T) cpi.CPI
+	ctx    context.Context
+	info   cpi.Info
 	// director is the director id in the tags of every VM and disk this
 	// subtest creates: unique per subtest, so that a cloud shared between
 	// runs (moto, a real account) does not mix their objects.
@@ -426,10 +436,14 @@ func testDiskLifecycle(t *testing.T, s *suite) {
 		t.Errorf("GetDisks(%s) = %v after detach, want it without %s", vm.CID, disks, disk)
 	}
 
-	err = s.c.ResizeDisk(s.ctx, disk, 128)
+	// Sizes whole GiB apart, for clouds that round to GiB.
+	err = s.c.ResizeDisk(s.ctx, disk, 2048)
 	if s.info.Capabilities.ResizeDisk {
 		if err != nil {
 			t.Errorf("ResizeDisk: %v (Info says resize_disk)", err)
+		}
+		if err := s.c.ResizeDisk(s.ctx, disk, 1024); err == nil {
+			t.Errorf("ResizeDisk of disk %s from 2048 to 1024 MB succeeded (refuse to shrink a disk: its data would not fit)", disk)
 		}
 	} else {
 		wantCode(t, "ResizeDisk without the resize_disk capability", err, cpi.ErrNotImplemented)
@@ -602,6 +616,50 @@ func testInvalidCloudProperties(t *testing.T, s *suite) {
 		Networks: req.Networks, AgentSettings: req.AgentSettings,
 	})
 	wantCode(t, "CreateVM with cloud properties that are not an object", err, cpi.ErrInvalidCloudProperties)
+
+	// An unknown key is refused, naming it: a misspelt property must not
+	// be silently ignored.
+	const unknown = "cpitest_unknown_key"
+	req = s.vmRequest(0, stemcell)
+	req.CloudProperties = withKey(t, s.cfg.VMCloudProperties, unknown)
+	res, err = s.c.CreateVM(s.ctx, req)
+	if err == nil {
+		s.cleanup(t, "DeleteVM", func(ctx context.Context) error { return s.c.DeleteVM(ctx, res.CID) })
+	}
+	s.checkUnknownKey(t, "CreateVM", unknown, err)
+	disk, err := s.c.CreateDisk(s.ctx, cpi.CreateDiskRequest{SizeMB: 64, CloudProperties: withKey(t, s.cfg.DiskCloudProperties, unknown)})
+	if err == nil {
+		s.cleanup(t, "DeleteDisk", func(ctx context.Context) error { return s.c.DeleteDisk(ctx, disk) })
+	}
+	s.checkUnknownKey(t, "CreateDisk", unknown, err)
+}
+
+// checkUnknownKey checks the answer to cloud properties with an unknown key.
+func (s *suite) checkUnknownKey(t *testing.T, call, key string, err error) {
+	t.Helper()
+	if s.cfg.IgnoresUnknownKeys {
+		if err != nil {
+			t.Errorf("%s with the unknown cloud property %q: %v (Config.IgnoresUnknownKeys says it is ignored)", call, key, err)
+		}
+		return
+	}
+	if !errors.Is(err, cpi.ErrInvalidCloudProperties) || fieldOf(err) != key {
+		t.Errorf("%s with the unknown cloud property %q: %v, want ErrInvalidCloudProperties naming it (refuse keys you do not know, as cpi.DecodeCloudProperties does; or ignore them on purpose, document it and set Config.IgnoresUnknownKeys)", call, key, err)
+	}
+}
+
+// withKey returns the JSON object raw with one more key.
+func withKey(t *testing.T, raw json.RawMessage, key string) json.RawMessage {
+	t.Helper()
+	m := map[string]json.RawMessage{}
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &m); err != nil {
+			t.Fatalf("cpitest: cloud properties %s are not an object: %v", raw, err)
+		}
+	}
+	m[key] = json.RawMessage(`1`)
+	b, _ := json.Marshal(m)
+	return b
 }
 
 func fieldOf(err error) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -125,8 +126,79 @@ func (b dynamicWorksUnclaimed) Info(ctx context.Context) (cpi.Info, error) {
 	return info, err
 }
 
+// strictFake is the Fake as the contract wants a plugin: refusing unknown
+// cloud property keys.
+func strictFake() *cpitest.Fake {
+	f := cpitest.NewFake()
+	f.RefuseUnknownCloudProperties()
+	return f
+}
+
+// ignoresUnknownKeys ignores cloud property keys it does not know.
+type ignoresUnknownKeys struct{ *cpitest.Fake }
+
+// shrinks resizes a disk to a smaller size.
+type shrinks struct{ *cpitest.Fake }
+
+func (b shrinks) ResizeDisk(ctx context.Context, disk string, mb int64) error {
+	if err := b.Fake.ResizeDisk(ctx, disk, mb); err != nil && mb > 0 {
+		if has, _ := b.Fake.HasDisk(ctx, disk); has {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+// counterIDs names VMs from a counter in the process, so that a plugin
+// started again on the same cloud hands out the first one's names again
+// (the cloud here is one Fake shared by every instance).
+type counterIDs struct {
+	*cpitest.Fake
+	n *int
+}
+
+var (
+	sharedCloud   = strictFake()
+	sharedCloudMu sync.Mutex
+	aliases       = map[string]string{} // counter id -> the cloud's
+)
+
+func newCounterIDs() cpi.CPI { return counterIDs{Fake: sharedCloud, n: new(int)} }
+
+func (b counterIDs) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.CreateVMResult, error) {
+	res, err := b.Fake.CreateVM(ctx, req)
+	if err != nil {
+		return res, err
+	}
+	sharedCloudMu.Lock()
+	defer sharedCloudMu.Unlock()
+	*b.n++
+	id := fmt.Sprintf("vm-%d", *b.n)
+	aliases[id] = res.CID
+	res.CID = id
+	return res, nil
+}
+
+func (b counterIDs) cloudID(id string) string {
+	sharedCloudMu.Lock()
+	defer sharedCloudMu.Unlock()
+	if c, ok := aliases[id]; ok {
+		return c
+	}
+	return id
+}
+
+func (b counterIDs) HasVM(ctx context.Context, id string) (bool, error) {
+	return b.Fake.HasVM(ctx, b.cloudID(id))
+}
+
+func (b counterIDs) DeleteVM(ctx context.Context, id string) error {
+	return b.Fake.DeleteVM(ctx, b.cloudID(id))
+}
+
 func newDeleteVMLeavesDisk() deleteVMLeavesDisk {
-	return deleteVMLeavesDisk{Fake: cpitest.NewFake(), mu: &sync.Mutex{}, zombie: map[string]string{}}
+	return deleteVMLeavesDisk{Fake: strictFake(), mu: &sync.Mutex{}, zombie: map[string]string{}}
 }
 
 func (b deleteVMLeavesDisk) DeleteVM(ctx context.Context, cid string) error {
@@ -254,27 +326,30 @@ var broken = map[string]struct {
 	want   string
 	cfg    func(*cpitest.Config)
 }{
-	"deleteMissingFails":  {func() cpi.CPI { return deleteMissingFails{cpitest.NewFake()} }, "deletes are idempotent", nil},
-	"sameIP":              {func() cpi.CPI { return sameIP{cpitest.NewFake()} }, "both got ip 127.200.9.9", nil},
-	"noField":             {func() cpi.CPI { return noField{cpitest.NewFake()} }, `names field "", want "instance_type"`, nil},
-	"lyingCapabilities":   {func() cpi.CPI { return lyingCapabilities{cpitest.NewFake()} }, "Info says snapshots", nil},
-	"stringErrors":        {func() cpi.CPI { return stringErrors{cpitest.NewFake()} }, "want VMNotFound", nil},
-	"listIgnoresFilter":   {func() cpi.CPI { return listIgnoresFilter{cpitest.NewFake()} }, "filter on the compleat_director tag", nil},
-	"listNoTags":          {func() cpi.CPI { return listNoTags{cpitest.NewFake()} }, "apply every tag of the create request", nil},
-	"listLyingCapability": {func() cpi.CPI { return listLyingCapability{cpitest.NewFake()} }, "Info says list_disks", nil},
+	"deleteMissingFails":  {func() cpi.CPI { return deleteMissingFails{strictFake()} }, "deletes are idempotent", nil},
+	"sameIP":              {func() cpi.CPI { return sameIP{strictFake()} }, "both got ip 127.200.9.9", nil},
+	"noField":             {func() cpi.CPI { return noField{strictFake()} }, `names field "", want "instance_type"`, nil},
+	"lyingCapabilities":   {func() cpi.CPI { return lyingCapabilities{strictFake()} }, "Info says snapshots", nil},
+	"stringErrors":        {func() cpi.CPI { return stringErrors{strictFake()} }, "want VMNotFound", nil},
+	"listIgnoresFilter":   {func() cpi.CPI { return listIgnoresFilter{strictFake()} }, "filter on the compleat_director tag", nil},
+	"listNoTags":          {func() cpi.CPI { return listNoTags{strictFake()} }, "apply every tag of the create request", nil},
+	"listLyingCapability": {func() cpi.CPI { return listLyingCapability{strictFake()} }, "Info says list_disks", nil},
 
-	"noSettings":                {func() cpi.CPI { return noSettings{cpitest.NewFake()} }, "deliver req.AgentSettings to the VM", nil},
-	"ignoresContext":            {func() cpi.CPI { return ignoresContext{cpitest.NewFake()} }, "CreateVM with a cancelled context succeeded", nil},
-	"manualIPIgnored":           {func() cpi.CPI { return manualIPIgnored{cpitest.NewFake()} }, "configure exactly it", nil},
-	"dynamicIPRepeats":          {func() cpi.CPI { return dynamicIPRepeats{cpitest.NewFake()} }, "both got dynamic ip 127.200.9.9", manual},
-	"dynamicClaimedUnsupported": {func() cpi.CPI { return dynamicClaimedUnsupported{cpitest.NewFake()} }, "Info says dynamic_networks: assign the address", manual},
-	"dynamicWorksUnclaimed":     {func() cpi.CPI { return dynamicWorksUnclaimed{cpitest.NewFake()} }, "although Info does not claim dynamic_networks", manual},
+	"noSettings":                {func() cpi.CPI { return noSettings{strictFake()} }, "deliver req.AgentSettings to the VM", nil},
+	"ignoresContext":            {func() cpi.CPI { return ignoresContext{strictFake()} }, "CreateVM with a cancelled context succeeded", nil},
+	"manualIPIgnored":           {func() cpi.CPI { return manualIPIgnored{strictFake()} }, "configure exactly it", nil},
+	"dynamicIPRepeats":          {func() cpi.CPI { return dynamicIPRepeats{strictFake()} }, "both got dynamic ip 127.200.9.9", manual},
+	"dynamicClaimedUnsupported": {func() cpi.CPI { return dynamicClaimedUnsupported{strictFake()} }, "Info says dynamic_networks: assign the address", manual},
+	"dynamicWorksUnclaimed":     {func() cpi.CPI { return dynamicWorksUnclaimed{strictFake()} }, "although Info does not claim dynamic_networks", manual},
 	"deleteVMLeavesDisk":        {func() cpi.CPI { return newDeleteVMLeavesDisk() }, "DeleteVM must detach the VM's disks", nil},
-	"diskNearMissingVM":         {func() cpi.CPI { return diskNearMissingVM{cpitest.NewFake()} }, "CreateDisk near a missing VM", nil},
-	"detachElsewhere":           {func() cpi.CPI { return detachElsewhere{cpitest.NewFake()} }, "DetachDisk of a disk attached to another VM", nil},
-	"resizeMissing":             {func() cpi.CPI { return resizeMissing{cpitest.NewFake()} }, "ResizeDisk(missing)", nil},
-	"calcNotImplemented":        {func() cpi.CPI { return calcNotImplemented{cpitest.NewFake()} }, "CalculateVMCloudProperties answers NotImplemented: it is required", nil},
-	"panics":                    {func() cpi.CPI { return panics{cpitest.NewFake()} }, "the plugin panicked: reboot: nil map", nil},
+	"diskNearMissingVM":         {func() cpi.CPI { return diskNearMissingVM{strictFake()} }, "CreateDisk near a missing VM", nil},
+	"detachElsewhere":           {func() cpi.CPI { return detachElsewhere{strictFake()} }, "DetachDisk of a disk attached to another VM", nil},
+	"resizeMissing":             {func() cpi.CPI { return resizeMissing{strictFake()} }, "ResizeDisk(missing)", nil},
+	"calcNotImplemented":        {func() cpi.CPI { return calcNotImplemented{strictFake()} }, "CalculateVMCloudProperties answers NotImplemented: it is required", nil},
+	"ignoresUnknownKeys":        {func() cpi.CPI { return ignoresUnknownKeys{cpitest.NewFake()} }, "refuse keys you do not know, as cpi.DecodeCloudProperties does", nil},
+	"shrinks":                   {func() cpi.CPI { return shrinks{strictFake()} }, "refuse to shrink a disk", nil},
+	"counterIDs":                {newCounterIDs, "make cids unique across plugin processes", nil},
+	"panics":                    {func() cpi.CPI { return panics{strictFake()} }, "the plugin panicked: reboot: nil map", nil},
 }
 
 // TestBrokenCPIHelper runs the suite against one broken CPI when the parent

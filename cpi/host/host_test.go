@@ -184,7 +184,11 @@ func TestConformanceThroughPluginBinary(t *testing.T) {
 func TestConformanceInProcess(t *testing.T) {
 	cfg := fakeConfig()
 	cfg.Networks = cpitest.ManualNetworks("127.77.1.1")
-	cpitest.RunInProcess(t, func(*testing.T) cpi.CPI { return cpitest.NewFake() }, cfg)
+	cpitest.RunInProcess(t, func(*testing.T) cpi.CPI {
+		f := cpitest.NewFake()
+		f.RefuseUnknownCloudProperties()
+		return f
+	}, cfg)
 }
 
 // sentinels is every error code of the contract with its sentinel.

@@ -53,6 +53,7 @@ func newPlugin(properties json.RawMessage, log *slog.Logger) (cpi.CPI, error) {
 	slices.Sort(names)
 	log.Debug("fake plugin starting", "pid", os.Getpid(), "env", strings.Join(names, ","))
 	fake := cpitest.NewFake()
+	fake.RefuseUnknownCloudProperties() // as the contract asks of a plugin
 	if props.StateFile != "" {
 		lock, err := os.OpenFile(props.StateFile+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 		if err == nil {
