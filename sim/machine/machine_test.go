@@ -362,3 +362,44 @@ func TestLeftovers(t *testing.T) {
 		t.Fatalf("leftovers after delete: %v", left)
 	}
 }
+
+// A volume attached to a second VM before the first lets go keeps the
+// second VM's device when the first detaches (a recreate: the cloud
+// detaches from the old instance after attaching to the new one).
+func TestVolumeMovesBetweenVMs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: volumes are loop devices in the vm's own mount namespace")
+	}
+	ctx := context.Background()
+	h := newHost(t)
+	if !h.Isolated() {
+		t.Skip("no mount namespaces here")
+	}
+	image := filepath.Join(t.TempDir(), "vol.img")
+	if err := CreateImage(image, 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	vol := Volume{ID: "vol-0aaaaaaaaaaaaaaaa", Image: image, Links: AWSVolumeLinks("vol-0aaaaaaaaaaaaaaaa")}
+	var devs []string
+	for _, id := range []string{"i-a", "i-b"} {
+		vm, err := h.Boot(ctx, Spec{ID: id, Agent: agentPath(t), IP: "127.80.1.30", Infrastructure: AWS, Metadata: metadata(id)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.AttachVolume(ctx, id, vol); err != nil {
+			t.Fatal(err)
+		}
+		listing := waitFor(t, filepath.Join(vm.Dir, rootDirName, "dev-disk"), func(s string) bool { return strings.Contains(s, "vol0aaaa") })
+		_, dev, _ := strings.Cut(listing, " ")
+		devs = append(devs, dev)
+	}
+	if devs[0] == devs[1] {
+		t.Fatalf("both vms got %s", devs[0])
+	}
+	if err := h.DetachVolume(ctx, "i-a", vol.ID); err != nil {
+		t.Fatal(err)
+	}
+	if loopBacking(t, devs[0]) == image || loopBacking(t, devs[1]) != image {
+		t.Fatalf("after detach from i-a: %s backed by %q, %s by %q", devs[0], loopBacking(t, devs[0]), devs[1], loopBacking(t, devs[1]))
+	}
+}

@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/compleat/compleat/cpi/proctree"
 )
 
 // Volume is a cloud volume to show a VM.
@@ -163,14 +161,45 @@ func (h *Host) DetachVolume(ctx context.Context, id, volumeID string) error {
 	return nil
 }
 
-// releaseVolume removes a volume's links and releases its loop devices.
+// releaseVolume removes a volume's links and releases its loop device.
+// Only that device: the volume may be attached to another VM already,
+// through a device of its own.
 func releaseVolume(vmDir string, rec volumeRecord) error {
 	for _, l := range rec.Links {
 		if err := os.Remove(filepath.Join(vmDir, devDiskDir, l)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
 	}
-	return proctree.ReleaseLoops(rec.Image)
+	return releaseLoop(rec.Loop, rec.Image)
+}
+
+// releaseLoop detaches the loop device dev if the image still backs it. A
+// device still mounted (in a VM's namespace) is marked to detach itself when
+// it is last unmounted.
+func releaseLoop(dev, image string) error {
+	var img unix.Stat_t
+	if err := unix.Stat(image, &img); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	fd, err := unix.Open(dev, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("release %s: %w", dev, err)
+	}
+	defer unix.Close(fd)
+	info, err := unix.IoctlLoopGetStatus64(fd)
+	if err != nil || info.Device != uint64(img.Dev) || info.Inode != img.Ino {
+		return nil // free already, or backed by something else now
+	}
+	if err := unix.IoctlSetInt(fd, unix.LOOP_CLR_FD, 0); err != nil && !errors.Is(err, unix.ENXIO) {
+		return fmt.Errorf("release %s (backed by %s): %w", dev, image, err)
+	}
+	return nil
 }
 
 // attachLoop attaches image to a free loop device with partition scanning
