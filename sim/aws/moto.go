@@ -1,0 +1,101 @@
+package aws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// ErrNoMoto: moto_server is not on PATH.
+var ErrNoMoto = errors.New("moto_server is not on PATH (moto 5: pip install 'moto[server]')")
+
+// Moto is a running moto_server: moto's standalone server, which answers
+// the EC2 API (and others) as AWS documents it, keeping its state in
+// memory.
+type Moto struct {
+	// URL is the server's endpoint, http://127.0.0.1:PORT.
+	URL string
+	// PID is the server's process id; it leads its own process group.
+	PID    int
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// StartMoto starts moto_server on addr (a 127.x host:port; port 0 picks a
+// free one), its output appended to logPath, and returns once it answers.
+// The server leads a process group of its own, which Stop ends.
+func StartMoto(ctx context.Context, addr, logPath string) (*Moto, error) {
+	bin, err := exec.LookPath("moto_server")
+	if err != nil {
+		return nil, ErrNoMoto
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("moto address %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return nil, fmt.Errorf("moto address %q: must be a loopback address", addr)
+	}
+	if port == "0" {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return nil, err
+		}
+		port = strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+		l.Close()
+	}
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+	cmd := exec.Command(bin, "-H", host, "-p", port)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start moto_server: %w", err)
+	}
+	m := &Moto{URL: "http://" + net.JoinHostPort(host, port), PID: cmd.Process.Pid, cmd: cmd, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(m.exited) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(m.URL + "/moto-api/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return m, nil
+			}
+		}
+		select {
+		case <-m.exited:
+			return nil, fmt.Errorf("moto_server exited before answering (log: %s)", logPath)
+		case <-ctx.Done():
+			m.Stop()
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			m.Stop()
+			return nil, fmt.Errorf("moto_server did not answer on %s within a minute (log: %s)", m.URL, logPath)
+		}
+	}
+}
+
+// Stop ends the server's process group (SIGTERM, then SIGKILL after 5s)
+// and waits for the server to exit.
+func (m *Moto) Stop() {
+	_ = syscall.Kill(-m.PID, syscall.SIGTERM)
+	select {
+	case <-m.exited:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(-m.PID, syscall.SIGKILL)
+		<-m.exited
+	}
+}
