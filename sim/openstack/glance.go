@@ -357,12 +357,16 @@ func (c *Cloud) storeImageData(id string, body io.Reader) (int64, string, string
 	defer f.Close()
 	m, s := md5.New(), sha512.New()
 	lim := &io.LimitedReader{R: body, N: c.cfg.MaxImageBytes + 1}
-	n, err := io.Copy(io.MultiWriter(f, m, s), lim)
+	sw := &sparseWriter{f: f}
+	n, err := io.CopyBuffer(io.MultiWriter(sw, m, s), lim, make([]byte, 1<<20))
 	if err != nil {
 		return 0, "", "", errorf(http.StatusBadRequest, "Error in store configuration or the upload was interrupted: %v", err)
 	}
 	if n > c.cfg.MaxImageBytes {
 		return 0, "", "", errorf(http.StatusRequestEntityTooLarge, "Image exceeds the storage quota: the image is larger than %d bytes.", c.cfg.MaxImageBytes)
+	}
+	if err := f.Truncate(n); err != nil {
+		return 0, "", "", errorf(http.StatusInternalServerError, "could not store the image: %v", err)
 	}
 	if err := f.Close(); err != nil {
 		return 0, "", "", errorf(http.StatusInternalServerError, "could not store the image: %v", err)
@@ -397,4 +401,37 @@ func (c *Cloud) downloadImage(w http.ResponseWriter, r *http.Request) *apiError 
 	}
 	_, _ = io.Copy(w, f)
 	return nil
+}
+
+// sparseWriter writes to a file, seeking over blocks of zeros so that a
+// sparse image stays sparse on disk (the file is truncated to its size
+// at the end).
+type sparseWriter struct {
+	f *os.File
+}
+
+func (w *sparseWriter) Write(p []byte) (int, error) {
+	const block = 64 << 10
+	for off := 0; off < len(p); off += block {
+		b := p[off:min(off+block, len(p))]
+		if allZero(b) {
+			if _, err := w.f.Seek(int64(len(b)), io.SeekCurrent); err != nil {
+				return off, err
+			}
+			continue
+		}
+		if _, err := w.f.Write(b); err != nil {
+			return off, err
+		}
+	}
+	return len(p), nil
+}
+
+func allZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
 }
