@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/compleat/compleat/cpi"
 	"github.com/compleat/compleat/director/blobstore"
+	"github.com/compleat/compleat/director/compile"
 	"github.com/compleat/compleat/director/release"
 	"github.com/compleat/compleat/director/stemcell"
 	"github.com/compleat/compleat/director/store"
@@ -91,6 +93,13 @@ func (u *Uploads) importRelease(ctx context.Context, rep *task.Reporter, tarball
 			return rel, false, fmt.Errorf("package %s: %w", p.Name, err)
 		}
 		rel.Packages = append(rel.Packages, store.ReleasePackage{Name: p.Name, Fingerprint: p.Fingerprint, SHA256: sum, BlobID: id, Dependencies: p.Dependencies})
+	}
+	if len(a.CompiledPackages) > 0 {
+		compiled, err := u.importCompiled(ctx, rep, a)
+		if err != nil {
+			return rel, false, err
+		}
+		rel.Packages = append(rel.Packages, compiled...)
 	}
 	jobs := rep.Stage("Uploading jobs", len(a.Jobs))
 	for _, j := range a.Jobs {
@@ -248,4 +257,55 @@ func (u *Uploads) importStemcell(ctx context.Context, rep *task.Reporter, tarbal
 		return rec, created, BadInput(fmt.Errorf("no configured cpi (%v) takes stemcell formats %v", names, m.StemcellFormats))
 	}
 	return rec, created, u.Store.Update(func(tx *store.Tx) error { return tx.PutStemcell(rec) })
+}
+
+// importCompiled stores a compiled release's packages: each blob is the
+// package's blob (what the release names) and, under the compile cache key
+// for the stemcell it was compiled on, its compiled form, so that a deploy
+// on that stemcell compiles nothing. On another stemcell the package would
+// have to be compiled from a source it does not have: the deploy fails at
+// compilation naming the package.
+func (u *Uploads) importCompiled(ctx context.Context, rep *task.Reporter, a *release.Archive) ([]store.ReleasePackage, error) {
+	byName := map[string]release.CompiledPackageEntry{}
+	for _, p := range a.CompiledPackages {
+		byName[p.Name] = p.CompiledPackageEntry
+	}
+	var transitive func(name string, seen map[string]bool) []compile.Package
+	transitive = func(name string, seen map[string]bool) []compile.Package {
+		var out []compile.Package
+		for _, d := range byName[name].Dependencies {
+			if seen[d] {
+				continue
+			}
+			seen[d] = true
+			out = append(out, compile.Package{Name: d, Fingerprint: byName[d].Fingerprint})
+			out = append(out, transitive(d, seen)...)
+		}
+		return out
+	}
+	var out []store.ReleasePackage
+	stage := rep.Stage("Uploading compiled packages", len(a.CompiledPackages))
+	for _, p := range a.CompiledPackages {
+		if err := task.Checkpoint(ctx); err != nil {
+			return nil, err
+		}
+		var id, sum string
+		err := stage.Run(p.Name+"/"+short(p.Fingerprint)+" for "+p.Stemcell, func() error {
+			var err error
+			id, sum, err = u.storeBlob(ctx, p.Path, p.Fingerprint, (*store.Tx).PackageBlob)
+			if err != nil {
+				return err
+			}
+			osName, version, _ := strings.Cut(p.Stemcell, "/")
+			key := compile.CacheKey(compile.Package{Name: p.Name, Fingerprint: p.Fingerprint}, transitive(p.Name, map[string]bool{}), compile.Stemcell{OS: osName, Version: version})
+			return u.Store.Update(func(tx *store.Tx) error {
+				return tx.PutCompiledPackage(store.CompiledPackage{Key: key, Name: p.Name, Fingerprint: p.Fingerprint, Stemcell: p.Stemcell, BlobID: id, SHA256: sum})
+			})
+		})
+		if err != nil {
+			return nil, fmt.Errorf("compiled package %s: %w", p.Name, err)
+		}
+		out = append(out, store.ReleasePackage{Name: p.Name, Fingerprint: p.Fingerprint, SHA256: sum, BlobID: id, Dependencies: p.Dependencies})
+	}
+	return out, nil
 }

@@ -39,6 +39,47 @@ type Archive struct {
 	Dir      string
 	Jobs     []*ArchiveJob     // in release.MF order
 	Packages []*ArchivePackage // in release.MF order
+	// CompiledPackages are a compiled release's packages, in release.MF
+	// order.
+	CompiledPackages []*ArchiveCompiledPackage
+}
+
+// ArchiveCompiledPackage is compiled_packages/<name>.tgz of a compiled
+// release: the package's installed files, compiled for Stemcell.
+type ArchiveCompiledPackage struct {
+	CompiledPackageEntry
+	// Path is the verified tarball in the archive's directory.
+	Path string
+}
+
+// compiledFingerprintOf checks a compiled package tarball (regular files
+// and directories only, inside the limits) and computes its fingerprint.
+func compiledFingerprintOf(file string, deps []string, lim tgz.Limits) (string, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var files []FileDigest
+	err = tgz.Walk(f, lim, func(e tgz.Entry, body io.Reader) error {
+		switch e.Type {
+		case tar.TypeDir:
+			return nil
+		case tar.TypeReg:
+		default:
+			return fmt.Errorf("%q: only regular files and directories are allowed in a compiled package: %w", e.Name, tgz.ErrEntryType)
+		}
+		h := sha256.New()
+		if _, err := io.Copy(h, body); err != nil {
+			return fmt.Errorf("%q: %w", e.Name, err)
+		}
+		files = append(files, FileDigest{Name: e.Name, Executable: e.Mode&0o111 != 0, SHA256: hex.EncodeToString(h.Sum(nil))})
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return CompiledPackageFingerprint(files, deps), nil
 }
 
 // ArchiveJob is one verified job of an archive.
@@ -140,7 +181,7 @@ func (a *Archive) load(r io.Reader, opts OpenOptions) error {
 		return err
 	}
 	defer root.Close()
-	for _, d := range []string{"jobs", "packages"} {
+	for _, d := range []string{"jobs", "packages", "compiled_packages"} {
 		if err := root.Mkdir(d, 0o700); err != nil {
 			return err
 		}
@@ -154,7 +195,7 @@ func (a *Archive) load(r io.Reader, opts OpenOptions) error {
 	var mf []byte
 	err = tgz.Walk(r, opts.Limits, func(e tgz.Entry, body io.Reader) error {
 		switch {
-		case e.Type == tar.TypeDir && (e.Name == "jobs" || e.Name == "packages"):
+		case e.Type == tar.TypeDir && (e.Name == "jobs" || e.Name == "packages" || e.Name == "compiled_packages"):
 			return nil
 		case e.Type != tar.TypeReg:
 			return fmt.Errorf("entry %q: only regular files are allowed in a release tarball: %w", e.Name, tgz.ErrEntryType)
@@ -169,8 +210,8 @@ func (a *Archive) load(r io.Reader, opts OpenOptions) error {
 		}
 		dir, base := path.Split(e.Name)
 		name, ok := strings.CutSuffix(base, ".tgz")
-		if (dir != "jobs/" && dir != "packages/") || !ok || !ValidName(name) {
-			return fmt.Errorf("entry %q: %w: want release.MF, jobs/<name>.tgz or packages/<name>.tgz", e.Name, ErrUnexpectedEntry)
+		if (dir != "jobs/" && dir != "packages/" && dir != "compiled_packages/") || !ok || !ValidName(name) {
+			return fmt.Errorf("entry %q: %w: want release.MF, jobs/<name>.tgz, packages/<name>.tgz or compiled_packages/<name>.tgz", e.Name, ErrUnexpectedEntry)
 		}
 		out, err := root.OpenFile(e.Name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
@@ -235,6 +276,20 @@ func (a *Archive) load(r io.Reader, opts OpenOptions) error {
 			return fmt.Errorf("entry %q: fingerprint %s, release.MF says %s: %w", name, fp, p.Fingerprint, ErrFingerprintMismatch)
 		}
 		a.Packages = append(a.Packages, &ArchivePackage{PackageEntry: p, Path: filepath.Join(a.Dir, filepath.FromSlash(name))})
+	}
+	for _, p := range m.CompiledPackages {
+		name := "compiled_packages/" + p.Name + ".tgz"
+		if err := check(name, p.Size, p.SHA256); err != nil {
+			return err
+		}
+		fp, err := compiledFingerprintOf(filepath.Join(a.Dir, filepath.FromSlash(name)), p.Dependencies, opts.Limits)
+		if err != nil {
+			return fmt.Errorf("entry %q: %w", name, err)
+		}
+		if fp != p.Fingerprint {
+			return fmt.Errorf("entry %q: fingerprint %s, release.MF says %s: %w", name, fp, p.Fingerprint, ErrFingerprintMismatch)
+		}
+		a.CompiledPackages = append(a.CompiledPackages, &ArchiveCompiledPackage{CompiledPackageEntry: p, Path: filepath.Join(a.Dir, filepath.FromSlash(name))})
 	}
 	for _, j := range m.Jobs {
 		name := "jobs/" + j.Name + ".tgz"

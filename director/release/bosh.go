@@ -1,7 +1,6 @@
 package release
 
 import (
-	"bytes"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -20,9 +19,10 @@ import (
 // directory or a BOSH tarball is the same job to the compiled-package
 // cache and the planner. The release's own name and version are kept.
 //
-// Compiled releases (compiled_packages) are refused with an error saying
-// so: their packages would have to be matched to a stemcell (see
-// docs/bosh-compat.md).
+// A compiled release (compiled_packages, each naming the "os/version" of
+// the stemcell it was compiled on) is recorded the same way; its packages'
+// fingerprints are computed from the compiled content (see
+// [CompiledPackageFingerprint]).
 
 // FileSums are the digests of one entry of a release tarball.
 type FileSums struct {
@@ -70,7 +70,7 @@ func IsBOSHManifest(mf []byte) bool {
 			}
 		}
 	}
-	return bytes.Contains(mf, []byte("compiled_packages:"))
+	return false
 }
 
 // checkDigest compares a BOSH digest ("<sha1 hex>" or "sha256:<hex>") with
@@ -96,9 +96,6 @@ func convertBOSHManifest(mf []byte, dir string, files map[string]FileSums, opts 
 	var b boshManifest
 	if err := decodeStrict(mf, &b); err != nil {
 		return nil, fmt.Errorf("%s (BOSH form): %w", ManifestFile, err)
-	}
-	if len(b.CompiledPackages) > 0 {
-		return nil, fmt.Errorf("%s: compiled_packages: compiled BOSH releases are not supported; upload the source release (see docs/bosh-compat.md)", ManifestFile)
 	}
 	m := &Manifest{Name: b.Name, Version: b.Version, CommitHash: b.CommitHash, UncommittedChanges: b.UncommittedChanges, Jobs: []JobEntry{}, Packages: []PackageEntry{}}
 	if m.CommitHash == "" {
@@ -129,6 +126,18 @@ func convertBOSHManifest(mf []byte, dir string, files map[string]FileSums, opts 
 		}
 		deps := append([]string{}, p.Dependencies...)
 		m.Packages = append(m.Packages, PackageEntry{Name: p.Name, Version: fp, Fingerprint: fp, SHA256: got.SHA256, Size: got.Size, Dependencies: deps})
+	}
+	for _, p := range b.CompiledPackages {
+		got, file, err := verify("compiled_packages", p)
+		if err != nil {
+			return nil, err
+		}
+		fp, err := compiledFingerprintOf(file, p.Dependencies, opts.Limits)
+		if err != nil {
+			return nil, fmt.Errorf("entry %q: %w", "compiled_packages/"+p.Name+".tgz", err)
+		}
+		m.CompiledPackages = append(m.CompiledPackages, CompiledPackageEntry{Name: p.Name, Version: fp, Fingerprint: fp, SHA256: got.SHA256, Size: got.Size,
+			Dependencies: append([]string{}, p.Dependencies...), Stemcell: p.Stemcell})
 	}
 	for _, j := range b.Jobs {
 		got, file, err := verify("jobs", j)

@@ -103,6 +103,28 @@ func rewrite(t *testing.T, in string, edit func(string) string) string {
 	return out
 }
 
+// A BOSH compiled release opens with its compiled packages, their stemcell
+// and dependencies; the jobs need no source package.
+func TestOpenBOSHCompiledRelease(t *testing.T) {
+	a, err := release.Open(releasetest.BOSHCompiledTarball(t, kvRelease(), "kv", "3", "linux/1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	m := a.Manifest
+	if len(m.Packages) != 0 || len(m.CompiledPackages) != 2 || len(a.CompiledPackages) != 2 {
+		t.Fatalf("manifest %+v", m)
+	}
+	for _, p := range m.CompiledPackages {
+		if p.Stemcell != "linux/1" || len(p.Fingerprint) != 64 {
+			t.Errorf("compiled package %+v", p)
+		}
+		if p.Name == "kv-server" && strings.Join(p.Dependencies, ",") != "kv-lib" {
+			t.Errorf("kv-server dependencies %v", p.Dependencies)
+		}
+	}
+}
+
 func TestOpenBOSHTarballRefusals(t *testing.T) {
 	good := releasetest.BOSHTarball(t, kvRelease(), "kv", "1", releasetest.SHA1)
 	cases := []struct {
@@ -120,7 +142,7 @@ func TestOpenBOSHTarballRefusals(t *testing.T) {
 		}, "neither 40 hex digits nor sha256"},
 		{"compiled release", func(s string) string {
 			return s + "compiled_packages:\n- name: kv-lib\n  version: x\n  fingerprint: x\n  sha1: 0000000000000000000000000000000000000000\n  stemcell: ubuntu-jammy/1.1\n  dependencies: []\n"
-		}, "compiled BOSH releases are not supported"},
+		}, `entry "compiled_packages/kv-lib.tgz": missing entry`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package release
 
 import (
 	"fmt"
+	"strings"
 )
 
 // ManifestFile is the name of the release manifest at the root of a release
@@ -18,6 +19,21 @@ type Manifest struct {
 	UncommittedChanges bool           `yaml:"uncommitted_changes" json:"uncommitted_changes"`
 	Jobs               []JobEntry     `yaml:"jobs" json:"jobs"`
 	Packages           []PackageEntry `yaml:"packages" json:"packages"`
+	// CompiledPackages make a compiled release: packages already compiled
+	// for one stemcell, deployed on it without compiling.
+	CompiledPackages []CompiledPackageEntry `yaml:"compiled_packages,omitempty" json:"compiled_packages,omitempty"`
+}
+
+// CompiledPackageEntry describes compiled_packages/<name>.tgz.
+type CompiledPackageEntry struct {
+	Name         string   `yaml:"name" json:"name"`
+	Version      string   `yaml:"version" json:"version"`
+	Fingerprint  string   `yaml:"fingerprint" json:"fingerprint"`
+	SHA256       string   `yaml:"sha256" json:"sha256"`
+	Size         int64    `yaml:"size" json:"size"`
+	Dependencies []string `yaml:"dependencies" json:"dependencies"`
+	// Stemcell is the "os/version" the package was compiled on.
+	Stemcell string `yaml:"stemcell" json:"stemcell"`
 }
 
 // JobEntry describes jobs/<name>.tgz in a release tarball.
@@ -99,14 +115,33 @@ func (m *Manifest) Validate() error {
 		}
 		pkgs[p.Name] = p
 	}
-	for _, p := range m.Packages {
+	all := append([]PackageEntry{}, m.Packages...)
+	for i, p := range m.CompiledPackages {
+		if !ValidName(p.Name) {
+			return fmt.Errorf("compiled_packages[%d]: invalid package name %q", i, p.Name)
+		}
+		if _, dup := pkgs[p.Name]; dup {
+			return fmt.Errorf("compiled_packages[%d]: package %q listed twice", i, p.Name)
+		}
+		if err := checkEntry(p.Fingerprint, p.SHA256, p.Size); err != nil {
+			return fmt.Errorf("compiled package %q: %w", p.Name, err)
+		}
+		os, version, ok := strings.Cut(p.Stemcell, "/")
+		if !ok || os == "" || version == "" {
+			return fmt.Errorf("compiled package %q: field stemcell: want os/version, got %q", p.Name, p.Stemcell)
+		}
+		entry := PackageEntry{Name: p.Name, Fingerprint: p.Fingerprint, Dependencies: p.Dependencies}
+		pkgs[p.Name] = entry
+		all = append(all, entry)
+	}
+	for _, p := range all {
 		for _, d := range p.Dependencies {
 			if _, ok := pkgs[d]; !ok {
 				return fmt.Errorf("package %q: dependency %q is not in the release", p.Name, d)
 			}
 		}
 	}
-	if cycle := findCycle(m.Packages); cycle != nil {
+	if cycle := findCycle(all); cycle != nil {
 		return fmt.Errorf("package dependency cycle: %s", joinArrow(cycle))
 	}
 	jobs := map[string]bool{}

@@ -90,6 +90,13 @@ func PackageFingerprint(files []FileDigest, dependencies []string) string {
 	return fingerprint("compleat-package-v1", files, dependencies)
 }
 
+// CompiledPackageFingerprint is the fingerprint of a compiled package of a
+// compiled release: as [PackageFingerprint] over its installed files, with
+// the first line "compleat-compiled-package-v1".
+func CompiledPackageFingerprint(files []FileDigest, dependencies []string) string {
+	return fingerprint("compleat-compiled-package-v1", files, dependencies)
+}
+
 func fingerprint(kind string, files []FileDigest, deps []string) string {
 	fs := append([]FileDigest(nil), files...)
 	sort.Slice(fs, func(i, j int) bool { return fs[i].Name < fs[j].Name })

@@ -144,6 +144,30 @@ func TestBOSHRelease(t *testing.T) {
 		}
 	})
 
+	t.Run("a BOSH compiled release deploys without compiling", func(t *testing.T) {
+		stemcells := d.run("stemcells")
+		if !strings.Contains(stemcells, "linux") {
+			t.Fatalf("stemcells:\n%s", stemcells)
+		}
+		tarball := releasetest.BOSHCompiledTarball(t, src, "kv-compiled", "1", "linux/1")
+		d.run("-n", "upload-release", tarball)
+		deployed["kv-compiled"] = true
+		manifest := moved(filepath.Join(repoRoot(), "test", "e2e", "testdata", "kv.yml"),
+			"name: kv\n\nreleases:\n- name: kv\n", "name: kv-compiled\n\nreleases:\n- name: kv-compiled\n",
+			"release: kv\n", "release: kv-compiled\n", "1.15", "1.17", "2.15", "2.17", "greeting: hello", "greeting: precompiled")
+		evs, _ := d.deploy(manifest)
+		for _, e := range evs {
+			if e.Stage == "Compiling packages" {
+				t.Errorf("a package was compiled: %+v", e)
+			}
+		}
+		for _, ip := range []string{prefix + "1.17", prefix + "2.17"} {
+			if got := httpGet(t, "http://"+ip+":8080/"); !strings.HasPrefix(got, "precompiled kv/") {
+				t.Errorf("%s answers %q, want precompiled kv/N", ip, got)
+			}
+		}
+	})
+
 	t.Run("a deploy through a type: external CPI", func(t *testing.T) {
 		// The local CPI behind BOSH's JSON protocol, as an operator would
 		// install a BOSH CPI executable: in a place the director allows
