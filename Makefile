@@ -26,6 +26,7 @@ all: build
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ $(ROOT_CMDS)
+	$(GO) build -o $(BIN)/cloudsim ./sim/cmd/cloudsim
 	@for p in $(PLUGINS); do \
 	  if [ -d cpi/$$p/cmd/cpi-$$p ]; then \
 	    echo "$(GO) build -o $(BIN)/cpi-$$p ./cpi/$$p/cmd/cpi-$$p"; \
