@@ -17,7 +17,7 @@ ALL       := github.com/compleat/compleat/...
 # Each module on its own (GOWORK=off), as someone who depends on it builds it.
 MODULES   = $(shell $(GO) list -m -f '{{.Dir}}')
 STATICCHECK_VERSION := v0.8.2
-PLUGINS   := local aws openstack
+PLUGINS   := local aws azure openstack
 
 .PHONY: all build stemcell test test-example test-short bench lint proto demo demo-down zdt clean
 

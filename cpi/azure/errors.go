@@ -52,14 +52,6 @@ func isNotFound(err error) bool {
 	return ok && re.StatusCode == http.StatusNotFound
 }
 
-// errorCode is Azure's error code of err ("" when err is no Azure answer).
-func errorCode(err error) string {
-	if re, ok := respError(err); ok {
-		return re.ErrorCode
-	}
-	return ""
-}
-
 // isRetryable reports whether Azure said throttling, capacity or a
 // transient fault, after the SDK's own retries.
 func isRetryable(err error) bool {

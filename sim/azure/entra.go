@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -63,7 +64,7 @@ func (s *Server) entra(w http.ResponseWriter, r *http.Request, seg, low []string
 			writeOAuthError(w, http.StatusUnauthorized, "invalid_client", 7000215, "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.")
 			return
 		}
-		if !strings.HasSuffix(r.PostForm.Get("scope"), "/.default") {
+		if !slices.ContainsFunc(strings.Fields(r.PostForm.Get("scope")), func(sc string) bool { return strings.HasSuffix(sc, "/.default") }) {
 			writeOAuthError(w, http.StatusBadRequest, "invalid_scope", 1002012, "AADSTS1002012: The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.")
 			return
 		}

@@ -440,11 +440,11 @@ func (s *Server) page(q *request, items []map[string]any) {
 func (s *Server) marketplace(q *request) {
 	// providers/Microsoft.Compute/locations/{loc}/publishers/{p}/artifacttypes/vmimage/offers/{o}/skus/{s}/versions[/{v}]
 	l := q.low
-	if len(l) < 12 || l[5] != "artifacttypes" || l[6] != "vmimage" || l[7] != "offers" || l[9] != "skus" || l[11] != "versions" {
+	if len(l) < 13 || len(l) > 14 || l[6] != "artifacttypes" || l[7] != "vmimage" || l[8] != "offers" || l[10] != "skus" || l[12] != "versions" {
 		writeError(q.w, errf(http.StatusBadRequest, "InvalidResourceType", "The resource path '%s' is not known.", q.r.URL.Path))
 		return
 	}
-	pub, offer, sku := q.seg[4], q.seg[8], q.seg[10]
+	pub, offer, sku := q.seg[5], q.seg[9], q.seg[11]
 	base := "/Subscriptions/" + s.cfg.SubscriptionID + "/Providers/Microsoft.Compute/Locations/" + s.cfg.Location + "/Publishers/" + pub + "/ArtifactTypes/VMImage/Offers/" + offer + "/Skus/" + sku + "/Versions/"
 	var versions []string
 	for _, im := range s.cfg.Images {
@@ -454,12 +454,12 @@ func (s *Server) marketplace(q *request) {
 		}
 	}
 	notFound := errf(http.StatusNotFound, "NotFound", "Artifact: VMImage was not found.")
-	if !strings.EqualFold(q.seg[2], s.cfg.Location) {
+	if !strings.EqualFold(q.seg[3], s.cfg.Location) {
 		versions = nil
 	}
-	if len(l) == 13 {
+	if len(l) == 14 {
 		for _, v := range versions {
-			if v == q.seg[12] {
+			if v == q.seg[13] {
 				writeJSON(q.w, http.StatusOK, map[string]any{
 					"id": base + v, "name": v, "location": s.cfg.Location,
 					"properties": map[string]any{"osImage": map[string]any{"operatingSystem": "Linux"}, "hyperVGeneration": "V2", "architecture": "x64"},

@@ -405,3 +405,6 @@ func addrOf(s string) (netip.Addr, bool) {
 	a, err := netip.ParseAddr(s)
 	return a, err == nil && a.Is4()
 }
+
+// Config is the server's configuration, defaults filled in.
+func (s *Server) Config() Config { return s.cfg }
