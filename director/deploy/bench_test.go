@@ -11,6 +11,7 @@ package deploy_test
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -31,19 +32,25 @@ func reportPerInstance(b *testing.B, total time.Duration, n int) {
 // manifest loaded, the release's jobs read, addresses assigned on a manual
 // network, every instance's templates rendered, the plan formatted and the
 // manifest diff recorded.
-func BenchmarkPlan1000(b *testing.B) {
+func BenchmarkPlan1000(b *testing.B) { benchPlan(b, benchInstances) }
+
+// BenchmarkPlan10000 is BenchmarkPlan1000 with 10,000 instances.
+func BenchmarkPlan10000(b *testing.B) { benchPlan(b, 10*benchInstances) }
+
+func benchPlan(b *testing.B, n int) {
 	r := newRig(b)
-	m := benchManifest(benchInstances, "v1", 0)
+	m := benchManifest(n, "v1", 0)
 	var total time.Duration
 	for b.Loop() {
 		start := time.Now()
 		res, _ := r.deploy(m, true)
 		total += time.Since(start)
-		if !strings.Contains(res, fmt.Sprintf("%d to create", benchInstances)) {
+		if !strings.Contains(res, fmt.Sprintf("%d to create", n)) {
 			b.Fatalf("dry run result: %.300s", res)
 		}
 	}
-	reportPerInstance(b, total, benchInstances)
+	reportPerInstance(b, total, n)
+	reportPeakRSS(b)
 }
 
 // BenchmarkFirstDeploy1000 deploys 1,000 new instances: 1,000 VMs created
@@ -51,8 +58,14 @@ func BenchmarkPlan1000(b *testing.B) {
 // rendered jobs stored, then the rollout with 1 canary and max_in_flight 10
 // (apply, pre-start, start, get_state, post-start) and post-deploy on all.
 // Each iteration starts from an empty director (set up outside the timing).
-func BenchmarkFirstDeploy1000(b *testing.B) {
-	m := benchManifest(benchInstances, "v1", 0)
+func BenchmarkFirstDeploy1000(b *testing.B) { benchFirstDeploy(b, benchInstances) }
+
+// BenchmarkFirstDeploy10000 is BenchmarkFirstDeploy1000 with 10,000
+// instances (about a minute on two cores).
+func BenchmarkFirstDeploy10000(b *testing.B) { benchFirstDeploy(b, 10*benchInstances) }
+
+func benchFirstDeploy(b *testing.B, n int) {
+	m := benchManifest(n, "v1", 0)
 	var total time.Duration
 	for b.Loop() {
 		b.StopTimer()
@@ -61,20 +74,27 @@ func BenchmarkFirstDeploy1000(b *testing.B) {
 		start := time.Now()
 		res, _ := r.deploy(m, false)
 		total += time.Since(start)
-		if !strings.Contains(res, fmt.Sprintf("%d updated", benchInstances)) || len(r.cloud.VMs()) != benchInstances {
+		if !strings.Contains(res, fmt.Sprintf("%d updated", n)) || len(r.cloud.VMs()) != n {
 			b.Fatalf("first deploy: %q, %d VMs", res, len(r.cloud.VMs()))
 		}
 	}
-	reportPerInstance(b, total, benchInstances)
+	reportPerInstance(b, total, n)
+	reportPeakRSS(b)
 }
 
 // BenchmarkNoopRedeploy1000 deploys, again, the manifest 1,000 instances
 // already run: recorded state checked (every VM asked of the cloud with
 // HasVM), inputs loaded, the plan computed and found empty. BOSH: ~130 s
 // for 175 instances.
-func BenchmarkNoopRedeploy1000(b *testing.B) {
+func BenchmarkNoopRedeploy1000(b *testing.B) { benchNoop(b, benchInstances) }
+
+// BenchmarkNoopRedeploy10000 is BenchmarkNoopRedeploy1000 with 10,000
+// instances.
+func BenchmarkNoopRedeploy10000(b *testing.B) { benchNoop(b, 10*benchInstances) }
+
+func benchNoop(b *testing.B, n int) {
 	r := newRig(b)
-	m := benchManifest(benchInstances, "v1", 0)
+	m := benchManifest(n, "v1", 0)
 	r.deploy(m, false)
 	var total time.Duration
 	for b.Loop() {
@@ -85,7 +105,25 @@ func BenchmarkNoopRedeploy1000(b *testing.B) {
 			b.Fatalf("no-op deploy: %q", res)
 		}
 	}
-	reportPerInstance(b, total, benchInstances)
+	reportPerInstance(b, total, n)
+	reportPeakRSS(b)
+}
+
+// reportPeakRSS reports the test process's peak resident set (VmHWM): the
+// director's stages plus, in this rig, the in-process fake cloud and
+// agents, so an upper bound of what a director needs.
+func reportPeakRSS(b *testing.B) {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return
+	}
+	for line := range strings.Lines(string(raw)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb float64
+			fmt.Sscanf(strings.TrimSpace(v), "%f", &kb)
+			b.ReportMetric(kb/1024, "peak-rss-MB")
+		}
+	}
 }
 
 // BenchmarkUpdate100 changes a property of 100 running instances (two AZs,

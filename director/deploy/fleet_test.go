@@ -208,7 +208,7 @@ type rig struct {
 // newRig builds the director, uploads a release "bench" (one job "app"
 // whose templates use the instance's index, address and a property; no
 // packages, so nothing compiles) and a stemcell, and sets a cloud config
-// with two AZs and a manual network of 4,000 addresses.
+// with two AZs and a manual network of 16,000 addresses.
 func newRig(tb testing.TB) *rig {
 	tb.Helper()
 	ctx := context.Background()
@@ -328,7 +328,7 @@ networks:
 - name: default
   type: manual
   subnets:
-  - range: 127.60.0.0/20
+  - range: 127.60.0.0/18
     gateway: 127.60.0.1
     reserved: [127.60.0.2-127.60.0.9]
     azs: [z1, z2]

@@ -143,7 +143,9 @@ func (d *Deployer) createVM(ctx context.Context, s vmSpec) (createdVM, error) {
 	}
 
 	intent := store.VM{CID: intentCID(agentID), CPI: s.cpiName, AgentID: agentID, Deployment: s.deployment, InstanceID: s.instanceID, Stemcell: s.stemcellCID, State: vmCreating}
-	if err := d.c.Store.Update(func(tx *store.Tx) error { return tx.PutVM(intent) }); err != nil {
+	// Intent and result records are batched: with VMs created in parallel
+	// they share commits (each still durable before the call it guards).
+	if err := d.c.Store.Batch(func(tx *store.Tx) error { return tx.PutVM(intent) }); err != nil {
 		return createdVM{}, err
 	}
 	res, err := c.CreateVM(ctx, req)
@@ -159,8 +161,8 @@ func (d *Deployer) createVM(ctx context.Context, s vmSpec) (createdVM, error) {
 	vm := createdVM{CID: res.CID, AgentID: agentID}
 	rec := intent
 	rec.CID, rec.State = res.CID, vmCreated
-	if err := d.c.Store.Update(func(tx *store.Tx) error {
-		if err := tx.DeleteVM(intent.CID); err != nil {
+	if err := d.c.Store.Batch(func(tx *store.Tx) error {
+		if err := tx.DeleteVM(intent.CID); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
 		return tx.PutVM(rec)
