@@ -1,8 +1,11 @@
 // Package cpi is the Cloud Provider Interface of Compleat: the contract between
 // the director and the plugins that create VMs and disks in a cloud.
 //
-// A plugin author implements [CPI] and calls [Serve] from main, reading the
-// plugin's configuration with [Properties] and logging with [Logger]. The
+// A plugin author implements [CPI] (embedding [Unimplemented] for what the
+// cloud cannot do), decodes properties and cloud properties with
+// [DecodeCloudProperties], and calls [Main] from main, which builds the
+// plugin from its properties and serves it ([Serve]), logging with
+// [Logger]. The
 // director launches the plugin binary once and keeps it running (cpi/host);
 // every method is a gRPC call (see cpi/v1/cpi.proto) under the caller's
 // context and deadline. Errors raised in the plugin cross the process

@@ -48,7 +48,20 @@ func conformanceConfig(t *testing.T, c *cloud, manual bool) cpitest.Config {
 		// Unknown keys are ignored on purpose (docs/cpi/aws.md): vm
 		// extensions may carry keys for other tools.
 		IgnoresUnknownKeys: true,
-		Timeout:            2 * time.Minute,
+		// An elastic IP of the account for each vip network (released when
+		// the test ends).
+		VIPNetworks: func(int) map[string]cpi.Network {
+			eip, err := c.ec2.AllocateAddress(t.Context(), &ec2.AllocateAddressInput{Domain: types.DomainTypeVpc})
+			if err != nil {
+				t.Errorf("allocate an elastic ip: %v", err)
+				return nil
+			}
+			t.Cleanup(func() {
+				_, _ = c.ec2.ReleaseAddress(context.Background(), &ec2.ReleaseAddressInput{AllocationId: eip.AllocationId})
+			})
+			return map[string]cpi.Network{"public": {Type: "vip", IP: aws.ToString(eip.PublicIp)}}
+		},
+		Timeout: 2 * time.Minute,
 	}
 	if c.endpoint == "" {
 		cfg.Timeout = 15 * time.Minute

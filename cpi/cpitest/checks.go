@@ -128,6 +128,8 @@ func testNetworks(t *testing.T, s *suite) {
 		manualIPs[want.IP] = true
 	}
 
+	s.checkVIP(t, stemcell, manual)
+
 	const n = 4
 	results := make([]cpi.CreateVMResult, n)
 	errs := make([]error, n)
@@ -309,5 +311,51 @@ func testRestart(t *testing.T, s *suite) {
 	}
 	if has, err := s.c.HasVM(s.ctx, first.CID); err != nil || !has {
 		t.Errorf("HasVM(%s) after a restarted plugin created VM %s = %v, %v; want true, nil", first.CID, res.CID, has, err)
+	}
+}
+
+// checkVIP places a VM on a manual network and Config.VIPNetworks: each vip
+// address must be reported and delivered to the VM.
+func (s *suite) checkVIP(t *testing.T, stemcell string, manual func(int) map[string]cpi.Network) {
+	t.Helper()
+	if s.cfg.VIPNetworks == nil {
+		t.Log("vip networks are not checked: set Config.VIPNetworks to vip networks valid in your cloud")
+		return
+	}
+	nets := manual(5)
+	vips := s.cfg.VIPNetworks(5)
+	for k, n := range vips {
+		nets[k] = n
+	}
+	req := s.vmRequest(5, stemcell)
+	req.Networks = nets
+	res, err := s.c.CreateVM(s.ctx, req)
+	if err != nil {
+		t.Errorf("CreateVM on a manual network and vip networks %v: %v", vips, err)
+		return
+	}
+	t.Cleanup(func() {
+		s.cleanup(t, "DeleteVM", func(ctx context.Context) error { return s.c.DeleteVM(ctx, res.CID) })
+	})
+	var delivered map[string]any
+	if read := s.settingsReader(); read != nil {
+		if raw, err := read(s.ctx, res.CID); err == nil {
+			var doc struct {
+				Networks map[string]any `json:"networks"`
+			}
+			if json.Unmarshal(raw, &doc) == nil {
+				delivered = doc.Networks
+			}
+		}
+	}
+	for name, want := range vips {
+		if got := res.Networks[name]; got.IP != want.IP || got.Type != "vip" {
+			t.Errorf("CreateVM: vip network %q configured as %+v, want type vip and ip %s (give the VM the vip address and report it)", name, got, want.IP)
+		}
+		if delivered != nil {
+			if d, _ := delivered[name].(map[string]any); d == nil || d["ip"] != want.IP {
+				t.Errorf("the settings delivered to VM %s give vip network %q as %v, want ip %s", res.CID, name, delivered[name], want.IP)
+			}
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -20,6 +21,9 @@ func fakeConfig() cpitest.Config {
 		InvalidVMCloudProperties: json.RawMessage(`{"instance_type": 42}`),
 		InvalidField:             "instance_type",
 		ManualNetworks:           cpitest.ManualNetworks("127.77.0.10"),
+		VIPNetworks: func(i int) map[string]cpi.Network {
+			return map[string]cpi.Network{"public": {Type: "vip", IP: fmt.Sprintf("127.78.0.%d", 10+i)}}
+		},
 	}
 }
 

@@ -58,6 +58,13 @@ type Config struct {
 	// test fails asking for it.
 	ManualNetworks func(i int) map[string]cpi.Network
 
+	// VIPNetworks returns vip networks (with addresses the cloud can give
+	// a VM: an elastic IP, a floating IP) for the i-th VM of a test. The
+	// Networks test then places a VM on a manual network and these, and
+	// checks that each vip address is reported and delivered. Nil: vip
+	// networks are not checked (the test log says so).
+	VIPNetworks func(i int) map[string]cpi.Network
+
 	// DeliveredSettings, when set, returns the agent settings document as
 	// the plugin delivered it to the VM (what the agent will read: the
 	// local CPI's settings file, EC2 user data, ...), so that the suite can

@@ -137,6 +137,20 @@ func strictFake() *cpitest.Fake {
 // ignoresUnknownKeys ignores cloud property keys it does not know.
 type ignoresUnknownKeys struct{ *cpitest.Fake }
 
+// vipDropped leaves vip networks out of the VM it creates.
+type vipDropped struct{ *cpitest.Fake }
+
+func (b vipDropped) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.CreateVMResult, error) {
+	nets := map[string]cpi.Network{}
+	for k, n := range req.Networks {
+		if n.Type != "vip" {
+			nets[k] = n
+		}
+	}
+	req.Networks = nets
+	return b.Fake.CreateVM(ctx, req)
+}
+
 // shrinks resizes a disk to a smaller size.
 type shrinks struct{ *cpitest.Fake }
 
@@ -347,6 +361,7 @@ var broken = map[string]struct {
 	"resizeMissing":             {func() cpi.CPI { return resizeMissing{strictFake()} }, "ResizeDisk(missing)", nil},
 	"calcNotImplemented":        {func() cpi.CPI { return calcNotImplemented{strictFake()} }, "CalculateVMCloudProperties answers NotImplemented: it is required", nil},
 	"ignoresUnknownKeys":        {func() cpi.CPI { return ignoresUnknownKeys{cpitest.NewFake()} }, "refuse keys you do not know, as cpi.DecodeCloudProperties does", nil},
+	"vipDropped":                {func() cpi.CPI { return vipDropped{strictFake()} }, "give the VM the vip address and report it", nil},
 	"shrinks":                   {func() cpi.CPI { return shrinks{strictFake()} }, "refuse to shrink a disk", nil},
 	"counterIDs":                {newCounterIDs, "make cids unique across plugin processes", nil},
 	"panics":                    {func() cpi.CPI { return panics{strictFake()} }, "the plugin panicked: reboot: nil map", nil},

@@ -173,7 +173,10 @@ func fakeConfig() cpitest.Config {
 		InvalidVMCloudProperties: json.RawMessage(`{"instance_type": 42}`),
 		InvalidField:             "instance_type",
 		ManualNetworks:           cpitest.ManualNetworks("127.77.0.10"),
-		Timeout:                  time.Minute,
+		VIPNetworks: func(i int) map[string]cpi.Network {
+			return map[string]cpi.Network{"public": {Type: "vip", IP: fmt.Sprintf("127.78.0.%d", 10+i)}}
+		},
+		Timeout: time.Minute,
 	}
 }
 

@@ -29,6 +29,9 @@ func conformanceConfig(t *testing.T, dataDir string) cpitest.Config {
 		InvalidVMCloudProperties: json.RawMessage(`{"ram": "lots"}`),
 		InvalidField:             "ram",
 		ManualNetworks:           cpitest.ManualNetworks("127.77.201.10"),
+		VIPNetworks: func(i int) map[string]cpi.Network {
+			return map[string]cpi.Network{"public": {Type: "vip", IP: fmt.Sprintf("127.78.201.%d", 10+i)}}
+		},
 		DeliveredSettings: func(_ context.Context, cid string) (json.RawMessage, error) {
 			return os.ReadFile(filepath.Join(dataDir, "vms", cid, settingsFile))
 		},

@@ -3,6 +3,7 @@ package memory_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -26,6 +27,9 @@ func config(settingsDir string) cpitest.Config {
 		InvalidVMCloudProperties: json.RawMessage(`{"instance_type": "small", "ephemeral_disk_size": "big"}`),
 		InvalidField:             "ephemeral_disk_size",
 		ManualNetworks:           cpitest.ManualNetworks("127.91.0.10"),
+		VIPNetworks: func(i int) map[string]cpi.Network {
+			return map[string]cpi.Network{"public": {Type: "vip", IP: fmt.Sprintf("127.92.0.%d", 10+i)}}
+		},
 		// How the suite reads the settings a VM was given when the plugin
 		// runs as its own process.
 		DeliveredSettings: func(_ context.Context, cid string) (json.RawMessage, error) {
