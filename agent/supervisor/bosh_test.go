@@ -89,7 +89,8 @@ func TestParseBPM(t *testing.T) {
 	w := procs[0]
 	if w.Name != "web" || w.Executable != "/var/vcap/packages/web/bin/web" || strings.Join(w.Args, " ") != "--port 8080" ||
 		w.Env["LOG_LEVEL"] != "debug" || w.Env["TMPDIR"] != "/var/vcap/data/web/tmp" || w.Limits.OpenFiles != 4096 ||
-		w.Workdir != "/var/vcap/jobs/web" || w.PreStart != "/var/vcap/jobs/web/bin/bpm-pre-start" || w.Shutdown.Signal != syscall.SIGINT {
+		w.Workdir != "/var/vcap/jobs/web" || w.PreStart != "/var/vcap/jobs/web/bin/bpm-pre-start" || w.Shutdown.Signal != syscall.SIGINT ||
+		w.PidFile != "/var/vcap/sys/run/bpm/web/web.pid" {
 		t.Errorf("web = %+v", w)
 	}
 	want := "/var/vcap/data/web/tmp /var/vcap/data/web /var/vcap/store/web /var/vcap/data/shared"

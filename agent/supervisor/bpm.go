@@ -26,8 +26,9 @@ import (
 //	  shutdown_signal: TERM
 //
 // ParseBPM turns it into Processes the supervisor runs directly, with bpm's
-// log paths (<log>/<job>/<process>.stdout.log and .stderr.log) and bpm's
-// environment (TMPDIR=<base>/data/<job>/tmp). The volumes become directories
+// log paths (<log>/<job>/<process>.stdout.log and .stderr.log), bpm's pid
+// file (<base>/sys/run/bpm/<job>/<process>.pid) and bpm's environment
+// (TMPDIR=<base>/data/<job>/tmp). The volumes become directories
 // created before the process starts; without bpm's container the process
 // sees the whole file system (see docs/bosh-compat.md). limits.memory and
 // limits.processes are checked but not enforced (bpm uses cgroups).
@@ -107,6 +108,9 @@ func (p *parser) bpmProcess(n *yaml.Node, at, job, base string) Process {
 	}
 	proc.Dirs = append(proc.Dirs, path.Join(data, "tmp"))
 	proc.Workdir = path.Join(base, "jobs", job)
+	if proc.Name != "" {
+		proc.PidFile = path.Join(base, "sys", "run", "bpm", job, proc.Name+".pid")
+	}
 	if v, ok := f["workdir"]; ok {
 		if s, ok := p.str(v, at+".workdir"); ok {
 			if !path.IsAbs(s) {

@@ -20,7 +20,28 @@ func (s *Supervisor) pidFile(p *proc) string {
 	if s.cfg.RunDir == "" {
 		return ""
 	}
+	if p.def.Monit != nil {
+		// <job>/<process>.pid is where BOSH ctl scripts keep their own
+		// pidfile, in another format: keep out of its way.
+		return filepath.Join(s.cfg.RunDir, p.job, p.def.Name+".agent.pid")
+	}
 	return filepath.Join(s.cfg.RunDir, p.job, p.def.Name+".pid")
+}
+
+// writeExtraPidFile writes the plain pid file a process definition asks
+// for (bpm's /var/vcap/sys/run/bpm/<job>/<process>.pid, which BOSH jobs'
+// scripts read).
+func (s *Supervisor) writeExtraPidFile(p *proc, pid int) {
+	path := p.def.PidFile
+	if path == "" {
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err == nil {
+		if err = os.WriteFile(path, []byte(fmt.Sprintf("%d\n", pid)), 0o644); err == nil {
+			return
+		}
+	}
+	s.logger.Warn("write pid file", "job", p.job, "process", p.def.Name, "path", path)
 }
 
 func (s *Supervisor) writePidFile(p *proc, pid int) {
@@ -78,6 +99,9 @@ func (s *Supervisor) stopLeftover(p *proc) {
 	}
 	log := s.logger.With("job", p.job, "process", p.def.Name, "pid", pid)
 	log.Warn("stopping a process left running by a previous agent")
+	// The process itself (a monit daemon need not lead its group), then
+	// its group.
+	syscall.Kill(pid, p.def.Shutdown.Signal)  //nolint:errcheck // ESRCH: gone
 	syscall.Kill(-pid, p.def.Shutdown.Signal) //nolint:errcheck // ESRCH: gone
 	deadline := time.NewTimer(p.def.Shutdown.Timeout)
 	defer deadline.Stop()
@@ -88,9 +112,11 @@ func (s *Supervisor) stopLeftover(p *proc) {
 		case <-tick.C:
 		case <-deadline.C:
 			log.Warn("left-over process did not stop in time, killing it")
+			syscall.Kill(pid, syscall.SIGKILL)  //nolint:errcheck // ESRCH: gone
 			syscall.Kill(-pid, syscall.SIGKILL) //nolint:errcheck // ESRCH: gone
 			return
 		case <-p.stop:
+			syscall.Kill(pid, syscall.SIGKILL)  //nolint:errcheck // ESRCH: gone
 			syscall.Kill(-pid, syscall.SIGKILL) //nolint:errcheck // ESRCH: gone
 			return
 		}

@@ -249,6 +249,7 @@ func (s *Supervisor) start(p *proc, stdout, stderr io.Writer) (*running, error) 
 	go func() { r.waitErr = cmd.Wait(); close(r.exited) }()
 
 	s.writePidFile(p, pid)
+	s.writeExtraPidFile(p, pid)
 	s.mu.Lock()
 	p.pid = pid
 	p.startedAt = time.Now()
@@ -366,6 +367,9 @@ func (s *Supervisor) cleanup(p *proc, r *running) {
 		f.Close()
 	}
 	s.removePidFile(p)
+	if p.def.PidFile != "" {
+		os.Remove(p.def.PidFile) //nolint:errcheck // may not exist
+	}
 	s.mu.Lock()
 	p.pid = 0
 	p.startedAt = time.Time{}

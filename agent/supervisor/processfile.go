@@ -60,6 +60,9 @@ type Process struct {
 	// PreStart is run (and must exit 0) before each start: bpm's
 	// hooks.pre_start.
 	PreStart string
+	// PidFile, when set, holds the running process's pid (bpm's pid file,
+	// which BOSH jobs' scripts read); removed when it exits.
+	PidFile string
 }
 
 // Readiness is the check that must pass before a process is running.

@@ -31,6 +31,13 @@ var erbHelper string
 // DefaultERBTimeout bounds one job's rendering.
 const DefaultERBTimeout = 30 * time.Second
 
+// Limits of the ruby process: its address space, and one answer (one job's
+// rendered files, JSON-encoded).
+const (
+	erbMemoryLimit = 2 << 30
+	erbMaxAnswer   = 128 << 20
+)
+
 // ErrNoRuby is returned when an ERB job is rendered and no Ruby interpreter
 // can be started.
 var ErrNoRuby = errors.New("ERB templates need a Ruby interpreter (Debian package ruby): none found")
@@ -106,7 +113,10 @@ func (e *ERB) startLocked() error {
 		os.RemoveAll(dir)
 		return err
 	}
-	cmd := exec.Command(ruby, "--disable-gems", script)
+	// The shell bounds the interpreter's address space before it starts: a
+	// runaway template gets NoMemoryError, reported as its error (the
+	// answer's size is bounded by the reader).
+	cmd := exec.Command("/bin/sh", "-c", fmt.Sprintf(`ulimit -v %d && exec "$0" --disable-gems "$1"`, erbMemoryLimit>>10), ruby, script)
 	cmd.Dir = dir
 	// Templates are code from the release: they get no environment of the
 	// director's (tokens, keys) and, when the director runs as root, run as
@@ -212,7 +222,7 @@ func (e *ERB) call(req erbRequest) (erbAnswer, error) {
 			done <- result{err: err}
 			return
 		}
-		line, err := e.stdout.ReadBytes('\n')
+		line, err := readLine(e.stdout, erbMaxAnswer)
 		done <- result{line, err}
 	}()
 	var r result
@@ -346,4 +356,20 @@ func erbContext(job Job, in Input, props map[string]any) map[string]any {
 		props = map[string]any{}
 	}
 	return map[string]any{"properties": props, "spec": spec, "links": links}
+}
+
+// readLine reads up to and without '\n', failing past max bytes.
+func readLine(r *bufio.Reader, max int) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		line = append(line, chunk...)
+		if len(line) > max {
+			return nil, fmt.Errorf("answer longer than %d bytes", max)
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		return line, err
+	}
 }

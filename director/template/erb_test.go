@@ -187,6 +187,18 @@ func TestERBOneInterpreter(t *testing.T) {
 	if _, err := e.Render(bad, erbInput()); err == nil || !strings.Contains(err.Error(), "boom") {
 		t.Fatalf("err = %v, want boom", err)
 	}
+	// A runaway template meets the limits, is reported as its own error,
+	// and the interpreter goes on.
+	for text, want := range map[string]string{
+		"<%= 'x' * (20 << 20) %>":    "more than 16777216 allowed",
+		"<%= 'x' * 3_000_000_000 %>": "NoMemoryError",
+		"<% def f; f; end; f %>":     "SystemStackError",
+	} {
+		bad.Templates = []Template{{Source: "x.erb", Dest: "x", Text: text}}
+		if _, err := e.Render(bad, erbInput()); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s: err = %v, want %s", text, err, want)
+		}
+	}
 	if _, err := e.Render(job, erbInput()); err != nil {
 		t.Fatal(err)
 	}

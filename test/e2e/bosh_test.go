@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -102,6 +103,15 @@ func TestBOSHRelease(t *testing.T) {
 		if !strings.Contains(vmFileText(t, data, "sys/log/kv/kv.programs.log"), "pre_start hook") {
 			t.Errorf("bpm pre_start hook not run (kv.programs.log)")
 		}
+		// bpm's pid file for the job's scripts; the ctl script's own pid
+		// file left as it wrote it (one pid).
+		for _, f := range []string{"sys/run/bpm/kv/kv.pid", "sys/run/kv-peers/kv-peers.pid"} {
+			for _, line := range strings.Split(strings.TrimSpace(vmFileText(t, data, f)), "\n") {
+				if _, err := strconv.Atoi(line); err != nil {
+					t.Errorf("%s holds %q, want a pid", f, line)
+				}
+			}
+		}
 	})
 
 	t.Run("a property change rolls through with drain", func(t *testing.T) {
@@ -115,7 +125,7 @@ func TestBOSHRelease(t *testing.T) {
 		if got := vmFiles(t, data, "sys/log/kv/drain.log"); got != 2 {
 			t.Errorf("drain ran on %d VMs, want 2", got)
 		}
-		if log := vmFileText(t, data, "sys/log/kv/drain.log"); !strings.Contains(log, "drained greeting=hello") {
+		if log := vmFileText(t, data, "sys/log/kv/drain.log"); !strings.Contains(log, "drained greeting=hello pid=") || strings.Contains(log, "pid= ") {
 			t.Errorf("drain.log = %q, want the old greeting drained", log)
 		}
 		if got := httpGet(t, "http://"+kv0+":8080/health"); got != "ok\n" {

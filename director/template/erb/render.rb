@@ -149,6 +149,8 @@ module Compleat
     end
   end
 
+  MAX_FILE = 16 << 20 # bytes of one rendered file
+
   @compiled = {}
   @next = 0
 
@@ -182,10 +184,11 @@ module Compleat
       file = "#{job}/#{t['name']}"
       begin
         out = ctx.send(method_for(job, t))
+        raise ArgumentError, "rendered #{out.bytesize} bytes, more than #{MAX_FILE} allowed" if out.bytesize > MAX_FILE
         out = out.dup.force_encoding('UTF-8')
         raise ArgumentError, 'rendered text is not valid UTF-8' unless out.valid_encoding?
         files << out
-      rescue ScriptError, StandardError => e
+      rescue ScriptError, StandardError, NoMemoryError, SystemStackError => e
         msg = e.message.sub(/\A#{Regexp.escape(file)}:\d+:\s*/, '').lines.first.to_s.strip
         msg = "#{e.class}: #{msg}" unless e.is_a?(UnknownProperty) || e.is_a?(UnknownLink)
         return { 'error' => { 'template' => t['name'], 'line' => line(e, file), 'message' => msg } }
