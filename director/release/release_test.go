@@ -353,18 +353,20 @@ func TestGlob(t *testing.T) {
 		{"[!ab].txt", "c.txt", true},
 		{"[!ab].txt", "a.txt", false},
 		{"x.go", "xxgo", false},
+		{"{cmd,lib}/**/*.go", "lib/x/y.go", true},
+		{"{cmd,lib}/**/*.go", "src/y.go", false},
 	}
 	for _, c := range cases {
-		re, err := globToRegexp(c.glob)
+		re, err := compileGlob(c.glob)
 		if err != nil {
 			t.Fatalf("%s: %v", c.glob, err)
 		}
-		if got := re.MatchString(c.path); got != c.want {
+		if got := re.Match(c.path); got != c.want {
 			t.Errorf("%s ~ %s = %v, want %v", c.glob, c.path, got, c.want)
 		}
 	}
-	for _, bad := range []string{"a**", "[ab", "a//b"} {
-		if _, err := globToRegexp(bad); err == nil {
+	for _, bad := range []string{"a**", "[ab", "a//b", "{a,b"} {
+		if _, err := compileGlob(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 
@@ -353,9 +352,9 @@ func matchFiles(dir string, spec *PackageSpec) (map[string]string, error) {
 		}
 		trees[t] = files
 	}
-	var excluded []*regexp.Regexp
+	var excluded []glob
 	for _, g := range spec.ExcludedFiles {
-		re, err := globToRegexp(g)
+		re, err := compileGlob(g)
 		if err != nil {
 			return nil, fmt.Errorf("field excluded_files: pattern %q: %w", g, err)
 		}
@@ -363,14 +362,14 @@ func matchFiles(dir string, spec *PackageSpec) (map[string]string, error) {
 	}
 	out := map[string]string{}
 	for _, g := range spec.Files {
-		re, err := globToRegexp(g)
+		re, err := compileGlob(g)
 		if err != nil {
 			return nil, fmt.Errorf("field files: pattern %q: %w", g, err)
 		}
 		matched := 0
 		for _, t := range []string{"src", "blobs"} {
 			for _, rel := range sortedKeys(trees[t]) {
-				if !re.MatchString(rel) {
+				if !re.Match(rel) {
 					continue
 				}
 				matched++
@@ -385,7 +384,7 @@ func matchFiles(dir string, spec *PackageSpec) (map[string]string, error) {
 	}
 	for rel := range out {
 		for _, re := range excluded {
-			if re.MatchString(rel) {
+			if re.Match(rel) {
 				delete(out, rel)
 				break
 			}

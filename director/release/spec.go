@@ -238,7 +238,7 @@ func checkGlob(g string) error {
 			return fmt.Errorf("pattern leaves the source directory")
 		}
 	}
-	_, err := globToRegexp(g)
+	_, err := compileGlob(g)
 	return err
 }
 
