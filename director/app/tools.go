@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 
@@ -36,9 +37,45 @@ func (tools) InspectRelease(w io.Writer, file string) error {
 	return release.WriteSummary(w, m)
 }
 
-func (tools) CreateStemcell(agent, tarball, name, version string) error {
-	_, err := stemcell.CreateLocal(agent, tarball, stemcell.LocalOptions{Name: name, Version: version})
-	return err
+func (tools) CreateStemcell(o cli.CreateStemcellOptions) error {
+	props := map[string]any{}
+	for _, kv := range o.CloudProperties {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("--cloud-property %q: want KEY=VALUE", kv)
+		}
+		m := props
+		parts := strings.Split(k, ".")
+		for _, p := range parts[:len(parts)-1] {
+			sub, ok := m[p].(map[string]any)
+			if !ok {
+				sub = map[string]any{}
+				m[p] = sub
+			}
+			m = sub
+		}
+		m[parts[len(parts)-1]] = v
+	}
+	if !o.Light {
+		_, err := stemcell.CreateLocal(o.Agent, o.Tarball, stemcell.LocalOptions{
+			Name: o.Name, Version: o.Version, OperatingSystem: o.OS, Formats: o.Formats, CloudProperties: props,
+		})
+		return err
+	}
+	m := stemcell.Manifest{
+		Name: o.Name, Version: o.Version, OperatingSystem: o.OS, APIVersion: 2,
+		StemcellFormats: o.Formats, CloudProperties: props,
+	}
+	if m.Name == "" {
+		m.Name = stemcell.DefaultLocalName
+	}
+	if m.Version == "" {
+		m.Version = stemcell.DefaultLocalVersion
+	}
+	if m.OperatingSystem == "" {
+		m.OperatingSystem = stemcell.DefaultLocalOS
+	}
+	return stemcell.CreateLight(o.Tarball, m)
 }
 
 func readFiles(names []string) ([]manifest.File, error) {

@@ -71,6 +71,19 @@ type CreateReleaseOptions struct {
 	Name, Version, Tarball string
 }
 
+// CreateStemcellOptions are the flags of create-stemcell.
+type CreateStemcellOptions struct {
+	Agent, Tarball, Name, Version, OS string
+	// Light writes a light stemcell (no image, no agent).
+	Light bool
+	// Formats are stemcell formats besides local-tgz (the only ones of a
+	// light stemcell).
+	Formats []string
+	// CloudProperties are key=value pairs for stemcell.MF's
+	// cloud_properties; a dotted key nests (ami.us-east-1=ami-…).
+	CloudProperties []string
+}
+
 // InterpolateOptions are the -v, -l and -o flags of interpolate and deploy.
 type InterpolateOptions struct {
 	Vars      []string // name=value
@@ -85,8 +98,9 @@ type Tools interface {
 	CreateRelease(dir string, opts CreateReleaseOptions) (name, version, tarball string, err error)
 	// InspectRelease verifies a release tarball and prints its summary.
 	InspectRelease(w io.Writer, file string) error
-	// CreateStemcell writes a local stemcell holding the agent binary.
-	CreateStemcell(agent, tarball, name, version string) error
+	// CreateStemcell writes a stemcell: the local one holding the agent
+	// binary, or a light one naming a cloud's image.
+	CreateStemcell(opts CreateStemcellOptions) error
 	// Interpolate applies ops files and variables to a YAML file.
 	Interpolate(ctx context.Context, file string, opts InterpolateOptions) ([]byte, error)
 	// DeploymentName reads the name of a (interpolated) deployment manifest.

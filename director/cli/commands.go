@@ -124,28 +124,39 @@ func (a *app) inspectReleaseCmd() *cobra.Command {
 }
 
 func (a *app) createStemcellCmd() *cobra.Command {
-	var agent, tarball, name, version string
+	var o CreateStemcellOptions
 	cmd := &cobra.Command{
-		Use:   "create-stemcell --agent BIN --tarball OUT",
-		Short: "Build the local stemcell: a tarball holding the agent binary",
+		Use:   "create-stemcell --agent BIN --tarball OUT | --light --format F --cloud-property K=V --tarball OUT",
+		Short: "Build the local stemcell (a tarball holding the agent binary) or a light stemcell naming a cloud's image",
 		Args:  args(cobra.NoArgs),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
-			if agent == "" || tarball == "" {
-				return Usage(errors.New("create-stemcell: --agent and --tarball are required"))
+			switch {
+			case o.Tarball == "":
+				return Usage(errors.New("create-stemcell: --tarball is required"))
+			case o.Light && o.Agent != "":
+				return Usage(errors.New("create-stemcell: a light stemcell holds no agent: drop --agent or --light"))
+			case o.Light && (len(o.Formats) == 0 || len(o.CloudProperties) == 0):
+				return Usage(errors.New("create-stemcell --light: needs --format (e.g. aws-light) and --cloud-property naming the image (e.g. ami_id=ami-...)"))
+			case !o.Light && o.Agent == "":
+				return Usage(errors.New("create-stemcell: --agent is required (or --light)"))
 			}
-			if err := a.d.Tools.CreateStemcell(agent, tarball, name, version); err != nil {
-				return err
+			if err := a.d.Tools.CreateStemcell(o); err != nil {
+				return Usage(err)
 			}
 			if !a.g.JSON {
-				fmt.Fprintf(a.d.Stdout, "Stemcell %s\n", tarball)
+				fmt.Fprintf(a.d.Stdout, "Stemcell %s\n", o.Tarball)
 			}
 			return nil
 		}),
 	}
-	cmd.Flags().StringVar(&agent, "agent", "", "the agent binary")
-	cmd.Flags().StringVar(&tarball, "tarball", "", "output file")
-	cmd.Flags().StringVar(&name, "name", "", "stemcell name (default compleat-local)")
-	cmd.Flags().StringVar(&version, "version", "", "stemcell version (default 1)")
+	cmd.Flags().StringVar(&o.Agent, "agent", "", "the agent binary")
+	cmd.Flags().StringVar(&o.Tarball, "tarball", "", "output file")
+	cmd.Flags().StringVar(&o.Name, "name", "", "stemcell name (default compleat-local)")
+	cmd.Flags().StringVar(&o.Version, "version", "", "stemcell version (default 1)")
+	cmd.Flags().StringVar(&o.OS, "os", "", "operating system (default linux)")
+	cmd.Flags().BoolVar(&o.Light, "light", false, "a light stemcell: no image, cloud_properties name the cloud's image")
+	cmd.Flags().StringArrayVar(&o.Formats, "format", nil, "a further stemcell format, e.g. aws-light (repeatable)")
+	cmd.Flags().StringArrayVar(&o.CloudProperties, "cloud-property", nil, "KEY=VALUE in cloud_properties; a dotted key nests (repeatable)")
 	return cmd
 }
 

@@ -113,6 +113,11 @@ type LocalOptions struct {
 	Name            string
 	Version         string
 	OperatingSystem string
+	// Formats are stemcell formats besides local-tgz, for a stemcell that
+	// also serves as a light stemcell of a cloud (its CloudProperties name
+	// the cloud's image).
+	Formats         []string
+	CloudProperties map[string]any
 }
 
 // CreateLocal writes the local stemcell tarball to out: stemcell.MF (format
@@ -127,6 +132,9 @@ func CreateLocal(agentBinary, out string, opts LocalOptions) (*Manifest, error) 
 	}
 	if opts.OperatingSystem == "" {
 		opts.OperatingSystem = DefaultLocalOS
+	}
+	if opts.CloudProperties == nil {
+		opts.CloudProperties = map[string]any{}
 	}
 	st, err := os.Stat(agentBinary)
 	if err != nil {
@@ -145,8 +153,8 @@ func CreateLocal(agentBinary, out string, opts LocalOptions) (*Manifest, error) 
 		Version:         opts.Version,
 		OperatingSystem: opts.OperatingSystem,
 		APIVersion:      2,
-		StemcellFormats: []string{FormatLocal},
-		CloudProperties: map[string]any{},
+		StemcellFormats: append([]string{FormatLocal}, opts.Formats...),
+		CloudProperties: opts.CloudProperties,
 		SHA256:          hex.EncodeToString(sum[:]),
 	}
 	if err := write(out, m, image); err != nil {

@@ -75,7 +75,7 @@ func fakeAgent(args []string) {
 // startMoto starts moto for one test, or skips the test without it.
 func startMoto(t *testing.T) *Moto {
 	t.Helper()
-	m, err := StartMoto(context.Background(), "127.0.0.1:0", filepath.Join(t.TempDir(), "moto.log"))
+	m, err := StartMoto(context.Background(), "127.0.0.1:0", t.TempDir())
 	if err == ErrNoMoto {
 		t.Skip("moto_server is not on PATH: the AWS simulator runs moto's EC2 server (moto 5, pip install 'moto[server]')")
 	}
@@ -207,6 +207,21 @@ func TestWatcher(t *testing.T) {
 	}
 	if alive(vm.PID) {
 		t.Fatalf("agent %d of a terminated instance runs", vm.PID)
+	}
+
+	// As on EC2, the address of a terminated instance is free again (moto
+	// needs the correction StartMoto loads for this): a recreated VM gets
+	// its address back.
+	again, err := client.RunInstances(ctx, &ec2.RunInstancesInput{
+		ImageId: aws.String(network.AMI), InstanceType: types.InstanceTypeT3Small, MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+		SubnetId: aws.String(network.Subnets[0].ID), PrivateIpAddress: aws.String("127.80.1.20"),
+	})
+	if err != nil {
+		t.Fatalf("run an instance at the address of a terminated one: %v", err)
+	}
+	sync()
+	if vm, ok := host.Get(aws.ToString(again.Instances[0].InstanceId)); !ok || !vm.Running {
+		t.Fatalf("no vm for the instance that took the address over: %+v", vm)
 	}
 }
 

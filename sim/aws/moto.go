@@ -2,16 +2,24 @@ package aws
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
 )
+
+// motoFix is a sitecustomize module that corrects one deviation of moto from
+// EC2 (addresses of terminated instances are never freed); see its comment.
+//
+//go:embed motofix/sitecustomize.py
+var motoFix []byte
 
 // ErrNoMoto: moto_server is not on PATH.
 var ErrNoMoto = errors.New("moto_server is not on PATH (moto 5: pip install 'moto[server]')")
@@ -29,9 +37,11 @@ type Moto struct {
 }
 
 // StartMoto starts moto_server on addr (a 127.x host:port; port 0 picks a
-// free one), its output appended to logPath, and returns once it answers.
-// The server leads a process group of its own, which Stop ends.
-func StartMoto(ctx context.Context, addr, logPath string) (*Moto, error) {
+// free one) and returns once it answers. Its output is appended to
+// dir/moto.log; dir/motofix holds the correction it loads (the address of a
+// terminated instance is freed, as on EC2). The server leads a process
+// group of its own, which Stop ends.
+func StartMoto(ctx context.Context, addr, dir string) (*Moto, error) {
 	bin, err := exec.LookPath("moto_server")
 	if err != nil {
 		return nil, ErrNoMoto
@@ -51,6 +61,14 @@ func StartMoto(ctx context.Context, addr, logPath string) (*Moto, error) {
 		port = strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 		l.Close()
 	}
+	fix := filepath.Join(dir, "motofix")
+	if err := os.MkdirAll(fix, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(fix, "sitecustomize.py"), motoFix, 0o644); err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(dir, "moto.log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -58,6 +76,11 @@ func StartMoto(ctx context.Context, addr, logPath string) (*Moto, error) {
 	defer logFile.Close()
 	cmd := exec.Command(bin, "-H", host, "-p", port)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	pythonPath := fix
+	if p := os.Getenv("PYTHONPATH"); p != "" {
+		pythonPath += string(os.PathListSeparator) + p
+	}
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+pythonPath)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start moto_server: %w", err)

@@ -60,7 +60,7 @@ func runAWS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 
-	moto, err := simaws.StartMoto(ctx, motoAddr, filepath.Join(c.data, "moto.log"))
+	moto, err := simaws.StartMoto(ctx, motoAddr, c.data)
 	if err != nil {
 		return err
 	}
