@@ -112,12 +112,25 @@ func Serve(impl CPI) {
 // answers it as the call's error, and run by hand the plugin prints it. The
 // error's text must not hold the properties' secrets.
 func Main(newCPI func(properties json.RawMessage, logger *slog.Logger) (CPI, error)) {
-	logger := Logger()
-	impl, err := newCPI(Properties(), logger)
+	impl, err := build(newCPI)
 	if err != nil {
 		os.Exit(startupFailed(err, os.Stdout))
 	}
 	Serve(impl)
+}
+
+// build calls newCPI, turning a panic into the startup error.
+func build(newCPI func(json.RawMessage, *slog.Logger) (CPI, error)) (impl CPI, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	impl, err = newCPI(Properties(), Logger())
+	if err == nil && impl == nil {
+		err = fmt.Errorf("no CPI and no error")
+	}
+	return impl, err
 }
 
 // StartupErrorPrefix starts the line a plugin that cannot start writes on

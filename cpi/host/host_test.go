@@ -528,7 +528,8 @@ func TestObserveSeesEveryCall(t *testing.T) {
 func TestStartupErrorReachesTheUser(t *testing.T) {
 	for props, want := range map[string]string{
 		`{"fail_start": "region us-nowhere-1 does not exist | try again"}`: "did not start: start: region us-nowhere-1 does not exist | try again",
-		`{"nmae": "x"}`: `did not start: start: properties: nmae: unknown property`,
+		`{"nmae": "x"}`:           `did not start: start: properties: nmae: unknown property`,
+		`{"fail_start": "panic"}`: "did not start: start: panic: new: nil map",
 	} {
 		_, logger := newCapture(t)
 		_, err := host.Start(t.Context(), host.Config{Path: fakePlugin, Properties: json.RawMessage(props), StartTimeout: 20 * time.Second, Logger: logger})

@@ -42,6 +42,9 @@ func newPlugin(properties json.RawMessage, log *slog.Logger) (cpi.CPI, error) {
 	if err := cpi.DecodeCloudProperties(properties, &props); err != nil {
 		return nil, fmt.Errorf("properties: %w", err)
 	}
+	if props.FailStart == "panic" {
+		panic("new: nil map")
+	}
 	if props.FailStart != "" {
 		return nil, errors.New(props.FailStart)
 	}
