@@ -526,6 +526,7 @@ func (c *computer) compute() (Plan, error) {
 
 	// 4. Links and rendering.
 	c.render()
+	c.checkDependsOn()
 	if len(c.errs) > 0 {
 		return Plan{}, errors.Join(c.errs...)
 	}

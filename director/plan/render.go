@@ -29,6 +29,63 @@ func (c *computer) renderJob(tj template.Job, in template.Input) (template.Rende
 	return r, checkRunnable(tj.Name, r)
 }
 
+// processNames lists the processes a rendered job runs, with the names
+// the agent gives them (see supervisor.LoadJob), and the `depends on`
+// names of its monit processes.
+func processNames(job string, r template.Rendered) (names, after []string) {
+	files := map[string][]byte{}
+	for _, f := range r.Files {
+		files[f.Path] = f.Content
+	}
+	var procs []supervisor.Process
+	switch {
+	case files[release.ProcessFilePath] != nil:
+		pf, _ := supervisor.ParseProcessFile(release.ProcessFilePath, files[release.ProcessFilePath])
+		procs = pf.Processes
+	case files[release.BPMFilePath] != nil:
+		procs, _ = supervisor.ParseBPM(job, "/var/vcap", release.BPMFilePath, files[release.BPMFilePath])
+	case release.MonitDeclaresProcesses(files[release.MonitFile]):
+		procs, _ = supervisor.ParseMonit(job, release.MonitFile, files[release.MonitFile])
+	}
+	for _, p := range procs {
+		names = append(names, p.Name)
+		after = append(after, p.After...)
+	}
+	return names, after
+}
+
+// checkDependsOn fails the plan when a monit process depends on a process
+// that no job of its instance runs: the agent would wait for it forever.
+func (c *computer) checkDependsOn() {
+	for gi := range c.plan.Groups {
+		g := &c.plan.Groups[gi]
+		if len(g.Instances) == 0 {
+			continue
+		}
+		in := &g.Instances[0]
+		have := map[string]bool{}
+		type want struct {
+			job   string
+			after []string
+		}
+		var wants []want
+		for _, j := range in.Jobs {
+			names, after := processNames(j.Name, j.Rendered)
+			for _, n := range names {
+				have[n] = true
+			}
+			wants = append(wants, want{j.Name, after})
+		}
+		for _, w := range wants {
+			for _, a := range w.after {
+				if !have[a] {
+					c.errorf(fmt.Sprintf("%s.jobs", groupPath(c.groupIndex(g.Name))), "job %s: its monit file depends on process %q, which no job of instance group %s runs", w.job, a, g.Name)
+				}
+			}
+		}
+	}
+}
+
 // checkRunnable parses the rendered process declaration the agent will
 // read (see supervisor.LoadJob).
 func checkRunnable(job string, r template.Rendered) error {

@@ -101,7 +101,8 @@ func BOSHTarball(t testing.TB, dir, name, version string, digest Digest) string 
 // BOSHCompiledTarball writes dir as a BOSH compiled release for stemcell
 // ("os/version"), as `bosh export-release` would: each package compiled on
 // this machine by running its packaging script with BOSH's environment
-// (dependencies first, under BOSH_PACKAGES_DIR), its installed files in
+// (bash -x, as BOSH runs it; dependencies first, under BOSH_PACKAGES_DIR),
+// its installed files in
 // compiled_packages/<name>.tgz, release.MF listing compiled_packages with
 // sha1 digests and no packages.
 func BOSHCompiledTarball(t testing.TB, dir, name, version, stemcell string) string {
@@ -164,7 +165,7 @@ func BOSHCompiledTarball(t testing.TB, dir, name, version, stemcell string) stri
 				t.Fatal(err)
 			}
 		}
-		cmd := exec.Command("sh", "-e", "packaging")
+		cmd := exec.Command("bash", "-x", "packaging")
 		cmd.Dir = compileDir
 		cmd.Env = append(os.Environ(), "BOSH_COMPILE_TARGET="+compileDir, "BOSH_INSTALL_TARGET="+install,
 			"BOSH_PACKAGE_NAME="+p.Spec.Name, "BOSH_PACKAGE_VERSION="+p.Fingerprint(), "BOSH_PACKAGES_DIR="+pkgsDir)
