@@ -59,7 +59,10 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T, extra map[string]any) *fixture {
-	s := newSim(t)
+	return newFixtureOn(t, newSim(t), extra)
+}
+
+func newFixtureOn(t *testing.T, s *azure.Server, extra map[string]any) *fixture {
 	c := newCPI(t, s, extra)
 	ctx := t.Context()
 	p := strings.Split(testImage, ":")

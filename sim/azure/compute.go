@@ -426,7 +426,8 @@ func (s *Server) vmInfo(vm *object) VM {
 	for _, d := range list(obj(props, "storageProfile"), "dataDisks") {
 		m := d.(map[string]any)
 		lun, _ := m["lun"].(float64)
-		info.DataDisks = append(info.DataDisks, DataDisk{LUN: int(lun), DiskID: str(m, "managedDisk", "id"), Name: str(m, "name")})
+		size, _ := m["diskSizeGB"].(float64)
+		info.DataDisks = append(info.DataDisks, DataDisk{LUN: int(lun), DiskID: str(m, "managedDisk", "id"), Name: str(m, "name"), SizeGB: int(size), Persistent: str(m, "deleteOption") != "Delete"})
 	}
 	return info
 }
@@ -552,7 +553,7 @@ func deleteDisk(s *Server, q *request, d *object) {
 		return
 	}
 	delete(s.objs, key(d.id))
-	op := s.begin(q, nil, nil)
+	op := s.begin(q, func() func() { return func() { s.cfg.Hooks.DiskDeleted(d.id) } }, nil)
 	s.locationHeaders(q.w, op, "Microsoft.Compute")
 	q.w.WriteHeader(http.StatusAccepted)
 }

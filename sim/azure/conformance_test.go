@@ -2,11 +2,15 @@ package azure_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,9 +30,13 @@ const (
 
 // newSim starts a simulator with one resource group, network, security
 // group and load balancer, stopped when the test ends.
-func newSim(t testing.TB) *azure.Server {
+func newSim(t testing.TB) *azure.Server { return newSimWith(t, nil) }
+
+// newSimWith is newSim with hooks.
+func newSimWith(t testing.TB, hooks azure.Hooks) *azure.Server {
 	t.Helper()
 	s, err := azure.New(azure.Config{
+		Hooks:          hooks,
 		SubscriptionID: "00000000-0000-4000-8000-000000000001",
 		TenantID:       "00000000-0000-4000-8000-0000000000aa",
 		ClientID:       "00000000-0000-4000-8000-0000000000cc",
@@ -110,6 +118,36 @@ func conformanceConfig(t *testing.T, s *azure.Server) cpitest.Config {
 		DeliveredSettings: func(_ context.Context, cid string) (json.RawMessage, error) { return userData(s, cid) },
 		Timeout:           time.Minute,
 	}
+}
+
+// httpsClient trusts the simulator's CA.
+func httpsClient(s *azure.Server) *http.Client {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(s.CACert())
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
+
+// armToken takes a token from the simulator's Entra ID endpoint as any
+// OAuth2 client does (client credentials).
+func armToken(t testing.TB, s *azure.Server) string {
+	t.Helper()
+	cfg := s.Config()
+	resp, err := httpsClient(s).PostForm(s.URL()+"/"+cfg.TenantID+"/oauth2/v2.0/token", url.Values{
+		"grant_type": {"client_credentials"}, "client_id": {cfg.ClientID}, "client_secret": {cfg.ClientSecret},
+		"scope": {"https://management.azure.com/.default"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tok struct {
+		AccessToken string `json:"access_token"`
+		TokenType   string `json:"token_type"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || resp.StatusCode != 200 || tok.TokenType != "Bearer" {
+		t.Fatalf("token: %s %v", resp.Status, err)
+	}
+	return tok.AccessToken
 }
 
 // userData is the settings document the VM got, as IMDS serves it.

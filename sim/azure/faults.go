@@ -75,6 +75,8 @@ type Hooks interface {
 	VMDisksChanged(vm VM)
 	// VMDeleted is called when a VM is gone.
 	VMDeleted(id string)
+	// DiskDeleted is called when a managed disk is gone.
+	DiskDeleted(id string)
 }
 
 // VM is what the hooks learn of a VM.
@@ -95,12 +97,17 @@ type DataDisk struct {
 	LUN    int
 	DiskID string
 	Name   string
+	SizeGB int
+	// Persistent is true for a disk that outlives the VM (deleteOption
+	// Detach), false for one deleted with it (the ephemeral disk).
+	Persistent bool
 }
 
 // NoHooks ignores everything.
 type NoHooks struct{}
 
-func (NoHooks) VMCreated(VM)      {}
-func (NoHooks) VMRestarted(VM)    {}
-func (NoHooks) VMDisksChanged(VM) {}
-func (NoHooks) VMDeleted(string)  {}
+func (NoHooks) VMCreated(VM)       {}
+func (NoHooks) VMRestarted(VM)     {}
+func (NoHooks) VMDisksChanged(VM)  {}
+func (NoHooks) VMDeleted(string)   {}
+func (NoHooks) DiskDeleted(string) {}
