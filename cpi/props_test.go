@@ -32,6 +32,9 @@ func TestDecodeCloudProperties(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if p.ignored != 0 {
+		t.Errorf("an unexported field was decoded: %d", p.ignored)
+	}
 	if p.InstanceType != "m5.large" || p.EphemeralDisk.Size != 10240 || len(p.SecurityGroups) != 2 || p.Tags["k"] != "v" || !p.Spot || p.Disks[0].Size != 1 {
 		t.Errorf("decoded %+v", p)
 	}
