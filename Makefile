@@ -73,11 +73,12 @@ proto:
 	  --go-grpc_out=cpi/v1 --go-grpc_opt=paths=source_relative \
 	  cpi/v1/cpi.proto
 
+# CLOUD=aws: the same demo through cpi-aws on the simulated AWS (docs/clouds.md).
 demo: build stemcell
-	./scripts/demo.sh up
+	CLOUD="$(CLOUD)" ./scripts/demo.sh up
 
 demo-down:
-	./scripts/demo.sh down
+	CLOUD="$(CLOUD)" ./scripts/demo.sh down
 
 zdt: build stemcell
 	$(GO) run ./test/zdt

@@ -3,8 +3,13 @@
 # servers behind a load balancer, all on the local CPI.
 #   scripts/demo.sh up     (make demo)       — safe to run again
 #   scripts/demo.sh down   (make demo-down)  — stops the director, removes every VM
+# With CLOUD=aws (make demo CLOUD=aws): the same deployment through cpi-aws on
+# a simulated AWS (cloudsim aws: moto's EC2 server, a VM booted here for every
+# instance) and a production-mode director (serve --config); .compleat/cloud.env
+# then holds the AWS client variables. See docs/clouds.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+CLOUD=${CLOUD:-}
 
 DATA=${COMPLEAT_DEMO_DATA:-.compleat}
 LISTEN=${COMPLEAT_DEMO_LISTEN:-127.0.0.1:25555}
@@ -103,8 +108,170 @@ down() {
   say "demo stopped; state kept in $DATA (remove it for a fresh start)"
 }
 
-case "${1:-}" in
-up) up ;;
-down) down ;;
-*) echo "usage: $0 up|down" >&2; exit 2 ;;
+# ---- CLOUD=aws: cpi-aws on the simulated AWS -------------------------------
+
+AWSDIR=$DATA/aws
+CLOUDSIM=bin/cloudsim
+SIM_PIDFILE=$AWSDIR/cloudsim.pid
+AWS_DIRECTOR_PIDFILE=$AWSDIR/director.pid
+AWS_NATS=${COMPLEAT_DEMO_NATS:-127.0.0.1:25556}
+AWS_LB=${COMPLEAT_DEMO_AWS_LB:-127.80.1.10:8080}
+
+pid_running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# stop_pid PIDFILE: SIGTERM, up to 30 s, then SIGKILL.
+stop_pid() {
+  if pid_running "$1"; then
+    kill "$(cat "$1")" 2>/dev/null || true
+    for _ in $(seq 1 150); do pid_running "$1" || break; sleep 0.2; done
+    pid_running "$1" && kill -9 "$(cat "$1")" 2>/dev/null || true
+  fi
+  rm -f "$1"
+}
+
+start_cloudsim() {
+  mkdir -p "$AWSDIR"
+  if pid_running "$SIM_PIDFILE"; then
+    say "simulated AWS already running (cloudsim pid $(cat "$SIM_PIDFILE"))"
+    return 0
+  fi
+  command -v moto_server >/dev/null || { echo "moto_server is not on PATH: the simulated AWS runs moto's EC2 server (pip install 'moto[server]')" >&2; exit 1; }
+  # moto keeps its state in memory: a new simulator is a new, empty cloud,
+  # and a director that remembers the old one has nothing to manage.
+  stop_pid "$AWS_DIRECTOR_PIDFILE"
+  rm -rf "$AWSDIR/director"
+  say "starting the simulated AWS (moto's EC2 server + cloudsim; log in $AWSDIR/cloudsim.log)"
+  rm -f "$DATA/cloud.env"
+  nohup "$CLOUDSIM" aws --data "$AWSDIR" --env-file "$DATA/cloud.env" >"$AWSDIR/cloudsim.log" 2>&1 &
+  echo $! >"$SIM_PIDFILE"
+  for _ in $(seq 1 300); do
+    [ -s "$DATA/cloud.env" ] && return 0
+    if ! pid_running "$SIM_PIDFILE"; then
+      echo "cloudsim exited; its log:" >&2
+      tail -n 30 "$AWSDIR/cloudsim.log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+  echo "the simulated AWS did not start within 60 s; see $AWSDIR/cloudsim.log" >&2
+  exit 1
+}
+
+start_aws_director() {
+  # shellcheck disable=SC1090,SC1091
+  . "$DATA/cloud.env"
+  if pid_running "$AWS_DIRECTOR_PIDFILE"; then
+    say "director already running (pid $(cat "$AWS_DIRECTOR_PIDFILE"))"
+  else
+    mkdir -p "$AWSDIR/director"
+    if [ ! -s "$AWSDIR/admin.token" ]; then
+      (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$AWSDIR/admin.token")
+    fi
+    # A production-mode director with cpi-aws pointed at the simulator.
+    (umask 077; cat >"$AWSDIR/director.yml" <<YML
+listen: $LISTEN
+data_dir: director
+tokens:
+- name: admin
+  token_file: admin.token
+  scopes: [admin]
+blobstore:
+  type: fs
+  public_url: https://$LISTEN
+nats:
+  listen: $AWS_NATS
+  url: nats://$AWS_NATS
+cpis:
+- name: aws
+  type: aws
+  properties:
+    region: $AWS_DEFAULT_REGION
+    endpoint: $AWS_ENDPOINT_URL
+    access_key_id: $AWS_ACCESS_KEY_ID
+    secret_access_key: $AWS_SECRET_ACCESS_KEY
+    poll_interval: 200ms
+YML
+)
+    say "starting a production-mode director with cpi-aws (serve --config $AWSDIR/director.yml)"
+    nohup "$DIRECTOR" serve --config "$AWSDIR/director.yml" >"$AWSDIR/director.log" 2>&1 &
+    echo $! >"$AWS_DIRECTOR_PIDFILE"
+  fi
+  (umask 077; printf '# Source this file to use the director of the simulated AWS demo.\nexport DIRECTOR_TARGET=https://%s\nexport DIRECTOR_TOKEN=%s\nexport DIRECTOR_CA_CERT=%s\n' \
+    "$LISTEN" "$(cat "$AWSDIR/admin.token")" "$(cd "$AWSDIR/director" && pwd)/ca.pem" >"$DATA/env")
+  for _ in $(seq 1 100); do
+    if [ -s "$AWSDIR/director/ca.pem" ]; then
+      # shellcheck disable=SC1090,SC1091
+      . "$DATA/env"
+      export DIRECTOR_TARGET DIRECTOR_TOKEN DIRECTOR_CA_CERT
+      if "$DIRECTOR" deployments >/dev/null 2>&1; then
+        return 0
+      fi
+    fi
+    if ! pid_running "$AWS_DIRECTOR_PIDFILE"; then
+      echo "the director exited; its log:" >&2
+      tail -n 30 "$AWSDIR/director.log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+  echo "the director did not answer within 20 s; see $AWSDIR/director.log" >&2
+  exit 1
+}
+
+up_aws() {
+  start_cloudsim
+  start_aws_director
+  export DIRECTOR_TARGET DIRECTOR_TOKEN DIRECTOR_CA_CERT
+  say "uploading the web release and a light stemcell naming the simulator's AMI ($COMPLEAT_AWS_AMI)"
+  "$DIRECTOR" upload-release releases/web
+  mkdir -p build/stemcells
+  "$DIRECTOR" create-stemcell --light --name compleat-aws --format aws-light \
+    --cloud-property "ami_id=$COMPLEAT_AWS_AMI" --tarball build/stemcells/aws-light.tgz
+  "$DIRECTOR" upload-stemcell build/stemcells/aws-light.tgz
+  say "setting the cloud config (subnets $COMPLEAT_AWS_SUBNET_1, $COMPLEAT_AWS_SUBNET_2)"
+  "$DIRECTOR" interpolate manifests/aws/cloudsim/cloud-config.yml \
+    -v "subnet_z1=$COMPLEAT_AWS_SUBNET_1" -v "subnet_z2=$COMPLEAT_AWS_SUBNET_2" >"$AWSDIR/cloud-config.yml"
+  "$DIRECTOR" -n update-cloud-config "$AWSDIR/cloud-config.yml"
+  say "deploying manifests/aws/cloudsim/web.yml"
+  "$DIRECTOR" -n -d web deploy manifests/aws/cloudsim/web.yml
+  say "instances (VM cids are EC2 instance ids)"
+  "$DIRECTOR" -d web instances --ps
+  say "a request through the load balancer (http://$AWS_LB/)"
+  for _ in 1 2 3 4; do
+    curl -fsS "http://$AWS_LB/"
+  done
+  cat <<MSG
+
+The director and the simulated AWS keep running in the background.
+  . $DATA/env && bin/director -d web instances --ps
+  . $DATA/cloud.env && aws ec2 describe-instances      (the cloud's own view)
+To stop both and remove every VM:
+  make demo-down CLOUD=aws
+MSG
+}
+
+down_aws() {
+  if pid_running "$AWS_DIRECTOR_PIDFILE" && [ -s "$DATA/env" ]; then
+    # shellcheck disable=SC1090,SC1091
+    . "$DATA/env"
+    export DIRECTOR_TARGET DIRECTOR_TOKEN DIRECTOR_CA_CERT
+    say "deleting deployment web"
+    "$DIRECTOR" -n -d web delete-deployment --force || true
+  fi
+  say "stopping the director"
+  stop_pid "$AWS_DIRECTOR_PIDFILE"
+  # cloudsim deletes every VM it booted, then stops moto.
+  say "stopping the simulated AWS"
+  stop_pid "$SIM_PIDFILE"
+  rm -f "$DATA/cloud.env"
+  say "demo stopped; state kept in $DATA (remove it for a fresh start)"
+}
+
+case "${CLOUD}:${1:-}" in
+:up) up ;;
+:down) down ;;
+aws:up) up_aws ;;
+aws:down) down_aws ;;
+*:up | *:down) echo "CLOUD=$CLOUD: unknown cloud (aws, or none for the local CPI)" >&2; exit 2 ;;
+*) echo "usage: [CLOUD=aws] $0 up|down" >&2; exit 2 ;;
 esac
