@@ -205,6 +205,9 @@ func (p *Plugin) start(ctx context.Context) (*instance, error) {
 		if reason, ok := startupError(err); ok {
 			return nil, fmt.Errorf("cpi plugin %s did not start: %s", p.cfg.Path, reason)
 		}
+		if reason := sink.pluginError(); reason != "" {
+			return nil, fmt.Errorf("cpi plugin %s did not start (%v); its last error: %s", p.cfg.Path, firstLine(err), reason)
+		}
 		return nil, fmt.Errorf("start cpi plugin %s: %w", p.cfg.Path, err)
 	}
 	rpc, err := client.Client()
@@ -378,4 +381,11 @@ func startupError(err error) (string, bool) {
 		return "", false
 	}
 	return doc.Error, true
+}
+
+// firstLine is the first line of err's message (go-plugin appends advice
+// meant for Terraform users).
+func firstLine(err error) string {
+	line, _, _ := strings.Cut(err.Error(), "\n")
+	return line
 }

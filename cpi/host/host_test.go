@@ -569,3 +569,16 @@ func TestNoOutcomeUnknownForCallsAfterSIGKILL(t *testing.T) {
 		}
 	}
 }
+
+// TestExitBeforeServingIsExplained: a plugin that logs an error and exits
+// before the handshake (not using cpi.Main) is reported with that error.
+func TestExitBeforeServingIsExplained(t *testing.T) {
+	_, logger := newCapture(t)
+	_, err := host.Start(t.Context(), host.Config{
+		Path: fakePlugin, Env: map[string]string{"FAKEPLUGIN_EXIT": "region is required"},
+		StartTimeout: 20 * time.Second, Logger: logger,
+	})
+	if err == nil || !strings.Contains(err.Error(), "its last error: cannot start: region is required") {
+		t.Errorf("start error %v, want the plugin's logged reason", err)
+	}
+}

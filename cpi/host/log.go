@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
@@ -14,9 +15,32 @@ import (
 // records through slog, keeping level and attributes.
 type slogSink struct {
 	log *slog.Logger
+
+	mu sync.Mutex
+	// lastError is the plugin's last error record, for a plugin that
+	// exits before the handshake without cpi.Main's report.
+	lastError string
+}
+
+// pluginError returns the plugin's last error record ("" when none).
+func (s *slogSink) pluginError() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastError
 }
 
 func (s *slogSink) Accept(name string, level hclog.Level, msg string, args ...any) {
+	if level >= hclog.Error && strings.HasPrefix(name, "cpi.") { // the plugin's own log, not go-plugin's
+		rec := msg
+		for i := 0; i+1 < len(args); i += 2 {
+			if k := fmt.Sprint(args[i]); k == "error" || k == "err" {
+				rec += ": " + fmt.Sprint(args[i+1])
+			}
+		}
+		s.mu.Lock()
+		s.lastError = rec
+		s.mu.Unlock()
+	}
 	var l slog.Level
 	switch level {
 	case hclog.Trace, hclog.Debug:

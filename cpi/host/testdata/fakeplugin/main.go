@@ -29,7 +29,15 @@ import (
 	"github.com/compleat/compleat/cpi/cpitest"
 )
 
-func main() { cpi.Main(newPlugin) }
+func main() {
+	// A plugin that exits before serving, without cpi.Main's report: the
+	// host finds the reason in its log.
+	if msg := os.Getenv("FAKEPLUGIN_EXIT"); msg != "" {
+		cpi.Logger().Error("cannot start", "error", msg)
+		os.Exit(1)
+	}
+	cpi.Main(newPlugin)
+}
 
 func newPlugin(properties json.RawMessage, log *slog.Logger) (cpi.CPI, error) {
 	var props struct {
