@@ -10,7 +10,8 @@
 #
 # The context follows BOSH's template evaluation context: p (defaults and
 # the multi-name form), if_p (several names, .else), properties, spec (an
-# open struct), link(name) with instances, address, p and if_p, if_link,
+# open struct), link(name) with instances, address, p and if_p (with .else
+# and .else_if_p), if_link,
 # and esc (shell escaping). Compiled templates are kept per job, template
 # and text, so rendering the same template for many instances parses it
 # once.
@@ -53,21 +54,35 @@ module Compleat
     raise UnknownProperty, "Can't find property '#{names.join("', '")}'#{what}"
   end
 
-  def self.if_p(props, names)
+  # if_p yields the values when every name is set; what it returns carries
+  # on the chain: .else { } and .else_if_p(names) { }, as BOSH's.
+  def self.if_p(owner, props, names)
     values = names.map { |n| lookup(props, n) }
-    return ActiveElseBlock.new if values.any?(&:nil?)
+    return ActiveElseBlock.new(owner) if values.any?(&:nil?)
     yield(*values)
     InactiveElseBlock.new
   end
 
   class ActiveElseBlock
+    def initialize(owner)
+      @owner = owner
+    end
+
     def else
       yield
+    end
+
+    def else_if_p(*names, &block)
+      @owner.if_p(*names, &block)
     end
   end
 
   class InactiveElseBlock
     def else; end
+
+    def else_if_p(*_names)
+      InactiveElseBlock.new
+    end
   end
 
   class LinkInstance
@@ -102,7 +117,7 @@ module Compleat
     end
 
     def if_p(*names, &block)
-      Compleat.if_p(@properties, names, &block)
+      Compleat.if_p(self, @properties, names, &block)
     end
   end
 
@@ -128,7 +143,7 @@ module Compleat
     end
 
     def if_p(*names, &block)
-      Compleat.if_p(@raw_properties, names, &block)
+      Compleat.if_p(self, @raw_properties, names, &block)
     end
 
     def link(name)
@@ -139,7 +154,7 @@ module Compleat
 
     def if_link(name)
       l = @links[name]
-      return ActiveElseBlock.new if l.nil?
+      return ActiveElseBlock.new(self) if l.nil?
       yield Link.new(name, l)
       InactiveElseBlock.new
     end
