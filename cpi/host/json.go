@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/compleat/compleat/cpi"
 )
@@ -38,6 +39,26 @@ type JSONProcess struct {
 	boshContext  bool
 	directorUUID string
 	logger       *slog.Logger
+	observe      cpi.CallObserver
+}
+
+// Observe reports every call to obs, named as the gRPC methods are
+// (CreateVM, not create_vm), so the director's CPI metrics read the same
+// for both protocols.
+func (j *JSONProcess) Observe(obs cpi.CallObserver) *JSONProcess {
+	j.observe = obs
+	return j
+}
+
+// rpcNames maps the JSON protocol's method names to the contract's.
+var rpcNames = map[string]string{
+	"info": "Info", "create_stemcell": "CreateStemcell", "delete_stemcell": "DeleteStemcell",
+	"create_vm": "CreateVM", "delete_vm": "DeleteVM", "has_vm": "HasVM", "reboot_vm": "RebootVM",
+	"set_vm_metadata": "SetVMMetadata", "calculate_vm_cloud_properties": "CalculateVMCloudProperties",
+	"create_disk": "CreateDisk", "delete_disk": "DeleteDisk", "resize_disk": "ResizeDisk",
+	"attach_disk": "AttachDisk", "detach_disk": "DetachDisk", "has_disk": "HasDisk", "get_disks": "GetDisks",
+	"set_disk_metadata": "SetDiskMetadata", "snapshot_disk": "SnapshotDisk", "delete_snapshot": "DeleteSnapshot",
+	"list_vms": "ListVMs", "list_disks": "ListDisks",
 }
 
 // BOSH makes the process call the CPI as BOSH's director calls an external
@@ -72,7 +93,17 @@ func (j *JSONProcess) call(ctx context.Context, method string, out any, args ...
 	return j.callContext(ctx, method, nil, out, args...)
 }
 
-func (j *JSONProcess) callContext(ctx context.Context, method string, reqCtx map[string]json.RawMessage, out any, args ...any) error {
+func (j *JSONProcess) callContext(ctx context.Context, method string, reqCtx map[string]json.RawMessage, out any, args ...any) (err error) {
+	if j.observe != nil {
+		start := time.Now()
+		defer func() {
+			name := rpcNames[method]
+			if name == "" {
+				name = method
+			}
+			j.observe(name, time.Since(start), err)
+		}()
+	}
 	requestID := ""
 	if j.boshContext {
 		var err error

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/compleat/compleat/cpi/host"
 )
@@ -31,6 +32,9 @@ func (m *Manager) external(p Plugin) (Process, error) {
 	}
 	m.opts.Logger.Info("using external cpi", "cpi", p.Name, "executable", path)
 	j := host.NewJSONProcess(path, p.Properties).BOSH(m.opts.DirectorUUID, m.opts.Logger.With("cpi_name", p.Name))
+	if obs := m.opts.Observer; obs != nil {
+		j.Observe(func(method string, took time.Duration, err error) { obs(p.Name, method, took, err) })
+	}
 	return externalProcess{j}, nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/compleat/compleat/cpi"
 	"github.com/compleat/compleat/cpi/cpitest"
@@ -152,7 +153,14 @@ func TestExternalCPIConformance(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs logLines
+	var observedMu sync.Mutex
+	observed := map[string]int{}
 	m := cpimanager.New(cfg, cpimanager.Options{
+		Observer: func(cpiName, method string, took time.Duration, err error) {
+			observedMu.Lock()
+			observed[cpiName+" "+method]++
+			observedMu.Unlock()
+		},
 		Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
 		ExternalCPIs: []string{dir},
 		DirectorUUID: "d1rect0r-uuid",
@@ -184,6 +192,11 @@ func TestExternalCPIConformance(t *testing.T) {
 		InvalidField:             "ram",
 		ManualNetworks:           cpitest.ManualNetworks("127.81.1.10"),
 	})
+	observedMu.Lock()
+	defer observedMu.Unlock()
+	if observed["bosh CreateVM"] == 0 || observed["bosh RebootVM"] == 0 || observed["bosh Info"] == 0 {
+		t.Errorf("calls observed for the metrics: %v", observed)
+	}
 }
 
 // An external entry may only run an executable from the director's own
