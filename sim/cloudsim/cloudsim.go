@@ -32,7 +32,8 @@ type cloud struct {
 
 // clouds are the subcommands, by name.
 var clouds = map[string]cloud{
-	"aws": {"moto's EC2 server, with a VM booted for every running instance", runAWS},
+	"aws":   {"moto's EC2 server, with a VM booted for every running instance", runAWS},
+	"azure": {"Resource Manager and Entra ID over HTTPS, with a VM booted for every VM created", runAzure},
 }
 
 // UsageError is a bad command line (exit status 2).
