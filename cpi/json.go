@@ -87,6 +87,12 @@ func (je *JSONError) Err() *Error {
 				code = c
 			}
 		}
+		// How older BOSH CPIs say they do not know a method (the director
+		// reads these as NotImplemented too), e.g. list_vms.
+		if (je.Type == "Bosh::Clouds::InvalidCall" && strings.Contains(je.Message, "Method is not known")) ||
+			(je.Type == boshCloudError && strings.Contains(je.Message, "Invalid Method")) {
+			code = CodeNotImplemented
+		}
 	}
 	return &Error{Code: code, Message: je.Message, Field: je.Field, Retryable: je.OkToRetry}
 }

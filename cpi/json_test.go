@@ -3,6 +3,7 @@ package cpi_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 
@@ -116,5 +117,22 @@ func TestJSONErrorFromBOSHType(t *testing.T) {
 	}
 	if (&cpi.JSONError{Type: "Bosh::Clouds::CloudError"}).Err().Code != cpi.CodeUnknown {
 		t.Error("CloudError should decode as Unknown")
+	}
+}
+
+// TestJSONLegacyNotImplemented: the ways older BOSH CPIs refuse a method
+// they do not know read as NotImplemented, as BOSH's director reads them.
+func TestJSONLegacyNotImplemented(t *testing.T) {
+	for _, je := range []cpi.JSONError{
+		{Type: "Bosh::Clouds::NotImplemented", Message: "list_vms"},
+		{Type: "Bosh::Clouds::InvalidCall", Message: "Method is not known, got 'list_vms'"},
+		{Type: "Bosh::Clouds::CloudError", Message: "Invalid Method: list_vms"},
+	} {
+		if err := je.Err(); !errors.Is(err, cpi.ErrNotImplemented) {
+			t.Errorf("%+v reads as %v, want NotImplemented", je, err.Code)
+		}
+	}
+	if err := (&cpi.JSONError{Type: "Bosh::Clouds::CloudError", Message: "quota exceeded"}).Err(); errors.Is(err, cpi.ErrNotImplemented) {
+		t.Errorf("a plain CloudError reads as NotImplemented")
 	}
 }
