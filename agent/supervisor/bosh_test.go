@@ -22,7 +22,7 @@ check process web
   depends on db, cache
 
 check process worker pidfile /var/vcap/sys/run/web/worker.pid
-  start program "/bin/sh -c 'exec worker'"
+  start program = "/bin/sh -c 'exec worker'"
 `
 	procs, err := ParseMonit("web", "monit", []byte(good))
 	if err != nil {

@@ -173,14 +173,18 @@ func ParseMonit(job, file string, data []byte) ([]Process, error) {
 			cur.Monit.PidFile = p.text
 			i += 2
 		case is(i, "start", "program") || is(i, "stop", "program"):
-			prog, err := arg(i+2, t.text+" program command")
+			at := i + 2
+			if is(at, "=") { // monit also reads start program = "cmd"
+				at++
+			}
+			prog, err := arg(at, t.text+" program command")
 			if err != nil {
 				return nil, err
 			}
 			if !prog.quoted {
 				return nil, fail(prog, "%s program needs a quoted command", t.text)
 			}
-			i += 3
+			i = at + 1
 			if is(i, "as", "uid") {
 				return nil, fail(toks[i], "%s program as uid/gid is not supported: processes run as the agent's user", t.text)
 			}

@@ -115,6 +115,10 @@ func TestOpenBOSHCompiledRelease(t *testing.T) {
 	if len(m.Packages) != 0 || len(m.CompiledPackages) != 2 || len(a.CompiledPackages) != 2 {
 		t.Fatalf("manifest %+v", m)
 	}
+	var summary strings.Builder
+	if err := release.WriteSummary(&summary, m); err != nil || !strings.Contains(summary.String(), "2 compiled packages") || !strings.Contains(summary.String(), "linux/1") {
+		t.Errorf("summary (%v):\n%s", err, summary.String())
+	}
 	for _, p := range m.CompiledPackages {
 		if p.Stemcell != "linux/1" || len(p.Fingerprint) != 64 {
 			t.Errorf("compiled package %+v", p)

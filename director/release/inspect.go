@@ -31,6 +31,19 @@ func WriteSummary(w io.Writer, m *Manifest) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if len(m.CompiledPackages) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "Compiled package\tFingerprint\tStemcell\tDependencies")
+		for _, p := range m.CompiledPackages {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Name, short(p.Fingerprint), p.Stemcell, join(p.Dependencies))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(w, "\n%d jobs, %d packages, %d compiled packages\n", len(m.Jobs), len(m.Packages), len(m.CompiledPackages))
+		return err
+	}
 	_, err := fmt.Fprintf(w, "\n%d jobs, %d packages\n", len(m.Jobs), len(m.Packages))
 	return err
 }
