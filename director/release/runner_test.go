@@ -76,3 +76,18 @@ func TestJobRunner(t *testing.T) {
 		})
 	}
 }
+
+// A package whose blob is listed in config/blobs.yml but not downloaded
+// gets advice instead of a bare "matches no file".
+func TestSourceBlobNotDownloaded(t *testing.T) {
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{
+		"config/blobs.yml":        "ruby/ruby-3.3.0.tar.gz:\n  size: 100\n  object_id: abc\n  sha: sha256:00\n",
+		"packages/ruby/spec":      "name: ruby\nfiles: [ruby/ruby-*.tar.gz]\n",
+		"packages/ruby/packaging": "true\n",
+	})
+	_, err := LoadSource(dir)
+	if err == nil || !strings.Contains(err.Error(), "config/blobs.yml lists ruby/ruby-3.3.0.tar.gz, not downloaded") {
+		t.Fatalf("LoadSource = %v", err)
+	}
+}

@@ -379,6 +379,9 @@ func matchFiles(dir string, spec *PackageSpec) (map[string]string, error) {
 			}
 		}
 		if matched == 0 {
+			if listed := blobsListed(dir, re); listed != "" {
+				return nil, fmt.Errorf("field files: pattern %q matches no file under src/ or blobs/; config/blobs.yml lists %s, not downloaded: fetch the release's blobs into blobs/ first (bosh sync-blobs)", g, listed)
+			}
 			return nil, fmt.Errorf("field files: pattern %q matches no file under src/ or blobs/", g)
 		}
 	}
@@ -455,4 +458,24 @@ func sourceFile(name, p string) (SourceFile, error) {
 		mode = 0o755
 	}
 	return SourceFile{Name: name, Path: p, Mode: mode, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// blobsListed returns a path of config/blobs.yml (BOSH's list of blobs kept
+// in a blobstore, downloaded into blobs/ by bosh sync-blobs) that re
+// matches, or "".
+func blobsListed(dir string, re glob) string {
+	data, err := os.ReadFile(filepath.Join(dir, "config", "blobs.yml"))
+	if err != nil {
+		return ""
+	}
+	var blobs map[string]any
+	if decodeLoose(data, &blobs) != nil {
+		return ""
+	}
+	for _, p := range sortedKeys(blobs) {
+		if re.Match(p) {
+			return p
+		}
+	}
+	return ""
 }
