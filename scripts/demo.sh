@@ -7,6 +7,9 @@
 # a simulated AWS (cloudsim aws: moto's EC2 server, a VM booted here for every
 # instance) and a production-mode director (serve --config); .compleat/cloud.env
 # then holds the AWS client variables. See docs/clouds.md.
+# With CLOUD=openstack: the same through cpi-openstack on a simulated OpenStack
+# (cloudsim openstack: Keystone, Nova, Neutron, Cinder, Glance, a VM booted
+# here for every server); .compleat/cloud.env then holds the OS_* variables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLOUD=${CLOUD:-}
@@ -267,11 +270,141 @@ down_aws() {
   say "demo stopped; state kept in $DATA (remove it for a fresh start)"
 }
 
+# ---- CLOUD=openstack: cpi-openstack on the simulated OpenStack -------------
+
+OSDIR=$DATA/openstack
+OS_SIM_PIDFILE=$OSDIR/cloudsim.pid
+OS_DIRECTOR_PIDFILE=$OSDIR/director.pid
+OS_NATS=${COMPLEAT_DEMO_NATS:-127.0.0.1:25556}
+OS_LB=${COMPLEAT_DEMO_OPENSTACK_LB:-127.82.1.10:8080}
+
+start_openstack_sim() {
+  mkdir -p "$OSDIR"
+  if pid_running "$OS_SIM_PIDFILE"; then
+    say "simulated OpenStack already running (cloudsim pid $(cat "$OS_SIM_PIDFILE"))"
+    return 0
+  fi
+  # The cloud's state lives in cloudsim: a new one is a new, empty cloud.
+  stop_pid "$OS_DIRECTOR_PIDFILE"
+  rm -rf "$OSDIR/director"
+  say "starting the simulated OpenStack (cloudsim; log in $OSDIR/cloudsim.log)"
+  rm -f "$DATA/cloud.env" "$OSDIR/cpi-config.yml"
+  nohup "$CLOUDSIM" openstack --data "$OSDIR" --env-file "$DATA/cloud.env" >"$OSDIR/cloudsim.log" 2>&1 &
+  echo $! >"$OS_SIM_PIDFILE"
+  for _ in $(seq 1 150); do
+    [ -s "$DATA/cloud.env" ] && [ -s "$OSDIR/cpi-config.yml" ] && return 0
+    if ! pid_running "$OS_SIM_PIDFILE"; then
+      echo "cloudsim exited; its log:" >&2
+      tail -n 30 "$OSDIR/cloudsim.log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+  echo "the simulated OpenStack did not start within 30 s; see $OSDIR/cloudsim.log" >&2
+  exit 1
+}
+
+start_openstack_director() {
+  if pid_running "$OS_DIRECTOR_PIDFILE"; then
+    say "director already running (pid $(cat "$OS_DIRECTOR_PIDFILE"))"
+  else
+    mkdir -p "$OSDIR/director"
+    if [ ! -s "$OSDIR/admin.token" ]; then
+      (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$OSDIR/admin.token")
+    fi
+    # A production-mode director whose cpi is the one cloudsim wrote.
+    (umask 077; cat >"$OSDIR/director.yml" <<YML
+listen: $LISTEN
+data_dir: director
+tokens:
+- name: admin
+  token_file: admin.token
+  scopes: [admin]
+blobstore:
+  type: fs
+  public_url: https://$LISTEN
+nats:
+  listen: $OS_NATS
+  url: nats://$OS_NATS
+YML
+    grep -v '^#' "$OSDIR/cpi-config.yml" >>"$OSDIR/director.yml")
+    say "starting a production-mode director with cpi-openstack (serve --config $OSDIR/director.yml)"
+    nohup "$DIRECTOR" serve --config "$OSDIR/director.yml" >"$OSDIR/director.log" 2>&1 &
+    echo $! >"$OS_DIRECTOR_PIDFILE"
+  fi
+  (umask 077; printf '# Source this file to use the director of the simulated OpenStack demo.\nexport DIRECTOR_TARGET=https://%s\nexport DIRECTOR_TOKEN=%s\nexport DIRECTOR_CA_CERT=%s\n' \
+    "$LISTEN" "$(cat "$OSDIR/admin.token")" "$(cd "$OSDIR/director" && pwd)/ca.pem" >"$DATA/env")
+  for _ in $(seq 1 100); do
+    if [ -s "$OSDIR/director/ca.pem" ]; then
+      # shellcheck disable=SC1090,SC1091
+      . "$DATA/env"
+      export DIRECTOR_TARGET DIRECTOR_TOKEN DIRECTOR_CA_CERT
+      if "$DIRECTOR" deployments >/dev/null 2>&1; then
+        return 0
+      fi
+    fi
+    if ! pid_running "$OS_DIRECTOR_PIDFILE"; then
+      echo "the director exited; its log:" >&2
+      tail -n 30 "$OSDIR/director.log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+  echo "the director did not answer within 20 s; see $OSDIR/director.log" >&2
+  exit 1
+}
+
+up_openstack() {
+  start_openstack_sim
+  start_openstack_director
+  export DIRECTOR_TARGET DIRECTOR_TOKEN DIRECTOR_CA_CERT
+  say "uploading the web release and the light stemcell naming the simulator's image"
+  "$DIRECTOR" upload-release releases/web
+  "$DIRECTOR" upload-stemcell "$OSDIR/light-stemcell.tgz"
+  say "setting the cloud config (network private, zone nova)"
+  "$DIRECTOR" -n update-cloud-config manifests/openstack/cloud-config.yml
+  say "deploying manifests/openstack/web.yml"
+  "$DIRECTOR" -n -d web deploy manifests/openstack/web.yml
+  say "instances (VM cids are Nova server ids)"
+  "$DIRECTOR" -d web instances --ps
+  say "a request through the load balancer (http://$OS_LB/)"
+  for _ in 1 2 3 4; do
+    curl -fsS "http://$OS_LB/"
+  done
+  cat <<MSG
+
+The director and the simulated OpenStack keep running in the background.
+  . $DATA/env && bin/director -d web instances --ps
+  . $DATA/cloud.env && openstack server list      (the cloud's own view; python3-openstackclient)
+To stop both and remove every VM:
+  make demo-down CLOUD=openstack
+MSG
+}
+
+down_openstack() {
+  if pid_running "$OS_DIRECTOR_PIDFILE" && [ -s "$DATA/env" ]; then
+    # shellcheck disable=SC1090,SC1091
+    . "$DATA/env"
+    export DIRECTOR_TARGET DIRECTOR_TOKEN DIRECTOR_CA_CERT
+    say "deleting deployment web"
+    "$DIRECTOR" -n -d web delete-deployment --force || true
+  fi
+  say "stopping the director"
+  stop_pid "$OS_DIRECTOR_PIDFILE"
+  # cloudsim deletes the VM of every server it still has.
+  say "stopping the simulated OpenStack"
+  stop_pid "$OS_SIM_PIDFILE"
+  rm -f "$DATA/cloud.env"
+  say "demo stopped; state kept in $DATA (remove it for a fresh start)"
+}
+
 case "${CLOUD}:${1:-}" in
 :up) up ;;
 :down) down ;;
 aws:up) up_aws ;;
 aws:down) down_aws ;;
-*:up | *:down) echo "CLOUD=$CLOUD: unknown cloud (aws, or none for the local CPI)" >&2; exit 2 ;;
-*) echo "usage: [CLOUD=aws] $0 up|down" >&2; exit 2 ;;
+openstack:up) up_openstack ;;
+openstack:down) down_openstack ;;
+*:up | *:down) echo "CLOUD=$CLOUD: unknown cloud (aws, openstack, or none for the local CPI)" >&2; exit 2 ;;
+*) echo "usage: [CLOUD=aws|openstack] $0 up|down" >&2; exit 2 ;;
 esac

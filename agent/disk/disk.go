@@ -361,6 +361,14 @@ func partitionOnce(ctx context.Context, dev string) (string, error) {
 		if _, err := os.Stat(part); err == nil {
 			return part, nil
 		}
+		if i == 10 {
+			// Some kernels (loop devices in microVMs among them) answer
+			// BLKRRPART without adding the partition: add it as partx -a
+			// does, from the table on the disk.
+			if err := addPartition(f); err != nil {
+				return "", fmt.Errorf("partition %s: %s did not appear, and adding it failed: %w", dev, part, err)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return "", ctx.Err()
@@ -368,6 +376,28 @@ func partitionOnce(ctx context.Context, dev string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("partition %s: %s did not appear", dev, part)
+}
+
+// addPartition tells the kernel about the first partition of the table
+// on f (BLKPG_ADD_PARTITION); a partition it knows already is no error.
+func addPartition(f *os.File) error {
+	sector := make([]byte, sectorSize)
+	if _, err := f.ReadAt(sector, 0); err != nil {
+		return fmt.Errorf("read first sector: %w", err)
+	}
+	e := sector[mbrEntryOffset : mbrEntryOffset+16]
+	start := int64(binary.LittleEndian.Uint32(e[8:12])) * sectorSize
+	length := int64(binary.LittleEndian.Uint32(e[12:16])) * sectorSize
+	if sector[510] != 0x55 || sector[511] != 0xaa || length == 0 {
+		return errors.New("no partition table on the disk")
+	}
+	p := unix.BlkpgPartition{Start: start, Length: length, Pno: 1}
+	arg := unix.BlkpgIoctlArg{Op: unix.BLKPG_ADD_PARTITION, Datalen: int32(unsafe.Sizeof(p)), Data: (*byte)(unsafe.Pointer(&p))}
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.BLKPG, uintptr(unsafe.Pointer(&arg)))
+	if errno != 0 && errno != unix.EBUSY {
+		return fmt.Errorf("BLKPG_ADD_PARTITION: %w", errno)
+	}
+	return nil
 }
 
 // Partition table layout (MBR): one primary Linux partition (type 0x83)

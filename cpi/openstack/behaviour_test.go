@@ -66,12 +66,12 @@ func TestBadVIPLeavesNoServerAndNoPort(t *testing.T) {
 	c := simOnly(t, simos.Config{})
 	p := c.newCPI(t, nil)
 	req := c.vmRequest(t, p, 0)
-	req.Networks["public"] = cpi.Network{Type: "vip", IP: "127.78.9.9"}
+	req.Networks["public"] = cpi.Network{Type: "vip", IP: "127.83.9.9"}
 	_, err := p.CreateVM(t.Context(), req)
 	if !errors.Is(err, cpi.ErrVMCreationFailed) {
 		t.Fatalf("CreateVM with a floating IP the project lacks: %v, want VMCreationFailed", err)
 	}
-	if !strings.Contains(err.Error(), "networks.public.ip") || !strings.Contains(err.Error(), "127.78.9.9") {
+	if !strings.Contains(err.Error(), "networks.public.ip") || !strings.Contains(err.Error(), "127.83.9.9") {
 		t.Errorf("error %q does not name the vip network's ip", err)
 	}
 	c.wantNothingLeft(t, "bad vip")

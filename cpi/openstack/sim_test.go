@@ -41,7 +41,7 @@ func startSim(t testing.TB, cfg simos.Config) *testCloud {
 		cfg.DataDir = t.TempDir()
 	}
 	if cfg.FloatingIPs == nil {
-		cfg.FloatingIPs = []string{"127.78.0.10"}
+		cfg.FloatingIPs = []string{"127.83.0.10"}
 	}
 	if cfg.Password == "" {
 		cfg.Password = "s3cr3t-pw"
@@ -64,7 +64,7 @@ func startSim(t testing.TB, cfg simos.Config) *testCloud {
 			"default_security_groups": []string{"default"}, "poll_interval": 0.02, "state_timeout": 30,
 		},
 		netID: c.NetworkID("private"), imageID: simos.LightImageID, flavor: "m1.small",
-		ipBase: "127.77.0.10", vipAddress: "127.78.0.10",
+		ipBase: "127.82.0.10", vipAddress: "127.83.0.10",
 	}
 }
 

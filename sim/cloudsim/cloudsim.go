@@ -3,6 +3,7 @@
 // deletes every VM it booted and stops what it started.
 //
 //	cloudsim aws --data DIR [--env-file FILE] [--agent BIN] ...
+//	cloudsim openstack --data DIR [--env-file FILE] [--agent BIN] [--listen ADDR] ...
 //
 // Every subcommand writes, once its cloud answers, a shell file (--env-file,
 // default DIR/cloud.env) holding the cloud's standard client variables,
@@ -32,8 +33,9 @@ type cloud struct {
 
 // clouds are the subcommands, by name.
 var clouds = map[string]cloud{
-	"aws":   {"moto's EC2 server, with a VM booted for every running instance", runAWS},
-	"azure": {"Resource Manager and Entra ID over HTTPS, with a VM booted for every VM created", runAzure},
+	"aws":       {"moto's EC2 server, with a VM booted for every running instance", runAWS},
+	"azure":     {"Resource Manager and Entra ID over HTTPS, with a VM booted for every VM created", runAzure},
+	"openstack": {"Keystone v3, Nova, Neutron, Cinder and Glance, with a VM booted for every server", runOpenStack},
 }
 
 // UsageError is a bad command line (exit status 2).

@@ -17,8 +17,8 @@ import (
 
 // Config describes the simulated cloud. The zero value is usable: one
 // project "compleat" in domain "Default", user "admin" with password
-// "secret", region "RegionOne", a private network 127.77.0.0/16 and an
-// external network 127.78.0.0/16 for floating IPs.
+// "secret", region "RegionOne", a private network 127.82.0.0/16 and an
+// external network 127.83.0.0/16 for floating IPs.
 type Config struct {
 	Region      string
 	DomainName  string
@@ -104,8 +104,8 @@ func (c *Config) defaults() {
 	}
 	if len(c.Networks) == 0 {
 		c.Networks = []NetworkConfig{
-			{Name: "private", CIDR: "127.77.0.0/16", Gateway: "127.77.0.1"},
-			{Name: "public", CIDR: "127.78.0.0/16", Gateway: "127.78.0.1", External: true},
+			{Name: "private", CIDR: "127.82.0.0/16", Gateway: "127.82.0.1"},
+			{Name: "public", CIDR: "127.83.0.0/16", Gateway: "127.83.0.1", External: true},
 		}
 	}
 	if len(c.KeyPairs) == 0 {

@@ -65,13 +65,12 @@ func (c *Cloud) addNetwork(nc NetworkConfig) error {
 		}
 	}
 	n := &network{ID: stableID("network", nc.Name), Name: nc.Name, External: nc.External, seq: c.next()}
-	// Addresses below .2.0 of the subnet are left to static assignment by
-	// the operator (BOSH's reserved ranges), the pool hands out the rest.
+	// In a subnet larger than a /24 the lower half is left to the
+	// addresses the operator assigns (the director's manual networks);
+	// the pool hands out the upper half.
 	start := gw.Next()
 	if pfx.Bits() < 24 {
-		for range 255 {
-			start = start.Next()
-		}
+		start = midAddr(pfx)
 	}
 	last := lastAddr(pfx).Prev()
 	s := &subnet{ID: stableID("subnet", nc.Name), Name: nc.Name + "-subnet", NetworkID: n.ID, CIDR: pfx, Gateway: gw, PoolStart: start, PoolEnd: last}
@@ -79,6 +78,14 @@ func (c *Cloud) addNetwork(nc NetworkConfig) error {
 	c.networks[n.ID] = n
 	c.subnets[s.ID] = s
 	return nil
+}
+
+// midAddr is the first address of the upper half of p.
+func midAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	v |= uint32(1) << (31 - p.Bits())
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {

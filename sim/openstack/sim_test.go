@@ -27,7 +27,7 @@ func start(t *testing.T) *cloud {
 		t.Fatal(err)
 	}
 	base := "http://" + lis.Addr().String()
-	c, err := simos.New(base, simos.Config{DataDir: t.TempDir(), BuildTime: 10 * time.Millisecond, FloatingIPs: []string{"127.78.0.10"}})
+	c, err := simos.New(base, simos.Config{DataDir: t.TempDir(), BuildTime: 10 * time.Millisecond, FloatingIPs: []string{"127.83.0.10"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,8 +156,8 @@ func TestNovaServerLifecycleFaultsAndPagination(t *testing.T) {
 	c := start(t)
 	id := c.createServer(t, "one")
 	s := c.waitStatus(t, id, "ACTIVE")
-	if a := s.Server.Addresses["private"]; len(a) != 1 || !strings.HasPrefix(a[0].Addr, "127.77.") {
-		t.Errorf("addresses %+v, want one 127.77.x address on private", s.Server.Addresses)
+	if a := s.Server.Addresses["private"]; len(a) != 1 || !strings.HasPrefix(a[0].Addr, "127.82.") {
+		t.Errorf("addresses %+v, want one 127.82.x address on private", s.Server.Addresses)
 	}
 	// The metadata service serves the user data and meta_data.json.
 	rec := httptest.NewRecorder()
@@ -229,11 +229,11 @@ func TestNovaServerLifecycleFaultsAndPagination(t *testing.T) {
 func TestNeutronPortConflictAndCinderGlance(t *testing.T) {
 	c := start(t)
 	net := c.NetworkID("private")
-	c.want(t, http.StatusCreated, "POST", "/network/v2.0/ports", `{"port": {"network_id": "`+net+`", "fixed_ips": [{"ip_address": "127.77.0.50"}]}}`, nil)
+	c.want(t, http.StatusCreated, "POST", "/network/v2.0/ports", `{"port": {"network_id": "`+net+`", "fixed_ips": [{"ip_address": "127.82.0.50"}]}}`, nil)
 	var ne struct {
 		NeutronError struct{ Type, Message string }
 	}
-	c.want(t, http.StatusConflict, "POST", "/network/v2.0/ports", `{"port": {"network_id": "`+net+`", "fixed_ips": [{"ip_address": "127.77.0.50"}]}}`, &ne)
+	c.want(t, http.StatusConflict, "POST", "/network/v2.0/ports", `{"port": {"network_id": "`+net+`", "fixed_ips": [{"ip_address": "127.82.0.50"}]}}`, &ne)
 	if ne.NeutronError.Type != "IpAddressAlreadyAllocated" {
 		t.Errorf("409 body %+v, want IpAddressAlreadyAllocated", ne)
 	}
@@ -333,5 +333,14 @@ func TestOpenStackClient(t *testing.T) {
 	imgs := run("image", "list")
 	if len(imgs) != 1 || imgs[0]["ID"] != simos.LightImageID {
 		t.Errorf("openstack image list = %v, want the light image", imgs)
+	}
+}
+
+// The example cloud config (manifests/openstack/cloud-config.yml) names the
+// private network by its id, which must stay the same on every run.
+func TestPrivateNetworkIDIsStable(t *testing.T) {
+	c := start(t)
+	if id := c.NetworkID("private"); id != "32561ef3-60a1-500f-97ba-856165eb72d2" {
+		t.Errorf("network private has id %s; manifests/openstack/cloud-config.yml names 32561ef3-60a1-500f-97ba-856165eb72d2", id)
 	}
 }
