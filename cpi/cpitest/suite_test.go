@@ -151,6 +151,25 @@ func (b vipDropped) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.
 	return b.Fake.CreateVM(ctx, req)
 }
 
+// noHints claims disk_hints but attaches without saying where.
+type noHints struct{ *cpitest.Fake }
+
+func (b noHints) AttachDisk(ctx context.Context, vm, disk string) (cpi.DiskHint, error) {
+	_, err := b.Fake.AttachDisk(ctx, vm, disk)
+	return cpi.DiskHint{}, err
+}
+
+// missingIsSuccess answers success for GetDisks of a VM that does not exist.
+type missingIsSuccess struct{ *cpitest.Fake }
+
+func (b missingIsSuccess) GetDisks(ctx context.Context, vm string) ([]string, error) {
+	disks, err := b.Fake.GetDisks(ctx, vm)
+	if errors.Is(err, cpi.ErrVMNotFound) {
+		return nil, nil
+	}
+	return disks, err
+}
+
 // shrinks resizes a disk to a smaller size.
 type shrinks struct{ *cpitest.Fake }
 
@@ -362,6 +381,8 @@ var broken = map[string]struct {
 	"calcNotImplemented":        {func() cpi.CPI { return calcNotImplemented{strictFake()} }, "CalculateVMCloudProperties answers NotImplemented: it is required", nil},
 	"ignoresUnknownKeys":        {func() cpi.CPI { return ignoresUnknownKeys{cpitest.NewFake()} }, "refuse keys you do not know, as cpi.DecodeCloudProperties does", nil},
 	"vipDropped":                {func() cpi.CPI { return vipDropped{strictFake()} }, "give the VM the vip address and report it", nil},
+	"noHints":                   {func() cpi.CPI { return noHints{strictFake()} }, "empty hint although Info says disk_hints", nil},
+	"missingIsSuccess":          {func() cpi.CPI { return missingIsSuccess{strictFake()} }, "GetDisks(missing vm): error <nil>, want VMNotFound", nil},
 	"shrinks":                   {func() cpi.CPI { return shrinks{strictFake()} }, "refuse to shrink a disk", nil},
 	"counterIDs":                {newCounterIDs, "make cids unique across plugin processes", nil},
 	"panics":                    {func() cpi.CPI { return panics{strictFake()} }, "the plugin panicked: reboot: nil map", nil},
