@@ -36,6 +36,7 @@ import (
 	"github.com/compleat/compleat/director/pki"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
+	"github.com/compleat/compleat/director/template"
 )
 
 // Director is a running director's parts. The deploy pipeline is built from
@@ -61,6 +62,9 @@ type Director struct {
 	Signer  *blobstore.Signer
 	BlobURL string
 	Metrics *api.Metrics
+	// ERB renders BOSH jobs' ERB templates (one ruby process for the
+	// director's life, stopped when it stops).
+	ERB *template.ERB
 }
 
 // newDeployer is where the deploy pipeline plugs in: build the
@@ -71,6 +75,7 @@ func newDeployer(d *Director) api.Deployer {
 	return deploy.New(deploy.Config{
 		Store: d.Store, CPIs: d.CPIs, Conn: d.Conn, BusURL: d.BusURL, CA: d.CA,
 		Blobs: d.Blobs, Signer: d.Signer, BlobURL: d.BlobURL, Logger: d.Logger.With("component", "deploy"),
+		ERB: d.ERB,
 	})
 }
 
@@ -312,6 +317,8 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 	}
 	// Health: the monitor, the resurrector (recreating through the deploy
 	// pipeline) and cloud-check; every finished task is an audit event.
+	d.ERB = template.NewERB("")
+	defer d.ERB.Close()
 	deployer := newDeployer(d)
 	recreator, _ := deployer.(health.Recreator)
 	hsvc, err := health.Start(ctx, health.Deps{Store: st, Conn: d.Conn, Tasks: d.Tasks, Recreator: recreator,
