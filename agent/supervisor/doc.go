@@ -9,6 +9,12 @@
 //	pf, err := supervisor.LoadProcessFile("/var/vcap/jobs/web/config/processes.yml")
 //	if errors.Is(err, fs.ErrNotExist) { /* the job runs no processes */ }
 //
+// BOSH jobs declare their processes in config/bpm.yml or a monit file
+// instead; ParseBPM and ParseMonit read those into Processes, and LoadJob
+// picks the declaration a rendered job has (processes.yml, then bpm.yml,
+// then monit). A monit process (Process.Monit) is run as monit runs it:
+// start program, pidfile watched, stop program.
+//
 // A Supervisor is built once by the agent and given each job's processes:
 //
 //	sup, err := supervisor.New(logger, supervisor.Config{

@@ -23,6 +23,11 @@
 // the nested property map, else the spec default. Files rendered under bin/
 // are executable (0755); every other file is 0644.
 //
+// BOSH jobs (a template named *.erb, or a monit file; see [IsERB]) are ERB
+// instead, rendered with BOSH's template context by [ERB]: one long-lived
+// ruby process, running the embedded helper erb/render.rb, fed one request
+// per job and instance. docs/bosh-compat.md describes the context.
+//
 // The entry point is [Render]; its result, [Rendered], carries the files, a
 // content hash (Rendered.Hash) used for change detection, and a deterministic
 // tar.gz ([Rendered.Archive]) that the agent installs under
