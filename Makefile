@@ -73,8 +73,8 @@ proto:
 	  --go-grpc_out=cpi/v1 --go-grpc_opt=paths=source_relative \
 	  cpi/v1/cpi.proto
 
-# CLOUD=aws or CLOUD=openstack: the same demo through cpi-aws or cpi-openstack on
-# the simulated cloud (docs/clouds.md).
+# CLOUD=aws, CLOUD=azure or CLOUD=openstack: the same demo through cpi-aws,
+# cpi-azure or cpi-openstack on the simulated cloud (docs/clouds.md).
 demo: build stemcell
 	CLOUD="$(CLOUD)" ./scripts/demo.sh up
 

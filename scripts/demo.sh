@@ -10,6 +10,9 @@
 # With CLOUD=openstack: the same through cpi-openstack on a simulated OpenStack
 # (cloudsim openstack: Keystone, Nova, Neutron, Cinder, Glance, a VM booted
 # here for every server); .compleat/cloud.env then holds the OS_* variables.
+# With CLOUD=azure: the same through cpi-azure on a simulated Azure (cloudsim
+# azure: Resource Manager and Entra ID over HTTPS, a VM booted here for every
+# VM); .compleat/cloud.env then holds the AZURE_* variables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLOUD=${CLOUD:-}
@@ -398,6 +401,147 @@ down_openstack() {
   say "demo stopped; state kept in $DATA (remove it for a fresh start)"
 }
 
+# ---- CLOUD=azure: cpi-azure on the simulated Azure -------------------------
+
+AZDIR=$DATA/azure
+AZ_SIM_PIDFILE=$AZDIR/cloudsim.pid
+AZ_DIRECTOR_PIDFILE=$AZDIR/director.pid
+AZ_LB=${COMPLEAT_DEMO_AZURE_LB:-127.81.1.10:8080}
+
+start_azure_cloudsim() {
+  mkdir -p "$AZDIR"
+  if pid_running "$AZ_SIM_PIDFILE"; then
+    say "simulated Azure already running (cloudsim pid $(cat "$AZ_SIM_PIDFILE"))"
+    return 0
+  fi
+  # The simulator keeps its state in memory: a new one is a new, empty
+  # cloud, and a director that remembers the old one has nothing to manage.
+  stop_pid "$AZ_DIRECTOR_PIDFILE"
+  rm -rf "$AZDIR/director"
+  say "starting the simulated Azure (Resource Manager and Entra ID over HTTPS; log in $AZDIR/cloudsim.log)"
+  rm -f "$DATA/cloud.env"
+  nohup "$CLOUDSIM" azure --data "$AZDIR" --env-file "$DATA/cloud.env" >"$AZDIR/cloudsim.log" 2>&1 &
+  echo $! >"$AZ_SIM_PIDFILE"
+  for _ in $(seq 1 300); do
+    [ -s "$DATA/cloud.env" ] && [ -s "$AZDIR/azure-vars.yml" ] && return 0
+    if ! pid_running "$AZ_SIM_PIDFILE"; then
+      echo "cloudsim exited; its log:" >&2
+      tail -n 30 "$AZDIR/cloudsim.log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+  echo "the simulated Azure did not start within 60 s; see $AZDIR/cloudsim.log" >&2
+  exit 1
+}
+
+start_azure_director() {
+  # shellcheck disable=SC1090,SC1091
+  . "$DATA/cloud.env"
+  if pid_running "$AZ_DIRECTOR_PIDFILE"; then
+    say "director already running (pid $(cat "$AZ_DIRECTOR_PIDFILE"))"
+  else
+    mkdir -p "$AZDIR/director"
+    if [ ! -s "$AZDIR/admin.token" ]; then
+      (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$AZDIR/admin.token")
+    fi
+    # A production-mode director whose cpi is cpi-azure, configured from
+    # manifests/azure/cloudsim/cpi-config.yml and the simulator's variables.
+    "$DIRECTOR" interpolate manifests/azure/cloudsim/cpi-config.yml -l "$AZDIR/azure-vars.yml" >"$AZDIR/cpi-config.yml.tmp"
+    (umask 077; {
+      cat <<YML
+listen: $LISTEN
+data_dir: director
+tokens:
+- name: admin
+  token_file: admin.token
+  scopes: [admin]
+blobstore:
+  type: fs
+  public_url: https://$LISTEN
+nats:
+  listen: $AWS_NATS
+  url: nats://$AWS_NATS
+YML
+      cat "$AZDIR/cpi-config.yml.tmp"
+    } >"$AZDIR/director.yml")
+    rm -f "$AZDIR/cpi-config.yml.tmp"
+    say "starting a production-mode director with cpi-azure (serve --config $AZDIR/director.yml)"
+    nohup "$DIRECTOR" serve --config "$AZDIR/director.yml" >"$AZDIR/director.log" 2>&1 &
+    echo $! >"$AZ_DIRECTOR_PIDFILE"
+  fi
+  (umask 077; printf '# Source this file to use the director of the simulated Azure demo.\nexport DIRECTOR_TARGET=https://%s\nexport DIRECTOR_TOKEN=%s\nexport DIRECTOR_CA_CERT=%s\n' \
+    "$LISTEN" "$(cat "$AZDIR/admin.token")" "$(cd "$AZDIR/director" && pwd)/ca.pem" >"$DATA/env")
+  for _ in $(seq 1 100); do
+    if [ -s "$AZDIR/director/ca.pem" ]; then
+      # shellcheck disable=SC1090,SC1091
+      . "$DATA/env"
+      export DIRECTOR_TARGET DIRECTOR_TOKEN DIRECTOR_CA_CERT
+      if "$DIRECTOR" deployments >/dev/null 2>&1; then
+        return 0
+      fi
+    fi
+    if ! pid_running "$AZ_DIRECTOR_PIDFILE"; then
+      echo "the director exited; its log:" >&2
+      tail -n 30 "$AZDIR/director.log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+  echo "the director did not answer within 20 s; see $AZDIR/director.log" >&2
+  exit 1
+}
+
+up_azure() {
+  start_azure_cloudsim
+  start_azure_director
+  export DIRECTOR_TARGET DIRECTOR_TOKEN DIRECTOR_CA_CERT
+  IFS=: read -r az_pub az_offer az_sku az_version <<<"$COMPLEAT_AZURE_IMAGE"
+  say "uploading the web release and a light stemcell naming the marketplace image $COMPLEAT_AZURE_IMAGE"
+  "$DIRECTOR" upload-release releases/web
+  mkdir -p build/stemcells
+  "$DIRECTOR" create-stemcell --light --name compleat-azure --format azure-light \
+    --cloud-property "image.publisher=$az_pub" --cloud-property "image.offer=$az_offer" \
+    --cloud-property "image.sku=$az_sku" --cloud-property "image.version=$az_version" \
+    --tarball build/stemcells/azure-light.tgz
+  "$DIRECTOR" upload-stemcell build/stemcells/azure-light.tgz
+  say "setting the cloud config (virtual network compleat-vnet, subnets z1 and z2)"
+  "$DIRECTOR" -n update-cloud-config manifests/azure/cloudsim/cloud-config.yml
+  say "deploying manifests/azure/cloudsim/web.yml"
+  "$DIRECTOR" -n -d web deploy manifests/azure/cloudsim/web.yml
+  say "instances (VM cids are ARM ids)"
+  "$DIRECTOR" -d web instances --ps
+  say "a request through the load balancer (http://$AZ_LB/)"
+  for _ in 1 2 3 4; do
+    curl -fsS "http://$AZ_LB/"
+  done
+  cat <<MSG
+
+The director and the simulated Azure keep running in the background.
+  . $DATA/env && bin/director -d web instances --ps
+  . $DATA/cloud.env      (AZURE_* for the cloud's own clients; docs/cpi/azure.md shows curl)
+To stop both and remove every VM:
+  make demo-down CLOUD=azure
+MSG
+}
+
+down_azure() {
+  if pid_running "$AZ_DIRECTOR_PIDFILE" && [ -s "$DATA/env" ]; then
+    # shellcheck disable=SC1090,SC1091
+    . "$DATA/env"
+    export DIRECTOR_TARGET DIRECTOR_TOKEN DIRECTOR_CA_CERT
+    say "deleting deployment web"
+    "$DIRECTOR" -n -d web delete-deployment --force || true
+  fi
+  say "stopping the director"
+  stop_pid "$AZ_DIRECTOR_PIDFILE"
+  # cloudsim deletes every VM it booted.
+  say "stopping the simulated Azure"
+  stop_pid "$AZ_SIM_PIDFILE"
+  rm -f "$DATA/cloud.env"
+  say "demo stopped; state kept in $DATA (remove it for a fresh start)"
+}
+
 case "${CLOUD}:${1:-}" in
 :up) up ;;
 :down) down ;;
@@ -405,6 +549,8 @@ aws:up) up_aws ;;
 aws:down) down_aws ;;
 openstack:up) up_openstack ;;
 openstack:down) down_openstack ;;
-*:up | *:down) echo "CLOUD=$CLOUD: unknown cloud (aws, openstack, or none for the local CPI)" >&2; exit 2 ;;
-*) echo "usage: [CLOUD=aws|openstack] $0 up|down" >&2; exit 2 ;;
+azure:up) up_azure ;;
+azure:down) down_azure ;;
+*:up | *:down) echo "CLOUD=$CLOUD: unknown cloud (aws, azure, openstack, or none for the local CPI)" >&2; exit 2 ;;
+*) echo "usage: [CLOUD=aws|azure|openstack] $0 up|down" >&2; exit 2 ;;
 esac
