@@ -406,6 +406,7 @@ down_openstack() {
 AZDIR=$DATA/azure
 AZ_SIM_PIDFILE=$AZDIR/cloudsim.pid
 AZ_DIRECTOR_PIDFILE=$AZDIR/director.pid
+AZ_NATS=${COMPLEAT_DEMO_NATS:-127.0.0.1:25556}
 AZ_LB=${COMPLEAT_DEMO_AZURE_LB:-127.81.1.10:8080}
 
 start_azure_cloudsim() {
@@ -460,8 +461,8 @@ blobstore:
   type: fs
   public_url: https://$LISTEN
 nats:
-  listen: $AWS_NATS
-  url: nats://$AWS_NATS
+  listen: $AZ_NATS
+  url: nats://$AZ_NATS
 YML
       cat "$AZDIR/cpi-config.yml.tmp"
     } >"$AZDIR/director.yml")
