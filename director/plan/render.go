@@ -94,13 +94,16 @@ func checkRunnable(job string, r template.Rendered) error {
 		files[f.Path] = f.Content
 	}
 	var err error
+	if release.MonitDeclaresProcesses(files[release.MonitFile]) {
+		// Checked also when bpm.yml is what runs: nothing of it is dropped.
+		_, err = supervisor.ParseMonit(job, release.MonitFile, files[release.MonitFile])
+	}
 	switch {
+	case err != nil:
 	case files[release.ProcessFilePath] != nil:
 		_, err = supervisor.ParseProcessFile(release.ProcessFilePath, files[release.ProcessFilePath])
 	case files[release.BPMFilePath] != nil:
 		_, err = supervisor.ParseBPM(job, "/var/vcap", release.BPMFilePath, files[release.BPMFilePath])
-	case release.MonitDeclaresProcesses(files[release.MonitFile]):
-		_, err = supervisor.ParseMonit(job, release.MonitFile, files[release.MonitFile])
 	}
 	if err != nil {
 		return fmt.Errorf("job %s cannot be run: %w", job, err)

@@ -40,25 +40,30 @@ const (
 // so a syntax the agent cannot run is refused at upload naming the file and
 // line; one with ERB tags is parsed once rendered, when the deploy is
 // planned.
+//
+// The monit file is checked even when bpm.yml or processes.yml is what the
+// agent runs: a statement it would not carry out (a resource test around a
+// bpm process) is refused rather than dropped.
 func (j *Job) Runner() (Runner, error) {
 	dests := map[string]bool{}
 	for _, d := range j.Spec.Templates {
 		dests[d] = true
+	}
+	monit := MonitDeclaresProcesses(j.Monit)
+	if monit && !bytes.Contains(j.Monit, []byte("<%")) {
+		if _, err := supervisor.ParseMonit(j.Spec.Name, MonitFile, j.Monit); err != nil {
+			return "", fmt.Errorf("job %s cannot be run: %w", j.Spec.Name, err)
+		}
 	}
 	switch {
 	case dests[ProcessFilePath]:
 		return RunsProcessFile, nil
 	case dests[BPMFilePath]:
 		return RunsBPM, nil
-	case !MonitDeclaresProcesses(j.Monit):
-		return RunsNothing, nil
+	case monit:
+		return RunsMonit, nil
 	}
-	if !bytes.Contains(j.Monit, []byte("<%")) {
-		if _, err := supervisor.ParseMonit(j.Spec.Name, MonitFile, j.Monit); err != nil {
-			return "", fmt.Errorf("job %s cannot be run: %w", j.Spec.Name, err)
-		}
-	}
-	return RunsMonit, nil
+	return RunsNothing, nil
 }
 
 // MonitDeclaresProcesses reports whether a monit file has anything but

@@ -34,6 +34,7 @@ func TestJobRunner(t *testing.T) {
 		{"config only", map[string]string{"spec": spec("j", map[string]string{"c.erb": "config/c"}), "templates/c.erb": "x"}, RunsNothing, ""},
 		{"unsupported monit", map[string]string{"spec": spec("j", map[string]string{"ctl.erb": "bin/ctl"}), "templates/ctl.erb": "x", "monit": "check process j\n  with pidfile /p\n  start program \"/x\"\n  if failed port 80 then restart\n"}, "", "job j cannot be run: monit:4: monit statement \"if\" is not supported"},
 		{"monit check host", map[string]string{"spec": spec("j", nil), "monit": "check host db with address 127.0.0.1\n"}, "", "monit:1:"},
+		{"bpm with a monit resource test", map[string]string{"spec": spec("j", map[string]string{"bpm.yml.erb": "config/bpm.yml"}), "templates/bpm.yml.erb": "x", "monit": "check process j\n  with pidfile /var/vcap/sys/run/bpm/j/j.pid\n  start program \"/var/vcap/jobs/bpm/bin/bpm start j\"\n  if totalmem > 2 GB then restart\n"}, "", "monit:4: monit statement \"if\""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
