@@ -154,6 +154,25 @@ func TestBOSHRelease(t *testing.T) {
 		}
 	})
 
+	t.Run("a job the agent cannot run is refused at upload", func(t *testing.T) {
+		// The same release with a monit resource test the agent would not
+		// carry out: refused naming the file and line, exit status 2.
+		bad := filepath.Join(work, "kv-release-bad")
+		if out, err := exec.Command("cp", "-R", src, bad).CombinedOutput(); err != nil {
+			t.Fatalf("copy release: %v\n%s", err, out)
+		}
+		f, err := os.OpenFile(filepath.Join(bad, "jobs", "kv-peers", "monit"), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintln(f, "  if totalmem > 512 MB for 3 cycles then restart")
+		f.Close()
+		out, err := d.command("-n", "upload-release", bad).CombinedOutput()
+		if code := exitCode(err); code != 2 || !strings.Contains(string(out), "jobs/kv-peers") || !strings.Contains(string(out), `monit:7: monit statement "if" is not supported`) {
+			t.Errorf("upload-release of a job that cannot run: exit %d, want 2 naming jobs/kv-peers and monit:7:\n%s", code, out)
+		}
+	})
+
 	t.Run("a BOSH compiled release deploys without compiling", func(t *testing.T) {
 		stemcells := d.run("stemcells")
 		if !strings.Contains(stemcells, "linux") {
