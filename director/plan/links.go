@@ -222,6 +222,9 @@ func (c *computer) templateInstance(in *Instance) template.Instance {
 			ti.NetworkIPs[n.Name] = n.IP.String()
 		}
 	}
+	if in.Disk != nil {
+		ti.PersistentDisk = in.Disk.SizeMB
+	}
 	return ti
 }
 

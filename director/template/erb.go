@@ -329,7 +329,7 @@ func erbContext(job Job, in Input, props map[string]any) map[string]any {
 	spec := map[string]any{
 		"name": inst.Name, "id": inst.ID, "index": inst.Index, "az": az,
 		"address": inst.Address, "ip": inst.IP, "deployment": inst.Deployment,
-		"bootstrap": inst.Bootstrap, "networks": networks,
+		"bootstrap": inst.Bootstrap, "networks": networks, "persistent_disk": inst.PersistentDisk,
 		"job":     map[string]any{"name": job.Name},
 		"release": map[string]any{"name": in.Release.Name, "version": in.Release.Version},
 	}

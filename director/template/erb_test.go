@@ -116,6 +116,7 @@ func TestERBContext(t *testing.T) {
 		{name: "spec instance", text: `<%= spec.name %>/<%= spec.index %> <%= spec.id %> <%= spec.az %> <%= spec.address %> <%= spec.ip %> <%= spec.deployment %> <%= spec.bootstrap %>`,
 			want: "web/1 6f1c-web-1 z2 127.77.0.11 127.77.0.11 shop false"},
 		{name: "spec networks", text: `<%= spec.networks.default.ip %> <%= spec.networks.backend.ip %> <%= spec.networks.default.default.join(",") %>`, want: "127.77.0.11 127.78.0.11 dns,gateway"},
+		{name: "spec persistent_disk", text: `<%= spec.persistent_disk %>`, want: "0"},
 		{name: "spec job and release", text: `<%= spec.job.name %> <%= spec.release.name %>/<%= spec.release.version %>`, want: "web shop/1.2"},
 		{name: "spec unknown field is nil", text: `[<%= spec.resource_pool %>]`, want: "[]"},
 		{name: "esc", text: `echo <%= esc(p("motd")) %>`, want: `echo it\'s\ a\ \"test\"`},

@@ -61,6 +61,9 @@ type Instance struct {
 	Deployment string            // deployment name
 	Bootstrap  bool              // true on exactly one instance of the group
 	NetworkIPs map[string]string // network name → IP
+	// PersistentDisk is the persistent disk's size in MB, 0 without one
+	// (BOSH's spec.persistent_disk).
+	PersistentDisk int
 }
 
 // Link is a resolved consumed link as a template sees it.
