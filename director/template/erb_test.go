@@ -107,6 +107,7 @@ func TestERBContext(t *testing.T) {
 		{name: "link instances", text: `<% link("db").instances.each do |i| %><%= i.name %>/<%= i.index %> <%= i.id %> <%= i.az %> <%= i.address %> <%= i.bootstrap %>;<% end %>`,
 			want: "db/0 aa-db-0 z1 127.77.1.10 true;db/1 bb-db-1 z2 127.77.1.11 false;"},
 		{name: "link address", text: `<%= link("db").address %>`, want: "127.77.1.10"},
+		{name: "link address with azs", text: `<%= link("db").address(azs: ["z2"]) %>`, want: "127.77.1.11"},
 		{name: "link p", text: `<%= link("db").p("db.port") %> <%= link("db").p("db.user", "app") %>`, want: "5432 app"},
 		{name: "link p missing", text: `<%= link("db").p("db.user") %>`, wantErr: "Can't find property 'db.user' in link 'db'", line: 1},
 		{name: "link if_p", text: `<% link("db").if_p("db.name") do |n| %><%= n %><% end %><% link("db").if_p("db.user") do |u| %>user<% end.else do %>-<% end %>`, want: "orders-"},

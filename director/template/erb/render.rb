@@ -108,7 +108,14 @@ module Compleat
       @address = h['address']
     end
 
-    def address
+    # address is the first instance's address (there is no DNS name to
+    # give); BOSH's criteria azs: narrows it to an instance in those zones.
+    def address(criteria = {})
+      azs = criteria[:azs] || criteria['azs']
+      if azs
+        i = @instances.find { |x| azs.include?(x.az) }
+        return i && i.address
+      end
       @address || (@instances.first && @instances.first.address)
     end
 
