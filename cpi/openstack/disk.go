@@ -213,7 +213,8 @@ func (c *CPI) AttachDisk(ctx context.Context, vmCID, diskCID string) (cpi.DiskHi
 	if err != nil {
 		return cpi.DiskHint{}, err
 	}
-	for _, a := range v.Attachments {
+	if len(v.Attachments) > 0 {
+		a := v.Attachments[0]
 		if a.ServerID == vmCID {
 			return cpi.DiskHint{Path: a.Device, VolumeID: v.ID}, nil
 		}

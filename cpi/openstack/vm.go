@@ -488,6 +488,11 @@ func (c *CPI) createPort(ctx context.Context, cl *clients, vn *vmNetwork, sgIDs 
 	if statusOf(err) != http.StatusConflict {
 		return nil, classify("create port", err, nil)
 	}
+	switch neutronType(err) {
+	case "IpAddressAlreadyAllocated", "IpAddressInUse", "":
+	default: // another conflict (a MAC in use, ...): nothing to recover
+		return nil, classify("create port", err, nil)
+	}
 	pages, lerr := ports.List(cl.network, ports.ListOpts{NetworkID: vn.props.NetID, FixedIPs: []ports.FixedIPOpts{{IPAddress: vn.net.IP}}}).AllPages(ctx)
 	if lerr != nil {
 		return nil, classify("create port: "+shortError(err)+"; list ports holding the address", lerr, nil)
