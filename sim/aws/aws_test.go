@@ -110,7 +110,7 @@ func TestWatcher(t *testing.T) {
 	ctx := context.Background()
 	moto := startMoto(t)
 	client := NewClient(moto.URL, "us-east-1")
-	network, err := Setup(ctx, client, 2)
+	network, err := Setup(ctx, client, VPCCIDR, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +235,7 @@ func TestWatcherRefusesNonLoopbackInstances(t *testing.T) {
 	ctx := context.Background()
 	moto := startMoto(t)
 	client := NewClient(moto.URL, "us-east-1")
-	network, err := Setup(ctx, client, 1)
+	network, err := Setup(ctx, client, VPCCIDR, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package aws
 import (
 	"context"
 	"fmt"
+	"net/netip"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -10,10 +11,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 )
 
-// The simulated network: one VPC in 127.0.0.0/8 with a /24 subnet per zone,
-// so every instance's private address is a loopback address of this
-// machine.
+// The simulated network: one VPC, a /16 in 127.0.0.0/8, with a /24 subnet
+// per zone, so every instance's private address is a loopback address of
+// this machine.
 const (
+	// VPCCIDR is the VPC's default prefix.
 	VPCCIDR = "127.80.0.0/16"
 	// ImageName is the name of the AMI Setup registers for light stemcells.
 	ImageName = "compleat-stemcell"
@@ -52,11 +54,20 @@ func NewClient(endpoint, region string) *ec2.Client {
 	})
 }
 
-// Setup makes the simulated network in moto: the VPC 127.80.0.0/16 and a
-// subnet 127.80.<n>.0/24 in each of the region's first zones (n from 1), and
-// registers the AMI light stemcells name.
-func Setup(ctx context.Context, client *ec2.Client, zones int) (Network, error) {
+// Setup makes the simulated network in moto: the VPC cidr (a /16 in
+// 127.0.0.0/8, e.g. VPCCIDR) and a subnet 127.X.<n>.0/24 in each of the
+// region's first zones (n from 1), and registers the AMI light stemcells
+// name.
+func Setup(ctx context.Context, client *ec2.Client, cidr string, zones int) (Network, error) {
 	var n Network
+	prefix, err := netip.ParsePrefix(cidr)
+	if err != nil || !prefix.Addr().Is4() || !prefix.Addr().IsLoopback() || prefix.Bits() != 16 || prefix.Masked() != prefix {
+		return n, fmt.Errorf("vpc %q: want a /16 inside 127.0.0.0/8, such as %s", cidr, VPCCIDR)
+	}
+	if zones < 1 || zones > 250 {
+		return n, fmt.Errorf("zones %d: want 1 to 250", zones)
+	}
+	b := prefix.Addr().As4()
 	azs, err := client.DescribeAvailabilityZones(ctx, &ec2.DescribeAvailabilityZonesInput{})
 	if err != nil {
 		return n, fmt.Errorf("describe zones: %w", err)
@@ -65,16 +76,16 @@ func Setup(ctx context.Context, client *ec2.Client, zones int) (Network, error) 
 		return n, fmt.Errorf("the region has %d zones, not %d", len(azs.AvailabilityZones), zones)
 	}
 	vpc, err := client.CreateVpc(ctx, &ec2.CreateVpcInput{
-		CidrBlock:         aws.String(VPCCIDR),
+		CidrBlock:         aws.String(cidr),
 		TagSpecifications: nameTag(types.ResourceTypeVpc, "compleat-sim"),
 	})
 	if err != nil {
-		return n, fmt.Errorf("create vpc %s: %w", VPCCIDR, err)
+		return n, fmt.Errorf("create vpc %s: %w", cidr, err)
 	}
 	n.VPC = aws.ToString(vpc.Vpc.VpcId)
 	for i := 0; i < zones; i++ {
 		az := aws.ToString(azs.AvailabilityZones[i].ZoneName)
-		cidr := fmt.Sprintf("127.80.%d.0/24", i+1)
+		cidr := fmt.Sprintf("%d.%d.%d.0/24", b[0], b[1], i+1)
 		sn, err := client.CreateSubnet(ctx, &ec2.CreateSubnetInput{
 			VpcId: aws.String(n.VPC), CidrBlock: aws.String(cidr), AvailabilityZone: aws.String(az),
 			TagSpecifications: nameTag(types.ResourceTypeSubnet, "compleat-sim-"+az),

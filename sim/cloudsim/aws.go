@@ -19,7 +19,7 @@ import (
 // the simulated AWS.
 func runAWS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c common
-	var motoAddr, region string
+	var motoAddr, region, vpc string
 	var zones int
 	var poll time.Duration
 	fs := flag.NewFlagSet("cloudsim aws", flag.ContinueOnError)
@@ -27,7 +27,8 @@ func runAWS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	c.register(fs)
 	fs.StringVar(&motoAddr, "moto", "127.0.0.1:0", "address moto's server listens on (loopback; port 0 picks one)")
 	fs.StringVar(&region, "region", "us-east-1", "the region")
-	fs.IntVar(&zones, "zones", 2, "zones with a subnet of the simulated VPC (127.80.<n>.0/24)")
+	fs.StringVar(&vpc, "vpc-cidr", simaws.VPCCIDR, "the simulated VPC: a /16 in 127.0.0.0/8")
+	fs.IntVar(&zones, "zones", 2, "zones with a subnet of the VPC (127.X.<n>.0/24, n from 1)")
 	fs.DurationVar(&poll, "poll", 250*time.Millisecond, "how often the watcher looks at EC2")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -66,7 +67,7 @@ func runAWS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer moto.Stop()
 	client := simaws.NewClient(moto.URL, region)
-	network, err := simaws.Setup(ctx, client, zones)
+	network, err := simaws.Setup(ctx, client, vpc, zones)
 	if err != nil {
 		return err
 	}
@@ -105,7 +106,7 @@ func runAWS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer os.Remove(c.envFile)
 	fmt.Fprintf(stdout, "Simulated AWS ready: EC2 at %s (moto pid %d), region %s\n  vpc %s %s, ami %s (light stemcells: ami_id)\n  env . %s\n",
-		moto.URL, moto.PID, region, network.VPC, simaws.VPCCIDR, network.AMI, c.envFile)
+		moto.URL, moto.PID, region, network.VPC, vpc, network.AMI, c.envFile)
 	for _, sn := range network.Subnets {
 		fmt.Fprintf(stdout, "  subnet %s %s in %s\n", sn.ID, sn.CIDR, sn.AZ)
 	}

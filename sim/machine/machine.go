@@ -113,9 +113,13 @@ type record struct {
 }
 
 type volumeRecord struct {
-	Image string   `json:"image"`
-	Loop  string   `json:"loop"`
-	Links []string `json:"links"`
+	Image string `json:"image"`
+	// Loop and PartLoop are the loop devices of the disk and its
+	// partition; Node names their nodes in dev-disk/devices/.
+	Loop     string   `json:"loop"`
+	PartLoop string   `json:"part_loop"`
+	Node     string   `json:"node"`
+	Links    []string `json:"links"`
 }
 
 // vm is a VM booted by this Host: its record and its metadata listener.

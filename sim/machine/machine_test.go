@@ -55,8 +55,12 @@ func fakeAgent(args []string) {
 		var lines []string
 		entries, _ := os.ReadDir(filepath.Join(DevDisk, "by-id"))
 		for _, e := range entries {
-			target, _ := os.Readlink(filepath.Join(DevDisk, "by-id", e.Name()))
-			lines = append(lines, e.Name()+" "+target)
+			// As the agent does: resolve the link, then look for the
+			// partition beside the disk.
+			real, _ := filepath.EvalSymlinks(filepath.Join(DevDisk, "by-id", e.Name()))
+			disk, _ := os.Stat(real)
+			part, _ := os.Stat(real + "p1")
+			lines = append(lines, fmt.Sprintf("%s %s %v %v", e.Name(), real, disk != nil && disk.Mode()&os.ModeDevice != 0, part != nil && part.Mode()&os.ModeDevice != 0))
 		}
 		os.WriteFile(filepath.Join(*base, "dev-disk.new"), []byte(strings.Join(lines, "\n")), 0o644)
 		os.Rename(filepath.Join(*base, "dev-disk.new"), filepath.Join(*base, "dev-disk"))
@@ -271,12 +275,12 @@ func TestVolumes(t *testing.T) {
 		t.Fatalf("attach again: %v", err)
 	}
 	listing := waitFor(t, filepath.Join(vm.Dir, rootDirName, "dev-disk"), func(s string) bool { return strings.Contains(s, "vol0123456789abcdef0") })
-	name, dev, _ := strings.Cut(listing, " ")
-	if name != "nvme-Amazon_Elastic_Block_Store_vol0123456789abcdef0" || !strings.HasPrefix(dev, "/dev/loop") {
-		t.Fatalf("the vm sees %q", listing)
+	name := "nvme-Amazon_Elastic_Block_Store_vol0123456789abcdef0"
+	if listing != name+" /dev/disk/devices/disk0 true true" {
+		t.Fatalf("the vm sees %q, want its disk and partition as block devices", listing)
 	}
-	if backing := loopBacking(t, dev); backing != image {
-		t.Fatalf("%s is backed by %q, want %s", dev, backing, image)
+	if n := loopsBackedBy(image); n != 2 {
+		t.Fatalf("%d loop devices backed by the image, want 2 (disk and partition)", n)
 	}
 	if _, err := os.Lstat(filepath.Join(DevDisk, "by-id", name)); err == nil {
 		t.Fatal("the host's /dev/disk shows the vm's volume")
@@ -288,8 +292,8 @@ func TestVolumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, filepath.Join(vm.Dir, rootDirName, "dev-disk"), func(s string) bool { return !strings.Contains(s, "vol0123456789abcdef0") })
-	if backing := loopBacking(t, dev); backing == image {
-		t.Fatalf("%s still backed by the image after detach", dev)
+	if n := loopsBackedBy(image); n != 0 {
+		t.Fatalf("%d loop devices still backed by the image after detach", n)
 	}
 
 	// Delete releases what is still attached.
@@ -299,20 +303,23 @@ func TestVolumes(t *testing.T) {
 	if err := h.Delete(ctx, vm.ID); err != nil {
 		t.Fatal(err)
 	}
-	matches, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
-	for _, m := range matches {
-		if b, _ := os.ReadFile(m); strings.TrimSpace(string(b)) == image {
-			t.Fatalf("%s still backed by the image after delete", m)
-		}
+	if n := loopsBackedBy(image); n != 0 {
+		t.Fatalf("%d loop devices still backed by the image after delete", n)
 	}
 	if _, err := os.Stat(image); err != nil {
 		t.Fatalf("delete removed the volume's image: %v", err)
 	}
 }
 
-func loopBacking(t *testing.T, dev string) string {
-	b, _ := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "loop", "backing_file"))
-	return strings.TrimSpace(string(b))
+func loopsBackedBy(image string) int {
+	n := 0
+	matches, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, m := range matches {
+		if b, _ := os.ReadFile(m); strings.TrimSpace(string(b)) == image {
+			n++
+		}
+	}
+	return n
 }
 
 // Without isolation the agent works in <vm>/root and volumes are refused.
@@ -380,7 +387,6 @@ func TestVolumeMovesBetweenVMs(t *testing.T) {
 		t.Fatal(err)
 	}
 	vol := Volume{ID: "vol-0aaaaaaaaaaaaaaaa", Image: image, Links: AWSVolumeLinks("vol-0aaaaaaaaaaaaaaaa")}
-	var devs []string
 	for _, id := range []string{"i-a", "i-b"} {
 		vm, err := h.Boot(ctx, Spec{ID: id, Agent: agentPath(t), IP: "127.80.1.30", Infrastructure: AWS, Metadata: metadata(id)})
 		if err != nil {
@@ -389,17 +395,20 @@ func TestVolumeMovesBetweenVMs(t *testing.T) {
 		if err := h.AttachVolume(ctx, id, vol); err != nil {
 			t.Fatal(err)
 		}
-		listing := waitFor(t, filepath.Join(vm.Dir, rootDirName, "dev-disk"), func(s string) bool { return strings.Contains(s, "vol0aaaa") })
-		_, dev, _ := strings.Cut(listing, " ")
-		devs = append(devs, dev)
+		waitFor(t, filepath.Join(vm.Dir, rootDirName, "dev-disk"), func(s string) bool { return strings.HasSuffix(s, "true true") })
 	}
-	if devs[0] == devs[1] {
-		t.Fatalf("both vms got %s", devs[0])
+	if n := loopsBackedBy(image); n != 4 {
+		t.Fatalf("%d loop devices backed by the image, want 4", n)
 	}
 	if err := h.DetachVolume(ctx, "i-a", vol.ID); err != nil {
 		t.Fatal(err)
 	}
-	if loopBacking(t, devs[0]) == image || loopBacking(t, devs[1]) != image {
-		t.Fatalf("after detach from i-a: %s backed by %q, %s by %q", devs[0], loopBacking(t, devs[0]), devs[1], loopBacking(t, devs[1]))
+	b, _ := h.Get("i-b")
+	if n := loopsBackedBy(image); n != 2 || len(b.Volumes) != 1 {
+		t.Fatalf("after detach from i-a: %d loop devices backed by the image, i-b has %v; want i-b's 2", n, b.Volumes)
+	}
+	listing := waitFor(t, filepath.Join(b.Dir, rootDirName, "dev-disk"), nonEmpty)
+	if !strings.HasSuffix(listing, "true true") {
+		t.Fatalf("i-b sees %q after i-a let go", listing)
 	}
 }

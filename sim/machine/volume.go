@@ -2,6 +2,7 @@ package machine
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -48,12 +49,21 @@ func AzureLUNLinks(lun int) []string {
 	return []string{"azure/scsi1/lun" + n, "azure/data/by-lun/" + n}
 }
 
+// The partition every volume image holds: one Linux partition from sector
+// 2048 (1 MiB) to the end, described by an MBR, as the agent lays a new
+// disk out.
+const (
+	sectorSize      = 512
+	partitionOffset = 2048 * sectorSize
+)
+
 // CreateImage makes a sparse volume image of size bytes at path unless one
-// is there; an existing image keeps its data and grows to size when
-// smaller (a resize).
+// is there, with a partition table holding one Linux partition from 1 MiB
+// to the end (the agent's layout). An existing image keeps its data and
+// grows to size when smaller (a resize; its partition is not grown).
 func CreateImage(path string, size int64) error {
-	if size <= 0 {
-		return fmt.Errorf("volume image %s: size %d must be positive", path, size)
+	if size <= partitionOffset+sectorSize || size/sectorSize > 1<<32-1 {
+		return fmt.Errorf("volume image %s: size %d must be over 1 MiB and within an MBR's 2 TiB", path, size)
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -64,6 +74,17 @@ func CreateImage(path string, size int64) error {
 	if err != nil {
 		return err
 	}
+	if fi.Size() == 0 {
+		mbr := make([]byte, sectorSize)
+		e := mbr[446:462]
+		e[4] = 0x83 // Linux
+		binary.LittleEndian.PutUint32(e[8:], partitionOffset/sectorSize)
+		binary.LittleEndian.PutUint32(e[12:], uint32(size/sectorSize-partitionOffset/sectorSize))
+		mbr[510], mbr[511] = 0x55, 0xaa
+		if _, err := f.WriteAt(mbr, 0); err != nil {
+			return fmt.Errorf("volume image %s: %w", path, err)
+		}
+	}
 	if fi.Size() < size {
 		if err := f.Truncate(size); err != nil {
 			return fmt.Errorf("volume image %s: %w", path, err)
@@ -72,10 +93,15 @@ func CreateImage(path string, size int64) error {
 	return f.Close()
 }
 
-// AttachVolume shows the VM the volume: its image is attached to a loop
-// device (with partition scanning, so the agent's partition appears as
-// /dev/loopNpM) and the device is linked at each of the volume's names
-// under the VM's /dev/disk. Attaching an attached volume does nothing.
+// AttachVolume shows the VM the volume as a disk and its partition, as a
+// hypervisor and the guest's kernel show them: the image is attached to a
+// loop device (the disk) and, from 1 MiB in, to a second one (the
+// partition); both appear as device nodes in the VM's /dev/disk/devices/
+// (diskN and diskNp1, the names the agent derives a partition's from), and
+// the disk is linked at each of the volume's names under the VM's
+// /dev/disk. The kernel's partition scanning is not relied on: some
+// kernels (this project's CI) have no MBR support. Attaching an attached
+// volume does nothing.
 func (h *Host) AttachVolume(ctx context.Context, id string, vol Volume) error {
 	v, err := h.lookup(id)
 	if err != nil {
@@ -85,7 +111,8 @@ func (h *Host) AttachVolume(ctx context.Context, id string, vol Volume) error {
 	if err := h.attach(v, vol); err != nil {
 		return fmt.Errorf("attach volume %s to vm %s: %w", vol.ID, id, err)
 	}
-	h.logger.InfoContext(ctx, "attached volume", "vm", id, "volume", vol.ID, "device", v.rec.Volumes[vol.ID].Loop)
+	rec := v.rec.Volumes[vol.ID]
+	h.logger.InfoContext(ctx, "attached volume", "vm", id, "volume", vol.ID, "disk", rec.Loop, "partition", rec.PartLoop, "node", rec.Node)
 	return nil
 }
 
@@ -100,25 +127,50 @@ func (h *Host) attach(v *vm, vol Volume) error {
 		return errors.New("a volume needs an id and at least one link")
 	}
 	for _, l := range vol.Links {
-		if !filepath.IsLocal(l) {
-			return fmt.Errorf("link %q: not a relative path under %s", l, DevDisk)
+		if !filepath.IsLocal(l) || strings.HasPrefix(l, "devices") {
+			return fmt.Errorf("link %q: not a relative path under %s outside devices/", l, DevDisk)
 		}
 	}
-	if fi, err := os.Stat(vol.Image); err != nil || !fi.Mode().IsRegular() {
-		return fmt.Errorf("image %s: not a regular file (see CreateImage)", vol.Image)
+	fi, err := os.Stat(vol.Image)
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() <= partitionOffset {
+		return fmt.Errorf("image %s: not a volume image (see CreateImage)", vol.Image)
 	}
+	rec := volumeRecord{Image: vol.Image, Links: vol.Links}
 	h.loop.Lock()
-	dev, err := attachLoop(vol.Image)
+	rec.Loop, err = attachLoop(vol.Image, 0, 0)
+	if err == nil {
+		rec.PartLoop, err = attachLoop(vol.Image, partitionOffset, uint64(fi.Size()-partitionOffset))
+	}
 	h.loop.Unlock()
 	if err != nil {
+		_ = releaseVolume(v.dir, rec)
 		return err
 	}
-	rec := volumeRecord{Image: vol.Image, Loop: dev, Links: vol.Links}
+	devices := filepath.Join(v.dir, devDiskDir, "devices")
+	if err := os.MkdirAll(devices, 0o755); err != nil {
+		_ = releaseVolume(v.dir, rec)
+		return err
+	}
+	for n := 0; ; n++ {
+		name := fmt.Sprintf("disk%d", n)
+		if _, err := os.Lstat(filepath.Join(devices, name)); err == nil {
+			continue
+		}
+		rec.Node = name
+		break
+	}
+	for _, node := range [][2]string{{rec.Node, rec.Loop}, {rec.Node + "p1", rec.PartLoop}} {
+		if err := mknodLike(filepath.Join(devices, node[0]), node[1]); err != nil {
+			_ = releaseVolume(v.dir, rec)
+			return err
+		}
+	}
+	target := filepath.Join(DevDisk, "devices", rec.Node)
 	for _, l := range vol.Links {
 		p := filepath.Join(v.dir, devDiskDir, l)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err == nil {
 			_ = os.Remove(p)
-			err = os.Symlink(dev, p)
+			err = os.Symlink(target, p)
 		}
 		if err != nil {
 			_ = releaseVolume(v.dir, rec)
@@ -133,6 +185,19 @@ func (h *Host) attach(v *vm, vol Volume) error {
 		delete(v.rec.Volumes, vol.ID)
 		_ = releaseVolume(v.dir, rec)
 		return err
+	}
+	return nil
+}
+
+// mknodLike makes a block device node at path for the same device as dev.
+func mknodLike(path, dev string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(dev, &st); err != nil {
+		return fmt.Errorf("device node for %s: %w", dev, err)
+	}
+	_ = os.Remove(path)
+	if err := unix.Mknod(path, unix.S_IFBLK|0o600, int(st.Rdev)); err != nil {
+		return fmt.Errorf("device node %s: %w (the data directory must allow device nodes)", path, err)
 	}
 	return nil
 }
@@ -161,16 +226,29 @@ func (h *Host) DetachVolume(ctx context.Context, id, volumeID string) error {
 	return nil
 }
 
-// releaseVolume removes a volume's links and releases its loop device.
-// Only that device: the volume may be attached to another VM already,
-// through a device of its own.
+// releaseVolume removes a volume's links and device nodes and releases its
+// loop devices. Only those: the volume may be attached to another VM
+// already, through devices of its own.
 func releaseVolume(vmDir string, rec volumeRecord) error {
+	var paths []string
 	for _, l := range rec.Links {
-		if err := os.Remove(filepath.Join(vmDir, devDiskDir, l)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		paths = append(paths, filepath.Join(vmDir, devDiskDir, l))
+	}
+	if rec.Node != "" {
+		paths = append(paths, filepath.Join(vmDir, devDiskDir, "devices", rec.Node), filepath.Join(vmDir, devDiskDir, "devices", rec.Node+"p1"))
+	}
+	for _, p := range paths {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
 	}
-	return releaseLoop(rec.Loop, rec.Image)
+	var errs []error
+	for _, dev := range []string{rec.PartLoop, rec.Loop} {
+		if dev != "" {
+			errs = append(errs, releaseLoop(dev, rec.Image))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // releaseLoop detaches the loop device dev if the image still backs it. A
@@ -202,10 +280,10 @@ func releaseLoop(dev, image string) error {
 	return nil
 }
 
-// attachLoop attaches image to a free loop device with partition scanning
-// and returns the device's path. Another process may take the free device
-// first; then it tries the next.
-func attachLoop(image string) (string, error) {
+// attachLoop attaches image from offset (sizelimit bytes of it, 0: to the
+// end) to a free loop device and returns the device's path. Another process
+// may take the free device first; then it tries the next.
+func attachLoop(image string, offset, sizelimit uint64) (string, error) {
 	ctl, err := unix.Open("/dev/loop-control", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return "", fmt.Errorf("loop devices: %w", err)
@@ -235,7 +313,7 @@ func attachLoop(image string) (string, error) {
 			unix.Close(fd)
 			return "", fmt.Errorf("attach %s to %s: %w", image, dev, err)
 		}
-		info := unix.LoopInfo64{Flags: unix.LO_FLAGS_PARTSCAN}
+		info := unix.LoopInfo64{Offset: offset, Sizelimit: sizelimit}
 		copy(info.File_name[:], image)
 		if err := unix.IoctlLoopSetStatus64(fd, &info); err != nil {
 			_ = unix.IoctlSetInt(fd, unix.LOOP_CLR_FD, 0)
