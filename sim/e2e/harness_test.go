@@ -291,13 +291,13 @@ func tailOf(s string) string {
 
 // instance is one entry of `instances --json`.
 type instance struct {
-	Group     string   `json:"group"`
-	ID        string   `json:"id"`
-	Index     int      `json:"index"`
-	AZ        string   `json:"az"`
-	VMCID     string   `json:"vm_cid"`
-	DiskCIDs  []string `json:"disk_cids"`
-	IPs       []string `json:"ips"`
+	Group    string   `json:"group"`
+	ID       string   `json:"id"`
+	Index    int      `json:"index"`
+	AZ       string   `json:"az"`
+	VMCID    string   `json:"vm_cid"`
+	DiskCIDs []string `json:"disk_cids"`
+	IPs      []string `json:"ips"`
 }
 
 func (d *director) instances(t testing.TB, deployment string) []instance {
