@@ -149,23 +149,24 @@ esac
 	if st := mustStatus(t, sup, "j"); st.State == StateRunning {
 		t.Fatal("daemon running before the process it depends on")
 	}
-	if err := sup.Start(ctx, "first", []Process{sh("first", "exec sleep 1000")}); err != nil {
+	first := sh("first", fmt.Sprintf(`trap 'echo first stopped >> %s; exit 0' TERM; while :; do sleep 0.05; done`, stopped))
+	if err := sup.Start(ctx, "first", []Process{first}); err != nil {
 		t.Fatal(err)
 	}
 	if err := sup.Wait(ctx, "j", StateRunning); err != nil {
 		t.Fatal(err)
 	}
-	first := mustStatus(t, sup, "j").Processes[0].PID
+	daemon := mustStatus(t, sup, "j").Processes[0].PID
 	data, _ := os.ReadFile(pid)
-	if strconv.Itoa(first) != strings.TrimSpace(string(data)) {
-		t.Fatalf("status pid %d, pidfile %q", first, data)
+	if strconv.Itoa(daemon) != strings.TrimSpace(string(data)) {
+		t.Fatalf("status pid %d, pidfile %q", daemon, data)
 	}
 	// The daemon dies: the start program runs again.
-	syscall.Kill(first, syscall.SIGKILL) //nolint:errcheck // test
+	syscall.Kill(daemon, syscall.SIGKILL) //nolint:errcheck // test
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		st := mustStatus(t, sup, "j")
-		if st.State == StateRunning && st.Processes[0].PID != first && st.Processes[0].PID != 0 {
+		if st.State == StateRunning && st.Processes[0].PID != daemon && st.Processes[0].PID != 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -174,14 +175,15 @@ esac
 		time.Sleep(50 * time.Millisecond)
 	}
 	second := mustStatus(t, sup, "j").Processes[0].PID
-	if err := sup.Stop(ctx, "j"); err != nil {
+	// Stopping everything stops the daemon before what it depends on.
+	if err := sup.StopAll(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := procStartTime(second); ok {
 		t.Errorf("daemon %d still alive after stop", second)
 	}
-	if b, err := os.ReadFile(stopped); err != nil || !strings.Contains(string(b), "stopped") {
-		t.Errorf("stop program not run: %q %v", b, err)
+	if b, err := os.ReadFile(stopped); err != nil || string(b) != "stopped\nfirst stopped\n" {
+		t.Errorf("stop order: %q %v, want the daemon's stop program before first's exit", b, err)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -168,5 +169,28 @@ func (s *Supervisor) waitAfter(p *proc) bool {
 		if !s.sleep(p, monitPoll) {
 			return false
 		}
+	}
+}
+
+// waitDependents holds p's stop, as monit does, until the processes that
+// depend on it and are being stopped too have stopped (at most p's
+// shutdown timeout): a dependent is stopped before what it depends on.
+func (s *Supervisor) waitDependents(p *proc) {
+	deadline := time.Now().Add(p.def.Shutdown.Timeout)
+	for time.Now().Before(deadline) {
+		pending := false
+		s.mu.Lock()
+		for _, j := range s.jobs {
+			for _, q := range j.procs {
+				if q != p && q.state != StateStopped && q.stopRequested() && slices.Contains(q.def.After, p.def.Name) {
+					pending = true
+				}
+			}
+		}
+		s.mu.Unlock()
+		if !pending {
+			return
+		}
+		time.Sleep(monitPoll / 4)
 	}
 }

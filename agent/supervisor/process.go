@@ -318,6 +318,7 @@ func (s *Supervisor) watch(p *proc, r *running) (exitErr error, stopped bool) {
 // group, then SIGKILL to the group if the process has not exited within the
 // shutdown timeout.
 func (s *Supervisor) terminate(p *proc, r *running) {
+	s.waitDependents(p)
 	if r.monit {
 		s.terminateMonit(p, r)
 		return

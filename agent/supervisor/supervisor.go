@@ -375,6 +375,13 @@ func (s *Supervisor) stopAll(ctx context.Context) error {
 	for _, j := range s.jobs {
 		jobs = append(jobs, j)
 	}
+	// Every process is asked first, so that one whose dependents (monit's
+	// depends on) are stopping too sees it and waits for them.
+	for _, j := range jobs {
+		for _, p := range j.procs {
+			p.requestStop()
+		}
+	}
 	s.mu.Unlock()
 	errs := make([]error, len(jobs))
 	var wg sync.WaitGroup
