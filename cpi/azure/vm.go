@@ -157,7 +157,7 @@ func (c *CPI) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.Create
 		return fail("create vm", err)
 	}
 	vm := c.vmModel(req, props, name, ref, nicRefs, tags, doc)
-	made.vmMaybe = true
+	made.vmMaybe, made.osDisk, made.ephemeral = true, true, true
 	poller, err := c.vms.BeginCreateOrUpdate(ctx, group, name, vm, &armcompute.VirtualMachinesClientBeginCreateOrUpdateOptions{IfNoneMatch: to.Ptr("*")})
 	if err != nil {
 		if timedOut(err) {
@@ -245,8 +245,14 @@ func (c *CPI) resolveNetworks(ctx context.Context, nets []vmNetwork, props VMPro
 			nsgs = append(nsgs, "")
 			continue
 		}
+		// A group named by the network is looked for in the network's
+		// resource group first, the plugin's default in the plugin's.
+		groups := slices.Compact([]string{n.group, c.rg})
+		if sgField == "default_security_group" {
+			groups = slices.Compact([]string{c.rg, n.group})
+		}
 		var found string
-		for _, g := range slices.Compact([]string{n.group, c.rg}) {
+		for _, g := range groups {
 			out, err := c.nsgs.Get(ctx, g, sg, nil)
 			if err == nil {
 				found = *out.ID
@@ -257,7 +263,7 @@ func (c *CPI) resolveNetworks(ctx context.Context, nets []vmNetwork, props VMPro
 			}
 		}
 		if found == "" {
-			return nil, nil, cpi.InvalidCloudProperty(sgField, "network security group %s does not exist in resource group %s", sg, strings.Join(slices.Compact([]string{n.group, c.rg}), " or "))
+			return nil, nil, cpi.InvalidCloudProperty(sgField, "network security group %s does not exist in resource group %s", sg, strings.Join(groups, " or "))
 		}
 		nsgs = append(nsgs, found)
 	}
@@ -576,7 +582,6 @@ func (c *CPI) deleteVMResources(ctx context.Context, l *leftovers) error {
 		}); err != nil {
 			return err // its NICs and disks are still in use
 		}
-		l.osDisk, l.ephemeral = true, true
 	}
 	for _, n := range l.nics {
 		errs = append(errs, c.deleteResource(ctx, "network interface "+n, func() (waiter, error) {
@@ -644,24 +649,37 @@ func (c *CPI) DeleteVM(ctx context.Context, cid string) error {
 	vm, err := c.vms.Get(ctx, r.group, r.name, nil)
 	switch {
 	case err == nil:
+		// What the VM deletes with it (deleteOption Delete) goes in the
+		// same operation; the rest is deleted by name.
 		if p := vm.Properties; p != nil && p.NetworkProfile != nil {
 			for _, n := range p.NetworkProfile.NetworkInterfaces {
-				if nr, ok := parseID(deref(n.ID), "Microsoft.Network/networkInterfaces"); ok && strings.EqualFold(nr.group, r.group) {
+				cascades := n.Properties != nil && deref(n.Properties.DeleteOption) == armcompute.DeleteOptionsDelete
+				if nr, ok := parseID(deref(n.ID), "Microsoft.Network/networkInterfaces"); ok && strings.EqualFold(nr.group, r.group) && !cascades {
 					l.nics = append(l.nics, nr.name)
 				}
 			}
 		}
+		if p := vm.Properties; p != nil && p.StorageProfile != nil {
+			if os := p.StorageProfile.OSDisk; os != nil && deref(os.DeleteOption) != armcompute.DiskDeleteOptionTypesDelete {
+				l.osDisk = true
+			}
+			for _, d := range p.StorageProfile.DataDisks {
+				if deref(d.Name) == ephemeralName(r.name) && deref(d.DeleteOption) != armcompute.DiskDeleteOptionTypesDelete {
+					l.ephemeral = true
+				}
+			}
+		}
 	case isNotFound(err):
+		// Gone, perhaps after a create that failed half way: everything
+		// it may have been made with, by name.
 		l.vmMaybe = false
+		for i := range maxNICs {
+			l.nics = append(l.nics, nicName(r.name, i))
+		}
+		l.osDisk, l.ephemeral = true, true
 	default:
 		return classify("delete vm "+cid, err, nil)
 	}
-	for i := range maxNICs {
-		if n := nicName(r.name, i); !slices.Contains(l.nics, n) {
-			l.nics = append(l.nics, n)
-		}
-	}
-	l.osDisk, l.ephemeral = true, true
 	if err := c.deleteVMResources(ctx, l); err != nil {
 		return fmt.Errorf("delete vm %s: %w", cid, err)
 	}

@@ -30,7 +30,7 @@ func init() {
 	for _, t := range []string{
 		"Microsoft.Compute/virtualMachines", "Microsoft.Compute/disks", "Microsoft.Compute/snapshots", "Microsoft.Compute/images",
 		"Microsoft.Network/networkInterfaces", "Microsoft.Network/publicIPAddresses", "Microsoft.Network/virtualNetworks",
-		"Microsoft.Network/networkSecurityGroups", "Microsoft.Network/loadBalancers",
+		"Microsoft.Network/networkSecurityGroups", "Microsoft.Network/loadBalancers", "Microsoft.Resources/tags",
 	} {
 		types[strings.ToLower(t)] = t
 	}
