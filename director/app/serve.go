@@ -43,10 +43,13 @@ import (
 // it (see newDeployer).
 type Director struct {
 	DataDir string
-	Logger  *slog.Logger
-	Store   *store.Store
-	Tasks   *task.Manager
-	CPIs    *cpimanager.Manager
+	// ID is the director's uuid (DIR/director-uuid): every VM and disk it
+	// creates is tagged with it (cpi.TagDirector).
+	ID     string
+	Logger *slog.Logger
+	Store  *store.Store
+	Tasks  *task.Manager
+	CPIs   *cpimanager.Manager
 	// Bus is the embedded NATS server; BusURL is how agents reach it.
 	Bus    *mbus.Server
 	BusURL string
@@ -73,7 +76,7 @@ type Director struct {
 // 501.
 func newDeployer(d *Director) api.Deployer {
 	return deploy.New(deploy.Config{
-		Store: d.Store, CPIs: d.CPIs, Conn: d.Conn, BusURL: d.BusURL, CA: d.CA,
+		Store: d.Store, CPIs: d.CPIs, Conn: d.Conn, BusURL: d.BusURL, CA: d.CA, DirectorID: d.ID,
 		Blobs: d.Blobs, Signer: d.Signer, BlobURL: d.BlobURL, Logger: d.Logger.With("component", "deploy"),
 		ERB: d.ERB,
 	})
@@ -280,6 +283,7 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 	if err != nil {
 		return err
 	}
+	d.ID = uuid
 	d.CPIs = cpimanager.New(cpiCfg, cpimanager.Options{
 		Launcher:     hostLauncher{logger: logger},
 		Logger:       logger,

@@ -70,6 +70,10 @@ type Config struct {
 	Logger  *slog.Logger
 	// Name is the director's name in VM metadata (default "compleat").
 	Name string
+	// DirectorID is the director's uuid, the cpi.TagDirector tag of every
+	// VM and disk it creates: reconcile and cloud-check find and check
+	// objects by it through ListVMs. Required.
+	DirectorID string
 	// AgentTimeout bounds the wait for a new VM's agent (default 2m).
 	AgentTimeout time.Duration
 	// ERB renders BOSH jobs' ERB templates (default: one ruby process,
@@ -97,6 +101,9 @@ func New(c Config) *Deployer {
 	}
 	if c.Name == "" {
 		c.Name = "compleat"
+	}
+	if c.DirectorID == "" {
+		c.DirectorID = c.Name
 	}
 	if c.AgentTimeout == 0 {
 		c.AgentTimeout = 2 * time.Minute

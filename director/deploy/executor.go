@@ -358,7 +358,8 @@ func (x *executor) UpdateDisk(ctx context.Context, inst update.Instance) error {
 		if err := x.d.c.Store.Update(func(tx *store.Tx) error { return tx.PutDisk(intent) }); err != nil {
 			return err
 		}
-		cid, err := c.CreateDisk(ctx, cpi.CreateDiskRequest{SizeMB: int64(pi.Disk.SizeMB), CloudProperties: raw, VMCID: pi.VMCID})
+		cid, err := c.CreateDisk(ctx, cpi.CreateDiskRequest{SizeMB: int64(pi.Disk.SizeMB), CloudProperties: raw, VMCID: pi.VMCID,
+			Tags: x.d.tags(x.deployment, pi.Group, pi.ID, pi.AgentID)})
 		if err != nil {
 			return fmt.Errorf("create disk for %s: %w", pi.Name(), err)
 		}

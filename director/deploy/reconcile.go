@@ -189,16 +189,56 @@ func describeVM(vm store.VM) string {
 // interrupted VM creation to answer.
 const intentAgentWait = 30 * time.Second
 
+// createdBy finds the VM an interrupted creation made, "" when it made
+// none. A CPI that lists VMs answers by the creation tags (the VM carrying
+// the intent's agent id and this director's id); otherwise the agent, if
+// it comes up, names its VM, which is taken only if no other VM record of
+// this director holds that cid (an agent cannot make the director delete
+// another instance's VM).
+func (d *Deployer) createdBy(ctx context.Context, vm store.VM) (string, error) {
+	v, found, ok, err := d.listed(ctx, vm.CPI, vm.AgentID)
+	if err != nil {
+		return "", err
+	}
+	if ok {
+		if !found {
+			d.c.Logger.Info("interrupted vm creation made no vm", "deployment", vm.Deployment, "agent_id", vm.AgentID)
+			return "", nil
+		}
+		return v.CID, nil
+	}
+	// An agent started while the director went down retries the bus with
+	// a backoff of up to 10 s: give it time to come back.
+	named, answered := d.agentVM(ctx, vm.AgentID, intentAgentWait)
+	if !answered {
+		d.c.Logger.Warn("no agent answers for an interrupted vm creation; if the cloud made the vm, cloud-check finds it",
+			"deployment", vm.Deployment, "agent_id", vm.AgentID, "waited", intentAgentWait)
+		return "", nil
+	}
+	var other store.VM
+	err = d.c.Store.View(func(tx *store.Tx) error {
+		var err error
+		other, err = tx.VM(named)
+		return err
+	})
+	switch {
+	case err == nil && other.AgentID != vm.AgentID:
+		return "", fmt.Errorf("agent %s names vm %s, which is recorded for agent %s: not deleting it", vm.AgentID, named, other.AgentID)
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return "", err
+	}
+	return named, nil
+}
+
 // resolveVM deletes a VM an interrupted task left behind.
 func (d *Deployer) resolveVM(ctx context.Context, vm store.VM) error {
 	cid := vm.CID
 	if vm.State == vmCreating {
-		// An agent started while the director went down retries the bus
-		// with a backoff of up to 10 s: give it time to come back.
-		found, ok := d.agentVM(ctx, vm.AgentID, intentAgentWait)
-		if !ok {
-			d.c.Logger.Warn("no agent answers for an interrupted vm creation; if the cloud made the vm, cloud-check finds it",
-				"deployment", vm.Deployment, "agent_id", vm.AgentID, "waited", intentAgentWait)
+		found, err := d.createdBy(ctx, vm)
+		if err != nil {
+			return err
+		}
+		if found == "" {
 			return d.c.Store.Update(func(tx *store.Tx) error { return tx.DeleteVM(vm.CID) })
 		}
 		cid = found

@@ -46,6 +46,47 @@ type vmSpec struct {
 	metadata    map[string]string
 }
 
+// tags are the creation tags of a VM or disk (cpi.TagDirector and the
+// rest): ListVMs and ListDisks find the director's objects by them, and
+// reconcile checks them before it deletes anything.
+func (d *Deployer) tags(deployment, group, instanceID, agentID string) map[string]string {
+	t := map[string]string{cpi.TagDirector: d.c.DirectorID, cpi.TagDeployment: deployment, cpi.TagInstanceID: instanceID, cpi.TagAgentID: agentID}
+	switch {
+	case group != "":
+		t[cpi.TagInstanceGroup] = group
+	case instanceID == compileInstance:
+		t[cpi.TagInstanceGroup] = "compilation"
+	}
+	return t
+}
+
+// listed finds, through the CPI's ListVMs, the VM of this director whose
+// agent is agentID. ok is false when the CPI cannot list VMs (then nothing
+// is known); found is false when it can and no such VM exists.
+func (d *Deployer) listed(ctx context.Context, cpiName, agentID string) (vm cpi.VMInfo, found, ok bool, err error) {
+	info, err := d.c.CPIs.Info(ctx, cpiName)
+	if err != nil {
+		return cpi.VMInfo{}, false, false, err
+	}
+	if !info.Capabilities.ListVMs {
+		return cpi.VMInfo{}, false, false, nil
+	}
+	c, err := d.cpi(ctx, cpiName)
+	if err != nil {
+		return cpi.VMInfo{}, false, false, err
+	}
+	vms, err := c.ListVMs(ctx, cpi.ListFilter{DirectorID: d.c.DirectorID})
+	if err != nil {
+		return cpi.VMInfo{}, false, false, fmt.Errorf("list vms of cpi %s: %w", cpiName, err)
+	}
+	for _, v := range vms {
+		if v.AgentID == agentID || v.Tags[cpi.TagAgentID] == agentID {
+			return v, true, true, nil
+		}
+	}
+	return cpi.VMInfo{}, false, true, nil
+}
+
 // createdVM is a VM the director made and whose agent answers.
 type createdVM struct {
 	CID     string
@@ -128,7 +169,8 @@ func (d *Deployer) createVM(ctx context.Context, s vmSpec) (createdVM, error) {
 	if err != nil {
 		return createdVM{}, err
 	}
-	req := cpi.CreateVMRequest{AgentID: agentID, StemcellCID: s.stemcellCID, CloudProperties: rawProps, Networks: nets, AgentSettings: rawSettings}
+	req := cpi.CreateVMRequest{AgentID: agentID, StemcellCID: s.stemcellCID, CloudProperties: rawProps, Networks: nets, AgentSettings: rawSettings,
+		Tags: d.tags(s.deployment, s.metadata["instance_group"], s.instanceID, agentID)}
 	for cid := range s.disks {
 		req.DiskCIDs = append(req.DiskCIDs, cid)
 	}
