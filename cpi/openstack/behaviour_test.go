@@ -525,3 +525,37 @@ func TestBootFromVolume(t *testing.T) {
 		t.Errorf("%d volumes after DeleteVM, want 0 (delete_on_termination)", n)
 	}
 }
+
+// A cloud whose max_limit cuts listings into pages of two: ListVMs,
+// ListDisks and the flavor lookup follow the next links.
+func TestListingsFollowPages(t *testing.T) {
+	c := simOnly(t, simos.Config{MaxLimit: 2})
+	p := c.newCPI(t, nil)
+	var cids []string
+	for i := range 5 {
+		res, err := p.CreateVM(t.Context(), c.vmRequest(t, p, i)) // m1.small is on the flavors' first page
+		if err != nil {
+			t.Fatal(err)
+		}
+		cids = append(cids, res.CID)
+		if _, err := p.CreateDisk(t.Context(), cpi.CreateDiskRequest{SizeMB: 1024, VMCID: res.CID, Tags: map[string]string{cpi.TagDirector: "director-test"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vms, err := p.ListVMs(t.Context(), cpi.ListFilter{DirectorID: "director-test"})
+	if err != nil || len(vms) != 5 {
+		t.Errorf("ListVMs over pages of 2 = %d VMs, %v; want 5", len(vms), err)
+	}
+	disks, err := p.ListDisks(t.Context(), cpi.ListFilter{DirectorID: "director-test"})
+	if err != nil || len(disks) != 5 {
+		t.Errorf("ListDisks over pages of 2 = %d disks, %v; want 5", len(disks), err)
+	}
+	req := c.vmRequest(t, p, 9)
+	req.CloudProperties = json.RawMessage(`{"instance_type": "m1.xlarge"}`) // on the third page
+	if _, err := p.CreateVM(t.Context(), req); err != nil {
+		t.Errorf("CreateVM with a flavor on the last page: %v", err)
+	}
+	if got := c.sim.Requests()["GET /compute/v2.1/servers/detail"]; got < 3 {
+		t.Errorf("GET servers/detail made %d times, want the 3 pages", got)
+	}
+}

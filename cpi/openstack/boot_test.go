@@ -1,7 +1,10 @@
 package openstack
 
 import (
+	"archive/tar"
+	"compress/gzip"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -149,5 +152,68 @@ func TestServersBootAndTheAgentReadsItsSettings(t *testing.T) {
 				t.Errorf("VM %s still on the host after DeleteVM", res.CID)
 			}
 		})
+	}
+}
+
+// A heavy stemcell whose image is a local stemcell's image (a tgz holding
+// the agent) is streamed to Glance, and its servers boot that agent.
+func TestHeavyStemcellBootsItsOwnAgent(t *testing.T) {
+	c, host := bootingSim(t)
+	p := c.newCPI(t, nil)
+	img := filepath.Join(t.TempDir(), "image")
+	writeAgentImage(t, img, agentBinary(t))
+	stemcell, err := p.CreateStemcell(t.Context(), cpi.CreateStemcellRequest{ImagePath: img,
+		CloudProperties: json.RawMessage(`{"name": "compleat-openstack", "version": "2", "disk_format": "raw"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := c.vmRequest(t, p, 0)
+	req.StemcellCID = stemcell
+	req.AgentSettings = agentSettings(req.AgentID)
+	res, err := p.CreateVM(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, ok := host.Get(res.CID)
+	if !ok {
+		t.Fatalf("no VM for server %s", res.CID)
+	}
+	var rec struct {
+		Agent string `json:"agent"`
+	}
+	b, err := os.ReadFile(filepath.Join(vm.Dir, "vm.json"))
+	if err != nil || json.Unmarshal(b, &rec) != nil {
+		t.Fatalf("vm.json: %v %s", err, b)
+	}
+	if !strings.Contains(rec.Agent, stemcell) {
+		t.Errorf("the VM runs agent %s, want the one taken out of image %s", rec.Agent, stemcell)
+	}
+	if s := readSettings(t, vm); s["agent_id"] != req.AgentID {
+		t.Errorf("the image's agent read agent_id %v, want %s", s["agent_id"], req.AgentID)
+	}
+}
+
+// writeAgentImage writes a local stemcell's image: a tgz holding the agent
+// as the executable "agent".
+func writeAgentImage(t *testing.T, path, agent string) {
+	t.Helper()
+	data, err := os.ReadFile(agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gz := gzip.NewWriter(f)
+	tw := tar.NewWriter(gz)
+	if err := tw.WriteHeader(&tar.Header{Name: "agent", Mode: 0o755, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(tw.Close(), gz.Close(), f.Close()); err != nil {
+		t.Fatal(err)
 	}
 }

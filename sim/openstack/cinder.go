@@ -211,7 +211,7 @@ func (c *Cloud) listVolumes(detail bool) handler {
 				return false
 			})
 		}
-		pg, more, err := page(all, func(v *volume) string { return v.ID }, q, 1000)
+		pg, more, err := page(all, func(v *volume) string { return v.ID }, q, c.cfg.MaxLimit)
 		if err != nil {
 			return err
 		}

@@ -53,6 +53,10 @@ type Config struct {
 	BuildTime time.Duration
 	// TokenTTL is the lifetime of a Keystone token (default 1h).
 	TokenTTL time.Duration
+	// MaxLimit is the most items one page of a listing holds (Nova's
+	// osapi_max_limit; default 1000): longer listings are paged with
+	// next links.
+	MaxLimit int
 
 	// Booter boots a real local VM for every server, when set.
 	Booter Booter
@@ -122,6 +126,9 @@ func (c *Config) defaults() {
 	}
 	if c.TokenTTL == 0 {
 		c.TokenTTL = time.Hour
+	}
+	if c.MaxLimit <= 0 {
+		c.MaxLimit = 1000
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -206,7 +206,7 @@ func (c *Cloud) listImages(w http.ResponseWriter, r *http.Request) *apiError {
 		"name": func(im *image) string { return im.Name }, "status": func(im *image) string { return im.Status },
 		"visibility": func(im *image) string { return im.Visibility }, "id": func(im *image) string { return im.ID },
 	})
-	pg, more, err := page(all, func(im *image) string { return im.ID }, q, 1000)
+	pg, more, err := page(all, func(im *image) string { return im.ID }, q, c.cfg.MaxLimit)
 	if err != nil {
 		return err
 	}

@@ -428,7 +428,7 @@ func (c *Cloud) listPorts(w http.ResponseWriter, r *http.Request) *apiError {
 			})
 		})
 	}
-	pg, more, err := page(ports, func(p *port) string { return p.ID }, q, 1000)
+	pg, more, err := page(ports, func(p *port) string { return p.ID }, q, c.cfg.MaxLimit)
 	if err != nil {
 		return err
 	}

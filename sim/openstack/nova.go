@@ -153,7 +153,7 @@ func (c *Cloud) flavorDoc(f *flavor, detail bool) map[string]any {
 
 func (c *Cloud) listFlavors(detail bool) handler {
 	return func(w http.ResponseWriter, r *http.Request) *apiError {
-		pg, more, err := page(c.flavors, func(f *flavor) string { return f.ID }, r.URL.Query(), 1000)
+		pg, more, err := page(c.flavors, func(f *flavor) string { return f.ID }, r.URL.Query(), c.cfg.MaxLimit)
 		if err != nil {
 			return err
 		}
@@ -615,7 +615,7 @@ func (c *Cloud) listServers(detail bool) handler {
 		if st := q.Get("status"); st != "" {
 			all = slices.DeleteFunc(all, func(s *server) bool { return !strings.EqualFold(s.Status, st) })
 		}
-		pg, more, err := page(all, func(s *server) string { return s.ID }, q, 1000)
+		pg, more, err := page(all, func(s *server) string { return s.ID }, q, c.cfg.MaxLimit)
 		if err != nil {
 			return err
 		}
