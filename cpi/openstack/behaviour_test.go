@@ -531,13 +531,11 @@ func TestBootFromVolume(t *testing.T) {
 func TestListingsFollowPages(t *testing.T) {
 	c := simOnly(t, simos.Config{MaxLimit: 2})
 	p := c.newCPI(t, nil)
-	var cids []string
 	for i := range 5 {
 		res, err := p.CreateVM(t.Context(), c.vmRequest(t, p, i)) // m1.small is on the flavors' first page
 		if err != nil {
 			t.Fatal(err)
 		}
-		cids = append(cids, res.CID)
 		if _, err := p.CreateDisk(t.Context(), cpi.CreateDiskRequest{SizeMB: 1024, VMCID: res.CID, Tags: map[string]string{cpi.TagDirector: "director-test"}}); err != nil {
 			t.Fatal(err)
 		}
