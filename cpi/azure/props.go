@@ -36,13 +36,16 @@ var (
 // VMProperties are a VM's cloud properties (the vm_type's and
 // vm_extensions' cloud_properties merged by the director).
 type VMProperties struct {
-	InstanceType          string            `json:"instance_type" cpi:"required"`
-	AvailabilityZone      string            `json:"availability_zone,omitempty"`
-	RootDisk              *RootDisk         `json:"root_disk,omitempty"`
-	EphemeralDisk         *EphemeralDisk    `json:"ephemeral_disk,omitempty"`
-	Caching               string            `json:"caching,omitempty"`
-	SecurityGroup         string            `json:"security_group,omitempty"`
-	LoadBalancer          *LoadBalancer     `json:"load_balancer,omitempty"`
+	InstanceType     string         `json:"instance_type" cpi:"required"`
+	AvailabilityZone string         `json:"availability_zone,omitempty"`
+	RootDisk         *RootDisk      `json:"root_disk,omitempty"`
+	EphemeralDisk    *EphemeralDisk `json:"ephemeral_disk,omitempty"`
+	Caching          string         `json:"caching,omitempty"`
+	SecurityGroup    string         `json:"security_group,omitempty"`
+	// LoadBalancerSpec is load_balancer as written: a name or an object
+	// (see LoadBalancer, which parseVMProperties fills).
+	LoadBalancerSpec      json.RawMessage   `json:"load_balancer,omitempty"`
+	LoadBalancer          *LoadBalancer     `json:"-"`
 	AssignDynamicPublicIP bool              `json:"assign_dynamic_public_ip,omitempty"`
 	AcceleratedNetworking bool              `json:"accelerated_networking,omitempty"`
 	ManagedIdentity       *ManagedIdentity  `json:"managed_identity,omitempty"`
@@ -74,20 +77,27 @@ type LoadBalancer struct {
 	BackendPoolName   string `json:"backend_pool_name,omitempty"`
 }
 
-// UnmarshalJSON takes a name or {name, resource_group_name,
-// backend_pool_name}.
-func (l *LoadBalancer) UnmarshalJSON(b []byte) error {
+// parseLoadBalancer reads load_balancer: a name or {name,
+// resource_group_name, backend_pool_name}.
+func parseLoadBalancer(b json.RawMessage) (*LoadBalancer, error) {
 	b = bytes.TrimSpace(b)
-	if len(b) > 0 && b[0] == '"' {
-		return json.Unmarshal(b, &l.Name)
+	if len(b) == 0 || string(b) == "null" {
+		return nil, nil
 	}
-	type plain LoadBalancer
-	var p plain
-	if err := cpi.DecodeCloudProperties(b, &p); err != nil {
-		return prefixField("load_balancer", err)
+	var l LoadBalancer
+	if b[0] == '"' {
+		if err := json.Unmarshal(b, &l.Name); err != nil {
+			return nil, cpi.InvalidCloudProperty("load_balancer", "%v", err)
+		}
+		return &l, nil
 	}
-	*l = LoadBalancer(p)
-	return nil
+	if b[0] != '{' {
+		return nil, cpi.InvalidCloudProperty("load_balancer", "must be a name or {name, resource_group_name, backend_pool_name}")
+	}
+	if err := cpi.DecodeCloudProperties(b, &l); err != nil {
+		return nil, prefixField("load_balancer", err)
+	}
+	return &l, nil
 }
 
 // ManagedIdentity is the identity the VM gets: SystemAssigned, or
@@ -151,6 +161,11 @@ func parseVMProperties(raw json.RawMessage) (VMProperties, error) {
 	if p.Caching != "" && p.Caching != "ReadOnly" && p.Caching != "ReadWrite" {
 		return VMProperties{}, cpi.InvalidCloudProperty("caching", "%q is not ReadOnly or ReadWrite (the OS disk's caching)", p.Caching)
 	}
+	lb, err := parseLoadBalancer(p.LoadBalancerSpec)
+	if err != nil {
+		return VMProperties{}, err
+	}
+	p.LoadBalancer = lb
 	if p.LoadBalancer != nil && !resourceName.MatchString(p.LoadBalancer.Name) {
 		return VMProperties{}, cpi.InvalidCloudProperty("load_balancer.name", "%q is not a load balancer name", p.LoadBalancer.Name)
 	}
