@@ -143,6 +143,12 @@ func (c *Cloud) issueToken(w http.ResponseWriter, r *http.Request) {
 	tok := "gAAAAA" + randomHex(32)
 	exp := time.Now().Add(c.cfg.TokenTTL)
 	c.mu.Lock()
+	now := time.Now()
+	for t, e := range c.tokens {
+		if now.After(e) {
+			delete(c.tokens, t) // expired tokens are forgotten
+		}
+	}
 	c.tokens[tok] = exp
 	c.mu.Unlock()
 	w.Header().Set("X-Subject-Token", tok)
