@@ -8,10 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/compleat/compleat/cpi"
 	"github.com/compleat/compleat/cpi/cpitest"
+	"github.com/compleat/compleat/cpi/host"
 
 	"example.com/cpi-memory/memory"
 )
@@ -64,14 +66,37 @@ func TestConformanceBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the plugin")
 	}
+	bin := buildPlugin(t)
+	dir := t.TempDir()
+	cpitest.RunBinary(t, bin, properties(t, dir), config(dir))
+}
+
+// buildPlugin builds ./cmd/cpi-memory into the test's directory.
+func buildPlugin(t *testing.T) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "cpi-memory")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/cpi-memory")
-	build.Dir = ".."
+	build.Dir = ".." // the module's root
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build cpi-memory: %v\n%s", err, out)
 	}
-	dir := t.TempDir()
-	cpitest.RunBinary(t, bin, properties(t, dir), config(dir))
+	return bin
+}
+
+// The binary started with a misspelt property does not start, and the
+// director's error says why.
+func TestBinaryWithBadProperties(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the plugin")
+	}
+	_, err := host.Start(t.Context(), host.Config{
+		Path:       buildPlugin(t),
+		Properties: json.RawMessage(`{"settings_dir": "` + t.TempDir() + `", "dynamic_pol": "1.2.3.4"}`),
+		Logger:     slog.New(slog.DiscardHandler),
+	})
+	if err == nil || !strings.Contains(err.Error(), "did not start: start: properties: dynamic_pol: unknown property") {
+		t.Errorf("start with a misspelt property: %v", err)
+	}
 }
 
 // A plugin that cannot start says why, in the error the director shows.
