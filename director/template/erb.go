@@ -58,6 +58,7 @@ type ERB struct {
 	stdin  io.WriteCloser
 	stdout *bufio.Reader
 	exited chan struct{}
+	stderr *tailWriter
 	starts int
 }
 
@@ -127,8 +128,8 @@ func (e *ERB) startLocked() error {
 		os.Chmod(dir, 0o755) //nolint:errcheck // readable by nobody
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &limitedWriter{w: &stderr, n: 8 << 10}
+	e.stderr = &tailWriter{max: 4 << 10}
+	cmd.Stderr = e.stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		os.RemoveAll(dir)
@@ -153,18 +154,28 @@ func (e *ERB) startLocked() error {
 	return nil
 }
 
-type limitedWriter struct {
-	w io.Writer
-	n int
+// tailWriter keeps the last max bytes written to it (the interpreter's
+// stderr, told when it dies).
+type tailWriter struct {
+	mu  sync.Mutex
+	buf []byte
+	max int
 }
 
-func (l *limitedWriter) Write(p []byte) (int, error) {
-	if l.n > 0 {
-		k := min(len(p), l.n)
-		l.w.Write(p[:k]) //nolint:errcheck // a strings.Builder
-		l.n -= k
+func (w *tailWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	if len(w.buf) > w.max {
+		w.buf = w.buf[len(w.buf)-w.max:]
 	}
 	return len(p), nil
+}
+
+func (w *tailWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return strings.TrimSpace(string(w.buf))
 }
 
 type erbTemplate struct {
@@ -236,6 +247,9 @@ func (e *ERB) call(req erbRequest) (erbAnswer, error) {
 	}
 	if r.err != nil {
 		e.stopLocked()
+		if tail := e.stderr.String(); tail != "" {
+			return erbAnswer{}, fmt.Errorf("ruby renderer: %w (stderr: %s)", r.err, lastLine(tail))
+		}
 		return erbAnswer{}, fmt.Errorf("ruby renderer: %w", r.err)
 	}
 	var a erbAnswer
@@ -372,4 +386,11 @@ func readLine(r *bufio.Reader, max int) ([]byte, error) {
 		}
 		return line, err
 	}
+}
+
+func lastLine(s string) string {
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
 }

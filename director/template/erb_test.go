@@ -273,3 +273,24 @@ func BenchmarkERBRender1000(b *testing.B) {
 	}
 	b.ReportMetric(float64(e.Starts()), "interpreter-starts")
 }
+
+// A template that ends the interpreter fails with what it said on stderr;
+// the next rendering starts a new interpreter.
+func TestERBInterpreterDies(t *testing.T) {
+	if _, err := exec.LookPath("ruby"); err != nil {
+		t.Skip("ruby is not installed (Debian package ruby): ERB rendering is not tested")
+	}
+	e := NewERB("")
+	defer e.Close()
+	job := erbJob(`<% $stderr.puts "going away"; exit!(3) %>`)
+	if _, err := e.Render(job, erbInput()); err == nil || !strings.Contains(err.Error(), "stderr: going away") {
+		t.Fatalf("err = %v, want the interpreter's last words", err)
+	}
+	r, err := e.Render(erbJob(`<%= p("port") %>`), erbInput())
+	if err != nil || string(r.Files[0].Content) != "8080" {
+		t.Fatalf("after a dead interpreter: %v %q", err, r.Files)
+	}
+	if n := e.Starts(); n != 2 {
+		t.Fatalf("%d interpreter starts, want 2", n)
+	}
+}
