@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -34,6 +35,7 @@ type Moto struct {
 	PID    int
 	cmd    *exec.Cmd
 	exited chan struct{}
+	dir    string
 }
 
 // StartMoto starts moto_server on addr (a 127.x host:port; port 0 picks a
@@ -85,8 +87,10 @@ func StartMoto(ctx context.Context, addr, dir string) (*Moto, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start moto_server: %w", err)
 	}
-	m := &Moto{URL: "http://" + net.JoinHostPort(host, port), PID: cmd.Process.Pid, cmd: cmd, exited: make(chan struct{})}
+	m := &Moto{URL: "http://" + net.JoinHostPort(host, port), PID: cmd.Process.Pid, cmd: cmd, exited: make(chan struct{}), dir: dir}
 	go func() { _ = cmd.Wait(); close(m.exited) }()
+	// For StopLeftoverMoto, should this process die without stopping it.
+	_ = os.WriteFile(filepath.Join(dir, "moto.pid"), []byte(strconv.Itoa(m.PID)+"\n"), 0o644)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		resp, err := http.Get(m.URL + "/moto-api/")
@@ -111,6 +115,31 @@ func StartMoto(ctx context.Context, addr, dir string) (*Moto, error) {
 	}
 }
 
+// StopLeftoverMoto ends the moto_server a previous StartMoto on dir left
+// running (its starter was killed): the process group of the pid in
+// dir/moto.pid, if that process is still a moto_server leading its group.
+// It reports whether it found one.
+func StopLeftoverMoto(dir string) bool {
+	raw, err := os.ReadFile(filepath.Join(dir, "moto.pid"))
+	if err != nil {
+		return false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil || pid <= 1 {
+		return false
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !strings.Contains(string(cmdline), "moto_server") {
+		return false
+	}
+	if pgid, err := syscall.Getpgid(pid); err != nil || pgid != pid {
+		return false
+	}
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	_ = os.Remove(filepath.Join(dir, "moto.pid"))
+	return true
+}
+
 // Stop ends the server's process group (SIGTERM, then SIGKILL after 5s)
 // and waits for the server to exit.
 func (m *Moto) Stop() {
@@ -121,4 +150,7 @@ func (m *Moto) Stop() {
 		_ = syscall.Kill(-m.PID, syscall.SIGKILL)
 		<-m.exited
 	}
+	// The group's other members (moto's reloader child, if any).
+	_ = syscall.Kill(-m.PID, syscall.SIGKILL)
+	_ = os.Remove(filepath.Join(m.dir, "moto.pid"))
 }

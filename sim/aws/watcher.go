@@ -182,8 +182,7 @@ func (w *Watcher) syncInstance(ctx context.Context, inst types.Instance, volumes
 			return nil
 		}
 		if !known {
-			var err error
-			if vm, err = w.boot(ctx, inst); err != nil {
+			if _, err := w.boot(ctx, inst); err != nil {
 				w.failed[id] = true
 				w.cfg.Logger.Error("instance runs without a vm", "instance", id, "error", err)
 				return nil

@@ -61,6 +61,9 @@ func runAWS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 
+	if simaws.StopLeftoverMoto(c.data) {
+		logger.Warn("stopped the moto_server an earlier cloudsim left running")
+	}
 	moto, err := simaws.StartMoto(ctx, motoAddr, c.data)
 	if err != nil {
 		return err

@@ -168,7 +168,8 @@ func (h *Host) attach(v *vm, vol Volume) error {
 	target := filepath.Join(DevDisk, "devices", rec.Node)
 	for _, l := range vol.Links {
 		p := filepath.Join(v.dir, devDiskDir, l)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err == nil {
+		err := os.MkdirAll(filepath.Dir(p), 0o755)
+		if err == nil {
 			_ = os.Remove(p)
 			err = os.Symlink(target, p)
 		}
