@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servergroups"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/imagedata"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
@@ -555,5 +556,36 @@ func TestListingsFollowPages(t *testing.T) {
 	}
 	if got := c.sim.Requests()["GET /compute/v2.1/servers/detail"]; got < 3 {
 		t.Errorf("GET servers/detail made %d times, want the 3 pages", got)
+	}
+}
+
+func TestSchedulerHintsPlaceTheServerInItsGroup(t *testing.T) {
+	c := simOnly(t, simos.Config{})
+	p := c.newCPI(t, nil)
+	cl, err := p.session(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := servergroups.Create(t.Context(), cl.compute, servergroups.CreateOpts{Name: "web", Policies: []string{"anti-affinity"}}).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := c.vmRequest(t, p, 0)
+	req.CloudProperties = json.RawMessage(`{"instance_type": "m1.small", "scheduler_hints": {"group": "` + g.ID + `"}}`)
+	res, err := p.CreateVM(t.Context(), req)
+	if err != nil {
+		t.Fatalf("CreateVM in a server group: %v", err)
+	}
+	got, err := servergroups.Get(t.Context(), cl.compute, g.ID).Extract()
+	if err != nil || len(got.Members) != 1 || got.Members[0] != res.CID {
+		t.Errorf("server group members = %v (%v), want [%s]", got.Members, err, res.CID)
+	}
+	req = c.vmRequest(t, p, 1)
+	req.CloudProperties = json.RawMessage(`{"instance_type": "m1.small", "scheduler_hints": {"group": "` + newUUID() + `"}}`)
+	if _, err := p.CreateVM(t.Context(), req); !errors.Is(err, cpi.ErrVMCreationFailed) || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("CreateVM in a missing server group: %v, want VMCreationFailed saying the group is not found", err)
+	}
+	if n := len(c.sim.Ports()); n != 1 {
+		t.Errorf("%d ports, want the first VM's only (the refused create made its port and removed it)", n)
 	}
 }

@@ -157,6 +157,7 @@ type Cloud struct {
 	secgroups  map[string]*secGroup
 	fips       map[string]*floatingIP
 	servers    map[string]*server
+	groups     map[string]*serverGroup
 	volumes    map[string]*volume
 	snapshots  map[string]*snapshot
 	volTypes   []*volumeType
@@ -189,6 +190,7 @@ func New(baseURL string, cfg Config) (*Cloud, error) {
 		secgroups: map[string]*secGroup{},
 		fips:      map[string]*floatingIP{},
 		servers:   map[string]*server{},
+		groups:    map[string]*serverGroup{},
 		volumes:   map[string]*volume{},
 		snapshots: map[string]*snapshot{},
 		images:    map[string]*image{},

@@ -14,7 +14,8 @@
 //     X-Auth-Token (401 otherwise).
 //   - Nova (/compute/v2.1): servers go BUILD → ACTIVE, or ERROR with a fault
 //     (FailNextServers); flavors, key pairs, availability zone "nova",
-//     metadata, renames, soft reboots, volume attachments at the next free
+//     metadata, renames, soft reboots, server groups (members recorded, one
+//     host), volume attachments at the next free
 //     /dev/vdX whatever device the request names (as libvirt does), and
 //     servers_links pagination with absolute hrefs.
 //   - Neutron (/network/v2.0): networks with one IPv4 subnet each, all in
@@ -33,10 +34,10 @@
 // Booter, every server really boots: the booter gets the server's config
 // drive files and metadata service (openstack/latest/meta_data.json,
 // user_data, network_data.json) and shows it its volumes, whose data lives
-// in directories under the cloud's data directory.
+// in sparse image files under the cloud's data directory.
 //
 // Not simulated: more than one project, user or region; IPv6; routers,
-// load balancers, server groups, quotas (beyond Nova's 128 metadata items
+// load balancers, quotas (beyond Nova's 128 metadata items
 // and the image size bound); microversions past 2.1 (Nova) and 3.0
 // (Cinder); image import tasks.
 package openstack

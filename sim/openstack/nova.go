@@ -121,6 +121,10 @@ func (c *Cloud) routeNova(mux *http.ServeMux) {
 	h("GET /compute/v2.1/servers/{id}/os-volume_attachments/{vol}", c.showAttachment)
 	h("DELETE /compute/v2.1/servers/{id}/os-volume_attachments/{vol}", c.detachVolume)
 	h("GET /compute/v2.1/servers/{id}/os-interface", c.listInterfaces)
+	h("POST /compute/v2.1/os-server-groups", c.createServerGroup)
+	h("GET /compute/v2.1/os-server-groups", c.listServerGroups)
+	h("GET /compute/v2.1/os-server-groups/{id}", c.showServerGroup)
+	h("DELETE /compute/v2.1/os-server-groups/{id}", c.deleteServerGroup)
 	mux.HandleFunc("/compute/", c.authed(nova, func(w http.ResponseWriter, r *http.Request) *apiError {
 		return errorf(http.StatusNotFound, "The resource could not be found.")
 	}))
@@ -286,12 +290,15 @@ func (c *Cloud) createServer(w http.ResponseWriter, r *http.Request) *apiError {
 	if s.AvailabilityZone != "" && s.AvailabilityZone != DefaultAZ {
 		return errorf(http.StatusBadRequest, "The requested availability zone is not available")
 	}
-	if g, ok := req.SchedulerHints["group"]; ok {
-		return errorf(http.StatusBadRequest, "Invalid input for field/attribute group. Value: %v. Server group %v not found.", g, g)
-	}
-
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var group *serverGroup
+	if g, ok := req.SchedulerHints["group"]; ok {
+		id, _ := g.(string)
+		if group = c.groups[id]; group == nil {
+			return errorf(http.StatusBadRequest, "Invalid input for field/attribute group. Value: %v. Server group %v not found.", g, g)
+		}
+	}
 	f := c.flavor(s.FlavorRef)
 	if f == nil {
 		return errorf(http.StatusBadRequest, "Flavor %s could not be found.", s.FlavorRef)
@@ -407,6 +414,9 @@ func (c *Cloud) createServer(w http.ResponseWriter, r *http.Request) *apiError {
 		srv.BootVolume = v.ID
 	}
 	c.servers[srv.ID] = srv
+	if group != nil {
+		group.Members = append(group.Members, srv.ID)
+	}
 	c.startBuild(srv)
 	w.Header().Set("Location", c.baseURL+"/compute/v2.1/"+c.projectID+"/servers/"+srv.ID)
 	writeJSON(w, http.StatusAccepted, map[string]any{"server": map[string]any{
@@ -714,6 +724,9 @@ func (c *Cloud) removeServer(s *server) {
 		return
 	}
 	delete(c.servers, s.ID)
+	for _, g := range c.groups {
+		g.Members = slices.DeleteFunc(g.Members, func(m string) bool { return m == s.ID })
+	}
 	for _, id := range s.Ports {
 		p, ok := c.ports[id]
 		if !ok {
@@ -1033,5 +1046,82 @@ func (c *Cloud) listInterfaces(w http.ResponseWriter, r *http.Request) *apiError
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"interfaceAttachments": docs})
+	return nil
+}
+
+// serverGroup is a Nova server group; the simulator records its members
+// and places every server on the one host it has, whatever the policy.
+type serverGroup struct {
+	ID, Name string
+	Policies []string
+	Members  []string
+}
+
+func (c *Cloud) serverGroupDoc(g *serverGroup) map[string]any {
+	members := g.Members
+	if members == nil {
+		members = []string{}
+	}
+	return map[string]any{"id": g.ID, "name": g.Name, "policies": g.Policies, "members": members, "metadata": map[string]string{},
+		"project_id": c.projectID, "user_id": c.userID}
+}
+
+func (c *Cloud) createServerGroup(w http.ResponseWriter, r *http.Request) *apiError {
+	var req struct {
+		ServerGroup struct {
+			Name     string   `json:"name"`
+			Policies []string `json:"policies"`
+		} `json:"server_group"`
+	}
+	if err := decodeBody(r, &req); err != nil {
+		return err
+	}
+	g := req.ServerGroup
+	if g.Name == "" || len(g.Policies) != 1 {
+		return errorf(http.StatusBadRequest, "Invalid input for field/attribute server_group: a name and one policy are required")
+	}
+	switch g.Policies[0] {
+	case "affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity":
+	default:
+		return errorf(http.StatusBadRequest, "Invalid input for field/attribute 0. Value: %s. '%s' is not one of ['anti-affinity', 'affinity', 'soft-anti-affinity', 'soft-affinity']", g.Policies[0], g.Policies[0])
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sg := &serverGroup{ID: newID(), Name: g.Name, Policies: g.Policies}
+	c.groups[sg.ID] = sg
+	writeJSON(w, http.StatusOK, map[string]any{"server_group": c.serverGroupDoc(sg)})
+	return nil
+}
+
+func (c *Cloud) listServerGroups(w http.ResponseWriter, r *http.Request) *apiError {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	docs := []any{}
+	for _, g := range c.groups {
+		docs = append(docs, c.serverGroupDoc(g))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"server_groups": docs})
+	return nil
+}
+
+func (c *Cloud) showServerGroup(w http.ResponseWriter, r *http.Request) *apiError {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g, ok := c.groups[r.PathValue("id")]
+	if !ok {
+		return errorf(http.StatusNotFound, "Instance group %s could not be found.", r.PathValue("id"))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"server_group": c.serverGroupDoc(g)})
+	return nil
+}
+
+func (c *Cloud) deleteServerGroup(w http.ResponseWriter, r *http.Request) *apiError {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.groups[r.PathValue("id")]; !ok {
+		return errorf(http.StatusNotFound, "Instance group %s could not be found.", r.PathValue("id"))
+	}
+	delete(c.groups, r.PathValue("id"))
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
