@@ -589,3 +589,21 @@ func TestSchedulerHintsPlaceTheServerInItsGroup(t *testing.T) {
 		t.Errorf("%d ports, want the first VM's only (the refused create made its port and removed it)", n)
 	}
 }
+
+// Nova creates the server but the answer is lost: the plugin cannot know
+// the server's id, so it finds the server by name and agent id and
+// removes it with the ports it made.
+func TestLostCreateAnswerIsCleanedUp(t *testing.T) {
+	c := simOnly(t, simos.Config{})
+	p := c.newCPI(t, nil)
+	req := c.vmRequest(t, p, 0)
+	c.sim.InjectFault(simos.Fault{Method: http.MethodPost, Path: "/compute/v2.1/servers", Lost: true, Times: 1})
+	_, err := p.CreateVM(t.Context(), req)
+	if !errors.Is(err, cpi.ErrVMCreationFailed) || !strings.Contains(err.Error(), "outcome") || !strings.Contains(err.Error(), req.AgentID) {
+		t.Fatalf("CreateVM whose answer was lost: %v, want VMCreationFailed saying the outcome is unknown and naming the agent id", err)
+	}
+	if got := c.sim.Requests()["POST /compute/v2.1/servers"]; got != 1 {
+		t.Errorf("POST servers made %d times, want 1 (a POST whose answer was lost is never repeated)", got)
+	}
+	c.wantNothingLeft(t, "lost create answer")
+}

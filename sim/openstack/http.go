@@ -27,6 +27,10 @@ type Fault struct {
 	RetryAfter string
 	// Times is how many requests get the fault (0: until removed).
 	Times int
+	// Lost makes the cloud carry the request out and then drop the
+	// connection before answering: a client cannot tell what happened
+	// (Status is not used).
+	Lost bool
 
 	hits int
 }
@@ -103,6 +107,10 @@ func (c *Cloud) Handler() http.Handler {
 		c.mu.Unlock()
 		w.Header().Set("X-Openstack-Request-Id", "req-"+newID())
 		if f := c.fault(r); f != nil {
+			if f.Lost {
+				mux.ServeHTTP(discard{header: http.Header{}}, r)
+				f.Status = DropConnection
+			}
 			c.answerFault(w, r, f)
 			return
 		}
@@ -325,3 +333,10 @@ func (c *Cloud) Serve(lis net.Listener) error {
 	srv := &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	return srv.Serve(lis)
 }
+
+// discard is a ResponseWriter that forgets the answer (Fault.Lost).
+type discard struct{ header http.Header }
+
+func (d discard) Header() http.Header         { return d.header }
+func (d discard) Write(b []byte) (int, error) { return len(b), nil }
+func (d discard) WriteHeader(int)             {}
