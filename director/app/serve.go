@@ -340,12 +340,9 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 	d.Tasks.OnFinish = func(t store.Task) { d.Metrics.TaskFinished(t); health.RecordTask(st, t) }
 	checker := &cloudcheck.Checker{Store: st, Agents: cloudcheck.BusAgents{Conn: d.Conn}, Recreator: hsvc.Recreator,
 		Events: health.Store{S: st}, Busy: health.Store{S: st}.Busy, Logger: logger.With("component", "cloud-check"),
-		CPIs: func(ctx context.Context, name string) (cloudcheck.CPI, error) { return d.CPIs.Get(ctx, name) }}
-	for _, p := range cpiCfg.CPIs {
-		if l, ok := cloudcheck.LocalVMsFor(p.Type, p.Properties); ok {
-			checker.Lister = l
-		}
-	}
+		CPIs:     func(ctx context.Context, name string) (cloudcheck.CPI, error) { return d.CPIs.Get(ctx, name) },
+		Director: d.ID,
+		Lister:   cloudcheck.CPIVMs{Names: d.CPIs.Names, Get: d.CPIs.Get, DirectorID: d.ID}}
 	handler := api.New(api.Deps{
 		Store: st, Tasks: d.Tasks, Auth: auth, Logger: logger.With("component", "api"), Metrics: d.Metrics,
 		Blobs:     blobstore.NewHandler(d.Blobs, d.Signer, logger.With("component", "blobs")),

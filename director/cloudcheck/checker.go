@@ -36,9 +36,8 @@ type Agents interface {
 	MountDisk(ctx context.Context, agentID, diskCID string, hint cpi.DiskHint) error
 }
 
-// Lister lists the VMs a cloud holds, with their metadata. The CPI contract
-// has no such call; a Lister exists only where a CPI's own records can be
-// read (the local CPI's data directory, see LocalVMs).
+// Lister lists the VMs the clouds hold with this director's tag, with their
+// tags and CPI (CPIVMs, through the contract's ListVMs).
 type Lister interface {
 	ListVMs(ctx context.Context) ([]CloudVM, error)
 }
@@ -64,7 +63,8 @@ type Checker struct {
 	Recreator Recreator
 	Events    Events // nil: no audit events
 	Logger    *slog.Logger
-	// Director is the director's name in VM metadata (default "compleat").
+	// Director is the director's id as its VMs are tagged with it
+	// (cpi.TagDirector; default "compleat").
 	Director string
 	// PingTimeout bounds each agent ping (default 5s).
 	PingTimeout time.Duration

@@ -5,11 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -65,10 +62,10 @@ func TestDetectTable(t *testing.T) {
 		{"unknown vm of this deployment and director only", cloudcheck.Observed{
 			Director: "compleat", KnownVMs: map[string]bool{"vm-1": true},
 			CloudVMs: []cloudcheck.CloudVM{
-				{CID: "vm-1", Metadata: map[string]string{"director": "compleat", "deployment": "d"}},
-				{CID: "vm-2", Metadata: map[string]string{"director": "compleat", "deployment": "d"}},
-				{CID: "vm-3", Metadata: map[string]string{"director": "compleat", "deployment": "other"}},
-				{CID: "vm-4", Metadata: map[string]string{"director": "another", "deployment": "d"}},
+				{CID: "vm-1", Metadata: map[string]string{cpi.TagDirector: "compleat", cpi.TagDeployment: "d"}},
+				{CID: "vm-2", Metadata: map[string]string{cpi.TagDirector: "compleat", cpi.TagDeployment: "d"}},
+				{CID: "vm-3", Metadata: map[string]string{cpi.TagDirector: "compleat", cpi.TagDeployment: "other"}},
+				{CID: "vm-4", Metadata: map[string]string{cpi.TagDirector: "another", cpi.TagDeployment: "d"}},
 				{CID: "vm-5"},
 			},
 		}, []string{"unknown_vm:vm-2"}},
@@ -172,7 +169,8 @@ func (w *world) vm(id, disk string) (vmCID, agentID string) {
 	w.seq++
 	agentID = fmt.Sprintf("agent-%d", w.seq)
 	res, err := w.cloud.CreateVM(w.ctx, cpi.CreateVMRequest{AgentID: agentID, StemcellCID: w.stem, CloudProperties: json.RawMessage(`{}`),
-		Networks: map[string]cpi.Network{"default": {Type: "dynamic"}}, AgentSettings: json.RawMessage(`{}`)})
+		Networks: map[string]cpi.Network{"default": {Type: "dynamic"}}, AgentSettings: json.RawMessage(`{}`),
+		Tags: map[string]string{cpi.TagDirector: "compleat", cpi.TagDeployment: "d", cpi.TagAgentID: agentID}})
 	w.must(err)
 	w.must(w.cloud.SetVMMetadata(w.ctx, res.CID, map[string]string{"director": "compleat", "deployment": "d"}))
 	w.agents.mu.Lock()
@@ -284,12 +282,14 @@ func TestCheckerFindsInjectedProblemsAndAutoFixes(t *testing.T) {
 	w.must(w.cloud.DeleteDisk(w.ctx, disk6))
 	// A VM of this deployment that the state does not know.
 	stray, err := w.cloud.CreateVM(w.ctx, cpi.CreateVMRequest{AgentID: "stray", StemcellCID: w.stem, CloudProperties: json.RawMessage(`{}`),
-		Networks: map[string]cpi.Network{"default": {Type: "dynamic"}}, AgentSettings: json.RawMessage(`{}`)})
+		Networks: map[string]cpi.Network{"default": {Type: "dynamic"}}, AgentSettings: json.RawMessage(`{}`),
+		Tags: map[string]string{cpi.TagDirector: "compleat", cpi.TagDeployment: "d", cpi.TagAgentID: "stray"}})
 	w.must(err)
 	w.must(w.cloud.SetVMMetadata(w.ctx, stray.CID, map[string]string{"director": "compleat", "deployment": "d"}))
 
 	c := w.checker()
-	c.Lister = fakeLister{w.cloud}
+	c.Lister = cloudcheck.CPIVMs{Names: func() []string { return []string{"fake"} },
+		Get: func(context.Context, string) (cpi.CPI, error) { return w.cloud, nil }, DirectorID: "compleat"}
 	c.Events = storeEvents{w.st}
 	problems, err := c.Scan(w.ctx, "d")
 	w.must(err)
@@ -418,42 +418,39 @@ func TestResolveRebootAndDeleteVMReference(t *testing.T) {
 	}
 }
 
-func TestLocalVMsReadsMetadata(t *testing.T) {
-	dir := t.TempDir()
-	for cid, md := range map[string]string{"vm-a": `{"director":"compleat","deployment":"d"}`, "vm-b": ""} {
-		os.MkdirAll(filepath.Join(dir, "vms", cid), 0o755)
-		if md != "" {
-			os.WriteFile(filepath.Join(dir, "vms", cid, "metadata.json"), []byte(md), 0o644)
+// CPIVMs lists, through ListVMs, every CPI's VMs tagged with this
+// director, naming each VM's CPI; a CPI that cannot list is skipped.
+func TestCPIVMsListsEveryCPIsTaggedVMs(t *testing.T) {
+	ctx := context.Background()
+	clouds := map[string]*cpitest.Fake{"east": cpitest.NewFake(), "west": cpitest.NewFake(), "old": cpitest.NewFake()}
+	clouds["old"].SetCapabilities(cpi.Capabilities{DynamicNetworks: true})
+	made := map[string]string{}
+	for _, name := range []string{"east", "west", "old"} {
+		f := clouds[name]
+		sc, err := f.CreateStemcell(ctx, cpi.CreateStemcellRequest{ImagePath: "/img", CloudProperties: json.RawMessage(`{}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, director := range []string{"me", "someone-else"} {
+			res, err := f.CreateVM(ctx, cpi.CreateVMRequest{AgentID: name + "-" + director, StemcellCID: sc, CloudProperties: json.RawMessage(`{}`),
+				Networks: map[string]cpi.Network{"default": {Type: "dynamic"}}, AgentSettings: json.RawMessage(`{}`),
+				Tags: map[string]string{cpi.TagDirector: director, cpi.TagDeployment: "d"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			made[name+"-"+director] = res.CID
 		}
 	}
-	vms, err := cloudcheck.LocalVMs{DataDir: dir}.ListVMs(context.Background())
-	if err != nil || len(vms) != 2 || vms[0].CID != "vm-a" || vms[0].Metadata["deployment"] != "d" || vms[1].Metadata != nil {
-		t.Errorf("vms = %+v, %v", vms, err)
+	l := cloudcheck.CPIVMs{Names: func() []string { return []string{"east", "old", "west"} },
+		Get: func(_ context.Context, name string) (cpi.CPI, error) { return clouds[name], nil }, DirectorID: "me"}
+	vms, err := l.ListVMs(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(dir, "vms", "vm-b", "metadata.json"), []byte("{"), 0o644)
-	if _, err := (cloudcheck.LocalVMs{DataDir: dir}).ListVMs(context.Background()); err == nil || !strings.Contains(err.Error(), "vm-b") {
-		t.Errorf("bad metadata: %v", err)
+	if len(vms) != 2 || vms[0].CPI != "east" || vms[0].CID != made["east-me"] || vms[1].CPI != "west" || vms[1].CID != made["west-me"] ||
+		vms[0].Metadata[cpi.TagDeployment] != "d" {
+		t.Errorf("listed %+v", vms)
 	}
-	if vms, err := (cloudcheck.LocalVMs{DataDir: filepath.Join(dir, "none")}).ListVMs(context.Background()); err != nil || vms != nil {
-		t.Errorf("no vms dir: %v, %v", vms, err)
-	}
-	if l, ok := cloudcheck.LocalVMsFor("local", json.RawMessage(`{"data_dir":"/d"}`)); !ok || l.DataDir != "/d" {
-		t.Errorf("local lister: %+v %v", l, ok)
-	}
-	if _, ok := cloudcheck.LocalVMsFor("aws", json.RawMessage(`{"data_dir":"/d"}`)); ok {
-		t.Error("a lister for aws")
-	}
-}
-
-// fakeLister lists the fake cloud's VMs.
-type fakeLister struct{ f *cpitest.Fake }
-
-func (l fakeLister) ListVMs(ctx context.Context) ([]cloudcheck.CloudVM, error) {
-	var out []cloudcheck.CloudVM
-	for _, vm := range l.f.VMs() {
-		out = append(out, cloudcheck.CloudVM{CID: vm.CID, Metadata: vm.Metadata})
-	}
-	return out, nil
 }
 
 type storeEvents struct{ s *store.Store }

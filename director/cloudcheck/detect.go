@@ -24,6 +24,8 @@ package cloudcheck
 
 import (
 	"fmt"
+
+	"github.com/compleat/compleat/cpi"
 	"slices"
 	"sort"
 
@@ -88,6 +90,7 @@ func (p Problem) Allows(r string) bool { return slices.Contains(p.Resolutions, r
 // CloudVM is a VM the cloud lists, with its metadata tags.
 type CloudVM struct {
 	CID      string            `json:"cid"`
+	CPI      string            `json:"cpi,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
 }
 
@@ -198,13 +201,13 @@ func Detect(o Observed) []Problem {
 		}
 	}
 	for _, vm := range o.CloudVMs {
-		if o.KnownVMs[vm.CID] || vm.Metadata["deployment"] != o.Deployment {
+		if o.KnownVMs[vm.CID] || vm.Metadata[cpi.TagDeployment] != o.Deployment {
 			continue
 		}
-		if o.Director != "" && vm.Metadata["director"] != o.Director {
-			continue
+		if o.Director != "" && vm.Metadata[cpi.TagDirector] != o.Director {
+			continue // another director's: never touched
 		}
-		out = append(out, Problem{ID: UnknownVM + ":" + vm.CID, Type: UnknownVM, Deployment: o.Deployment, VMCID: vm.CID,
+		out = append(out, Problem{ID: UnknownVM + ":" + vm.CID, Type: UnknownVM, Deployment: o.Deployment, VMCID: vm.CID, CPI: vm.CPI,
 			Description: fmt.Sprintf("VM %s is tagged with deployment %s but the director does not know it", vm.CID, o.Deployment),
 			Resolutions: []string{Ignore, DeleteVM}})
 	}

@@ -2,11 +2,8 @@ package cloudcheck
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 
 	"github.com/nats-io/nats.go"
@@ -45,55 +42,49 @@ func (b BusAgents) MountDisk(ctx context.Context, agentID, diskCID string, hint 
 	return c.MountDisk(ctx, protocol.MountDiskRequest{DiskCID: diskCID, Hint: hint})
 }
 
-// LocalVMs lists the local CPI's VMs from its data directory:
-// <data_dir>/vms/<cid>/ holds metadata.json, the last SetVMMetadata (see
-// docs/cpi/local.md). It is the only cloud whose VMs cloud-check can list:
-// the CPI contract has no call that lists VMs.
-type LocalVMs struct{ DataDir string }
-
-var _ Lister = LocalVMs{}
-
-// ListVMs implements Lister. A VM directory without metadata is listed
-// without tags.
-func (l LocalVMs) ListVMs(ctx context.Context) ([]CloudVM, error) {
-	dirs, err := os.ReadDir(filepath.Join(l.DataDir, "vms"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list local vms: %w", err)
-	}
-	var out []CloudVM
-	for _, d := range dirs {
-		if !d.IsDir() {
-			continue
-		}
-		vm := CloudVM{CID: d.Name()}
-		raw, err := os.ReadFile(filepath.Join(l.DataDir, "vms", d.Name(), "metadata.json"))
-		if err == nil {
-			if err := json.Unmarshal(raw, &vm.Metadata); err != nil {
-				return nil, fmt.Errorf("local vm %s: metadata.json: %w", d.Name(), err)
-			}
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("local vm %s: %w", d.Name(), err)
-		}
-		out = append(out, vm)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].CID < out[j].CID })
-	return out, nil
+// CPIVMs lists, through the CPI contract's ListVMs, the VMs every CPI that
+// can list them holds with this director's tag (cpi.TagDirector): the way
+// cloud-check finds VMs the director lost track of, on any cloud, without
+// reading a plugin's private data.
+type CPIVMs struct {
+	// Names lists the director's CPIs.
+	Names func() []string
+	// Get returns a CPI by name.
+	Get func(ctx context.Context, name string) (cpi.CPI, error)
+	// DirectorID is the director's uuid, the tag its VMs carry.
+	DirectorID string
 }
 
-// LocalVMsFor returns the Lister of a local CPI given its type and
-// properties ({"data_dir": ...}); ok is false for any other CPI.
-func LocalVMsFor(cpiType string, properties json.RawMessage) (l LocalVMs, ok bool) {
-	if cpiType != "local" {
-		return LocalVMs{}, false
+var _ Lister = CPIVMs{}
+
+// ListVMs implements Lister. CPIs whose Info does not claim ListVMs are
+// skipped.
+func (l CPIVMs) ListVMs(ctx context.Context) ([]CloudVM, error) {
+	var out []CloudVM
+	var errs []error
+	for _, name := range l.Names() {
+		c, err := l.Get(ctx, name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cpi %s: %w", name, err))
+			continue
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cpi %s: info: %w", name, err))
+			continue
+		}
+		if !info.Capabilities.ListVMs {
+			continue
+		}
+		vms, err := c.ListVMs(ctx, cpi.ListFilter{DirectorID: l.DirectorID})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cpi %s: list vms: %w", name, err))
+			continue
+		}
+		for _, v := range vms {
+			out = append(out, CloudVM{CID: v.CID, CPI: name, Metadata: v.Tags})
+		}
 	}
-	var p struct {
-		DataDir string `json:"data_dir"`
-	}
-	if json.Unmarshal(properties, &p) != nil || p.DataDir == "" {
-		return LocalVMs{}, false
-	}
-	return LocalVMs{DataDir: p.DataDir}, true
+	sort.Slice(out, func(i, j int) bool { return out[i].CPI+out[i].CID < out[j].CPI+out[j].CID })
+	return out, errors.Join(errs...)
 }

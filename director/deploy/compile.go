@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/compleat/compleat/director/api"
 	"net/http"
 	"sync"
 	"time"
@@ -55,7 +56,20 @@ func (d *Deployer) compileFor(ctx context.Context, r *task.Reporter, p *plan.Pla
 	if err != nil {
 		return nil, err
 	}
-	sess := &compileSession{cpiName: in.cpiName, deployment: p.Deployment, block: p.Compilation, used: map[string]plan.Network{}}
+	// Compile VMs go to the CPI of the compilation block's AZ, made from
+	// that CPI's stemcell; results are keyed as the plan names stemcells.
+	cpiName := in.place.cpiFor(p.Compilation.AZ)
+	planned := make([]string, len(targets))
+	for i := range targets {
+		s := &targets[i].Stemcell
+		planned[i] = s.CID
+		cid, err := in.place.stemcellCID(plan.Stemcell{OS: s.OS, Version: s.Version}, cpiName)
+		if err != nil {
+			return nil, api.BadInput(fmt.Errorf("compilation: %w", err))
+		}
+		s.CID = cid
+	}
+	sess := &compileSession{cpiName: cpiName, deployment: p.Deployment, block: p.Compilation, used: map[string]plan.Network{}}
 	workers := p.Compilation.Workers
 	if len(p.Compilation.Addresses) > 0 {
 		sess.free = append(sess.free, p.Compilation.Addresses...)
@@ -66,7 +80,7 @@ func (d *Deployer) compileFor(ctx context.Context, r *task.Reporter, p *plan.Pla
 		return nil, err
 	}
 	for i, t := range targets {
-		out[stemcellKey(t.Stemcell.OS, t.Stemcell.Version, t.Stemcell.CID)] = res.Compiled[i]
+		out[stemcellKey(t.Stemcell.OS, t.Stemcell.Version, planned[i])] = res.Compiled[i]
 	}
 	return out, nil
 }

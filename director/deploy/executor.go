@@ -29,7 +29,7 @@ type executor struct {
 	d          *Deployer
 	p          *plan.Plan
 	deployment string
-	cpiName    string
+	place      placement                            // where new VMs and disks go
 	jobBlobs   map[string]map[string]blobstore.Blob // instance id -> job -> blob
 	pkgBlobs   map[string]map[string]compile.Compiled
 	log        *slog.Logger
@@ -48,8 +48,8 @@ type executor struct {
 
 var _ update.Executor = (*executor)(nil)
 
-func (d *Deployer) newExecutor(p *plan.Plan, deployment, cpiName string, jobBlobs map[string]map[string]blobstore.Blob, pkgBlobs map[string]map[string]compile.Compiled, log *slog.Logger) *executor {
-	return &executor{d: d, p: p, deployment: deployment, cpiName: cpiName, jobBlobs: jobBlobs, pkgBlobs: pkgBlobs, log: log, steps: map[string]plan.Steps{}, fresh: map[string]bool{}, unresponsive: map[string]bool{}}
+func (d *Deployer) newExecutor(p *plan.Plan, deployment string, place placement, jobBlobs map[string]map[string]blobstore.Blob, pkgBlobs map[string]map[string]compile.Compiled, log *slog.Logger) *executor {
+	return &executor{d: d, p: p, deployment: deployment, place: place, jobBlobs: jobBlobs, pkgBlobs: pkgBlobs, log: log, steps: map[string]plan.Steps{}, fresh: map[string]bool{}, unresponsive: map[string]bool{}}
 }
 
 // stepsOf are the planned steps of an instance.
@@ -176,13 +176,14 @@ func (x *executor) createFor(ctx context.Context, pi *plan.Instance) error {
 	} else if pi.Disk.Replaces != "" {
 		disk = pi.Disk.Replaces
 	}
-	spec := vmSpec{
-		cpiName: x.cpiName, deployment: x.deployment, instanceID: pi.ID,
-		stemcellCID: pi.Stemcell.CID, cloudProps: pi.CloudProperties, env: pi.Env, networks: pi.Networks,
-		metadata: map[string]string{
-			"instance_group": pi.Group, "job": pi.Group, "index": strconv.Itoa(pi.Index),
-			"id": pi.ID, "name": pi.Name(),
-		},
+	spec, err := x.vmSpec(pi)
+	if err != nil {
+		return err
+	}
+	if disk != "" {
+		if err := x.sameCPI(pi, disk, spec.cpiName); err != nil {
+			return err
+		}
 	}
 	vm, err := x.d.createVM(ctx, spec)
 	if err != nil {
@@ -206,6 +207,51 @@ func (x *executor) createFor(ctx context.Context, pi *plan.Instance) error {
 	return nil
 }
 
+// vmSpec is the VM to create for a planned instance: in the CPI of its AZ,
+// from that CPI's stemcell.
+func (x *executor) vmSpec(pi *plan.Instance) (vmSpec, error) {
+	cpiName := x.place.cpiFor(pi.AZ)
+	stemcell := pi.Stemcell.CID
+	if x.place.stemcells != nil {
+		cid, err := x.place.stemcellCID(pi.Stemcell, cpiName)
+		if err != nil {
+			return vmSpec{}, fmt.Errorf("%s: %w", pi.Name(), err)
+		}
+		stemcell = cid
+	}
+	return vmSpec{
+		cpiName: cpiName, deployment: x.deployment, instanceID: pi.ID,
+		stemcellCID: stemcell, cloudProps: pi.CloudProperties, env: pi.Env, networks: pi.Networks,
+		metadata: map[string]string{
+			"instance_group": pi.Group, "job": pi.Group, "index": strconv.Itoa(pi.Index),
+			"id": pi.ID, "name": pi.Name(),
+		},
+	}, nil
+}
+
+// sameCPI refuses to attach a persistent disk to a VM of another CPI: a
+// disk never crosses clouds (its data would have to be copied, which only
+// the operator can decide).
+func (x *executor) sameCPI(pi *plan.Instance, disk, cpiName string) error {
+	var rec store.Disk
+	err := x.d.c.Store.View(func(tx *store.Tx) error {
+		var err error
+		rec, err = tx.Disk(disk)
+		return err
+	})
+	if err != nil || rec.CPI == "" || rec.CPI == cpiName {
+		return nil
+	}
+	return fmt.Errorf("%s: its persistent disk %s is in cpi %s, but az %s is served by cpi %s: a disk never moves between cpis; keep the instance in an az of cpi %s, or remove the disk from the instance group first (its data is then orphaned)",
+		pi.Name(), disk, rec.CPI, pi.AZ, cpiName, rec.CPI)
+}
+
+// vmCPI is the CPI of the instance's current VM: the one recorded with the
+// VM, else its AZ's.
+func (x *executor) vmCPI(pi *plan.Instance) string {
+	return x.d.recordedCPI(pi.VMCID, x.place.cpiFor(pi.AZ))
+}
+
 // attachedDisk is the persistent disk the instance's record holds.
 func (x *executor) attachedDisk(pi *plan.Instance) string {
 	var disk string
@@ -220,7 +266,7 @@ func (x *executor) attachedDisk(pi *plan.Instance) string {
 }
 
 func (x *executor) attach(ctx context.Context, pi *plan.Instance, disk string) error {
-	c, err := x.d.cpi(ctx, x.cpiName)
+	c, err := x.d.cpi(ctx, x.vmCPI(pi))
 	if err != nil {
 		return err
 	}
@@ -305,13 +351,13 @@ func (x *executor) RecreateVM(ctx context.Context, inst update.Instance) error {
 	}
 	if pi.VMCID != "" {
 		if disk := x.attachedDisk(pi); disk != "" {
-			if c, err := x.d.cpi(ctx, x.cpiName); err == nil {
+			if c, err := x.d.cpi(ctx, x.vmCPI(pi)); err == nil {
 				if err := c.DetachDisk(ctx, pi.VMCID, disk); err != nil && !errors.Is(err, cpi.ErrVMNotFound) && !errors.Is(err, cpi.ErrDiskNotFound) {
 					return fmt.Errorf("detach disk %s from vm %s: %w", disk, pi.VMCID, err)
 				}
 			}
 		}
-		if err := x.d.deleteVM(ctx, x.cpiName, createdVM{CID: pi.VMCID, AgentID: pi.AgentID}); err != nil {
+		if err := x.d.deleteVM(ctx, x.vmCPI(pi), createdVM{CID: pi.VMCID, AgentID: pi.AgentID}); err != nil {
 			return err
 		}
 		pi.VMCID, pi.AgentID = "", ""
@@ -338,7 +384,8 @@ func (x *executor) UpdateDisk(ctx context.Context, inst update.Instance) error {
 	if err != nil {
 		return err
 	}
-	c, err := x.d.cpi(ctx, x.cpiName)
+	cpiName := x.vmCPI(pi)
+	c, err := x.d.cpi(ctx, cpiName)
 	if err != nil {
 		return err
 	}
@@ -354,7 +401,7 @@ func (x *executor) UpdateDisk(ctx context.Context, inst update.Instance) error {
 		if err != nil {
 			return err
 		}
-		intent := store.Disk{CID: "intent-" + newID(), CPI: x.cpiName, Deployment: x.deployment, InstanceID: pi.ID, SizeMB: int64(pi.Disk.SizeMB), DiskType: pi.Disk.Type, CloudProperties: raw, State: "creating"}
+		intent := store.Disk{CID: "intent-" + newID(), CPI: cpiName, Deployment: x.deployment, InstanceID: pi.ID, SizeMB: int64(pi.Disk.SizeMB), DiskType: pi.Disk.Type, CloudProperties: raw, State: "creating"}
 		if err := x.d.c.Store.Update(func(tx *store.Tx) error { return tx.PutDisk(intent) }); err != nil {
 			return err
 		}
@@ -569,7 +616,8 @@ func (x *executor) Delete(ctx context.Context, inst update.Instance) error {
 		return err
 	}
 	if rec.VMCID != "" {
-		c, err := x.d.cpi(ctx, x.cpiName)
+		cpiName := x.d.recordedCPI(rec.VMCID, x.place.cpiFor(rec.AZ))
+		c, err := x.d.cpi(ctx, cpiName)
 		if err != nil {
 			return x.tolerate("delete vm", inst, err)
 		}
@@ -580,7 +628,7 @@ func (x *executor) Delete(ctx context.Context, inst update.Instance) error {
 				}
 			}
 		}
-		if err := x.d.deleteVM(ctx, x.cpiName, createdVM{CID: rec.VMCID, AgentID: rec.AgentID}); err != nil {
+		if err := x.d.deleteVM(ctx, cpiName, createdVM{CID: rec.VMCID, AgentID: rec.AgentID}); err != nil {
 			if err := x.tolerate("delete vm", inst, err); err != nil {
 				return err
 			}

@@ -21,7 +21,7 @@ type inputs struct {
 	state            plan.State
 	records          []store.Instance
 	releases         map[string]store.Release
-	cpiName          string
+	place            placement
 	releaseNames     []string
 	stemcellNames    []string
 	cloudConfigID    uint64
@@ -81,7 +81,7 @@ func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req api.DeployR
 	in.desired.IDs = uuids{}
 	in.desired.Recreate = req.Recreate
 
-	if in.cpiName, err = d.c.CPIs.Resolve(defaultAZCPI(cc)); err != nil {
+	if in.place, err = d.placement(cc); err != nil {
 		return nil, err
 	}
 	if err := d.resolveReleases(ctx, in, dep); err != nil {
@@ -94,16 +94,74 @@ func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req api.DeployR
 	return in, err
 }
 
-// defaultAZCPI is the cpi the cloud config's AZs name ("" for the
-// default). A cloud config spanning several CPIs is not supported yet: the
-// first AZ's decides.
-func defaultAZCPI(cc *manifest.CloudConfig) string {
+// placement says which CPI makes each VM and disk, BOSH's way: the CPI
+// the instance's AZ names in the cloud config (azs[].cpi), else the
+// default CPI; and each stemcell's cid in each CPI (an upload creates the
+// stemcell in every CPI whose formats it fits).
+type placement struct {
+	def       string                       // AZs that name no CPI, instances without an AZ
+	byAZ      map[string]string            // AZ → CPI
+	stemcells map[string]map[string]string // "os/version" → CPI → cid
+}
+
+// placement resolves the cloud config's AZs to CPIs; an AZ naming a CPI
+// the director does not have is bad input.
+func (d *Deployer) placement(cc *manifest.CloudConfig) (placement, error) {
+	def, err := d.c.CPIs.Resolve("")
+	if err != nil && len(cc.AZs) == 0 {
+		return placement{}, err
+	}
+	pl := placement{def: def, byAZ: map[string]string{}, stemcells: map[string]map[string]string{}}
 	for _, az := range cc.AZs {
-		if az.CPI != "" {
-			return az.CPI
+		name, err := d.c.CPIs.Resolve(az.CPI)
+		if err != nil {
+			return placement{}, api.BadInput(fmt.Errorf("cloud config: az %s: %w", az.Name, err))
+		}
+		pl.byAZ[az.Name] = name
+	}
+	if pl.def == "" { // no default CPI: AZ-less instances go where the first AZ's do
+		for _, az := range cc.AZs {
+			pl.def = pl.byAZ[az.Name]
+			break
 		}
 	}
-	return ""
+	return pl, nil
+}
+
+// cpiFor is the CPI that makes the VMs and disks of an instance in az.
+func (pl placement) cpiFor(az string) string {
+	if c, ok := pl.byAZ[az]; ok {
+		return c
+	}
+	return pl.def
+}
+
+// stemcellCID is the stemcell's cid in cpiName.
+func (pl placement) stemcellCID(s plan.Stemcell, cpiName string) (string, error) {
+	cid := pl.stemcells[s.String()][cpiName]
+	if cid == "" {
+		return "", fmt.Errorf("stemcell %s is not in cpi %s: upload it again (an upload creates it in every cpi)", s, cpiName)
+	}
+	return cid, nil
+}
+
+// used are the CPIs the deployment's instance groups and compilation VMs
+// are placed in, sorted.
+func (pl placement) used(dep *manifest.Deployment, cc *manifest.CloudConfig) []string {
+	set := map[string]bool{}
+	for _, g := range dep.InstanceGroups {
+		if len(g.AZs) == 0 {
+			set[pl.def] = true
+		}
+		for _, az := range g.AZs {
+			set[pl.cpiFor(az)] = true
+		}
+	}
+	if cc != nil {
+		set[pl.cpiFor(cc.Compilation.AZ)] = true
+	}
+	delete(set, "")
+	return sortedKeys(set)
 }
 
 // resolveReleases finds the uploaded releases the manifest (and runtime
@@ -226,11 +284,20 @@ func (d *Deployer) resolveStemcells(in *inputs, dep *manifest.Deployment) error 
 			}
 			return api.BadInput(fmt.Errorf("stemcell %s/%s (alias %s) is not uploaded: run `director upload-stemcell`", what, s.Version, s.Alias))
 		}
-		cid := found.CIDs[in.cpiName]
-		if cid == "" {
-			return api.BadInput(fmt.Errorf("stemcell %s/%s is not in cpi %s: upload it again", found.Name, found.Version, in.cpiName))
+		ps := plan.Stemcell{Name: found.Name, OS: found.OS, Version: found.Version}
+		in.place.stemcells[ps.String()] = found.CIDs
+		// The plan carries the default CPI's cid (or any); each VM is
+		// made from its own CPI's (placement.stemcellCID).
+		ps.CID = found.CIDs[in.place.def]
+		for _, c := range in.place.used(dep, in.desired.CloudConfig) {
+			if found.CIDs[c] == "" {
+				return api.BadInput(fmt.Errorf("stemcell %s/%s is not in cpi %s: upload it again (an upload creates it in every cpi)", found.Name, found.Version, c))
+			}
+			if ps.CID == "" {
+				ps.CID = found.CIDs[c]
+			}
 		}
-		in.desired.Stemcells[s.Alias] = plan.Stemcell{Name: found.Name, OS: found.OS, Version: found.Version, CID: cid}
+		in.desired.Stemcells[s.Alias] = ps
 		in.stemcellNames = append(in.stemcellNames, found.Name+"/"+found.Version)
 	}
 	return nil

@@ -37,7 +37,7 @@ func (d *Deployer) Delete(ctx context.Context, r *task.Reporter, name string, fo
 		return "", err
 	}
 	p := plan.Teardown(st)
-	x := d.newExecutor(&p, name, cpiName, nil, nil, log)
+	x := d.newExecutor(&p, name, placement{def: cpiName}, nil, nil, log)
 	x.force = force
 	res, err := update.New(x, log).Run(ctx, p.Rollout(), update.Options{Reporter: updateReporter{r}, NoPostDeploy: true})
 	if err != nil {
@@ -63,13 +63,17 @@ func (d *Deployer) Delete(ctx context.Context, r *task.Reporter, name string, fo
 	}
 	if len(disks) > 0 {
 		stage := r.Stage("Deleting disks", len(disks))
-		c, cerr := d.cpi(ctx, cpiName)
 		for _, dk := range disks {
 			err := stage.Run(dk.CID, func() error {
-				if cerr != nil {
-					return cerr
-				}
 				if !strings.HasPrefix(dk.CID, "intent-") {
+					owner := dk.CPI // each disk in the CPI it was made in
+					if owner == "" {
+						owner = cpiName
+					}
+					c, err := d.cpi(ctx, owner)
+					if err != nil {
+						return err
+					}
 					if err := c.DeleteDisk(ctx, dk.CID); err != nil && !errors.Is(err, cpi.ErrDiskNotFound) {
 						return fmt.Errorf("delete disk %s: %w", dk.CID, err)
 					}
@@ -179,7 +183,7 @@ func (d *Deployer) ChangeState(ctx context.Context, r *task.Reporter, req api.St
 	}
 	var x *executor
 	if verb == plan.VerbStop || verb == plan.VerbStopHard {
-		x = d.newExecutor(&p, req.Deployment, in.cpiName, nil, nil, log)
+		x = d.newExecutor(&p, req.Deployment, in.place, nil, nil, log)
 	} else {
 		pkgs, err := d.compileFor(ctx, r, &p, in)
 		if err != nil {
@@ -189,7 +193,7 @@ func (d *Deployer) ChangeState(ctx context.Context, r *task.Reporter, req api.St
 		if err != nil {
 			return "", err
 		}
-		x = d.newExecutor(&p, req.Deployment, in.cpiName, jobs, pkgs, log)
+		x = d.newExecutor(&p, req.Deployment, in.place, jobs, pkgs, log)
 	}
 	x.steps = lp.Steps
 	ro := lp.Rollout

@@ -35,7 +35,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strconv"
 	"sync"
 	"time"
 
@@ -102,14 +101,11 @@ func (s *swapping) CreateReplacementVM(ctx context.Context, inst update.Instance
 	if err != nil {
 		return err
 	}
-	vm, err := s.d.createVM(ctx, vmSpec{
-		cpiName: s.cpiName, deployment: s.deployment, instanceID: pi.ID,
-		stemcellCID: pi.Stemcell.CID, cloudProps: pi.CloudProperties, env: pi.Env, networks: pi.Networks,
-		metadata: map[string]string{
-			"instance_group": pi.Group, "job": pi.Group, "index": strconv.Itoa(pi.Index),
-			"id": pi.ID, "name": pi.Name(),
-		},
-	})
+	spec, err := s.vmSpec(pi)
+	if err != nil {
+		return err
+	}
+	vm, err := s.d.createVM(ctx, spec)
 	if err != nil {
 		return err
 	}
@@ -176,7 +172,7 @@ func (s *swapping) SwapVM(ctx context.Context, inst update.Instance) error {
 	old := createdVM{CID: pi.VMCID, AgentID: pi.AgentID}
 	disk := s.attachedDisk(pi)
 	if disk != "" && old.CID != "" {
-		c, err := s.d.cpi(ctx, s.cpiName)
+		c, err := s.d.cpi(ctx, s.d.recordedCPI(old.CID, s.place.cpiFor(pi.AZ)))
 		if err != nil {
 			return err
 		}
@@ -236,7 +232,7 @@ func (s *swapping) DeleteReplacedVM(ctx context.Context, inst update.Instance) e
 	s.mu.Unlock()
 	if unused {
 		s.note(inst, fmt.Sprintf("create-swap-delete: the update failed before the swap; deleting the unused replacement vm %s, the old vm keeps serving", vm.CID))
-		return s.d.deleteVM(ctx, s.cpiName, vm)
+		return s.d.deleteVM(ctx, s.place.def, vm)
 	}
 	if !swapped {
 		return nil
@@ -254,7 +250,7 @@ func (s *swapping) DeleteReplacedVM(ctx context.Context, inst update.Instance) e
 	s.mu.Lock()
 	delete(s.serving, inst.ID)
 	s.mu.Unlock()
-	return s.d.deleteVM(ctx, s.cpiName, old.vm)
+	return s.d.deleteVM(ctx, s.place.def, old.vm)
 }
 
 // swapBack makes the old VM, which kept serving, the instance's VM again
@@ -272,7 +268,7 @@ func (s *swapping) swapBack(ctx context.Context, inst update.Instance, pi *plan.
 	delete(s.serving, inst.ID)
 	s.mu.Unlock()
 	s.note(inst, fmt.Sprintf("create-swap-delete: the update did not finish; the old vm %s keeps serving as the instance's vm, the replacement vm %s is deleted", old.CID, repl.CID))
-	return s.d.deleteVM(ctx, s.cpiName, repl)
+	return s.d.deleteVM(ctx, s.place.def, repl)
 }
 
 // retire takes down and deletes the old VMs that kept serving during the
@@ -340,7 +336,7 @@ func (s *swapping) retireOne(ctx context.Context, vm createdVM, skipDrain bool) 
 		s.log.Warn("stop of a replaced vm", "vm", vm.CID, "error", err)
 	}
 	cancel()
-	return s.d.deleteVM(ctx, s.cpiName, vm)
+	return s.d.deleteVM(ctx, s.place.def, vm)
 }
 
 // releaseLeftAddresses frees the reservations of the plan's instances on

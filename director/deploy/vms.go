@@ -228,7 +228,24 @@ func (d *Deployer) createVM(ctx context.Context, s vmSpec) (createdVM, error) {
 	return vm, nil
 }
 
-// deleteVM deletes a VM and its record, recording the intent first. It
+// recordedCPI is the CPI recorded with a VM, or fallback when the VM has
+// no record (or none names its CPI).
+func (d *Deployer) recordedCPI(vmCID, fallback string) string {
+	name := fallback
+	if vmCID == "" {
+		return name
+	}
+	d.c.Store.View(func(tx *store.Tx) error {
+		if rec, err := tx.VM(vmCID); err == nil && rec.CPI != "" {
+			name = rec.CPI
+		}
+		return nil
+	})
+	return name
+}
+
+// deleteVM deletes a VM and its record, recording the intent first. The VM
+// is deleted in the CPI recorded with it (cpiName when there is no record). It
 // runs to the end even when ctx is cancelled (a half-deleted VM is worse
 // than a late cancel), within a minute.
 func (d *Deployer) deleteVM(ctx context.Context, cpiName string, vm createdVM) error {
@@ -240,6 +257,9 @@ func (d *Deployer) deleteVM(ctx context.Context, cpiName string, vm createdVM) e
 			rec = store.VM{CID: vm.CID, CPI: cpiName, AgentID: vm.AgentID}
 		} else if err != nil {
 			return err
+		}
+		if rec.CPI != "" {
+			cpiName = rec.CPI
 		}
 		rec.State = vmDeleting
 		return tx.PutVM(rec)
