@@ -123,6 +123,21 @@ func TestServersBootAndTheAgentReadsItsSettings(t *testing.T) {
 				t.Errorf("the agent read network %v, want its ip and the port's MAC", def)
 			}
 
+			// A soft reboot restarts the VM's agent.
+			if err := p.RebootVM(t.Context(), res.CID); err != nil {
+				t.Fatalf("RebootVM: %v", err)
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				log, _ := os.ReadFile(filepath.Join(vm.Dir, "agent.log"))
+				if n := strings.Count(string(log), "agent starting"); n >= 2 {
+					break
+				} else if time.Now().After(deadline) {
+					t.Fatalf("the agent started %d times, want a second start after RebootVM; its log:\n%s", n, log)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+
 			if !host.Isolated() {
 				t.Log("not root or no mount namespaces: volumes are not shown to VMs here")
 				return
