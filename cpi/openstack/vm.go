@@ -188,7 +188,7 @@ func (c *CPI) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.Create
 	}
 	srv, err := servers.Create(ctx, cl.compute, builder, hints).Extract()
 	if err != nil {
-		if statusOf(err) == 0 && ctx.Err() == nil || errors.Is(err, context.DeadlineExceeded) {
+		if statusOf(err) == 0 {
 			// The answer was lost: the server may exist. Look for it
 			// by name (and agent id) so that the ledger removes it.
 			if id := c.findServer(context.WithoutCancel(ctx), cl, name, req.AgentID); id != "" {
