@@ -132,6 +132,7 @@ func TestWatcher(t *testing.T) {
 		if err := w.Sync(ctx); err != nil {
 			t.Fatal(err)
 		}
+		w.Wait()
 	}
 
 	run, err := client.RunInstances(ctx, &ec2.RunInstancesInput{

@@ -58,11 +58,15 @@ type Watcher struct {
 	mu     sync.Mutex
 	vms    map[string]*instanceVM // by instance id
 	failed map[string]bool        // instances whose VM could not boot
+	// deletes are VM deletions under way: a VM's processes get the stop
+	// timeout to end, which must not hold up the boots of other VMs.
+	deletes sync.WaitGroup
 }
 
 type instanceVM struct {
-	imds    *IMDS
-	stopped bool
+	imds     *IMDS
+	stopped  bool
+	deleting bool
 }
 
 // NewWatcher returns a watcher; Run starts it.
@@ -178,7 +182,7 @@ func (w *Watcher) syncInstance(ctx context.Context, inst types.Instance, volumes
 	vm, known := w.vms[id]
 	switch state {
 	case types.InstanceStateNameRunning:
-		if w.failed[id] {
+		if w.failed[id] || (known && vm.deleting) {
 			return nil
 		}
 		if !known {
@@ -198,7 +202,7 @@ func (w *Watcher) syncInstance(ctx context.Context, inst types.Instance, volumes
 		}
 		return w.syncVolumes(ctx, inst, volumes)
 	case types.InstanceStateNameStopping, types.InstanceStateNameStopped:
-		if known && !vm.stopped {
+		if known && !vm.stopped && !vm.deleting {
 			if err := w.cfg.Host.Stop(ctx, id); err != nil {
 				return err
 			}
@@ -263,11 +267,30 @@ func (w *Watcher) userData(ctx context.Context, id string) ([]byte, error) {
 	return b, nil
 }
 
+// delete starts deleting the VM of an instance that is gone, in the
+// background; w.mu is held. A deletion that fails is tried again at the
+// next sync.
 func (w *Watcher) delete(ctx context.Context, id string) error {
-	if err := w.cfg.Host.Delete(ctx, id); err != nil {
-		return err
+	vm := w.vms[id]
+	if vm == nil || vm.deleting {
+		return nil
 	}
-	delete(w.vms, id)
+	vm.deleting = true
+	w.deletes.Add(1)
+	go func() {
+		defer w.deletes.Done()
+		err := w.cfg.Host.Delete(context.WithoutCancel(ctx), id)
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if err != nil {
+			vm.deleting = false
+			w.cfg.Logger.Error("delete the vm of a terminated instance", "instance", id, "error", err)
+			return
+		}
+		if w.vms[id] == vm {
+			delete(w.vms, id)
+		}
+	}()
 	return nil
 }
 
@@ -339,13 +362,26 @@ func (w *Watcher) removeDeletedVolumes(volumes map[string]types.Volume) error {
 	return errors.Join(errs...)
 }
 
-// DeleteAll deletes every VM the watcher booted (the cloud is going away).
+// Wait waits for the deletions under way.
+func (w *Watcher) Wait() { w.deletes.Wait() }
+
+// DeleteAll deletes every VM the watcher booted, all at once, and waits
+// (the cloud is going away).
 func (w *Watcher) DeleteAll(ctx context.Context) error {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	var errs []error
 	for id := range w.vms {
-		errs = append(errs, w.delete(ctx, id))
+		_ = w.delete(ctx, id)
 	}
-	return errors.Join(errs...)
+	w.mu.Unlock()
+	w.deletes.Wait()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.vms) > 0 {
+		ids := make([]string, 0, len(w.vms))
+		for id := range w.vms {
+			ids = append(ids, id)
+		}
+		return fmt.Errorf("vms of instances %v could not be deleted (see the log)", ids)
+	}
+	return nil
 }
