@@ -607,3 +607,41 @@ func TestLostCreateAnswerIsCleanedUp(t *testing.T) {
 	}
 	c.wantNothingLeft(t, "lost create answer")
 }
+
+// Two manual networks: a port on each, the one with the default gateway
+// first (eth0), and both in the settings with their MACs.
+func TestTwoManualNetworks(t *testing.T) {
+	c := simOnly(t, simos.Config{Networks: []simos.NetworkConfig{
+		{Name: "private", CIDR: "127.82.0.0/16"}, {Name: "backend", CIDR: "127.84.0.0/16"},
+		{Name: "public", CIDR: "127.83.0.0/16", External: true},
+	}})
+	p := c.newCPI(t, nil)
+	req := c.vmRequest(t, p, 0)
+	req.Networks["backend"] = cpi.Network{Type: "manual", IP: "127.84.0.20", Netmask: "255.255.0.0",
+		Default: []string{"dns", "gateway"}, CloudProperties: json.RawMessage(`{"net_id": "` + c.sim.NetworkID("backend") + `"}`)}
+	n := req.Networks["default"]
+	n.Default = nil
+	req.Networks["default"] = n
+	res, err := p.CreateVM(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := c.sim.Servers()[0]
+	ports := map[string]simos.PortInfo{}
+	for _, port := range c.sim.Ports() {
+		ports[port.ID] = port
+	}
+	if len(srv.Ports) != 2 || ports[srv.Ports[0]].IP != "127.84.0.20" || ports[srv.Ports[1]].IP != n.IP {
+		t.Errorf("server ports %v (%v), want the backend (gateway) port first, then default", srv.Ports, ports)
+	}
+	raw, err := c.userData(t.Context(), res.CID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s struct {
+		Networks map[string]struct{ IP, MAC string }
+	}
+	if err := json.Unmarshal(raw, &s); err != nil || s.Networks["backend"].MAC == "" || s.Networks["default"].MAC == "" || s.Networks["backend"].IP != "127.84.0.20" {
+		t.Errorf("settings networks %+v (%v), want both with their MAC", s.Networks, err)
+	}
+}
