@@ -92,6 +92,9 @@ func (f *fixture) count(t *testing.T) map[string]int {
 	out := map[string]int{}
 	for _, typ := range []string{"Microsoft.Compute/virtualMachines", "Microsoft.Network/networkInterfaces", "Microsoft.Network/publicIPAddresses", "Microsoft.Compute/disks"} {
 		out[typ] = f.s.Count(typ)
+		if typ == "Microsoft.Network/publicIPAddresses" {
+			out[typ] -= len(f.s.Config().PublicIPs) // the vip addresses, there from the start
+		}
 	}
 	return out
 }

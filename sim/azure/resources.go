@@ -121,6 +121,17 @@ func (s *Server) seed() error {
 			"properties": map[string]any{"backendAddressPools": pools, "provisioningState": "Succeeded"},
 		})
 	}
+	for _, p := range s.cfg.PublicIPs {
+		addGroup(p.ResourceGroup)
+		if a, ok := addrOf(p.Address); !ok || !a.IsLoopback() {
+			return fmt.Errorf("azure sim: public ip %s: %q is not a loopback address", p.Name, p.Address)
+		}
+		o := s.put(p.ResourceGroup, typePIP, p.Name, map[string]any{
+			"location": s.cfg.Location, "sku": map[string]any{"name": "Standard", "tier": "Regional"},
+			"properties": map[string]any{"ipAddress": p.Address, "publicIPAllocationMethod": "Static", "publicIPAddressVersion": "IPv4", "provisioningState": "Succeeded"},
+		})
+		s.pubIPs[p.Address] = o.id
+	}
 	for _, im := range s.cfg.Images {
 		if len(strings.Split(im, ":")) != 4 {
 			return fmt.Errorf("azure sim: image %q is not publisher:offer:sku:version", im)

@@ -41,6 +41,9 @@ type Config struct {
 	VirtualNetworks []VirtualNetwork
 	SecurityGroups  []Named
 	LoadBalancers   []LoadBalancer
+	// PublicIPs are Standard static public IPs that exist from the start
+	// (the addresses a vip network names).
+	PublicIPs []PublicIP
 	// Images are marketplace images as "publisher:offer:sku:version".
 	Images []string
 
@@ -87,6 +90,13 @@ type LoadBalancer struct {
 	ResourceGroup string
 	Name          string
 	Pools         []string
+}
+
+// PublicIP is a public IP that exists from the start.
+type PublicIP struct {
+	ResourceGroup string
+	Name          string
+	Address       string // in 127.0.0.0/8
 }
 
 // Server is the simulated Entra ID and Resource Manager.
