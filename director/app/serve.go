@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/compleat/compleat/cpi"
+	"go.yaml.in/yaml/v3"
 	"io"
 	"log/slog"
 	"net"
@@ -479,7 +480,7 @@ func (c configs) Validate(typ, file string, content []byte) error {
 				continue
 			}
 			if _, err := c.cpis.Resolve(az.CPI); err != nil {
-				errs = append(errs, fmt.Errorf("%s: azs[%d].cpi: %w", file, i, err))
+				errs = append(errs, fmt.Errorf("%s:%s azs[%d].cpi: %w", file, azCPILine(content, i), i, err))
 			}
 		}
 		return errors.Join(errs...)
@@ -491,6 +492,34 @@ func (c configs) Validate(typ, file string, content []byte) error {
 		return err
 	}
 	return fmt.Errorf("unknown config type %q", typ)
+}
+
+// azCPILine is "LINE:COL:" of azs[i].cpi in a cloud config, or "" when it
+// cannot be found.
+func azCPILine(content []byte, i int) string {
+	var doc yaml.Node
+	if yaml.Unmarshal(content, &doc) != nil || len(doc.Content) == 0 {
+		return ""
+	}
+	find := func(m *yaml.Node, key string) *yaml.Node {
+		if m == nil || m.Kind != yaml.MappingNode {
+			return nil
+		}
+		for k := 0; k+1 < len(m.Content); k += 2 {
+			if m.Content[k].Value == key {
+				return m.Content[k+1]
+			}
+		}
+		return nil
+	}
+	azs := find(doc.Content[0], "azs")
+	if azs == nil || azs.Kind != yaml.SequenceNode || i >= len(azs.Content) {
+		return ""
+	}
+	if n := find(azs.Content[i], "cpi"); n != nil {
+		return fmt.Sprintf("%d:%d:", n.Line, n.Column)
+	}
+	return ""
 }
 
 func (c configs) Applied(cfg store.Config) error {
