@@ -114,9 +114,10 @@ func creationFailed(what string, cause error) error {
 }
 
 // outcomeUnknown is cpi.ErrOutcomeUnknown: a long-running operation whose
-// end was not seen.
+// end was not seen. It is not retryable: the same create would find the
+// VM's name taken; the director reconciles through ListVMs instead.
 func outcomeUnknown(what string, cause error) error {
-	e := &cpi.Error{Code: cpi.CodeOutcomeUnknown, Message: fmt.Sprintf("%s: outcome unknown: %v", what, cause), Retryable: true}
+	e := &cpi.Error{Code: cpi.CodeOutcomeUnknown, Message: fmt.Sprintf("%s: outcome unknown: %v", what, cause)}
 	return fmt.Errorf("%w%w", e, wrapOnly{cause})
 }
 

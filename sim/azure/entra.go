@@ -72,6 +72,11 @@ func (s *Server) entra(w http.ResponseWriter, r *http.Request, seg, low []string
 		_, _ = rand.Read(b)
 		tok := base64.RawURLEncoding.EncodeToString(b)
 		s.mu.Lock()
+		for t, exp := range s.tokens {
+			if time.Now().After(exp) {
+				delete(s.tokens, t)
+			}
+		}
 		s.tokens[tok] = time.Now().Add(tokenLifetime)
 		s.mu.Unlock()
 		writeJSON(w, http.StatusOK, map[string]any{

@@ -30,6 +30,7 @@ const (
 // fault it never ends. The caller holds s.mu.
 func (s *Server) begin(q *request, finish func() func(), abort func(*armError)) *operation {
 	op := &operation{id: newID(), start: time.Now(), status: statusInProgress}
+	s.pruneOps()
 	s.ops[op.id] = op
 	if q.fault != nil && q.fault.Hang {
 		return op
@@ -131,4 +132,20 @@ func (s *Server) operationStatus(q *request, location bool, id string) {
 		doc["error"] = map[string]any{"code": opErr.code, "message": opErr.message}
 	}
 	writeJSON(q.w, http.StatusOK, doc)
+}
+
+// opRetention is how long an ended operation can still be polled.
+const opRetention = 15 * time.Minute
+
+// pruneOps forgets operations that ended long ago, so that a simulator
+// running for days does not grow. The caller holds s.mu.
+func (s *Server) pruneOps() {
+	if len(s.ops) < 1024 {
+		return
+	}
+	for id, op := range s.ops {
+		if op.status != statusInProgress && time.Since(op.start) > opRetention {
+			delete(s.ops, id)
+		}
+	}
 }
