@@ -64,9 +64,17 @@ func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req api.DeployR
 		in.runtimeConfigIDs = append(in.runtimeConfigIDs, rc.ID)
 	}
 
-	vars, err := newVariables(d.c.Store, req.Deployment, []byte(req.Manifest), !req.DryRun)
+	var rcDocs [][]byte
+	for _, rc := range runtimes {
+		rcDocs = append(rcDocs, []byte(rc.Content))
+	}
+	vars, err := newVariables(d.c.Store, req.Deployment, []byte(req.Manifest), !req.DryRun, rcDocs...)
 	if err != nil {
 		return nil, api.BadInput(err)
+	}
+	// BOSH generates every declared variable, referenced or not.
+	if err := vars.GenerateAll(ctx); err != nil {
+		return nil, err
 	}
 	doc, err := manifest.Load(ctx, "manifest.yml", []byte(req.Manifest), manifest.LoadOptions{Source: vars, Strict: true})
 	if err != nil {

@@ -2,60 +2,77 @@ package deploy
 
 import (
 	"context"
-	"crypto/md5"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"strings"
 	"sync"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/compleat/compleat/director/manifest/interpolate"
-	"github.com/compleat/compleat/director/pki"
 	"github.com/compleat/compleat/director/store"
+	gen "github.com/compleat/compleat/director/variables"
 )
 
 // variables resolves a manifest's director variables from the store,
-// generating those the manifest declares (password, certificate, rsa, ssh)
-// on first use. Values are sealed in the store and never logged or
-// reported; names are kept per deployment ("/<deployment>/<name>") unless
-// they start with "/".
+// generating those the manifest (or a runtime config) declares on first
+// use, as package variables makes them. Values are sealed in the store and
+// never logged or reported; names are kept per deployment
+// ("/<deployment>/<name>") unless they start with "/".
+//
+// A stored value is kept across deploys, except that it is generated anew
+// when its declaration's options changed and it (or the manifest's
+// features.converge_variables) asks for update_mode: converge, and when it
+// is a certificate whose CA is no longer the one that signed it.
 type variables struct {
 	st         *store.Store
 	deployment string
 	declared   map[string]declaredVar
-	persist    bool // false for a dry run: generate in memory only
+	order      []string // declaration order
+	converge   bool     // features.converge_variables
+	persist    bool     // false for a dry run: generate in memory only
+	force      map[string]bool
 
-	mu        sync.Mutex
-	generated map[string]any
+	mu       sync.Mutex
+	resolved map[string]any // values settled during this run
 }
 
 type declaredVar struct {
-	Name    string         `yaml:"name"`
-	Type    string         `yaml:"type"`
-	Options map[string]any `yaml:"options"`
+	Name       string         `yaml:"name"`
+	Type       string         `yaml:"type"`
+	Options    map[string]any `yaml:"options"`
+	UpdateMode string         `yaml:"update_mode"`
+}
+
+func (dv declaredVar) spec() gen.Spec {
+	return gen.Spec{Name: dv.Name, Type: dv.Type, Options: dv.Options}
 }
 
 var _ interpolate.Source = (*variables)(nil)
 
-func newVariables(st *store.Store, deployment string, raw []byte, persist bool) (*variables, error) {
-	var doc struct {
-		Variables []declaredVar `yaml:"variables"`
-	}
-	// Errors in the rest of the document are the manifest parser's to
-	// report; only the variables block matters here.
-	_ = yaml.Unmarshal(raw, &doc)
-	v := &variables{st: st, deployment: deployment, declared: map[string]declaredVar{}, persist: persist, generated: map[string]any{}}
-	for _, dv := range doc.Variables {
-		v.declared[dv.Name] = dv
+func newVariables(st *store.Store, deployment string, raw []byte, persist bool, extra ...[]byte) (*variables, error) {
+	v := &variables{st: st, deployment: deployment, declared: map[string]declaredVar{}, persist: persist, resolved: map[string]any{}, force: map[string]bool{}}
+	for i, doc := range append([][]byte{raw}, extra...) {
+		var d struct {
+			Variables []declaredVar `yaml:"variables"`
+			Features  struct {
+				ConvergeVariables bool `yaml:"converge_variables"`
+			} `yaml:"features"`
+		}
+		// Errors in the rest of the document are the manifest parser's to
+		// report; only the variables block matters here.
+		_ = yaml.Unmarshal(doc, &d)
+		if i == 0 {
+			v.converge = d.Features.ConvergeVariables
+		}
+		for _, dv := range d.Variables {
+			if _, dup := v.declared[dv.Name]; dup || dv.Name == "" {
+				continue // the manifest's own declaration wins over a runtime config's
+			}
+			v.declared[dv.Name] = dv
+			v.order = append(v.order, dv.Name)
+		}
 	}
 	return v, nil
 }
@@ -74,11 +91,47 @@ func (v *variables) Get(ctx context.Context, name string) (any, bool, error) {
 	return v.get(name, 0)
 }
 
+// GenerateAll settles every declared variable, referenced or not, as BOSH
+// does at deploy.
+func (v *variables) GenerateAll(ctx context.Context) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, name := range v.order {
+		if _, _, err := v.get(name, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Regenerate makes a new value for a declared variable, and for the
+// certificates it signs.
+func (v *variables) Regenerate(ctx context.Context, name string) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if _, ok := v.declared[name]; !ok {
+		return fmt.Errorf("variable %s is not declared in the deployment's manifest", name)
+	}
+	v.force[name] = true
+	if _, _, err := v.get(name, 0); err != nil {
+		return err
+	}
+	for _, n := range v.order { // certificates signed by it follow
+		if _, _, err := v.get(n, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Declared lists the declared names in declaration order.
+func (v *variables) Declared() []string { return append([]string(nil), v.order...) }
+
 func (v *variables) get(name string, depth int) (any, bool, error) {
-	if depth > 4 {
+	if depth > 8 {
 		return nil, false, fmt.Errorf("variable %s: certificate authorities nest too deep", name)
 	}
-	if val, ok := v.generated[name]; ok {
+	if val, ok := v.resolved[name]; ok {
 		return val, true, nil
 	}
 	key := v.key(name)
@@ -88,21 +141,55 @@ func (v *variables) get(name string, depth int) (any, bool, error) {
 		rec, err = tx.Variable(key)
 		return err
 	})
-	if err == nil {
-		var val any
-		if err := json.Unmarshal(rec.Value, &val); err != nil {
-			return nil, false, fmt.Errorf("variable %s: %w", name, err)
-		}
-		return val, true, nil
-	}
-	if !errors.Is(err, store.ErrNotFound) {
+	found := err == nil
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, false, err
 	}
-	dv, ok := v.declared[name]
-	if !ok {
-		return nil, false, nil
+	var stored any
+	if found {
+		if err := json.Unmarshal(rec.Value, &stored); err != nil {
+			return nil, false, fmt.Errorf("variable %s: %w", name, err)
+		}
 	}
-	val, err := v.generate(dv, depth)
+	dv, declared := v.declared[name]
+	if !declared {
+		if found {
+			v.resolved[name] = stored
+		}
+		return stored, found, nil
+	}
+	spec := dv.spec()
+	digest := spec.Digest()
+	stale := !found || v.force[name]
+	if found && !stale && rec.Digest != "" && rec.Digest != digest && (dv.UpdateMode == "converge" || v.converge) {
+		stale = true // options changed under converge
+	}
+	caName, _ := dv.Options["ca"].(string)
+	var caVal map[string]any
+	if dv.Type == gen.Certificate && caName != "" {
+		ca, ok, err := v.get(caName, depth+1)
+		if err != nil {
+			return nil, false, fmt.Errorf("variable %s: %w", name, err)
+		}
+		if !ok {
+			return nil, false, fmt.Errorf("variable %s: options.ca: variable %s is neither stored nor declared", name, caName)
+		}
+		caVal, _ = ca.(map[string]any)
+		if found && gen.SignedBy(stored) != fmt.Sprint(caVal["certificate"]) {
+			stale = true // its CA was regenerated
+		}
+	}
+	if !stale {
+		if rec.Digest == "" && v.persist { // adopt a value stored before digests were kept
+			rec.Digest = digest
+			if err := v.st.Update(func(tx *store.Tx) error { return tx.PutVariable(rec) }); err != nil {
+				return nil, false, err
+			}
+		}
+		v.resolved[name] = stored
+		return stored, true, nil
+	}
+	val, err := gen.Generate(spec, func(string) (map[string]any, error) { return caVal, nil })
 	if err != nil {
 		return nil, false, fmt.Errorf("generate variable %s (%s): %w", name, dv.Type, err)
 	}
@@ -112,156 +199,15 @@ func (v *variables) get(name string, depth int) (any, bool, error) {
 			return nil, false, err
 		}
 		if err := v.st.Update(func(tx *store.Tx) error {
-			return tx.PutVariable(store.Variable{Name: key, Type: dv.Type, Value: raw})
+			return tx.PutVariable(store.Variable{Name: key, Type: dv.Type, Value: raw, Digest: digest})
 		}); err != nil {
 			return nil, false, err
 		}
 	}
-	v.generated[name] = val
-	return val, true, nil
-}
-
-func (v *variables) generate(dv declaredVar, depth int) (any, error) {
-	switch dv.Type {
-	case "password":
-		return password(20)
-	case "certificate":
-		return v.certificate(dv, depth)
-	case "rsa":
-		return rsaKey()
-	case "ssh":
-		return sshKey()
-	default:
-		return nil, fmt.Errorf("the director cannot generate variables of type %q (password, certificate, rsa, ssh)", dv.Type)
-	}
-}
-
-// rsaBits is the size of generated rsa and ssh keys (BOSH's).
-const rsaBits = 2048
-
-// rsaKey generates an rsa variable: {private_key, public_key}, the private
-// key as PKCS #1 PEM ("RSA PRIVATE KEY") and the public key as PKIX PEM
-// ("PUBLIC KEY"), as BOSH's config server shapes it.
-func rsaKey() (any, error) {
-	key, err := rsa.GenerateKey(rand.Reader, rsaBits)
-	if err != nil {
-		return nil, err
-	}
-	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		return nil, err
-	}
-	return map[string]any{
-		"private_key": string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})),
-		"public_key":  string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})),
-	}, nil
-}
-
-// sshKey generates an ssh variable: {private_key, public_key,
-// public_key_fingerprint}: the private key as PKCS #1 PEM, the public key
-// in authorized_keys form ("ssh-rsa AAAA..."), and its MD5 fingerprint as
-// colon-separated hex, as BOSH's config server shapes it.
-func sshKey() (any, error) {
-	key, err := rsa.GenerateKey(rand.Reader, rsaBits)
-	if err != nil {
-		return nil, err
-	}
-	wire := sshRSAPublicKey(&key.PublicKey)
-	sum := md5.Sum(wire)
-	hexes := make([]string, len(sum))
-	for i, b := range sum {
-		hexes[i] = fmt.Sprintf("%02x", b)
-	}
-	return map[string]any{
-		"private_key":            string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})),
-		"public_key":             "ssh-rsa " + base64.StdEncoding.EncodeToString(wire),
-		"public_key_fingerprint": strings.Join(hexes, ":"),
-	}, nil
-}
-
-// sshRSAPublicKey is an rsa public key in the SSH wire format (RFC 4253,
-// section 6.6): the string "ssh-rsa", then e and n as mpints.
-func sshRSAPublicKey(k *rsa.PublicKey) []byte {
-	var b []byte
-	str := func(s []byte) {
-		b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
-		b = append(b, s...)
-	}
-	mpint := func(n *big.Int) {
-		raw := n.Bytes()
-		if len(raw) > 0 && raw[0]&0x80 != 0 {
-			raw = append([]byte{0}, raw...) // positive: no sign bit set
-		}
-		str(raw)
-	}
-	str([]byte("ssh-rsa"))
-	mpint(big.NewInt(int64(k.E)))
-	mpint(k.N)
-	return b
-}
-
-const passwordAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-
-func password(n int) (string, error) {
-	b := make([]byte, n)
-	for i := range b {
-		k, err := rand.Int(rand.Reader, big.NewInt(int64(len(passwordAlphabet))))
-		if err != nil {
-			return "", err
-		}
-		b[i] = passwordAlphabet[k.Int64()]
-	}
-	return string(b), nil
-}
-
-// certificate generates a CA (is_ca) or a certificate signed by the CA
-// variable its "ca" option names, for common_name and alternative_names.
-func (v *variables) certificate(dv declaredVar, depth int) (any, error) {
-	str := func(k string) string { s, _ := dv.Options[k].(string); return s }
-	cn := str("common_name")
-	if cn == "" {
-		cn = dv.Name
-	}
-	if isCA, _ := dv.Options["is_ca"].(bool); isCA {
-		ca, err := pki.NewCA(cn, 0)
-		if err != nil {
-			return nil, err
-		}
-		key, err := ca.KeyPEM()
-		if err != nil {
-			return nil, err
-		}
-		return map[string]any{"ca": string(ca.CertPEM()), "certificate": string(ca.CertPEM()), "private_key": string(key)}, nil
-	}
-	caName := str("ca")
-	if caName == "" {
-		return nil, errors.New("options.ca: a certificate that is not a CA names its CA variable")
-	}
-	caVal, ok, err := v.get(caName, depth+1)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, fmt.Errorf("options.ca: variable %s is neither stored nor declared", caName)
-	}
-	m, _ := caVal.(map[string]any)
-	certPEM, _ := m["certificate"].(string)
-	keyPEM, _ := m["private_key"].(string)
-	ca, err := pki.LoadCA([]byte(certPEM), []byte(keyPEM))
-	if err != nil {
-		return nil, fmt.Errorf("ca %s: %w", caName, err)
-	}
-	hosts := []string{cn}
-	if alts, ok := dv.Options["alternative_names"].([]any); ok {
-		for _, a := range alts {
-			if s, ok := a.(string); ok && s != cn {
-				hosts = append(hosts, s)
-			}
-		}
-	}
-	kp, err := ca.IssueServer(hosts, 0)
-	if err != nil {
-		return nil, err
-	}
-	return map[string]any{"ca": certPEM, "certificate": string(kp.CertPEM), "private_key": string(kp.KeyPEM)}, nil
+	// Through JSON, so a fresh value reads as a stored one does.
+	raw, _ := json.Marshal(val)
+	var back any
+	_ = json.Unmarshal(raw, &back)
+	v.resolved[name] = back
+	return back, true, nil
 }

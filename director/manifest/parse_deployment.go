@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/compleat/compleat/director/variables"
 )
 
 func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
@@ -474,7 +476,13 @@ func (d *decoder) variables(n *yaml.Node, path string) []Variable {
 			"consumes": nil,
 		}, "name", "type")
 		if options != nil && v.Options != nil {
+			before := len(d.errs)
 			d.variableOptions(options, join(p, "options"), v.Type)
+			if len(d.errs) == before {
+				d.checkVariable(v, options, join(p, "options"))
+			}
+		} else if v.Type == VarCertificate {
+			d.checkVariable(v, c, p)
 		}
 		out = append(out, v)
 	}
@@ -485,6 +493,29 @@ func (d *decoder) variables(n *yaml.Node, path string) []Variable {
 // variableOptions checks the options each generator understands. The type
 // may be unknown yet (fields are visited in file order), in which case only
 // the shapes are checked.
+// checkVariable refuses options the generator would refuse (a key length
+// it does not make, a certificate nobody signs...), at the option's line.
+func (d *decoder) checkVariable(v Variable, n *yaml.Node, path string) {
+	err := variables.Check(variables.Spec{Name: v.Name, Type: v.Type, Options: v.Options})
+	if err == nil {
+		return
+	}
+	msg := err.Error()
+	at, p := n, path
+	if field, rest, ok := strings.Cut(strings.TrimPrefix(msg, "options."), ":"); ok && strings.HasPrefix(msg, "options.") {
+		if ps, _ := d.pairs(n, path); ps != nil {
+			for _, kv := range ps {
+				if kv.key.Value == field {
+					at, p, msg = kv.val, join(path, field), strings.TrimSpace(rest)
+				}
+			}
+		}
+	} else {
+		msg = strings.TrimSpace(strings.TrimPrefix(msg, "options:"))
+	}
+	d.errorf(at, p, "%s", msg)
+}
+
 func (d *decoder) variableOptions(n *yaml.Node, path, typ string) {
 	str := func(v *yaml.Node, p string) { d.name(v, p) }
 	list := func(v *yaml.Node, p string) { d.strs(v, p) }

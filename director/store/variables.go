@@ -14,8 +14,11 @@ import (
 type Variable struct {
 	Name      string          `json:"name"`
 	Type      string          `json:"type"`
-	Value     json.RawMessage `json:"value"`
+	Value     json.RawMessage `json:"value,omitempty"`
 	CreatedAt time.Time       `json:"created_at"`
+	// Digest fingerprints the declaration (type and options) the value was
+	// generated from, so that update_mode: converge can tell a change.
+	Digest string `json:"digest,omitempty"`
 }
 
 // sealed is a Variable as stored: everything but the value in clear, so that
@@ -26,6 +29,7 @@ type sealed struct {
 	Nonce     []byte    `json:"nonce"`
 	Sealed    []byte    `json:"sealed"`
 	CreatedAt time.Time `json:"created_at"`
+	Digest    string    `json:"digest,omitempty"`
 }
 
 func (t *Tx) aead() (cipher.AEAD, error) {
@@ -49,7 +53,7 @@ func (t *Tx) PutVariable(v Variable) error {
 	if v.CreatedAt.IsZero() {
 		v.CreatedAt = t.now().UTC()
 	}
-	s := sealed{Name: v.Name, Type: v.Type, Nonce: nonce, CreatedAt: v.CreatedAt,
+	s := sealed{Name: v.Name, Type: v.Type, Nonce: nonce, CreatedAt: v.CreatedAt, Digest: v.Digest,
 		Sealed: g.Seal(nil, nonce, v.Value, []byte(v.Name))}
 	return t.put(bucketVariables, []byte(v.Name), s)
 }
@@ -68,7 +72,7 @@ func (t *Tx) Variable(name string) (Variable, error) {
 	if err != nil {
 		return Variable{}, fmt.Errorf("variable %s: unseal: wrong key for this state file?: %w", name, err)
 	}
-	return Variable{Name: s.Name, Type: s.Type, Value: plain, CreatedAt: s.CreatedAt}, nil
+	return Variable{Name: s.Name, Type: s.Type, Value: plain, CreatedAt: s.CreatedAt, Digest: s.Digest}, nil
 }
 
 // VariableNames lists variables without their values.
@@ -76,7 +80,7 @@ func (t *Tx) VariableNames() ([]Variable, error) {
 	all, err := list[sealed](t, bucketVariables, "")
 	out := make([]Variable, 0, len(all))
 	for _, s := range all {
-		out = append(out, Variable{Name: s.Name, Type: s.Type, CreatedAt: s.CreatedAt})
+		out = append(out, Variable{Name: s.Name, Type: s.Type, CreatedAt: s.CreatedAt, Digest: s.Digest})
 	}
 	return out, err
 }
