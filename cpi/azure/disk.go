@@ -200,6 +200,9 @@ func (c *CPI) AttachDisk(ctx context.Context, vmCID, diskCID string) (cpi.DiskHi
 	if dd, ok := dataDisk(vm, dr); ok {
 		return cpi.DiskHint{LUN: strconv.Itoa(int(deref(dd.Lun)))}, nil
 	}
+	if other := deref(d.ManagedBy); other != "" && !strings.EqualFold(other, vmCID) {
+		return cpi.DiskHint{}, fmt.Errorf("%s: the disk is attached to vm %s; detach it there first", what, other)
+	}
 	used := map[int32]bool{ephemeralLUN: true}
 	var disks []*armcompute.DataDisk
 	if vm.Properties != nil && vm.Properties.StorageProfile != nil {
