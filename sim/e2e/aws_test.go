@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -153,6 +154,24 @@ func TestAWS(t *testing.T) {
 	if len(web0.DiskCIDs) != 1 || !strings.HasPrefix(web0.DiskCIDs[0], "vol-") {
 		t.Fatalf("web/0 disks %v, want one EBS volume", web0.DiskCIDs)
 	}
+
+	t.Run("the aws cli sees the VMs through cloud.env", func(t *testing.T) {
+		if _, err := exec.LookPath("aws"); err != nil {
+			t.Skip("the aws command-line client is not on PATH")
+		}
+		cmd := exec.Command("sh", "-c", `. "$0" && aws ec2 describe-instances --filters Name=instance-state-name,Values=running --query 'Reservations[].Instances[].InstanceId' --output text`,
+			filepath.Join(a.work, "cloud.env"))
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("aws ec2 describe-instances: %v\n%s", err, out)
+		}
+		for _, i := range insts {
+			if !strings.Contains(string(out), i.VMCID) {
+				t.Errorf("aws ec2 describe-instances does not list %s/%d's vm %s:\n%s", i.Group, i.Index, i.VMCID, out)
+			}
+		}
+	})
 
 	t.Run("persistent disk survives recreate", func(t *testing.T) {
 		target := "web/" + web0.ID
