@@ -91,13 +91,16 @@ type Deployer interface {
 }
 
 // DeployRequest is POST /v1/deployments: the manifest after the client's
-// -v/-l/-o interpolation (director variables remain as ((name))).
+// ops files (-o), its ((name)) references kept, and the values the
+// client's -v/-l give for them in Vars, which the director seals with its
+// variables (an older client interpolates -v/-l itself and sends no Vars).
 type DeployRequest struct {
-	Deployment string `json:"deployment"`
-	Manifest   string `json:"manifest"`
-	DryRun     bool   `json:"dry_run,omitempty"`
-	Recreate   bool   `json:"recreate,omitempty"`
-	SkipDrain  bool   `json:"skip_drain,omitempty"`
+	Deployment string         `json:"deployment"`
+	Manifest   string         `json:"manifest"`
+	Vars       map[string]any `json:"vars,omitempty"`
+	DryRun     bool           `json:"dry_run,omitempty"`
+	Recreate   bool           `json:"recreate,omitempty"`
+	SkipDrain  bool           `json:"skip_drain,omitempty"`
 }
 
 // DryRunResult starts the result of a dry run; the formatted plan

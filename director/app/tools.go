@@ -106,6 +106,24 @@ func (tools) Interpolate(ctx context.Context, file string, o cli.InterpolateOpti
 	return manifest.Interpolate(ctx, file, raw, manifest.LoadOptions{OpsFiles: ops, VarsFiles: vars, Vars: o.Vars, Strict: o.Strict})
 }
 
+func (tools) Prepare(ctx context.Context, file string, o cli.InterpolateOptions) ([]byte, map[string]any, error) {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, nil, err
+	}
+	ops, err := readFiles(o.OpsFiles)
+	if err != nil {
+		return nil, nil, err
+	}
+	vars, err := readFiles(o.VarsFiles)
+	if err != nil {
+		return nil, nil, err
+	}
+	return manifest.Prepare(ctx, file, raw, manifest.LoadOptions{OpsFiles: ops, VarsFiles: vars, Vars: o.Vars})
+}
+
+var _ cli.Preparer = tools{}
+
 func (tools) DeploymentName(file string, m []byte) (string, error) {
 	var doc struct {
 		Name string `yaml:"name"`

@@ -92,6 +92,14 @@ type InterpolateOptions struct {
 	Strict    bool
 }
 
+// Preparer is implemented by Tools that can keep -v/-l values out of the
+// manifest a deploy sends: Prepare returns the manifest with ops files
+// applied and ((name)) references kept, and the values -v/-l give for
+// them, which the director stores sealed.
+type Preparer interface {
+	Prepare(ctx context.Context, file string, o InterpolateOptions) (manifest []byte, vars map[string]any, err error)
+}
+
 // Tools are the local operations the CLI performs without a director.
 type Tools interface {
 	// CreateRelease builds a release tarball from a source directory.

@@ -45,6 +45,18 @@ func (a *app) deployCmd() *cobra.Command {
 				return err
 			}
 			req := map[string]any{"deployment": name, "manifest": string(manifest), "dry_run": dryRun, "recreate": recreate, "skip_drain": skipDrain}
+			if p, ok := a.d.Tools.(Preparer); ok {
+				// -v/-l values travel beside the manifest, which keeps
+				// its ((name)) references: the director seals them.
+				prepared, vars, err := p.Prepare(cmd.Context(), argv[0], o)
+				if err != nil {
+					return Usage(err)
+				}
+				req["manifest"] = string(prepared)
+				if len(vars) > 0 {
+					req["vars"] = vars
+				}
+			}
 			var shown map[string]string
 			if !a.g.NonInter && !dryRun && !a.g.JSON {
 				// Show what the deploy would do, then ask: the manifest

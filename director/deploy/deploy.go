@@ -127,7 +127,7 @@ func (d *Deployer) Deploy(ctx context.Context, r *task.Reporter, req api.DeployR
 
 // deploy is Deploy; rollingBack marks the deploy of an auto_rollback, which
 // never rolls back in turn.
-func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req api.DeployRequest, rollingBack bool) (string, error) {
+func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req api.DeployRequest, rollingBack bool) (_ string, err error) {
 	log := d.c.Logger.With("deployment", req.Deployment, "task", r.TaskID())
 	if !req.DryRun {
 		if err := d.reconcile(ctx, r, req.Deployment); err != nil {
@@ -138,6 +138,7 @@ func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req api.DeployR
 	if err != nil {
 		return "", err
 	}
+	defer func() { err = in.vars.Scrub(err) }() // no variable's value in the task error
 	if in.desired.Manifest.Name != req.Deployment {
 		return "", api.BadInput(fmt.Errorf("the manifest deploys %q, not %q", in.desired.Manifest.Name, req.Deployment))
 	}

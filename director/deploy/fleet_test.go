@@ -203,6 +203,8 @@ type rig struct {
 	d     *deploy.Deployer
 	cloud *cpitest.Fake
 	fleet *fleet
+
+	stateFile string
 }
 
 // newRig builds the director, uploads a release "bench" (one job "app"
@@ -211,9 +213,14 @@ type rig struct {
 // with two AZs and a manual network of 16,000 addresses.
 func newRig(tb testing.TB) *rig {
 	tb.Helper()
+	return newRigLogging(tb, slog.New(slog.DiscardHandler))
+}
+
+// newRigLogging is newRig with the director logging to logger.
+func newRigLogging(tb testing.TB, logger *slog.Logger) *rig {
+	tb.Helper()
 	ctx := context.Background()
 	dir := tb.TempDir()
-	logger := slog.New(slog.DiscardHandler)
 	st, err := store.Open(filepath.Join(dir, "state.db"), store.Options{})
 	if err != nil {
 		tb.Fatal(err)
@@ -267,7 +274,7 @@ func newRig(tb testing.TB) *rig {
 		Blobs: blobs, Signer: blobstore.NewSigner([]byte("bench-signing-key-0123456789abcdef")), BlobURL: "https://127.0.0.1:1/blobs",
 		Logger: logger, AgentTimeout: 10 * time.Second,
 	})
-	r := &rig{tb: tb, store: st, tasks: tasks, d: d, cloud: cloud.Fake, fleet: fl}
+	r := &rig{tb: tb, store: st, tasks: tasks, d: d, cloud: cloud.Fake, fleet: fl, stateFile: filepath.Join(dir, "state.db")}
 
 	// The release, built from source and uploaded as the API does.
 	src := filepath.Join(dir, "release")

@@ -26,15 +26,16 @@ type inputs struct {
 	stemcellNames    []string
 	cloudConfigID    uint64
 	runtimeConfigIDs []uint64
+	vars             *variables // Scrub takes their values out of errors
 }
 
 // inputs loads the manifest and everything it refers to, and the
 // deployment's recorded state.
-func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req api.DeployRequest) (*inputs, error) {
+func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req api.DeployRequest) (_ *inputs, err error) {
 	in := &inputs{releases: map[string]store.Release{}}
 	var cloud store.Config
 	var runtimes []store.Config
-	err := d.c.Store.View(func(tx *store.Tx) error {
+	err = d.c.Store.View(func(tx *store.Tx) error {
 		var err error
 		cloud, err = tx.LatestConfig(store.ConfigCloud, "")
 		if errors.Is(err, store.ErrNotFound) {
@@ -50,7 +51,8 @@ func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req api.DeployR
 		return nil, err
 	}
 	in.cloudConfigID = cloud.ID
-	cc, err := manifest.ParseCloudConfig(fmt.Sprintf("cloud config %d", cloud.ID), []byte(cloud.Content))
+	var cc *manifest.CloudConfig
+	cc, err = manifest.ParseCloudConfig(fmt.Sprintf("cloud config %d", cloud.ID), []byte(cloud.Content))
 	if err != nil {
 		return nil, fmt.Errorf("stored cloud config: %w", err)
 	}
@@ -72,6 +74,9 @@ func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req api.DeployR
 	if err != nil {
 		return nil, api.BadInput(err)
 	}
+	vars.given = req.Vars
+	in.vars = vars
+	defer func() { err = vars.Scrub(err) }()
 	// BOSH generates every declared variable, referenced or not.
 	if err := vars.GenerateAll(ctx); err != nil {
 		return nil, err

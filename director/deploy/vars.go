@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 
@@ -33,6 +34,10 @@ type variables struct {
 	converge   bool     // features.converge_variables
 	persist    bool     // false for a dry run: generate in memory only
 	force      map[string]bool
+	// given are the values of the deploy's -v/-l, sealed in the store
+	// like generated ones (type "value") so that the stored manifest keeps
+	// its ((name)) references and later tasks find them.
+	given map[string]any
 
 	mu       sync.Mutex
 	resolved map[string]any // values settled during this run
@@ -135,6 +140,9 @@ func (v *variables) get(name string, depth int) (any, bool, error) {
 		return val, true, nil
 	}
 	key := v.key(name)
+	if val, ok := v.given[name]; ok {
+		return v.seal(name, key, val)
+	}
 	var rec store.Variable
 	err := v.st.View(func(tx *store.Tx) error {
 		var err error
@@ -211,3 +219,89 @@ func (v *variables) get(name string, depth int) (any, bool, error) {
 	v.resolved[name] = back
 	return back, true, nil
 }
+
+// ValueType is the stored type of a -v/-l value.
+const ValueType = "value"
+
+// seal stores a value given with -v/-l (unless the store holds it already).
+func (v *variables) seal(name, key string, val any) (any, bool, error) {
+	raw, err := json.Marshal(val)
+	if err != nil {
+		return nil, false, fmt.Errorf("variable %s: %w", name, err)
+	}
+	if v.persist {
+		if err := v.st.Update(func(tx *store.Tx) error {
+			old, err := tx.Variable(key)
+			if err == nil && string(old.Value) == string(raw) {
+				return nil
+			}
+			return tx.PutVariable(store.Variable{Name: key, Type: ValueType, Value: raw})
+		}); err != nil {
+			return nil, false, err
+		}
+	}
+	var back any
+	_ = json.Unmarshal(raw, &back)
+	v.resolved[name] = back
+	return back, true, nil
+}
+
+// Secrets are the text values this run resolved (generated, stored or
+// given), longest first, for Scrub.
+func (v *variables) secrets() []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []string
+	var walk func(x any)
+	walk = func(x any) {
+		switch t := x.(type) {
+		case string:
+			if len(t) >= 4 {
+				out = append(out, t)
+			}
+		case map[string]any:
+			for _, y := range t {
+				walk(y)
+			}
+		case []any:
+			for _, y := range t {
+				walk(y)
+			}
+		case float64, bool, nil:
+		default:
+			walk(fmt.Sprint(t))
+		}
+	}
+	for _, x := range v.resolved {
+		walk(x)
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
+// Scrub replaces every resolved value in err's message with
+// "<redacted>", keeping errors.Is and errors.As working through it: a
+// misused variable (vm_type: ((pw))) must not print its value in a task
+// error or a log line.
+func (v *variables) Scrub(err error) error {
+	if err == nil || v == nil {
+		return err
+	}
+	msg := err.Error()
+	clean := msg
+	for _, s := range v.secrets() {
+		clean = strings.ReplaceAll(clean, s, redacted)
+	}
+	if clean == msg {
+		return err
+	}
+	return scrubbed{msg: clean, err: err}
+}
+
+type scrubbed struct {
+	msg string
+	err error
+}
+
+func (s scrubbed) Error() string { return s.msg }
+func (s scrubbed) Unwrap() error { return s.err }
