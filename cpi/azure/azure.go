@@ -262,8 +262,12 @@ func credential(p Properties, client azcore.ClientOptions) (azcore.TokenCredenti
 			if err != nil {
 				return nil, cpi.InvalidCloudProperty("client_certificate", "not a PEM certificate with its private key: %v", err)
 			}
-			return azidentity.NewClientCertificateCredential(p.TenantID, p.ClientID, certs, key,
+			cred, err := azidentity.NewClientCertificateCredential(p.TenantID, p.ClientID, certs, key,
 				&azidentity.ClientCertificateCredentialOptions{ClientOptions: client, DisableInstanceDiscovery: disco})
+			if err != nil {
+				return nil, cpi.InvalidCloudProperty("client_certificate", "%v", err)
+			}
+			return cred, nil
 		}
 		cred, err := azidentity.NewClientSecretCredential(p.TenantID, p.ClientID, p.ClientSecret,
 			&azidentity.ClientSecretCredentialOptions{ClientOptions: client, DisableInstanceDiscovery: disco})
