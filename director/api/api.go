@@ -19,6 +19,7 @@
 //	GET  /v1/tasks/{id}/events?after=SEQ&follow=true   (JSON lines, chunked)
 //	GET  /v1/locks                         GET /v1/backup (admin; the state file)
 //	GET  /v1/variables?deployment=D[&reveal=true]   (values only with reveal, admin)
+//	POST /v1/variables/regenerate {deployment, name} -> task
 //	GET  /v1/disks[?orphaned=true]         DELETE /v1/disks/{cid} (orphaned only) -> task
 //	POST /v1/deployments/{name}/logs|ssh   GET /v1/logs/{blob}, .../logs/follow (admin; logs.go)
 //	GET  /metrics                          Prometheus
@@ -88,6 +89,18 @@ type Deployer interface {
 	Deploy(ctx context.Context, r *task.Reporter, req DeployRequest) (result string, err error)
 	Delete(ctx context.Context, r *task.Reporter, deployment string, force bool) (result string, err error)
 	ChangeState(ctx context.Context, r *task.Reporter, req StateRequest) (result string, err error)
+}
+
+// VariableRegenerator is implemented by a Deployer that can make a new
+// value for a declared variable (POST /v1/variables/regenerate).
+type VariableRegenerator interface {
+	RegenerateVariable(ctx context.Context, r *task.Reporter, deployment, name string) (result string, err error)
+}
+
+// RegenerateRequest is POST /v1/variables/regenerate.
+type RegenerateRequest struct {
+	Deployment string `json:"deployment"`
+	Name       string `json:"name"`
 }
 
 // DeployRequest is POST /v1/deployments: the manifest after the client's
@@ -183,6 +196,7 @@ func New(d Deps) *Server {
 	s.route("GET /v1/tasks/{id}/events", read, s.events)
 	s.route("GET /v1/locks", read, s.locks)
 	s.route("GET /v1/variables", read, s.variables)
+	s.route("POST /v1/variables/regenerate", admin, s.regenerateVariable)
 	s.route("GET /v1/disks", read, s.disks)
 	s.route("DELETE /v1/disks/{cid}", admin, s.deleteDisk)
 	s.route("GET /v1/backup", admin, s.backup)
@@ -873,6 +887,28 @@ func (s *Server) variables(w http.ResponseWriter, r *http.Request) {
 			out = append(out, v)
 		}
 		return out, nil
+	})
+}
+
+// regenerateVariable makes a new value for a declared variable (and the
+// certificates it signs), as a task holding the deployment's lock.
+func (s *Server) regenerateVariable(w http.ResponseWriter, r *http.Request) {
+	g, ok := s.d.Deployer.(VariableRegenerator)
+	if !ok {
+		writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("this director cannot regenerate variables"))
+		return
+	}
+	var req RegenerateRequest
+	if err := decodeBody(r, &req); err != nil {
+		fail(w, err)
+		return
+	}
+	if req.Deployment == "" || req.Name == "" {
+		fail(w, fmt.Errorf("%w: deployment and variable name needed", ErrBadInput))
+		return
+	}
+	s.startTask(w, r, task.Spec{Type: "regenerate-variable", Description: "regenerate variable " + req.Name, Deployment: req.Deployment}, func(ctx context.Context, rep *task.Reporter) (string, error) {
+		return g.RegenerateVariable(ctx, rep, req.Deployment, req.Name)
 	})
 }
 

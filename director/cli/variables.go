@@ -7,16 +7,29 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/compleat/compleat/director/api"
 	"github.com/compleat/compleat/director/store"
 )
 
 func (a *app) variablesCmd() *cobra.Command {
 	var reveal bool
+	var regenerate string
 	cmd := &cobra.Command{
 		Use:   "variables",
-		Short: "List the director's variables (of -d's deployment); values only with --reveal",
+		Short: "List the director's variables (of -d's deployment); values only with --reveal; --regenerate NAME makes a new value",
 		Args:  args(cobra.NoArgs),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			if regenerate != "" {
+				name, c, err := a.deploymentClient()
+				if err != nil {
+					return err
+				}
+				var t store.Task
+				if err := c.do(cmd.Context(), "POST", "/v1/variables/regenerate", api.RegenerateRequest{Deployment: name, Name: regenerate}, &t); err != nil {
+					return err
+				}
+				return a.follow(cmd.Context(), c, t.ID)
+			}
 			c, err := a.client()
 			if err != nil {
 				return err
@@ -48,5 +61,6 @@ func (a *app) variablesCmd() *cobra.Command {
 		}),
 	}
 	cmd.Flags().BoolVar(&reveal, "reveal", false, "show the values (admin token)")
+	cmd.Flags().StringVar(&regenerate, "regenerate", "", "make a new value for the declared variable `NAME` (and the certificates it signs); the next deploy rolls it out")
 	return cmd
 }

@@ -157,3 +157,38 @@ func TestGivenVariablesNeverInClear(t *testing.T) {
 		t.Errorf("a secret is in clear in: %v", where)
 	}
 }
+
+// TestRegenerateVariable renews a CA and the certificate it signs on the
+// deployment's stored manifest; the next deploy rolls the new values out.
+func TestRegenerateVariable(t *testing.T) {
+	r := newRig(t)
+	m := strings.Replace(benchManifest(1, "((tls.certificate))", 0), "name: big\n", `name: big
+variables:
+- {name: ca, type: certificate, options: {is_ca: true, common_name: ca}}
+- {name: tls, type: certificate, options: {ca: ca, common_name: app, extended_key_usage: [server_auth]}}
+- {name: pw, type: password}
+`, 1)
+	r.deploy(m, false)
+	value := func(name string) string {
+		var v store.Variable
+		r.store.View(func(tx *store.Tx) (err error) { v, err = tx.Variable("/big/" + name); return })
+		return string(v.Value)
+	}
+	ca, tls, pw := value("ca"), value("tls"), value("pw")
+	if ca == "" || tls == "" || pw == "" {
+		t.Fatal("variables not generated at deploy")
+	}
+	tk, _ := r.run("regenerate-variable", "big", func(ctx context.Context, rep *task.Reporter) (string, error) {
+		return r.d.RegenerateVariable(ctx, rep, "big", "ca")
+	})
+	if !strings.Contains(tk.Result, "regenerated /big/ca") {
+		t.Errorf("result %q", tk.Result)
+	}
+	if value("ca") == ca || value("tls") == tls || value("pw") != pw {
+		t.Error("regenerating the CA did not renew exactly the CA and its certificate")
+	}
+	res, _ := r.deploy(m, false)
+	if !strings.Contains(res, "1 updated") {
+		t.Errorf("the deploy after a rotation: %q, want the instance updated", res)
+	}
+}

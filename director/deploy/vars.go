@@ -11,8 +11,10 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/compleat/compleat/director/api"
 	"github.com/compleat/compleat/director/manifest/interpolate"
 	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/task"
 	gen "github.com/compleat/compleat/director/variables"
 )
 
@@ -305,3 +307,45 @@ type scrubbed struct {
 
 func (s scrubbed) Error() string { return s.msg }
 func (s scrubbed) Unwrap() error { return s.err }
+
+// RegenerateVariable makes a new value for a variable the deployment's
+// last deployed manifest (or a runtime config) declares, and for the
+// certificates it signs. Instances keep the old value until the next
+// deploy renders the new one.
+func (d *Deployer) RegenerateVariable(ctx context.Context, r *task.Reporter, deployment, name string) (string, error) {
+	var content string
+	var runtimes []store.Config
+	err := d.c.Store.View(func(tx *store.Tx) error {
+		dep, err := tx.Deployment(deployment)
+		if err != nil {
+			return err
+		}
+		if dep.ManifestID == 0 {
+			return api.BadInput(fmt.Errorf("deployment %s was never deployed", deployment))
+		}
+		m, err := tx.Manifest(deployment, dep.ManifestID)
+		if err != nil {
+			return err
+		}
+		content = m.Content
+		runtimes, err = tx.Configs(store.ConfigRuntime, true)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	var rcDocs [][]byte
+	for _, rc := range runtimes {
+		rcDocs = append(rcDocs, []byte(rc.Content))
+	}
+	v, err := newVariables(d.c.Store, deployment, []byte(content), true, rcDocs...)
+	if err != nil {
+		return "", err
+	}
+	if err := v.Regenerate(ctx, name); err != nil {
+		return "", api.BadInput(v.Scrub(err))
+	}
+	return fmt.Sprintf("regenerated %s: deploy %s to roll it out", v.key(name), deployment), nil
+}
+
+var _ api.VariableRegenerator = (*Deployer)(nil)
