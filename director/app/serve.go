@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"github.com/compleat/compleat/cpi"
@@ -65,6 +66,8 @@ type Director struct {
 	// ("https://host:port"; blobs are at BlobURL + "/blobs/<id>").
 	Signer  *blobstore.Signer
 	BlobURL string
+	// BlobCA is the PEM agents trust for BlobURL.
+	BlobCA  []byte
 	Metrics *api.Metrics
 	// ERB renders BOSH jobs' ERB templates (one ruby process for the
 	// director's life, stopped when it stops).
@@ -78,7 +81,7 @@ type Director struct {
 func newDeployer(d *Director) api.Deployer {
 	return deploy.New(deploy.Config{
 		Store: d.Store, CPIs: d.CPIs, Conn: d.Conn, BusURL: d.BusURL, CA: d.CA, DirectorID: d.ID,
-		Blobs: d.Blobs, Signer: d.Signer, BlobURL: d.BlobURL, Logger: d.Logger.With("component", "deploy"),
+		Blobs: d.Blobs, Signer: d.Signer, BlobURL: d.BlobURL, BlobCA: d.BlobCA, Logger: d.Logger.With("component", "deploy"),
 		ERB: d.ERB,
 	})
 }
@@ -97,6 +100,8 @@ type settings struct {
 	tlsCert   string
 	tlsKey    string
 	tlsHosts  []string
+	tlsCA     string // what signed tlsCert, handed to agents
+	advertise string // https://HOST:PORT clients and agents use; "" = from listen
 	blobstore config.Blobstore
 	natsAddr  string
 	natsURL   string
@@ -153,7 +158,8 @@ func fileSettings(file string) (settings, error) {
 	}
 	s := settings{
 		dataDir: c.DataDir, listen: c.Listen, tokens: c.Tokens,
-		tlsCert: c.TLS.CertFile, tlsKey: c.TLS.KeyFile, tlsHosts: c.TLS.Hosts,
+		tlsCert: c.TLS.CertFile, tlsKey: c.TLS.KeyFile, tlsHosts: c.TLS.Hosts, tlsCA: c.TLS.CAFile,
+		advertise: strings.TrimRight(c.Advertise, "/"),
 		blobstore: c.Blobstore, natsAddr: c.NATS.Listen, natsURL: c.NATS.URL,
 		externalCPIs: c.ExternalCPIs,
 	}
@@ -162,6 +168,13 @@ func fileSettings(file string) (settings, error) {
 	}
 	if host, _, _ := net.SplitHostPort(c.Listen); host != "" && host != "0.0.0.0" && host != "::" {
 		s.tlsHosts = append(s.tlsHosts, host)
+	}
+	// The advertised names go into the certificates the director issues
+	// itself (API and bus), so that what agents and clients dial verifies.
+	for _, raw := range []string{c.Advertise, c.Blobstore.PublicURL} {
+		if u, err := url.Parse(raw); err == nil && u.Hostname() != "" {
+			s.tlsHosts = append(s.tlsHosts, u.Hostname())
+		}
 	}
 	if c.CPIs.Kind != 0 {
 		raw, err := yamlNodeDoc("cpis", &c.CPIs)
@@ -209,7 +222,7 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 	}
 
 	// The message bus.
-	busHosts := append([]string{"127.0.0.1", "localhost"}, hostOf(s.natsAddr)...)
+	busHosts := append(append([]string{"127.0.0.1", "localhost"}, hostOf(s.natsAddr)...), s.tlsHosts...)
 	if u, err := url.Parse(s.natsURL); err == nil && u.Hostname() != "" {
 		busHosts = append(busHosts, u.Hostname()) // the name agents dial
 	}
@@ -237,9 +250,11 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 	defer d.Bus.Shutdown()
 	d.BusURL = s.natsURL
 	if d.BusURL == "" {
-		d.BusURL = d.Bus.URL()
+		d.BusURL = busURL(d.Bus.URL(), s)
 	}
-	d.Conn, err = mbus.Connect(ctx, d.Bus.URL(), d.CA.CertPEM(), d.DirectorCert.CertPEM, d.DirectorCert.KeyPEM)
+	// The director dials its own bus on loopback: a bus listening on every
+	// interface (0.0.0.0) has no address of that name in its certificate.
+	d.Conn, err = mbus.Connect(ctx, selfURL(d.Bus.URL()), d.CA.CertPEM(), d.DirectorCert.CertPEM, d.DirectorCert.KeyPEM)
 	if err != nil {
 		return err
 	}
@@ -305,7 +320,14 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 		return fmt.Errorf("listen %s: %w", s.listen, err)
 	}
 	target := "https://" + advertised(ln.Addr(), s)
+	if s.advertise != "" {
+		target = s.advertise
+	}
 	d.BlobURL = target
+	if d.BlobCA, err = blobCA(d.CA, s); err != nil {
+		ln.Close()
+		return err
+	}
 	if s.blobstore.PublicURL != "" {
 		d.BlobURL = strings.TrimRight(s.blobstore.PublicURL, "/")
 	}
@@ -419,6 +441,67 @@ func advertised(a net.Addr, s settings) string {
 		}
 	}
 	return net.JoinHostPort(host, fmt.Sprint(tcp.Port))
+}
+
+// unspecifiedHost reports whether host means every interface.
+func unspecifiedHost(host string) bool { return host == "" || host == "0.0.0.0" || host == "::" }
+
+// selfURL is a nats:// URL the director itself can dial: an unspecified
+// listen host becomes 127.0.0.1.
+func selfURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || !unspecifiedHost(u.Hostname()) {
+		return raw
+	}
+	u.Host = net.JoinHostPort("127.0.0.1", u.Port())
+	return u.String()
+}
+
+// busURL is the bus URL agents are given when nats.url is not set: the
+// listen address, or, when that is every interface, the advertised API
+// host (or the last of tls.hosts) with the bus's port.
+func busURL(raw string, s settings) string {
+	u, err := url.Parse(raw)
+	if err != nil || !unspecifiedHost(u.Hostname()) {
+		return raw
+	}
+	host := "127.0.0.1"
+	if a, err := url.Parse(s.advertise); err == nil && a.Hostname() != "" {
+		host = a.Hostname()
+	} else if len(s.tlsHosts) > 0 {
+		host = s.tlsHosts[len(s.tlsHosts)-1]
+	}
+	u.Host = net.JoinHostPort(host, u.Port())
+	return u.String()
+}
+
+// blobCA is what agents trust for blob URLs: the director's CA, plus, with
+// an API certificate of the operator's (tls.cert_file), what signed it
+// (tls.ca_file, else the certificate file's own certificates).
+func blobCA(ca *pki.CA, s settings) ([]byte, error) {
+	out := append([]byte(nil), ca.CertPEM()...)
+	if s.tlsCert == "" {
+		return out, nil
+	}
+	file := s.tlsCA
+	if file == "" {
+		file = s.tlsCert
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("tls certificates for agents: %w", err)
+	}
+	for rest := raw; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type == "CERTIFICATE" {
+			out = append(out, pem.EncodeToMemory(b)...)
+		}
+	}
+	return out, nil
 }
 
 func openBlobstore(ctx context.Context, s settings) (blobstore.Store, error) {

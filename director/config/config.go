@@ -2,10 +2,12 @@
 // `director serve --config`, and the defaults `serve --dev` builds in memory.
 //
 //	listen: 0.0.0.0:25555            # the HTTPS API (and /blobs/, /metrics)
+//	advertise: https://director.example.com:25555  # how the CLI and agents reach it
 //	data_dir: /var/lib/compleat       # state file, variables key, CA, blobs (fs)
 //	tls:                              # omit to have the director's CA issue one
 //	  cert_file: /etc/compleat/tls.crt
 //	  key_file: /etc/compleat/tls.key
+//	  ca_file: /etc/compleat/tls-ca.crt # what signed cert_file (given to agents)
 //	  hosts: [director.example.com]   # names for a generated certificate
 //	tokens:                           # bearer tokens and their scopes
 //	- name: admin
@@ -55,7 +57,13 @@ const (
 
 // Director is director.yml.
 type Director struct {
-	Listen    string    `yaml:"listen"`
+	Listen string `yaml:"listen"`
+	// Advertise is the API's URL as clients and agents reach it
+	// (https://HOST:PORT); default: the listen address, or the last of
+	// tls.hosts when listen is 0.0.0.0. Its host is in the generated
+	// certificate, and it is the default of blobstore.public_url and of the
+	// bus URL's host.
+	Advertise string    `yaml:"advertise"`
 	DataDir   string    `yaml:"data_dir"`
 	TLS       TLS       `yaml:"tls"`
 	Tokens    []Token   `yaml:"tokens"`
@@ -73,9 +81,13 @@ type Director struct {
 // TLS is the API server's certificate. Empty means the director's own CA
 // issues one for Hosts (and the listen address).
 type TLS struct {
-	CertFile string   `yaml:"cert_file"`
-	KeyFile  string   `yaml:"key_file"`
-	Hosts    []string `yaml:"hosts"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// CAFile holds the certificates that signed CertFile; agents are given
+	// them to trust the blob URLs. Default: the certificates of CertFile
+	// themselves (its leaf is then trusted as it is).
+	CAFile string   `yaml:"ca_file"`
+	Hosts  []string `yaml:"hosts"`
 }
 
 // Token is one accepted bearer token. Exactly one of TokenFile (a file whose
@@ -173,7 +185,7 @@ func Parse(file string, raw []byte) (*Director, error) {
 		return filepath.Join(base, p)
 	}
 	d.DataDir = abs(d.DataDir)
-	d.TLS.CertFile, d.TLS.KeyFile = abs(d.TLS.CertFile), abs(d.TLS.KeyFile)
+	d.TLS.CertFile, d.TLS.KeyFile, d.TLS.CAFile = abs(d.TLS.CertFile), abs(d.TLS.KeyFile), abs(d.TLS.CAFile)
 	d.Blobstore.Dir = abs(d.Blobstore.Dir)
 	for i := range d.Tokens {
 		d.Tokens[i].TokenFile = abs(d.Tokens[i].TokenFile)
@@ -257,6 +269,14 @@ func (d *Director) validate() error {
 		if u, err := url.Parse(d.NATS.URL); err != nil || u.Scheme != "nats" || u.Port() == "" {
 			errs = append(errs, d.errf("nats.url", "want nats://HOST:PORT, have %q", d.NATS.URL))
 		}
+	}
+	if d.Advertise != "" {
+		if u, err := url.Parse(d.Advertise); err != nil || u.Scheme != "https" || u.Host == "" || u.Path != "" && u.Path != "/" {
+			errs = append(errs, d.errf("advertise", "want https://HOST[:PORT], have %q", d.Advertise))
+		}
+	}
+	if d.TLS.CAFile != "" && d.TLS.CertFile == "" {
+		errs = append(errs, d.errf("tls.ca_file", "goes with cert_file"))
 	}
 	if d.Blobstore.PublicURL != "" {
 		if u, err := url.Parse(d.Blobstore.PublicURL); err != nil || u.Scheme != "https" || u.Host == "" {

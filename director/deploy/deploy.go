@@ -67,7 +67,9 @@ type Config struct {
 	Blobs   blobstore.Store
 	Signer  *blobstore.Signer
 	BlobURL string
-	Logger  *slog.Logger
+	// BlobCA is the PEM agents trust for BlobURL (default: the CA's).
+	BlobCA []byte
+	Logger *slog.Logger
 	// Name is the director's name in VM metadata (default "compleat").
 	Name string
 	// DirectorID is the director's uuid, the cpi.TagDirector tag of every

@@ -46,6 +46,14 @@ type vmSpec struct {
 	metadata    map[string]string
 }
 
+// blobCA is what agents trust for blob URLs.
+func (d *Deployer) blobCA() string {
+	if len(d.c.BlobCA) > 0 {
+		return string(d.c.BlobCA)
+	}
+	return string(d.c.CA.CertPEM())
+}
+
 // tags are the creation tags of a VM or disk (cpi.TagDirector and the
 // rest): ListVMs and ListDisks find the director's objects by them, and
 // reconcile checks them before it deletes anything.
@@ -145,7 +153,7 @@ func (d *Deployer) createVM(ctx context.Context, s vmSpec) (createdVM, error) {
 	set := settings.Settings{
 		AgentID:   agentID,
 		Mbus:      settings.Mbus{URL: d.c.BusURL, CACert: caPEM, Cert: string(kp.CertPEM), Key: string(kp.KeyPEM)},
-		Blobstore: settings.Blobstore{CACert: caPEM},
+		Blobstore: settings.Blobstore{CACert: d.blobCA()},
 		Disks:     settings.Disks{Persistent: s.disks},
 	}
 	if len(s.env) > 0 {
