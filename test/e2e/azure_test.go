@@ -153,7 +153,11 @@ func TestAzureCloud(t *testing.T) {
 	d.run("-n", "upload-release", "releases/web")
 	d.run("-n", "upload-stemcell", stemcell)
 	d.run("-n", "update-cloud-config", "manifests/azure/cloudsim/cloud-config.yml")
-	d.deploy("manifests/azure/cloudsim/web.yml")
+	disks := filepath.Join(work, "persistent-disk.yml")
+	if err := os.WriteFile(disks, []byte("- type: replace\n  path: /instance_groups/name=web/persistent_disk_type?\n  value: default\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.deploy("manifests/azure/cloudsim/web.yml", "-o", disks)
 	lbAddr = "127.81.1.10:8080"
 	lbAnswers(t, "v1", 2)
 
