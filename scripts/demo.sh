@@ -148,7 +148,10 @@ start_cloudsim() {
   rm -rf "$AWSDIR/director"
   say "starting the simulated AWS (moto's EC2 server + cloudsim; log in $AWSDIR/cloudsim.log)"
   rm -f "$DATA/cloud.env"
-  nohup "$CLOUDSIM" aws --data "$AWSDIR" --env-file "$DATA/cloud.env" >"$AWSDIR/cloudsim.log" 2>&1 &
+  # The AMI the light stemcell names is made from the local stemcell: its
+  # instances boot the agent that stemcell carries.
+  nohup "$CLOUDSIM" aws --data "$AWSDIR" --env-file "$DATA/cloud.env" \
+    --stemcell build/stemcells/local.tgz >"$AWSDIR/cloudsim.log" 2>&1 &
   echo $! >"$SIM_PIDFILE"
   for _ in $(seq 1 300); do
     [ -s "$DATA/cloud.env" ] && return 0
@@ -228,7 +231,7 @@ up_aws() {
   start_cloudsim
   start_aws_director
   export DIRECTOR_TARGET DIRECTOR_TOKEN DIRECTOR_CA_CERT
-  say "uploading the web release and a light stemcell naming the simulator's AMI ($COMPLEAT_AWS_AMI)"
+  say "uploading the web release and a light stemcell naming the AMI made from the local stemcell ($COMPLEAT_AWS_AMI)"
   "$DIRECTOR" upload-release releases/web
   mkdir -p build/stemcells
   "$DIRECTOR" create-stemcell --light --name compleat-aws --format aws-light \

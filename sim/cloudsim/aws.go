@@ -22,6 +22,7 @@ func runAWS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var motoAddr, region, vpc string
 	var zones int
 	var poll time.Duration
+	var stemcells stringList
 	fs := flag.NewFlagSet("cloudsim aws", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c.register(fs)
@@ -30,6 +31,7 @@ func runAWS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&vpc, "vpc-cidr", simaws.VPCCIDR, "the simulated VPC: a /16 in 127.0.0.0/8")
 	fs.IntVar(&zones, "zones", 2, "zones with a subnet of the VPC (127.X.<n>.0/24, n from 1)")
 	fs.DurationVar(&poll, "poll", 250*time.Millisecond, "how often the watcher looks at EC2")
+	fs.Var(&stemcells, "stemcell", "a local stemcell tarball to register as an AMI whose instances boot its agent (repeatable; the first one's AMI is COMPLEAT_AWS_AMI)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -74,8 +76,24 @@ func runAWS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	if err := os.RemoveAll(filepath.Join(c.data, "images")); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(c.data, "images"), 0o755); err != nil {
+		return err
+	}
+	images := map[string]string{}
+	var registered []simaws.Image
+	for _, sc := range stemcells {
+		img, err := simaws.RegisterStemcell(ctx, client, sc, filepath.Join(c.data, "images"))
+		if err != nil {
+			return err
+		}
+		images[img.AMI] = img.Agent
+		registered = append(registered, img)
+	}
 	w, err := simaws.NewWatcher(simaws.Config{
-		EC2: client, Region: region, Host: host, Agent: c.agent,
+		EC2: client, Region: region, Host: host, Agent: c.agent, Images: images,
 		VolumeDir: filepath.Join(c.data, "volumes"), Poll: poll, Logger: logger,
 	})
 	if err != nil {
@@ -87,9 +105,18 @@ func runAWS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}()
 
-	b, _ := json.MarshalIndent(network, "", "  ")
+	b, _ := json.MarshalIndent(struct {
+		simaws.Network
+		Stemcells []simaws.Image `json:"stemcells,omitempty"`
+	}{network, registered}, "", "  ")
 	if err := os.WriteFile(filepath.Join(c.data, "network.json"), append(b, '\n'), 0o644); err != nil {
 		return err
+	}
+	// The AMI light stemcells name: the first registered stemcell's, else
+	// the one every instance boots --agent from.
+	ami := network.AMI
+	if len(registered) > 0 {
+		ami = registered[0].AMI
 	}
 	vars := [][2]string{
 		{"AWS_ENDPOINT_URL", moto.URL},
@@ -97,7 +124,7 @@ func runAWS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		{"AWS_SECRET_ACCESS_KEY", simaws.SecretAccessKey},
 		{"AWS_DEFAULT_REGION", region},
 		{"AWS_REGION", region},
-		{"COMPLEAT_AWS_AMI", network.AMI},
+		{"COMPLEAT_AWS_AMI", ami},
 		{"COMPLEAT_AWS_VPC", network.VPC},
 	}
 	for i, sn := range network.Subnets {
@@ -109,7 +136,10 @@ func runAWS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer os.Remove(c.envFile)
 	fmt.Fprintf(stdout, "Simulated AWS ready: EC2 at %s (moto pid %d), region %s\n  vpc %s %s, ami %s (light stemcells: ami_id)\n  env . %s\n",
-		moto.URL, moto.PID, region, network.VPC, vpc, network.AMI, c.envFile)
+		moto.URL, moto.PID, region, network.VPC, vpc, ami, c.envFile)
+	for _, img := range registered {
+		fmt.Fprintf(stdout, "  image %s %s boots the stemcell's agent\n", img.AMI, img.Name)
+	}
 	for _, sn := range network.Subnets {
 		fmt.Fprintf(stdout, "  subnet %s %s in %s\n", sn.ID, sn.CIDR, sn.AZ)
 	}

@@ -155,6 +155,12 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
 // writeEnv writes a shell file of exported variables (mode 0600: it may
 // hold credentials), atomically, with a comment on top.
 func writeEnv(path, comment string, vars [][2]string) error {

@@ -159,9 +159,15 @@ type awsSim struct {
 func startAWS(t testing.TB, bin, dir, vpc string) *awsSim {
 	t.Helper()
 	envFile := filepath.Join(dir, "cloud.env")
+	// The AMI light stemcells name is made from a local stemcell: its
+	// instances boot the agent that stemcell carries.
+	stemcell := filepath.Join(dir, "local-for-ami.tgz")
+	if out, err := exec.Command(filepath.Join(bin, "director"), "create-stemcell", "--agent", filepath.Join(bin, "agent"), "--tarball", stemcell).CombinedOutput(); err != nil {
+		t.Fatalf("create-stemcell: %v\n%s", err, out)
+	}
 	p := start(t, filepath.Join(dir, "cloudsim.log"), filepath.Join(bin, "cloudsim"), "aws",
 		"--data", filepath.Join(dir, "aws"), "--env-file", envFile, "--vpc-cidr", vpc,
-		"--agent", filepath.Join(bin, "agent"), "--poll", "100ms")
+		"--stemcell", stemcell, "--poll", "100ms")
 	t.Cleanup(func() {
 		p.stop()
 		if _, failed := t.(*testing.T); failed && t.Failed() {
