@@ -59,7 +59,7 @@ func (b *Booter) VMCreated(vm VM) {
 		return
 	}
 	_, err := b.Host.Boot(ctx, machine.Spec{
-		ID: vm.ID, Agent: b.Agent, IP: vm.PrivateIPs[0], Infrastructure: machine.Azure, Metadata: &IMDS{srv: b.srv, id: vm.ID},
+		ID: vm.ID, Agent: b.Agent, IP: vm.PrivateIPs[0], Infrastructure: machine.Azure, Metadata: NewIMDS(b.srv, vm.ID),
 	})
 	if err != nil {
 		b.log().Error("boot vm", "vm", vm.ID, "error", err)

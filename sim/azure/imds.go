@@ -131,3 +131,6 @@ func (m *IMDS) document() (map[string]any, bool) {
 		"network": map[string]any{"interface": ifaces},
 	}, true
 }
+
+// NewIMDS is the IMDS of the VM with the ARM id.
+func NewIMDS(s *Server, vmID string) *IMDS { return &IMDS{srv: s, id: vmID} }
