@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/compleat/compleat/cpi"
@@ -238,7 +239,13 @@ func (c *CPI) DeleteVM(ctx context.Context, cid string) error {
 	if err != nil {
 		return fmt.Errorf("delete vm: %w", err)
 	}
-	if err := proctree.Stop(ctx, rec.Agent, filepath.Join(c.vmDir(cid), rootDirName), c.stopTimeout); err != nil {
+	agent := rec.Agent
+	if agent.PID == 0 {
+		// The plugin died between starting the agent and recording it:
+		// the agent is found by the settings file only this VM's has.
+		agent = unrecordedAgent(filepath.Join(c.vmDir(cid), settingsFile))
+	}
+	if err := proctree.Stop(ctx, agent, filepath.Join(c.vmDir(cid), rootDirName), c.stopTimeout); err != nil {
 		return fmt.Errorf("delete vm %s: stop: %w", cid, err)
 	}
 	if err := c.removeVM(ctx, cid); err != nil {
@@ -363,4 +370,23 @@ func (c *CPI) SetVMMetadata(ctx context.Context, cid string, metadata map[string
 // Local VMs share the machine, so any size fits.
 func (c *CPI) CalculateVMCloudProperties(ctx context.Context, req cpi.VMResources) (json.RawMessage, error) {
 	return json.Marshal(vmCloudProperties{CPU: int64(req.CPU), RAM: req.RAMMB, EphemeralDiskSize: req.EphemeralDiskSize})
+}
+
+// unrecordedAgent finds the agent started with --settings-file settings
+// (a path inside one VM's directory, so naming that VM alone); the zero
+// Process when none runs.
+func unrecordedAgent(settings string) proctree.Process {
+	for _, st := range proctree.All() {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", st.PID))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == "--settings-file" && args[i+1] == settings {
+				return proctree.Process{PID: st.PID, StartTime: st.StartTime}
+			}
+		}
+	}
+	return proctree.Process{}
 }
