@@ -204,6 +204,9 @@ func TestGolden(t *testing.T) {
 				if verbs, ok := g.sections["lifecycle.txt"]; ok && err == nil {
 					got += formatLifecycle(t, &p, verbs, g.sections["states.yml"])
 				}
+				if names, ok := g.sections["errands.txt"]; ok && err == nil {
+					got += formatErrands(t, desired, actual, strings.Fields(string(names)), df)
+				}
 			}
 			idx := -1
 			for i, f := range ar.Files {
@@ -354,4 +357,49 @@ func erbRenderer() *template.ERB {
 		}
 	})
 	return erbOnce.erb
+}
+
+// formatErrands shows, for each errand named, where it runs, the plan of
+// its run (VMs for an errand group alone) and of the clean-up after it.
+func formatErrands(t *testing.T, desired plan.Desired, actual plan.State, names []string, df directorFile) string {
+	t.Helper()
+	var b strings.Builder
+	var all []string
+	for _, e := range plan.Errands(desired) {
+		all = append(all, e.Name)
+	}
+	fmt.Fprintf(&b, "\n== errands: %s\n", strings.Join(all, ", "))
+	for _, name := range names {
+		e, err := plan.FindErrand(desired, name)
+		if err != nil {
+			fmt.Fprintf(&b, "\n== run-errand %s\nerror: %v\n", name, err)
+			continue
+		}
+		fmt.Fprintf(&b, "\n== run-errand %s\n%s\n", name, e)
+		full, err := plan.Compute(plan.ErrandDesired(desired, e), actual)
+		if err != nil {
+			fmt.Fprintf(&b, "error: %v\n", err)
+			continue
+		}
+		run := plan.ErrandPlan(full, e)
+		b.WriteString("-- run:\n" + formatResult(run, nil, df))
+		after := actual
+		for _, s := range deployed(run).Instances {
+			after.Instances = append(after.Instances, s)
+		}
+		targets, err := plan.ErrandTargets(e, after.Instances, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range targets {
+			fmt.Fprintf(&b, "target %s/%d\n", in.Group, in.Index)
+		}
+		next, err := plan.Compute(desired, after)
+		if err != nil {
+			fmt.Fprintf(&b, "error: %v\n", err)
+			continue
+		}
+		b.WriteString("-- clean-up:\n" + formatResult(plan.ErrandCleanup(next, e), nil, directorFile{}))
+	}
+	return b.String()
 }
