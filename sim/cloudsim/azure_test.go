@@ -41,7 +41,9 @@ func TestAzure(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var stdout, stderr bytes.Buffer
-	go func() { done <- Run(ctx, []string{"azure", "--data", data, "--agent", agent, "--log-level", "warn"}, &stdout, &stderr) }()
+	go func() {
+		done <- Run(ctx, []string{"azure", "--data", data, "--agent", agent, "--log-level", "warn"}, &stdout, &stderr)
+	}()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if _, err := os.Stat(env); err == nil {
