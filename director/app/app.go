@@ -3,10 +3,10 @@
 // manager, API) and hands them to each other, and that connects the command
 // line to the server and to the local tools (releases, stemcells, manifests).
 //
-// Where the deploy pipeline plugs in: [newDeployer] receives the running
-// [Director] (store, tasks, CPIs, bus, CA, blobstore and signer, metrics) and
-// returns the api.Deployer (director/deploy) that POST /v1/deployments and
-// friends call. Every command is a client of an API route (logs and ssh of
+// The deploy pipeline: [newDeployer] receives the running [Director]
+// (store, tasks, CPIs, bus, CA, blobstore and signer, metrics) and returns
+// the *deploy.Deployer that POST /v1/deployments and friends call, and that
+// the resurrector recreates through. Every command is a client of an API route (logs and ssh of
 // the remote routes, built from api.Remote); [extraCommands] is where a
 // command with no route would go.
 package app

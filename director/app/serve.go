@@ -74,11 +74,9 @@ type Director struct {
 	ERB *template.ERB
 }
 
-// newDeployer is where the deploy pipeline plugs in: build the
-// plan/compile/update executor from d and return it. Until then the
-// deploy, delete-deployment and recreate/restart/stop/start routes answer
-// 501.
-func newDeployer(d *Director) api.Deployer {
+// newDeployer builds the deploy pipeline (plan, compile, update, the
+// executor over the CPIs and the agents) from the running parts.
+func newDeployer(d *Director) *deploy.Deployer {
 	return deploy.New(deploy.Config{
 		Store: d.Store, CPIs: d.CPIs, Conn: d.Conn, BusURL: d.BusURL, CA: d.CA, DirectorID: d.ID,
 		Blobs: d.Blobs, Signer: d.Signer, BlobURL: d.BlobURL, BlobCA: d.BlobCA, Logger: d.Logger.With("component", "deploy"),
@@ -347,8 +345,7 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 	d.ERB = template.NewERB("")
 	defer d.ERB.Close()
 	deployer := newDeployer(d)
-	recreator, _ := deployer.(health.Recreator)
-	hsvc, err := health.Start(ctx, health.Deps{Store: st, Conn: d.Conn, Tasks: d.Tasks, Recreator: recreator,
+	hsvc, err := health.Start(ctx, health.Deps{Store: st, Conn: d.Conn, Tasks: d.Tasks,
 		Recreate: func(ctx context.Context, r *task.Reporter, deployment, target string) error {
 			_, err := deployer.ChangeState(ctx, r, api.StateRequest{Deployment: deployment, Action: "recreate", Target: target, SkipDrain: true})
 			return err
