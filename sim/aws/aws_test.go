@@ -122,7 +122,7 @@ func TestWatcher(t *testing.T) {
 		t.Fatal(err)
 	}
 	exe, _ := os.Executable()
-	w, err := NewWatcher(Config{EC2: client, Region: "us-east-1", Host: host, Agent: exe, VolumeDir: t.TempDir()})
+	w, err := NewWatcher(Config{EC2: client, Region: "us-east-1", Host: host, Agent: exe, VolumeDir: t.TempDir(), Reboots: moto.Reboots})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,6 +185,18 @@ func TestWatcher(t *testing.T) {
 		}
 	}
 
+	// RebootInstances reboots the VM: a new agent reads its settings again.
+	before, _ := host.Get(id)
+	os.Remove(probe)
+	if _, err := client.RebootInstances(ctx, &ec2.RebootInstancesInput{InstanceIds: []string{id}}); err != nil {
+		t.Fatal(err)
+	}
+	sync()
+	waitFor(t, "the rebooted agent reads its settings", func() bool { return readFile(probe) != "" })
+	if after, _ := host.Get(id); !after.Running || after.PID == before.PID || alive(before.PID) {
+		t.Fatalf("after reboot: agent %d (running %v), before %d", after.PID, after.Running, before.PID)
+	}
+
 	if _, err := client.StopInstances(ctx, &ec2.StopInstancesInput{InstanceIds: []string{id}}); err != nil {
 		t.Fatal(err)
 	}
@@ -199,6 +211,7 @@ func TestWatcher(t *testing.T) {
 	sync()
 	waitFor(t, "the restarted agent reads its settings", func() bool { return readFile(probe) != "" })
 
+	last, _ := host.Get(id)
 	if _, err := client.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
 		t.Fatal(err)
 	}
@@ -206,8 +219,8 @@ func TestWatcher(t *testing.T) {
 	if _, ok := host.Get(id); ok {
 		t.Fatal("vm of a terminated instance is left")
 	}
-	if alive(vm.PID) {
-		t.Fatalf("agent %d of a terminated instance runs", vm.PID)
+	if alive(last.PID) {
+		t.Fatalf("agent %d of a terminated instance runs", last.PID)
 	}
 
 	// As on EC2, the address of a terminated instance is free again (moto

@@ -14,9 +14,11 @@
 // instance appear in its VM as loop devices at the Nitro NVMe by-id names
 // the agent resolves the cpi-aws disk hint with.
 //
-// What moto does not do, and so the simulation does not either: reboots
-// through RebootInstances change nothing moto reports, so the VM is not
-// rebooted; root and ephemeral volumes (deleted with the instance) are not
+// moto is started with two additions (sim/aws/motofix): a terminated
+// instance's address and network interface are freed, as on EC2, and
+// RebootInstances records the instance in a file the watcher reads, so the
+// VM reboots. What moto does not do, and so the simulation does not
+// either: root and ephemeral volumes (deleted with the instance) are not
 // shown to the VM; security groups do not filter traffic; moto keeps its
 // state in memory, so a restarted simulator starts an empty cloud (and
 // deletes the VMs left by the previous one).

@@ -16,8 +16,9 @@ import (
 	"time"
 )
 
-// motoFix is a sitecustomize module that corrects one deviation of moto from
-// EC2 (addresses of terminated instances are never freed); see its comment.
+// motoFix is a sitecustomize module that makes moto behave as EC2 in two
+// ways (addresses of terminated instances are freed; reboots are recorded
+// for the watcher); see its comment.
 //
 //go:embed motofix/sitecustomize.py
 var motoFix []byte
@@ -31,6 +32,9 @@ var ErrNoMoto = errors.New("moto_server is not on PATH (moto 5: pip install 'mot
 type Moto struct {
 	// URL is the server's endpoint, http://127.0.0.1:PORT.
 	URL string
+	// Reboots is the file to which moto appends the id of every instance
+	// RebootInstances reboots (see Config.Reboots).
+	Reboots string
 	// PID is the server's process id; it leads its own process group.
 	PID    int
 	cmd    *exec.Cmd
@@ -40,8 +44,9 @@ type Moto struct {
 
 // StartMoto starts moto_server on addr (a 127.x host:port; port 0 picks a
 // free one) and returns once it answers. Its output is appended to
-// dir/moto.log; dir/motofix holds the correction it loads (the address of a
-// terminated instance is freed, as on EC2). The server leads a process
+// dir/moto.log; dir/motofix holds the additions it loads (the address of a
+// terminated instance is freed, as on EC2; reboots are appended to
+// dir/reboots). The server leads a process
 // group of its own, which Stop ends.
 func StartMoto(ctx context.Context, addr, dir string) (*Moto, error) {
 	bin, err := exec.LookPath("moto_server")
@@ -82,12 +87,16 @@ func StartMoto(ctx context.Context, addr, dir string) (*Moto, error) {
 	if p := os.Getenv("PYTHONPATH"); p != "" {
 		pythonPath += string(os.PathListSeparator) + p
 	}
-	cmd.Env = append(os.Environ(), "PYTHONPATH="+pythonPath)
+	reboots := filepath.Join(dir, "reboots")
+	if err := os.WriteFile(reboots, nil, 0o600); err != nil {
+		return nil, err
+	}
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+pythonPath, "COMPLEAT_MOTO_REBOOTS="+reboots)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start moto_server: %w", err)
 	}
-	m := &Moto{URL: "http://" + net.JoinHostPort(host, port), PID: cmd.Process.Pid, cmd: cmd, exited: make(chan struct{}), dir: dir}
+	m := &Moto{URL: "http://" + net.JoinHostPort(host, port), Reboots: reboots, PID: cmd.Process.Pid, cmd: cmd, exited: make(chan struct{}), dir: dir}
 	go func() { _ = cmd.Wait(); close(m.exited) }()
 	// For StopLeftoverMoto, should this process die without stopping it.
 	_ = os.WriteFile(filepath.Join(dir, "moto.pid"), []byte(strconv.Itoa(m.PID)+"\n"), 0o644)

@@ -1,13 +1,16 @@
 package aws
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +35,9 @@ type Config struct {
 	Images map[string]string
 	// VolumeDir holds the volumes' images, <id>.img (created when missing).
 	VolumeDir string
+	// Reboots is the file moto appends rebooted instances' ids to (Moto.Reboots);
+	// "" when reboots are not seen.
+	Reboots string
 	// Poll is how often the watcher looks at EC2 (default 250ms).
 	Poll   time.Duration
 	Logger *slog.Logger
@@ -61,6 +67,8 @@ type Watcher struct {
 	// deletes are VM deletions under way: a VM's processes get the stop
 	// timeout to end, which must not hold up the boots of other VMs.
 	deletes sync.WaitGroup
+	// rebootsRead is how much of cfg.Reboots has been read.
+	rebootsRead int64
 }
 
 type instanceVM struct {
@@ -139,7 +147,37 @@ func (w *Watcher) Sync(ctx context.Context) error {
 			errs = append(errs, w.delete(ctx, id))
 		}
 	}
-	errs = append(errs, w.removeDeletedVolumes(volumes))
+	errs = append(errs, w.removeDeletedVolumes(volumes), w.reboot(ctx))
+	return errors.Join(errs...)
+}
+
+// reboot reboots the VMs of the instances moto recorded as rebooted since
+// the last look.
+func (w *Watcher) reboot(ctx context.Context) error {
+	if w.cfg.Reboots == "" {
+		return nil
+	}
+	f, err := os.Open(w.cfg.Reboots)
+	if err != nil {
+		return fmt.Errorf("reboots: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.Seek(w.rebootsRead, io.SeekStart); err != nil {
+		return fmt.Errorf("reboots: %w", err)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return fmt.Errorf("reboots: %w", err)
+	}
+	// Only whole lines: moto may be writing the next.
+	end := bytes.LastIndexByte(b, '\n') + 1
+	w.rebootsRead += int64(end)
+	var errs []error
+	for _, id := range strings.Fields(string(b[:end])) {
+		if vm, ok := w.vms[id]; ok && !vm.stopped && !vm.deleting {
+			errs = append(errs, w.cfg.Host.Reboot(ctx, id))
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -93,7 +93,7 @@ func runAWS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		registered = append(registered, img)
 	}
 	w, err := simaws.NewWatcher(simaws.Config{
-		EC2: client, Region: region, Host: host, Agent: c.agent, Images: images,
+		EC2: client, Region: region, Host: host, Agent: c.agent, Images: images, Reboots: moto.Reboots,
 		VolumeDir: filepath.Join(c.data, "volumes"), Poll: poll, Logger: logger,
 	})
 	if err != nil {
