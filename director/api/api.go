@@ -20,6 +20,7 @@
 //	GET  /v1/locks                         GET /v1/backup (admin; the state file)
 //	GET  /v1/variables?deployment=D[&reveal=true]   (values only with reveal, admin)
 //	POST /v1/variables/regenerate {deployment, name} -> task
+//	GET  /v1/deployments/{name}/errands    POST /v1/deployments/{name}/errands/{errand}/runs {keep_alive, when_changed, instances} -> task
 //	GET  /v1/disks[?orphaned=true]         DELETE /v1/disks/{cid} (orphaned only) -> task
 //	POST /v1/deployments/{name}/logs|ssh   GET /v1/logs/{blob}, .../logs/follow (admin; logs.go)
 //	GET  /metrics                          Prometheus
@@ -90,6 +91,41 @@ type Deployer interface {
 	Delete(ctx context.Context, r *task.Reporter, deployment string, force bool) (result string, err error)
 	ChangeState(ctx context.Context, r *task.Reporter, req StateRequest) (result string, err error)
 }
+
+// ErrandRunner is implemented by a Deployer that runs errands
+// (POST /v1/deployments/{name}/errands/{errand}/runs, GET .../errands).
+type ErrandRunner interface {
+	Errands(ctx context.Context, deployment string) ([]ErrandInfo, error)
+	RunErrand(ctx context.Context, r *task.Reporter, req ErrandRequest) (result string, err error)
+}
+
+// ErrandRequest is a run of an errand.
+type ErrandRequest struct {
+	Deployment string `json:"deployment"`
+	Name       string `json:"name"`
+	// KeepAlive keeps an errand group's VMs after the run.
+	KeepAlive bool `json:"keep_alive,omitempty"`
+	// WhenChanged skips the run when the deployment's manifest is the one
+	// of the errand's last successful run.
+	WhenChanged bool `json:"when_changed,omitempty"`
+	// Instances select where it runs: GROUP or GROUP/ID (id or index).
+	Instances []string `json:"instances,omitempty"`
+}
+
+// ErrandInfo is one errand in GET /v1/deployments/{name}/errands.
+type ErrandInfo struct {
+	Name string `json:"name"`
+	// Group is the lifecycle: errand group; empty for a colocated errand.
+	Group     string   `json:"group,omitempty"`
+	Colocated bool     `json:"colocated"`
+	Runs      []string `json:"runs"` // "group/job" whose bin/run runs
+}
+
+// ErrandTaskType is the type of run-errand tasks.
+const ErrandTaskType = "run-errand"
+
+// ErrandTaskDescription is the description of a run of errand name.
+func ErrandTaskDescription(name string) string { return "run errand " + name }
 
 // VariableRegenerator is implemented by a Deployer that can make a new
 // value for a declared variable (POST /v1/variables/regenerate).
@@ -197,6 +233,8 @@ func New(d Deps) *Server {
 	s.route("GET /v1/locks", read, s.locks)
 	s.route("GET /v1/variables", read, s.variables)
 	s.route("POST /v1/variables/regenerate", admin, s.regenerateVariable)
+	s.route("GET /v1/deployments/{name}/errands", read, s.errands)
+	s.route("POST /v1/deployments/{name}/errands/{errand}/runs", admin, s.runErrand)
 	s.route("GET /v1/disks", read, s.disks)
 	s.route("DELETE /v1/disks/{cid}", admin, s.deleteDisk)
 	s.route("GET /v1/backup", admin, s.backup)
@@ -887,6 +925,45 @@ func (s *Server) variables(w http.ResponseWriter, r *http.Request) {
 			out = append(out, v)
 		}
 		return out, nil
+	})
+}
+
+func (s *Server) errandRunner(w http.ResponseWriter) (ErrandRunner, bool) {
+	e, ok := s.d.Deployer.(ErrandRunner)
+	if !ok {
+		writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("this director cannot run errands"))
+	}
+	return e, ok
+}
+
+// errands lists a deployment's errands.
+func (s *Server) errands(w http.ResponseWriter, r *http.Request) {
+	e, ok := s.errandRunner(w)
+	if !ok {
+		return
+	}
+	list, err := e.Errands(r.Context(), r.PathValue("name"))
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+// runErrand runs an errand as a task holding the deployment's lock.
+func (s *Server) runErrand(w http.ResponseWriter, r *http.Request) {
+	e, ok := s.errandRunner(w)
+	if !ok {
+		return
+	}
+	var req ErrandRequest
+	if err := decodeBody(r, &req); err != nil {
+		fail(w, err)
+		return
+	}
+	req.Deployment, req.Name = r.PathValue("name"), r.PathValue("errand")
+	s.startTask(w, r, task.Spec{Type: ErrandTaskType, Description: ErrandTaskDescription(req.Name), Deployment: req.Deployment}, func(ctx context.Context, rep *task.Reporter) (string, error) {
+		return e.RunErrand(ctx, rep, req)
 	})
 }
 

@@ -193,6 +193,7 @@ func New(d Deps) *cobra.Command {
 		a.configsCmd(),
 		a.deploymentsCmd(), a.tasksCmd(), a.taskCmd(), a.cancelTaskCmd(), a.locksCmd(), a.backupCmd(),
 		a.infoCmd(), a.variablesCmd(), a.disksCmd(), a.deleteDiskCmd(),
+		a.errandsCmd(), a.runErrandCmd(),
 		// The deploy pipeline: clients of the routes director/deploy serves
 		// (a director built without it answers 501).
 		a.deployCmd(), a.deleteDeploymentCmd(), a.instancesCmd(), a.vmsCmd(),

@@ -1,0 +1,263 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/compleat/compleat/agent/protocol"
+	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/plan"
+	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/task"
+)
+
+// ErrandTimeout bounds one run of an errand's bin/run (the agent's most
+// for a command).
+const ErrandTimeout = time.Duration(protocol.RunCommandMaxTimeout)
+
+var _ api.ErrandRunner = (*Deployer)(nil)
+
+// lastManifest is the manifest the deployment last deployed successfully.
+func (d *Deployer) lastManifest(deployment string) (store.Manifest, error) {
+	var m store.Manifest
+	err := d.c.Store.View(func(tx *store.Tx) error {
+		dep, err := tx.Deployment(deployment)
+		if err != nil {
+			return err
+		}
+		if dep.ManifestID == 0 {
+			return api.BadInput(fmt.Errorf("deployment %s was never deployed", deployment))
+		}
+		m, err = tx.Manifest(deployment, dep.ManifestID)
+		return err
+	})
+	return m, err
+}
+
+// Errands lists the deployment's errands, from its last deployed manifest.
+func (d *Deployer) Errands(ctx context.Context, deployment string) ([]api.ErrandInfo, error) {
+	m, err := d.lastManifest(deployment)
+	if err != nil {
+		return nil, err
+	}
+	in, err := d.inputs(ctx, nil, api.DeployRequest{Deployment: deployment, Manifest: m.Content, DryRun: true})
+	if err != nil {
+		return nil, err
+	}
+	out := []api.ErrandInfo{}
+	for _, e := range plan.Errands(in.desired) {
+		info := api.ErrandInfo{Name: e.Name, Group: e.Group, Colocated: e.Group == ""}
+		for _, r := range e.Runs {
+			info.Runs = append(info.Runs, r.Group+"/"+r.Job)
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// RunErrand runs an errand of the deployment's last deployed manifest,
+// BOSH's way. An errand group gets VMs (packages compiled as needed, jobs
+// rendered with their links and properties, applied and started like any
+// instance), each of its jobs' bin/run runs on each selected instance, the
+// output of each run is recorded in the task (stage "Errand output"), and
+// the VMs are deleted afterwards, also when the run fails or is cancelled,
+// unless KeepAlive. A colocated errand runs on the deployed instances. The
+// task fails when a run exits non-zero, naming the exit code.
+func (d *Deployer) RunErrand(ctx context.Context, r *task.Reporter, req api.ErrandRequest) (_ string, err error) {
+	m, err := d.lastManifest(req.Deployment)
+	if err != nil {
+		return "", err
+	}
+	if req.WhenChanged {
+		if last, ok := d.lastErrandRun(req.Deployment, req.Name); ok && last == m.ID {
+			return fmt.Sprintf("Errand %s skipped: nothing changed since its last successful run (manifest %d)", req.Name, m.ID), nil
+		}
+	}
+	if err := d.reconcile(ctx, r, req.Deployment); err != nil {
+		return "", err
+	}
+	dreq := api.DeployRequest{Deployment: req.Deployment, Manifest: m.Content}
+	in, err := d.inputs(ctx, r, dreq)
+	if err != nil {
+		return "", err
+	}
+	defer func() { err = in.vars.Scrub(err) }()
+	e, err := plan.FindErrand(in.desired, req.Name)
+	if err != nil {
+		return "", api.BadInput(err)
+	}
+
+	if e.Group != "" {
+		if !req.KeepAlive {
+			defer func() {
+				// Clean up whatever happened, with a context the task's
+				// cancellation does not end.
+				cctx := context.WithoutCancel(ctx)
+				if cerr := d.errandCleanup(cctx, r, dreq, e); cerr != nil {
+					err = errors.Join(err, fmt.Errorf("delete errand %s's VMs: %w", e.Name, cerr))
+				}
+			}()
+		}
+		if err := d.errandVMs(ctx, r, dreq, in, e); err != nil {
+			if ctx.Err() != nil {
+				return "", fmt.Errorf("%w: %w", task.ErrCancelled, err)
+			}
+			return "", err
+		}
+	}
+
+	st, _, err := d.state(req.Deployment)
+	if err != nil {
+		return "", err
+	}
+	targets, err := plan.ErrandTargets(e, st.Instances, req.Instances)
+	if err != nil {
+		return "", api.BadInput(err)
+	}
+	if len(targets) == 0 {
+		return "", api.BadInput(fmt.Errorf("errand %s has no instance to run on", e.Name))
+	}
+	var failures []string
+	for _, inst := range targets {
+		for _, run := range e.Runs {
+			if run.Group != inst.Group {
+				continue
+			}
+			code, err := d.runErrandJob(ctx, r, inst, run.Job)
+			if err != nil {
+				if ctx.Err() != nil {
+					return "", fmt.Errorf("%w: %w", task.ErrCancelled, err)
+				}
+				return "", err
+			}
+			if code != 0 {
+				failures = append(failures, fmt.Sprintf("%s on %s/%s (%d) exited %d", run.Job, inst.Group, inst.ID, inst.Index, code))
+			}
+		}
+	}
+	if len(failures) > 0 {
+		return "", fmt.Errorf("errand %s failed: %s", e.Name, strings.Join(failures, "; "))
+	}
+	return fmt.Sprintf("Errand %s completed: exit code 0 on %d instance(s) (manifest %d)", e.Name, len(targets), m.ID), nil
+}
+
+// errandVMs creates (or updates) the errand group's instances and nothing
+// else: compile, render, create, apply, start, as a deploy does.
+func (d *Deployer) errandVMs(ctx context.Context, r *task.Reporter, dreq api.DeployRequest, in *inputs, e plan.Errand) error {
+	full, err := plan.Compute(plan.ErrandDesired(in.desired, e), in.state)
+	if err != nil {
+		return api.BadInput(err)
+	}
+	p := plan.ErrandPlan(full, e)
+	if !p.HasChanges() {
+		return nil // kept alive by an earlier run, unchanged
+	}
+	if err := d.reserveIPs(dreq.Deployment, &p); err != nil {
+		return err
+	}
+	pkgBlobs, err := d.compileFor(ctx, r, &p, in)
+	if err != nil {
+		return err
+	}
+	jobBlobs, err := d.storeRendered(ctx, &p, func(id string) bool {
+		inst, _ := p.Instance(id)
+		return len(inst.Changes) > 0
+	})
+	if err != nil {
+		return err
+	}
+	x := d.newExecutor(&p, dreq.Deployment, in.place, jobBlobs, pkgBlobs, d.c.Logger.With("deployment", dreq.Deployment, "errand", e.Name))
+	_, err = d.rollout(ctx, r, x, p.Rollout(), dreq, &p, true, d.c.Logger.With("deployment", dreq.Deployment, "errand", e.Name))
+	return err
+}
+
+// errandCleanup deletes the errand group's instances (VMs, addresses,
+// records); their persistent disks are orphaned.
+func (d *Deployer) errandCleanup(ctx context.Context, r *task.Reporter, dreq api.DeployRequest, e plan.Errand) error {
+	in, err := d.inputs(ctx, r, dreq)
+	if err != nil {
+		return err
+	}
+	full, err := plan.Compute(in.desired, in.state)
+	if err != nil {
+		return err
+	}
+	p := plan.ErrandCleanup(full, e)
+	if !p.HasChanges() {
+		return nil
+	}
+	x := d.newExecutor(&p, dreq.Deployment, in.place, nil, nil, d.c.Logger.With("deployment", dreq.Deployment, "errand", e.Name))
+	if _, err := d.rollout(ctx, r, x, p.Rollout(), dreq, &p, true, d.c.Logger.With("deployment", dreq.Deployment, "errand", e.Name)); err != nil {
+		return err
+	}
+	for _, od := range p.OrphanDisks {
+		if err := d.c.Store.Update(func(tx *store.Tx) error { return tx.OrphanDisk(od.CID) }); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
+// runErrandJob runs one job's bin/run on one instance through its agent
+// and records its output; the exit code is the result.
+func (d *Deployer) runErrandJob(ctx context.Context, r *task.Reporter, inst plan.InstanceState, job string) (int, error) {
+	if inst.AgentID == "" {
+		return 0, fmt.Errorf("errand %s: instance %s/%s has no VM", job, inst.Group, inst.ID)
+	}
+	step := fmt.Sprintf("%s on %s/%s (%d)", job, inst.Group, inst.ID, inst.Index)
+	var res protocol.RunCommandResult
+	err := r.Stage("Running errand", 1).Run(step, func() error {
+		var err error
+		// The agent runs commands in its base directory (/var/vcap).
+		res, err = d.agent(inst.AgentID).RunCommand(ctx, protocol.RunCommandRequest{
+			Command: path.Join("jobs", job, plan.ErrandScript),
+			Timeout: protocol.Duration(ErrandTimeout),
+		})
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s exit code %d\n", step, res.ExitCode)
+	if len(res.Stdout) > 0 {
+		fmt.Fprintf(&b, "--- stdout\n%s", withNewline(string(res.Stdout)))
+	}
+	if len(res.Stderr) > 0 {
+		fmt.Fprintf(&b, "--- stderr\n%s", withNewline(string(res.Stderr)))
+	}
+	if res.StdoutBytes > int64(len(res.Stdout)) || res.StderrBytes > int64(len(res.Stderr)) {
+		fmt.Fprintf(&b, "(output cut at %d bytes per stream: %d and %d written)\n", protocol.RunCommandMaxOutput, res.StdoutBytes, res.StderrBytes)
+	}
+	d.note(r, "Errand output", b.String())
+	return res.ExitCode, nil
+}
+
+var errandResult = regexp.MustCompile(`\(manifest (\d+)\)$`)
+
+// lastErrandRun is the manifest id of the errand's last successful run.
+func (d *Deployer) lastErrandRun(deployment, name string) (uint64, bool) {
+	var found uint64
+	ok := false
+	d.c.Store.View(func(tx *store.Tx) error {
+		ts, err := tx.Tasks(0, func(t store.Task) bool {
+			return t.Type == api.ErrandTaskType && t.Deployment == deployment && t.Description == api.ErrandTaskDescription(name) && t.State == store.TaskDone
+		})
+		for _, t := range ts {
+			if m := errandResult.FindStringSubmatch(t.Result); m != nil {
+				if id, err := strconv.ParseUint(m[1], 10, 64); err == nil {
+					found, ok = id, true
+					break // newest first
+				}
+			}
+		}
+		return err
+	})
+	return found, ok
+}
