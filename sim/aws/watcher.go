@@ -225,6 +225,10 @@ func (w *Watcher) syncInstance(ctx context.Context, inst types.Instance, volumes
 		}
 		if !known {
 			if _, err := w.boot(ctx, inst); err != nil {
+				var ec2Err *ec2Error
+				if errors.As(err, &ec2Err) {
+					return err // EC2 did not answer: the next sync tries again
+				}
 				w.failed[id] = true
 				w.cfg.Logger.Error("instance runs without a vm", "instance", id, "error", err)
 				return nil
@@ -267,7 +271,7 @@ func (w *Watcher) boot(ctx context.Context, inst types.Instance) (*instanceVM, e
 	}
 	ud, err := w.userData(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, &ec2Error{err}
 	}
 	info := Instance{
 		ID: id, ImageID: aws.ToString(inst.ImageId), InstanceType: string(inst.InstanceType),
@@ -286,6 +290,12 @@ func (w *Watcher) boot(ctx context.Context, inst types.Instance) (*instanceVM, e
 	w.vms[id] = vm
 	return vm, nil
 }
+
+// ec2Error is a failed EC2 call on the way to a boot: worth another try,
+// unlike a boot the machinery refused.
+type ec2Error struct{ error }
+
+func (e *ec2Error) Unwrap() error { return e.error }
 
 // userData reads an instance's user data (nil when it has none).
 func (w *Watcher) userData(ctx context.Context, id string) ([]byte, error) {
