@@ -110,6 +110,9 @@ type ErrandRequest struct {
 	WhenChanged bool `json:"when_changed,omitempty"`
 	// Instances select where it runs: GROUP or GROUP/ID (id or index).
 	Instances []string `json:"instances,omitempty"`
+	// DownloadLogs fetches each instance's logs after the run into the
+	// blobstore (events of stage ErrandLogsStage), before any VM goes.
+	DownloadLogs bool `json:"download_logs,omitempty"`
 }
 
 // ErrandInfo is one errand in GET /v1/deployments/{name}/errands.

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path"
@@ -140,6 +141,11 @@ func (d *Deployer) RunErrand(ctx context.Context, r *task.Reporter, req api.Erra
 				failures = append(failures, fmt.Sprintf("%s on %s/%s (%d) exited %d", run.Job, inst.Group, inst.ID, inst.Index, code))
 			}
 		}
+		if req.DownloadLogs {
+			if err := d.errandLogs(ctx, r, req.Deployment, inst); err != nil {
+				failures = append(failures, err.Error())
+			}
+		}
 	}
 	if len(failures) > 0 {
 		return "", fmt.Errorf("errand %s failed: %s", e.Name, strings.Join(failures, "; "))
@@ -260,4 +266,26 @@ func (d *Deployer) lastErrandRun(deployment, name string) (uint64, bool) {
 		return err
 	})
 	return found, ok
+}
+
+// errandLogs fetches an errand instance's logs into the blobstore and
+// records where they are (stage api.ErrandLogsStage).
+func (d *Deployer) errandLogs(ctx context.Context, r *task.Reporter, deployment string, inst plan.InstanceState) error {
+	name := fmt.Sprintf("%s/%s", inst.Group, inst.ID)
+	var blobID string
+	var got protocol.FetchLogsResult
+	err := r.Stage("Fetching logs", 1).Run(name, func() error {
+		var err error
+		blobID, got, err = api.FetchLogs(ctx, d.agent(inst.AgentID), d.c.Blobs, d.c.Signer, d.c.BlobURL, nil)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("logs of %s: %w", name, err)
+	}
+	raw, _ := json.Marshal(map[string]any{
+		"text": fmt.Sprintf("logs of %s (%d bytes) ready for download", name, got.Size),
+		"logs": api.LogsResult{BlobID: blobID, SHA256: got.SHA256, Size: got.Size, Deployment: deployment, Group: inst.Group, ID: inst.ID, Index: inst.Index},
+	})
+	r.Event(store.Event{Stage: api.ErrandLogsStage, State: "info", Data: raw})
+	return nil
 }

@@ -166,7 +166,12 @@ func TestErrands(t *testing.T) {
 		}
 	}
 
-	out, code := runErrand("smoke")
+	logsDir := filepath.Join(work, "errand-logs")
+	os.MkdirAll(logsDir, 0o755)
+	out, code := runErrand("smoke", "--download-logs", logsDir)
+	if logs, _ := filepath.Glob(filepath.Join(logsDir, "errands.smoke.*.tgz")); len(logs) != 1 {
+		t.Errorf("--download-logs saved %v, want one errands.smoke.*.tgz", logs)
+	}
 	if code != 0 || !strings.Contains(out, "db at "+prefix+"1.") || !strings.Contains(out, "smoke stderr line") || !strings.Contains(out, "exit code 0") {
 		t.Errorf("run-errand smoke: exit %d\n%s", code, out)
 	}
