@@ -103,7 +103,28 @@ func (tools) Interpolate(ctx context.Context, file string, o cli.InterpolateOpti
 	if err != nil {
 		return nil, err
 	}
-	return manifest.Interpolate(ctx, file, raw, manifest.LoadOptions{OpsFiles: ops, VarsFiles: vars, Vars: o.Vars, Strict: o.Strict})
+	opts := manifest.LoadOptions{OpsFiles: ops, VarsFiles: vars, Vars: o.Vars, Strict: o.Strict}
+	if o.VarsStore == "" {
+		return manifest.Interpolate(ctx, file, raw, opts)
+	}
+	// The store is consulted after -v and -l, and receives every declared
+	// variable it lacks, as the BOSH CLI's --vars-store.
+	withOps, _, err := manifest.Prepare(ctx, file, raw, manifest.LoadOptions{OpsFiles: ops})
+	if err != nil {
+		return nil, err
+	}
+	store, err := manifest.OpenVarsStore(o.VarsStore, withOps)
+	if err != nil {
+		return nil, err
+	}
+	if err := store.GenerateAll(); err != nil {
+		return nil, err
+	}
+	if err := store.Save(); err != nil {
+		return nil, err
+	}
+	opts.Source = store
+	return manifest.Interpolate(ctx, file, raw, opts)
 }
 
 func (tools) Prepare(ctx context.Context, file string, o cli.InterpolateOptions) ([]byte, map[string]any, error) {

@@ -90,6 +90,9 @@ type InterpolateOptions struct {
 	VarsFiles []string
 	OpsFiles  []string
 	Strict    bool
+	// VarsStore is a YAML file that resolves variables and receives the
+	// ones the document declares and it lacks (interpolate --vars-store).
+	VarsStore string
 }
 
 // Preparer is implemented by Tools that can keep -v/-l values out of the

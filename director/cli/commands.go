@@ -183,6 +183,7 @@ func (a *app) interpolateCmd() *cobra.Command {
 	}
 	addInterpolateFlags(cmd, &o)
 	cmd.Flags().BoolVar(&o.Strict, "var-errs", false, "fail on any variable nothing resolves")
+	cmd.Flags().StringVar(&o.VarsStore, "vars-store", "", "YAML `FILE` of variables that receives a generated value for each variable the document declares and it lacks")
 	return cmd
 }
 
