@@ -313,6 +313,7 @@ func (a *app) stemcellsCmd() *cobra.Command {
 
 func (a *app) updateConfigCmd(typ string) *cobra.Command {
 	var name string
+	var o InterpolateOptions
 	cmd := &cobra.Command{
 		Use:   "update-" + typ + "-config FILE",
 		Short: "Store a new version of the " + typ + " config",
@@ -321,6 +322,13 @@ func (a *app) updateConfigCmd(typ string) *cobra.Command {
 			raw, err := os.ReadFile(argv[0])
 			if err != nil {
 				return Usage(err)
+			}
+			if len(o.Vars)+len(o.VarsFiles)+len(o.OpsFiles) > 0 {
+				// Ops files and -v/-l apply here; references they leave
+				// stay for the director (a runtime config's, at deploy).
+				if raw, err = a.d.Tools.Interpolate(cmd.Context(), argv[0], o); err != nil {
+					return Usage(err)
+				}
 			}
 			c, err := a.client()
 			if err != nil {
@@ -348,6 +356,7 @@ func (a *app) updateConfigCmd(typ string) *cobra.Command {
 	if typ != "cpi" {
 		cmd.Flags().StringVar(&name, "name", "default", "config name")
 	}
+	addInterpolateFlags(cmd, &o)
 	return cmd
 }
 

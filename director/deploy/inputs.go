@@ -57,15 +57,6 @@ func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req api.DeployR
 		return nil, fmt.Errorf("stored cloud config: %w", err)
 	}
 	in.desired.CloudConfig = cc
-	for _, rc := range runtimes {
-		parsed, err := manifest.ParseRuntimeConfig(fmt.Sprintf("runtime config %s (%d)", rc.Name, rc.ID), []byte(rc.Content))
-		if err != nil {
-			return nil, fmt.Errorf("stored runtime config: %w", err)
-		}
-		in.desired.RuntimeConfigs = append(in.desired.RuntimeConfigs, parsed)
-		in.runtimeConfigIDs = append(in.runtimeConfigIDs, rc.ID)
-	}
-
 	var rcDocs [][]byte
 	for _, rc := range runtimes {
 		rcDocs = append(rcDocs, []byte(rc.Content))
@@ -80,6 +71,21 @@ func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req api.DeployR
 	// BOSH generates every declared variable, referenced or not.
 	if err := vars.GenerateAll(ctx); err != nil {
 		return nil, err
+	}
+	// Runtime configs are interpolated with the deployment's variables
+	// (theirs included), as BOSH does.
+	for _, rc := range runtimes {
+		name := fmt.Sprintf("runtime config %s (%d)", rc.Name, rc.ID)
+		rdoc, err := manifest.Load(ctx, name, []byte(rc.Content), manifest.LoadOptions{Source: vars, Strict: true})
+		if err != nil {
+			return nil, api.BadInput(fmt.Errorf("stored runtime config: %w", err))
+		}
+		parsed, err := rdoc.RuntimeConfig()
+		if err != nil {
+			return nil, fmt.Errorf("stored runtime config: %w", err)
+		}
+		in.desired.RuntimeConfigs = append(in.desired.RuntimeConfigs, parsed)
+		in.runtimeConfigIDs = append(in.runtimeConfigIDs, rc.ID)
 	}
 	doc, err := manifest.Load(ctx, "manifest.yml", []byte(req.Manifest), manifest.LoadOptions{Source: vars, Strict: true})
 	if err != nil {

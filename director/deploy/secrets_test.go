@@ -192,3 +192,28 @@ variables:
 		t.Errorf("the deploy after a rotation: %q, want the instance updated", res)
 	}
 }
+
+// TestRuntimeConfigVariables: a runtime config's variables are generated
+// at deploy and resolve the deployment's references.
+func TestRuntimeConfigVariables(t *testing.T) {
+	r := newRig(t)
+	if err := r.store.Update(func(tx *store.Tx) error {
+		_, _, err := tx.AddConfig(store.ConfigRuntime, "default", "variables:\n- {name: rc_pw, type: password, options: {length: 12}}\n- {name: rc_unused, type: rsa}\n")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r.deploy(benchManifest(1, "((rc_pw))", 0), false)
+	for _, name := range []string{"/big/rc_pw", "/big/rc_unused"} {
+		err := r.store.View(func(tx *store.Tx) error {
+			v, err := tx.Variable(name)
+			if err == nil && name == "/big/rc_pw" && len(v.Value) != 14 {
+				t.Errorf("rc_pw %d bytes of JSON, want a 12-character string", len(v.Value))
+			}
+			return err
+		})
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
