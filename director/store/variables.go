@@ -18,7 +18,7 @@ type Variable struct {
 	CreatedAt time.Time       `json:"created_at"`
 	// Digest fingerprints the declaration (type and options) the value was
 	// generated from, so that update_mode: converge can tell a change.
-	Digest string `json:"digest,omitempty"`
+	Digest string `json:"-"`
 }
 
 // sealed is a Variable as stored: everything but the value in clear, so that
