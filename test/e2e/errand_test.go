@@ -24,14 +24,17 @@ var errandRelease = map[string]string{
 	"jobs/server/spec": `name: server
 templates:
   check.tmpl: bin/run
+  secret.tmpl: config/secret
 provides:
 - name: db
   type: db
   properties: [port]
 properties:
   port: {default: 5432}
+  password: {default: none}
 `,
 	"jobs/server/templates/check.tmpl": "#!/bin/sh\necho check on {{ spec.Name }}/{{ spec.Index }}\n",
+	"jobs/server/templates/secret.tmpl": "{{ p \"password\" }}\n",
 	"jobs/smoke/spec": `name: smoke
 templates:
   run.tmpl: bin/run
@@ -67,7 +70,7 @@ instance_groups:
   stemcell: default
   networks: [{name: default}]
   jobs:
-  - {name: server, release: errands}
+  - {name: server, release: errands, properties: {password: ((db_password))}}
 - name: smoke
   lifecycle: errand
   azs: [z1]
@@ -142,10 +145,12 @@ func TestErrands(t *testing.T) {
 	d.run("-n", "update-cloud-config", ccFile)
 	manifest := filepath.Join(work, "errands.yml")
 	os.WriteFile(manifest, []byte(errandManifest), 0o644)
-	d.deploy(manifest)
+	const secret = "S3cret-e2e-Qx71Lm"
+	d.deploy(manifest, "-v", "db_password="+secret)
 	if got := vmDirs(t, data); len(got) != 2 {
 		t.Fatalf("after deploy: %d VMs, want the 2 servers (errands get none): %v", len(got), got)
 	}
+	checkSecret(t, d, data, work, secret)
 
 	runErrand := func(args ...string) (string, int) {
 		t.Helper()
@@ -261,5 +266,55 @@ func TestErrands(t *testing.T) {
 	}
 	if got := vmDirs(t, data); len(got) != 2 {
 		t.Errorf("after a cancelled errand: %d VMs, want 2: %v", len(got), got)
+	}
+}
+
+// checkSecret: a value given with -v at deploy (rendered into a job's
+// config) is in no task's events or record, no audit event, not in the
+// director's log, a backup, the state file or the variables list; only
+// variables --reveal shows it, as a variable of type value.
+func checkSecret(t *testing.T, d *director, data, work, secret string) {
+	t.Helper()
+	var where []string
+	look := func(what, text string) {
+		if strings.Contains(text, secret) {
+			where = append(where, what)
+		}
+	}
+	var tasks []struct {
+		ID uint64 `json:"id"`
+	}
+	json.Unmarshal([]byte(d.run("--json", "tasks", "--recent=1000")), &tasks)
+	if len(tasks) == 0 {
+		t.Error("no tasks listed")
+	}
+	for _, tk := range tasks {
+		out, _ := d.command("--json", "task", fmt.Sprint(tk.ID)).CombinedOutput()
+		look(fmt.Sprintf("task %d", tk.ID), string(out))
+	}
+	look("audit events", d.run("--json", "events"))
+	look("director log", d.logs.String())
+	backup := filepath.Join(work, "backup.db")
+	d.run("backup", backup)
+	raw, _ := os.ReadFile(backup)
+	look("backup", string(raw))
+	raw, _ = os.ReadFile(filepath.Join(data, "state.db"))
+	look("state file", string(raw))
+	look("variables without --reveal", d.run("-d", "errands", "--json", "variables"))
+	if len(where) > 0 {
+		t.Errorf("the -v secret is in clear in: %v", where)
+	}
+	var vars []map[string]any
+	if err := json.Unmarshal([]byte(d.run("-d", "errands", "--json", "variables", "--reveal")), &vars); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, v := range vars {
+		if v["name"] == "/errands/db_password" && v["value"] == secret && v["created_at"] != nil {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("variables --reveal --json lacks /errands/db_password with its value: %v", vars)
 	}
 }
