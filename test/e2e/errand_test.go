@@ -33,7 +33,7 @@ properties:
   port: {default: 5432}
   password: {default: none}
 `,
-	"jobs/server/templates/check.tmpl": "#!/bin/sh\necho check on {{ spec.Name }}/{{ spec.Index }}\n",
+	"jobs/server/templates/check.tmpl":  "#!/bin/sh\necho check on {{ spec.Name }}/{{ spec.Index }}\n",
 	"jobs/server/templates/secret.tmpl": "{{ p \"password\" }}\n",
 	"jobs/smoke/spec": `name: smoke
 templates:
