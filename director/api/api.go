@@ -10,6 +10,7 @@
 //	GET  /v1/releases                      POST /v1/releases (tarball body) -> task
 //	GET  /v1/stemcells                     POST /v1/stemcells (tarball body) -> task
 //	GET  /v1/configs?type=T[&all=true]     POST /v1/configs {type,name,content}
+//	     (a cpi config's properties, its credentials, only to admin; redact.go)
 //	GET  /v1/deployments                   POST /v1/deployments (deploy) -> task
 //	GET  /v1/deployments/{name}            DELETE /v1/deployments/{name}[?force=true] -> task
 //	GET  /v1/deployments/{name}/instances[?ps=true]  GET /v1/deployments/{name}/vms[?vitals=true]
@@ -550,7 +551,16 @@ func (s *Server) locks(w http.ResponseWriter, r *http.Request) {
 func (s *Server) configs(w http.ResponseWriter, r *http.Request) {
 	typ := r.URL.Query().Get("type")
 	all := r.URL.Query().Get("all") == "true"
-	view(s, w, func(tx *store.Tx) ([]store.Config, error) { return nonNil(tx.Configs(typ, !all)) })
+	admin := isAdmin(r)
+	view(s, w, func(tx *store.Tx) ([]store.Config, error) {
+		cs, err := tx.Configs(typ, !all)
+		if !admin {
+			for i := range cs {
+				cs[i] = redactConfig(cs[i])
+			}
+		}
+		return nonNil(cs, err)
+	})
 }
 
 // ConfigRequest is POST /v1/configs.
