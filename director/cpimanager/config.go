@@ -8,7 +8,9 @@
 //	cpis:
 //	- name: local            # referenced by cloud config azs[].cpi
 //	  type: local            # the plugin binary is cpi-<type>
-//	  exec_path: /opt/cpi    # optional; else next to the director, then PATH
+//	  exec_path: /opt/cpi    # optional, absolute, next to the director or
+//	                         # under director.yml's external_cpis; else
+//	                         # cpi-<type> next to the director, then PATH
 //	  default: true          # optional; the CPI of an AZ that names none
 //	  properties: {...}      # handed to the plugin, may hold credentials
 //
@@ -81,9 +83,13 @@ func ParseConfig(file string, raw []byte) (Config, error) {
 		names[c.Name] = true
 		if c.Type == "" {
 			errs = append(errs, at(line, "type", "required (e.g. local, aws)"))
+		} else if !validType(c.Type) {
+			errs = append(errs, at(line, "type", "%q is not a plain name (letters, digits, - and _)", c.Type))
 		}
 		if c.Type == TypeExternal && !filepath.IsAbs(c.ExecPath) {
 			errs = append(errs, at(line, "exec_path", "an external cpi needs the absolute path of its executable"))
+		} else if c.ExecPath != "" && !filepath.IsAbs(c.ExecPath) {
+			errs = append(errs, at(line, "exec_path", "%q is not an absolute path", c.ExecPath))
 		}
 		if c.Default {
 			defaults++
@@ -115,6 +121,20 @@ func ParseConfig(file string, raw []byte) (Config, error) {
 		errs = append(errs, fmt.Errorf("%s: cpis: at least one cpi is required", file))
 	}
 	return cfg, errors.Join(errs...)
+}
+
+// validType: a type names the binary cpi-<type>, so it is a plain name
+// that cannot reach another directory.
+func validType(t string) bool {
+	if t == "" || len(t) > 64 {
+		return false
+	}
+	for _, r := range t {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // Marshal renders the config as YAML (as stored and shown by `cpi-config`).

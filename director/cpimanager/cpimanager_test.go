@@ -66,6 +66,18 @@ const twoCPIs = `cpis:
   properties: {secret_access_key: hunter2-secret}
 `
 
+// pluginDir holds executable cpi-local and cpi-aws, and twoCPIs with its
+// exec_paths pointing there.
+func pluginDir(t *testing.T) (dir, config string) {
+	dir = t.TempDir()
+	for _, n := range []string{"cpi-local", "cpi-aws"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, strings.ReplaceAll(twoCPIs, "/opt/", dir+"/")
+}
+
 func TestParseConfig(t *testing.T) {
 	cfg, err := cpimanager.ParseConfig("cpi.yml", []byte(twoCPIs))
 	if err != nil {
@@ -110,11 +122,12 @@ func TestParseConfigErrors(t *testing.T) {
 }
 
 func TestPluginsLaunchLazilyOnceAndRestartOnChange(t *testing.T) {
+	dir, twoCPIs := pluginDir(t)
 	cfg, _ := cpimanager.ParseConfig("cpi.yml", []byte(twoCPIs))
 	l := &launcher{t: t}
 	var calls []string
 	var mu sync.Mutex
-	m := cpimanager.New(cfg, cpimanager.Options{Launcher: l, Observer: func(c, method string, took time.Duration, err error) {
+	m := cpimanager.New(cfg, cpimanager.Options{Launcher: l, SearchDirs: []string{dir}, Observer: func(c, method string, took time.Duration, err error) {
 		mu.Lock()
 		calls = append(calls, c+"."+method)
 		mu.Unlock()
@@ -133,7 +146,7 @@ func TestPluginsLaunchLazilyOnceAndRestartOnChange(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if len(l.launched) != 1 || l.binaries[0] != "/opt/cpi-local" {
+	if real, _ := filepath.EvalSymlinks(filepath.Join(dir, "cpi-local")); len(l.launched) != 1 || l.binaries[0] != real {
 		t.Fatalf("launched %v from %v, want once from exec_path", l.launched, l.binaries)
 	}
 	if len(l.fakes["local"].fake.Stemcells()) != 3 {
@@ -199,5 +212,48 @@ func TestBinaryFoundNextToTheDirectorThenOnPath(t *testing.T) {
 	_, err := m.Get(context.Background(), "x")
 	if err == nil || !strings.Contains(err.Error(), "cpi-nowhere not found") || !strings.Contains(err.Error(), "exec_path") {
 		t.Errorf("missing binary: %v", err)
+	}
+}
+
+// An exec_path of any type runs only from next to the director or from
+// director.yml's external_cpis: an admin token cannot make the director run
+// a program of its choosing.
+func TestExecPathOnlyFromAllowedPlaces(t *testing.T) {
+	dir, _ := pluginDir(t)
+	other := t.TempDir()
+	evil := filepath.Join(other, "cpi-local")
+	if err := os.WriteFile(evil, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(evil, filepath.Join(dir, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct{ exec, want string }{
+		{filepath.Join(dir, "cpi-local"), ""},
+		{"/bin/sh", "outside the places CPI executables may run from"},
+		{evil, "outside the places"},
+		{filepath.Join(dir, "escape"), "outside the places"},
+		{filepath.Join(dir, "..", filepath.Base(other), "cpi-local"), "outside the places"},
+	}
+	for _, c := range cases {
+		cfg, err := cpimanager.ParseConfig("cpi.yml", []byte("cpis:\n- name: x\n  type: local\n  exec_path: "+c.exec+"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := &launcher{t: t}
+		m := cpimanager.New(cfg, cpimanager.Options{Launcher: l, SearchDirs: []string{dir}})
+		_, err = m.Get(context.Background(), "x")
+		if (c.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("exec_path %s: %v, want %q", c.exec, err, c.want)
+		}
+		if c.want != "" && len(l.binaries) != 0 {
+			t.Errorf("exec_path %s: launched %v", c.exec, l.binaries)
+		}
+		m.Close()
+	}
+	for _, bad := range []string{"type: ../../tmp/x", "type: local\n  exec_path: bin/cpi"} {
+		if _, err := cpimanager.ParseConfig("cpi.yml", []byte("cpis:\n- name: x\n  "+bad+"\n")); err == nil || !strings.Contains(err.Error(), "cpis[0].") {
+			t.Errorf("%q: %v", bad, err)
+		}
 	}
 }

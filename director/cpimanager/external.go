@@ -26,7 +26,7 @@ func (externalProcess) Close() error { return nil }
 // external checks an external entry's executable against the allowed
 // places and returns the CPI that runs it.
 func (m *Manager) external(p Plugin) (Process, error) {
-	path, err := m.allowedExternal(p.ExecPath)
+	path, err := m.allowedExec(p.ExecPath)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
@@ -38,9 +38,11 @@ func (m *Manager) external(p Plugin) (Process, error) {
 	return externalProcess{j}, nil
 }
 
-// allowedExternal resolves exec (symbolic links included) and accepts it
-// only inside SearchDirs or ExternalCPIs, as an executable regular file.
-func (m *Manager) allowedExternal(exec string) (string, error) {
+// allowedExec resolves exec (symbolic links included) and accepts it only
+// inside SearchDirs or ExternalCPIs, as an executable regular file. Every
+// exec_path goes through it, whatever the entry's type: a cpi config is
+// uploaded with an API token, which must not choose what the director runs.
+func (m *Manager) allowedExec(exec string) (string, error) {
 	if !filepath.IsAbs(exec) {
 		return "", fmt.Errorf("exec_path %q is not absolute", exec)
 	}
@@ -65,5 +67,5 @@ func (m *Manager) allowedExternal(exec string) (string, error) {
 			return real, nil
 		}
 	}
-	return "", fmt.Errorf("exec_path %s is outside the places external CPIs may run from (%s): list it under external_cpis in director.yml", exec, strings.Join(allowed, ", "))
+	return "", fmt.Errorf("exec_path %s is outside the places CPI executables may run from (%s): put it next to the director or list it under external_cpis in director.yml", exec, strings.Join(allowed, ", "))
 }

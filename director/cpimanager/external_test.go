@@ -218,7 +218,7 @@ func TestExternalCPIPlaces(t *testing.T) {
 	}
 	cases := []struct{ exec, want string }{
 		{filepath.Join(allowed, "cpi"), ""},
-		{filepath.Join(other, "cpi"), "outside the places external CPIs may run from"},
+		{filepath.Join(other, "cpi"), "outside the places CPI executables may run from"},
 		{filepath.Join(allowed, "escape"), "outside the places"},
 		{filepath.Join(allowed, "..", filepath.Base(other), "cpi"), "outside the places"},
 		{filepath.Join(allowed, "plain"), "not an executable file"},

@@ -220,11 +220,19 @@ func (m *Manager) Info(ctx context.Context, name string) (cpi.Info, error) {
 	return info, nil
 }
 
-// binary finds the plugin's executable: exec_path, else cpi-<type> in the
-// search directories, else on PATH.
+// binary finds the plugin's executable: exec_path (only inside SearchDirs or
+// ExternalCPIs), else cpi-<type> in the search directories, else on the
+// director's PATH (ParseConfig allows only plain names as types).
 func (m *Manager) binary(p Plugin) (string, error) {
 	if p.ExecPath != "" {
-		return p.ExecPath, nil
+		path, err := m.allowedExec(p.ExecPath)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", p, err)
+		}
+		return path, nil
+	}
+	if !validType(p.Type) {
+		return "", fmt.Errorf("%s: type %q is not a plain name", p, p.Type)
 	}
 	name := "cpi-" + p.Type
 	for _, d := range m.opts.SearchDirs {

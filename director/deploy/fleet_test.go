@@ -263,7 +263,16 @@ func newRigLogging(tb testing.TB, logger *slog.Logger) *rig {
 		tb.Fatal(err)
 	}
 	cloud := fleetCloud{Fake: cpitest.NewFake(), fleet: fl}
-	cpis := cpimanager.New(cpimanager.Config{CPIs: []cpimanager.Plugin{{Name: "fake", Type: "fake", ExecPath: "fake-in-process"}}}, cpimanager.Options{Launcher: fleetLauncher{cloud}, Logger: logger})
+	// The launcher serves the fake in process; the file only satisfies the
+	// manager's rule that plugins run from next to the director.
+	pluginDir := filepath.Join(dir, "plugins")
+	if err := os.MkdirAll(pluginDir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pluginDir, "cpi-fake"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	cpis := cpimanager.New(cpimanager.Config{CPIs: []cpimanager.Plugin{{Name: "fake", Type: "fake"}}}, cpimanager.Options{Launcher: fleetLauncher{cloud}, Logger: logger, SearchDirs: []string{pluginDir}})
 
 	blobs, err := blobstore.NewFS(filepath.Join(dir, "blobs"))
 	if err != nil {
