@@ -372,7 +372,7 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 		Health:    &api.Health{Monitor: hsvc.Monitor, CloudCheck: checker},
 		Agents:    agentStates{conn: d.Conn},
 		Remote:    newRemote(d),
-		Disks:     diskDeleter{cpis: d.CPIs},
+		Disks:     diskDeleter{cpis: d.CPIs, directorID: d.ID},
 		CPIs:      d.CPIs.Names,
 		UploadDir: uploadDir,
 	})

@@ -2,11 +2,9 @@ package deploy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
-	"github.com/compleat/compleat/cpi"
 	"github.com/compleat/compleat/director/api"
 	"github.com/compleat/compleat/director/plan"
 	"github.com/compleat/compleat/director/store"
@@ -70,12 +68,8 @@ func (d *Deployer) Delete(ctx context.Context, r *task.Reporter, name string, fo
 					if owner == "" {
 						owner = cpiName
 					}
-					c, err := d.cpi(ctx, owner)
-					if err != nil {
+					if err := d.deleteTaggedDisk(ctx, owner, dk.CID); err != nil {
 						return err
-					}
-					if err := c.DeleteDisk(ctx, dk.CID); err != nil && !errors.Is(err, cpi.ErrDiskNotFound) {
-						return fmt.Errorf("delete disk %s: %w", dk.CID, err)
 					}
 				}
 				return d.c.Store.Update(func(tx *store.Tx) error { return tx.DeleteDisk(dk.CID) })

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/compleat/compleat/cpi"
 	"github.com/compleat/compleat/director/blobstore"
 	"github.com/compleat/compleat/director/plan"
 	"github.com/compleat/compleat/director/store"
@@ -19,9 +18,10 @@ import (
 // reconcile finishes what an interrupted task on the deployment left
 // behind, from the intents recorded in the store:
 //
-//   - a VM being created (its cid unknown): its agent, found on the bus by
-//     the agent id recorded with the intent, names its VM, which is
-//     deleted; an agent that does not answer had no VM come up;
+//   - a VM being created (its cid unknown): found through the CPI's
+//     ListVMs by the creation tags (this director's id, the agent id
+//     recorded with the intent) and deleted; on a CPI that cannot list
+//     VMs nothing is deleted (see createdBy);
 //   - a VM being deleted: deleted again (deletes are idempotent);
 //   - a compile VM: deleted;
 //   - a VM no instance record points at: deleted (it was created but the
@@ -29,8 +29,8 @@ import (
 //   - an instance whose VM the cloud no longer has: its VM forgotten, so
 //     the plan creates a new one ("vm missing");
 //   - a disk created that no instance record holds: orphaned;
-//   - a disk being created: its record dropped (the CPI offers no lookup
-//     by metadata; the orphan, if any, is left to cloud-check).
+//   - a disk being created: its record dropped (the disk, if the cloud
+//     made it, is an unknown disk to cloud-check, found by ListDisks).
 //
 // The rest (instances half updated) needs nothing: their records still
 // hold the state they had before, so the plan updates them again.
@@ -190,11 +190,12 @@ func describeVM(vm store.VM) string {
 const intentAgentWait = 30 * time.Second
 
 // createdBy finds the VM an interrupted creation made, "" when it made
-// none. A CPI that lists VMs answers by the creation tags (the VM carrying
-// the intent's agent id and this director's id); otherwise the agent, if
-// it comes up, names its VM, which is taken only if no other VM record of
-// this director holds that cid (an agent cannot make the director delete
-// another instance's VM).
+// none or when the director cannot tell that it made it. Only a CPI that
+// lists VMs answers: the VM carrying this director's id and the intent's
+// agent id (its creation tags). On a CPI that cannot list VMs the agent,
+// if it comes up, may name its VM, but an agent's word is never a reason to
+// delete a VM (it could name any VM the cloud credentials reach): the cid
+// is logged for the operator and nothing is deleted.
 func (d *Deployer) createdBy(ctx context.Context, vm store.VM) (string, error) {
 	v, found, ok, err := d.listed(ctx, vm.CPI, vm.AgentID)
 	if err != nil {
@@ -211,28 +212,18 @@ func (d *Deployer) createdBy(ctx context.Context, vm store.VM) (string, error) {
 	// a backoff of up to 10 s: give it time to come back.
 	named, answered := d.agentVM(ctx, vm.AgentID, intentAgentWait)
 	if !answered {
-		d.c.Logger.Warn("no agent answers for an interrupted vm creation; if the cloud made the vm, cloud-check finds it",
-			"deployment", vm.Deployment, "agent_id", vm.AgentID, "waited", intentAgentWait)
+		d.c.Logger.Warn("no agent answers for an interrupted vm creation on a cpi that cannot list vms; if the cloud made the vm, delete it by hand",
+			"deployment", vm.Deployment, "cpi", vm.CPI, "agent_id", vm.AgentID, "waited", intentAgentWait)
 		return "", nil
 	}
-	var other store.VM
-	err = d.c.Store.View(func(tx *store.Tx) error {
-		var err error
-		other, err = tx.VM(named)
-		return err
-	})
-	switch {
-	case err == nil && other.AgentID != vm.AgentID:
-		return "", fmt.Errorf("agent %s names vm %s, which is recorded for agent %s: not deleting it", vm.AgentID, named, other.AgentID)
-	case err != nil && !errors.Is(err, store.ErrNotFound):
-		return "", err
-	}
-	return named, nil
+	d.c.Logger.Warn("the agent of an interrupted vm creation names its vm, but cpi cannot list vms by their tags, so the director cannot tell that it made it: not deleting it; delete it by hand if it is this deployment's",
+		"deployment", vm.Deployment, "cpi", vm.CPI, "agent_id", vm.AgentID, "vm", named)
+	return "", nil
 }
 
 // resolveVM deletes a VM an interrupted task left behind.
 func (d *Deployer) resolveVM(ctx context.Context, vm store.VM) error {
-	cid := vm.CID
+	cid, agentID := vm.CID, vm.AgentID
 	if vm.State == vmCreating {
 		found, err := d.createdBy(ctx, vm)
 		if err != nil {
@@ -246,12 +237,8 @@ func (d *Deployer) resolveVM(ctx context.Context, vm store.VM) error {
 			return err
 		}
 	}
-	c, err := d.cpi(ctx, vm.CPI)
-	if err != nil {
+	if err := d.deleteTaggedVM(ctx, vm.CPI, cid, agentID); err != nil {
 		return err
-	}
-	if err := c.DeleteVM(ctx, cid); err != nil && !errors.Is(err, cpi.ErrVMNotFound) {
-		return fmt.Errorf("delete vm %s: %w", cid, err)
 	}
 	return d.c.Store.Update(func(tx *store.Tx) error {
 		if err := tx.DeleteVM(cid); err != nil && !errors.Is(err, store.ErrNotFound) {

@@ -70,38 +70,93 @@ func TestReconcileFindsAnInterruptedVMByItsTags(t *testing.T) {
 	})
 }
 
-// Without ListVMs the director asks the interrupted creation's agent which
-// VM it runs on; an agent that names another instance's VM does not get it
-// deleted.
-func TestReconcileRefusesAVMAnAgentNamesFalsely(t *testing.T) {
+// Without ListVMs the director cannot check a VM's tags, so an agent's word
+// is never enough to delete a VM: an interrupted creation's agent that
+// names another instance's VM, or a VM this director never made, gets
+// neither deleted, and the deploy converges (the intent is dropped).
+func TestReconcileNeverDeletesAVMAnAgentNames(t *testing.T) {
 	r := newRig(t)
-	caps := cpi.Capabilities{DiskHints: true, DynamicNetworks: true}
-	r.cloud.SetCapabilities(caps)
+	r.cloud.SetCapabilities(cpi.Capabilities{DiskHints: true, DynamicNetworks: true})
 	m := benchManifest(2, "v1", 0)
 	r.deploy(m, false)
 	victim := r.cloud.VMs()[0]
-	r.fleet.boot("agent-liar", victim.CID)
-	r.interrupted("agent-liar")
-	started, err := r.tasks.Start(context.Background(), task.Spec{Type: "deploy", Deployment: "big"}, func(ctx context.Context, rep *task.Reporter) (string, error) {
-		return r.d.Deploy(ctx, rep, api.DeployRequest{Deployment: "big", Manifest: m})
-	})
+	stranger, err := r.cloud.CreateVM(context.Background(), cpi.CreateVMRequest{AgentID: "agent-stranger", StemcellCID: r.stemcellCID(),
+		CloudProperties: []byte(`{}`), Networks: map[string]cpi.Network{"default": {Type: "dynamic"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tk store.Task
-	for !tk.Finished() {
-		if _, tk, err = r.tasks.Wait(t.Context(), started.ID, 0); err != nil {
-			t.Fatal(err)
+	r.fleet.boot("agent-liar", victim.CID)
+	r.interrupted("agent-liar")
+	r.fleet.boot("agent-liar2", stranger.CID)
+	r.interrupted("agent-liar2")
+	if res, _ := r.deploy(m, false); res != "No changes: nothing to do." {
+		t.Fatalf("deploy after the interruptions: %q", res)
+	}
+	left := map[string]bool{}
+	for _, vm := range r.cloud.VMs() {
+		left[vm.CID] = true
+	}
+	for _, cid := range []string{victim.CID, stranger.CID} {
+		if !left[cid] {
+			t.Errorf("vm %s, named by an agent, was deleted", cid)
 		}
 	}
-	if tk.State != store.TaskError || !strings.Contains(tk.Error, "names vm "+victim.CID) || !strings.Contains(tk.Error, "not deleting it") {
-		t.Errorf("deploy: %s %q, want a refusal to delete %s", tk.State, tk.Error, victim.CID)
-	}
-	found := false
-	for _, vm := range r.cloud.VMs() {
-		found = found || vm.CID == victim.CID
-	}
-	if !found {
-		t.Errorf("vm %s, named by an agent it does not belong to, was deleted", victim.CID)
+	r.store.View(func(tx *store.Tx) error {
+		for _, id := range []string{"intent-agent-liar", "intent-agent-liar2"} {
+			if _, err := tx.VM(id); err == nil {
+				t.Errorf("%s is still recorded", id)
+			}
+		}
+		return nil
+	})
+}
+
+// Before it deletes a VM the director checks its creation tags: a VM its
+// records hold but that the cloud lists with another director's tag (or for
+// another agent) is refused, and stays.
+func TestDeleteRefusesAVMTaggedForSomeoneElse(t *testing.T) {
+	r := newRig(t)
+	m := benchManifest(1, "v1", 0)
+	r.deploy(m, false)
+	for _, tc := range []struct{ name, director, agent string }{
+		{"another director", "other-director", "agent-x"},
+		{"another agent", "compleat", "agent-y"},
+	} {
+		foreign, err := r.cloud.CreateVM(context.Background(), cpi.CreateVMRequest{AgentID: tc.agent, StemcellCID: r.stemcellCID(),
+			CloudProperties: []byte(`{}`), Networks: map[string]cpi.Network{"default": {Type: "dynamic"}},
+			Tags: map[string]string{cpi.TagDirector: tc.director, cpi.TagAgentID: tc.agent}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A record pointing at it, held by no instance: reconcile deletes
+		// such VMs, unless their tags say they are not this one's.
+		if err := r.store.Update(func(tx *store.Tx) error {
+			return tx.PutVM(store.VM{CID: foreign.CID, CPI: "fake", AgentID: "agent-recorded", Deployment: "big", InstanceID: "gone", State: "created"})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		started, err := r.tasks.Start(context.Background(), task.Spec{Type: "deploy", Deployment: "big"}, func(ctx context.Context, rep *task.Reporter) (string, error) {
+			return r.d.Deploy(ctx, rep, api.DeployRequest{Deployment: "big", Manifest: m})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tk store.Task
+		for !tk.Finished() {
+			if _, tk, err = r.tasks.Wait(t.Context(), started.ID, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if tk.State != store.TaskError || !strings.Contains(tk.Error, "delete vm "+foreign.CID) || !strings.Contains(tk.Error, "not made by this director") {
+			t.Errorf("%s: deploy %s %q, want a refusal to delete %s", tc.name, tk.State, tk.Error, foreign.CID)
+		}
+		found := false
+		for _, vm := range r.cloud.VMs() {
+			found = found || vm.CID == foreign.CID
+		}
+		if !found {
+			t.Errorf("%s: vm %s was deleted", tc.name, foreign.CID)
+		}
+		r.store.Update(func(tx *store.Tx) error { return tx.DeleteVM(foreign.CID) })
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/compleat/compleat/agent/protocol"
 	"github.com/compleat/compleat/agent/settings"
 	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/director/cpimanager"
 	"github.com/compleat/compleat/director/plan"
 	"github.com/compleat/compleat/director/store"
 )
@@ -275,14 +276,31 @@ func (d *Deployer) deleteVM(ctx context.Context, cpiName string, vm createdVM) e
 	if err != nil {
 		return err
 	}
+	if err := d.deleteTaggedVM(ctx, cpiName, vm.CID, vm.AgentID); err != nil {
+		return err
+	}
+	return d.c.Store.Update(func(tx *store.Tx) error { return tx.DeleteVM(vm.CID) })
+}
+
+// deleteTaggedVM deletes VM cid of a CPI once its creation tags show it is
+// this director's VM for agentID (cpimanager.CheckVM): a VM tagged for
+// another director or agent is refused, whatever the records say.
+func (d *Deployer) deleteTaggedVM(ctx context.Context, cpiName, cid, agentID string) error {
 	c, err := d.cpi(ctx, cpiName)
 	if err != nil {
 		return err
 	}
-	if err := c.DeleteVM(ctx, vm.CID); err != nil && !errors.Is(err, cpi.ErrVMNotFound) {
-		return fmt.Errorf("delete vm %s: %w", vm.CID, err)
+	info, err := d.c.CPIs.Info(ctx, cpiName)
+	if err != nil {
+		return err
 	}
-	return d.c.Store.Update(func(tx *store.Tx) error { return tx.DeleteVM(vm.CID) })
+	if _, err := cpimanager.CheckVM(ctx, c, info, cid, d.c.DirectorID, agentID); err != nil {
+		return fmt.Errorf("delete vm %s: %w", cid, err)
+	}
+	if err := c.DeleteVM(ctx, cid); err != nil && !errors.Is(err, cpi.ErrVMNotFound) {
+		return fmt.Errorf("delete vm %s: %w", cid, err)
+	}
+	return nil
 }
 
 // agentVM asks an agent which VM it runs on; ok is false when it does not
@@ -315,4 +333,24 @@ func scriptErr(name string, res protocol.RunScriptResult) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// deleteTaggedDisk deletes persistent disk cid of a CPI once its creation
+// tags show it is this director's (cpimanager.CheckDisk).
+func (d *Deployer) deleteTaggedDisk(ctx context.Context, cpiName, cid string) error {
+	c, err := d.cpi(ctx, cpiName)
+	if err != nil {
+		return err
+	}
+	info, err := d.c.CPIs.Info(ctx, cpiName)
+	if err != nil {
+		return err
+	}
+	if _, err := cpimanager.CheckDisk(ctx, c, info, cid, d.c.DirectorID); err != nil {
+		return fmt.Errorf("delete disk %s: %w", cid, err)
+	}
+	if err := c.DeleteDisk(ctx, cid); err != nil && !errors.Is(err, cpi.ErrDiskNotFound) {
+		return fmt.Errorf("delete disk %s: %w", cid, err)
+	}
+	return nil
 }
