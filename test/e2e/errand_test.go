@@ -208,6 +208,11 @@ func TestErrands(t *testing.T) {
 		t.Errorf("a run without --keep-alive after one with: %d VMs, want 2: %v", len(got), got)
 	}
 
+	out, code = runErrand("smoke", "--when-changed")
+	if code != 0 || !strings.Contains(out, "skipped") {
+		t.Errorf("run-errand --when-changed after a successful run of the same manifest: exit %d, want skipped\n%s", code, out)
+	}
+
 	out, code = runErrand("server", "--instance", "server/1")
 	if code != 0 || !strings.Contains(out, "check on server/1") || strings.Contains(out, "check on server/0") {
 		t.Errorf("colocated errand on server/1: exit %d\n%s", code, out)
