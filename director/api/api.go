@@ -203,6 +203,14 @@ type Deps struct {
 	MaxUpload int64
 }
 
+// Time limits of the API's http.Server (the composition root sets them;
+// docs/reliability.md lists them). ReadHeaderTimeout also bounds the TLS
+// handshake; IdleTimeout closes a kept-alive connection no request uses.
+const (
+	ReadHeaderTimeout = 10 * time.Second
+	IdleTimeout       = 60 * time.Second
+)
+
 // Server is the API's http.Handler.
 type Server struct {
 	d   Deps
@@ -269,6 +277,8 @@ func (s *Server) route(pattern, scope string, h http.HandlerFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := s.d.Auth.identify(r)
 		if !ok {
+			// A client without a valid token gets no kept-alive connection.
+			w.Header().Set("Connection", "close")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="compleat"`)
 			writeError(w, http.StatusUnauthorized, "unauthorized", errors.New("missing or unknown token"))
 			return

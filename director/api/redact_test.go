@@ -1,9 +1,14 @@
 package api_test
 
 import (
+	"bufio"
+	"crypto/tls"
 	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compleat/compleat/director/store"
 )
@@ -42,5 +47,39 @@ func TestReadTokenSeesCPICredentialsRedacted(t *testing.T) {
 	var cfgs []store.Config
 	if err := json.Unmarshal(raw, &cfgs); err != nil || len(cfgs) != 1 || cfgs[0].Content != content {
 		t.Errorf("GET as admin: %s (%v)", raw, err)
+	}
+}
+
+// A request without a valid token is answered 401 and its connection closed,
+// so token-less clients cannot hold connections open.
+func TestTokenlessConnectionsAreClosed(t *testing.T) {
+	f := newFixture(t)
+	for _, token := range []string{"", "wrong-token"} {
+		conn, err := tls.Dial("tcp", f.srv.Listener.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := "GET /v1/info HTTP/1.1\r\nHost: x\r\n"
+		if token != "" {
+			req += "Authorization: Bearer " + token + "\r\n"
+		}
+		if _, err := io.WriteString(conn, req+"\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != http.StatusUnauthorized || !resp.Close {
+			t.Errorf("token %q: status %d, close %v", token, resp.StatusCode, resp.Close)
+		}
+		// The server closes its side: the next read ends (the deadline only
+		// keeps a failing run from hanging).
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := conn.Read(make([]byte, 1)); err == nil {
+			t.Errorf("token %q: connection still open", token)
+		}
+		conn.Close()
 	}
 }

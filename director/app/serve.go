@@ -381,7 +381,8 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 	srv := &http.Server{
 		Handler:           handler,
 		TLSConfig:         tlsCfg,
-		ReadHeaderTimeout: 30 * time.Second,
+		ReadHeaderTimeout: api.ReadHeaderTimeout,
+		IdleTimeout:       api.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return baseCtx },
 	}
