@@ -169,6 +169,9 @@ func (v *variables) get(name string, depth int) (any, bool, error) {
 		return stored, found, nil
 	}
 	spec := dv.spec()
+	if spec.Options, err = v.resolveOptions(name, dv.Options, depth); err != nil {
+		return nil, false, err
+	}
 	digest := spec.Digest()
 	stale := !found || v.force[name]
 	if found && !stale && rec.Digest != "" && rec.Digest != digest && (dv.UpdateMode == "converge" || v.converge) {
@@ -349,3 +352,38 @@ func (d *Deployer) RegenerateVariable(ctx context.Context, r *task.Reporter, dep
 }
 
 var _ api.VariableRegenerator = (*Deployer)(nil)
+
+// resolveOptions fills ((references)) in a declaration's options (a
+// common_name given with -v, say) from the other variables.
+func (v *variables) resolveOptions(name string, opts map[string]any, depth int) (map[string]any, error) {
+	if len(opts) == 0 {
+		return opts, nil
+	}
+	raw, err := yaml.Marshal(opts)
+	if err != nil || !strings.Contains(string(raw), "((") {
+		return opts, err
+	}
+	var node yaml.Node
+	if err := yaml.Unmarshal(raw, &node); err != nil {
+		return nil, err
+	}
+	src := innerSource{v: v, depth: depth + 1}
+	if err := interpolate.Interpolate(context.Background(), &node, src, interpolate.Options{Strict: true}); err != nil {
+		return nil, fmt.Errorf("variable %s: options: %w", name, err)
+	}
+	var out map[string]any
+	if err := node.Decode(&out); err != nil {
+		return nil, fmt.Errorf("variable %s: options: %w", name, err)
+	}
+	return out, nil
+}
+
+// innerSource resolves from v while v.mu is held.
+type innerSource struct {
+	v     *variables
+	depth int
+}
+
+func (s innerSource) Get(_ context.Context, name string) (any, bool, error) {
+	return s.v.get(name, s.depth)
+}

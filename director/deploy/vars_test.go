@@ -2,6 +2,8 @@ package deploy
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"strings"
 	"testing"
 
@@ -115,4 +117,41 @@ func fmtCert(v any) string {
 	m, _ := v.(map[string]any)
 	s, _ := m["certificate"].(string)
 	return s
+}
+
+func TestOptionsTakeGivenValues(t *testing.T) {
+	st := openStore(t)
+	doc := `name: app
+variables:
+- {name: ca, type: certificate, options: {is_ca: true, common_name: ca}}
+- name: tls
+  type: certificate
+  update_mode: converge
+  options: {ca: ca, common_name: ((domain)), alternative_names: ["((domain))", "*.((domain))"]}
+`
+	gen := func(domain string, given bool) string {
+		v, _ := newVariables(st, "app", []byte(doc), true)
+		if given {
+			v.given = map[string]any{"domain": domain}
+		}
+		if err := v.GenerateAll(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		val, _, _ := v.Get(context.Background(), "tls")
+		b, _ := pem.Decode([]byte(fmtCert(val)))
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Subject.CommonName + " " + strings.Join(c.DNSNames, ",")
+	}
+	if got := gen("a.example", true); got != "a.example a.example,*.a.example" {
+		t.Errorf("certificate for %s", got)
+	}
+	if got := gen("", false); got != "a.example a.example,*.a.example" {
+		t.Errorf("without -v, the stored domain: %s", got)
+	}
+	if got := gen("b.example", true); got != "b.example b.example,*.b.example" {
+		t.Errorf("converge after the domain changed: %s", got)
+	}
 }
