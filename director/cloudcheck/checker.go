@@ -36,10 +36,12 @@ type Agents interface {
 	MountDisk(ctx context.Context, agentID, diskCID string, hint cpi.DiskHint) error
 }
 
-// Lister lists the VMs the clouds hold with this director's tag, with their
-// tags and CPI (CPIVMs, through the contract's ListVMs).
+// Lister lists the VMs and persistent disks the clouds hold with this
+// director's tag, with their tags and CPI (CPIVMs, through the contract's
+// ListVMs and ListDisks).
 type Lister interface {
 	ListVMs(ctx context.Context) ([]CloudVM, error)
+	ListDisks(ctx context.Context) ([]CloudDisk, error)
 }
 
 // Recreator recreates an instance's VM the way a deploy does.
@@ -58,7 +60,7 @@ type Checker struct {
 	// CPIs returns a CPI by name.
 	CPIs   func(ctx context.Context, name string) (CPI, error)
 	Agents Agents
-	Lister Lister // nil: unknown VMs are not looked for
+	Lister Lister // nil: unknown VMs and disks are not looked for
 	// Recreator carries out recreate_vm; nil refuses it.
 	Recreator Recreator
 	Events    Events // nil: no audit events
@@ -99,7 +101,7 @@ func (c *Checker) Scan(ctx context.Context, deployment string) ([]Problem, error
 // CPI's and the agents' answers, in parallel per instance.
 func (c *Checker) Observe(ctx context.Context, deployment string) (Observed, error) {
 	o := Observed{Deployment: deployment, Director: c.Director, CPIOf: map[string]string{}, KnownVMs: map[string]bool{},
-		HasVM: map[string]bool{}, HasDisk: map[string]bool{}, Attached: map[string][]string{},
+		HasVM: map[string]bool{}, HasDisk: map[string]bool{}, Attached: map[string][]string{}, KnownDisks: map[string]bool{},
 		Responsive: map[string]bool{}, Mounted: map[string][]string{}}
 	if o.Director == "" {
 		o.Director = "compleat"
@@ -126,12 +128,17 @@ func (c *Checker) Observe(ctx context.Context, deployment string) (Observed, err
 			return err
 		}
 		for _, d := range disks {
+			o.KnownDisks[d.CID] = true
 			if d.Deployment == deployment {
 				o.Disks = append(o.Disks, d)
 				diskCPI[d.CID] = d.CPI
 			}
 		}
-		return nil
+		orphans, err := tx.Disks(true)
+		for _, d := range orphans {
+			o.KnownDisks[d.CID] = true
+		}
+		return err
 	})
 	if err != nil {
 		return o, fmt.Errorf("read state of %s: %w", deployment, err)
@@ -236,6 +243,11 @@ func (c *Checker) Observe(ctx context.Context, deployment string) (Observed, err
 			errs = append(errs, fmt.Errorf("list cloud vms: %w", err))
 		}
 		o.CloudVMs = vms
+		disks, err := c.Lister.ListDisks(ctx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list cloud disks: %w", err))
+		}
+		o.CloudDisks = disks
 	}
 	if err := ctx.Err(); err != nil {
 		return o, err
@@ -397,6 +409,17 @@ func (c *Checker) apply(ctx context.Context, p Problem, r string) error {
 				return err
 			}
 			return nil
+		})
+	case OrphanDisk:
+		// Recorded, never deleted: an unknown disk may hold data the
+		// operator wants (delete-disk or clean-up removes it later).
+		return c.Store.Update(func(tx *store.Tx) error {
+			if _, err := tx.Disk(p.DiskCID); err == nil {
+				return nil // known meanwhile
+			}
+			now := time.Now().UTC()
+			return tx.PutDisk(store.Disk{CID: p.DiskCID, CPI: p.CPI, Deployment: p.Deployment, InstanceID: p.InstanceID,
+				Orphaned: true, OrphanedAt: now, CreatedAt: now})
 		})
 	case DeleteDiskReference:
 		return c.Store.Update(func(tx *store.Tx) error {

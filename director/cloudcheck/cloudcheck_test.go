@@ -286,6 +286,14 @@ func TestCheckerFindsInjectedProblemsAndAutoFixes(t *testing.T) {
 		Tags: map[string]string{cpi.TagDirector: "compleat", cpi.TagDeployment: "d", cpi.TagAgentID: "stray"}})
 	w.must(err)
 	w.must(w.cloud.SetVMMetadata(w.ctx, stray.CID, map[string]string{"director": "compleat", "deployment": "d"}))
+	// A disk of this deployment that the state does not know (its creation
+	// interrupted before the cid was recorded), and one of another director.
+	strayDisk, err := w.cloud.CreateDisk(w.ctx, cpi.CreateDiskRequest{SizeMB: 10, CloudProperties: json.RawMessage(`{}`),
+		Tags: map[string]string{cpi.TagDirector: "compleat", cpi.TagDeployment: "d", cpi.TagInstanceID: "7"}})
+	w.must(err)
+	_, err = w.cloud.CreateDisk(w.ctx, cpi.CreateDiskRequest{SizeMB: 10, CloudProperties: json.RawMessage(`{}`),
+		Tags: map[string]string{cpi.TagDirector: "someone-else", cpi.TagDeployment: "d"}})
+	w.must(err)
 
 	c := w.checker()
 	c.Lister = cloudcheck.CPIVMs{Names: func() []string { return []string{"fake"} },
@@ -298,6 +306,7 @@ func TestCheckerFindsInjectedProblemsAndAutoFixes(t *testing.T) {
 		"missing_vm:" + vm2,
 		"mount_mismatch:" + disk5,
 		"unattached_disk:" + disk4,
+		"unknown_disk:" + strayDisk,
 		"unknown_vm:" + stray.CID,
 		"unresponsive_agent:" + vm3,
 	}
@@ -328,7 +337,7 @@ func TestCheckerFindsInjectedProblemsAndAutoFixes(t *testing.T) {
 	// does not know) is still reported.
 	after, err := c.Scan(w.ctx, "d")
 	w.must(err)
-	want = []string{"missing_disk:" + disk6, "unknown_vm:" + stray.CID}
+	want = []string{"missing_disk:" + disk6, "unknown_disk:" + strayDisk, "unknown_vm:" + stray.CID}
 	if got := ids(after); !slices.Equal(got, want) {
 		t.Errorf("after --auto: %v, want %v", got, want)
 	}
@@ -345,8 +354,10 @@ func TestCheckerFindsInjectedProblemsAndAutoFixes(t *testing.T) {
 		t.Error("the unresponsive VM was not deleted by its recreation")
 	}
 
-	// Explicit resolutions: delete the disk reference, delete the stray VM.
-	_, err = c.Resolve(w.ctx, "d", map[string]string{"missing_disk:" + disk6: cloudcheck.DeleteDiskReference, "unknown_vm:" + stray.CID: cloudcheck.DeleteVM}, false, "admin")
+	// Explicit resolutions: delete the disk reference, delete the stray VM,
+	// keep the stray disk as an orphan.
+	_, err = c.Resolve(w.ctx, "d", map[string]string{"missing_disk:" + disk6: cloudcheck.DeleteDiskReference, "unknown_vm:" + stray.CID: cloudcheck.DeleteVM,
+		"unknown_disk:" + strayDisk: cloudcheck.OrphanDisk}, false, "admin")
 	w.must(err)
 	final, err := c.Scan(w.ctx, "d")
 	w.must(err)
@@ -356,6 +367,16 @@ func TestCheckerFindsInjectedProblemsAndAutoFixes(t *testing.T) {
 	if _, ok := w.cloud.VM(stray.CID); ok {
 		t.Error("stray VM not deleted")
 	}
+	w.must(w.st.View(func(tx *store.Tx) error {
+		d, err := tx.Disk(strayDisk)
+		if err != nil || !d.Orphaned || d.Deployment != "d" || d.CPI != "fake" || d.InstanceID != "7" {
+			t.Errorf("the stray disk as recorded: %+v, %v", d, err)
+		}
+		return nil
+	}))
+	if ok, _ := w.cloud.HasDisk(w.ctx, strayDisk); !ok {
+		t.Error("orphan_disk deleted the stray disk")
+	}
 
 	var evs []store.AuditEvent
 	w.must(w.st.View(func(tx *store.Tx) error {
@@ -363,7 +384,7 @@ func TestCheckerFindsInjectedProblemsAndAutoFixes(t *testing.T) {
 		evs, err = tx.AuditEvents(store.AuditFilter{Action: "cloud-check-resolve"})
 		return err
 	}))
-	if len(evs) != 8 || evs[0].User != "admin" {
+	if len(evs) != 10 || evs[0].User != "admin" {
 		t.Errorf("%d resolve events: %+v", len(evs), evs)
 	}
 }

@@ -18,6 +18,10 @@
 //	mount_mismatch      attached, but the agent has not mounted it:      reattach_disk, ignore
 //	unknown_vm          a VM tagged with this director and deployment that
 //	                    the state does not know:          ignore, delete_vm
+//	unknown_disk        a persistent disk tagged with this director and
+//	                    deployment that the state does not know (a creation
+//	                    interrupted before its cid was recorded):
+//	                                                      ignore, orphan_disk
 //
 // Instances marked to be ignored (Instance.IgnoreFix) are not checked.
 package cloudcheck
@@ -40,6 +44,7 @@ const (
 	UnattachedDisk    = "unattached_disk"
 	MountMismatch     = "mount_mismatch"
 	UnknownVM         = "unknown_vm"
+	UnknownDisk       = "unknown_disk"
 )
 
 // Resolutions.
@@ -51,6 +56,7 @@ const (
 	DeleteDiskReference = "delete_disk_reference"
 	ReattachDisk        = "reattach_disk"
 	DeleteVM            = "delete_vm"
+	OrphanDisk          = "orphan_disk"
 )
 
 // Descriptions of the resolutions, for prompts.
@@ -62,6 +68,7 @@ var Descriptions = map[string]string{
 	DeleteDiskReference: "Delete the disk reference (the state forgets the disk)",
 	ReattachDisk:        "Attach the disk to the instance's VM again and mount it",
 	DeleteVM:            "Delete the VM from the cloud",
+	OrphanDisk:          "Record the disk as an orphaned disk of the deployment (its data kept; delete-disk or clean-up removes it)",
 }
 
 // Problem is one difference between the state and the cloud.
@@ -94,6 +101,15 @@ type CloudVM struct {
 	Metadata map[string]string `json:"metadata,omitempty"`
 }
 
+// CloudDisk is a persistent disk the cloud lists, with its tags.
+type CloudDisk struct {
+	CID      string            `json:"cid"`
+	CPI      string            `json:"cpi,omitempty"`
+	VMCID    string            `json:"vm_cid,omitempty"`
+	SizeMB   int64             `json:"size_mb,omitempty"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+}
+
 // Observed is everything Detect looks at. Maps answer by cid or agent id; a
 // key that is absent means "not asked" (e.g. no ping for a VM that is gone),
 // never "false".
@@ -121,6 +137,12 @@ type Observed struct {
 	// CloudVMs is the cloud's own list of VMs; nil when the cloud cannot
 	// list them (the CPI contract has no such call; see Lister).
 	CloudVMs []CloudVM
+	// KnownDisks holds every disk cid the state knows, orphaned or not,
+	// of any deployment.
+	KnownDisks map[string]bool
+	// CloudDisks is the clouds' own list of persistent disks; nil when no
+	// cloud can list them.
+	CloudDisks []CloudDisk
 }
 
 // Detect lists the problems in o, ordered by type then object.
@@ -211,6 +233,20 @@ func Detect(o Observed) []Problem {
 			Description: fmt.Sprintf("VM %s is tagged with deployment %s but the director does not know it", vm.CID, o.Deployment),
 			Resolutions: []string{Ignore, DeleteVM}})
 	}
+	for _, dk := range o.CloudDisks {
+		if o.KnownDisks[dk.CID] || dk.Metadata[cpi.TagDeployment] != o.Deployment {
+			continue
+		}
+		if o.Director != "" && dk.Metadata[cpi.TagDirector] != o.Director {
+			continue
+		}
+		desc := fmt.Sprintf("persistent disk %s in cpi %s is tagged with deployment %s but the director does not know it", dk.CID, dk.CPI, o.Deployment)
+		if id := dk.Metadata[cpi.TagInstanceID]; id != "" {
+			desc += " (made for instance " + id + ")"
+		}
+		out = append(out, Problem{ID: UnknownDisk + ":" + dk.CID, Type: UnknownDisk, Deployment: o.Deployment, DiskCID: dk.CID, CPI: dk.CPI,
+			InstanceID: dk.Metadata[cpi.TagInstanceID], Description: desc, Resolutions: []string{Ignore, OrphanDisk}})
+	}
 	sort.SliceStable(out, func(i, j int) bool {
 		if out[i].Type != out[j].Type {
 			return typeOrder[out[i].Type] < typeOrder[out[j].Type]
@@ -220,4 +256,4 @@ func Detect(o Observed) []Problem {
 	return out
 }
 
-var typeOrder = map[string]int{MissingVM: 0, UnresponsiveAgent: 1, MissingDisk: 2, UnattachedDisk: 3, MountMismatch: 4, UnknownVM: 5}
+var typeOrder = map[string]int{MissingVM: 0, UnresponsiveAgent: 1, MissingDisk: 2, UnattachedDisk: 3, MountMismatch: 4, UnknownVM: 5, UnknownDisk: 6}

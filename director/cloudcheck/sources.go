@@ -42,10 +42,11 @@ func (b BusAgents) MountDisk(ctx context.Context, agentID, diskCID string, hint 
 	return c.MountDisk(ctx, protocol.MountDiskRequest{DiskCID: diskCID, Hint: hint})
 }
 
-// CPIVMs lists, through the CPI contract's ListVMs, the VMs every CPI that
-// can list them holds with this director's tag (cpi.TagDirector): the way
-// cloud-check finds VMs the director lost track of, on any cloud, without
-// reading a plugin's private data.
+// CPIVMs lists, through the CPI contract's ListVMs and ListDisks, the VMs
+// and persistent disks every CPI that can list them holds with this
+// director's tag (cpi.TagDirector): the way cloud-check finds VMs and disks
+// the director lost track of, on any cloud, without reading a plugin's
+// private data.
 type CPIVMs struct {
 	// Names lists the director's CPIs.
 	Names func() []string
@@ -83,6 +84,38 @@ func (l CPIVMs) ListVMs(ctx context.Context) ([]CloudVM, error) {
 		}
 		for _, v := range vms {
 			out = append(out, CloudVM{CID: v.CID, CPI: name, Metadata: v.Tags})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CPI+out[i].CID < out[j].CPI+out[j].CID })
+	return out, errors.Join(errs...)
+}
+
+// ListDisks implements Lister. CPIs whose Info does not claim ListDisks
+// are skipped.
+func (l CPIVMs) ListDisks(ctx context.Context) ([]CloudDisk, error) {
+	var out []CloudDisk
+	var errs []error
+	for _, name := range l.Names() {
+		c, err := l.Get(ctx, name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cpi %s: %w", name, err))
+			continue
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cpi %s: info: %w", name, err))
+			continue
+		}
+		if !info.Capabilities.ListDisks {
+			continue
+		}
+		disks, err := c.ListDisks(ctx, cpi.ListFilter{DirectorID: l.DirectorID})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cpi %s: list disks: %w", name, err))
+			continue
+		}
+		for _, dk := range disks {
+			out = append(out, CloudDisk{CID: dk.CID, CPI: name, VMCID: dk.VMCID, SizeMB: dk.SizeMB, Metadata: dk.Tags})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].CPI+out[i].CID < out[j].CPI+out[j].CID })
