@@ -8,7 +8,9 @@ import (
 	"path"
 	"regexp"
 	"strconv"
+	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/compleat/compleat/agent/protocol"
@@ -124,29 +126,52 @@ func (d *Deployer) RunErrand(ctx context.Context, r *task.Reporter, req api.Erra
 	if len(targets) == 0 {
 		return "", api.BadInput(fmt.Errorf("errand %s has no instance to run on", e.Name))
 	}
-	var failures []string
+	// Every selected instance runs at once, as in BOSH; one instance's
+	// jobs run one after the other.
+	var (
+		mu       sync.Mutex
+		failures []string
+		hard     error
+		wg       sync.WaitGroup
+	)
 	for _, inst := range targets {
-		for _, run := range e.Runs {
-			if run.Group != inst.Group {
-				continue
-			}
-			code, err := d.runErrandJob(ctx, r, inst, run.Job)
-			if err != nil {
-				if ctx.Err() != nil {
-					return "", fmt.Errorf("%w: %w", task.ErrCancelled, err)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var fails []string
+			for _, run := range e.Runs {
+				if run.Group != inst.Group {
+					continue
 				}
-				return "", err
+				code, err := d.runErrandJob(ctx, r, inst, run.Job)
+				if err != nil {
+					mu.Lock()
+					hard = errors.Join(hard, err)
+					mu.Unlock()
+					return
+				}
+				if code != 0 {
+					fails = append(fails, fmt.Sprintf("%s on %s/%s (%d) exited %d", run.Job, inst.Group, inst.ID, inst.Index, code))
+				}
 			}
-			if code != 0 {
-				failures = append(failures, fmt.Sprintf("%s on %s/%s (%d) exited %d", run.Job, inst.Group, inst.ID, inst.Index, code))
+			if req.DownloadLogs {
+				if err := d.errandLogs(ctx, r, req.Deployment, inst); err != nil {
+					fails = append(fails, err.Error())
+				}
 			}
-		}
-		if req.DownloadLogs {
-			if err := d.errandLogs(ctx, r, req.Deployment, inst); err != nil {
-				failures = append(failures, err.Error())
-			}
-		}
+			mu.Lock()
+			failures = append(failures, fails...)
+			mu.Unlock()
+		}()
 	}
+	wg.Wait()
+	if hard != nil {
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("%w: %w", task.ErrCancelled, hard)
+		}
+		return "", hard
+	}
+	sort.Strings(failures)
 	if len(failures) > 0 {
 		return "", fmt.Errorf("errand %s failed: %s", e.Name, strings.Join(failures, "; "))
 	}

@@ -213,6 +213,10 @@ func TestErrands(t *testing.T) {
 		t.Errorf("run-errand --when-changed after a successful run of the same manifest: exit %d, want skipped\n%s", code, out)
 	}
 
+	out, code = runErrand("server")
+	if code != 0 || !strings.Contains(out, "check on server/0") || !strings.Contains(out, "check on server/1") {
+		t.Errorf("colocated errand on every server: exit %d\n%s", code, out)
+	}
 	out, code = runErrand("server", "--instance", "server/1")
 	if code != 0 || !strings.Contains(out, "check on server/1") || strings.Contains(out, "check on server/0") {
 		t.Errorf("colocated errand on server/1: exit %d\n%s", code, out)
