@@ -30,6 +30,8 @@ import (
 	"path/filepath"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/compleat/compleat/director/yamllimit"
 )
 
 // Config is the cpi config.
@@ -60,6 +62,9 @@ func ParseConfig(file string, raw []byte) (Config, error) {
 			Default    bool      `yaml:"default"`
 			Properties yaml.Node `yaml:"properties"`
 		} `yaml:"cpis"`
+	}
+	if err := yamllimit.Check(file, raw, yamllimit.Config); err != nil {
+		return Config{}, err
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/compleat/compleat/director/yamllimit"
 )
 
 // maxNodes bounds how many YAML nodes one document may expand to once
@@ -72,6 +74,9 @@ func parseYAML(file string, data []byte) (root *yaml.Node, err error) {
 			root, err = nil, Errors{{Position: Position{File: file}, Message: fmt.Sprintf("invalid YAML: %v", r)}}
 		}
 	}()
+	if err := yamllimit.Check(file, data, yamllimit.Config); err != nil {
+		return nil, Errors{{Position: Position{File: file}, Message: strings.TrimPrefix(err.Error(), file+": ")}}
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {

@@ -10,6 +10,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/compleat/compleat/director/yamllimit"
+
 	"github.com/compleat/compleat/director/manifest/interpolate"
 	"github.com/compleat/compleat/director/variables"
 )
@@ -54,6 +56,9 @@ func OpenVarsStore(path string, doc []byte) (*VarsStore, error) {
 			Type    string         `yaml:"type"`
 			Options map[string]any `yaml:"options"`
 		} `yaml:"variables"`
+	}
+	if err := yamllimit.Check("manifest", doc, yamllimit.Vars); err != nil {
+		return nil, err
 	}
 	if err := yaml.Unmarshal(doc, &d); err != nil {
 		return nil, err

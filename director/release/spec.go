@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/compleat/compleat/director/yamllimit"
 )
 
 // JobSpec is a job's spec file (jobs/<job>/spec in a release source
@@ -179,6 +181,9 @@ func ParsePackageSpec(file string, data []byte) (*PackageSpec, error) {
 // decodeStrict decodes one YAML document, rejecting unknown fields, and
 // turns the decoder's line-numbered messages into one error.
 func decodeStrict(data []byte, v any) error {
+	if err := yamllimit.Check("", data, yamllimit.ReleaseManifest); err != nil {
+		return err
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(v); err != nil {
@@ -253,6 +258,9 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // decodeLoose decodes one YAML document, ignoring unknown fields.
 func decodeLoose(data []byte, v any) error {
+	if err := yamllimit.Check("", data, yamllimit.ReleaseManifest); err != nil {
+		return err
+	}
 	if err := yaml.Unmarshal(data, v); err != nil {
 		return err
 	}

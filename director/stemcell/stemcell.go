@@ -27,6 +27,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/compleat/compleat/director/yamllimit"
+
 	"github.com/compleat/compleat/director/release/tgz"
 )
 
@@ -282,6 +284,9 @@ func read(r io.Reader, dir string, lim tgz.Limits) (*Stemcell, error) {
 		return fail(fmt.Errorf("entry %q: missing", ManifestFile))
 	}
 	var m Manifest
+	if err := yamllimit.Check(ManifestFile, mf, yamllimit.ReleaseManifest); err != nil {
+		return fail(err)
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(mf))
 	dec.KnownFields(true)
 	if err := dec.Decode(&m); err != nil {

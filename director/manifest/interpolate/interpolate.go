@@ -28,6 +28,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/compleat/compleat/director/yamllimit"
 )
 
 // Source resolves variables by name (the part before the first ".").
@@ -397,6 +399,9 @@ var plainInt = regexp.MustCompile(`^-?(0|[1-9][0-9]{0,17})$`)
 
 // ParseVarsFile reads a -l file: a YAML map of variable names to values.
 func ParseVarsFile(filename string, data []byte) (Vars, error) {
+	if err := yamllimit.Check(filename, data, yamllimit.Vars); err != nil {
+		return nil, err
+	}
 	var n yaml.Node
 	if err := yaml.Unmarshal(data, &n); err != nil {
 		return nil, fmt.Errorf("%s: %w", filename, err)
