@@ -384,9 +384,7 @@ func formatErrands(t *testing.T, desired plan.Desired, actual plan.State, names 
 		run := plan.ErrandPlan(full, e)
 		b.WriteString("-- run:\n" + formatResult(run, nil, df))
 		after := actual
-		for _, s := range deployed(run).Instances {
-			after.Instances = append(after.Instances, s)
-		}
+		after.Instances = append(after.Instances, deployed(run).Instances...)
 		targets, err := plan.ErrandTargets(e, after.Instances, nil)
 		if err != nil {
 			t.Fatal(err)
