@@ -148,6 +148,13 @@ func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req api.DeployR
 	if err != nil {
 		return "", api.BadInput(err)
 	}
+	if plan.HasErrandGroups(in.desired) {
+		// Errand groups get no VM, but their links, properties and
+		// templates are checked now, not at their first run.
+		if _, err := plan.Compute(plan.WithErrands(in.desired), in.state); err != nil {
+			return "", api.BadInput(fmt.Errorf("errands: %w", err))
+		}
+	}
 	var buf bytes.Buffer
 	if err := p.Format(&buf); err != nil {
 		return "", err

@@ -217,3 +217,49 @@ func TestRuntimeConfigVariables(t *testing.T) {
 		}
 	}
 }
+
+// TestErrandTemplatesCheckedAtDeploy: an errand group's jobs are planned
+// and rendered at deploy (a job its release lacks fails the deploy),
+// although it gets no VM.
+func TestErrandTemplatesCheckedAtDeploy(t *testing.T) {
+	r := newRig(t)
+	errand := `- name: smoke
+  lifecycle: errand
+  instances: 1
+  azs: [z1]
+  vm_type: small
+  stemcell: default
+  networks: [{name: default}]
+  jobs:
+  - name: app
+    release: bench
+    properties: {version: VERSION}
+`
+	m := benchManifest(1, "v1", 0)
+	good := m + strings.Replace(errand, "VERSION", "v1", 1)
+	if res, _ := r.deploy(good, false); !strings.Contains(res, "1 updated") || len(r.cloud.VMs()) != 1 {
+		t.Fatalf("deploy with an errand group: %q, %d VMs, want 1 (the errand gets none)", res, len(r.cloud.VMs()))
+	}
+	// A job the release lacks fails the deploy, errand or not.
+	bad := m + strings.Replace(strings.Replace(errand, "VERSION", "v1", 1), "- name: app\n    release: bench", "- name: nojob\n    release: bench", 1)
+	tk, err := r.tasks.Start(context.Background(), task.Spec{Type: "deploy", Description: "deploy", Deployment: "big"}, func(ctx context.Context, rep *task.Reporter) (string, error) {
+		return r.d.Deploy(ctx, rep, api.DeployRequest{Deployment: "big", Manifest: bad})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for {
+		_, cur, err := r.tasks.Wait(ctx, tk.ID, 1<<62)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cur.Finished() {
+			if cur.State == store.TaskDone || !strings.Contains(cur.Error, "errands") {
+				t.Errorf("a broken errand deployed: %s %q", cur.State, cur.Error)
+			}
+			return
+		}
+	}
+}

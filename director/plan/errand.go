@@ -135,6 +135,42 @@ func ErrandDesired(d Desired, e Errand) Desired {
 	return d
 }
 
+// WithErrands is d with every errand group deployed as a service group:
+// planning it checks the errands' links, properties and templates at
+// deploy, as BOSH does, although their VMs wait for run-errand.
+func WithErrands(d Desired) Desired {
+	if d.Manifest == nil {
+		return d
+	}
+	m := *d.Manifest
+	m.InstanceGroups = append([]manifest.InstanceGroup(nil), m.InstanceGroups...)
+	flipped := false
+	for i := range m.InstanceGroups {
+		if m.InstanceGroups[i].Lifecycle == manifest.Errand {
+			m.InstanceGroups[i].Lifecycle = manifest.Service
+			flipped = true
+		}
+	}
+	if !flipped {
+		return d
+	}
+	d.Manifest = &m
+	return d
+}
+
+// HasErrandGroups reports whether the manifest has lifecycle: errand groups.
+func HasErrandGroups(d Desired) bool {
+	if d.Manifest == nil {
+		return false
+	}
+	for _, ig := range d.Manifest.InstanceGroups {
+		if ig.Lifecycle == manifest.Errand {
+			return true
+		}
+	}
+	return false
+}
+
 // ErrandPlan narrows a plan computed from ErrandDesired to the errand
 // group: its instances are created (or updated) and nothing else in the
 // deployment is touched or deleted. A colocated errand creates nothing.
