@@ -154,6 +154,10 @@ type DeployRequest struct {
 	DryRun     bool           `json:"dry_run,omitempty"`
 	Recreate   bool           `json:"recreate,omitempty"`
 	SkipDrain  bool           `json:"skip_drain,omitempty"`
+	// FreshDiskOnCPIMove: an instance whose AZ is now served by another
+	// CPI gets a new, empty persistent disk there (its old disk orphaned
+	// in the old CPI) instead of the deploy being refused.
+	FreshDiskOnCPIMove bool `json:"fresh_disk_on_cpi_move,omitempty"`
 }
 
 // DryRunResult starts the result of a dry run; the formatted plan

@@ -202,6 +202,7 @@ func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req api.DeployR
 
 	// Update.
 	x := d.newExecutor(&p, req.Deployment, in.place, jobBlobs, pkgBlobs, log)
+	x.freshDisk = req.FreshDiskOnCPIMove
 	detached := map[string]bool{}
 	for _, rec := range in.records {
 		switch rec.State {

@@ -34,6 +34,10 @@ type executor struct {
 	pkgBlobs   map[string]map[string]compile.Compiled
 	log        *slog.Logger
 	force      bool // delete-deployment --force: go on past agent and CPI errors
+	// freshDisk: an instance whose VM moves to another CPI gets a new,
+	// empty persistent disk there, its old disk orphaned in the old CPI
+	// (deploy --fresh-disk-on-cpi-move); otherwise such a move is refused.
+	freshDisk bool
 
 	// steps are the planned steps by instance id (plan.Steps): a deploy's
 	// or a lifecycle verb's. An instance without an entry gets a deploy's.
@@ -180,8 +184,9 @@ func (x *executor) createFor(ctx context.Context, pi *plan.Instance) error {
 	if err != nil {
 		return err
 	}
+	moves := false
 	if disk != "" {
-		if err := x.sameCPI(pi, disk, spec.cpiName); err != nil {
+		if moves, err = x.diskMoves(pi, disk, spec.cpiName); err != nil {
 			return err
 		}
 	}
@@ -199,12 +204,66 @@ func (x *executor) createFor(ctx context.Context, pi *plan.Instance) error {
 	}); err != nil {
 		return err
 	}
+	if moves {
+		return x.freshDiskFor(ctx, pi, disk)
+	}
 	if disk != "" {
 		if err := x.attach(ctx, pi, disk); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// diskMoves reports whether the instance's persistent disk is in another
+// CPI than cpiName, the CPI of its new VM: refused (sameCPI's error)
+// unless the operator asked for a fresh disk.
+func (x *executor) diskMoves(pi *plan.Instance, disk, cpiName string) (bool, error) {
+	err := x.sameCPI(pi, disk, cpiName)
+	if err == nil {
+		return false, nil
+	}
+	if !x.freshDisk {
+		return false, err
+	}
+	return true, nil
+}
+
+// freshDiskFor orphans the instance's persistent disk old (detached, kept
+// with its data in its own CPI, listed by disks --orphaned) and gives the
+// instance's new VM a new, empty disk in the VM's CPI, as planned.
+func (x *executor) freshDiskFor(ctx context.Context, pi *plan.Instance, old string) error {
+	x.log.Warn("the instance moves to another cpi: its persistent disk is orphaned there and a new, empty one is made", "instance", pi.Name(), "disk", old)
+	if err := x.d.c.Store.Update(func(tx *store.Tx) error {
+		if err := tx.OrphanDisk(old); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		rec, err := tx.Instance(x.deployment, pi.Group, pi.ID)
+		if err != nil {
+			return err
+		}
+		rec.DiskCIDs = nil
+		return tx.PutInstance(rec)
+	}); err != nil {
+		return err
+	}
+	if pi.Disk == nil {
+		return nil
+	}
+	cpiName := x.vmCPI(pi)
+	c, err := x.d.cpi(ctx, cpiName)
+	if err != nil {
+		return err
+	}
+	cid, err := x.createDisk(ctx, c, cpiName, pi)
+	if err != nil {
+		return err
+	}
+	if err := x.attach(ctx, pi, cid); err != nil {
+		return err
+	}
+	pi.Disk.CID, pi.Disk.Replaces = cid, ""
+	return x.record(pi, func(r *store.Instance) error { r.DiskCIDs = []string{cid}; return nil })
 }
 
 // vmSpec is the VM to create for a planned instance: in the CPI of its AZ,
@@ -242,8 +301,8 @@ func (x *executor) sameCPI(pi *plan.Instance, disk, cpiName string) error {
 	if err != nil || rec.CPI == "" || rec.CPI == cpiName {
 		return nil
 	}
-	return fmt.Errorf("%s: its persistent disk %s is in cpi %s, but az %s is served by cpi %s: a disk never moves between cpis; keep the instance in an az of cpi %s, or remove the disk from the instance group first (its data is then orphaned)",
-		pi.Name(), disk, rec.CPI, pi.AZ, cpiName, rec.CPI)
+	return fmt.Errorf("%s: its persistent disk %s is in cpi %s, but az %s is served by cpi %s: a disk never moves between cpis; keep az %s on cpi %s, or deploy with --fresh-disk-on-cpi-move to give the instance a new, empty disk in cpi %s (the old disk is kept as an orphaned disk)",
+		pi.Name(), disk, rec.CPI, pi.AZ, cpiName, pi.AZ, rec.CPI, cpiName)
 }
 
 // vmCPI is the CPI of the instance's current VM: the one recorded with the
@@ -393,34 +452,10 @@ func (x *executor) UpdateDisk(ctx context.Context, inst update.Instance) error {
 	a := x.d.agent(pi.AgentID)
 	switch {
 	case pi.Disk != nil && pi.Disk.CID == "":
-		props := pi.Disk.CloudProperties
-		if props == nil {
-			props = map[string]any{}
-		}
-		raw, err := json.Marshal(props)
+		cid, err := x.createDisk(ctx, c, cpiName, pi)
 		if err != nil {
 			return err
 		}
-		intent := store.Disk{CID: "intent-" + newID(), CPI: cpiName, Deployment: x.deployment, InstanceID: pi.ID, SizeMB: int64(pi.Disk.SizeMB), DiskType: pi.Disk.Type, CloudProperties: raw, State: "creating"}
-		if err := x.d.c.Store.Update(func(tx *store.Tx) error { return tx.PutDisk(intent) }); err != nil {
-			return err
-		}
-		cid, err := c.CreateDisk(ctx, cpi.CreateDiskRequest{SizeMB: int64(pi.Disk.SizeMB), CloudProperties: raw, VMCID: pi.VMCID,
-			Tags: x.d.tags(x.deployment, pi.Group, pi.ID, pi.AgentID)})
-		if err != nil {
-			return fmt.Errorf("create disk for %s: %w", pi.Name(), err)
-		}
-		rec := intent
-		rec.CID, rec.State = cid, "created"
-		if err := x.d.c.Store.Update(func(tx *store.Tx) error {
-			if err := tx.DeleteDisk(intent.CID); err != nil {
-				return err
-			}
-			return tx.PutDisk(rec)
-		}); err != nil {
-			return err
-		}
-		c.SetDiskMetadata(ctx, cid, map[string]string{"director": x.d.c.Name, "deployment": x.deployment, "instance_group": pi.Group, "instance_id": pi.ID})
 		if err := x.attach(ctx, pi, cid); err != nil {
 			return err
 		}
@@ -444,6 +479,40 @@ func (x *executor) UpdateDisk(ctx context.Context, inst update.Instance) error {
 		return x.record(pi, func(r *store.Instance) error { r.DiskCIDs = nil; return nil })
 	}
 	return nil
+}
+
+// createDisk creates the instance's planned persistent disk in CPI c
+// (cpiName), recording the intent first, and records it.
+func (x *executor) createDisk(ctx context.Context, c cpi.CPI, cpiName string, pi *plan.Instance) (string, error) {
+	props := pi.Disk.CloudProperties
+	if props == nil {
+		props = map[string]any{}
+	}
+	raw, err := json.Marshal(props)
+	if err != nil {
+		return "", err
+	}
+	intent := store.Disk{CID: "intent-" + newID(), CPI: cpiName, Deployment: x.deployment, InstanceID: pi.ID, SizeMB: int64(pi.Disk.SizeMB), DiskType: pi.Disk.Type, CloudProperties: raw, State: "creating"}
+	if err := x.d.c.Store.Update(func(tx *store.Tx) error { return tx.PutDisk(intent) }); err != nil {
+		return "", err
+	}
+	cid, err := c.CreateDisk(ctx, cpi.CreateDiskRequest{SizeMB: int64(pi.Disk.SizeMB), CloudProperties: raw, VMCID: pi.VMCID,
+		Tags: x.d.tags(x.deployment, pi.Group, pi.ID, pi.AgentID)})
+	if err != nil {
+		return "", fmt.Errorf("create disk for %s: %w", pi.Name(), err)
+	}
+	rec := intent
+	rec.CID, rec.State = cid, "created"
+	if err := x.d.c.Store.Update(func(tx *store.Tx) error {
+		if err := tx.DeleteDisk(intent.CID); err != nil {
+			return err
+		}
+		return tx.PutDisk(rec)
+	}); err != nil {
+		return "", err
+	}
+	c.SetDiskMetadata(ctx, cid, map[string]string{"director": x.d.c.Name, "deployment": x.deployment, "instance_group": pi.Group, "instance_id": pi.ID})
+	return cid, nil
 }
 
 // Apply sends the instance's apply spec: rendered jobs and compiled

@@ -202,6 +202,7 @@ type rig struct {
 	tasks *task.Manager
 	d     *deploy.Deployer
 	cloud *cpitest.Fake
+	cpis  *cpimanager.Manager
 	fleet *fleet
 
 	stateFile string
@@ -283,7 +284,7 @@ func newRigLogging(tb testing.TB, logger *slog.Logger) *rig {
 		Blobs: blobs, Signer: blobstore.NewSigner([]byte("bench-signing-key-0123456789abcdef")), BlobURL: "https://127.0.0.1:1/blobs",
 		Logger: logger, AgentTimeout: 10 * time.Second,
 	})
-	r := &rig{tb: tb, store: st, tasks: tasks, d: d, cloud: cloud.Fake, fleet: fl, stateFile: filepath.Join(dir, "state.db")}
+	r := &rig{tb: tb, store: st, tasks: tasks, d: d, cloud: cloud.Fake, cpis: cpis, fleet: fl, stateFile: filepath.Join(dir, "state.db")}
 
 	// The release, built from source and uploaded as the API does.
 	src := filepath.Join(dir, "release")

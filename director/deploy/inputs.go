@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 
 	"github.com/compleat/compleat/director/api"
@@ -103,6 +104,8 @@ func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req api.DeployR
 	if in.place, err = d.placement(cc); err != nil {
 		return nil, err
 	}
+	in.desired.AZCPIs = map[string]string{"": in.place.def}
+	maps.Copy(in.desired.AZCPIs, in.place.byAZ)
 	if err := d.resolveReleases(ctx, in, dep); err != nil {
 		return nil, err
 	}
@@ -337,6 +340,9 @@ func (d *Deployer) state(deployment string) (plan.State, []store.Instance, error
 			is, err := instanceState(rec)
 			if err != nil {
 				return err
+			}
+			if vm, err := tx.VM(rec.VMCID); err == nil && rec.VMCID != "" {
+				is.CPI = vm.CPI
 			}
 			st.Instances = append(st.Instances, is)
 		}

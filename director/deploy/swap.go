@@ -105,6 +105,11 @@ func (s *swapping) CreateReplacementVM(ctx context.Context, inst update.Instance
 	if err != nil {
 		return err
 	}
+	if disk := s.attachedDisk(pi); disk != "" {
+		if _, err := s.diskMoves(pi, disk, spec.cpiName); err != nil {
+			return err
+		}
+	}
 	vm, err := s.d.createVM(ctx, spec)
 	if err != nil {
 		return err
@@ -201,6 +206,11 @@ func (s *swapping) SwapVM(ctx context.Context, inst update.Instance) error {
 	s.fresh[pi.ID] = true
 	s.executor.mu.Unlock()
 	if disk != "" {
+		if moves, err := s.diskMoves(pi, disk, s.vmCPI(pi)); err != nil {
+			return err
+		} else if moves {
+			return s.freshDiskFor(ctx, pi, disk)
+		}
 		return s.attach(ctx, pi, disk)
 	}
 	return nil

@@ -36,6 +36,10 @@ func (c *computer) changes(in *Instance) {
 		add(ReasonCloudConfig, "")
 		recreate = true
 	}
+	if want := c.d.AZCPIs[in.AZ]; want != "" && prev.CPI != "" && prev.VMCID != "" && want != prev.CPI {
+		add(ReasonCPI, "%s → %s", prev.CPI, want)
+		recreate = true
+	}
 	if d := networkDiff(prev.Networks, in.Networks); d != "" {
 		add(ReasonNetwork, "%s", d)
 		recreate = true

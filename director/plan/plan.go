@@ -30,6 +30,11 @@ type Desired struct {
 	IDs IDSource
 	// Recreate recreates every VM (deploy --recreate).
 	Recreate bool
+	// AZCPIs names the CPI that makes each AZ's VMs (the cloud config's
+	// azs[].cpi, resolved; the key "" for instances without an AZ). An
+	// instance whose VM was made by another CPI (InstanceState.CPI) is
+	// recreated ("cpi changed"). Nil: CPIs are not compared.
+	AZCPIs map[string]string
 	// RuntimeConfigs add their addons' jobs to the groups they match (the
 	// manifest's own addons apply too). Their releases must be in Releases.
 	RuntimeConfigs []*manifest.RuntimeConfig
@@ -91,8 +96,11 @@ type InstanceState struct {
 	Bootstrap bool   `json:"bootstrap,omitempty"`
 	// VMCID is empty when the instance has no VM (creation failed or it was
 	// deleted by hand).
-	VMCID    string   `json:"vm_cid,omitempty"`
-	AgentID  string   `json:"agent_id,omitempty"`
+	VMCID   string `json:"vm_cid,omitempty"`
+	AgentID string `json:"agent_id,omitempty"`
+	// CPI is the CPI that made the VM (the director fills it from its VM
+	// record); empty when not known.
+	CPI      string   `json:"cpi,omitempty"`
 	Stemcell Stemcell `json:"stemcell"`
 	VMType   string   `json:"vm_type,omitempty"`
 	// CloudHash is Instance.CloudHash as last deployed.
@@ -281,6 +289,7 @@ const (
 	ReasonStemcell          = "stemcell changed"
 	ReasonVMType            = "vm_type changed"
 	ReasonCloudConfig       = "cloud properties changed"
+	ReasonCPI               = "cpi changed"
 	ReasonNetwork           = "network changed"
 	ReasonJobs              = "jobs changed"
 	ReasonPackages          = "packages changed"
