@@ -13,7 +13,8 @@ import (
 // TestMultiCPI deploys the web sample over two AZs served by two different
 // CPIs (two cpi-local, each with a data dir of its own): each VM is made by
 // the CPI of its AZ, the lb answers from the web instances of both, and
-// delete-deployment empties both clouds.
+// delete-deployment empties both clouds. Moving an AZ to the other CPI
+// recreates its VMs there.
 func TestMultiCPI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the director, agents and two local CPIs, and compiles releases/web")
@@ -103,6 +104,30 @@ func TestMultiCPI(t *testing.T) {
 	}
 	if len(insts) != 3 || azs["z1"] != 2 || azs["z2"] != 1 {
 		t.Fatalf("instances %+v", insts)
+	}
+
+	// cloud-check asks both CPIs for their VMs and disks: nothing unknown.
+	if out, err := d.command("-d", "web", "cloud-check", "--report").CombinedOutput(); err != nil {
+		t.Errorf("cloud-check --report over two cpis: %v\n%s", err, out)
+	}
+
+	// z2 given to east: the next deploy recreates z2's VM in east; west
+	// is left empty and the lb still answers from every web instance.
+	d.run("-n", "update-cloud-config", write("cloud-config.yml", strings.Replace(strings.Replace(moved,
+		"- name: z1\n", "- name: z1\n  cpi: east\n", 1), "- name: z2\n", "- name: z2\n  cpi: east\n", 1)))
+	d.deploy(write("web.yml", strings.ReplaceAll(string(raw), "127.77.", prefix)))
+	lbAnswers(t, "v1", 2)
+	insts = nil
+	if err := json.Unmarshal([]byte(d.run("-d", "web", "instances", "--json")), &insts); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range insts {
+		if _, err := os.Stat(filepath.Join(east, "vms", in.VMCID)); err != nil {
+			t.Errorf("%s (az %s): vm %s is not in east after z2 moved there: %v", in.Instance, in.AZ, in.VMCID, err)
+		}
+	}
+	if left, _ := os.ReadDir(filepath.Join(west, "vms")); len(left) != 0 {
+		t.Errorf("%d vms left in west after z2 moved to east", len(left))
 	}
 
 	d.run("-n", "-d", "web", "delete-deployment")
