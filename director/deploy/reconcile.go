@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/compleat/compleat/cpi"
 	"github.com/compleat/compleat/director/blobstore"
 	"github.com/compleat/compleat/director/plan"
 	"github.com/compleat/compleat/director/store"
@@ -29,8 +30,10 @@ import (
 //   - an instance whose VM the cloud no longer has: its VM forgotten, so
 //     the plan creates a new one ("vm missing");
 //   - a disk created that no instance record holds: orphaned;
-//   - a disk being created: its record dropped (the disk, if the cloud
-//     made it, is an unknown disk to cloud-check, found by ListDisks).
+//   - a disk being created: found through the CPI's ListDisks by its
+//     creation tags (this director, the deployment, the instance) among the
+//     disks no record knows, and recorded as an orphaned disk (never
+//     deleted: delete-disk or clean-up removes it); the intent is dropped.
 //
 // The rest (instances half updated) needs nothing: their records still
 // hold the state they had before, so the plan updates them again.
@@ -126,8 +129,9 @@ func (d *Deployer) reconcile(ctx context.Context, r *task.Reporter, deployment s
 		}
 	}
 	for _, dk := range leftDisks {
-		d.c.Logger.Warn("a disk creation was interrupted; if the cloud made it, cloud-check finds it", "deployment", deployment, "instance", dk.InstanceID)
-		d.c.Store.Update(func(tx *store.Tx) error { return tx.DeleteDisk(dk.CID) })
+		if err := d.resolveDisk(ctx, dk); err != nil {
+			return fmt.Errorf("reconcile: %w", err)
+		}
 	}
 	// Instances whose VM is gone: forget the VM so the plan recreates it.
 	return stage.Run(fmt.Sprintf("vms of %d instances", len(insts)), func() error {
@@ -219,6 +223,53 @@ func (d *Deployer) createdBy(ctx context.Context, vm store.VM) (string, error) {
 	d.c.Logger.Warn("the agent of an interrupted vm creation names its vm, but cpi cannot list vms by their tags, so the director cannot tell that it made it: not deleting it; delete it by hand if it is this deployment's",
 		"deployment", vm.Deployment, "cpi", vm.CPI, "agent_id", vm.AgentID, "vm", named)
 	return "", nil
+}
+
+// resolveDisk settles the intent of a disk creation an interrupted task
+// left: a disk the CPI lists with this director's, the deployment's and
+// the instance's tags that no record knows is the one it made, kept as an
+// orphaned disk; then the intent goes.
+func (d *Deployer) resolveDisk(ctx context.Context, intent store.Disk) error {
+	info, err := d.c.CPIs.Info(ctx, intent.CPI)
+	if err != nil {
+		return err
+	}
+	var made []cpi.DiskInfo
+	if info.Capabilities.ListDisks {
+		c, err := d.cpi(ctx, intent.CPI)
+		if err != nil {
+			return err
+		}
+		disks, err := c.ListDisks(ctx, cpi.ListFilter{DirectorID: d.c.DirectorID})
+		if err != nil {
+			return fmt.Errorf("list disks of cpi %s: %w", intent.CPI, err)
+		}
+		for _, dk := range disks {
+			if dk.Tags[cpi.TagDeployment] == intent.Deployment && dk.Tags[cpi.TagInstanceID] == intent.InstanceID {
+				made = append(made, dk)
+			}
+		}
+	} else {
+		d.c.Logger.Warn("a disk creation was interrupted on a cpi that cannot list disks; if the cloud made the disk, delete it by hand",
+			"deployment", intent.Deployment, "cpi", intent.CPI, "instance", intent.InstanceID)
+	}
+	return d.c.Store.Update(func(tx *store.Tx) error {
+		for _, dk := range made {
+			if _, err := tx.Disk(dk.CID); err == nil {
+				continue // known: attached or orphaned already
+			}
+			d.c.Logger.Warn("an interrupted disk creation made a disk; kept as an orphaned disk", "deployment", intent.Deployment, "instance", intent.InstanceID, "disk", dk.CID)
+			now := time.Now().UTC()
+			if err := tx.PutDisk(store.Disk{CID: dk.CID, CPI: intent.CPI, Deployment: intent.Deployment, InstanceID: intent.InstanceID,
+				SizeMB: intent.SizeMB, DiskType: intent.DiskType, CloudProperties: intent.CloudProperties, Orphaned: true, OrphanedAt: now}); err != nil {
+				return err
+			}
+		}
+		if err := tx.DeleteDisk(intent.CID); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		return nil
+	})
 }
 
 // resolveVM deletes a VM an interrupted task left behind.

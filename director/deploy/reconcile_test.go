@@ -160,3 +160,38 @@ func TestDeleteRefusesAVMTaggedForSomeoneElse(t *testing.T) {
 		r.store.Update(func(tx *store.Tx) error { return tx.DeleteVM(foreign.CID) })
 	}
 }
+
+// A disk creation interrupted before its cid was recorded: the next deploy
+// finds the disk through ListDisks by its tags (deployment and instance)
+// and keeps it as an orphaned disk; the intent goes, nothing is deleted.
+func TestReconcileFindsAnInterruptedDiskByItsTags(t *testing.T) {
+	r := newRig(t)
+	m := benchManifest(1, "v1", 0)
+	r.deploy(m, false)
+	made, err := r.cloud.CreateDisk(context.Background(), cpi.CreateDiskRequest{SizeMB: 1024, CloudProperties: []byte(`{}`),
+		Tags: map[string]string{cpi.TagDirector: "compleat", cpi.TagDeployment: "big", cpi.TagInstanceID: "lost"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.store.Update(func(tx *store.Tx) error {
+		return tx.PutDisk(store.Disk{CID: "intent-disk-1", CPI: "fake", Deployment: "big", InstanceID: "lost", SizeMB: 1024, State: "creating"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := r.deploy(m, false); res != "No changes: nothing to do." {
+		t.Fatalf("deploy after the interruption: %q", res)
+	}
+	r.store.View(func(tx *store.Tx) error {
+		if _, err := tx.Disk("intent-disk-1"); err == nil {
+			t.Error("the intent is still recorded")
+		}
+		dk, err := tx.Disk(made)
+		if err != nil || !dk.Orphaned || dk.InstanceID != "lost" || dk.CPI != "fake" {
+			t.Errorf("the disk the interrupted creation made: %+v, %v; want it orphaned", dk, err)
+		}
+		return nil
+	})
+	if ok, _ := r.cloud.HasDisk(context.Background(), made); !ok {
+		t.Error("the disk was deleted")
+	}
+}
