@@ -350,7 +350,10 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 			_, err := deployer.ChangeState(ctx, r, api.StateRequest{Deployment: deployment, Action: "recreate", Target: target, SkipDrain: true})
 			return err
 		},
-		CPIs:       func(ctx context.Context, name string) (health.VMCloud, error) { return d.CPIs.Get(ctx, name) },
+		CPIs: func(ctx context.Context, name string) (health.VMCloud, error) { return d.CPIs.Get(ctx, name) },
+		CheckVM: func(ctx context.Context, name, cid, agentID string) error {
+			return d.CPIs.CheckVM(ctx, name, cid, d.ID, agentID)
+		},
 		Registerer: d.Metrics.Registry, Logger: logger})
 	if err != nil {
 		ln.Close()

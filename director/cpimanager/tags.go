@@ -73,3 +73,17 @@ func CheckDisk(ctx context.Context, c cpi.CPI, info cpi.Info, cid, directorID st
 	}
 	return false, nil
 }
+
+// CheckVM is CheckVM of the named CPI (resolved as Get does).
+func (m *Manager) CheckVM(ctx context.Context, name, cid, directorID, agentID string) error {
+	c, err := m.Get(ctx, name)
+	if err != nil {
+		return err
+	}
+	info, err := m.Info(ctx, name)
+	if err != nil {
+		return err
+	}
+	_, err = CheckVM(ctx, c, info, cid, directorID, agentID)
+	return err
+}

@@ -50,6 +50,9 @@ type Deps struct {
 	Recreate func(ctx context.Context, r *task.Reporter, deployment, target string) error
 	// CPIs returns a CPI by name (to delete dead VMs).
 	CPIs func(ctx context.Context, name string) (VMCloud, error)
+	// CheckVM, when set, is asked before a dead VM is deleted: an error
+	// (the VM's tags name another director or agent) keeps it.
+	CheckVM func(ctx context.Context, cpiName, vmCID, agentID string) error
 	// Registerer receives the monitor's and the resurrector's metrics
 	// (nil: none).
 	Registerer prometheus.Registerer
@@ -192,6 +195,11 @@ func deleteDeadVM(ctx context.Context, d Deps, in store.Instance, vm store.VM) e
 	c, err := d.CPIs(ctx, cpiName)
 	if err != nil {
 		return fmt.Errorf("cpi %q: %w", cpiName, err)
+	}
+	if d.CheckVM != nil {
+		if err := d.CheckVM(ctx, cpiName, in.VMCID, in.AgentID); err != nil {
+			return fmt.Errorf("delete vm %s: %w", in.VMCID, err)
+		}
 	}
 	if vm.CID != "" {
 		vm.State = "deleting"

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -93,9 +94,17 @@ func TestServiceReplacesDeadVMInATask(t *testing.T) {
 			return tx.PutInstance(in)
 		})
 	}
+	var checkMu sync.Mutex
+	var checked []string
 	reg := prometheus.NewRegistry()
 	svc, err := health.Start(ctx, health.Deps{Store: st, Conn: b.conn, Tasks: tasks, Recreate: recreate, Registerer: reg,
-		CPIs:    func(context.Context, string) (health.VMCloud, error) { return cloud, nil },
+		CPIs: func(context.Context, string) (health.VMCloud, error) { return cloud, nil },
+		CheckVM: func(_ context.Context, cpiName, cid, agentID string) error {
+			checkMu.Lock()
+			defer checkMu.Unlock()
+			checked = append(checked, cpiName+" "+cid+" "+agentID)
+			return nil
+		},
 		Options: health.Options{HeartbeatInterval: interval, Timeout: timeout}})
 	if err != nil {
 		t.Fatal(err)
@@ -117,6 +126,11 @@ func TestServiceReplacesDeadVMInATask(t *testing.T) {
 	if _, ok := cloud.VM(old); ok {
 		t.Error("the dead VM was not deleted")
 	}
+	checkMu.Lock()
+	if want := "fake " + old + " agent-0"; !slices.Contains(checked, want) {
+		t.Errorf("tags checked before deleting: %q, want %q", checked, want)
+	}
+	checkMu.Unlock()
 	var in store.Instance
 	st.View(func(tx *store.Tx) error { in, _ = tx.Instance("web", "web", "i0"); return nil })
 	if vm, ok := cloud.VM(in.VMCID); !ok || !slices.Equal(vm.Disks, []string{disks["i0"]}) {
