@@ -148,6 +148,11 @@ func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req api.DeployR
 	if err != nil {
 		return "", api.BadInput(err)
 	}
+	if !req.FreshDiskOnCPIMove {
+		if err := d.disksStay(&p, in.place); err != nil {
+			return "", api.BadInput(err)
+		}
+	}
 	if plan.HasErrandGroups(in.desired) {
 		// Errand groups get no VM, but their links, properties and
 		// templates are checked now, not at their first run.

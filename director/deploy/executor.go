@@ -301,8 +301,43 @@ func (x *executor) sameCPI(pi *plan.Instance, disk, cpiName string) error {
 	if err != nil || rec.CPI == "" || rec.CPI == cpiName {
 		return nil
 	}
+	return diskMoveError(pi, disk, rec.CPI, cpiName)
+}
+
+func diskMoveError(pi *plan.Instance, disk, diskCPI, cpiName string) error {
 	return fmt.Errorf("%s: its persistent disk %s is in cpi %s, but az %s is served by cpi %s: a disk never moves between cpis; keep az %s on cpi %s, or deploy with --fresh-disk-on-cpi-move to give the instance a new, empty disk in cpi %s (the old disk is kept as an orphaned disk)",
-		pi.Name(), disk, rec.CPI, pi.AZ, cpiName, pi.AZ, rec.CPI, cpiName)
+		pi.Name(), disk, diskCPI, pi.AZ, cpiName, pi.AZ, diskCPI, cpiName)
+}
+
+// disksStay refuses, before anything is touched, a plan that would put an
+// instance whose persistent disk lives in one CPI on a VM of another (see
+// sameCPI).
+func (d *Deployer) disksStay(p *plan.Plan, place placement) error {
+	var errs []error
+	err := d.c.Store.View(func(tx *store.Tx) error {
+		for gi := range p.Groups {
+			for ii := range p.Groups[gi].Instances {
+				pi := &p.Groups[gi].Instances[ii]
+				if pi.Disk == nil {
+					continue
+				}
+				want := place.cpiFor(pi.AZ)
+				for _, cid := range []string{pi.Disk.CID, pi.Disk.Replaces} {
+					if cid == "" {
+						continue
+					}
+					if rec, err := tx.Disk(cid); err == nil && rec.CPI != "" && rec.CPI != want {
+						errs = append(errs, diskMoveError(pi, cid, rec.CPI, want))
+					}
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return errors.Join(errs...)
 }
 
 // vmCPI is the CPI of the instance's current VM: the one recorded with the

@@ -54,7 +54,7 @@ func (r *rig) deployErr(req api.DeployRequest) string {
 
 // When the cloud config gives an AZ to another CPI, its instances are
 // recreated there ("cpi changed"); one with a persistent disk is refused
-// (a disk never crosses CPIs) unless the operator asks for a fresh disk:
+// before anything is touched (a disk never crosses CPIs) unless the operator asks for a fresh disk:
 // then the new VM in the new CPI gets a new, empty disk and the old one is
 // kept as an orphaned disk in the old CPI.
 func TestAZMovedToAnotherCPI(t *testing.T) {
@@ -96,8 +96,11 @@ func TestAZMovedToAnotherCPI(t *testing.T) {
 	if !strings.Contains(e, "is in cpi fake, but az z1 is served by cpi west") || !strings.Contains(e, "--fresh-disk-on-cpi-move") {
 		t.Fatalf("deploy moving z1 to west: %q, want a refusal naming the flag", e)
 	}
-	if got := where()["z1"]; got.disk != before["z1"].disk || got.diskCPI != "fake" {
-		t.Errorf("after the refusal z1 is %+v, want its disk %s kept", got, before["z1"].disk)
+	if got := where()["z1"]; got != before["z1"] {
+		t.Errorf("after the refusal z1 is %+v, want it untouched: %+v", got, before["z1"])
+	}
+	if _, ok := r.cloud.VM(before["z1"].vm); !ok {
+		t.Errorf("the refused deploy deleted z1's vm %s", before["z1"].vm)
 	}
 
 	if e := r.deployErr(api.DeployRequest{Deployment: "big", Manifest: m, FreshDiskOnCPIMove: true}); e != "" {
