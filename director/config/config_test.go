@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,5 +68,29 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q:\n err = %v\nwant %q", tc.doc, err, tc.want)
 		}
+	}
+}
+
+// Every director.yml example of docs/operations.md is a valid config: it
+// parses and validates as written (the one-machine example is also started
+// and deployed through by test/e2e TestProductionFromTheDocs).
+func TestOperationsExamplesParse(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, block := range strings.Split(string(doc), "```yaml\n")[1:] {
+		text, _, ok := strings.Cut(block, "```")
+		if !ok || !strings.Contains(text, "data_dir:") || !strings.Contains(text, "tokens:") {
+			continue // not a director.yml
+		}
+		n++
+		if _, err := config.Parse(fmt.Sprintf("operations.md example %d", n), []byte(text)); err != nil {
+			t.Errorf("example %d does not parse: %v\n%s", n, err, text)
+		}
+	}
+	if n < 3 {
+		t.Errorf("%d director.yml examples found in docs/operations.md, want at least 3", n)
 	}
 }
