@@ -21,10 +21,10 @@
 //	  dir: /var/lib/compleat/blobs    # fs (default: <data_dir>/blobs)
 //	  s3: {bucket: b, region: r, endpoint: "", path_style: false,
 //	       access_key_id: ..., secret_access_key: ...}
-//	  public_url: https://director.example.com:25555   # how agents reach /blobs/
+//	  public_url: https://director.example.com:25555   # how agents reach /blobs/ (or advertise:)
 //	nats:
 //	  listen: 0.0.0.0:4222
-//	  url: nats://10.0.0.6:4222        # how agents reach it (default from listen)
+//	  url: nats://10.0.0.6:4222        # how agents reach it (or advertise:; default from listen)
 //	external_cpis: [/var/vcap/jobs/vsphere_cpi/bin/cpi]   # what type: external may run
 //	cpis:                             # used until a cpi config is uploaded
 //	- name: aws-east
@@ -133,6 +133,9 @@ type Blobstore struct {
 	Dir       string `yaml:"dir"`
 	S3        S3     `yaml:"s3"`
 	PublicURL string `yaml:"public_url"`
+	// Advertise is PublicURL under the listen/advertise naming of the API
+	// and the bus; set one of them.
+	Advertise string `yaml:"advertise"`
 }
 
 // S3 configures an S3 (or compatible) bucket.
@@ -150,6 +153,9 @@ type S3 struct {
 type NATS struct {
 	Listen string `yaml:"listen"`
 	URL    string `yaml:"url"`
+	// Advertise is URL under the listen/advertise naming of the API; set
+	// one of them.
+	Advertise string `yaml:"advertise"`
 }
 
 // Load reads and validates director.yml. Relative paths in it are relative to
@@ -192,6 +198,12 @@ func Parse(file string, raw []byte) (*Director, error) {
 	}
 	if err := d.validate(); err != nil {
 		return nil, err
+	}
+	if d.NATS.URL == "" {
+		d.NATS.URL = d.NATS.Advertise
+	}
+	if d.Blobstore.PublicURL == "" {
+		d.Blobstore.PublicURL = d.Blobstore.Advertise
 	}
 	return &d, nil
 }
@@ -265,9 +277,16 @@ func (d *Director) validate() error {
 			errs = append(errs, d.errf("nats.listen", "%v", err))
 		}
 	}
-	if d.NATS.URL != "" {
-		if u, err := url.Parse(d.NATS.URL); err != nil || u.Scheme != "nats" || u.Port() == "" {
-			errs = append(errs, d.errf("nats.url", "want nats://HOST:PORT, have %q", d.NATS.URL))
+	if d.NATS.URL != "" && d.NATS.Advertise != "" {
+		errs = append(errs, d.errf("nats.advertise", "set either nats.url or nats.advertise (the same setting), not both"))
+	}
+	for _, fv := range [][2]string{{"nats.url", d.NATS.URL}, {"nats.advertise", d.NATS.Advertise}} {
+		field, v := fv[0], fv[1]
+		if v == "" {
+			continue
+		}
+		if u, err := url.Parse(v); err != nil || u.Scheme != "nats" || u.Port() == "" {
+			errs = append(errs, d.errf(field, "want nats://HOST:PORT, have %q", v))
 		}
 	}
 	if d.Advertise != "" {
@@ -278,9 +297,16 @@ func (d *Director) validate() error {
 	if d.TLS.CAFile != "" && d.TLS.CertFile == "" {
 		errs = append(errs, d.errf("tls.ca_file", "goes with cert_file"))
 	}
-	if d.Blobstore.PublicURL != "" {
-		if u, err := url.Parse(d.Blobstore.PublicURL); err != nil || u.Scheme != "https" || u.Host == "" {
-			errs = append(errs, d.errf("blobstore.public_url", "want https://HOST[:PORT], have %q", d.Blobstore.PublicURL))
+	if d.Blobstore.PublicURL != "" && d.Blobstore.Advertise != "" {
+		errs = append(errs, d.errf("blobstore.advertise", "set either blobstore.public_url or blobstore.advertise (the same setting), not both"))
+	}
+	for _, fv := range [][2]string{{"blobstore.public_url", d.Blobstore.PublicURL}, {"blobstore.advertise", d.Blobstore.Advertise}} {
+		field, v := fv[0], fv[1]
+		if v == "" {
+			continue
+		}
+		if u, err := url.Parse(v); err != nil || u.Scheme != "https" || u.Host == "" {
+			errs = append(errs, d.errf(field, "want https://HOST[:PORT], have %q", v))
 		}
 	}
 	return errors.Join(errs...)

@@ -63,6 +63,8 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		{"listen: :1\nextra: 1\n", "field extra not found"},
 		{"listen: :1\ndata_dir: /x\ntokens: [{name: a, token_file: t, scopes: [read]}]\nnats: {url: \"10.0.0.6:4222\"}\n", `d.yml:4: nats.url: want nats://HOST:PORT`},
 		{"listen: :1\ndata_dir: /x\ntokens: [{name: a, token_file: t, scopes: [read]}]\nblobstore: {public_url: \"http://x\"}\n", `blobstore.public_url: want https://`},
+		{"listen: :1\ndata_dir: /x\ntokens: [{name: a, token_file: t, scopes: [read]}]\nnats: {url: \"nats://a:1\", advertise: \"nats://b:1\"}\n", `d.yml:4: nats.advertise: set either nats.url or nats.advertise`},
+		{"listen: :1\ndata_dir: /x\ntokens: [{name: a, token_file: t, scopes: [read]}]\nblobstore: {advertise: \"ftp://x\"}\n", `d.yml:4: blobstore.advertise: want https://`},
 	} {
 		_, err := config.Parse("d.yml", []byte(tc.doc))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -92,5 +94,18 @@ func TestOperationsExamplesParse(t *testing.T) {
 	}
 	if n < 3 {
 		t.Errorf("%d director.yml examples found in docs/operations.md, want at least 3", n)
+	}
+}
+
+// nats.advertise and blobstore.advertise are nats.url and
+// blobstore.public_url under the listen/advertise naming.
+func TestAdvertiseNames(t *testing.T) {
+	d, err := config.Parse("d.yml", []byte("listen: 0.0.0.0:1\ndata_dir: /x\ntokens: [{name: a, token_file: t, scopes: [read]}]\n"+
+		"nats: {listen: 0.0.0.0:4222, advertise: nats://10.0.0.6:4222}\nblobstore: {type: fs, advertise: https://blobs.example.com:25555}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.NATS.URL != "nats://10.0.0.6:4222" || d.Blobstore.PublicURL != "https://blobs.example.com:25555" {
+		t.Errorf("nats.url %q, blobstore.public_url %q", d.NATS.URL, d.Blobstore.PublicURL)
 	}
 }
