@@ -39,6 +39,7 @@ import (
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
 	"github.com/compleat/compleat/director/template"
+	"github.com/compleat/compleat/director/ui"
 )
 
 // Director is a running director's parts. The deploy pipeline is built from
@@ -381,8 +382,12 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 	})
 	baseCtx, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelBase()
+	// The web console (/ui/) is a client of the API in this process.
+	mux := http.NewServeMux()
+	mux.Handle("/ui/", ui.New(handler, logger.With("component", "ui")))
+	mux.Handle("/", handler)
 	srv := &http.Server{
-		Handler:           handler,
+		Handler:           mux,
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: api.ReadHeaderTimeout,
 		IdleTimeout:       api.IdleTimeout,
