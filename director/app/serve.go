@@ -194,9 +194,22 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 	if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	// The state file first: a second director on the same data directory
+	// A new data directory gets its CA before its state file, so that a
+	// state file always has a CA beside it; an existing one must have
+	// kept its CA (agents trust only it).
+	statePath := filepath.Join(s.dataDir, "state.db")
+	_, statErr := os.Stat(statePath)
+	fresh := errors.Is(statErr, os.ErrNotExist)
+	var ca *pki.CA
+	if fresh {
+		var err error
+		if ca, err = loadOrCreateCA(s.dataDir, true); err != nil {
+			return err
+		}
+	}
+	// The state file next: a second director on the same data directory
 	// must fail before it touches anything else.
-	st, err := store.Open(filepath.Join(s.dataDir, "state.db"), store.Options{Timeout: time.Second})
+	st, err := store.Open(statePath, store.Options{Timeout: time.Second})
 	if errors.Is(err, store.ErrLocked) {
 		return fmt.Errorf("state file is locked: is another director running with --data %s?", s.dataDir)
 	}
@@ -213,8 +226,10 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 		logger.Warn("marked tasks left running by the previous director as failed", "tasks", n)
 	}
 
-	if d.CA, err = loadOrCreateCA(s.dataDir); err != nil {
-		return err
+	if d.CA = ca; d.CA == nil {
+		if d.CA, err = loadOrCreateCA(s.dataDir, false); err != nil {
+			return err
+		}
 	}
 	if d.DirectorCert, err = d.CA.IssueClient(pki.DirectorCN, 0); err != nil {
 		return err
@@ -692,8 +707,11 @@ func writeEnv(dir, target, token string) error {
 	return os.Rename(tmp, filepath.Join(dir, "env"))
 }
 
-// loadOrCreateCA keeps the director's CA in DIR/ca.pem and DIR/ca.key.
-func loadOrCreateCA(dir string) (*pki.CA, error) {
+// loadOrCreateCA keeps the director's CA in DIR/ca.pem and DIR/ca.key. It
+// creates them only when create is set (a data directory without a state
+// file) and neither exists; otherwise a missing file is an error naming it,
+// since a new CA would cut every agent off.
+func loadOrCreateCA(dir string, create bool) (*pki.CA, error) {
 	certPath, keyPath := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key")
 	certPEM, cerr := os.ReadFile(certPath)
 	keyPEM, kerr := os.ReadFile(keyPath)
@@ -703,6 +721,17 @@ func loadOrCreateCA(dir string) (*pki.CA, error) {
 			return nil, fmt.Errorf("director CA in %s: %w", dir, err)
 		}
 		return ca, nil
+	}
+	for _, e := range []struct {
+		path string
+		err  error
+	}{{certPath, cerr}, {keyPath, kerr}} {
+		if e.err != nil && !errors.Is(e.err, os.ErrNotExist) {
+			return nil, fmt.Errorf("director CA: %w", e.err)
+		}
+		if e.err != nil && (!create || cerr == nil || kerr == nil) {
+			return nil, fmt.Errorf("director CA: %s is missing from the data directory %s, which holds a state file: restore it from your copy (a new CA would cut every agent off)", e.path, dir)
+		}
 	}
 	ca, err := pki.NewCA("compleat director CA", 0)
 	if err != nil {

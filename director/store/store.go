@@ -117,14 +117,24 @@ func Open(path string, opts Options) (*Store, error) {
 	// Batch commits wait at most this long for company: enough for the
 	// parallel steps of a stage to share a commit, short for a lone writer.
 	db.MaxBatchDelay = 500 * time.Microsecond
-	if err := upgrade(db); err != nil {
+	// A state file that holds a schema holds data sealed with its key: a
+	// missing key is an error, never a reason to make a new one (which
+	// would leave every variable unreadable). Only a new file gets a new
+	// key, made before the schema is written.
+	var v int
+	err = db.View(func(tx *bolt.Tx) error { v, err = schemaVersion(tx); return err })
+	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("state file %s: %w", path, err)
 	}
-	key, err := loadOrCreateKey(opts.KeyPath)
+	key, err := loadOrCreateKey(opts.KeyPath, v == 0)
 	if err != nil {
 		db.Close()
 		return nil, err
+	}
+	if err := upgrade(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state file %s: %w", path, err)
 	}
 	return &Store{db: db, key: key, now: opts.Now, path: path}, nil
 }
@@ -163,7 +173,12 @@ func schemaVersion(tx *bolt.Tx) (int, error) {
 	return v, nil
 }
 
-func loadOrCreateKey(path string) ([]byte, error) {
+// ErrKeyMissing: the state file holds data but its variables key is gone.
+var ErrKeyMissing = errors.New("variables key missing")
+
+// loadOrCreateKey reads the variables key, creating it only when create is
+// set (a state file without data).
+func loadOrCreateKey(path string, create bool) ([]byte, error) {
 	key, err := os.ReadFile(path)
 	if err == nil {
 		if len(key) != 32 {
@@ -173,6 +188,9 @@ func loadOrCreateKey(path string) ([]byte, error) {
 	}
 	if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("read variables key: %w", err)
+	}
+	if !create {
+		return nil, fmt.Errorf("%w: %s does not exist but the state file next to it holds data sealed with it: restore the key from where you keep it (a new key would leave every variable unreadable)", ErrKeyMissing, path)
 	}
 	key = make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -349,6 +350,9 @@ func TestVariablesAreSealedAtRest(t *testing.T) {
 		t.Fatal("the secret is in the state file in clear")
 	}
 	// The same file with another key cannot unseal it.
+	if err := os.WriteFile(filepath.Join(dir, "other.key"), bytes.Repeat([]byte{7}, 32), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	s := storetest.Open(t, path, store.Options{KeyPath: filepath.Join(dir, "other.key")})
 	if err := s.View(func(tx *store.Tx) error { _, err := tx.Variable("/web/admin_password"); return err }); err == nil {
 		t.Fatal("unsealed with the wrong key")
@@ -374,4 +378,30 @@ func TestBackupIsAConsistentCopy(t *testing.T) {
 		_, err := tx.Release("web", "1")
 		return err
 	})
+}
+
+// A state file that holds data is never given a new variables key: with the
+// key gone, Open fails naming it (a new key would leave every variable
+// unreadable). A new file still gets one.
+func TestMissingVariablesKeyIsNotRegenerated(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.db")
+	s, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	update(t, s, func(tx *store.Tx) error {
+		return tx.PutVariable(store.Variable{Name: "/web/pw", Type: "password", Value: json.RawMessage(`"x"`)})
+	})
+	s.Close()
+	if err := os.Remove(path + ".key"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = store.Open(path, store.Options{})
+	if !errors.Is(err, store.ErrKeyMissing) || !strings.Contains(err.Error(), "state.db.key") {
+		t.Fatalf("open without its key: %v", err)
+	}
+	if _, err := os.Stat(path + ".key"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a new key was written: %v", err)
+	}
 }
