@@ -58,6 +58,9 @@ type Manager struct {
 	mu      sync.Mutex
 	cfg     Config
 	running map[string]*running
+
+	listMu   sync.Mutex
+	listings map[string]vmListing // CheckVM's recent ListVMs answers by CPI
 }
 
 type running struct {
@@ -77,6 +80,7 @@ func New(cfg Config, opts Options) *Manager {
 // SetConfig replaces the cpi config. Plugins whose entry changed or vanished
 // are stopped; the others keep running.
 func (m *Manager) SetConfig(cfg Config) {
+	m.forgetListings()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.cfg = cfg

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/compleat/compleat/cpi"
 )
@@ -32,22 +33,28 @@ func CheckVM(ctx context.Context, c cpi.CPI, info cpi.Info, cid, directorID, age
 		return false, fmt.Errorf("list vms to check the tags of vm %s: %w", cid, err)
 	}
 	for _, v := range vms {
-		if v.CID != cid {
-			continue
+		if v.CID == cid {
+			if err := checkVMTags(v, cid, directorID, agentID); err != nil {
+				return false, err
+			}
+			return true, nil
 		}
-		if d := v.Tags[cpi.TagDirector]; d != directorID {
-			return false, fmt.Errorf("vm %s carries the director tag %q, not this director's: %w", cid, d, ErrForeign)
-		}
-		got := v.Tags[cpi.TagAgentID]
-		if got == "" {
-			got = v.AgentID
-		}
-		if agentID != "" && got != agentID {
-			return false, fmt.Errorf("vm %s is tagged for agent %s, not %s: %w", cid, got, agentID, ErrForeign)
-		}
-		return true, nil
 	}
 	return false, nil
+}
+
+func checkVMTags(v cpi.VMInfo, cid, directorID, agentID string) error {
+	if d := v.Tags[cpi.TagDirector]; d != directorID {
+		return fmt.Errorf("vm %s carries the director tag %q, not this director's: %w", cid, d, ErrForeign)
+	}
+	got := v.Tags[cpi.TagAgentID]
+	if got == "" {
+		got = v.AgentID
+	}
+	if agentID != "" && got != agentID {
+		return fmt.Errorf("vm %s is tagged for agent %s, not %s: %w", cid, got, agentID, ErrForeign)
+	}
+	return nil
 }
 
 // CheckDisk checks, before a deletion, that persistent disk cid of a CPI
@@ -74,7 +81,11 @@ func CheckDisk(ctx context.Context, c cpi.CPI, info cpi.Info, cid, directorID st
 	return false, nil
 }
 
-// CheckVM is CheckVM of the named CPI (resolved as Get does).
+// CheckVM is CheckVM of the named CPI, from a listing shared by the
+// deletions that follow one another (a delete-deployment of a thousand VMs
+// lists the cloud once, not a thousand times): a VM found in a listing
+// younger than listingMaxAge is checked against it (a VM's cid and creation
+// tags never change); a VM not found there is looked for in a new listing.
 func (m *Manager) CheckVM(ctx context.Context, name, cid, directorID, agentID string) error {
 	c, err := m.Get(ctx, name)
 	if err != nil {
@@ -84,6 +95,54 @@ func (m *Manager) CheckVM(ctx context.Context, name, cid, directorID, agentID st
 	if err != nil {
 		return err
 	}
-	_, err = CheckVM(ctx, c, info, cid, directorID, agentID)
-	return err
+	if !info.Capabilities.ListVMs {
+		return nil
+	}
+	if v, ok := m.listedVM(name, cid); ok {
+		return checkVMTags(v, cid, directorID, agentID)
+	}
+	vms, err := c.ListVMs(ctx, cpi.ListFilter{})
+	if err != nil {
+		return fmt.Errorf("list vms to check the tags of vm %s: %w", cid, err)
+	}
+	byCID := make(map[string]cpi.VMInfo, len(vms))
+	for _, v := range vms {
+		byCID[v.CID] = v
+	}
+	m.listMu.Lock()
+	if m.listings == nil {
+		m.listings = map[string]vmListing{}
+	}
+	m.listings[name] = vmListing{at: time.Now(), vms: byCID}
+	m.listMu.Unlock()
+	if v, ok := byCID[cid]; ok {
+		return checkVMTags(v, cid, directorID, agentID)
+	}
+	return nil
+}
+
+// listingMaxAge bounds how long a listing serves CheckVM.
+const listingMaxAge = time.Minute
+
+// vmListing is one CPI's ListVMs answer, by cid.
+type vmListing struct {
+	at  time.Time
+	vms map[string]cpi.VMInfo
+}
+
+func (m *Manager) listedVM(name, cid string) (cpi.VMInfo, bool) {
+	m.listMu.Lock()
+	defer m.listMu.Unlock()
+	l, ok := m.listings[name]
+	if !ok || time.Since(l.at) > listingMaxAge {
+		return cpi.VMInfo{}, false
+	}
+	v, ok := l.vms[cid]
+	return v, ok
+}
+
+func (m *Manager) forgetListings() {
+	m.listMu.Lock()
+	m.listings = nil
+	m.listMu.Unlock()
 }

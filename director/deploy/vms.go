@@ -283,18 +283,14 @@ func (d *Deployer) deleteVM(ctx context.Context, cpiName string, vm createdVM) e
 }
 
 // deleteTaggedVM deletes VM cid of a CPI once its creation tags show it is
-// this director's VM for agentID (cpimanager.CheckVM): a VM tagged for
+// this director's VM for agentID (cpimanager.Manager.CheckVM): a VM tagged for
 // another director or agent is refused, whatever the records say.
 func (d *Deployer) deleteTaggedVM(ctx context.Context, cpiName, cid, agentID string) error {
 	c, err := d.cpi(ctx, cpiName)
 	if err != nil {
 		return err
 	}
-	info, err := d.c.CPIs.Info(ctx, cpiName)
-	if err != nil {
-		return err
-	}
-	if _, err := cpimanager.CheckVM(ctx, c, info, cid, d.c.DirectorID, agentID); err != nil {
+	if err := d.c.CPIs.CheckVM(ctx, cpiName, cid, d.c.DirectorID, agentID); err != nil {
 		return fmt.Errorf("delete vm %s: %w", cid, err)
 	}
 	if err := c.DeleteVM(ctx, cid); err != nil && !errors.Is(err, cpi.ErrVMNotFound) {
