@@ -125,6 +125,9 @@ type Config struct {
 	// deploy deletes and creates VMs on purpose: while it runs, the
 	// instances of its deployment are at worst late, never unresponsive.
 	Busy func(ctx context.Context) map[string]bool
+	// AlertRetention is how long alert events are kept when Events is a
+	// Pruner (default AlertRetention; negative: forever).
+	AlertRetention time.Duration
 }
 
 type beat struct {
@@ -164,7 +167,12 @@ type Monitor struct {
 	listed   time.Time
 	stranger bool
 	alertsN  uint64
-	wg       sync.WaitGroup
+	// alertBuckets rate-limit each agent's alerts; dropped counts those over
+	// the rate; pruned is when old alert events were last removed.
+	alertBuckets map[string]*bucket
+	dropped      uint64
+	pruned       time.Time
+	wg           sync.WaitGroup
 }
 
 // NewMonitor returns a monitor; call Subscribe and Run to start it.
@@ -184,7 +192,10 @@ func NewMonitor(c Config) *Monitor {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Monitor{c: c, log: c.Logger, entries: map[string]*entry{}, beats: map[string]beat{}}
+	if c.AlertRetention == 0 {
+		c.AlertRetention = AlertRetention
+	}
+	return &Monitor{c: c, log: c.Logger, entries: map[string]*entry{}, beats: map[string]beat{}, alertBuckets: map[string]*bucket{}}
 }
 
 // Timeout is the silence after which an agent is unresponsive.
@@ -223,7 +234,9 @@ func (m *Monitor) Heartbeat(agentID string, hb protocol.Heartbeat) {
 	m.mu.Unlock()
 }
 
-// Alert records an alert of agentID as an audit event.
+// Alert records an alert of agentID as an audit event: at most AlertBurst
+// at once and one per AlertEvery after that per agent, its fields cut to
+// AlertFieldMax (summary AlertSummaryMax).
 func (m *Monitor) Alert(ctx context.Context, agentID string, a protocol.Alert) {
 	m.mu.Lock()
 	m.alertsN++
@@ -232,12 +245,22 @@ func (m *Monitor) Alert(ctx context.Context, agentID string, a protocol.Alert) {
 	if e != nil {
 		inst = e.inst
 	}
+	allowed := e != nil && m.allowAlert(agentID, m.c.Now())
+	if e != nil && !allowed {
+		m.dropped++
+	}
 	m.mu.Unlock()
 	if e == nil {
-		m.log.Debug("alert from an agent of no instance", "agent", agentID, "title", a.Title)
+		m.log.Debug("alert from an agent of no instance", "agent", agentID, "title", cut(a.Title, AlertFieldMax))
 		return
 	}
-	ev := store.AuditEvent{User: UserMonitor, Deployment: inst.Deployment, Instance: inst.Name(), Action: "alert",
+	if !allowed {
+		m.log.Debug("alert over the agent's rate dropped", "agent", agentID)
+		return
+	}
+	a.Title, a.Summary, a.State = cut(a.Title, AlertFieldMax), cut(a.Summary, AlertSummaryMax), cut(a.State, AlertFieldMax)
+	a.Job, a.Process = cut(a.Job, AlertFieldMax), cut(a.Process, AlertFieldMax)
+	ev := store.AuditEvent{Time: m.c.Now(), User: UserMonitor, Deployment: inst.Deployment, Instance: inst.Name(), Action: "alert",
 		Result: store.ResultInfo, Context: map[string]string{"title": a.Title, "severity": fmt.Sprint(a.Severity), "agent": agentID}}
 	if a.Summary != "" {
 		ev.Context["summary"] = a.Summary
@@ -287,6 +310,7 @@ func (m *Monitor) Check(ctx context.Context) error {
 		busy = m.c.Busy(ctx)
 	}
 	now := m.c.Now()
+	m.pruneAlerts(ctx, now)
 	m.mu.Lock()
 	refresh := m.stranger || m.insts == nil || now.Sub(m.listed) >= refreshEvery
 	insts := m.insts
@@ -323,6 +347,11 @@ func (m *Monitor) Check(ctx context.Context) error {
 	for id := range m.entries {
 		if !seen[id] {
 			delete(m.entries, id)
+		}
+	}
+	for id := range m.alertBuckets {
+		if !seen[id] {
+			delete(m.alertBuckets, id)
 		}
 	}
 	for id, b := range m.beats {
@@ -532,13 +561,15 @@ func (m *Monitor) Instance(deployment, id string) (InstanceHealth, bool) {
 type Stats struct {
 	Heartbeats uint64
 	Alerts     uint64
-	Agents     int // agents heard from recently, instance or not
-	Instances  int
+	// AlertsDropped counts alerts over an agent's rate.
+	AlertsDropped uint64
+	Agents        int // agents heard from recently, instance or not
+	Instances     int
 }
 
 // Stats returns the monitor's counters.
 func (m *Monitor) Stats() Stats {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return Stats{Heartbeats: m.beatsN, Alerts: m.alertsN, Agents: len(m.beats), Instances: len(m.entries)}
+	return Stats{Heartbeats: m.beatsN, Alerts: m.alertsN, AlertsDropped: m.dropped, Agents: len(m.beats), Instances: len(m.entries)}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -63,6 +64,19 @@ func (s Store) Instances(ctx context.Context) ([]Instance, error) {
 func (s Store) AddEvent(ctx context.Context, e store.AuditEvent) error {
 	return AddEvent(s.S, e)
 }
+
+// PruneEvents removes the audit events of action older than before.
+func (s Store) PruneEvents(ctx context.Context, action string, before time.Time) (int, error) {
+	var n int
+	err := s.S.Update(func(tx *store.Tx) error {
+		var err error
+		n, err = tx.PruneAuditEvents(action, before)
+		return err
+	})
+	return n, err
+}
+
+var _ Pruner = Store{}
 
 // AddEvent appends e to the state file's audit log. Deploys and other
 // operations record their events with it.

@@ -53,7 +53,8 @@ type AuditEvent struct {
 }
 
 // AddAuditEvent appends e to the audit log, giving it the next id and, when
-// unset, the current time. Events are never changed or removed afterwards.
+// unset, the current time. Events are never changed afterwards, nor removed
+// but by PruneAuditEvents (the health monitor's alerts, kept for a set time).
 func (t *Tx) AddAuditEvent(e AuditEvent) (AuditEvent, error) {
 	if e.Action == "" {
 		return e, fmt.Errorf("audit event: action missing")
@@ -72,6 +73,36 @@ func (t *Tx) AddAuditEvent(e AuditEvent) (AuditEvent, error) {
 	}
 	e.Time = e.Time.UTC()
 	return e, t.put(bucketAudit, itob(id), e)
+}
+
+// PruneAuditEvents removes the events of action older than before and
+// returns how many. Ids grow with time, so it reads from the oldest and stops
+// at the first event at or after before.
+func (t *Tx) PruneAuditEvents(action string, before time.Time) (int, error) {
+	b := t.tx.Bucket(bucketAudit)
+	if b == nil {
+		return 0, nil
+	}
+	var doomed [][]byte
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		var e AuditEvent
+		if err := json.Unmarshal(v, &e); err != nil {
+			return 0, fmt.Errorf("audit event %x: %w", k, err)
+		}
+		if !e.Time.Before(before) {
+			break
+		}
+		if e.Action == action {
+			doomed = append(doomed, append([]byte(nil), k...))
+		}
+	}
+	for _, k := range doomed {
+		if err := b.Delete(k); err != nil {
+			return 0, err
+		}
+	}
+	return len(doomed), nil
 }
 
 // AuditFilter selects audit events. Zero values select everything.
