@@ -421,17 +421,17 @@ func (d *decoder) subnet(n *yaml.Node, path, typ string) Subnet {
 			sn.Gateway, _ = d.addr(v, p)
 		}
 		fs["reserved"] = func(v *yaml.Node, p string) {
-			reservedNodes = d.list(v, p)
+			reservedNodes = d.boundedRanges(v, p)
 			sn.Reserved = d.rangesAt(reservedNodes, p)
 		}
 		fs["static"] = func(v *yaml.Node, p string) {
-			staticNodes = d.list(v, p)
+			staticNodes = d.boundedRanges(v, p)
 			sn.Static = d.rangesAt(staticNodes, p)
 		}
 		required = []string{"range", "gateway"}
 	case VIP:
 		fs["static"] = func(v *yaml.Node, p string) {
-			staticNodes = d.list(v, p)
+			staticNodes = d.boundedRanges(v, p)
 			sn.Static = d.rangesAt(staticNodes, p)
 		}
 	}
@@ -542,4 +542,19 @@ func (d *decoder) compilation(n *yaml.Node, path string) Compilation {
 		d.errorf(n, path, "set only one of vm_type, vm_resources or cloud_properties")
 	}
 	return c
+}
+
+// MaxSubnetRanges bounds the entries of one subnet's reserved or static list
+// (each a range of any size): the checks between the two lists are pairwise.
+const MaxSubnetRanges = 1000
+
+// boundedRanges lists the entries of a reserved or static list, refusing
+// more than MaxSubnetRanges.
+func (d *decoder) boundedRanges(v *yaml.Node, path string) []*yaml.Node {
+	nodes := d.list(v, path)
+	if len(nodes) > MaxSubnetRanges {
+		d.errorf(v, path, "%d entries, the limit is %d (write ranges: \"10.0.0.2 - 10.0.0.9\" or a CIDR)", len(nodes), MaxSubnetRanges)
+		return nodes[:MaxSubnetRanges]
+	}
+	return nodes
 }

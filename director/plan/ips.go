@@ -14,6 +14,41 @@ type addrPool struct {
 	nw     *manifest.Network
 	used   map[netip.Addr]string // address → holder (instance or "another deployment")
 	cursor []netip.Addr          // per subnet: where the next search starts
+	// blocked holds, per subnet, its reserved and static ranges sorted and
+	// merged, for allocate to jump past.
+	blocked [][]manifest.AddrRange
+}
+
+// newAddrPool prepares the pool of a manual network.
+func newAddrPool(nw *manifest.Network) *addrPool {
+	p := &addrPool{nw: nw, used: map[netip.Addr]string{}, cursor: make([]netip.Addr, len(nw.Subnets))}
+	for _, sn := range nw.Subnets {
+		rs := append(slices.Clone(sn.Reserved), sn.Static...)
+		slices.SortFunc(rs, func(a, b manifest.AddrRange) int { return a.First.Compare(b.First) })
+		var merged []manifest.AddrRange
+		for _, r := range rs {
+			if n := len(merged); n > 0 && (r.First.Compare(merged[n-1].Last) <= 0 || r.First == merged[n-1].Last.Next()) {
+				if merged[n-1].Last.Less(r.Last) {
+					merged[n-1].Last = r.Last
+				}
+				continue
+			}
+			merged = append(merged, r)
+		}
+		p.blocked = append(p.blocked, merged)
+	}
+	return p
+}
+
+// blockedAt returns the last address of subnet i's reserved or static range
+// holding a (a binary search).
+func (p *addrPool) blockedAt(i int, a netip.Addr) (netip.Addr, bool) {
+	rs := p.blocked[i]
+	k, _ := slices.BinarySearchFunc(rs, a, func(r manifest.AddrRange, a netip.Addr) int { return r.Last.Compare(a) })
+	if k < len(rs) && rs[k].Contains(a) {
+		return rs[k].Last, true
+	}
+	return netip.Addr{}, false
 }
 
 // subnetFor returns the subnet holding a, or nil.
@@ -52,6 +87,9 @@ func lastAddr(p netip.Prefix) netip.Addr {
 }
 
 // allocate returns the first free dynamic address for an instance in az.
+// It jumps past reserved and static ranges whole, so its steps are bounded
+// by the number of ranges and of addresses in use, never by the size of the
+// subnet (an IPv6 /64 holds 2^64).
 func (p *addrPool) allocate(az, holder string) (netip.Addr, bool) {
 	for i := range p.nw.Subnets {
 		sn := &p.nw.Subnets[i]
@@ -63,6 +101,10 @@ func (p *addrPool) allocate(az, holder string) (netip.Addr, bool) {
 			a = sn.Range.Masked().Addr()
 		}
 		for ; a.IsValid() && sn.Range.Contains(a); a = a.Next() {
+			if last, ok := p.blockedAt(i, a); ok {
+				a = last // the loop steps past the whole range
+				continue
+			}
 			if _, taken := p.used[a]; taken || !dynamicOK(sn, a, az) {
 				continue
 			}
@@ -86,7 +128,7 @@ func (c *computer) assignIPs() {
 		if nw == nil || nw.Type != manifest.Manual {
 			return nil
 		}
-		p := &addrPool{nw: nw, used: map[netip.Addr]string{}, cursor: make([]netip.Addr, len(nw.Subnets))}
+		p := newAddrPool(nw)
 		for _, a := range c.actual.OtherIPs[name] {
 			p.used[a] = "another deployment"
 		}
