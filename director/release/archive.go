@@ -118,6 +118,63 @@ type OpenOptions struct {
 	// JobLimits bound each job tarball (held in memory); a zero value means
 	// DefaultJobLimits.
 	JobLimits tgz.Limits
+	// expect, when set, is every entry release.MF allows with its size (-1:
+	// not declared): load refuses any other before writing a byte of it.
+	expect map[string]int64
+}
+
+var errFound = errors.New("found")
+
+// expectedEntries reads release.MF from the tarball r without writing
+// anything and returns the entries it lists with their declared sizes.
+func expectedEntries(r io.Reader, lim tgz.Limits) (map[string]int64, error) {
+	var mf []byte
+	err := tgz.Walk(r, lim, func(e tgz.Entry, body io.Reader) error {
+		if e.Name != ManifestFile || e.Type != tar.TypeReg {
+			return nil
+		}
+		if e.Size > 1<<20 {
+			return fmt.Errorf("entry %q: %d bytes, more than 1 MiB: %w", e.Name, e.Size, tgz.ErrTooLarge)
+		}
+		var err error
+		if mf, err = io.ReadAll(body); err != nil {
+			return err
+		}
+		return errFound
+	})
+	if err != nil && !errors.Is(err, errFound) {
+		return nil, err
+	}
+	if mf == nil {
+		return nil, fmt.Errorf("entry %q: %w", ManifestFile, ErrMissingEntry)
+	}
+	expect := map[string]int64{ManifestFile: int64(len(mf)), "license.tgz": -1}
+	if IsBOSHManifest(mf) {
+		var b boshManifest
+		if err := decodeLoose(mf, &b); err != nil {
+			return nil, fmt.Errorf("%s (BOSH form): %w", ManifestFile, err)
+		}
+		for dir, list := range map[string][]boshEntry{"jobs/": b.Jobs, "packages/": b.Packages, "compiled_packages/": b.CompiledPackages} {
+			for _, e := range list {
+				expect[dir+e.Name+".tgz"] = -1
+			}
+		}
+		return expect, nil
+	}
+	m, err := ParseManifest(mf)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range m.Packages {
+		expect["packages/"+p.Name+".tgz"] = p.Size
+	}
+	for _, p := range m.CompiledPackages {
+		expect["compiled_packages/"+p.Name+".tgz"] = p.Size
+	}
+	for _, j := range m.Jobs {
+		expect["jobs/"+j.Name+".tgz"] = j.Size
+	}
+	return expect, nil
 }
 
 // DefaultJobLimits bound a job tarball: templates are read into memory.
@@ -138,6 +195,17 @@ func OpenWith(file string, opts OpenOptions) (*Archive, error) {
 		return nil, fmt.Errorf("open release: %w", err)
 	}
 	defer f.Close()
+	// release.MF first, whatever its place in the tarball (BOSH's come
+	// last): a pass that writes nothing finds and checks it, so that the
+	// unpacking pass writes only the entries it lists, at their sizes.
+	expect, err := expectedEntries(f, opts.Limits)
+	if err != nil {
+		return nil, fmt.Errorf("release %s: %w", filepath.Base(file), err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	opts.expect = expect
 	a, err := OpenReader(f, opts)
 	if err != nil {
 		return nil, fmt.Errorf("release %s: %w", filepath.Base(file), err)
@@ -212,6 +280,15 @@ func (a *Archive) load(r io.Reader, opts OpenOptions) error {
 		name, ok := strings.CutSuffix(base, ".tgz")
 		if (dir != "jobs/" && dir != "packages/" && dir != "compiled_packages/") || !ok || !ValidName(name) {
 			return fmt.Errorf("entry %q: %w: want release.MF, jobs/<name>.tgz, packages/<name>.tgz or compiled_packages/<name>.tgz", e.Name, ErrUnexpectedEntry)
+		}
+		if opts.expect != nil {
+			size, listed := opts.expect[e.Name]
+			if !listed {
+				return fmt.Errorf("entry %q: %w: not listed in release.MF", e.Name, ErrUnexpectedEntry)
+			}
+			if size >= 0 && e.Size != size {
+				return fmt.Errorf("entry %q: %d bytes, release.MF says %d: %w", e.Name, e.Size, size, ErrSizeMismatch)
+			}
 		}
 		out, err := root.OpenFile(e.Name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
