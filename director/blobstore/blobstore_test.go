@@ -290,3 +290,24 @@ func BenchmarkS3Put(b *testing.B) {
 	}
 	benchmarkPut(b, s)
 }
+
+// A PUT URL is single-use: replaying it (within its lifetime) cannot replace
+// the blob it stored, so a compiled package cannot be swapped afterwards.
+func TestSignedPutIsSingleUse(t *testing.T) {
+	s := newSignedServer(t)
+	good, evil := []byte("compiled package"), []byte("poisoned package")
+	put, err := s.signer.URL(s.url, http.MethodPut, "compiled-8", time.Hour, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := do(t, http.MethodPut, put, good); code != http.StatusCreated {
+		t.Fatalf("first put: %d %s", code, body)
+	}
+	if code, body := do(t, http.MethodPut, put, evil); code != http.StatusConflict || !strings.Contains(string(body), "single-use") {
+		t.Errorf("replayed put: %d %s, want 409", code, body)
+	}
+	get, _ := s.signer.URL(s.url, http.MethodGet, "compiled-8", time.Minute, "")
+	if code, body := do(t, http.MethodGet, get, nil); code != http.StatusOK || !bytes.Equal(body, good) {
+		t.Errorf("after the replay: %d %q, want the first upload", code, body)
+	}
+}

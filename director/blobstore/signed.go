@@ -97,7 +97,9 @@ func (s *Signer) Verify(method, id string, q url.Values) (string, error) {
 // Handler serves GET and PUT /blobs/<id> for requests bearing a valid,
 // unexpired signature from its Signer. A PUT stores the body under <id>
 // (checking its sha256 when the URL names one) and answers 201 with the
-// Blob as JSON. Signatures and query strings are never logged.
+// Blob as JSON. A PUT URL is single-use: once a blob of that id exists, a
+// PUT to it answers 409, so a replayed URL cannot replace what was stored.
+// Signatures and query strings are never logged.
 type Handler struct {
 	store  Store
 	signer *Signer
@@ -173,6 +175,15 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request, id, sum string, lo
 	max := h.MaxPutSize
 	if max == 0 {
 		max = 8 << 30
+	}
+	if exists, err := h.store.Exists(r.Context(), id); err != nil {
+		log.Error("put blob", "error", err)
+		http.Error(w, "blobstore error", http.StatusInternalServerError)
+		return
+	} else if exists {
+		log.Warn("blob upload refused", "reason", "blob exists: an upload URL is single-use")
+		http.Error(w, "blob exists: an upload URL is single-use", http.StatusConflict)
+		return
 	}
 	body := http.MaxBytesReader(w, r.Body, max)
 	b, err := h.store.PutID(r.Context(), id, body, sum)

@@ -2,15 +2,19 @@ package deploy
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/compleat/compleat/director/api"
+	"io"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/compleat/compleat/agent/applyspec"
 	"github.com/compleat/compleat/agent/protocol"
+	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/blobstore"
 	"github.com/compleat/compleat/director/compile"
 	"github.com/compleat/compleat/director/plan"
 	"github.com/compleat/compleat/director/store"
@@ -170,7 +174,30 @@ func (c *compileCloud) Compile(ctx context.Context, vm compile.VM, req compile.R
 		}
 		return "", "", err
 	}
+	// The agent's word is not the record: the director hashes the blob it
+	// stored and records that digest only when both agree.
+	if err := d.verifyBlob(ctx, blobID, res.SHA256); err != nil {
+		d.c.Blobs.Delete(context.WithoutCancel(ctx), blobID)
+		return "", "", fmt.Errorf("compiled package %s: %w", req.Package.Name, err)
+	}
 	return blobID, res.SHA256, nil
+}
+
+// verifyBlob hashes blob id and compares the digest with want.
+func (d *Deployer) verifyBlob(ctx context.Context, id, want string) error {
+	rc, err := d.c.Blobs.Get(ctx, id)
+	if err != nil {
+		return fmt.Errorf("read uploaded blob %s: %w", id, err)
+	}
+	defer rc.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, rc); err != nil {
+		return fmt.Errorf("read uploaded blob %s: %w", id, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); want == "" || got != want {
+		return fmt.Errorf("blob %s has sha256 %s, the agent reported %q: %w", id, got, want, blobstore.ErrDigestMismatch)
+	}
+	return nil
 }
 
 func (c *compileCloud) DeleteVM(ctx context.Context, vm compile.VM) error {
