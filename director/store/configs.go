@@ -1,7 +1,9 @@
 package store
 
 import (
+	"crypto/rand"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -39,7 +41,93 @@ func (t *Tx) AddConfig(typ, name, content string) (c Config, changed bool, err e
 		return c, false, fmt.Errorf("next config id: %w", err)
 	}
 	c = Config{ID: id, Type: typ, Name: name, Content: content, CreatedAt: t.now().UTC()}
-	return c, true, t.put(bucketConfigs, itob(id), c)
+	sc, err := t.sealConfig(c)
+	if err != nil {
+		return c, false, err
+	}
+	return c, true, t.put(bucketConfigs, itob(id), sc)
+}
+
+// storedConfig is a Config as stored: a cpi config's content, which holds
+// cloud credentials, sealed with the variables key like a variable's value,
+// so that a backup without the key does not give them away. Other configs
+// are stored in clear (their secrets are ((variables))).
+type storedConfig struct {
+	Config
+	Nonce  []byte `json:"nonce,omitempty"`
+	Sealed []byte `json:"sealed,omitempty"`
+}
+
+func (t *Tx) sealConfig(c Config) (storedConfig, error) {
+	if c.Type != ConfigCPI {
+		return storedConfig{Config: c}, nil
+	}
+	g, err := t.aead()
+	if err != nil {
+		return storedConfig{}, err
+	}
+	nonce := make([]byte, g.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return storedConfig{}, fmt.Errorf("config nonce: %w", err)
+	}
+	sealed := g.Seal(nil, nonce, []byte(c.Content), configAAD(c))
+	c.Content = ""
+	return storedConfig{Config: c, Nonce: nonce, Sealed: sealed}, nil
+}
+
+func (t *Tx) openConfig(sc storedConfig) (Config, error) {
+	if sc.Sealed == nil {
+		return sc.Config, nil // written before configs were sealed, or not a cpi config
+	}
+	g, err := t.aead()
+	if err != nil {
+		return Config{}, err
+	}
+	plain, err := g.Open(nil, sc.Nonce, sc.Sealed, configAAD(sc.Config))
+	if err != nil {
+		return Config{}, fmt.Errorf("config %d: unseal: wrong key for this state file?: %w", sc.ID, err)
+	}
+	c := sc.Config
+	c.Content = string(plain)
+	return c, nil
+}
+
+// configAAD binds sealed content to its record.
+func configAAD(c Config) []byte {
+	return []byte("config/" + strconv.FormatUint(c.ID, 10) + "/" + c.Type + "/" + c.Name)
+}
+
+// sealConfigs seals the cpi configs a state file holds in clear (written
+// before configs were sealed).
+func (t *Tx) sealConfigs() error {
+	b := t.tx.Bucket(bucketConfigs)
+	if b == nil {
+		return nil
+	}
+	var clear []storedConfig
+	err := b.ForEach(func(k, v []byte) error {
+		var sc storedConfig
+		if err := decode(v, &sc); err != nil {
+			return fmt.Errorf("decode config %d: %w", btoi(k), err)
+		}
+		if sc.Type == ConfigCPI && sc.Sealed == nil {
+			clear = append(clear, sc)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, sc := range clear {
+		sealed, err := t.sealConfig(sc.Config)
+		if err != nil {
+			return err
+		}
+		if err := t.put(bucketConfigs, itob(sc.ID), sealed); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // LatestConfig returns the newest version of a (type, name) config; name ""
@@ -50,12 +138,12 @@ func (t *Tx) LatestConfig(typ, name string) (Config, error) {
 	}
 	c := t.tx.Bucket(bucketConfigs).Cursor()
 	for k, v := c.Last(); k != nil; k, v = c.Prev() {
-		var cfg Config
-		if err := decode(v, &cfg); err != nil {
-			return cfg, fmt.Errorf("decode config %d: %w", btoi(k), err)
+		var sc storedConfig
+		if err := decode(v, &sc); err != nil {
+			return Config{}, fmt.Errorf("decode config %d: %w", btoi(k), err)
 		}
-		if cfg.Type == typ && cfg.Name == name {
-			return cfg, nil
+		if sc.Type == typ && sc.Name == name {
+			return t.openConfig(sc)
 		}
 	}
 	return Config{}, fmt.Errorf("%s config %q: %w", typ, name, ErrNotFound)
@@ -63,25 +151,29 @@ func (t *Tx) LatestConfig(typ, name string) (Config, error) {
 
 // Config returns one config version by id.
 func (t *Tx) Config(id uint64) (Config, error) {
-	var c Config
-	if err := t.get(bucketConfigs, itob(id), &c); err != nil {
-		return c, fmt.Errorf("config %d: %w", id, err)
+	var sc storedConfig
+	if err := t.get(bucketConfigs, itob(id), &sc); err != nil {
+		return Config{}, fmt.Errorf("config %d: %w", id, err)
 	}
-	return c, nil
+	return t.openConfig(sc)
 }
 
 // Configs lists config versions of a type ("" for all), oldest first; with
 // latestOnly only the newest version of each (type, name).
 func (t *Tx) Configs(typ string, latestOnly bool) ([]Config, error) {
-	all, err := list[Config](t, bucketConfigs, "")
+	all, err := list[storedConfig](t, bucketConfigs, "")
 	if err != nil {
 		return nil, err
 	}
 	var out []Config
 	newest := map[string]int{}
-	for _, c := range all {
-		if typ != "" && c.Type != typ {
+	for _, sc := range all {
+		if typ != "" && sc.Type != typ {
 			continue
+		}
+		c, err := t.openConfig(sc)
+		if err != nil {
+			return nil, err
 		}
 		if latestOnly {
 			if i, ok := newest[c.Type+"/"+c.Name]; ok {

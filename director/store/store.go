@@ -136,7 +136,12 @@ func Open(path string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("state file %s: %w", path, err)
 	}
-	return &Store{db: db, key: key, now: opts.Now, path: path}, nil
+	st := &Store{db: db, key: key, now: opts.Now, path: path}
+	if err := st.Update(func(tx *Tx) error { return tx.sealConfigs() }); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state file %s: seal cpi configs: %w", path, err)
+	}
+	return st, nil
 }
 
 func upgrade(db *bolt.DB) error {
