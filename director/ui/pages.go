@@ -95,6 +95,10 @@ type GroupRow struct {
 	ByState   []StateCount
 }
 
+// PSLimit is the largest deployment whose page asks every agent for its
+// processes.
+const PSLimit = 100
+
 // DeploymentPage is the deployment page's data.
 type DeploymentPage struct {
 	Deployment store.Deployment
@@ -137,6 +141,23 @@ func (h *Handler) deployment(r *http.Request) (string, any, error) {
 	if err := h.call(ctx, s, http.MethodGet, "/v1/deployments/"+esc+"/instances", &insts); err != nil {
 		return "", nil, err
 	}
+	// Process states come from the agents themselves (instances?ps=true,
+	// 16 asked at a time) for a deployment of up to PSLimit instances;
+	// beyond that the page keeps to what heartbeats said.
+	procs := map[string][]protocol.JobState{}
+	if len(insts) <= PSLimit {
+		var ps []struct {
+			ID         string          `json:"id"`
+			AgentState *protocol.State `json:"agent_state"`
+		}
+		if err := h.call(ctx, s, http.MethodGet, "/v1/deployments/"+esc+"/instances?ps=true", &ps); err == nil {
+			for _, x := range ps {
+				if x.AgentState != nil {
+					procs[x.ID] = x.AgentState.Jobs
+				}
+			}
+		}
+	}
 	var hs []instanceHealth
 	if err := h.call(ctx, s, http.MethodGet, "/v1/deployments/"+esc+"/health", &hs); err != nil {
 		p.HealthNote = "No heartbeats: " + err.Error()
@@ -158,6 +179,9 @@ func (h *Handler) deployment(r *http.Request) (string, any, error) {
 		if x, ok := byID[i.ID]; ok {
 			row.Health, row.JobState, row.Jobs, row.Vitals, row.Reason = x.Status, x.JobState, x.Jobs, x.Vitals, x.Reason
 			row.Heartbeat = x.HeartbeatAge
+		}
+		if jobs, ok := procs[i.ID]; ok {
+			row.Jobs = jobs
 		}
 		g.Instances = append(g.Instances, row)
 	}

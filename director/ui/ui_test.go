@@ -403,3 +403,12 @@ func BenchmarkDeploymentsPage(b *testing.B) {
 		})
 	}
 }
+
+func taskState(t testing.TB, f *fixture, id uint64) string {
+	t.Helper()
+	var cur store.Task
+	if err := f.store.View(func(tx *store.Tx) error { var err error; cur, err = tx.Task(id); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return cur.State
+}
