@@ -109,6 +109,12 @@ type DeploymentPage struct {
 	HealthNote string
 }
 
+// PageTitle names the deployment.
+func (p DeploymentPage) PageTitle() string { return "Deployment " + p.Deployment.Name }
+
+// PageTitle names the task.
+func (p TaskPage) PageTitle() string { return fmt.Sprintf("Task #%d", p.Task.ID) }
+
 // VariableRow is a variable as the console shows it: never its value.
 type VariableRow struct{ Name, Type string }
 

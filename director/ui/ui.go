@@ -243,6 +243,9 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, name, title str
 	if s, ok := r.Context().Value(sessionKey{}).(*session); ok {
 		v.User, v.Admin, v.CSRF = s.user, s.admin, s.csrf
 	}
+	if t, ok := data.(interface{ PageTitle() string }); ok && v.Title == "" {
+		v.Title = t.PageTitle()
+	}
 	if v.Title == "" {
 		v.Title = titles[name]
 	}
