@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -32,9 +33,10 @@ const (
 )
 
 type fixture struct {
-	srv   *httptest.Server
-	store *store.Store
-	tasks *task.Manager
+	metrics *api.Metrics
+	srv     *httptest.Server
+	store   *store.Store
+	tasks   *task.Manager
 }
 
 func newFixture(t testing.TB, instances int) *fixture {
@@ -46,7 +48,9 @@ func newFixture(t testing.TB, instances int) *fixture {
 		{Name: "admin", SHA256: sha256.Sum256([]byte(adminToken)), Scopes: []string{config.ScopeAdmin}},
 		{Name: "ci", SHA256: sha256.Sum256([]byte(readToken)), Scopes: []string{config.ScopeRead}},
 	})
-	a := api.New(api.Deps{Store: s, Tasks: tasks, Auth: auth, Logger: logger, Metrics: api.NewMetrics(nil, nil), UploadDir: t.TempDir()})
+	metrics := api.NewMetrics(nil, nil)
+	a := api.New(api.Deps{Store: s, Tasks: tasks, Auth: auth, Logger: logger, Metrics: metrics, UploadDir: t.TempDir(),
+		CPIs: func() []string { return []string{"east"} }})
 	mux := http.NewServeMux()
 	mux.Handle("/ui/", ui.New(a, logger))
 	mux.Handle("/", a)
@@ -86,7 +90,7 @@ func newFixture(t testing.TB, instances int) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{srv: srv, store: s, tasks: tasks}
+	return &fixture{srv: srv, store: s, tasks: tasks, metrics: metrics}
 }
 
 // browser is a client with a cookie jar that does not follow redirects.
@@ -411,4 +415,21 @@ func taskState(t testing.TB, f *fixture, id uint64) string {
 		t.Fatal(err)
 	}
 	return cur.State
+}
+
+func TestCPIsPageFromMetrics(t *testing.T) {
+	f := newFixture(t, 1)
+	for i := range 20 {
+		f.metrics.ObserveCPI("east", "CreateVM", time.Duration(i+1)*time.Millisecond, nil)
+	}
+	f.metrics.ObserveCPI("east", "CreateVM", 3*time.Millisecond, errors.New("quota"))
+	c := f.browser(t)
+	f.signIn(t, c, readToken)
+	code, body := get(t, c, f.srv.URL+"/ui/cpis")
+	// 21 calls, 1 failed, mean (210+3)/21 ms; 16 of 21 within the 15 ms
+	// bucket (76%), all within 45 ms.
+	want := "<td>east</td><td>CreateVM</td><td>21</td><td>1</td><td>10.1</td><td>≤ 45 ms</td>"
+	if code != 200 || !strings.Contains(body, want) {
+		t.Fatalf("CPIs page %d, want %s in:\n%s", code, want, body)
+	}
 }
