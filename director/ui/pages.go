@@ -106,6 +106,7 @@ type DeploymentPage struct {
 	Variables  []VariableRow
 	Tasks      []store.Task
 	Running    *store.Task
+	Paused     bool // the last deploy ended paused: it may be resumed
 	HealthNote string
 }
 
@@ -213,10 +214,15 @@ func (h *Handler) deployment(r *http.Request) (string, any, error) {
 		return "", nil, err
 	}
 	for i := range p.Tasks {
-		if !p.Tasks[i].Finished() && p.Tasks[i].Type == "deploy" {
-			p.Running = &p.Tasks[i]
-			break
+		if p.Tasks[i].Type != "deploy" {
+			continue
 		}
+		if !p.Tasks[i].Finished() {
+			p.Running = &p.Tasks[i]
+		} else {
+			p.Paused = strings.Contains(p.Tasks[i].Error, "rollout paused")
+		}
+		break
 	}
 	return "deployment", p, nil
 }

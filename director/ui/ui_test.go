@@ -210,6 +210,9 @@ func TestPagesShowNoSecret(t *testing.T) {
 			t.Errorf("%s shows a secret", p)
 		}
 	}
+	if _, body := get(t, c, f.srv.URL+"/ui/deployments/web"); strings.Contains(body, "/pause") || strings.Contains(body, "/resume") {
+		t.Error("pause or resume offered with no rollout running or paused")
+	}
 	_, body := get(t, c, fmt.Sprintf("%s/ui/tasks/%d", f.srv.URL, tk.ID))
 	if !strings.Contains(body, `class="bar b-finished canary"`) || !strings.Contains(body, "batch 1") {
 		t.Errorf("task page has no finished canary bar:\n%s", body)
@@ -262,6 +265,9 @@ func TestReadTokenCannotCancel(t *testing.T) {
 	if strings.Contains(body, "/cancel") {
 		t.Fatal("a read token sees a cancel form")
 	}
+	if _, dep := get(t, c, f.srv.URL+"/ui/deployments/web"); !strings.Contains(dep, "Deploy running") || strings.Contains(dep, "/pause") {
+		t.Fatal("a read token is offered pause, or the running deploy is not shown")
+	}
 	m := csrfRE.FindStringSubmatch(body)
 	if m == nil {
 		t.Fatal("no csrf token on the page")
@@ -293,6 +299,9 @@ func TestAdminCancelNeedsCSRF(t *testing.T) {
 	_, body := get(t, c, taskURL)
 	if !strings.Contains(body, `action="/ui/tasks/`+fmt.Sprint(tk.ID)+`/cancel"`) {
 		t.Fatalf("an admin sees no cancel form:\n%s", body)
+	}
+	if _, dep := get(t, c, f.srv.URL+"/ui/deployments/web"); !strings.Contains(dep, `action="/ui/deployments/web/pause"`) {
+		t.Error("an admin is not offered to pause the running deploy")
 	}
 	m := csrfRE.FindStringSubmatch(body)
 	for _, form := range []url.Values{{}, {"csrf": {"forged"}}} {
