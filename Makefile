@@ -19,7 +19,7 @@ MODULES   = $(shell $(GO) list -m -f '{{.Dir}}')
 STATICCHECK_VERSION := v0.8.2
 PLUGINS   := local aws azure openstack
 
-.PHONY: all build stemcell test test-example test-short bench lint proto demo demo-down zdt clean
+.PHONY: all build stemcell test test-example test-short bench lint proto demo demo-down zdt torture clean
 
 all: build
 
@@ -83,6 +83,17 @@ demo-down:
 
 zdt: build stemcell
 	$(GO) run ./test/zdt
+
+# Not part of test (minutes): SIGKILLs the director at random points of
+# deploys on the local CPI, restarts it until the deploy converges, checks
+# for orphaned VMs, lost disks and changed persistent data, and prints one
+# `torture: trials=N converged=N orphans=0 lost=0 ...` line
+# (docs/reliability.md). TORTURE_TRIALS=N, default 20.
+torture: build
+	@mkdir -p $(BUILD)
+	@$(GO) test -tags torture -count=1 -timeout 60m -run '^TestTorture$$' -v ./test/e2e > $(BUILD)/torture.log 2>&1; rc=$$?; \
+	  grep -E '^torture:' $(BUILD)/torture.log; \
+	  if [ $$rc -ne 0 ]; then tail -60 $(BUILD)/torture.log; echo "torture failed: $(BUILD)/torture.log"; exit $$rc; fi
 
 clean:
 	rm -rf $(BIN) $(BUILD)

@@ -1,0 +1,227 @@
+//go:build torture
+
+package e2e
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestTorture kills the director (and its CPI plugin: the whole process
+// group, as a host crash would) with SIGKILL at random points of deploys
+// that recreate every VM of the sample deployment on the local CPI
+// (compile, VM deletion and creation, disk detach and attach, drain),
+// restarts it on the same data directory and deploys again until the deploy
+// succeeds. After each trial it checks that every VM in the cloud is
+// recorded and every recorded VM is in the cloud (orphans), that every
+// persistent disk is still there and attached to its instance (lost), and
+// that the files written on the persistent disks before the first trial are
+// unchanged. It prints one summary line:
+//
+//	torture: trials=N converged=N orphans=0 lost=0 checksums=ok ...
+//
+// Run with `make torture` (TORTURE_TRIALS, default 20).
+func TestTorture(t *testing.T) {
+	trials := 20
+	if v, err := strconv.Atoi(os.Getenv("TORTURE_TRIALS")); err == nil && v > 0 {
+		trials = v
+	}
+	bin := binaries(t)
+	work := t.TempDir()
+	data := filepath.Join(work, "data")
+	t.Cleanup(func() { killAgents(data) })
+	prefix := fmt.Sprintf("127.%d.", 100+(os.Getpid()+53)%100)
+	stemcell := filepath.Join(work, "local.tgz")
+	if out, err := exec.Command(filepath.Join(bin, "director"), "create-stemcell", "--agent", filepath.Join(bin, "agent"), "--tarball", stemcell).CombinedOutput(); err != nil {
+		t.Fatalf("create-stemcell: %v\n%s", err, out)
+	}
+	d := startDirector(t, bin, data)
+	d.run("-n", "upload-release", "releases/web")
+	d.run("-n", "upload-stemcell", stemcell)
+	moved := func(name string, edit func(string) string) string {
+		raw, err := os.ReadFile(filepath.Join(repoRoot(), "manifests", "local", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := strings.ReplaceAll(string(raw), "127.77.", prefix)
+		if edit != nil {
+			text = edit(text)
+		}
+		p := filepath.Join(work, name)
+		writeFile(t, p, text)
+		return p
+	}
+	d.run("-n", "update-cloud-config", moved("cloud-config.yml", nil))
+	// Every web instance gets a persistent disk.
+	manifest := moved("web.yml", func(s string) string {
+		return strings.Replace(s, "  instances: 2\n", "  instances: 2\n  persistent_disk: 64\n", 1)
+	})
+	began := time.Now()
+	d.deploy(manifest)
+	firstDeploy := time.Since(began)
+	// On failure the agents are killed by the cleanup above; on success
+	// the deployment is deleted at the end.
+
+	// Data on every persistent disk, written from the host into the local
+	// CPI's disk directories.
+	sums := map[string]string{}
+	for _, disk := range dirNames(t, filepath.Join(data, "disks")) {
+		buf := make([]byte, 64<<10)
+		rand.Read(buf)
+		p := filepath.Join(data, "disks", disk, "data", "torture.dat")
+		if err := os.WriteFile(p, buf, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sums[disk] = sha256hex(buf)
+	}
+	if len(sums) != 2 {
+		t.Fatalf("%d persistent disks after the first deploy, want 2", len(sums))
+	}
+
+	// How long a recreating deploy takes bounds where the kill falls.
+	began = time.Now()
+	d.deploy(manifest, "--recreate")
+	window := time.Since(began)
+
+	lbAddr = prefix + "1.10:8080"
+	var converged, orphans, lost, badSums, reruns, serving int
+	var kills []string
+	for trial := 1; trial <= trials; trial++ {
+		cli := d.command("-n", "--json", "deploy", manifest, "--recreate")
+		if err := cli.Start(); err != nil {
+			t.Fatal(err)
+		}
+		at := time.Duration(mrand.Int64N(int64(window)))
+		time.Sleep(at)
+		syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+		<-d.done
+		cli.Wait()
+		kills = append(kills, at.Round(100*time.Millisecond).String())
+
+		d = startDirector(t, bin, data)
+		ok := false
+		for attempt := 1; attempt <= 5 && !ok; attempt++ {
+			reruns++
+			out, err := d.command("-n", "--json", "deploy", manifest).CombinedOutput()
+			if err == nil {
+				ok = true
+				break
+			}
+			t.Logf("trial %d: deploy after restart, attempt %d: %v\n%s", trial, attempt, err, tail(string(out), 10))
+		}
+		if ok {
+			converged++
+		} else {
+			t.Errorf("trial %d (killed after %s): no convergence in 5 deploys\n%s", trial, at, tail(d.logs.String(), 40))
+		}
+
+		// Orphans: VMs in the cloud the director does not know, and VMs
+		// it records that the cloud lacks.
+		vms := d.run("-d", "web", "vms")
+		cloudVMs := dirNames(t, filepath.Join(data, "vms"))
+		for _, v := range cloudVMs {
+			if !strings.Contains(vms, v) {
+				orphans++
+				t.Errorf("trial %d: VM %s is in the cloud, not in the director's records", trial, v)
+			}
+		}
+		if n := strings.Count(vms, "vm-"); n != len(cloudVMs) || n != 3 {
+			orphans += max(0, n-len(cloudVMs))
+			t.Errorf("trial %d: %d VMs recorded, %d in the cloud, want 3", trial, n, len(cloudVMs))
+		}
+		// Lost disks: every disk written to is there, with its data,
+		// attached to a live instance.
+		disks := d.run("disks")
+		for disk, sum := range sums {
+			raw, err := os.ReadFile(filepath.Join(data, "disks", disk, "data", "torture.dat"))
+			if err != nil {
+				lost++
+				t.Errorf("trial %d: disk %s lost: %v", trial, disk, err)
+				continue
+			}
+			if sha256hex(raw) != sum {
+				badSums++
+				t.Errorf("trial %d: disk %s data changed", trial, disk)
+			}
+			if !strings.Contains(disks, disk) {
+				lost++
+				t.Errorf("trial %d: disk %s not in the director's records:\n%s", trial, disk, disks)
+			}
+		}
+		if n := len(dirNames(t, filepath.Join(data, "disks"))); n != len(sums) {
+			t.Errorf("trial %d: %d disks in the cloud, want %d", trial, n, len(sums))
+			orphans += max(0, n-len(sums))
+		}
+		// The service: the lb answers from both web instances.
+		if lbServes(2, 30*time.Second) {
+			serving++
+		} else {
+			t.Errorf("trial %d (killed after %s): the lb does not answer from both web instances after the converging deploy\n%s",
+				trial, at, d.run("-d", "web", "instances", "--ps"))
+		}
+	}
+	check := "ok"
+	if badSums > 0 {
+		check = strconv.Itoa(badSums) + "-changed"
+	}
+	line := fmt.Sprintf("torture: trials=%d converged=%d orphans=%d lost=%d checksums=%s serving=%d reruns=%d first_deploy=%s recreate_deploy=%s kills_at=[%s]",
+		trials, converged, orphans, lost, check, serving, reruns, firstDeploy.Round(time.Second), window.Round(time.Second), strings.Join(kills, " "))
+	fmt.Println(line)
+	t.Log(line)
+	d.run("-n", "-d", "web", "delete-deployment", "--force")
+}
+
+// lbServes reports whether the lb answers from want distinct web instances
+// within d.
+func lbServes(want int, d time.Duration) bool {
+	client := &http.Client{Timeout: 2 * time.Second}
+	seen := map[string]bool{}
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		resp, err := client.Get("http://" + lbAddr + "/")
+		if err != nil {
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if _, name, ok := strings.Cut(strings.TrimSpace(string(body)), " "); ok && resp.StatusCode == 200 {
+			seen[name] = true
+			if len(seen) >= want {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range es {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+func sha256hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
