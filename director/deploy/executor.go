@@ -158,6 +158,7 @@ func (x *executor) recordApplied(inst update.Instance) error {
 		if s.State != "" {
 			rec.State = s.State
 		}
+		rec.Unfinished = false
 		rec.VMCID, rec.AgentID = pi.VMCID, pi.AgentID
 		return nil
 	})
@@ -386,6 +387,15 @@ func (x *executor) silent(id string) bool {
 func (x *executor) PreStop(ctx context.Context, inst update.Instance) error {
 	if !x.takesDown(inst.ID) {
 		return nil
+	}
+	// From here until its update is recorded the instance is not serving:
+	// a director that dies meanwhile leaves the mark for the next deploy.
+	if _, deleting := x.deletion(inst.ID); !deleting && x.stepsOf(inst.ID).RecordSpec {
+		if pi, err := x.planned(inst.ID); err == nil {
+			if err := x.record(pi, func(rec *store.Instance) error { rec.Unfinished = true; return nil }); err != nil {
+				return err
+			}
+		}
 	}
 	id, err := x.agentOf(inst.ID)
 	if err != nil {

@@ -195,3 +195,39 @@ func TestReconcileFindsAnInterruptedDiskByItsTags(t *testing.T) {
 		t.Error("the disk was deleted")
 	}
 }
+
+// An instance a deploy took down but never recorded as updated (the
+// director died after its drain) is updated again by the next deploy of
+// the same manifest, which otherwise would find nothing to change and
+// leave it drained.
+func TestUnfinishedUpdateIsFinishedByTheNextDeploy(t *testing.T) {
+	r := newRig(t)
+	m := benchManifest(2, "v1", 0)
+	r.deploy(m, false)
+	var victim store.Instance
+	if err := r.store.Update(func(tx *store.Tx) error {
+		is, err := tx.Instances("big")
+		if err != nil || len(is) != 2 {
+			t.Fatalf("instances %v %v", is, err)
+		}
+		victim = is[0]
+		victim.Unfinished = true
+		return tx.PutInstance(victim)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	res, _ := r.deploy(m, false)
+	if !strings.Contains(res, "1 updated") {
+		t.Fatalf("deploy after an unfinished update: %q, want the instance updated again", res)
+	}
+	r.store.View(func(tx *store.Tx) error {
+		in, err := tx.Instance("big", victim.Group, victim.ID)
+		if err != nil || in.Unfinished {
+			t.Errorf("after the update: %+v %v", in, err)
+		}
+		return nil
+	})
+	if res, _ := r.deploy(m, false); res != "No changes: nothing to do." {
+		t.Errorf("the deploy after: %q", res)
+	}
+}

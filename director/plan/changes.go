@@ -24,6 +24,9 @@ func (c *computer) changes(in *Instance) {
 	if prev.VMCID == "" {
 		add(ReasonVMMissing, "")
 	}
+	if prev.Unfinished {
+		add(ReasonUnfinished, "taken down by a deploy that did not finish")
+	}
 	recreate := false
 	if prev.Stemcell.OS != in.Stemcell.OS || prev.Stemcell.Version != in.Stemcell.Version {
 		add(ReasonStemcell, "%s → %s", prev.Stemcell, in.Stemcell)

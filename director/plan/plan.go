@@ -112,6 +112,9 @@ type InstanceState struct {
 	Jobs     []JobState            `json:"jobs,omitempty"`
 	// Packages maps package name to fingerprint.
 	Packages map[string]string `json:"packages,omitempty"`
+	// Unfinished: a deploy began to update the instance (took it down) and
+	// did not record the end; the next plan updates it again.
+	Unfinished bool `json:"-"`
 }
 
 // DiskState is an attached persistent disk.
@@ -290,6 +293,7 @@ const (
 	ReasonVMType            = "vm_type changed"
 	ReasonCloudConfig       = "cloud properties changed"
 	ReasonCPI               = "cpi changed"
+	ReasonUnfinished        = "last update unfinished"
 	ReasonNetwork           = "network changed"
 	ReasonJobs              = "jobs changed"
 	ReasonPackages          = "packages changed"

@@ -129,6 +129,10 @@ type Instance struct {
 	AgentID   string   `json:"agent_id,omitempty"`
 	DiskCIDs  []string `json:"disk_cids,omitempty"`
 	IgnoreFix bool     `json:"ignore,omitempty"`
+	// Unfinished is set when a deploy starts taking the instance down and
+	// cleared when its update is recorded: a director that died in between
+	// left it drained or stopped, and the next deploy updates it again.
+	Unfinished bool `json:"unfinished,omitempty"`
 	// Spec is the spec last applied to the instance's agent (the deploy
 	// pipeline's own document); empty before the first apply.
 	Spec      json.RawMessage `json:"spec,omitempty"`
