@@ -166,6 +166,33 @@ start_cloudsim() {
   exit 1
 }
 
+# await_prod_director TITLE DIR PIDFILE writes DATA/env for the
+# production-mode director of a simulated cloud's demo (its config, token and
+# data under DIR) and waits until it answers.
+await_prod_director() {
+  local title=$1 dir=$2 pidfile=$3
+  (umask 077; printf '# Source this file to use the director of the simulated %s demo.\nexport DIRECTOR_TARGET=https://%s\nexport DIRECTOR_TOKEN=%s\nexport DIRECTOR_CA_CERT=%s\n' \
+    "$title" "$LISTEN" "$(cat "$dir/admin.token")" "$(cd "$dir/director" && pwd)/ca.pem" >"$DATA/env")
+  for _ in $(seq 1 100); do
+    if [ -s "$dir/director/ca.pem" ]; then
+      # shellcheck disable=SC1090,SC1091
+      . "$DATA/env"
+      export DIRECTOR_TARGET DIRECTOR_TOKEN DIRECTOR_CA_CERT
+      if "$DIRECTOR" deployments >/dev/null 2>&1; then
+        return 0
+      fi
+    fi
+    if ! pid_running "$pidfile"; then
+      echo "the director exited; its log:" >&2
+      tail -n 30 "$dir/director.log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+  echo "the director did not answer within 20 s; see $dir/director.log" >&2
+  exit 1
+}
+
 start_aws_director() {
   # shellcheck disable=SC1090,SC1091
   . "$DATA/cloud.env"
@@ -205,26 +232,7 @@ YML
     nohup "$DIRECTOR" serve --config "$AWSDIR/director.yml" >"$AWSDIR/director.log" 2>&1 &
     echo $! >"$AWS_DIRECTOR_PIDFILE"
   fi
-  (umask 077; printf '# Source this file to use the director of the simulated AWS demo.\nexport DIRECTOR_TARGET=https://%s\nexport DIRECTOR_TOKEN=%s\nexport DIRECTOR_CA_CERT=%s\n' \
-    "$LISTEN" "$(cat "$AWSDIR/admin.token")" "$(cd "$AWSDIR/director" && pwd)/ca.pem" >"$DATA/env")
-  for _ in $(seq 1 100); do
-    if [ -s "$AWSDIR/director/ca.pem" ]; then
-      # shellcheck disable=SC1090,SC1091
-      . "$DATA/env"
-      export DIRECTOR_TARGET DIRECTOR_TOKEN DIRECTOR_CA_CERT
-      if "$DIRECTOR" deployments >/dev/null 2>&1; then
-        return 0
-      fi
-    fi
-    if ! pid_running "$AWS_DIRECTOR_PIDFILE"; then
-      echo "the director exited; its log:" >&2
-      tail -n 30 "$AWSDIR/director.log" >&2
-      exit 1
-    fi
-    sleep 0.2
-  done
-  echo "the director did not answer within 20 s; see $AWSDIR/director.log" >&2
-  exit 1
+  await_prod_director "AWS" "$AWSDIR" "$AWS_DIRECTOR_PIDFILE"
 }
 
 up_aws() {
@@ -338,26 +346,7 @@ YML
     nohup "$DIRECTOR" serve --config "$OSDIR/director.yml" >"$OSDIR/director.log" 2>&1 &
     echo $! >"$OS_DIRECTOR_PIDFILE"
   fi
-  (umask 077; printf '# Source this file to use the director of the simulated OpenStack demo.\nexport DIRECTOR_TARGET=https://%s\nexport DIRECTOR_TOKEN=%s\nexport DIRECTOR_CA_CERT=%s\n' \
-    "$LISTEN" "$(cat "$OSDIR/admin.token")" "$(cd "$OSDIR/director" && pwd)/ca.pem" >"$DATA/env")
-  for _ in $(seq 1 100); do
-    if [ -s "$OSDIR/director/ca.pem" ]; then
-      # shellcheck disable=SC1090,SC1091
-      . "$DATA/env"
-      export DIRECTOR_TARGET DIRECTOR_TOKEN DIRECTOR_CA_CERT
-      if "$DIRECTOR" deployments >/dev/null 2>&1; then
-        return 0
-      fi
-    fi
-    if ! pid_running "$OS_DIRECTOR_PIDFILE"; then
-      echo "the director exited; its log:" >&2
-      tail -n 30 "$OSDIR/director.log" >&2
-      exit 1
-    fi
-    sleep 0.2
-  done
-  echo "the director did not answer within 20 s; see $OSDIR/director.log" >&2
-  exit 1
+  await_prod_director "OpenStack" "$OSDIR" "$OS_DIRECTOR_PIDFILE"
 }
 
 up_openstack() {
@@ -474,26 +463,7 @@ YML
     nohup "$DIRECTOR" serve --config "$AZDIR/director.yml" >"$AZDIR/director.log" 2>&1 &
     echo $! >"$AZ_DIRECTOR_PIDFILE"
   fi
-  (umask 077; printf '# Source this file to use the director of the simulated Azure demo.\nexport DIRECTOR_TARGET=https://%s\nexport DIRECTOR_TOKEN=%s\nexport DIRECTOR_CA_CERT=%s\n' \
-    "$LISTEN" "$(cat "$AZDIR/admin.token")" "$(cd "$AZDIR/director" && pwd)/ca.pem" >"$DATA/env")
-  for _ in $(seq 1 100); do
-    if [ -s "$AZDIR/director/ca.pem" ]; then
-      # shellcheck disable=SC1090,SC1091
-      . "$DATA/env"
-      export DIRECTOR_TARGET DIRECTOR_TOKEN DIRECTOR_CA_CERT
-      if "$DIRECTOR" deployments >/dev/null 2>&1; then
-        return 0
-      fi
-    fi
-    if ! pid_running "$AZ_DIRECTOR_PIDFILE"; then
-      echo "the director exited; its log:" >&2
-      tail -n 30 "$AZDIR/director.log" >&2
-      exit 1
-    fi
-    sleep 0.2
-  done
-  echo "the director did not answer within 20 s; see $AZDIR/director.log" >&2
-  exit 1
+  await_prod_director "Azure" "$AZDIR" "$AZ_DIRECTOR_PIDFILE"
 }
 
 up_azure() {
