@@ -4,14 +4,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -24,53 +22,8 @@ type azureSim struct {
 
 func startAzureSim(t *testing.T, bin, dir string) *azureSim {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	lis.Close()
-	logs := &syncBuffer{}
-	cmd := exec.Command(filepath.Join(bin, "cloudsim"), "azure", "--data", dir, "--listen", addr,
-		"--agent", filepath.Join(bin, "agent"), "--env-file", filepath.Join(dir, "cloud.env"), "--log-level", "warn")
-	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(60 * time.Second):
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-			t.Errorf("cloudsim did not stop within 60s")
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		env, err := os.ReadFile(filepath.Join(dir, "cloud.env"))
-		if _, verr := os.Stat(filepath.Join(dir, "azure-vars.yml")); err == nil && verr == nil {
-			s := &azureSim{dir: dir, env: map[string]string{}}
-			for _, line := range strings.Split(string(env), "\n") {
-				if k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "="); ok && !strings.HasPrefix(line, "#") {
-					s.env[k] = strings.Trim(v, "'")
-				}
-			}
-			return s
-		}
-		select {
-		case <-done:
-			t.Fatalf("cloudsim exited before it was ready:\n%s", logs)
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cloudsim not ready after 30s:\n%s", logs)
-		}
-	}
+	env := startCloudsim(t, bin, "azure", dir, filepath.Join(dir, "azure-vars.yml"))
+	return &azureSim{dir: dir, env: env}
 }
 
 // arm calls the simulated Resource Manager as any client does with the

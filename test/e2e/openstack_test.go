@@ -43,6 +43,15 @@ type openStackSim struct {
 
 func startOpenStackSim(t *testing.T, bin, dir string) *openStackSim {
 	t.Helper()
+	env := startCloudsim(t, bin, "openstack", dir, "")
+	return &openStackSim{dir: dir, authURL: env["OS_AUTH_URL"], password: env["OS_PASSWORD"]}
+}
+
+// startCloudsim runs `cloudsim CLOUD` on dir (stopped by its PID at the
+// end of the test) and returns the variables of the cloud.env it writes,
+// once that file and, when not empty, ready exist.
+func startCloudsim(t *testing.T, bin, cloud, dir, ready string) map[string]string {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +59,7 @@ func startOpenStackSim(t *testing.T, bin, dir string) *openStackSim {
 	addr := lis.Addr().String()
 	lis.Close()
 	logs := &syncBuffer{}
-	cmd := exec.Command(filepath.Join(bin, "cloudsim"), "openstack", "--data", dir, "--listen", addr,
+	cmd := exec.Command(filepath.Join(bin, "cloudsim"), cloud, "--data", dir, "--listen", addr,
 		"--agent", filepath.Join(bin, "agent"), "--env-file", filepath.Join(dir, "cloud.env"), "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -71,27 +80,27 @@ func startOpenStackSim(t *testing.T, bin, dir string) *openStackSim {
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		env, err := os.ReadFile(filepath.Join(dir, "cloud.env"))
-		if err == nil {
-			s := &openStackSim{dir: dir}
-			for _, line := range strings.Split(string(env), "\n") {
-				k, v, _ := strings.Cut(strings.TrimPrefix(line, "export "), "=")
-				switch k {
-				case "OS_AUTH_URL":
-					s.authURL = strings.Trim(v, "'")
-				case "OS_PASSWORD":
-					s.password = strings.Trim(v, "'")
+		raw, err := os.ReadFile(filepath.Join(dir, "cloud.env"))
+		readyErr := error(nil)
+		if ready != "" {
+			_, readyErr = os.Stat(ready)
+		}
+		if err == nil && readyErr == nil {
+			env := map[string]string{}
+			for _, line := range strings.Split(string(raw), "\n") {
+				if k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "="); ok && !strings.HasPrefix(line, "#") {
+					env[k] = strings.Trim(v, "'")
 				}
 			}
-			return s
+			return env
 		}
 		select {
 		case <-done:
-			t.Fatalf("cloudsim exited before it was ready:\n%s", logs)
+			t.Fatalf("cloudsim %s exited before it was ready:\n%s", cloud, logs)
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("cloudsim not ready after 30s:\n%s", logs)
+			t.Fatalf("cloudsim %s not ready after 30s:\n%s", cloud, logs)
 		}
 	}
 }
