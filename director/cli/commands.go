@@ -441,6 +441,11 @@ func (a *app) deploymentsCmd() *cobra.Command {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.Name, dash(strings.Join(d.Releases, ", ")), dash(strings.Join(d.Stemcells, ", ")), stamp(d.UpdatedAt))
 				}
 				tw.Flush()
+				for _, d := range ds {
+					if len(d.StaleLinks) > 0 {
+						fmt.Fprintf(w, "\n%s: links from other deployments changed since its last deploy (%s); deploy it again to pick them up\n", d.Name, strings.Join(d.StaleLinks, ", "))
+					}
+				}
 				fmt.Fprintf(w, "\n%d deployments\n", len(ds))
 			})
 		}),

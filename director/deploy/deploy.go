@@ -175,6 +175,9 @@ func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req api.DeployR
 		if err := d.recordDeployment(req, in, false); err != nil {
 			return "", err
 		}
+		if err := d.recordLinks(r, req.Deployment, &p); err != nil {
+			return "", err
+		}
 		return "No changes: nothing to do.", nil
 	}
 	d.note(r, "Plan", buf.String())
@@ -240,6 +243,9 @@ func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req api.DeployR
 		}
 	}
 	if err := d.finishDeployment(req.Deployment, &p); err != nil {
+		return "", err
+	}
+	if err := d.recordLinks(r, req.Deployment, &p); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("Deployed %s: %d updated, %d deleted, %d unchanged.", req.Deployment, len(res.Updated), len(res.Deleted), res.Skipped), nil

@@ -363,9 +363,20 @@ func (d *Deployer) state(deployment string) (plan.State, []store.Instance, error
 		if err != nil {
 			return err
 		}
+		st.Links = map[string][]plan.ProvidedLink{}
 		for _, o := range deps {
 			if o.Name == deployment {
+				st.ConsumedLinks = o.ConsumedLinks
 				continue
+			}
+			if o.ManifestID != 0 { // deployed successfully at least once
+				var links []plan.ProvidedLink
+				if len(o.Links) > 0 {
+					if err := json.Unmarshal(o.Links, &links); err != nil {
+						return fmt.Errorf("links of deployment %s: %w", o.Name, err)
+					}
+				}
+				st.Links[o.Name] = links
 			}
 			others, err := tx.Instances(o.Name)
 			if err != nil {

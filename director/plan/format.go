@@ -108,6 +108,7 @@ func (p *Plan) Format(w io.Writer) error {
 			fmt.Fprintf(&b, "  %s of %s: %s\n", d.CID, d.Instance, d.Reason)
 		}
 	}
+	p.formatLinks(&b)
 	if len(p.PendingAddresses) > 0 {
 		fmt.Fprintf(&b, "\nAddresses on dynamic networks are known once the VMs exist: %s\n", strings.Join(p.PendingAddresses, " "))
 	}

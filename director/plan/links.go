@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -91,14 +92,16 @@ func (c *computer) render() {
 				continue
 			}
 			props := c.jobProperties(ig, mj)
-			add := func(name, typ string, propNames []string) {
+			add := func(name, typ string, propNames []string, shared bool) {
 				lp := map[string]any{}
 				for _, pn := range propNames {
 					if v := propertyValue(props, spec, pn); v != nil {
 						setPath(lp, pn, v)
 					}
 				}
-				providers = append(providers, &provider{group: g.Name, job: mj.Name, name: name, typ: typ, props: lp, instances: insts})
+				p := &provider{group: g.Name, job: mj.Name, name: name, typ: typ, props: lp, instances: insts}
+				providers = append(providers, p)
+				c.recordProvided(p, shared)
 			}
 			for _, l := range spec.Provides {
 				mp := mj.Provides[l.Name]
@@ -109,10 +112,10 @@ func (c *computer) render() {
 				if mp.As != "" {
 					name = mp.As
 				}
-				add(name, l.Type, l.Properties)
+				add(name, l.Type, l.Properties, mp.Shared)
 			}
 			for _, cp := range mj.CustomProviderDefinitions {
-				add(cp.Name, cp.Type, cp.Properties)
+				add(cp.Name, cp.Type, cp.Properties, false)
 			}
 		}
 	}
@@ -134,7 +137,12 @@ func (c *computer) render() {
 			for _, l := range spec.Consumes {
 				mk, err := c.consume(g.Name, mj, l, providers)
 				if err != nil {
-					c.errorf(jp+".consumes."+l.Name, "%v", err)
+					path := jp + ".consumes." + l.Name
+					var fe *fieldError
+					if errors.As(err, &fe) {
+						path += "." + fe.field
+					}
+					c.errorf(path, "%v", err)
 					ok = false
 					continue
 				}
@@ -249,7 +257,7 @@ func (c *computer) consume(group string, mj *manifest.Job, l release.Link, provi
 		}
 		return func(*Instance) *template.Link { return link }, nil
 	case mc.Deployment != "" && mc.Deployment != c.dep.Name:
-		return nil, fmt.Errorf("link %q of job %s comes from deployment %q: links across deployments are not supported", l.Name, mj.Name, mc.Deployment)
+		return c.consumeOther(mj, l, mc)
 	}
 	var candidates []*provider
 	for _, p := range providers {
@@ -301,6 +309,7 @@ func (c *computer) consume(group string, mj *manifest.Job, l release.Link, provi
 	p := candidates[0]
 	network := mc.Network
 	link := &template.Link{Name: l.Name, Type: l.Type, Properties: p.props}
+	useIPs := mc.IPAddresses == nil || *mc.IPAddresses
 	for _, pi := range p.instances {
 		addr := pi.Address()
 		if network != "" {
@@ -310,6 +319,13 @@ func (c *computer) consume(group string, mj *manifest.Job, l release.Link, provi
 					addr = n.IP.String()
 				}
 			}
+		}
+		if !useIPs {
+			nw := network
+			if n := pi.DefaultNetwork(); nw == "" && n != nil {
+				nw = n.Name
+			}
+			addr = dnsName(pi.ID, pi.Group, nw, c.dep.Name)
 		}
 		link.Instances = append(link.Instances, template.LinkInstance{
 			Name: pi.Group, ID: pi.ID, Index: pi.Index, AZ: pi.AZ, Address: addr, Bootstrap: pi.Bootstrap,

@@ -85,6 +85,14 @@ type State struct {
 	Instances  []InstanceState `json:"instances"`
 	// OtherIPs are addresses other deployments hold, by network name.
 	OtherIPs map[string][]netip.Addr `json:"other_ips,omitempty"`
+	// Links are the links every other deployment provided at its last
+	// successful deploy, by deployment name; a deployment that exists but
+	// provides nothing has an empty entry. Cross-deployment consumes
+	// resolve against them.
+	Links map[string][]ProvidedLink `json:"links,omitempty"`
+	// ConsumedLinks are the links of other deployments this one consumed
+	// at its last successful deploy, LinkKey → ProvidedLink.Hash.
+	ConsumedLinks map[string]string `json:"consumed_links,omitempty"`
 }
 
 // InstanceState is one deployed instance.
@@ -149,6 +157,17 @@ type Plan struct {
 	// the missing VMs, records the addresses the cloud gave, and plans again
 	// before using the rendered jobs.
 	PendingAddresses []string
+	// Links are the links the deployment provides (shared or not), for the
+	// director to record once the deploy succeeds.
+	Links []ProvidedLink
+	// Consumed are the links of other deployments the plan consumes,
+	// LinkKey → ProvidedLink.Hash.
+	Consumed map[string]string
+	// ConsumedStatus says, for each key of Consumed, how the link compares
+	// with what the last successful deploy consumed: "new", "changed" (its
+	// provider was deployed again with other instances or properties) or
+	// "unchanged".
+	ConsumedStatus map[string]string
 }
 
 // Compilation is the cloud config's compilation block resolved for this
@@ -543,6 +562,8 @@ func (c *computer) compute() (Plan, error) {
 	if len(c.errs) > 0 {
 		return Plan{}, errors.Join(c.errs...)
 	}
+
+	c.consumedStatus()
 
 	// 5. Change sets and disks to orphan.
 	for gi := range c.plan.Groups {

@@ -185,6 +185,7 @@ func TestGolden(t *testing.T) {
 					t.Fatalf("state.json: %v", err)
 				}
 				actual.OtherIPs = extra.OtherIPs
+				actual.Links, actual.ConsumedLinks = extra.Links, extra.ConsumedLinks
 				actual.Instances = append(actual.Instances, extra.Instances...)
 				if extra.Deployment != "" {
 					actual.Deployment = extra.Deployment

@@ -11,13 +11,25 @@ type Deployment struct {
 	Name string `json:"name"`
 	// ManifestID is the id of the manifest version last deployed successfully;
 	// 0 until the first deploy finishes.
-	ManifestID       uint64    `json:"manifest_id"`
-	Releases         []string  `json:"releases,omitempty"`  // "name/version"
-	Stemcells        []string  `json:"stemcells,omitempty"` // "name/version"
-	CloudConfigID    uint64    `json:"cloud_config_id,omitempty"`
-	RuntimeConfigIDs []uint64  `json:"runtime_config_ids,omitempty"`
-	CreatedAt        time.Time `json:"created_at"`
-	UpdatedAt        time.Time `json:"updated_at"`
+	ManifestID       uint64   `json:"manifest_id"`
+	Releases         []string `json:"releases,omitempty"`  // "name/version"
+	Stemcells        []string `json:"stemcells,omitempty"` // "name/version"
+	CloudConfigID    uint64   `json:"cloud_config_id,omitempty"`
+	RuntimeConfigIDs []uint64 `json:"runtime_config_ids,omitempty"`
+	// Links are the links the deployment provides (plan.ProvidedLink as
+	// JSON), recorded when a deploy succeeds; other deployments consume
+	// the shared ones.
+	Links json.RawMessage `json:"links,omitempty"`
+	// ConsumedLinks are the links of other deployments the last successful
+	// deploy consumed: "deployment/link" → the provided link's hash.
+	ConsumedLinks map[string]string `json:"consumed_links,omitempty"`
+	// StaleLinks names the consumed links ("deployment/link") whose
+	// provider was deployed again with other instances or properties since
+	// this deployment consumed them: a deploy of this deployment picks the
+	// change up (and clears the list).
+	StaleLinks []string  `json:"stale_links,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
 }
 
 // Manifest is one version of a deployment's manifest, as submitted.
