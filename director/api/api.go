@@ -57,7 +57,8 @@ const Version = "0.1.0"
 
 // ErrBadInput marks an error caused by the request's content (status 400).
 // Wrap with BadInput to keep the message as is.
-var ErrBadInput = errors.New("bad input")
+// It is task.ErrBadInput, so that a task failing on bad input says so.
+var ErrBadInput = task.ErrBadInput
 
 // BadInput marks err as caused by the request's content, without changing
 // its message.

@@ -179,6 +179,11 @@ func (a *app) followSkipping(ctx context.Context, c *client, id uint64, skip map
 		return Failed(fmt.Errorf("task %d is still %s but its event stream ended (director stopping?): run `director task %d` to follow it again", id, t.State, id))
 	case store.TaskCancelled:
 		return Failed(fmt.Errorf("task %d was cancelled", id))
+	case store.TaskError:
+		if t.BadInput {
+			return Usage(fmt.Errorf("task %d %s: %s", id, t.State, t.Error))
+		}
+		return Failed(fmt.Errorf("task %d %s: %s", id, t.State, t.Error))
 	default:
 		return Failed(fmt.Errorf("task %d %s: %s", id, t.State, t.Error))
 	}

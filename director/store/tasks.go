@@ -19,17 +19,20 @@ const (
 // Task is one long operation and its outcome. Its event log is kept beside it
 // (Tx.AddEvent, Tx.Events).
 type Task struct {
-	ID          uint64    `json:"id"`
-	Type        string    `json:"type"` // e.g. "upload-release", "deploy"
-	Description string    `json:"description"`
-	Deployment  string    `json:"deployment,omitempty"`
-	User        string    `json:"user,omitempty"`
-	State       string    `json:"state"`
-	Result      string    `json:"result,omitempty"`
-	Error       string    `json:"error,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
-	StartedAt   time.Time `json:"started_at,omitzero"`
-	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	ID          uint64 `json:"id"`
+	Type        string `json:"type"` // e.g. "upload-release", "deploy"
+	Description string `json:"description"`
+	Deployment  string `json:"deployment,omitempty"`
+	User        string `json:"user,omitempty"`
+	State       string `json:"state"`
+	Result      string `json:"result,omitempty"`
+	Error       string `json:"error,omitempty"`
+	// BadInput: the task failed on what it was asked to do (an invalid
+	// manifest or config), not while doing it.
+	BadInput   bool      `json:"bad_input,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
 }
 
 // Finished reports whether the task has reached a final state.

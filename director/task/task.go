@@ -30,6 +30,12 @@ const RestartedReason = "director restarted while the task was running"
 // ErrCancelled is the error of a task stopped by a cancel request.
 var ErrCancelled = errors.New("task cancelled")
 
+// ErrBadInput marks a task's error as caused by what the task was asked to
+// do (a manifest, a config, an argument) rather than by a failure while
+// doing it; the task record says so (store.Task.BadInput) and the CLI
+// exits 2 for it. api.ErrBadInput is this error.
+var ErrBadInput = errors.New("bad input")
+
 // ErrShuttingDown is returned by Start once Shutdown has begun.
 var ErrShuttingDown = errors.New("the director is shutting down: no new tasks")
 
@@ -230,6 +236,7 @@ func (m *Manager) finish(t store.Task, result string, err error, log *slog.Logge
 			cur.State, cur.Error = store.TaskCancelled, ErrCancelled.Error()
 		default:
 			cur.State, cur.Error = store.TaskError, err.Error()
+			cur.BadInput = errors.Is(err, ErrBadInput)
 		}
 		cur.FinishedAt = tx.Now().UTC()
 		if cur.Deployment != "" {

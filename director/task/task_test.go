@@ -3,6 +3,7 @@ package task_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -199,5 +200,26 @@ func TestNoNewTasksAfterShutdown(t *testing.T) {
 	_, err := m.Start(context.Background(), task.Spec{Type: "test"}, func(ctx context.Context, r *task.Reporter) (string, error) { return "", nil })
 	if !errors.Is(err, task.ErrShuttingDown) {
 		t.Errorf("start after shutdown: %v", err)
+	}
+}
+
+func TestBadInputIsRecorded(t *testing.T) {
+	s := storetest.New(t)
+	m := task.NewManager(s, logger(t), task.Options{})
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("deploy: %w: manifest.yml:3:5: unknown field", task.ErrBadInput), true},
+		{errors.New("create vm: cloud said no"), false},
+	} {
+		tk, err := m.Start(context.Background(), task.Spec{Type: "test"}, func(context.Context, *task.Reporter) (string, error) { return "", tc.err })
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, final := follow(t, m, tk.ID)
+		if final.State != store.TaskError || final.BadInput != tc.want {
+			t.Errorf("task failing with %q: state %s, bad input %v, want error, %v", tc.err, final.State, final.BadInput, tc.want)
+		}
 	}
 }
