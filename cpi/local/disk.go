@@ -207,6 +207,9 @@ func (c *CPI) DeleteDisk(ctx context.Context, cid string) error {
 // ResizeDisk records the disk's new size, and grows an image disk's file to
 // it. Disks only grow, as in BOSH's clouds: a smaller size is refused.
 func (c *CPI) ResizeDisk(ctx context.Context, cid string, sizeMB int64) error {
+	if c.noResize {
+		return fmt.Errorf("resize disk %s: this cpi is configured with resize_disk: false: %w", cid, cpi.ErrNotImplemented)
+	}
 	unlock, err := c.lock(ctx)
 	if err != nil {
 		return fmt.Errorf("resize disk %s: %w", cid, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -218,5 +219,32 @@ func TestDiskNotFound(t *testing.T) {
 		if !errors.Is(err, cpi.ErrInvalidCloudProperties) {
 			t.Errorf("CreateDisk(%s) = %v, want ErrInvalidCloudProperties", cp, err)
 		}
+	}
+}
+
+// TestNoResizeDisk: with resize_disk: false the plugin is a cloud that
+// cannot resize disks, as Info says.
+func TestNoResizeDisk(t *testing.T) {
+	ctx := context.Background()
+	c, err := New(json.RawMessage(fmt.Sprintf(`{"data_dir": %q, "resize_disk": false}`, t.TempDir())), WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil || info.Capabilities.ResizeDisk {
+		t.Fatalf("Info = %+v, %v; want no ResizeDisk capability", info.Capabilities, err)
+	}
+	disk, err := c.CreateDisk(ctx, cpi.CreateDiskRequest{SizeMB: 1024, CloudProperties: json.RawMessage(`{"type":"directory"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ResizeDisk(ctx, disk, 2048); !errors.Is(err, cpi.ErrNotImplemented) {
+		t.Fatalf("ResizeDisk = %v, want ErrNotImplemented", err)
+	}
+	if rec, _ := c.readDisk(disk); rec.SizeMB != 1024 {
+		t.Fatalf("size after a refused resize %d", rec.SizeMB)
+	}
+	if _, err := New(json.RawMessage(fmt.Sprintf(`{"data_dir": %q, "resize_disk": "no"}`, t.TempDir()))); !errors.Is(err, cpi.ErrInvalidCloudProperties) {
+		t.Fatalf("resize_disk: \"no\" = %v, want invalid cloud properties", err)
 	}
 }

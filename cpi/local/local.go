@@ -61,6 +61,11 @@ type Properties struct {
 	// Agent holds default agent settings: top-level keys that a VM's agent
 	// settings document does not set are taken from here.
 	Agent json.RawMessage `json:"agent,omitempty"`
+	// ResizeDisk false makes the plugin behave as a cloud that cannot
+	// resize disks: Info reports no ResizeDisk capability and ResizeDisk
+	// answers ErrNotImplemented, so that a director replaces a growing disk
+	// and moves its data. Default true.
+	ResizeDisk *bool `json:"resize_disk,omitempty"`
 }
 
 // CPI is the local CPI. Its methods are safe for concurrent use, also by
@@ -73,6 +78,7 @@ type CPI struct {
 	isolate     bool
 	stopTimeout time.Duration
 	logger      *slog.Logger
+	noResize    bool // properties.resize_disk: false
 }
 
 var _ cpi.CPI = (*CPI)(nil)
@@ -113,6 +119,7 @@ func New(properties json.RawMessage, opts ...Option) (*CPI, error) {
 		isolate:     os.Geteuid() == 0,
 		stopTimeout: defaultStopTimeout,
 		logger:      slog.New(slog.NewJSONHandler(os.Stderr, nil)),
+		noResize:    props.ResizeDisk != nil && !*props.ResizeDisk,
 	}
 	if len(props.Agent) > 0 {
 		if err := json.Unmarshal(props.Agent, &c.agentDefaults); err != nil || c.agentDefaults == nil {
@@ -159,6 +166,12 @@ func parseProperties(raw json.RawMessage) (Properties, error) {
 			err = json.Unmarshal(v, &p.DynamicRange)
 		case "agent":
 			p.Agent = v
+		case "resize_disk":
+			var b bool
+			if err := json.Unmarshal(v, &b); err != nil {
+				return p, cpi.InvalidCloudProperty(k, "must be true or false")
+			}
+			p.ResizeDisk = &b
 		default:
 			return p, cpi.InvalidCloudProperty(k, "unknown property")
 		}
@@ -175,7 +188,8 @@ func parseProperties(raw json.RawMessage) (Properties, error) {
 	return p, nil
 }
 
-// Info reports what the local CPI supports: everything.
+// Info reports what the local CPI supports: everything (but ResizeDisk
+// when properties.resize_disk is false).
 func (c *CPI) Info(ctx context.Context) (cpi.Info, error) {
 	return cpi.Info{
 		Name:            "local",
@@ -183,7 +197,7 @@ func (c *CPI) Info(ctx context.Context) (cpi.Info, error) {
 		StemcellFormats: []string{"local-tgz"},
 		Capabilities: cpi.Capabilities{
 			Snapshots:       true,
-			ResizeDisk:      true,
+			ResizeDisk:      !c.noResize,
 			DiskHints:       true,
 			DynamicNetworks: true,
 			ListVMs:         true,

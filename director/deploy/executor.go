@@ -495,6 +495,14 @@ func (x *executor) UpdateDisk(ctx context.Context, inst update.Instance) error {
 	}
 	current := x.attachedDisk(pi)
 	a := x.d.agent(pi.AgentID)
+	if pi.Disk != nil && pi.Disk.ResizeFrom > 0 && pi.Disk.CID == current {
+		resized, err := x.resizeDisk(ctx, c, cpiName, pi, current)
+		if err != nil || resized {
+			return err
+		}
+		// The CPI cannot resize after all: a new disk, the data moved.
+		pi.Disk.CID, pi.Disk.Replaces, pi.Disk.ResizeFrom = "", current, 0
+	}
 	switch {
 	case pi.Disk != nil && pi.Disk.CID == "":
 		cid, err := x.createDisk(ctx, c, cpiName, pi)
@@ -513,7 +521,17 @@ func (x *executor) UpdateDisk(ctx context.Context, inst update.Instance) error {
 			}
 		}
 		pi.Disk.CID = cid
-		return x.record(pi, func(r *store.Instance) error { r.DiskCIDs = []string{cid}; return nil })
+		if err := x.record(pi, func(r *store.Instance) error { r.DiskCIDs = []string{cid}; return nil }); err != nil {
+			return err
+		}
+		if pi.Disk.Replaces != "" && current == pi.Disk.Replaces && !x.planOrphans(current) {
+			// A resize the CPI refused became a replacement the plan did
+			// not list: the old disk is orphaned here.
+			if err := x.d.c.Store.Update(func(tx *store.Tx) error { return tx.OrphanDisk(current) }); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+		}
+		return nil
 	case pi.Disk == nil && current != "":
 		if err := a.UnmountDisk(ctx, current); err != nil {
 			return fmt.Errorf("unmount disk %s on %s: %w", current, pi.Name(), err)

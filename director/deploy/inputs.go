@@ -106,6 +106,7 @@ func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req api.DeployR
 	}
 	in.desired.AZCPIs = map[string]string{"": in.place.def}
 	maps.Copy(in.desired.AZCPIs, in.place.byAZ)
+	in.desired.ResizeDiskCPIs = d.resizeDiskCPIs(ctx, in.desired.AZCPIs)
 	if err := d.resolveReleases(ctx, in, dep); err != nil {
 		return nil, err
 	}
@@ -420,4 +421,23 @@ func instanceState(rec store.Instance) (plan.InstanceState, error) {
 		is.Disk = nil
 	}
 	return is, nil
+}
+
+// resizeDiskCPIs names the CPIs among cpis (AZ → CPI) whose Info reports
+// the ResizeDisk capability. A CPI whose Info cannot be had counts as one
+// that cannot resize: its disks are replaced and the data moved, which
+// every CPI can do.
+func (d *Deployer) resizeDiskCPIs(ctx context.Context, cpis map[string]string) map[string]bool {
+	out := map[string]bool{}
+	for _, name := range cpis {
+		if _, seen := out[name]; seen || name == "" {
+			continue
+		}
+		info, err := d.c.CPIs.Info(ctx, name)
+		if err != nil {
+			d.c.Logger.Warn("cpi info: disks in it are replaced rather than resized", "cpi", name, "error", err)
+		}
+		out[name] = err == nil && info.Capabilities.ResizeDisk
+	}
+	return out
 }

@@ -64,7 +64,10 @@ func (c *computer) changes(in *Instance) {
 		add(ReasonDisk, "%s → none", diskLabel(prev.Disk.SizeMB, prev.Disk.Type))
 		c.plan.OrphanDisks = append(c.plan.OrphanDisks, OrphanDisk{CID: prev.Disk.CID, Instance: in.Name(), Reason: "persistent disk removed"})
 	case prev.Disk != nil && in.Disk != nil:
-		if prev.Disk.SizeMB != in.Disk.SizeMB || prev.Disk.Type != in.Disk.Type {
+		if c.resizes(prev, in) {
+			add(ReasonDisk, "%s → %s, resized", diskLabel(prev.Disk.SizeMB, prev.Disk.Type), diskLabel(in.Disk.SizeMB, in.Disk.Type))
+			in.Disk.CID, in.Disk.ResizeFrom = prev.Disk.CID, prev.Disk.SizeMB
+		} else if prev.Disk.SizeMB != in.Disk.SizeMB || prev.Disk.Type != in.Disk.Type {
 			add(ReasonDisk, "%s → %s", diskLabel(prev.Disk.SizeMB, prev.Disk.Type), diskLabel(in.Disk.SizeMB, in.Disk.Type))
 			in.Disk.Replaces = prev.Disk.CID
 			c.plan.OrphanDisks = append(c.plan.OrphanDisks, OrphanDisk{CID: prev.Disk.CID, Instance: in.Name(), Reason: "replaced by a new disk"})
@@ -188,4 +191,18 @@ func renderedDiff(prev []JobState, now []Job) string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// resizes reports whether the instance's persistent disk is resized in
+// place: it only grows, keeps its disk type, and stays in a CPI that can
+// resize disks (and on a VM of that CPI).
+func (c *computer) resizes(prev *InstanceState, in *Instance) bool {
+	if prev.Disk.CID == "" || prev.Disk.Type != in.Disk.Type || in.Disk.SizeMB <= prev.Disk.SizeMB {
+		return false
+	}
+	want := c.d.AZCPIs[in.AZ]
+	if prev.CPI != "" && prev.CPI != want {
+		return false
+	}
+	return c.d.ResizeDiskCPIs[want]
 }

@@ -79,6 +79,8 @@ func (p *Plan) Format(w io.Writer) error {
 			}
 			if d := in.Disk; d != nil {
 				switch {
+				case d.ResizeFrom > 0:
+					fmt.Fprintf(&b, "    disk: %s resized from %d MB to %s\n", d.CID, d.ResizeFrom, diskLabel(d.SizeMB, d.Type))
 				case d.Replaces != "":
 					fmt.Fprintf(&b, "    disk: new %s, data moved from %s\n", diskLabel(d.SizeMB, d.Type), d.Replaces)
 				case d.CID == "":

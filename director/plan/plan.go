@@ -35,6 +35,11 @@ type Desired struct {
 	// instance whose VM was made by another CPI (InstanceState.CPI) is
 	// recreated ("cpi changed"). Nil: CPIs are not compared.
 	AZCPIs map[string]string
+	// ResizeDiskCPIs names the CPIs whose Info reports the ResizeDisk
+	// capability: a persistent disk that only grows (same disk type) in
+	// one of them is resized in place (Disk.ResizeFrom); elsewhere, or when
+	// it shrinks, a new disk is made and the data moved (Disk.Replaces).
+	ResizeDiskCPIs map[string]bool
 	// RuntimeConfigs add their addons' jobs to the groups they match (the
 	// manifest's own addons apply too). Their releases must be in Releases.
 	RuntimeConfigs []*manifest.RuntimeConfig
@@ -281,6 +286,9 @@ type Disk struct {
 	// Replaces is the disk whose data moves to a new one (size or type
 	// changed); it is orphaned afterwards.
 	Replaces string
+	// ResizeFrom is the size (MB) of disk CID before this deploy, when it
+	// is resized in place to SizeMB (see Desired.ResizeDiskCPIs); else 0.
+	ResizeFrom int
 }
 
 // Job is one rendered job of an instance.

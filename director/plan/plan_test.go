@@ -42,6 +42,8 @@ type directorFile struct {
 		} `yaml:"jobs"`
 	} `yaml:"releases"`
 	Recreate bool `yaml:"recreate"`
+	// ResizeDisk: the (one, unnamed) CPI reports the ResizeDisk capability.
+	ResizeDisk bool `yaml:"resize_disk"`
 	// ShowRendered lists instance groups whose rendered files the golden
 	// output shows in full.
 	ShowRendered []string `yaml:"show_rendered"`
@@ -73,6 +75,9 @@ func (g golden) desired(t testing.TB, manifestSection, directorSection string, i
 		t.Fatalf("cloud-config.yml: %v", err)
 	}
 	d := plan.Desired{CloudConfig: cc, Releases: map[string]plan.Release{}, Stemcells: df.Stemcells, IDs: ids, Recreate: df.Recreate, ERB: erbRenderer()}
+	if df.ResizeDisk {
+		d.ResizeDiskCPIs = map[string]bool{"": true}
+	}
 	d.Manifest, err = manifest.ParseDeployment(manifestSection, g.get(t, manifestSection))
 	if err != nil {
 		// An error here is the golden file's expected output.
