@@ -107,6 +107,9 @@ func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req api.DeployR
 	in.desired.AZCPIs = map[string]string{"": in.place.def}
 	maps.Copy(in.desired.AZCPIs, in.place.byAZ)
 	in.desired.ResizeDiskCPIs = d.resizeDiskCPIs(ctx, in.desired.AZCPIs)
+	if in.desired.VMCloudProperties, err = d.vmCloudProperties(ctx, plan.VMResourcesNeeded(in.desired)); err != nil {
+		return nil, err
+	}
 	if err := d.resolveReleases(ctx, in, dep); err != nil {
 		return nil, err
 	}

@@ -313,6 +313,14 @@ func (c *computer) compilationAddresses(pool func(string) *addrPool) {
 	if vt, ok := c.cc.VMType(comp.VMType); ok && cp.CloudProperties == nil {
 		cp.CloudProperties = vt.CloudProperties
 	}
+	if r := comp.VMResources; r != nil {
+		calculated, ok := c.vmResourcesProps(comp.AZ, *r)
+		if !ok {
+			c.errs = append(c.errs, c.cc.Errorf("compilation.vm_resources", "no cloud properties were calculated for vm_resources (cpu %d, ram %d, ephemeral_disk_size %d) in cpi %q", r.CPU, r.RAM, r.EphemeralDiskSize, c.d.AZCPIs[comp.AZ]))
+			return
+		}
+		cp.CloudProperties = calculated
+	}
 	if az, ok := c.cc.AZ(comp.AZ); ok {
 		cp.CloudProperties = mergeMaps(copyMap(az.CloudProperties), cp.CloudProperties)
 	}

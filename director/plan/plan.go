@@ -35,6 +35,12 @@ type Desired struct {
 	// instance whose VM was made by another CPI (InstanceState.CPI) is
 	// recreated ("cpi changed"). Nil: CPIs are not compared.
 	AZCPIs map[string]string
+	// VMCloudProperties are the cloud properties each CPI's
+	// CalculateVMCloudProperties gave for the vm_resources the deployment
+	// and the compilation block ask for (VMResourcesNeeded); they take the
+	// place of a vm_type's cloud properties. A vm_resources block without
+	// an entry fails the plan.
+	VMCloudProperties map[VMResourcesKey]map[string]any
 	// ResizeDiskCPIs names the CPIs whose Info reports the ResizeDisk
 	// capability: a persistent disk that only grows (same disk type) in
 	// one of them is resized in place (Disk.ResizeFrom); elsewhere, or when

@@ -44,6 +44,17 @@ type directorFile struct {
 	Recreate bool `yaml:"recreate"`
 	// ResizeDisk: the (one, unnamed) CPI reports the ResizeDisk capability.
 	ResizeDisk bool `yaml:"resize_disk"`
+	// VMCloudProperties are what the (one, unnamed) CPI's
+	// CalculateVMCloudProperties answers for each vm_resources.
+	VMCloudProperties []struct {
+		CPU             int            `yaml:"cpu"`
+		RAM             int            `yaml:"ram"`
+		Ephemeral       int            `yaml:"ephemeral_disk_size"`
+		CloudProperties map[string]any `yaml:"cloud_properties"`
+	} `yaml:"vm_cloud_properties"`
+	// ShowCloudProperties: the golden output lists each instance's and the
+	// compilation's cloud properties.
+	ShowCloudProperties bool `yaml:"show_cloud_properties"`
 	// ShowRendered lists instance groups whose rendered files the golden
 	// output shows in full.
 	ShowRendered []string `yaml:"show_rendered"`
@@ -77,6 +88,12 @@ func (g golden) desired(t testing.TB, manifestSection, directorSection string, i
 	d := plan.Desired{CloudConfig: cc, Releases: map[string]plan.Release{}, Stemcells: df.Stemcells, IDs: ids, Recreate: df.Recreate, ERB: erbRenderer()}
 	if df.ResizeDisk {
 		d.ResizeDiskCPIs = map[string]bool{"": true}
+	}
+	for _, v := range df.VMCloudProperties {
+		if d.VMCloudProperties == nil {
+			d.VMCloudProperties = map[plan.VMResourcesKey]map[string]any{}
+		}
+		d.VMCloudProperties[plan.VMResourcesKey{Resources: manifest.VMResources{CPU: v.CPU, RAM: v.RAM, EphemeralDiskSize: v.Ephemeral}}] = v.CloudProperties
 	}
 	d.Manifest, err = manifest.ParseDeployment(manifestSection, g.get(t, manifestSection))
 	if err != nil {
@@ -132,6 +149,17 @@ func formatResult(p plan.Plan, err error, df directorFile) string {
 	var b strings.Builder
 	if err := p.Format(&b); err != nil {
 		return "format error: " + err.Error()
+	}
+	if df.ShowCloudProperties {
+		b.WriteString("\n== cloud properties\n")
+		for _, g := range p.Groups {
+			for _, in := range g.Instances {
+				raw, _ := json.Marshal(in.CloudProperties)
+				fmt.Fprintf(&b, "%s: %s\n", in.Name(), raw)
+			}
+		}
+		raw, _ := json.Marshal(p.Compilation.CloudProperties)
+		fmt.Fprintf(&b, "compilation: %s\n", raw)
 	}
 	for _, g := range p.Groups {
 		show := false

@@ -35,16 +35,21 @@ func (c *computer) resolveGroup(g *Group) {
 		if az, ok := c.cc.AZ(in.AZ); ok {
 			props = mergeMaps(props, az.CloudProperties)
 		}
+		if ig.VMResources != nil {
+			// In place of a vm_type's: what the CPI of the instance's AZ
+			// calculated for the resources.
+			calculated, ok := c.vmResourcesProps(in.AZ, *ig.VMResources)
+			if !ok {
+				c.errorf(gp+".vm_resources", "no cloud properties were calculated for vm_resources (cpu %d, ram %d, ephemeral_disk_size %d) in cpi %q", ig.VMResources.CPU, ig.VMResources.RAM, ig.VMResources.EphemeralDiskSize, c.d.AZCPIs[in.AZ])
+				return
+			}
+			vmProps = calculated
+		}
 		props = mergeMaps(props, vmProps)
 		for _, name := range ig.VMExtensions {
 			if ext, ok := c.cc.VMExtension(name); ok {
 				props = mergeMaps(props, ext.CloudProperties)
 			}
-		}
-		if ig.VMResources != nil {
-			props = mergeMaps(props, map[string]any{"vm_resources": map[string]any{
-				"cpu": ig.VMResources.CPU, "ram": ig.VMResources.RAM, "ephemeral_disk_size": ig.VMResources.EphemeralDiskSize,
-			}})
 		}
 		in.VMType = ig.VMType
 		in.CloudProperties = props

@@ -15,7 +15,10 @@ import (
 // says so) and one configured as a cloud that cannot (resize_disk: false).
 // The instance in the first keeps its disk, resized; the one in the second
 // gets a new disk with the data moved and the old one orphaned. Both keep
-// what was written on their disk.
+// what was written on their disk. The group sizes its VMs with
+// vm_resources (so does the compilation block): each CPI's
+// CalculateVMCloudProperties is asked once per deploy and its answer is
+// what the VMs are created with.
 func TestDiskResizeOrMigrate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the director, agents and two local CPIs, and compiles releases/web")
@@ -67,6 +70,10 @@ func TestDiskResizeOrMigrate(t *testing.T) {
 	}
 	text := strings.ReplaceAll(string(cc), "127.77.", prefix)
 	text = strings.Replace(strings.Replace(text, "- name: z1\n", "- name: z1\n  cpi: grow\n", 1), "- name: z2\n", "- name: z2\n  cpi: fixed\n", 1)
+	text = strings.Replace(text, "  az: z1\n  vm_type: default\n", "  az: z1\n  vm_resources: {cpu: 2, ram: 1024, ephemeral_disk_size: 2048}\n", 1) // compilation
+	if !strings.Contains(text, "vm_resources") {
+		t.Fatalf("the sample cloud config's compilation block changed:\n%s", text)
+	}
 	d.run("-n", "update-cloud-config", write("cloud-config.yml", text))
 
 	manifest := write("disks.yml", `name: disks
@@ -83,7 +90,7 @@ instance_groups:
 - name: web
   azs: [z1, z2]
   instances: 2
-  vm_type: default
+  vm_resources: {cpu: 2, ram: 1024, ephemeral_disk_size: 2048}
   stemcell: default
   persistent_disk: ((disk_mb))
   networks:
@@ -114,6 +121,36 @@ instance_groups:
 	}
 
 	d.deploy(manifest, "-v", "disk_mb=1024")
+	// One CalculateVMCloudProperties per CPI (the compilation block's
+	// resources are the group's, in z1's CPI), and the VMs of both CPIs
+	// made with its answer.
+	calls := 0
+	for _, line := range strings.Split(d.logs.String(), "\n") {
+		if strings.Contains(line, "vm_resources") && strings.Contains(line, "cloud_properties") {
+			calls++
+		}
+	}
+	if calls != 2 {
+		t.Errorf("%d vm_resources calculations logged by the first deploy, want 2 (one per cpi)", calls)
+	}
+	for _, home := range []string{grow, fixed} {
+		vms, _ := filepath.Glob(filepath.Join(home, "vms", "*", "vm.json"))
+		if len(vms) != 1 {
+			t.Errorf("%d vms in %s, want 1", len(vms), filepath.Base(home))
+		}
+		for _, vm := range vms {
+			var rec struct {
+				CloudProperties map[string]int `json:"cloud_properties"`
+			}
+			raw, err := os.ReadFile(vm)
+			if err == nil {
+				err = json.Unmarshal(raw, &rec)
+			}
+			if err != nil || fmt.Sprint(rec.CloudProperties) != "map[cpu:2 ephemeral_disk_size:2048 ram:1024]" {
+				t.Errorf("vm %s: cloud properties %v (%v), want what CalculateVMCloudProperties gave", vm, rec.CloudProperties, err)
+			}
+		}
+	}
 	before := disks()
 	if before["grow"].SizeMB != 1024 || before["fixed"].SizeMB != 1024 {
 		t.Fatalf("disks after the first deploy: %+v", before)
