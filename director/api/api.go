@@ -401,11 +401,20 @@ func (s *Server) stemcells(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deployments(w http.ResponseWriter, r *http.Request) {
-	view(s, w, func(tx *store.Tx) ([]store.Deployment, error) { return nonNil(tx.Deployments()) })
+	view(s, w, func(tx *store.Tx) ([]store.Deployment, error) {
+		ds, err := nonNil(tx.Deployments())
+		for i := range ds {
+			ds[i] = withoutLinkProperties(ds[i])
+		}
+		return ds, err
+	})
 }
 
 func (s *Server) deployment(w http.ResponseWriter, r *http.Request) {
-	view(s, w, func(tx *store.Tx) (store.Deployment, error) { return tx.Deployment(r.PathValue("name")) })
+	view(s, w, func(tx *store.Tx) (store.Deployment, error) {
+		d, err := tx.Deployment(r.PathValue("name"))
+		return withoutLinkProperties(d), err
+	})
 }
 
 // InstanceView is an instance as GET /v1/deployments/{name}/instances

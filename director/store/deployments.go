@@ -1,6 +1,7 @@
 package store
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -18,7 +19,8 @@ type Deployment struct {
 	RuntimeConfigIDs []uint64 `json:"runtime_config_ids,omitempty"`
 	// Links are the links the deployment provides (plan.ProvidedLink as
 	// JSON), recorded when a deploy succeeds; other deployments consume
-	// the shared ones.
+	// the shared ones. Their properties may hold generated secrets, so they
+	// are sealed at rest with the variables key (storedDeployment).
 	Links json.RawMessage `json:"links,omitempty"`
 	// ConsumedLinks are the links of other deployments the last successful
 	// deploy consumed: "deployment/link" → the provided link's hash.
@@ -48,21 +50,73 @@ func (t *Tx) PutDeployment(d Deployment) error {
 		d.CreatedAt = now
 	}
 	d.UpdatedAt = now
-	return t.put(bucketDeployments, []byte(d.Name), d)
+	sd := storedDeployment{Deployment: d}
+	if len(d.Links) > 0 {
+		g, err := t.aead()
+		if err != nil {
+			return err
+		}
+		sd.LinksNonce = make([]byte, g.NonceSize())
+		if _, err := rand.Read(sd.LinksNonce); err != nil {
+			return fmt.Errorf("links nonce: %w", err)
+		}
+		sd.LinksSealed = g.Seal(nil, sd.LinksNonce, d.Links, linksAAD(d.Name))
+		sd.Links = nil
+	}
+	return t.put(bucketDeployments, []byte(d.Name), sd)
+}
+
+// storedDeployment is a Deployment as the bucket holds it: its links
+// sealed.
+type storedDeployment struct {
+	Deployment
+	LinksNonce  []byte `json:"links_nonce,omitempty"`
+	LinksSealed []byte `json:"links_sealed,omitempty"`
+}
+
+func linksAAD(deployment string) []byte { return []byte("deployment/" + deployment + "/links") }
+
+func (t *Tx) openDeployment(sd storedDeployment) (Deployment, error) {
+	d := sd.Deployment
+	if sd.LinksSealed == nil {
+		return d, nil
+	}
+	g, err := t.aead()
+	if err != nil {
+		return d, err
+	}
+	plain, err := g.Open(nil, sd.LinksNonce, sd.LinksSealed, linksAAD(d.Name))
+	if err != nil {
+		return d, fmt.Errorf("deployment %s: unseal links: wrong key for this state file?: %w", d.Name, err)
+	}
+	d.Links = plain
+	return d, nil
 }
 
 // Deployment returns one deployment.
 func (t *Tx) Deployment(name string) (Deployment, error) {
-	var d Deployment
-	if err := t.get(bucketDeployments, []byte(name), &d); err != nil {
-		return d, fmt.Errorf("deployment %s: %w", name, err)
+	var sd storedDeployment
+	if err := t.get(bucketDeployments, []byte(name), &sd); err != nil {
+		return sd.Deployment, fmt.Errorf("deployment %s: %w", name, err)
 	}
-	return d, nil
+	return t.openDeployment(sd)
 }
 
 // Deployments lists every deployment by name.
 func (t *Tx) Deployments() ([]Deployment, error) {
-	return list[Deployment](t, bucketDeployments, "")
+	sds, err := list[storedDeployment](t, bucketDeployments, "")
+	if err != nil {
+		return nil, err
+	}
+	var out []Deployment
+	for _, sd := range sds {
+		d, err := t.openDeployment(sd)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 // DeleteDeployment removes a deployment, its manifests and its instance

@@ -24,7 +24,7 @@
 //	jobs              "<fingerprint>"               -> PackageBlob (de-duplication index)
 //	stemcells         "<name>/<version>"            -> Stemcell (cids per CPI)
 //	configs           <id: 8-byte big-endian>       -> Config (every version of every type)
-//	deployments       "<name>"                      -> Deployment
+//	deployments       "<name>"                      -> Deployment (its links sealed with the variables key)
 //	manifests         "<deployment>" (bucket) / <id: 8-byte big-endian> -> Manifest
 //	instances         "<deployment>/<group>/<id>"   -> Instance
 //	vms               "<cid>"                       -> VM

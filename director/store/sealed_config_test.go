@@ -67,3 +67,46 @@ func TestCPIConfigCredentialsAreSealedAtRest(t *testing.T) {
 		return nil
 	})
 }
+
+// A deployment's provided links carry the properties its jobs expose on
+// them, generated passwords included: they are sealed at rest, and read
+// back whole.
+func TestDeploymentLinksAreSealedAtRest(t *testing.T) {
+	const secret = "link-password-8f3a"
+	links := `[{"name":"db","type":"pg","shared":true,"properties":{"password":"` + secret + `"}}]`
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Update(func(tx *Tx) error {
+		if err := tx.PutDeployment(Deployment{Name: "db", Links: []byte(links), ConsumedLinks: map[string]string{"other/x": "abc"}}); err != nil {
+			return err
+		}
+		return tx.PutDeployment(Deployment{Name: "plain"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var backup bytes.Buffer
+	if _, err := s.Backup(&backup); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(backup.Bytes(), []byte(secret)) {
+		t.Fatal("a link property is in the state file in clear")
+	}
+	s.View(func(tx *Tx) error {
+		d, err := tx.Deployment("db")
+		if err != nil || string(d.Links) != links || d.ConsumedLinks["other/x"] != "abc" {
+			t.Errorf("deployment read back: %+v %v", d, err)
+		}
+		all, err := tx.Deployments()
+		if err != nil || len(all) != 2 || string(all[0].Links) != links || all[1].Links != nil {
+			t.Errorf("deployments read back: %+v %v", all, err)
+		}
+		return nil
+	})
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -674,7 +674,7 @@ func TestDeployWeb(t *testing.T) {
 		running(4)
 	})
 
-	t.Run("persistent disks survive recreation and move when resized", func(t *testing.T) {
+	t.Run("persistent disks survive recreation, grow in place and move when shrunk", func(t *testing.T) {
 		ops := func(size int) string {
 			f := filepath.Join(work, fmt.Sprintf("disk-%d.yml", size))
 			body := fmt.Sprintf("- type: replace\n  path: /instance_groups/name=web/persistent_disk?\n  value: %d\n", size)
@@ -709,7 +709,31 @@ func TestDeployWeb(t *testing.T) {
 		}
 		lbAnswers(t, "v4", 3)
 
+		// The local CPI's Info has ResizeDisk: a bigger disk is the same
+		// disk, resized, its data in place.
 		deploy("v4", 3, "-o", ops(128))
+		if got := disks(); !slices.Equal(got, first) {
+			t.Errorf("growing the disks changed them: %v, want %v resized", got, first)
+		}
+		for _, cid := range first {
+			var rec struct {
+				SizeMB int `json:"size_mb"`
+			}
+			raw, err := os.ReadFile(filepath.Join(data, "disks", cid, "disk.json"))
+			if err == nil {
+				err = json.Unmarshal(raw, &rec)
+			}
+			if err != nil || rec.SizeMB != 128 {
+				t.Errorf("disk %s after growing: %s (%v), want 128 MB", cid, raw, err)
+			}
+			if raw, err := os.ReadFile(filepath.Join(data, "disks", cid, "data", "marker")); err != nil || string(raw) != cid {
+				t.Errorf("disk %s lost its data when it grew: %q %v", cid, raw, err)
+			}
+		}
+		lbAnswers(t, "v4", 3)
+
+		// A smaller disk cannot be resized: a new one, the data moved.
+		deploy("v4", 3, "-o", ops(96))
 		var moved int
 		for _, cid := range disks() {
 			if slices.Contains(first, cid) {
@@ -726,7 +750,7 @@ func TestDeployWeb(t *testing.T) {
 			moved++
 		}
 		if moved != 3 {
-			t.Errorf("%d disks replaced by a resize, want 3 (disks now %v)", moved, disks())
+			t.Errorf("%d disks replaced by a shrink, want 3 (disks now %v)", moved, disks())
 		}
 		lbAnswers(t, "v4", 3)
 		running(4)

@@ -129,8 +129,9 @@ instance_groups:
 		t.Errorf("the scaling deploy of links-a did not name links-b as a consumer to redeploy: %+v", evs)
 	}
 	var deps []struct {
-		Name       string   `json:"name"`
-		StaleLinks []string `json:"stale_links"`
+		Name       string           `json:"name"`
+		StaleLinks []string         `json:"stale_links"`
+		Links      []map[string]any `json:"links"`
 	}
 	if err := json.Unmarshal([]byte(d.run("--json", "deployments")), &deps); err != nil {
 		t.Fatal(err)
@@ -138,6 +139,19 @@ instance_groups:
 	stale := map[string][]string{}
 	for _, dep := range deps {
 		stale[dep.Name] = dep.StaleLinks
+		if dep.Name != "links-a" {
+			continue
+		}
+		// What links-a provides is listed, without the properties (they
+		// may hold secrets).
+		if len(dep.Links) != 1 || dep.Links[0]["name"] != "shared-web" || dep.Links[0]["shared"] != true {
+			t.Errorf("links of links-a in deployments --json: %v", dep.Links)
+		}
+		for _, l := range dep.Links {
+			if _, ok := l["properties"]; ok {
+				t.Errorf("deployments --json shows a link's properties: %v", l)
+			}
+		}
 	}
 	if fmt.Sprint(stale["links-b"]) != "[links-a/shared-web]" || len(stale["links-a"]) != 0 {
 		t.Errorf("stale links in deployments: %v, want links-b: [links-a/shared-web]", stale)
