@@ -79,6 +79,7 @@ func (d *Deployer) Delete(ctx context.Context, r *task.Reporter, name string, fo
 			}
 		}
 	}
+	var consumers map[string][]string
 	err = d.c.Store.Update(func(tx *store.Tx) error {
 		rs, err := tx.IPReservations("")
 		if err != nil {
@@ -102,11 +103,16 @@ func (d *Deployer) Delete(ctx context.Context, r *task.Reporter, name string, fo
 				}
 			}
 		}
+		// Its shared links are gone: their consumers are told.
+		if consumers, err = markConsumers(tx, name, nil); err != nil {
+			return err
+		}
 		return tx.DeleteDeployment(name)
 	})
 	if err != nil {
 		return "", err
 	}
+	d.noteConsumers(r, consumers)
 	msg := fmt.Sprintf("Deleted deployment %s: %d instances, %d disks.", name, len(res.Deleted), len(disks))
 	if len(x.warning) > 0 {
 		msg += "\nIgnored with --force:\n  " + strings.Join(x.warning, "\n  ")

@@ -18,7 +18,7 @@ import (
 // has changed since (StaleLinks): `deployments` shows them, and their next
 // deploy picks the change up. The changes are told as a task event.
 func (d *Deployer) recordLinks(r *task.Reporter, deployment string, p *plan.Plan) error {
-	consumers := map[string][]string{} // changed link key → consumer deployments
+	var consumers map[string][]string // changed link key → consumer deployments
 	err := d.c.Store.Update(func(tx *store.Tx) error {
 		dep, err := tx.Deployment(deployment)
 		if err != nil {
@@ -43,39 +43,55 @@ func (d *Deployer) recordLinks(r *task.Reporter, deployment string, p *plan.Plan
 		if err := tx.PutDeployment(dep); err != nil {
 			return err
 		}
-		deps, err := tx.Deployments()
-		if err != nil {
-			return err
-		}
-		prefix := plan.LinkKey(deployment, "")
-		for _, o := range deps {
-			if o.Name == deployment {
-				continue
-			}
-			changed := false
-			for key, hash := range o.ConsumedLinks {
-				if !strings.HasPrefix(key, prefix) || now[key] == hash {
-					continue
-				}
-				// Changed, unshared or gone: the consumer must deploy again.
-				consumers[key] = append(consumers[key], o.Name)
-				if !slices.Contains(o.StaleLinks, key) {
-					o.StaleLinks = append(o.StaleLinks, key)
-					sort.Strings(o.StaleLinks)
-					changed = true
-				}
-			}
-			if changed {
-				if err := tx.PutDeployment(o); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
+		consumers, err = markConsumers(tx, deployment, now)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("record links of deployment %s: %w", deployment, err)
 	}
+	d.noteConsumers(r, consumers)
+	return nil
+}
+
+// markConsumers marks, in every other deployment, the links of deployment
+// it consumed whose hash differs from now (shared link key → hash; a link
+// missing from now is no longer shared, or its deployment is gone) as
+// stale, and returns the consumers of each changed link.
+func markConsumers(tx *store.Tx, deployment string, now map[string]string) (map[string][]string, error) {
+	consumers := map[string][]string{}
+	deps, err := tx.Deployments()
+	if err != nil {
+		return nil, err
+	}
+	prefix := plan.LinkKey(deployment, "")
+	for _, o := range deps {
+		if o.Name == deployment {
+			continue
+		}
+		changed := false
+		for key, hash := range o.ConsumedLinks {
+			if !strings.HasPrefix(key, prefix) || now[key] == hash {
+				continue
+			}
+			consumers[key] = append(consumers[key], o.Name)
+			if !slices.Contains(o.StaleLinks, key) {
+				o.StaleLinks = append(o.StaleLinks, key)
+				sort.Strings(o.StaleLinks)
+				changed = true
+			}
+		}
+		if changed {
+			if err := tx.PutDeployment(o); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return consumers, nil
+}
+
+// noteConsumers tells, as a task event, which deployments consume each
+// changed shared link.
+func (d *Deployer) noteConsumers(r *task.Reporter, consumers map[string][]string) {
 	keys := make([]string, 0, len(consumers))
 	for k := range consumers {
 		keys = append(keys, k)
@@ -83,8 +99,7 @@ func (d *Deployer) recordLinks(r *task.Reporter, deployment string, p *plan.Plan
 	sort.Strings(keys)
 	var b strings.Builder
 	for _, k := range keys {
-		fmt.Fprintf(&b, "Shared link %s changed: deployments consuming it render the change on their next deploy: %s\n", k, strings.Join(consumers[k], ", "))
+		fmt.Fprintf(&b, "Shared link %s changed or is gone: deployments consuming it pick that up on their next deploy: %s\n", k, strings.Join(consumers[k], ", "))
 	}
 	d.note(r, "Shared links", b.String())
-	return nil
 }

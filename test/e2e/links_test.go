@@ -191,4 +191,19 @@ instance_groups:
 			t.Errorf("deploy with %s does not name the line, %s and %q:\n%s", tc.consumes, tc.field, tc.says, out)
 		}
 	}
+
+	// The provider goes: its consumer is told, and its next deploy fails
+	// on the link, naming it.
+	d.run("-n", "-d", "links-a", "delete-deployment")
+	deps = nil
+	if err := json.Unmarshal([]byte(d.run("--json", "deployments")), &deps); err != nil {
+		t.Fatal(err)
+	}
+	if len(deps) != 1 || deps[0].Name != "links-b" || fmt.Sprint(deps[0].StaleLinks) != "[links-a/shared-web]" {
+		t.Errorf("deployments after links-a was deleted: %+v, want links-b with links-a/shared-web stale", deps)
+	}
+	out, err := d.command("-n", "deploy", good).CombinedOutput()
+	if code := exitCode(err); code != 2 || !strings.Contains(string(out), `deployment "links-a" does not exist`) {
+		t.Errorf("links-b's deploy after links-a was deleted: exit %d\n%s", code, out)
+	}
 }
