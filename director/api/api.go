@@ -228,6 +228,9 @@ func New(d Deps) *Server {
 		d.MaxUpload = 20 << 30
 	}
 	s := &Server{d: d, mux: http.NewServeMux()}
+	if d.Tasks != nil {
+		s.registerTaskHandlers()
+	}
 	read, admin := config.ScopeRead, config.ScopeAdmin
 	s.route("GET /v1/info", read, s.info)
 	s.route("GET /v1/releases", read, s.releases)
@@ -664,7 +667,7 @@ func (s *Server) startTask(w http.ResponseWriter, r *http.Request, spec task.Spe
 		fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, t)
+	writeJSON(w, http.StatusAccepted, public(t))
 }
 
 // receive stores the request body in the upload directory.
@@ -745,9 +748,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 	if req.DryRun {
 		desc = "plan deployment (dry run)"
 	}
-	s.startTask(w, r, task.Spec{Type: "deploy", Description: desc, Deployment: req.Deployment}, func(ctx context.Context, rep *task.Reporter) (string, error) {
-		return s.d.Deployer.Deploy(ctx, rep, req)
-	})
+	s.submitTask(w, r, task.Spec{Type: "deploy", Description: desc, Deployment: req.Deployment}, req)
 }
 
 func (s *Server) deleteDeployment(w http.ResponseWriter, r *http.Request) {
@@ -755,9 +756,8 @@ func (s *Server) deleteDeployment(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name, force := r.PathValue("name"), r.URL.Query().Get("force") == "true"
-	s.startTask(w, r, task.Spec{Type: "delete-deployment", Description: "delete deployment " + name, Deployment: name}, func(ctx context.Context, rep *task.Reporter) (string, error) {
-		return s.d.Deployer.Delete(ctx, rep, name, force)
-	})
+	s.submitTask(w, r, task.Spec{Type: "delete-deployment", Description: "delete deployment " + name, Deployment: name},
+		deleteArgs{Deployment: name, Force: force})
 }
 
 func (s *Server) changeState(w http.ResponseWriter, r *http.Request) {
@@ -776,9 +776,7 @@ func (s *Server) changeState(w http.ResponseWriter, r *http.Request) {
 		fail(w, fmt.Errorf("%w: unknown action %q (recreate, restart, stop, start)", ErrBadInput, req.Action))
 		return
 	}
-	s.startTask(w, r, task.Spec{Type: req.Action, Description: req.Action + " " + req.Deployment, Deployment: req.Deployment}, func(ctx context.Context, rep *task.Reporter) (string, error) {
-		return s.d.Deployer.ChangeState(ctx, rep, req)
-	})
+	s.submitTask(w, r, task.Spec{Type: req.Action, Description: req.Action + " " + req.Deployment, Deployment: req.Deployment}, req)
 }
 
 func taskID(w http.ResponseWriter, r *http.Request) (uint64, bool) {
@@ -803,7 +801,7 @@ func (s *Server) tasks(w http.ResponseWriter, r *http.Request) {
 	}
 	state, dep := q.Get("state"), q.Get("deployment")
 	view(s, w, func(tx *store.Tx) ([]store.Task, error) {
-		return nonNil(tx.Tasks(limit, func(t store.Task) bool {
+		return publicList(nonNil(tx.Tasks(limit, func(t store.Task) bool {
 			switch {
 			case dep != "" && t.Deployment != dep:
 				return false
@@ -813,7 +811,7 @@ func (s *Server) tasks(w http.ResponseWriter, r *http.Request) {
 				return t.State == state
 			}
 			return true
-		}))
+		})))
 	})
 }
 
@@ -822,7 +820,7 @@ func (s *Server) task(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	view(s, w, func(tx *store.Tx) (store.Task, error) { return tx.Task(id) })
+	view(s, w, func(tx *store.Tx) (store.Task, error) { t, err := tx.Task(id); return public(t), err })
 }
 
 func (s *Server) cancelTask(w http.ResponseWriter, r *http.Request) {
@@ -837,7 +835,7 @@ func (s *Server) cancelTask(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	view(s, w, func(tx *store.Tx) (store.Task, error) { return tx.Task(id) })
+	view(s, w, func(tx *store.Tx) (store.Task, error) { t, err := tx.Task(id); return public(t), err })
 }
 
 // events streams a task's events as JSON lines; with follow=true it keeps the
@@ -989,8 +987,7 @@ func (s *Server) errands(w http.ResponseWriter, r *http.Request) {
 
 // runErrand runs an errand as a task holding the deployment's lock.
 func (s *Server) runErrand(w http.ResponseWriter, r *http.Request) {
-	e, ok := s.errandRunner(w)
-	if !ok {
+	if _, ok := s.errandRunner(w); !ok {
 		return
 	}
 	var req ErrandRequest
@@ -999,16 +996,13 @@ func (s *Server) runErrand(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Deployment, req.Name = r.PathValue("name"), r.PathValue("errand")
-	s.startTask(w, r, task.Spec{Type: ErrandTaskType, Description: ErrandTaskDescription(req.Name), Deployment: req.Deployment}, func(ctx context.Context, rep *task.Reporter) (string, error) {
-		return e.RunErrand(ctx, rep, req)
-	})
+	s.submitTask(w, r, task.Spec{Type: ErrandTaskType, Description: ErrandTaskDescription(req.Name), Deployment: req.Deployment}, req)
 }
 
 // regenerateVariable makes a new value for a declared variable (and the
 // certificates it signs), as a task holding the deployment's lock.
 func (s *Server) regenerateVariable(w http.ResponseWriter, r *http.Request) {
-	g, ok := s.d.Deployer.(VariableRegenerator)
-	if !ok {
+	if _, ok := s.d.Deployer.(VariableRegenerator); !ok {
 		writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("this director cannot regenerate variables"))
 		return
 	}
@@ -1021,9 +1015,7 @@ func (s *Server) regenerateVariable(w http.ResponseWriter, r *http.Request) {
 		fail(w, fmt.Errorf("%w: deployment and variable name needed", ErrBadInput))
 		return
 	}
-	s.startTask(w, r, task.Spec{Type: "regenerate-variable", Description: "regenerate variable " + req.Name, Deployment: req.Deployment}, func(ctx context.Context, rep *task.Reporter) (string, error) {
-		return g.RegenerateVariable(ctx, rep, req.Deployment, req.Name)
-	})
+	s.submitTask(w, r, task.Spec{Type: "regenerate-variable", Description: "regenerate variable " + req.Name, Deployment: req.Deployment}, req)
 }
 
 func (s *Server) backup(w http.ResponseWriter, r *http.Request) {

@@ -5,7 +5,6 @@ package api
 // carries on with whatever still differs).
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -76,7 +75,5 @@ func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := DeployRequest{Deployment: name, Manifest: m.Content, SkipDrain: r.URL.Query().Get("skip_drain") == "true"}
-	s.startTask(w, r, task.Spec{Type: "deploy", Description: "resume deployment " + name, Deployment: name}, func(ctx context.Context, rep *task.Reporter) (string, error) {
-		return s.d.Deployer.Deploy(ctx, rep, req)
-	})
+	s.submitTask(w, r, task.Spec{Type: "deploy", Description: "resume deployment " + name, Deployment: name}, req)
 }

@@ -223,7 +223,7 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 	if n, err := d.Tasks.Recover(); err != nil {
 		return err
 	} else if n > 0 {
-		logger.Warn("marked tasks left running by the previous director as failed", "tasks", n)
+		logger.Warn("marked tasks the previous director left running (or queued as closures) as failed", "tasks", n)
 	}
 
 	if d.CA = ca; d.CA == nil {
@@ -395,6 +395,13 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 		CPIs:      d.CPIs.Names,
 		UploadDir: uploadDir,
 	})
+	// The task queue: a task on a busy deployment waits as queued and starts
+	// when the deployment frees; the queued data tasks a previous process left
+	// start now. An HA director gates dispatch with task.Options.MayDispatch
+	// (docs/tasks.md).
+	queueCtx, stopQueue := context.WithCancel(ctx)
+	defer stopQueue()
+	go d.Tasks.RunQueue(queueCtx)
 	baseCtx, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelBase()
 	// The web console (/ui/) is a client of the API in this process.

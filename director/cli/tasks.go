@@ -74,7 +74,7 @@ func (a *app) taskCmd() *cobra.Command {
 func (a *app) cancelTaskCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "cancel-task N",
-		Short: "Ask a running task to stop at its next safe point",
+		Short: "Ask a running task to stop at its next safe point; a queued task is cancelled before it runs",
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: run(func(cmd *cobra.Command, argv []string) error {
 			id, c, err := a.taskClient(argv[0])
@@ -87,6 +87,11 @@ func (a *app) cancelTaskCmd() *cobra.Command {
 			}
 			if a.g.JSON {
 				return printJSON(a.d.Stdout, t)
+			}
+			var rec store.Task
+			if json.Unmarshal(t, &rec) == nil && rec.State == store.TaskCancelled {
+				fmt.Fprintf(a.d.Stdout, "Task %d cancelled before it started\n", id)
+				return nil
 			}
 			fmt.Fprintf(a.d.Stdout, "Task %d is cancelling\n", id)
 			return nil

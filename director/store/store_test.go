@@ -405,3 +405,39 @@ func TestMissingVariablesKeyIsNotRegenerated(t *testing.T) {
 		t.Errorf("a new key was written: %v", err)
 	}
 }
+
+func TestTaskArgumentsAreSealedAtRest(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	args := json.RawMessage(`{"vars":{"admin_password":"s3cr3t-task-arg"}}`)
+	func() {
+		s, err := store.Open(path, store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		var id uint64
+		update(t, s, func(tx *store.Tx) error {
+			tk, err := tx.CreateTask(store.Task{Type: "deploy", Deployment: "web", Args: args})
+			id = tk.ID
+			return err
+		})
+		view(t, s, func(tx *store.Tx) error {
+			tk, err := tx.Task(id)
+			if err != nil || string(tk.Args) != string(args) || tk.State != store.TaskQueued {
+				t.Errorf("task = %+v, %v", tk, err)
+			}
+			all, err := tx.Tasks(0, nil)
+			if err != nil || len(all) != 1 || string(all[0].Args) != string(args) {
+				t.Errorf("tasks = %+v, %v", all, err)
+			}
+			return nil
+		})
+	}()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte("s3cr3t-task-arg")) {
+		t.Fatal("a task argument is in the state file in clear")
+	}
+}

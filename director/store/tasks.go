@@ -1,6 +1,7 @@
 package store
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -29,10 +30,15 @@ type Task struct {
 	Error       string `json:"error,omitempty"`
 	// BadInput: the task failed on what it was asked to do (an invalid
 	// manifest or config), not while doing it.
-	BadInput   bool      `json:"bad_input,omitempty"`
-	CreatedAt  time.Time `json:"created_at"`
-	StartedAt  time.Time `json:"started_at,omitzero"`
-	FinishedAt time.Time `json:"finished_at,omitzero"`
+	BadInput bool `json:"bad_input,omitempty"`
+	// Args, on a task submitted as data (task.Manager.Submit), are the JSON
+	// arguments its type's handler runs with, so that any director process
+	// can run a queued task; they are dropped when the task ends. They may
+	// hold secrets (deploy -v values) and are sealed at rest like variables.
+	Args       json.RawMessage `json:"args,omitempty"`
+	CreatedAt  time.Time       `json:"created_at"`
+	StartedAt  time.Time       `json:"started_at,omitzero"`
+	FinishedAt time.Time       `json:"finished_at,omitzero"`
 }
 
 // Finished reports whether the task has reached a final state.
@@ -56,6 +62,50 @@ type Event struct {
 	Data json.RawMessage `json:"data,omitempty"`
 }
 
+// storedTask is a Task as stored: its Args sealed.
+type storedTask struct {
+	Task
+	ArgsNonce  []byte `json:"args_nonce,omitempty"`
+	SealedArgs []byte `json:"sealed_args,omitempty"`
+}
+
+func (t *Tx) putTask(task Task) error {
+	st := storedTask{Task: task}
+	if task.Args != nil {
+		g, err := t.aead()
+		if err != nil {
+			return err
+		}
+		st.ArgsNonce = make([]byte, g.NonceSize())
+		if _, err := rand.Read(st.ArgsNonce); err != nil {
+			return fmt.Errorf("task nonce: %w", err)
+		}
+		st.SealedArgs = g.Seal(nil, st.ArgsNonce, task.Args, itob(task.ID))
+		st.Args = nil
+	}
+	return t.put(bucketTasks, itob(task.ID), st)
+}
+
+func (t *Tx) openTask(raw []byte) (Task, error) {
+	var st storedTask
+	if err := decode(raw, &st); err != nil {
+		return Task{}, err
+	}
+	if st.SealedArgs == nil {
+		return st.Task, nil
+	}
+	g, err := t.aead()
+	if err != nil {
+		return Task{}, err
+	}
+	args, err := g.Open(nil, st.ArgsNonce, st.SealedArgs, itob(st.ID))
+	if err != nil {
+		return Task{}, fmt.Errorf("unseal arguments: wrong key for this state file?: %w", err)
+	}
+	st.Task.Args = args
+	return st.Task, nil
+}
+
 // CreateTask stores a new task, giving it the next id, and returns it.
 func (t *Tx) CreateTask(task Task) (Task, error) {
 	b := t.tx.Bucket(bucketTasks)
@@ -68,7 +118,7 @@ func (t *Tx) CreateTask(task Task) (Task, error) {
 		task.State = TaskQueued
 	}
 	task.CreatedAt = t.now().UTC()
-	return task, t.put(bucketTasks, itob(id), task)
+	return task, t.putTask(task)
 }
 
 // PutTask replaces a task's record.
@@ -76,13 +126,17 @@ func (t *Tx) PutTask(task Task) error {
 	if t.tx.Bucket(bucketTasks).Get(itob(task.ID)) == nil {
 		return fmt.Errorf("task %d: %w", task.ID, ErrNotFound)
 	}
-	return t.put(bucketTasks, itob(task.ID), task)
+	return t.putTask(task)
 }
 
 // Task returns one task.
 func (t *Tx) Task(id uint64) (Task, error) {
-	var task Task
-	if err := t.get(bucketTasks, itob(id), &task); err != nil {
+	raw := t.tx.Bucket(bucketTasks).Get(itob(id))
+	if raw == nil {
+		return Task{}, fmt.Errorf("task %d: %w", id, ErrNotFound)
+	}
+	task, err := t.openTask(raw)
+	if err != nil {
 		return task, fmt.Errorf("task %d: %w", id, err)
 	}
 	return task, nil
@@ -94,8 +148,8 @@ func (t *Tx) Tasks(limit int, keep func(Task) bool) ([]Task, error) {
 	var out []Task
 	c := t.tx.Bucket(bucketTasks).Cursor()
 	for k, v := c.Last(); k != nil; k, v = c.Prev() {
-		var task Task
-		if err := decode(v, &task); err != nil {
+		task, err := t.openTask(v)
+		if err != nil {
 			return nil, fmt.Errorf("decode task %d: %w", btoi(k), err)
 		}
 		if keep != nil && !keep(task) {
