@@ -53,8 +53,13 @@ func (c *computer) changes(in *Instance) {
 	if d := packagesDiff(prev.Packages, in.Packages); d != "" {
 		add(ReasonPackages, "%s", d)
 	}
-	if d := renderedDiff(prev.Jobs, in.Jobs); d != "" {
-		add(ReasonProperties, "%s", d)
+	if d, links := c.renderedDiff(in.Group, prev.Jobs, in.Jobs); d != "" || links != "" {
+		if links != "" {
+			add(ReasonLinks, "%s", links)
+		}
+		if d != "" {
+			add(ReasonProperties, "%s", d)
+		}
 	}
 	// Disks: keep, create, replace (size or type changed) or release.
 	switch {
@@ -178,19 +183,34 @@ func packagesDiff(prev map[string]string, now []Package) string {
 // renderedDiff names the jobs present before and now whose rendered files
 // changed while the job itself did not (so the cause is properties or
 // links).
-func renderedDiff(prev []JobState, now []Job) string {
+//
+// A job that consumes a link of another deployment which changed since the
+// last deploy is named in links instead ("job lb: db/main-db"): that link
+// is the likely cause.
+func (c *computer) renderedDiff(group string, prev []JobState, now []Job) (props, links string) {
 	old := map[string]JobState{}
 	for _, j := range prev {
 		old[j.Name] = j
 	}
-	var parts []string
+	var parts, linkParts []string
 	for _, j := range now {
 		o, had := old[j.Name]
-		if had && o.Fingerprint == j.Fingerprint && o.RenderedHash != j.Rendered.Hash {
-			parts = append(parts, "job "+j.Name)
+		if !had || o.Fingerprint != j.Fingerprint || o.RenderedHash == j.Rendered.Hash {
+			continue
 		}
+		var changed []string
+		for _, k := range c.consumedBy[group+"/"+j.Name] {
+			if c.plan.ConsumedStatus[k] == "changed" {
+				changed = append(changed, k)
+			}
+		}
+		if len(changed) > 0 {
+			linkParts = append(linkParts, "job "+j.Name+": "+strings.Join(changed, " "))
+			continue
+		}
+		parts = append(parts, "job "+j.Name)
 	}
-	return strings.Join(parts, ", ")
+	return strings.Join(parts, ", "), strings.Join(linkParts, ", ")
 }
 
 // resizes reports whether the instance's persistent disk is resized in

@@ -257,7 +257,7 @@ func (c *computer) consume(group string, mj *manifest.Job, l release.Link, provi
 		}
 		return func(*Instance) *template.Link { return link }, nil
 	case mc.Deployment != "" && mc.Deployment != c.dep.Name:
-		return c.consumeOther(mj, l, mc)
+		return c.consumeOther(group, mj, l, mc)
 	}
 	var candidates []*provider
 	for _, p := range providers {

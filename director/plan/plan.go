@@ -331,6 +331,7 @@ const (
 	ReasonJobs              = "jobs changed"
 	ReasonPackages          = "packages changed"
 	ReasonProperties        = "properties changed"
+	ReasonLinks             = "links from other deployments changed"
 	ReasonDisk              = "disk changed"
 	ReasonRecreate          = "recreate requested"
 	ReasonDeleted           = "deleted"
@@ -506,6 +507,9 @@ type computer struct {
 	// surge holds the instances replaced for max_surge (by id), found by
 	// an earlier pass of Compute.
 	surge map[string]bool
+	// consumedBy lists, by "group/job", the links of other deployments the
+	// job consumes (LinkKey).
+	consumedBy map[string][]string
 }
 
 func (c *computer) errorf(path, format string, args ...any) {

@@ -128,7 +128,7 @@ func (g golden) desired(t testing.TB, manifestSection, directorSection string, i
 // deployed turns a plan into the state the director would record after
 // carrying it out: VMs and disks get cids derived from instance ids.
 func deployed(p plan.Plan) plan.State {
-	st := plan.State{Deployment: p.Deployment}
+	st := plan.State{Deployment: p.Deployment, ConsumedLinks: p.Consumed}
 	for _, g := range p.Groups {
 		for _, in := range g.Instances {
 			s := in.State()
@@ -206,7 +206,14 @@ func TestGolden(t *testing.T) {
 					dirSection = "deployed-director.yml"
 				}
 				prevDesired, _ := g.desired(t, "deployed.yml", dirSection, ids)
-				prev, err := plan.Compute(prevDesired, plan.State{})
+				var prevState plan.State
+				if raw, ok := g.sections["deployed-state.json"]; ok {
+					// What other deployments provided then.
+					if err := json.Unmarshal(raw, &prevState); err != nil {
+						t.Fatalf("deployed-state.json: %v", err)
+					}
+				}
+				prev, err := plan.Compute(prevDesired, prevState)
 				if err != nil {
 					t.Fatalf("planning deployed.yml: %v", err)
 				}
@@ -218,7 +225,10 @@ func TestGolden(t *testing.T) {
 					t.Fatalf("state.json: %v", err)
 				}
 				actual.OtherIPs = extra.OtherIPs
-				actual.Links, actual.ConsumedLinks = extra.Links, extra.ConsumedLinks
+				actual.Links = extra.Links
+				if extra.ConsumedLinks != nil {
+					actual.ConsumedLinks = extra.ConsumedLinks
+				}
 				actual.Instances = append(actual.Instances, extra.Instances...)
 				if extra.Deployment != "" {
 					actual.Deployment = extra.Deployment

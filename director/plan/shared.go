@@ -94,7 +94,7 @@ func (c *computer) recordProvided(p *provider, shared bool) {
 // consumeOther resolves a link consumed from another deployment
 // (`consumes: {x: {from: name, deployment: other}}`) from the links that
 // deployment recorded at its last successful deploy.
-func (c *computer) consumeOther(mj *manifest.Job, l release.Link, mc manifest.Consume) (func(*Instance) *template.Link, error) {
+func (c *computer) consumeOther(group string, mj *manifest.Job, l release.Link, mc manifest.Consume) (func(*Instance) *template.Link, error) {
 	links, ok := c.actual.Links[mc.Deployment]
 	if !ok {
 		return nil, atField("deployment", "link %q of job %s: deployment %q does not exist or has never been deployed successfully", l.Name, mj.Name, mc.Deployment)
@@ -159,7 +159,12 @@ func (c *computer) consumeOther(mj *manifest.Job, l release.Link, mc manifest.Co
 	if c.plan.Consumed == nil {
 		c.plan.Consumed = map[string]string{}
 	}
-	c.plan.Consumed[LinkKey(mc.Deployment, pl.Name)] = pl.Hash()
+	key := LinkKey(mc.Deployment, pl.Name)
+	c.plan.Consumed[key] = pl.Hash()
+	if c.consumedBy == nil {
+		c.consumedBy = map[string][]string{}
+	}
+	c.consumedBy[group+"/"+mj.Name] = append(c.consumedBy[group+"/"+mj.Name], key)
 	return func(*Instance) *template.Link { return link }, nil
 }
 
