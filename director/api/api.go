@@ -246,6 +246,7 @@ func New(d Deps) *Server {
 	s.route("GET /v1/deployments/{name}/instances", read, s.instances)
 	s.route("GET /v1/deployments/{name}/vms", read, s.vms)
 	s.route("POST /v1/deployments/{name}/state", admin, s.changeState)
+	s.route("PUT /v1/deployments/{name}/instances/{group}/{id}/ignore", admin, s.ignoreInstance)
 	s.route("GET /v1/tasks", read, s.tasks)
 	s.route("GET /v1/tasks/{id}", read, s.task)
 	s.route("POST /v1/tasks/{id}/cancel", admin, s.cancelTask)

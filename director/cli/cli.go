@@ -201,6 +201,7 @@ func New(d Deps) *cobra.Command {
 		// (a director built without it answers 501).
 		a.deployCmd(), a.deleteDeploymentCmd(), a.instancesCmd(), a.vmsCmd(),
 		a.stateCmd("recreate"), a.stateCmd("restart"), a.stateCmd("stop"), a.stateCmd("start"),
+		a.ignoreCmd(true), a.ignoreCmd(false),
 	)
 	root.AddCommand(a.healthCmds()...) // health.go
 	// pause, resume: rollout.go

@@ -223,8 +223,12 @@ func (a *app) instancesCmd() *cobra.Command {
 						id += "*"
 					}
 					ips := dash(strings.Join(i.IPs, ", "))
+					ignored := ""
+					if i.IgnoreFix {
+						ignored = " (ignored)"
+					}
 					if !ps {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", id, i.State, dash(i.AZ), ips, dash(i.VMCID))
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", id, i.State+ignored, dash(i.AZ), ips, dash(i.VMCID))
 						continue
 					}
 					state := i.State
@@ -234,7 +238,7 @@ func (a *app) instancesCmd() *cobra.Command {
 					case i.AgentError != "":
 						state = "unresponsive agent"
 					}
-					fmt.Fprintf(tw, "%s\t-\t%s\t%s\t%s\t%s\n", id, state, dash(i.AZ), ips, dash(i.VMCID))
+					fmt.Fprintf(tw, "%s\t-\t%s\t%s\t%s\t%s\n", id, state+ignored, dash(i.AZ), ips, dash(i.VMCID))
 					if i.AgentState == nil {
 						continue
 					}

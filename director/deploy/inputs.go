@@ -348,7 +348,7 @@ func (d *Deployer) state(deployment string) (plan.State, []store.Instance, error
 			if vm, err := tx.VM(rec.VMCID); err == nil && rec.VMCID != "" {
 				is.CPI = vm.CPI
 			}
-			is.Unfinished = rec.Unfinished
+			is.Unfinished, is.Ignore = rec.Unfinished, rec.IgnoreFix
 			st.Instances = append(st.Instances, is)
 		}
 		rs, err := tx.IPReservations("")

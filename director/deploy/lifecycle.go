@@ -202,5 +202,9 @@ func (d *Deployer) ChangeState(ctx context.Context, r *task.Reporter, req api.St
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s: %d instances.", strings.ToUpper(req.Action[:1])+req.Action[1:], len(res.Updated)), nil
+	result := fmt.Sprintf("%s: %d instances.", strings.ToUpper(req.Action[:1])+req.Action[1:], len(res.Updated))
+	if len(lp.Ignored) > 0 {
+		result += " Ignored, left alone: " + strings.Join(lp.Ignored, ", ") + "."
+	}
+	return result, nil
 }

@@ -21,6 +21,9 @@ func (c *computer) changes(in *Instance) {
 		add(ReasonNew, "")
 		return
 	}
+	if prev.Ignore {
+		defer c.ignore(in, prev, len(c.plan.OrphanDisks))
+	}
 	if prev.VMCID == "" {
 		add(ReasonVMMissing, "")
 	}
@@ -86,6 +89,24 @@ func (c *computer) changes(in *Instance) {
 	}
 	in.Recreate = recreate && prev.VMCID != ""
 	in.Surge = c.surge[in.ID] && in.Recreate
+}
+
+// ignore sets an ignored instance's change set aside (as Pending) and keeps
+// its disk and addresses as recorded, dropping the disks its changes would
+// have orphaned (those after the first orphans of the plan).
+func (c *computer) ignore(in *Instance, prev *InstanceState, orphans int) {
+	in.Ignored, in.Pending, in.Changes = true, in.Changes, nil
+	in.Recreate, in.Surge = false, false
+	c.plan.OrphanDisks = c.plan.OrphanDisks[:orphans]
+	in.Disk = nil
+	if d := prev.Disk; d != nil {
+		in.Disk = &Disk{CID: d.CID, SizeMB: d.SizeMB, Type: d.Type}
+	}
+	for i := range in.Networks {
+		if a, ok := prev.Networks[in.Networks[i].Name]; ok && a.IsValid() {
+			in.Networks[i].IP = a
+		}
+	}
 }
 
 func orNone(s string) string {

@@ -35,6 +35,21 @@ func (p *Plan) Format(w io.Writer) error {
 			}
 			fmt.Fprintf(&b, "  %s (%d) az=%s ip=%s%s\n", in.Name(), in.Index, az, addr, flags)
 			switch {
+			case in.Ignored:
+				same++
+				b.WriteString("    ignored: left as it is")
+				for i, c := range in.Pending {
+					sep := ";"
+					if i == 0 {
+						sep = " (would change:"
+					}
+					b.WriteString(sep + " " + c.String())
+				}
+				if len(in.Pending) > 0 {
+					b.WriteString(")")
+				}
+				b.WriteString("\n")
+				continue
 			case len(in.Changes) == 0:
 				same++
 				b.WriteString("    no change\n")

@@ -109,6 +109,10 @@ type LifecyclePlan struct {
 	// Matched counts the instances the target names that exist, including
 	// those already in the state asked for.
 	Matched int
+	// Ignored names (group/id) the ignored instances the target covers
+	// without naming them: a verb acts on an ignored instance only when it
+	// is named by GROUP/ID.
+	Ignored []string
 }
 
 // ErrNoMatch is returned when a target names no deployed instance.
@@ -118,7 +122,8 @@ var ErrNoMatch = errors.New("no matching instance")
 // manifest against its recorded state, for target ("" for every instance,
 // GROUP, or GROUP/ID where ID is an instance id or index). states are the
 // recorded instance states by id. Instances never deployed are left to a
-// deploy; instances already in the state asked for are left alone.
+// deploy; instances already in the state asked for are left alone, and so
+// are ignored instances (Instance.Ignored) unless target names them.
 func Lifecycle(p *Plan, verb Verb, target string, states map[string]string) (LifecyclePlan, error) {
 	steps, err := VerbSteps(verb)
 	if err != nil {
@@ -141,6 +146,10 @@ func Lifecycle(p *Plan, verb Verb, target string, states map[string]string) (Lif
 			if pi.VMCID == "" && down {
 				continue // nothing runs: nothing to stop
 			}
+			if pi.Ignored && id == "" {
+				lp.Ignored = append(lp.Ignored, pi.Name())
+				continue
+			}
 			lp.Matched++
 			switch state := states[ui.ID]; {
 			case verb == VerbStart && state == StateStarted && pi.VMCID != "",
@@ -158,7 +167,7 @@ func Lifecycle(p *Plan, verb Verb, target string, states map[string]string) (Lif
 			lp.Steps[ui.ID] = steps
 		}
 	}
-	if target != "" && lp.Matched == 0 {
+	if target != "" && lp.Matched == 0 && len(lp.Ignored) == 0 {
 		return lp, fmt.Errorf("no instance of deployment %s matches %q (%w)", p.Deployment, target, ErrNoMatch)
 	}
 	return lp, nil
@@ -169,6 +178,9 @@ func Lifecycle(p *Plan, verb Verb, target string, states map[string]string) (Lif
 func (lp LifecyclePlan) Format() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: %d matched\n", lp.Verb, lp.Matched)
+	for _, name := range lp.Ignored {
+		fmt.Fprintf(&b, "  %s: ignored, left alone\n", name)
+	}
 	for _, g := range lp.Rollout.Groups {
 		for _, in := range g.Instances {
 			if len(in.Changes) == 0 {

@@ -134,6 +134,9 @@ type InstanceState struct {
 	// Unfinished: a deploy began to update the instance (took it down) and
 	// did not record the end; the next plan updates it again.
 	Unfinished bool `json:"-"`
+	// Ignore: the operator set the instance aside (director ignore): the
+	// plan leaves it as it is (Instance.Ignored) and refuses to delete it.
+	Ignore bool `json:"ignore,omitempty"`
 }
 
 // DiskState is an attached persistent disk.
@@ -235,6 +238,11 @@ type Instance struct {
 
 	Changes  []Change
 	Recreate bool
+	// Ignored: the instance is ignored (InstanceState.Ignore): Changes is
+	// empty, so nothing touches it, and Pending holds what the deploy
+	// would have changed on it; its disk and addresses stay as recorded.
+	Ignored bool
+	Pending []Change
 	// Surge: the group has max_surge and the instance (a running VM, no
 	// persistent disk, no static IP) changes, so its change is carried out
 	// on a replacement VM at a new address, brought up while the old VM
@@ -543,6 +551,17 @@ func (c *computer) compute() (Plan, error) {
 	for _, st := range c.actual.Instances {
 		if !desiredGroups[st.Group] {
 			c.plan.Delete = append(c.plan.Delete, Deletion{Instance: st, Reason: ReasonGroupRemoved})
+		}
+	}
+	for _, d := range c.plan.Delete {
+		if !d.Instance.Ignore {
+			continue
+		}
+		what := fmt.Sprintf("instance %s/%s is ignored but this deploy would delete it (%s): unignore it first", d.Instance.Group, d.Instance.ID, d.Reason)
+		if gi := c.groupIndex(d.Instance.Group); gi >= 0 {
+			c.errorf(groupPath(gi)+".instances", "%s", what)
+		} else {
+			c.errs = append(c.errs, errors.New(what))
 		}
 	}
 	if len(c.errs) > 0 {

@@ -234,6 +234,21 @@ func TestGolden(t *testing.T) {
 					actual.Deployment = extra.Deployment
 				}
 			}
+			if names, ok := g.sections["ignored.txt"]; ok {
+				// GROUP/INDEX of deployed instances the operator ignored.
+				for _, name := range strings.Fields(string(names)) {
+					found := false
+					for i := range actual.Instances {
+						in := &actual.Instances[i]
+						if fmt.Sprintf("%s/%d", in.Group, in.Index) == name {
+							in.Ignore, found = true, true
+						}
+					}
+					if !found {
+						t.Fatalf("ignored.txt: no deployed instance %s", name)
+					}
+				}
+			}
 			desired, df := g.desired(t, "manifest.yml", "director.yml", ids)
 			var got string
 			if desired.Manifest == nil {
