@@ -160,7 +160,7 @@ instance_groups:
 		t.Errorf("deployments does not tell links-b changed:\n%s", table)
 	}
 	dry := d.run("-n", "deploy", good, "--dry-run")
-	if !strings.Contains(dry, "links-a/shared-web") || !strings.Contains(dry, "changed since the last deploy") {
+	if !strings.Contains(dry, "links-a/shared-web") || !strings.Contains(dry, "changed since the last deploy") || !strings.Contains(dry, "links from other deployments changed (job lb: links-a/shared-web)") {
 		t.Errorf("links-b's plan does not say its link changed:\n%s", dry)
 	}
 	d.deploy(good)
