@@ -97,6 +97,7 @@ var routes = []struct{ method, path string }{
 	{"GET", "/v1/deployments/web"}, {"DELETE", "/v1/deployments/web"},
 	{"GET", "/v1/deployments/web/instances"}, {"GET", "/v1/deployments/web/vms"},
 	{"POST", "/v1/deployments/web/state"},
+	{"PUT", "/v1/deployments/web/instances/web/0/ignore"},
 	{"GET", "/v1/tasks"}, {"GET", "/v1/tasks/1"}, {"POST", "/v1/tasks/1/cancel"},
 	{"GET", "/v1/tasks/1/events"},
 	{"GET", "/v1/locks"}, {"GET", "/v1/backup"}, {"GET", "/metrics"},
