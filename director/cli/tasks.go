@@ -135,6 +135,10 @@ func (a *app) followSkipping(ctx context.Context, c *client, id uint64, skip map
 	out := a.d.Stdout
 	if !a.g.JSON {
 		fmt.Fprintf(out, "Task %d\n\n", id)
+		var t store.Task
+		if raw, err := c.getRaw(ctx, fmt.Sprintf("/v1/tasks/%d", id)); err == nil && json.Unmarshal(raw, &t) == nil && t.State == store.TaskQueued {
+			fmt.Fprintf(out, "Task %d | queued: deployment %s is busy; it starts when the tasks before it end (director tasks)\n", id, t.Deployment)
+		}
 	}
 	started := map[string]time.Time{}
 	err := c.lines(ctx, fmt.Sprintf("/v1/tasks/%d/events?follow=true", id), func(line []byte) error {
