@@ -219,7 +219,9 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 	defer st.Close()
 
 	d := &Director{DataDir: s.dataDir, Logger: logger, Store: st}
-	d.Tasks = task.NewManager(st, logger, task.Options{})
+	// Deploys queued before a restart wait a little for the agents to
+	// reconnect to the new bus (their backoff is at most 10 s).
+	d.Tasks = task.NewManager(st, logger, task.Options{RecoveredGrace: 15 * time.Second})
 	if n, err := d.Tasks.Recover(); err != nil {
 		return err
 	} else if n > 0 {

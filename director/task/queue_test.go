@@ -218,6 +218,37 @@ func TestRecoverKeepsQueuedDataAndFailsQueuedClosures(t *testing.T) {
 	}
 }
 
+func TestRecoveredTasksWaitTheGrace(t *testing.T) {
+	s := storetest.New(t)
+	var left store.Task
+	s.Update(func(tx *store.Tx) error {
+		left, _ = tx.CreateTask(store.Task{Type: "deploy", Deployment: "web", State: store.TaskQueued, Args: json.RawMessage(`{"name":"left"}`)})
+		return nil
+	})
+	time.Sleep(10 * time.Millisecond) // the task predates the manager
+	m := task.NewManager(s, logger(t), task.Options{RecoveredGrace: 300 * time.Millisecond, QueuePoll: 20 * time.Millisecond})
+	m.Register("deploy", func(context.Context, *task.Reporter, json.RawMessage) (string, error) { return "ran", nil })
+	if _, err := m.Recover(); err != nil {
+		t.Fatal(err)
+	}
+	fresh, _ := m.Submit(task.Spec{Type: "deploy", Deployment: "db"}, deployArgs{Name: "fresh"})
+	if _, f := follow(t, m, fresh.ID); f.State != store.TaskDone {
+		t.Errorf("a task submitted to this process = %+v", f)
+	}
+	if n := m.Dispatch(); n != 0 {
+		t.Errorf("dispatch within the grace started %d tasks", n)
+	}
+	if got := taskState(t, s, left.ID); got.State != store.TaskQueued {
+		t.Errorf("recovered task within the grace = %s, want queued", got.State)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go m.RunQueue(ctx)
+	if _, f := follow(t, m, left.ID); f.State != store.TaskDone {
+		t.Errorf("recovered task after the grace = %+v", f)
+	}
+}
+
 func TestMayDispatchHoldsDataTasksForTheLeader(t *testing.T) {
 	s := storetest.New(t)
 	var mu sync.Mutex

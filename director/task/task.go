@@ -96,6 +96,11 @@ type Options struct {
 	// false leaves them queued (an HA director that is not the leader).
 	// Nil means always.
 	MayDispatch func() bool
+	// RecoveredGrace holds the data tasks queued before this Manager was
+	// made (left by a previous process) for this long after it was made,
+	// so that the agents have reconnected to a restarted director's bus
+	// before a recovered deploy talks to them. Zero: no hold.
+	RecoveredGrace time.Duration
 }
 
 // Manager starts tasks and tracks the running ones.
@@ -105,6 +110,8 @@ type Manager struct {
 	ttl      time.Duration
 	poll     time.Duration
 	may      func() bool
+	born     time.Time // when the Manager was made
+	grace    time.Duration
 	dispatch sync.Mutex // one dispatch pass at a time
 	wake     chan struct{}
 	mu       sync.Mutex
@@ -128,6 +135,7 @@ func NewManager(s *store.Store, logger *slog.Logger, opts Options) *Manager {
 		opts.QueuePoll = time.Second
 	}
 	return &Manager{store: s, log: logger, ttl: opts.LockTTL, poll: opts.QueuePoll, may: opts.MayDispatch,
+		born: time.Now(), grace: opts.RecoveredGrace,
 		wake: make(chan struct{}, 1), cancel: map[uint64]context.CancelFunc{}, notify: map[uint64]chan struct{}{},
 		local: map[uint64]closure{}, handlers: map[string]Handler{}}
 }
@@ -298,6 +306,9 @@ func (m *Manager) runnable(t store.Task, data bool) (closure, bool) {
 	h, ok := m.handlers[t.Type]
 	if t.Args == nil || !data || !ok {
 		return closure{}, false
+	}
+	if t.CreatedAt.Before(m.born) && time.Since(m.born) < m.grace {
+		return closure{}, false // recovered: wait for the agents to reconnect
 	}
 	args := t.Args
 	return closure{ctx: context.Background(), fn: func(ctx context.Context, r *Reporter) (string, error) {
