@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -312,6 +313,59 @@ func TestTaskQueueAndIgnore(t *testing.T) {
 		if now := find("web", 0); now.VMCID == w0.VMCID {
 			t.Errorf("web/0 still on its dead VM %s after unignore", w0.VMCID)
 		}
+	})
+
+	t.Run("a director restart runs the queued deploy", func(t *testing.T) {
+		before := lastID()
+		background := func(version string) (*syncBuffer, chan error) {
+			cmd := d.command("-n", "--json", "deploy", manifest(version, ""))
+			out := &syncBuffer{}
+			cmd.Stdout, cmd.Stderr = out, out
+			done := make(chan error, 1)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			go func() { done <- cmd.Wait() }()
+			return out, done
+		}
+		waitFor := func(what string, ok func([]taskRecord) bool) []taskRecord {
+			t.Helper()
+			deadline := time.Now().Add(3 * time.Minute)
+			for {
+				ts := deploysAfter(before)
+				if ok(ts) {
+					return ts
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: tasks %+v\ndirector log tail:\n%s", what, ts, tail(d.logs.String(), 40))
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		_, firstDone := background("v8")
+		waitFor("the v8 deploy never ran", func(ts []taskRecord) bool { return len(ts) == 1 && ts[0].State == "processing" })
+		_, secondDone := background("v9")
+		ts := waitFor("the v9 deploy never queued", func(ts []taskRecord) bool { return len(ts) == 2 })
+		if ts[1].State != "queued" {
+			t.Fatalf("v9 deploy is %s while v8 runs, want queued", ts[1].State)
+		}
+		d.stop(syscall.SIGKILL)
+		<-firstDone
+		<-secondDone
+		*d = *startDirector(t, binaries(t), data)
+		ts = waitFor("the queued v9 deploy did not run after the restart", func(ts []taskRecord) bool {
+			return len(ts) == 2 && ts[1].State == "done"
+		})
+		if ts[0].State != "error" || ts[0].Error != "director restarted while the task was running" {
+			t.Errorf("the deploy running at the kill: %+v", ts[0])
+		}
+		if ts[1].StartedAt.Before(ts[0].FinishedAt) {
+			t.Errorf("the queued deploy started at %s, before the interrupted one was failed at %s", ts[1].StartedAt, ts[0].FinishedAt)
+		}
+		lbAnswers(t, "v9", 2)
+		// The restarted director's own clean-up stops it before the
+		// sample's would delete the deployment: delete it here.
+		d.run("-n", "-d", "web", "delete-deployment", "--force")
 	})
 }
 

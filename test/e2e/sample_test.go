@@ -34,6 +34,10 @@ func deploySample(t *testing.T, prefix string, edit func(manifest string) string
 	}
 	d = startDirector(t, bin, data)
 	t.Cleanup(func() {
+		// Unless the test deleted it already (or its director is gone).
+		if list, _ := d.command("--json", "deployments").Output(); !strings.Contains(string(list), `"name": "web"`) && !strings.Contains(string(list), `"name":"web"`) {
+			return
+		}
 		if out, err := d.command("-n", "-d", "web", "delete-deployment", "--force").CombinedOutput(); err != nil {
 			t.Logf("cleanup: delete-deployment: %v\n%s", err, out)
 		}
