@@ -155,3 +155,95 @@ func TestPlanSequences(t *testing.T) {
 		}
 	}
 }
+
+// TestIgnoredInstancesAreLeftAsTheyAre deploys a random manifest, marks
+// random instances ignored and plans another random manifest: the plan
+// either refuses (naming an ignored instance it would delete) or leaves
+// every ignored instance as recorded — no change, its VM, disk and address
+// kept, its disk not orphaned.
+func TestIgnoredInstancesAreLeftAsTheyAre(t *testing.T) {
+	ar, err := txtar.ParseFile("testdata/first_deploy.txtar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := golden{sections: map[string][]byte{}}
+	for _, f := range ar.Files {
+		base.sections[f.Name] = f.Data
+	}
+	runs := 150
+	if testing.Short() {
+		runs = 20
+	}
+	refused, kept := 0, 0
+	for seed := range runs {
+		r := rand.New(rand.NewPCG(uint64(seed), 11))
+		ids := &plan.SequentialIDs{Prefix: "id-"}
+		plan1 := func(state plan.State) (plan.Plan, string, error) {
+			text := randomManifest(r)
+			g := golden{sections: map[string][]byte{}}
+			for k, v := range base.sections {
+				g.sections[k] = v
+			}
+			g.sections["manifest.yml"] = []byte(text)
+			desired, _ := g.desired(t, "manifest.yml", "director.yml", ids)
+			p, err := plan.Compute(desired, state)
+			return p, text, err
+		}
+		first, _, err := plan1(plan.State{})
+		if err != nil {
+			t.Fatalf("seed %d: first plan: %v", seed, err)
+		}
+		state := deployed(first)
+		ignored := map[string]plan.InstanceState{}
+		for i := range state.Instances {
+			if r.IntN(3) == 0 {
+				state.Instances[i].Ignore = true
+				ignored[state.Instances[i].ID] = state.Instances[i]
+			}
+		}
+		p, text, err := plan1(state)
+		if err != nil {
+			if !strings.Contains(err.Error(), "is ignored but this deploy would delete it") {
+				t.Fatalf("seed %d: %v\n%s", seed, err, text)
+			}
+			refused++
+			continue
+		}
+		checkInvariants(t, p, state)
+		seen := 0
+		for _, g := range p.Groups {
+			for _, in := range g.Instances {
+				prev, ok := ignored[in.ID]
+				if !ok {
+					continue
+				}
+				seen++
+				if !in.Ignored || len(in.Changes) > 0 || in.Recreate || in.VMCID != prev.VMCID {
+					t.Errorf("seed %d: ignored %s planned %+v", seed, in.Name(), in.Changes)
+				}
+				if (prev.Disk == nil) != (in.Disk == nil) || prev.Disk != nil && in.Disk.CID != prev.Disk.CID {
+					t.Errorf("seed %d: ignored %s disk %+v, was %+v", seed, in.Name(), in.Disk, prev.Disk)
+				}
+				for _, n := range in.Networks {
+					if a, ok := prev.Networks[n.Name]; ok && a.IsValid() && n.IP != a {
+						t.Errorf("seed %d: ignored %s moves from %s to %s", seed, in.Name(), a, n.IP)
+					}
+				}
+			}
+		}
+		if seen != len(ignored) {
+			t.Errorf("seed %d: %d ignored instances in the plan, want %d", seed, seen, len(ignored))
+		}
+		for _, od := range p.OrphanDisks {
+			for _, prev := range ignored {
+				if prev.Disk != nil && od.CID == prev.Disk.CID {
+					t.Errorf("seed %d: the disk %s of ignored %s/%s is orphaned", seed, od.CID, prev.Group, prev.ID)
+				}
+			}
+		}
+		if len(ignored) > 0 {
+			kept++
+		}
+	}
+	t.Logf("%d plans refused (an ignored instance would be deleted), %d left ignored instances alone", refused, kept)
+}
