@@ -45,6 +45,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/compleat/compleat/director/store"
@@ -112,7 +113,8 @@ type Manager struct {
 	may      func() bool
 	born     time.Time // when the Manager was made
 	grace    time.Duration
-	dispatch sync.Mutex // one dispatch pass at a time
+	dispatch sync.Mutex  // one dispatch pass at a time
+	empty    atomic.Bool // the last pass found no queued task
 	wake     chan struct{}
 	mu       sync.Mutex
 	cancel   map[uint64]context.CancelFunc
@@ -271,6 +273,7 @@ func (m *Manager) Dispatch() int {
 		m.log.Error("read task queue", "error", err)
 		return 0
 	}
+	m.empty.Store(len(queued) == 0)
 	slices.Reverse(queued) // oldest first
 	data := m.may == nil || m.may()
 	blocked := map[string]bool{} // deployments whose next task cannot start now
@@ -357,17 +360,24 @@ func (m *Manager) launch(t store.Task, c closure) bool {
 // (Wake) until ctx ends. The director runs it for its whole life; an HA
 // director runs it everywhere and gates data tasks with Options.MayDispatch,
 // or calls Wake when it becomes the leader to start the queue at once.
+// Without MayDispatch (one director: every task is submitted through this
+// Manager) a poll that follows a pass which found the queue empty is
+// skipped, so an idle director reads no task records.
 func (m *Manager) RunQueue(ctx context.Context) {
 	tick := time.NewTicker(m.poll)
 	defer tick.Stop()
+	m.Dispatch()
 	for {
-		m.Dispatch()
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+			if m.may == nil && m.empty.Load() {
+				continue
+			}
 		case <-m.wake:
 		}
+		m.Dispatch()
 	}
 }
 
