@@ -155,6 +155,9 @@ type DeployRequest struct {
 	DryRun     bool           `json:"dry_run,omitempty"`
 	Recreate   bool           `json:"recreate,omitempty"`
 	SkipDrain  bool           `json:"skip_drain,omitempty"`
+	// Fix recreates the instances whose agent does not answer instead of
+	// failing on them (BOSH's deploy --fix).
+	Fix bool `json:"fix,omitempty"`
 	// FreshDiskOnCPIMove: an instance whose AZ is now served by another
 	// CPI gets a new, empty persistent disk there (its old disk orphaned
 	// in the old CPI) instead of the deploy being refused.

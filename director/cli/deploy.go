@@ -23,7 +23,7 @@ import (
 
 func (a *app) deployCmd() *cobra.Command {
 	var o InterpolateOptions
-	var dryRun, recreate, skipDrain, freshDisk bool
+	var dryRun, recreate, skipDrain, freshDisk, fix bool
 	cmd := &cobra.Command{
 		Use:   "deploy MANIFEST",
 		Short: "Deploy a manifest (ops files and -v/-l variables applied here; director variables on the director)",
@@ -47,6 +47,9 @@ func (a *app) deployCmd() *cobra.Command {
 			req := map[string]any{"deployment": name, "manifest": string(manifest), "dry_run": dryRun, "recreate": recreate, "skip_drain": skipDrain}
 			if freshDisk {
 				req["fresh_disk_on_cpi_move"] = true
+			}
+			if fix {
+				req["fix"] = true
 			}
 			if p, ok := a.d.Tools.(Preparer); ok {
 				// -v/-l values travel beside the manifest, which keeps
@@ -83,6 +86,7 @@ func (a *app) deployCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "plan and show the changes, change nothing")
 	cmd.Flags().BoolVar(&recreate, "recreate", false, "recreate every VM")
 	cmd.Flags().BoolVar(&skipDrain, "skip-drain", false, "do not run drain scripts")
+	cmd.Flags().BoolVar(&fix, "fix", false, "recreate instances whose agent does not answer instead of failing on them")
 	cmd.Flags().BoolVar(&freshDisk, "fresh-disk-on-cpi-move", false, "an instance whose AZ is now served by another CPI gets a new, empty persistent disk there (the old one is orphaned) instead of the deploy being refused")
 	return cmd
 }

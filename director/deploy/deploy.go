@@ -33,6 +33,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -144,6 +146,9 @@ func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req api.DeployR
 	if in.desired.Manifest.Name != req.Deployment {
 		return "", api.BadInput(fmt.Errorf("the manifest deploys %q, not %q", in.desired.Manifest.Name, req.Deployment))
 	}
+	if req.Fix {
+		in.desired.Unresponsive = d.unresponsive(ctx, r, in.records)
+	}
 	p, err := plan.Compute(in.desired, in.state)
 	if err != nil {
 		return "", api.BadInput(err)
@@ -211,6 +216,8 @@ func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req api.DeployR
 	// Update.
 	x := d.newExecutor(&p, req.Deployment, in.place, jobBlobs, pkgBlobs, log)
 	x.freshDisk = req.FreshDiskOnCPIMove
+	// An agent found silent is not asked to drain or stop its VM.
+	maps.Copy(x.unresponsive, in.desired.Unresponsive)
 	detached := map[string]bool{}
 	for _, rec := range in.records {
 		switch rec.State {
@@ -414,4 +421,43 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// fixPing is how long deploy --fix waits for an agent's answer.
+const fixPing = 5 * time.Second
+
+// unresponsive pings the agent of every instance that has a VM, in
+// parallel, and returns the ids of those that did not answer (deploy
+// --fix): the plan recreates them.
+func (d *Deployer) unresponsive(ctx context.Context, r *task.Reporter, recs []store.Instance) map[string]bool {
+	var mu sync.Mutex
+	silent := map[string]bool{}
+	var wg sync.WaitGroup
+	for _, rec := range recs {
+		if rec.VMCID == "" || rec.AgentID == "" || rec.State == plan.StateDetached {
+			continue
+		}
+		wg.Go(func() {
+			pctx, cancel := context.WithTimeout(ctx, fixPing)
+			defer cancel()
+			if err := d.agent(rec.AgentID).Ping(pctx); err != nil {
+				d.c.Logger.Warn("deploy --fix: agent does not answer; its VM is recreated", "instance", rec.Group+"/"+rec.ID, "agent", rec.AgentID, "error", err)
+				mu.Lock()
+				silent[rec.ID] = true
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(silent) > 0 {
+		var names []string
+		for _, rec := range recs {
+			if silent[rec.ID] {
+				names = append(names, rec.Group+"/"+rec.ID)
+			}
+		}
+		slices.Sort(names)
+		d.note(r, "Unresponsive agents", strings.Join(names, "\n")+"\n")
+	}
+	return silent
 }

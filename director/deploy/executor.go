@@ -375,9 +375,9 @@ func (x *executor) attach(ctx context.Context, pi *plan.Instance, disk string) e
 	return nil
 }
 
-// silent reports whether, under --force, the instance's agent was found
-// not answering: its take-down steps are skipped rather than each waiting
-// for a timeout.
+// silent reports whether the instance's agent was found not answering
+// (under --force, or by deploy --fix before planning): its take-down steps
+// are skipped rather than each waiting for a timeout.
 func (x *executor) silent(id string) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -396,6 +396,9 @@ func (x *executor) PreStop(ctx context.Context, inst update.Instance) error {
 				return err
 			}
 		}
+	}
+	if x.silent(inst.ID) {
+		return nil
 	}
 	id, err := x.agentOf(inst.ID)
 	if err != nil {

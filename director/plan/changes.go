@@ -87,6 +87,10 @@ func (c *computer) changes(in *Instance) {
 		add(ReasonRecreate, "")
 		recreate = true
 	}
+	if c.d.Unresponsive[in.ID] && prev.VMCID != "" {
+		add(ReasonUnresponsive, "")
+		recreate = true
+	}
 	in.Recreate = recreate && prev.VMCID != ""
 	in.Surge = c.surge[in.ID] && in.Recreate
 }

@@ -30,6 +30,10 @@ type Desired struct {
 	IDs IDSource
 	// Recreate recreates every VM (deploy --recreate).
 	Recreate bool
+	// Unresponsive are the instances (by id) whose agent did not answer
+	// before planning (deploy --fix): they are recreated, as BOSH's
+	// deploy --fix does, instead of the deploy failing on them.
+	Unresponsive map[string]bool
 	// AZCPIs names the CPI that makes each AZ's VMs (the cloud config's
 	// azs[].cpi, resolved; the key "" for instances without an AZ). An
 	// instance whose VM was made by another CPI (InstanceState.CPI) is
@@ -342,6 +346,7 @@ const (
 	ReasonLinks             = "links from other deployments changed"
 	ReasonDisk              = "disk changed"
 	ReasonRecreate          = "recreate requested"
+	ReasonUnresponsive      = "agent unresponsive"
 	ReasonDeleted           = "deleted"
 	ReasonScaledDown        = "scaled down"
 	ReasonGroupRemoved      = "instance group removed"

@@ -55,6 +55,8 @@ type directorFile struct {
 	// ShowCloudProperties: the golden output lists each instance's and the
 	// compilation's cloud properties.
 	ShowCloudProperties bool `yaml:"show_cloud_properties"`
+	// Unresponsive lists instance ids whose agent did not answer (--fix).
+	Unresponsive []string `yaml:"unresponsive"`
 	// ShowRendered lists instance groups whose rendered files the golden
 	// output shows in full.
 	ShowRendered []string `yaml:"show_rendered"`
@@ -94,6 +96,12 @@ func (g golden) desired(t testing.TB, manifestSection, directorSection string, i
 			d.VMCloudProperties = map[plan.VMResourcesKey]map[string]any{}
 		}
 		d.VMCloudProperties[plan.VMResourcesKey{Resources: manifest.VMResources{CPU: v.CPU, RAM: v.RAM, EphemeralDiskSize: v.Ephemeral}}] = v.CloudProperties
+	}
+	for _, id := range df.Unresponsive {
+		if d.Unresponsive == nil {
+			d.Unresponsive = map[string]bool{}
+		}
+		d.Unresponsive[id] = true
 	}
 	d.Manifest, err = manifest.ParseDeployment(manifestSection, g.get(t, manifestSection))
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -99,23 +100,38 @@ func TestTorture(t *testing.T) {
 	lbAddr = prefix + "1.10:8080"
 	var converged, orphans, lost, badSums, reruns, serving int
 	var kills []string
+	faults := tortureFaults(t)
+	applied := map[string]int{}
 	for trial := 1; trial <= trials; trial++ {
+		fault := faults[(trial-1)%len(faults)]
 		cli := d.command("-n", "--json", "deploy", manifest, "--recreate")
 		if err := cli.Start(); err != nil {
 			t.Fatal(err)
 		}
 		at := time.Duration(mrand.Int64N(int64(window)))
 		time.Sleep(at)
-		syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
-		<-d.done
+		what := inflict(t, fault, d, data)
+		if fault == "director" {
+			<-d.done
+		}
 		cli.Wait()
-		kills = append(kills, at.Round(100*time.Millisecond).String())
+		applied[fault]++
+		kills = append(kills, fault+"@"+at.Round(100*time.Millisecond).String())
+		t.Logf("trial %d: %s after %s: %s", trial, fault, at.Round(time.Millisecond), what)
 
-		d = startDirector(t, bin, data)
+		if fault == "director" {
+			d = startDirector(t, bin, data)
+		}
 		ok := false
 		for attempt := 1; attempt <= 5 && !ok; attempt++ {
 			reruns++
-			out, err := d.command("-n", "--json", "deploy", manifest).CombinedOutput()
+			// As an operator would: deploy again, and when an agent does
+			// not answer, deploy --fix to recreate its VM.
+			args := []string{"-n", "--json", "deploy", manifest}
+			if attempt > 1 {
+				args = append(args, "--fix")
+			}
+			out, err := d.command(args...).CombinedOutput()
 			if err == nil {
 				ok = true
 				break
@@ -125,7 +141,7 @@ func TestTorture(t *testing.T) {
 		if ok {
 			converged++
 		} else {
-			t.Errorf("trial %d (killed after %s): no convergence in 5 deploys\n%s", trial, at, tail(d.logs.String(), 40))
+			t.Errorf("trial %d (%s after %s): no convergence in 5 deploys\n%s", trial, fault, at, tail(d.logs.String(), 40))
 		}
 
 		// Orphans: VMs in the cloud the director does not know, and VMs
@@ -169,19 +185,127 @@ func TestTorture(t *testing.T) {
 		if lbServes(2, 30*time.Second) {
 			serving++
 		} else {
-			t.Errorf("trial %d (killed after %s): the lb does not answer from both web instances after the converging deploy\n%s",
-				trial, at, d.run("-d", "web", "instances", "--ps"))
+			t.Errorf("trial %d (%s after %s): the lb does not answer from both web instances after the converging deploy\n%s",
+				trial, fault, at, d.run("-d", "web", "instances", "--ps"))
 		}
 	}
 	check := "ok"
 	if badSums > 0 {
 		check = strconv.Itoa(badSums) + "-changed"
 	}
-	line := fmt.Sprintf("torture: trials=%d converged=%d orphans=%d lost=%d checksums=%s serving=%d reruns=%d first_deploy=%s recreate_deploy=%s kills_at=[%s]",
-		trials, converged, orphans, lost, check, serving, reruns, firstDeploy.Round(time.Second), window.Round(time.Second), strings.Join(kills, " "))
+	var counts []string
+	for _, f := range faults {
+		if applied[f] > 0 {
+			counts = append(counts, fmt.Sprintf("%s:%d", f, applied[f]))
+		}
+	}
+	line := fmt.Sprintf("torture: trials=%d converged=%d orphans=%d lost=%d checksums=%s serving=%d reruns=%d faults=%s first_deploy=%s recreate_deploy=%s at=[%s]",
+		trials, converged, orphans, lost, check, serving, reruns, strings.Join(counts, ","), firstDeploy.Round(time.Second), window.Round(time.Second), strings.Join(kills, " "))
 	fmt.Println(line)
 	t.Log(line)
 	d.run("-n", "-d", "web", "delete-deployment", "--force")
+}
+
+// The faults a trial can inflict while a recreating deploy runs:
+//
+//   - director: SIGKILL the director's whole process group (director, its
+//     embedded bus and its CPI plugin), as a host crash would; it is then
+//     restarted on the same data directory.
+//   - plugin: SIGKILL the CPI plugin process alone, mid-call or between
+//     calls; the director keeps running.
+//   - agent: SIGKILL one VM's agent; the VM's jobs keep running.
+//   - vm: SIGKILL everything of one VM (agent and jobs), as a VM that dies.
+//   - freeze: SIGSTOP the director's process group (API, bus and plugin
+//     unreachable: agents lose their bus connection) for 2-10 s, then
+//     SIGCONT. The bus is embedded in the director, so it cannot restart on
+//     its own; the director trials restart it.
+var allFaults = []string{"director", "plugin", "agent", "vm", "freeze"}
+
+// tortureFaults is TORTURE_FAULTS (comma-separated) or every fault.
+func tortureFaults(t *testing.T) []string {
+	v := os.Getenv("TORTURE_FAULTS")
+	if v == "" {
+		return allFaults
+	}
+	var out []string
+	for _, f := range strings.Split(v, ",") {
+		if !slices.Contains(allFaults, f) {
+			t.Fatalf("TORTURE_FAULTS: unknown fault %q (known: %s)", f, strings.Join(allFaults, ","))
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// inflict applies fault to the running director d and the VMs under data,
+// choosing every process by its PID, and says what it hit.
+func inflict(t *testing.T, fault string, d *director, data string) string {
+	switch fault {
+	case "director":
+		syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+		return fmt.Sprintf("director group %d", d.cmd.Process.Pid)
+	case "plugin":
+		for _, pid := range childrenOf(d.cmd.Process.Pid) {
+			if strings.HasPrefix(processName(pid), "cpi-") {
+				syscall.Kill(pid, syscall.SIGKILL)
+				return fmt.Sprintf("plugin %s pid %d", processName(pid), pid)
+			}
+		}
+		return "no plugin running"
+	case "agent", "vm":
+		var live []string
+		for _, cid := range dirNames(t, filepath.Join(data, "vms")) {
+			raw, err := os.ReadFile(filepath.Join(data, "vms", cid, "agent.pid"))
+			if pid, perr := strconv.Atoi(strings.TrimSpace(string(raw))); err == nil && perr == nil && sessionOf(pid) > 0 {
+				live = append(live, cid)
+			}
+		}
+		if len(live) == 0 {
+			return "no agent running"
+		}
+		cid := live[mrand.IntN(len(live))]
+		if fault == "agent" {
+			pid := agentPID(t, data, cid)
+			syscall.Kill(pid, syscall.SIGKILL)
+			return fmt.Sprintf("agent pid %d of VM %s", pid, cid)
+		}
+		return fmt.Sprintf("VM %s: %d processes", cid, killVM(t, data, cid))
+	case "freeze":
+		pause := 2*time.Second + time.Duration(mrand.Int64N(int64(8*time.Second)))
+		syscall.Kill(-d.cmd.Process.Pid, syscall.SIGSTOP)
+		time.Sleep(pause)
+		syscall.Kill(-d.cmd.Process.Pid, syscall.SIGCONT)
+		return fmt.Sprintf("director group stopped for %s", pause.Round(100*time.Millisecond))
+	}
+	t.Fatalf("unknown fault %q", fault)
+	return ""
+}
+
+// childrenOf lists the pids whose parent is pid.
+func childrenOf(pid int) []int {
+	var out []int
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		child, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile(filepath.Join("/proc", p.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+		_, rest, ok := strings.Cut(string(st), ") ")
+		if f := strings.Fields(rest); ok && len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
+func processName(pid int) string {
+	raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return strings.TrimSpace(string(raw))
 }
 
 // lbServes reports whether the lb answers from want distinct web instances
