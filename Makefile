@@ -84,11 +84,12 @@ demo-down:
 zdt: build stemcell
 	$(GO) run ./test/zdt
 
-# Not part of test (minutes): SIGKILLs the director at random points of
-# deploys on the local CPI, restarts it until the deploy converges, checks
-# for orphaned VMs, lost disks and changed persistent data, and prints one
-# `torture: trials=N converged=N orphans=0 lost=0 ...` line
-# (docs/reliability.md). TORTURE_TRIALS=N, default 20.
+# Not part of test (minutes): at random points of deploys on the local CPI,
+# SIGKILLs the director (every other trial), the CPI plugin alone, an agent
+# or a whole VM, or freezes the director and its bus; then deploys until it
+# converges, checks for orphaned VMs, lost disks and changed persistent
+# data, and prints one `torture: trials=N converged=N orphans=0 lost=0 ...`
+# line (docs/reliability.md). TORTURE_TRIALS=N (default 40), TORTURE_FAULTS.
 torture: build
 	@mkdir -p $(BUILD)
 	@$(GO) test -tags torture -count=1 -timeout 60m -run '^TestTorture$$' -v ./test/e2e > $(BUILD)/torture.log 2>&1; rc=$$?; \
