@@ -33,6 +33,56 @@ func (a *app) list(ctx context.Context, c *client, path string, v any, render fu
 	return nil
 }
 
+// listEach is list for a per-deployment listing (instances, vms): the -d
+// deployment's, or without -d every deployment's in turn, each table under
+// its deployment's name; --json prints one array of them all.
+func (a *app) listEach(ctx context.Context, c *client, pathOf func(deployment string) string, v any, render func(w io.Writer)) error {
+	if a.g.Deployment != "" {
+		return a.list(ctx, c, pathOf(a.g.Deployment), v, render)
+	}
+	var ds []struct {
+		Name string `json:"name"`
+	}
+	if err := c.do(ctx, "GET", "/v1/deployments", nil, &ds); err != nil {
+		return err
+	}
+	all := []json.RawMessage{}
+	for i, d := range ds {
+		path := pathOf(d.Name)
+		raw, err := c.getRaw(ctx, path)
+		if err != nil {
+			return fmt.Errorf("deployment %s: %w", d.Name, err)
+		}
+		if a.g.JSON {
+			var items []json.RawMessage
+			if err := json.Unmarshal(raw, &items); err != nil {
+				return fmt.Errorf("decode %s: %w", path, err)
+			}
+			all = append(all, items...)
+			continue
+		}
+		if err := json.Unmarshal(raw, v); err != nil {
+			return fmt.Errorf("decode %s: %w", path, err)
+		}
+		if i > 0 {
+			fmt.Fprintln(a.d.Stdout)
+		}
+		fmt.Fprintf(a.d.Stdout, "Deployment %s\n\n", d.Name)
+		render(a.d.Stdout)
+	}
+	if a.g.JSON {
+		raw, err := json.Marshal(all)
+		if err != nil {
+			return err
+		}
+		return printJSON(a.d.Stdout, raw)
+	}
+	if len(ds) == 0 {
+		fmt.Fprintln(a.d.Stdout, "No deployments.")
+	}
+	return nil
+}
+
 func printJSON(w io.Writer, raw json.RawMessage) error {
 	var buf bytes.Buffer
 	if err := json.Indent(&buf, raw, "", "  "); err != nil {

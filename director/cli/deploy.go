@@ -203,19 +203,22 @@ func (a *app) instancesCmd() *cobra.Command {
 	var ps bool
 	cmd := &cobra.Command{
 		Use:   "instances",
-		Short: "List the deployment's instances (--ps: with their processes, asked of the agents)",
+		Short: "List the deployment's instances, or every deployment's without -d (--ps: with their processes, asked of the agents)",
 		Args:  args(cobra.NoArgs),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
-			name, c, err := a.deploymentClient()
+			c, err := a.client()
 			if err != nil {
 				return err
 			}
-			path := "/v1/deployments/" + url.PathEscape(name) + "/instances"
-			if ps {
-				path += "?ps=true"
+			path := func(name string) string {
+				path := "/v1/deployments/" + url.PathEscape(name) + "/instances"
+				if ps {
+					path += "?ps=true"
+				}
+				return path
 			}
 			var is []instanceView
-			return a.list(cmd.Context(), c, path, &is, func(w io.Writer) {
+			return a.listEach(cmd.Context(), c, path, &is, func(w io.Writer) {
 				headers := []string{"Instance", "State", "AZ", "IPs", "VM CID"}
 				if ps {
 					headers = []string{"Instance", "Process", "State", "AZ", "IPs", "VM CID"}
@@ -297,19 +300,22 @@ func (a *app) vmsCmd() *cobra.Command {
 	var withVitals bool
 	cmd := &cobra.Command{
 		Use:   "vms",
-		Short: "List the deployment's VMs (--vitals: with CPU, memory, disk, load and uptime, asked of the agents)",
+		Short: "List the deployment's VMs, or every deployment's without -d (--vitals: with CPU, memory, disk, load and uptime, asked of the agents)",
 		Args:  args(cobra.NoArgs),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
-			name, c, err := a.deploymentClient()
+			c, err := a.client()
 			if err != nil {
 				return err
 			}
-			path := "/v1/deployments/" + url.PathEscape(name) + "/vms"
-			if withVitals {
-				path += "?vitals=true"
+			path := func(name string) string {
+				path := "/v1/deployments/" + url.PathEscape(name) + "/vms"
+				if withVitals {
+					path += "?vitals=true"
+				}
+				return path
 			}
 			var vms []vmView
-			return a.list(cmd.Context(), c, path, &vms, func(w io.Writer) {
+			return a.listEach(cmd.Context(), c, path, &vms, func(w io.Writer) {
 				if !withVitals {
 					tw := table(w, "VM CID", "CPI", "Instance", "Agent", "State")
 					for _, v := range vms {

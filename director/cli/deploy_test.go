@@ -334,3 +334,43 @@ func TestVMsVitals(t *testing.T) {
 		t.Errorf("vms without --vitals: exit %d\n%s", code, out)
 	}
 }
+
+// TestInstancesAndVMsOfEveryDeployment: without -d, instances and vms list
+// every deployment's, each table under its name; --json is one array.
+func TestInstancesAndVMsOfEveryDeployment(t *testing.T) {
+	env, _, _, st := deployDirectorWith(t, agentStates{})
+	err := st.Update(func(tx *store.Tx) error {
+		for _, d := range []string{"api", "web"} {
+			tx.PutDeployment(store.Deployment{Name: d})
+			tx.PutInstance(store.Instance{Deployment: d, Group: d, ID: d + "-1", VMCID: "vm-" + d, AgentID: "a-" + d, State: "started"})
+			if err := tx.PutVM(store.VM{CID: "vm-" + d, CPI: "local", AgentID: "a-" + d, Deployment: d, InstanceID: d + "-1"}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"instances", "vms"} {
+		out, _, code := deployCLI(env, "", cmd)
+		if code != 0 {
+			t.Fatalf("%s without -d: exit %d\n%s", cmd, code, out)
+		}
+		a, w := strings.Index(out, "Deployment api"), strings.Index(out, "Deployment web")
+		if a < 0 || w < a || !strings.Contains(out[a:w], "vm-api") || !strings.Contains(out[w:], "vm-web") {
+			t.Errorf("%s without -d:\n%s", cmd, out)
+		}
+		out, _, code = deployCLI(env, "", "--json", cmd)
+		var got []struct {
+			Deployment string `json:"deployment"`
+		}
+		if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || len(got) != 2 || got[0].Deployment != "api" || got[1].Deployment != "web" {
+			t.Errorf("%s --json without -d: exit %d, %v: %+v\n%s", cmd, code, err, got, out)
+		}
+		out, _, code = deployCLI(env, "", "-d", "web", cmd)
+		if code != 0 || strings.Contains(out, "vm-api") || !strings.Contains(out, "vm-web") {
+			t.Errorf("%s -d web: exit %d\n%s", cmd, code, out)
+		}
+	}
+}
