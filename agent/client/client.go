@@ -44,6 +44,12 @@ type Client struct {
 type Options struct {
 	// RequestTimeout bounds each single request (default 30s).
 	RequestTimeout time.Duration
+	// SilenceLimit is how long the polls of a long task may go unanswered
+	// (the agent gone from the bus, or not answering) before the task fails
+	// as unresponsive: long enough for an agent to reconnect, short enough
+	// that an agent that died mid-task does not hold its caller forever.
+	// Default: RequestTimeout.
+	SilenceLimit time.Duration
 	// PollInterval is the longest wait between get_task polls (default
 	// 250ms); the first poll comes after 5ms and the wait doubles up to it.
 	PollInterval time.Duration
@@ -56,6 +62,9 @@ type Options struct {
 func New(conn Requester, agentID string, opts Options) *Client {
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = 30 * time.Second
+	}
+	if opts.SilenceLimit <= 0 {
+		opts.SilenceLimit = opts.RequestTimeout
 	}
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = 250 * time.Millisecond
@@ -248,6 +257,7 @@ func (c *Client) task(ctx context.Context, method string, arg, out any) error {
 	wait := min(firstPoll, c.opts.PollInterval)
 	t := time.NewTimer(wait)
 	defer t.Stop()
+	var silentSince time.Time // zero while the agent answers
 	for st.State == protocol.TaskRunning {
 		select {
 		case <-ctx.Done():
@@ -262,11 +272,19 @@ func (c *Client) task(ctx context.Context, method string, arg, out any) error {
 		}
 		if err != nil {
 			if errors.Is(err, ErrUnresponsive) {
-				log.Debug("poll agent task", "err", err)
-				continue // the agent may be reconnecting; keep polling until ctx ends
+				// The agent may be reconnecting: keep polling, for a while.
+				if silentSince.IsZero() {
+					silentSince = time.Now()
+				}
+				if time.Since(silentSince) < c.opts.SilenceLimit {
+					log.Debug("poll agent task", "err", err)
+					continue
+				}
+				return fmt.Errorf("%s: task %s: no answer for %s: %w", method, st.AgentTaskID, c.opts.SilenceLimit, err)
 			}
 			return fmt.Errorf("%s: %w", method, err)
 		}
+		silentSince = time.Time{}
 		st = next
 	}
 	if st.State != protocol.TaskDone {

@@ -25,6 +25,9 @@ type fakeAgent struct {
 	polls    int
 	canceled []string
 	pollsFor int // polls before the task is done; <0: never
+	// dieAfterStart: the agent leaves the bus once it has started a task.
+	dieAfterStart bool
+	conn          *nats.Conn
 }
 
 func (f *fakeAgent) handle(m *nats.Msg) {
@@ -47,6 +50,9 @@ func (f *fakeAgent) handle(m *nats.Msg) {
 		}}})
 	case protocol.MethodApply, protocol.MethodCompilePackage:
 		reply(protocol.TaskStatus{AgentTaskID: "t1", State: protocol.TaskRunning})
+		if f.dieAfterStart {
+			go f.conn.Close()
+		}
 	case protocol.MethodGetTask:
 		f.polls++
 		if f.pollsFor >= 0 && f.polls >= f.pollsFor {
@@ -89,6 +95,7 @@ func setup(t *testing.T, f *fakeAgent) *nats.Conn {
 			t.Fatal(err)
 		}
 		t.Cleanup(anc.Close)
+		f.conn = anc
 		anc.Subscribe(protocol.Subject("a1"), f.handle)
 		anc.Flush()
 	}
@@ -208,5 +215,23 @@ func TestHeartbeatsAndAlertsNameTheSender(t *testing.T) {
 	}
 	if !seen["hb a7 running"] || !seen["alert a7 web/web failing"] {
 		t.Fatalf("saw %v", seen)
+	}
+}
+
+// An agent that dies while its task runs fails the caller as unresponsive
+// once its polls have gone unanswered for the silence limit, even when the
+// caller's context has no end.
+func TestAgentGoneMidTaskIsUnresponsive(t *testing.T) {
+	f := &fakeAgent{pollsFor: -1, dieAfterStart: true}
+	c := client.New(setup(t, f), "a1", client.Options{PollInterval: time.Millisecond, SilenceLimit: 200 * time.Millisecond})
+	done := make(chan error, 1)
+	go func() { done <- c.Apply(context.Background(), applyspec.Spec{}) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, client.ErrUnresponsive) || !strings.Contains(err.Error(), "no answer for 200ms") {
+			t.Fatalf("err = %v, want unresponsive after the silence limit", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Apply still waits a minute after its agent left the bus")
 	}
 }

@@ -358,14 +358,21 @@ func (c *CPI) retry(ctx context.Context, method, u string, options *gophercloud.
 	switch {
 	case isCode && (re.Actual == http.StatusTooManyRequests ||
 		re.Actual == http.StatusRequestEntityTooLarge && (isOverLimit(re.Body) || re.ResponseHeader.Get("Retry-After") != "")):
-		if options.RawBody != nil {
-			s, ok := options.RawBody.(io.Seeker)
-			if !ok {
+		switch body := options.RawBody.(type) {
+		case nil:
+		case *io.SectionReader:
+			// A fresh reader over the same bytes: the failed request's
+			// transport may still be reading the old one (a server that
+			// answers before it has read the whole body), so rewinding
+			// the shared reader would lose what that read takes.
+			r, off, n := body.Outer()
+			options.RawBody = io.NewSectionReader(r, off, n)
+		case io.Seeker:
+			if _, serr := body.Seek(0, io.SeekStart); serr != nil {
 				return err
 			}
-			if _, serr := s.Seek(0, io.SeekStart); serr != nil {
-				return err
-			}
+		default:
+			return err
 		}
 	case !idempotent(method):
 		return err
