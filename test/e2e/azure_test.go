@@ -114,24 +114,9 @@ func TestAzureCloud(t *testing.T) {
 	lbAddr = "127.81.1.10:8080"
 	lbAnswers(t, "v1", 2)
 
-	type instance struct {
-		Group string `json:"group"`
-		Index int    `json:"index"`
-		VMCID string `json:"vm_cid"`
-	}
-	find := func(group string, index int) instance {
+	find := func(group string, index int) instanceRow {
 		t.Helper()
-		var is []instance
-		if err := json.Unmarshal([]byte(d.run("--json", "-d", "web", "instances")), &is); err != nil {
-			t.Fatal(err)
-		}
-		for _, i := range is {
-			if i.Group == group && i.Index == index {
-				return i
-			}
-		}
-		t.Fatalf("no instance %s/%d", group, index)
-		return instance{}
+		return d.findInstance(t, "web", group, index)
 	}
 	web0 := find("web", 0)
 	if !strings.HasPrefix(web0.VMCID, "/subscriptions/"+sim.env["AZURE_SUBSCRIPTION_ID"]+"/resourceGroups/compleat/providers/Microsoft.Compute/virtualMachines/") {

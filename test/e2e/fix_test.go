@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,25 +17,9 @@ func TestDeployFix(t *testing.T) {
 		return strings.Replace(m, "  vm_type: default\n", "  vm_type: default\n  persistent_disk: 64\n", 1)
 	})
 	d.run("-n", "-d", "web", "update-resurrection", "off")
-	type instance struct {
-		Group    string   `json:"group"`
-		Index    int      `json:"index"`
-		VMCID    string   `json:"vm_cid"`
-		DiskCIDs []string `json:"disk_cids"`
-	}
-	web1 := func() instance {
+	web1 := func() instanceRow {
 		t.Helper()
-		var is []instance
-		if err := json.Unmarshal([]byte(d.run("--json", "-d", "web", "instances")), &is); err != nil {
-			t.Fatal(err)
-		}
-		for _, i := range is {
-			if i.Group == "web" && i.Index == 1 {
-				return i
-			}
-		}
-		t.Fatalf("no web/1 in %+v", is)
-		return instance{}
+		return d.findInstance(t, "web", "web", 1)
 	}
 	before := web1()
 	pid := agentPID(t, data, before.VMCID)

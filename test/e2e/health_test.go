@@ -30,30 +30,11 @@ func TestResurrectWeb(t *testing.T) {
 	})
 
 	// web/0: its VM, its agent and its persistent disk, with a file on it.
-	type instance struct {
-		Group    string   `json:"group"`
-		ID       string   `json:"id"`
-		Index    int      `json:"index"`
-		VMCID    string   `json:"vm_cid"`
-		AgentID  string   `json:"agent_id"`
-		DiskCIDs []string `json:"disk_cids"`
-		IPs      []string `json:"ips"`
-	}
-	find := func(group string, index int) instance {
+	find := func(group string, index int) instanceRow {
 		t.Helper()
-		var is []instance
-		if err := json.Unmarshal([]byte(d.run("--json", "-d", "web", "instances")), &is); err != nil {
-			t.Fatal(err)
-		}
-		for _, i := range is {
-			if i.Group == group && i.Index == index {
-				return i
-			}
-		}
-		t.Fatalf("no %s/%d in %+v", group, index, is)
-		return instance{}
+		return d.findInstance(t, "web", group, index)
 	}
-	web0 := func() instance { t.Helper(); return find("web", 0) }
+	web0 := func() instanceRow { t.Helper(); return find("web", 0) }
 	before := web0()
 	if len(before.DiskCIDs) != 1 {
 		t.Fatalf("web/0 has disks %v, want one", before.DiskCIDs)

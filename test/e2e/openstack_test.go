@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -158,25 +157,9 @@ func TestOpenStackCloud(t *testing.T) {
 	lbAddr = "127.82.1.10:8080"
 	lbAnswers(t, "v1", 2)
 
-	type instance struct {
-		Group   string `json:"group"`
-		Index   int    `json:"index"`
-		VMCID   string `json:"vm_cid"`
-		Process string `json:"process_state"`
-	}
-	find := func(group string, index int) instance {
+	find := func(group string, index int) instanceRow {
 		t.Helper()
-		var is []instance
-		if err := json.Unmarshal([]byte(d.run("--json", "-d", "web", "instances")), &is); err != nil {
-			t.Fatal(err)
-		}
-		for _, i := range is {
-			if i.Group == group && i.Index == index {
-				return i
-			}
-		}
-		t.Fatalf("no instance %s/%d", group, index)
-		return instance{}
+		return d.findInstance(t, "web", group, index)
 	}
 	web0 := find("web", 0)
 	if got := sim.nova(t, "GET", "/servers/"+web0.VMCID); got != http.StatusOK {

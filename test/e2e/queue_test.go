@@ -205,27 +205,9 @@ func TestTaskQueueAndIgnore(t *testing.T) {
 	})
 
 	t.Run("an ignored instance is left alone by deploy and resurrector", func(t *testing.T) {
-		type instance struct {
-			Group  string   `json:"group"`
-			ID     string   `json:"id"`
-			Index  int      `json:"index"`
-			VMCID  string   `json:"vm_cid"`
-			IPs    []string `json:"ips"`
-			Ignore bool     `json:"ignore"`
-		}
-		find := func(group string, index int) instance {
+		find := func(group string, index int) instanceRow {
 			t.Helper()
-			var is []instance
-			if err := json.Unmarshal([]byte(d.run("--json", "-d", "web", "instances")), &is); err != nil {
-				t.Fatal(err)
-			}
-			for _, i := range is {
-				if i.Group == group && i.Index == index {
-					return i
-				}
-			}
-			t.Fatalf("no %s/%d in %+v", group, index, is)
-			return instance{}
+			return d.findInstance(t, "web", group, index)
 		}
 		w0, w1 := find("web", 0), find("web", 1)
 		if out := d.run("-d", "web", "ignore", "web/0"); !strings.Contains(out, "is ignored") {

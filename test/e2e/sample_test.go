@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,4 +69,33 @@ func deploySample(t *testing.T, prefix string, edit func(manifest string) string
 	d.deploy(manifest)
 	lbAnswers(t, "v1", 2)
 	return d, data
+}
+
+// instanceRow is a row of `director --json instances`.
+type instanceRow struct {
+	Group    string   `json:"group"`
+	ID       string   `json:"id"`
+	Index    int      `json:"index"`
+	VMCID    string   `json:"vm_cid"`
+	AgentID  string   `json:"agent_id"`
+	DiskCIDs []string `json:"disk_cids"`
+	IPs      []string `json:"ips"`
+	Ignore   bool     `json:"ignore"`
+}
+
+// findInstance returns the deployment's instance GROUP/INDEX as
+// `instances --json` lists it.
+func (d *director) findInstance(t *testing.T, deployment, group string, index int) instanceRow {
+	t.Helper()
+	var is []instanceRow
+	if err := json.Unmarshal([]byte(d.run("--json", "-d", deployment, "instances")), &is); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range is {
+		if i.Group == group && i.Index == index {
+			return i
+		}
+	}
+	t.Fatalf("no instance %s/%d in %s: %+v", group, index, deployment, is)
+	return instanceRow{}
 }
