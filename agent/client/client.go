@@ -50,6 +50,13 @@ type Options struct {
 	// that an agent that died mid-task does not hold its caller forever.
 	// Default: RequestTimeout.
 	SilenceLimit time.Duration
+	// AbsentGrace is how long a request that no one is subscribed to is
+	// sent again before it fails as unresponsive: an agent reconnecting
+	// (after a director restart its agents need a few seconds to find the
+	// bus again) is not yet there to answer. No responders means the
+	// request was not delivered, so sending it again is safe. Default 0:
+	// fail at once, as the health monitor's probes want.
+	AbsentGrace time.Duration
 	// PollInterval is the longest wait between get_task polls (default
 	// 250ms); the first poll comes after 5ms and the wait doubles up to it.
 	PollInterval time.Duration
@@ -205,9 +212,7 @@ func (c *Client) call(ctx context.Context, method string, arg, out any) error {
 	if err != nil {
 		return fmt.Errorf("encode %s request: %w", method, err)
 	}
-	rctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
-	defer cancel()
-	msg, err := c.conn.RequestWithContext(rctx, protocol.Subject(c.agentID), body)
+	msg, err := c.request(ctx, body)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s agent %s: %w", method, c.agentID, ctx.Err())
@@ -230,6 +235,38 @@ func (c *Client) call(ctx context.Context, method string, arg, out any) error {
 		}
 	}
 	return nil
+}
+
+// absentRetry is the first wait before a request no one received is sent
+// again; it doubles up to a second.
+const absentRetry = 50 * time.Millisecond
+
+// request sends body to the agent, again while no one is subscribed to
+// its subject and AbsentGrace has not passed.
+func (c *Client) request(ctx context.Context, body []byte) (*nats.Msg, error) {
+	var absentSince time.Time
+	wait := absentRetry
+	for {
+		rctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+		msg, err := c.conn.RequestWithContext(rctx, protocol.Subject(c.agentID), body)
+		cancel()
+		if !errors.Is(err, nats.ErrNoResponders) || c.opts.AbsentGrace <= 0 {
+			return msg, err
+		}
+		if absentSince.IsZero() {
+			absentSince = time.Now()
+		}
+		if time.Since(absentSince)+wait > c.opts.AbsentGrace {
+			return nil, err
+		}
+		c.opts.Logger.Debug("agent not on the bus; sending again", "after", wait)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }
 
 // task starts a long method and polls get_task until it ends. When ctx ends

@@ -27,7 +27,10 @@ type fakeAgent struct {
 	pollsFor int // polls before the task is done; <0: never
 	// dieAfterStart: the agent leaves the bus once it has started a task.
 	dieAfterStart bool
-	conn          *nats.Conn
+	// lateBy: the agent joins the bus only this long after setup (an agent
+	// reconnecting after a director restart).
+	lateBy time.Duration
+	conn   *nats.Conn
 }
 
 func (f *fakeAgent) handle(m *nats.Msg) {
@@ -96,8 +99,15 @@ func setup(t *testing.T, f *fakeAgent) *nats.Conn {
 		}
 		t.Cleanup(anc.Close)
 		f.conn = anc
-		anc.Subscribe(protocol.Subject("a1"), f.handle)
-		anc.Flush()
+		join := func() {
+			anc.Subscribe(protocol.Subject("a1"), f.handle)
+			anc.Flush()
+		}
+		if f.lateBy > 0 {
+			time.AfterFunc(f.lateBy, join)
+		} else {
+			join()
+		}
 	}
 	return nc
 }
@@ -233,5 +243,24 @@ func TestAgentGoneMidTaskIsUnresponsive(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("Apply still waits a minute after its agent left the bus")
+	}
+}
+
+func TestAbsentAgentIsAskedAgainWithinTheGrace(t *testing.T) {
+	nc := setup(t, &fakeAgent{lateBy: 300 * time.Millisecond})
+	err := client.New(nc, "a1", client.Options{}).Ping(context.Background())
+	if !errors.Is(err, client.ErrUnresponsive) || !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("ping without a grace = %v, want unresponsive at once (no responders)", err)
+	}
+	if err := client.New(nc, "a1", client.Options{AbsentGrace: time.Minute}).Ping(context.Background()); err != nil {
+		t.Fatalf("ping with a grace of a minute, agent joining after 300ms: %v", err)
+	}
+}
+
+func TestAbsentAgentFailsAfterTheGrace(t *testing.T) {
+	nc := setup(t, nil)
+	err := client.New(nc, "a1", client.Options{AbsentGrace: 200 * time.Millisecond}).Ping(context.Background())
+	if !errors.Is(err, client.ErrUnresponsive) || !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("ping of an agent that never joins = %v, want unresponsive (no responders)", err)
 	}
 }

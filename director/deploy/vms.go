@@ -111,8 +111,14 @@ func (d *Deployer) cpi(ctx context.Context, name string) (cpi.CPI, error) {
 }
 
 // agent is the client of one agent.
+// agentAbsentGrace is how long a deploy asks again an agent that is not on
+// the bus: after a director restart its agents take a few seconds to
+// reconnect, and a deploy sent at once must not fail on them (found by
+// make torture).
+const agentAbsentGrace = 15 * time.Second
+
 func (d *Deployer) agent(agentID string) *client.Client {
-	return client.New(d.c.Conn, agentID, client.Options{Logger: d.c.Logger})
+	return client.New(d.c.Conn, agentID, client.Options{Logger: d.c.Logger, AbsentGrace: agentAbsentGrace})
 }
 
 func cpiNetworks(ns []plan.Network) (map[string]cpi.Network, error) {
