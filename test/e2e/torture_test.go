@@ -37,6 +37,8 @@ import (
 // Each trial inflicts one fault (see allFaults) while the deploy runs; the
 // re-runs deploy as an operator would, with --fix from the second attempt.
 // Run with `make torture` (TORTURE_TRIALS, default 40; TORTURE_FAULTS).
+// With moto_server on PATH the director runs in production mode with its
+// blobs in S3 (tortureDirector), and the rotation includes the blobstore.
 func TestTorture(t *testing.T) {
 	trials := 40
 	if v, err := strconv.Atoi(os.Getenv("TORTURE_TRIALS")); err == nil && v > 0 {
@@ -51,7 +53,8 @@ func TestTorture(t *testing.T) {
 	if out, err := exec.Command(filepath.Join(bin, "director"), "create-stemcell", "--agent", filepath.Join(bin, "agent"), "--tarball", stemcell).CombinedOutput(); err != nil {
 		t.Fatalf("create-stemcell: %v\n%s", err, out)
 	}
-	d := startDirector(t, bin, data)
+	start, moto := tortureDirector(t, bin, work, data, prefix)
+	d := start()
 	d.run("-n", "upload-release", "releases/web")
 	d.run("-n", "upload-stemcell", stemcell)
 	moved := func(name string, edit func(string) string) string {
@@ -102,7 +105,7 @@ func TestTorture(t *testing.T) {
 	lbAddr = prefix + "1.10:8080"
 	var converged, orphans, lost, badSums, reruns, serving int
 	var kills []string
-	faults := tortureFaults(t)
+	faults := tortureFaults(t, moto != nil)
 	applied := map[string]int{}
 	for trial := 1; trial <= trials; trial++ {
 		fault := faults[(trial-1)%len(faults)]
@@ -112,7 +115,7 @@ func TestTorture(t *testing.T) {
 		}
 		at := time.Duration(mrand.Int64N(int64(window)))
 		time.Sleep(at)
-		what := inflict(t, fault, d, data)
+		what := inflict(t, fault, d, data, moto)
 		if fault == "director" {
 			<-d.done
 		}
@@ -122,7 +125,7 @@ func TestTorture(t *testing.T) {
 		t.Logf("trial %d: %s after %s: %s", trial, fault, at.Round(time.Millisecond), what)
 
 		if fault == "director" {
-			d = startDirector(t, bin, data)
+			d = start()
 		}
 		ok := false
 		for attempt := 1; attempt <= 5 && !ok; attempt++ {
@@ -221,17 +224,90 @@ func TestTorture(t *testing.T) {
 //     unreachable: agents lose their bus connection) for 2-10 s, then
 //     SIGCONT. The bus is embedded in the director, so it cannot restart on
 //     its own; the director trials restart it.
-var allFaults = []string{"director", "plugin", "agent", "vm", "freeze"}
+//   - blobstore: SIGSTOP the S3 server holding the blobs (moto_server) for
+//     2-10 s, then SIGCONT: compile uploads, blob downloads by agents and
+//     the director's own reads stall and fail meanwhile. Only with
+//     moto_server on PATH (see tortureDirector).
+var allFaults = []string{"director", "plugin", "agent", "vm", "freeze", "blobstore"}
+
+// tortureDirector returns how to start (and restart) the director the
+// trials torture. With moto_server on PATH it is a production director
+// (`serve --config`, the example of docs/operations.md) whose blobstore is
+// S3 on a moto_server of its own, which the blobstore fault stops; without
+// it, `serve --dev` and no blobstore fault. Either way the local CPI keeps
+// its VMs and disks under data, as the checks expect.
+func tortureDirector(t *testing.T, bin, work, data, prefix string) (start func() *director, moto *exec.Cmd) {
+	if _, err := exec.LookPath("moto_server"); err != nil {
+		t.Logf("moto_server not on PATH: dev director, blobs on disk, no blobstore fault")
+		return func() *director { return startDirector(t, bin, data) }, nil
+	}
+	port := freePort(t)
+	moto = exec.Command("moto_server", "-H", "127.0.0.1", "-p", strconv.Itoa(port))
+	motoLog, err := os.Create(filepath.Join(work, "moto.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	moto.Stdout, moto.Stderr = motoLog, motoLog
+	moto.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := moto.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(-moto.Process.Pid, syscall.SIGCONT)
+		syscall.Kill(-moto.Process.Pid, syscall.SIGKILL)
+		moto.Wait()
+		motoLog.Close()
+	})
+	s3 := fmt.Sprintf("http://127.0.0.1:%d", port)
+	// The bucket: moto takes an unsigned PUT.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		req, _ := http.NewRequest(http.MethodPut, s3+"/compleat-blobs", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("moto_server: no bucket after a minute: %v", err)
+		}
+	}
+	doc, err := os.ReadFile(filepath.Join(repoRoot(), "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiPort, busPort := freePort(t), freePort(t)
+	cfg := strings.NewReplacer(":25555", fmt.Sprintf(":%d", apiPort), ":4222", fmt.Sprintf(":%d", busPort),
+		"/var/lib/compleat/cpi", data, "/var/lib/compleat", data, "/etc/compleat", work, "127.77.", prefix,
+		"  type: fs ", fmt.Sprintf("  type: s3\n  s3: {bucket: compleat-blobs, endpoint: %q, path_style: true, access_key_id: torture, secret_access_key: torture}\n ", s3),
+	).Replace(yamlBlockAfter(t, string(doc), "### Production on one machine"))
+	if !strings.Contains(cfg, "type: s3") || !strings.Contains(cfg, "data_dir: "+data+",") {
+		t.Fatalf("the documented example changed shape:\n%s", cfg)
+	}
+	token := "torture-admin-token-0123456789abcdef"
+	writeFile(t, filepath.Join(work, "admin.token"), token+"\n")
+	file := filepath.Join(work, "director.yml")
+	writeFile(t, file, cfg)
+	target := fmt.Sprintf("https://127.0.0.1:%d", apiPort)
+	t.Logf("production director, blobs in S3 on moto_server pid %d", moto.Process.Pid)
+	return func() *director {
+		return startProduction(t, bin, file, target, token, filepath.Join(data, "ca.pem"))
+	}, moto
+}
 
 // tortureFaults is the rotation of faults the trials take in turn:
 // TORTURE_FAULTS (comma-separated), or by default a director kill every
 // other trial and the other faults in between (40 trials: 20 director
 // kills, 5 of each other fault).
-func tortureFaults(t *testing.T) []string {
+func tortureFaults(t *testing.T, s3 bool) []string {
 	v := os.Getenv("TORTURE_FAULTS")
 	if v == "" {
 		var out []string
 		for _, f := range allFaults[1:] {
+			if f == "blobstore" && !s3 {
+				continue
+			}
 			out = append(out, "director", f)
 		}
 		return out
@@ -241,6 +317,9 @@ func tortureFaults(t *testing.T) []string {
 		if !slices.Contains(allFaults, f) {
 			t.Fatalf("TORTURE_FAULTS: unknown fault %q (known: %s)", f, strings.Join(allFaults, ","))
 		}
+		if f == "blobstore" && !s3 {
+			t.Fatalf("TORTURE_FAULTS: the blobstore fault needs moto_server on PATH")
+		}
 		out = append(out, f)
 	}
 	return out
@@ -248,7 +327,7 @@ func tortureFaults(t *testing.T) []string {
 
 // inflict applies fault to the running director d and the VMs under data,
 // choosing every process by its PID, and says what it hit.
-func inflict(t *testing.T, fault string, d *director, data string) string {
+func inflict(t *testing.T, fault string, d *director, data string, moto *exec.Cmd) string {
 	switch fault {
 	case "director":
 		syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
@@ -285,6 +364,12 @@ func inflict(t *testing.T, fault string, d *director, data string) string {
 		time.Sleep(pause)
 		syscall.Kill(-d.cmd.Process.Pid, syscall.SIGCONT)
 		return fmt.Sprintf("director group stopped for %s", pause.Round(100*time.Millisecond))
+	case "blobstore":
+		pause := 2*time.Second + time.Duration(mrand.Int64N(int64(8*time.Second)))
+		syscall.Kill(-moto.Process.Pid, syscall.SIGSTOP)
+		time.Sleep(pause)
+		syscall.Kill(-moto.Process.Pid, syscall.SIGCONT)
+		return fmt.Sprintf("S3 blobstore (moto_server group %d) stopped for %s", moto.Process.Pid, pause.Round(100*time.Millisecond))
 	}
 	t.Fatalf("unknown fault %q", fault)
 	return ""
