@@ -189,249 +189,59 @@ func fileSettings(file string) (settings, error) {
 	return s, nil
 }
 
-// run starts every part, serves until ctx ends, then stops them in reverse.
+// run starts every part, serves until ctx ends, then stops them in reverse
+// order. Each step is a method below that adds what it started to stops.
 func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger) error {
-	if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
-		return fmt.Errorf("data directory: %w", err)
-	}
-	// A new data directory gets its CA before its state file, so that a
-	// state file always has a CA beside it; an existing one must have
-	// kept its CA (agents trust only it).
-	statePath := filepath.Join(s.dataDir, "state.db")
-	_, statErr := os.Stat(statePath)
-	fresh := errors.Is(statErr, os.ErrNotExist)
-	var ca *pki.CA
-	if fresh {
-		var err error
-		if ca, err = loadOrCreateCA(s.dataDir, true); err != nil {
-			return err
-		}
-	}
-	// The state file next: a second director on the same data directory
-	// must fail before it touches anything else.
-	st, err := store.Open(statePath, store.Options{Timeout: time.Second})
-	if errors.Is(err, store.ErrLocked) {
-		return fmt.Errorf("state file is locked: is another director running with --data %s?", s.dataDir)
-	}
+	var stops stack
+	defer stops.unwind()
+	d, err := openState(s, logger, &stops)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-
-	d := &Director{DataDir: s.dataDir, Logger: logger, Store: st}
-	// Deploys queued before a restart wait a little for the agents to
-	// reconnect to the new bus (their backoff is at most 10 s).
-	d.Tasks = task.NewManager(st, logger, task.Options{RecoveredGrace: 15 * time.Second})
-	if n, err := d.Tasks.Recover(); err != nil {
-		return err
-	} else if n > 0 {
-		logger.Warn("marked tasks the previous director left running (or queued as closures) as failed", "tasks", n)
-	}
-
-	if d.CA = ca; d.CA == nil {
-		if d.CA, err = loadOrCreateCA(s.dataDir, false); err != nil {
-			return err
-		}
-	}
-	if d.DirectorCert, err = d.CA.IssueClient(pki.DirectorCN, 0); err != nil {
+	if err := d.startBus(ctx, s, &stops); err != nil {
 		return err
 	}
-
-	// The message bus.
-	busHosts := append(append([]string{"127.0.0.1", "localhost"}, hostOf(s.natsAddr)...), s.tlsHosts...)
-	if u, err := url.Parse(s.natsURL); err == nil && u.Hostname() != "" {
-		busHosts = append(busHosts, u.Hostname()) // the name agents dial
-	}
-	busCert, err := d.CA.IssueServer(dedupe(busHosts), 0)
-	if err != nil {
+	if err := d.openBlobs(ctx, s); err != nil {
 		return err
 	}
-	busCfg := mbus.Config{Listen: s.natsAddr, CA: d.CA.CertPEM(), ServerCert: busCert.CertPEM, ServerKey: busCert.KeyPEM, Logger: logger.With("component", "mbus")}
-	// In dev mode the bus keeps its port across restarts (DIR/bus.addr):
-	// running agents hold its URL in their settings.
-	busAddrFile := filepath.Join(s.dataDir, "bus.addr")
-	if prev, rerr := os.ReadFile(busAddrFile); s.dev && rerr == nil {
-		cfg := busCfg
-		cfg.Listen = strings.TrimSpace(string(prev))
-		d.Bus, _ = mbus.Start(ctx, cfg) // the port may be taken by now: then a new one below
-	}
-	if d.Bus == nil {
-		if d.Bus, err = mbus.Start(ctx, busCfg); err != nil {
-			return err
-		}
-	}
-	if u, perr := url.Parse(d.Bus.URL()); s.dev && perr == nil {
-		os.WriteFile(busAddrFile, []byte(u.Host+"\n"), 0o600)
-	}
-	defer d.Bus.Shutdown()
-	d.BusURL = s.natsURL
-	if d.BusURL == "" {
-		d.BusURL = busURL(d.Bus.URL(), s)
-	}
-	// The director dials its own bus on loopback: a bus listening on every
-	// interface (0.0.0.0) has no address of that name in its certificate.
-	d.Conn, err = mbus.Connect(ctx, selfURL(d.Bus.URL()), d.CA.CertPEM(), d.DirectorCert.CertPEM, d.DirectorCert.KeyPEM)
-	if err != nil {
+	if err := d.startMetrics(); err != nil {
 		return err
 	}
-	defer d.Conn.Close()
-
-	// Blobs.
-	if d.Blobs, err = openBlobstore(ctx, s); err != nil {
-		return err
-	}
-	signKey, err := loadOrCreateSecret(filepath.Join(s.dataDir, "blobs.key"))
-	if err != nil {
-		return err
-	}
-	d.Signer = blobstore.NewSigner(signKey)
-
-	d.Metrics = api.NewMetrics(func() float64 {
-		n := 0
-		st.View(func(tx *store.Tx) error {
-			ts, err := tx.Tasks(0, func(t store.Task) bool { return !t.Finished() })
-			n = len(ts)
-			return err
-		})
-		return float64(n)
-	}, func() float64 { return float64(d.Bus.NumClients()) })
-	d.Tasks.OnFinish = d.Metrics.TaskFinished
-	// Heartbeats feed the agents-seen and heartbeat-age metrics (the health
-	// monitor subscribes on its own).
-	if _, err := d.Conn.Subscribe(heartbeatSubjects, func(m *nats.Msg) {
-		d.Metrics.AgentHeartbeat(strings.TrimPrefix(m.Subject, heartbeatPrefix), time.Now())
-	}); err != nil {
-		return fmt.Errorf("subscribe to heartbeats: %w", err)
-	}
-
-	// CPIs: the stored cpi config, else the one of the mode (stored so that
-	// `director cpi-config` shows it).
-	cpiCfg, err := currentCPIConfig(st, s.cpis)
-	if err != nil {
-		return err
-	}
-	exe, _ := os.Executable()
-	uuid, err := directorUUID(s.dataDir)
-	if err != nil {
-		return err
-	}
-	d.ID = uuid
-	d.CPIs = cpimanager.New(cpiCfg, cpimanager.Options{
-		Launcher:     hostLauncher{logger: logger},
-		Logger:       logger,
-		Observer:     d.Metrics.ObserveCPI,
-		SearchDirs:   []string{filepath.Dir(exe)},
-		ExternalCPIs: s.externalCPIs,
-		DirectorUUID: uuid,
-	})
-	defer d.CPIs.Close()
-
-	// The API server.
-	tlsCfg, err := serverTLS(d.CA, s)
-	if err != nil {
+	if err := d.startCPIs(s, &stops); err != nil {
 		return err
 	}
 	ln, err := net.Listen("tcp", s.listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", s.listen, err)
 	}
+	stops.push(func() { ln.Close() })
 	target := "https://" + advertised(ln.Addr(), s)
 	if s.advertise != "" {
 		target = s.advertise
 	}
-	d.BlobURL = target
-	if d.BlobCA, err = blobCA(d.CA, s); err != nil {
-		ln.Close()
+	if err := d.setBlobURL(s, target); err != nil {
 		return err
 	}
-	if s.blobstore.PublicURL != "" {
-		d.BlobURL = strings.TrimRight(s.blobstore.PublicURL, "/")
-	}
-	auth, adminToken, err := tokens(s)
+	handler, adminToken, err := d.newAPI(ctx, s, &stops)
 	if err != nil {
-		ln.Close()
 		return err
 	}
-	uploadDir := filepath.Join(s.dataDir, "tmp")
-	os.RemoveAll(uploadDir)
-	if err := os.MkdirAll(uploadDir, 0o700); err != nil {
-		ln.Close()
-		return err
-	}
-	// Health: the monitor, the resurrector (recreating through the deploy
-	// pipeline) and cloud-check; every finished task is an audit event.
-	d.ERB = template.NewERB("")
-	defer d.ERB.Close()
-	deployer := newDeployer(d)
-	hsvc, err := health.Start(ctx, health.Deps{Store: st, Conn: d.Conn, Tasks: d.Tasks,
-		Recreate: func(ctx context.Context, r *task.Reporter, deployment, target string) error {
-			_, err := deployer.ChangeState(ctx, r, api.StateRequest{Deployment: deployment, Action: "recreate", Target: target, SkipDrain: true})
-			return err
-		},
-		CPIs: func(ctx context.Context, name string) (health.VMCloud, error) { return d.CPIs.Get(ctx, name) },
-		CheckVM: func(ctx context.Context, name, cid, agentID string) error {
-			return d.CPIs.CheckVM(ctx, name, cid, d.ID, agentID)
-		},
-		Registerer: d.Metrics.Registry, Logger: logger})
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	defer hsvc.Close()
-	d.Tasks.OnFinish = func(t store.Task) { d.Metrics.TaskFinished(t); health.RecordTask(st, t) }
-	checker := &cloudcheck.Checker{Store: st, Agents: cloudcheck.BusAgents{Conn: d.Conn}, Recreator: hsvc.Recreator,
-		Events: health.Store{S: st}, Busy: health.Store{S: st}.Busy, Logger: logger.With("component", "cloud-check"),
-		CPIs:     func(ctx context.Context, name string) (cloudcheck.CPI, error) { return d.CPIs.Get(ctx, name) },
-		Director: d.ID,
-		Lister:   cloudcheck.CPIVMs{Names: d.CPIs.Names, Get: d.CPIs.Get, DirectorID: d.ID}}
-	handler := api.New(api.Deps{
-		Store: st, Tasks: d.Tasks, Auth: auth, Logger: logger.With("component", "api"), Metrics: d.Metrics,
-		Blobs:     blobstore.NewHandler(d.Blobs, d.Signer, logger.With("component", "blobs")),
-		Importer:  &api.Uploads{Store: st, Blobs: d.Blobs, CPIs: d.CPIs, TempDir: uploadDir, Logger: logger},
-		Configs:   configs{cpis: d.CPIs},
-		Deployer:  deployer,
-		Health:    &api.Health{Monitor: hsvc.Monitor, CloudCheck: checker},
-		Agents:    agentStates{conn: d.Conn},
-		Remote:    newRemote(d),
-		Disks:     diskDeleter{cpis: d.CPIs, directorID: d.ID},
-		CPIs:      d.CPIs.Names,
-		UploadDir: uploadDir,
-	})
 	// The task queue: a task on a busy deployment waits as queued and starts
 	// when the deployment frees; the queued data tasks a previous process left
 	// start now. An HA director gates dispatch with task.Options.MayDispatch
 	// (docs/tasks.md).
 	queueCtx, stopQueue := context.WithCancel(ctx)
-	defer stopQueue()
+	stops.push(stopQueue)
 	go d.Tasks.RunQueue(queueCtx)
-	baseCtx, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelBase()
-	// The web console (/ui/) is a client of the API in this process.
-	mux := http.NewServeMux()
-	mux.Handle("/ui/", ui.New(handler, logger.With("component", "ui")))
-	mux.Handle("/", handler)
-	srv := &http.Server{
-		Handler:           mux,
-		TLSConfig:         tlsCfg,
-		ReadHeaderTimeout: api.ReadHeaderTimeout,
-		IdleTimeout:       api.IdleTimeout,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return baseCtx },
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.ServeTLS(ln, "", "") }()
 
-	if s.dev {
-		if err := writeEnv(s.dataDir, target, adminToken); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "Director ready at %s\n  data   %s\n  bus    %s\n  env    source %s\n",
-			target, s.dataDir, d.BusURL, filepath.Join(s.dataDir, "env"))
-	} else {
-		fmt.Fprintf(stdout, "Director ready at %s (bus %s)\n", target, d.BusURL)
+	srv, served, cancelBase, err := serveAPI(ctx, s, d, handler, ln)
+	if err != nil {
+		return err
 	}
-	logger.Info("director ready", "target", target, "data", s.dataDir, "bus", d.BusURL)
-
+	stops.push(cancelBase)
+	if err := announce(stdout, s, target, adminToken, d); err != nil {
+		return err
+	}
 	select {
 	case <-ctx.Done():
 	case err := <-served:
@@ -448,6 +258,275 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 		srv.Close()
 	}
 	logger.Info("director stopped")
+	return nil
+}
+
+// stack holds what run started, to be stopped in reverse order.
+type stack []func()
+
+func (s *stack) push(f func()) { *s = append(*s, f) }
+
+func (s stack) unwind() {
+	for i := len(s) - 1; i >= 0; i-- {
+		s[i]()
+	}
+}
+
+// openState opens the data directory: its CA (created with a new data
+// directory, before the state file, so that a state file always has a CA
+// beside it; an existing one must have kept its CA, as agents trust only
+// it), the state file (a second director on the same data directory fails
+// here, before it touches anything else), and the tasks a previous process
+// left.
+func openState(s settings, logger *slog.Logger, stops *stack) (*Director, error) {
+	if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	statePath := filepath.Join(s.dataDir, "state.db")
+	_, statErr := os.Stat(statePath)
+	fresh := errors.Is(statErr, os.ErrNotExist)
+	var ca *pki.CA
+	if fresh {
+		var err error
+		if ca, err = loadOrCreateCA(s.dataDir, true); err != nil {
+			return nil, err
+		}
+	}
+	st, err := store.Open(statePath, store.Options{Timeout: time.Second})
+	if errors.Is(err, store.ErrLocked) {
+		return nil, fmt.Errorf("state file is locked: is another director running with --data %s?", s.dataDir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	stops.push(func() { st.Close() })
+
+	d := &Director{DataDir: s.dataDir, Logger: logger, Store: st}
+	// Deploys queued before a restart wait a little for the agents to
+	// reconnect to the new bus (their backoff is at most 10 s).
+	d.Tasks = task.NewManager(st, logger, task.Options{RecoveredGrace: 15 * time.Second})
+	if n, err := d.Tasks.Recover(); err != nil {
+		return nil, err
+	} else if n > 0 {
+		logger.Warn("marked tasks the previous director left running (or queued as closures) as failed", "tasks", n)
+	}
+	if d.CA = ca; d.CA == nil {
+		if d.CA, err = loadOrCreateCA(s.dataDir, false); err != nil {
+			return nil, err
+		}
+	}
+	if d.DirectorCert, err = d.CA.IssueClient(pki.DirectorCN, 0); err != nil {
+		return nil, err
+	}
+	if d.ID, err = directorUUID(s.dataDir); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// startBus starts the embedded message bus and connects the director to it.
+func (d *Director) startBus(ctx context.Context, s settings, stops *stack) error {
+	busHosts := append(append([]string{"127.0.0.1", "localhost"}, hostOf(s.natsAddr)...), s.tlsHosts...)
+	if u, err := url.Parse(s.natsURL); err == nil && u.Hostname() != "" {
+		busHosts = append(busHosts, u.Hostname()) // the name agents dial
+	}
+	busCert, err := d.CA.IssueServer(dedupe(busHosts), 0)
+	if err != nil {
+		return err
+	}
+	busCfg := mbus.Config{Listen: s.natsAddr, CA: d.CA.CertPEM(), ServerCert: busCert.CertPEM, ServerKey: busCert.KeyPEM, Logger: d.Logger.With("component", "mbus")}
+	// In dev mode the bus keeps its port across restarts (DIR/bus.addr):
+	// running agents hold its URL in their settings.
+	busAddrFile := filepath.Join(s.dataDir, "bus.addr")
+	if prev, rerr := os.ReadFile(busAddrFile); s.dev && rerr == nil {
+		cfg := busCfg
+		cfg.Listen = strings.TrimSpace(string(prev))
+		d.Bus, _ = mbus.Start(ctx, cfg) // the port may be taken by now: then a new one below
+	}
+	if d.Bus == nil {
+		if d.Bus, err = mbus.Start(ctx, busCfg); err != nil {
+			return err
+		}
+	}
+	if u, perr := url.Parse(d.Bus.URL()); s.dev && perr == nil {
+		os.WriteFile(busAddrFile, []byte(u.Host+"\n"), 0o600)
+	}
+	stops.push(d.Bus.Shutdown)
+	d.BusURL = s.natsURL
+	if d.BusURL == "" {
+		d.BusURL = busURL(d.Bus.URL(), s)
+	}
+	// The director dials its own bus on loopback: a bus listening on every
+	// interface (0.0.0.0) has no address of that name in its certificate.
+	d.Conn, err = mbus.Connect(ctx, selfURL(d.Bus.URL()), d.CA.CertPEM(), d.DirectorCert.CertPEM, d.DirectorCert.KeyPEM)
+	if err != nil {
+		return err
+	}
+	stops.push(d.Conn.Close)
+	return nil
+}
+
+// openBlobs opens the blobstore and the key that signs agents' blob URLs.
+func (d *Director) openBlobs(ctx context.Context, s settings) error {
+	var err error
+	if d.Blobs, err = openBlobstore(ctx, s); err != nil {
+		return err
+	}
+	signKey, err := loadOrCreateSecret(filepath.Join(s.dataDir, "blobs.key"))
+	if err != nil {
+		return err
+	}
+	d.Signer = blobstore.NewSigner(signKey)
+	return nil
+}
+
+// startMetrics registers the metrics and feeds the agents-seen and
+// heartbeat-age ones from heartbeats (the health monitor subscribes on its
+// own).
+func (d *Director) startMetrics() error {
+	d.Metrics = api.NewMetrics(func() float64 {
+		n := 0
+		d.Store.View(func(tx *store.Tx) error {
+			ts, err := tx.Tasks(0, func(t store.Task) bool { return !t.Finished() })
+			n = len(ts)
+			return err
+		})
+		return float64(n)
+	}, func() float64 { return float64(d.Bus.NumClients()) })
+	d.Tasks.OnFinish = d.Metrics.TaskFinished
+	if _, err := d.Conn.Subscribe(heartbeatSubjects, func(m *nats.Msg) {
+		d.Metrics.AgentHeartbeat(strings.TrimPrefix(m.Subject, heartbeatPrefix), time.Now())
+	}); err != nil {
+		return fmt.Errorf("subscribe to heartbeats: %w", err)
+	}
+	return nil
+}
+
+// startCPIs starts the CPI manager on the stored cpi config, else the one
+// of the mode (stored so that `director cpi-config` shows it).
+func (d *Director) startCPIs(s settings, stops *stack) error {
+	cpiCfg, err := currentCPIConfig(d.Store, s.cpis)
+	if err != nil {
+		return err
+	}
+	exe, _ := os.Executable()
+	d.CPIs = cpimanager.New(cpiCfg, cpimanager.Options{
+		Launcher:     hostLauncher{logger: d.Logger},
+		Logger:       d.Logger,
+		Observer:     d.Metrics.ObserveCPI,
+		SearchDirs:   []string{filepath.Dir(exe)},
+		ExternalCPIs: s.externalCPIs,
+		DirectorUUID: d.ID,
+	})
+	stops.push(func() { d.CPIs.Close() })
+	return nil
+}
+
+// setBlobURL sets where agents fetch blobs (the API's target, or the
+// blobstore's public_url) and what they trust there.
+func (d *Director) setBlobURL(s settings, target string) error {
+	d.BlobURL = target
+	var err error
+	if d.BlobCA, err = blobCA(d.CA, s); err != nil {
+		return err
+	}
+	if s.blobstore.PublicURL != "" {
+		d.BlobURL = strings.TrimRight(s.blobstore.PublicURL, "/")
+	}
+	return nil
+}
+
+// newAPI builds the deploy pipeline, the health service (the monitor, the
+// resurrector recreating through the deploy pipeline, cloud-check) and the
+// API over them; every finished task becomes an audit event. It returns the
+// admin token of dev mode.
+func (d *Director) newAPI(ctx context.Context, s settings, stops *stack) (*api.Server, string, error) {
+	auth, adminToken, err := tokens(s)
+	if err != nil {
+		return nil, "", err
+	}
+	uploadDir := filepath.Join(s.dataDir, "tmp")
+	os.RemoveAll(uploadDir)
+	if err := os.MkdirAll(uploadDir, 0o700); err != nil {
+		return nil, "", err
+	}
+	d.ERB = template.NewERB("")
+	stops.push(func() { d.ERB.Close() })
+	deployer := newDeployer(d)
+	hsvc, err := health.Start(ctx, health.Deps{Store: d.Store, Conn: d.Conn, Tasks: d.Tasks,
+		Recreate: func(ctx context.Context, r *task.Reporter, deployment, target string) error {
+			_, err := deployer.ChangeState(ctx, r, api.StateRequest{Deployment: deployment, Action: "recreate", Target: target, SkipDrain: true})
+			return err
+		},
+		CPIs: func(ctx context.Context, name string) (health.VMCloud, error) { return d.CPIs.Get(ctx, name) },
+		CheckVM: func(ctx context.Context, name, cid, agentID string) error {
+			return d.CPIs.CheckVM(ctx, name, cid, d.ID, agentID)
+		},
+		Registerer: d.Metrics.Registry, Logger: d.Logger})
+	if err != nil {
+		return nil, "", err
+	}
+	stops.push(func() { hsvc.Close() })
+	st := d.Store
+	d.Tasks.OnFinish = func(t store.Task) { d.Metrics.TaskFinished(t); health.RecordTask(st, t) }
+	checker := &cloudcheck.Checker{Store: st, Agents: cloudcheck.BusAgents{Conn: d.Conn}, Recreator: hsvc.Recreator,
+		Events: health.Store{S: st}, Busy: health.Store{S: st}.Busy, Logger: d.Logger.With("component", "cloud-check"),
+		CPIs:     func(ctx context.Context, name string) (cloudcheck.CPI, error) { return d.CPIs.Get(ctx, name) },
+		Director: d.ID,
+		Lister:   cloudcheck.CPIVMs{Names: d.CPIs.Names, Get: d.CPIs.Get, DirectorID: d.ID}}
+	return api.New(api.Deps{
+		Store: st, Tasks: d.Tasks, Auth: auth, Logger: d.Logger.With("component", "api"), Metrics: d.Metrics,
+		Blobs:     blobstore.NewHandler(d.Blobs, d.Signer, d.Logger.With("component", "blobs")),
+		Importer:  &api.Uploads{Store: st, Blobs: d.Blobs, CPIs: d.CPIs, TempDir: uploadDir, Logger: d.Logger},
+		Configs:   configs{cpis: d.CPIs},
+		Deployer:  deployer,
+		Health:    &api.Health{Monitor: hsvc.Monitor, CloudCheck: checker},
+		Agents:    agentStates{conn: d.Conn},
+		Remote:    newRemote(d),
+		Disks:     diskDeleter{cpis: d.CPIs, directorID: d.ID},
+		CPIs:      d.CPIs.Names,
+		UploadDir: uploadDir,
+	}), adminToken, nil
+}
+
+// serveAPI serves the API and the web console (/ui/, a client of the API in
+// this process) on ln. The requests' base context outlives ctx (a shutdown
+// drains them); cancelBase ends it (event streams).
+func serveAPI(ctx context.Context, s settings, d *Director, handler *api.Server, ln net.Listener) (srv *http.Server, served chan error, cancelBase func(), err error) {
+	tlsCfg, err := serverTLS(d.CA, s)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	baseCtx, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
+	mux := http.NewServeMux()
+	mux.Handle("/ui/", ui.New(handler, d.Logger.With("component", "ui")))
+	mux.Handle("/", handler)
+	srv = &http.Server{
+		Handler:           mux,
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: api.ReadHeaderTimeout,
+		IdleTimeout:       api.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(d.Logger.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
+	}
+	served = make(chan error, 1)
+	go func() { served <- srv.ServeTLS(ln, "", "") }()
+	return srv, served, cancelBase, nil
+}
+
+// announce says the director is ready: on stdout, in the log, and in dev
+// mode in DIR/env for the CLI.
+func announce(stdout io.Writer, s settings, target, adminToken string, d *Director) error {
+	if s.dev {
+		if err := writeEnv(s.dataDir, target, adminToken); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "Director ready at %s\n  data   %s\n  bus    %s\n  env    source %s\n",
+			target, s.dataDir, d.BusURL, filepath.Join(s.dataDir, "env"))
+	} else {
+		fmt.Fprintf(stdout, "Director ready at %s (bus %s)\n", target, d.BusURL)
+	}
+	d.Logger.Info("director ready", "target", target, "data", s.dataDir, "bus", d.BusURL)
 	return nil
 }
 
