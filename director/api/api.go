@@ -28,7 +28,7 @@
 //	GET  /blobs/...                        signed URLs (no bearer token)
 //
 // Errors are {"error": "...", "code": "..."} with a status: 400 for bad input
-// (the CLI exits 2), 404, 409 for conflicts, 501 for what this build lacks.
+// (the CLI exits 2), 404, 409 for conflicts.
 package api
 
 import (
@@ -85,17 +85,20 @@ type Configs interface {
 }
 
 // Deployer is where the deploy pipeline plugs in: the composition root
-// (director/app) supplies one built from the plan, compile and update
-// packages. Each method runs as the body of a task that holds the
-// deployment's lock. A nil Deployer answers 501.
+// (director/app) supplies the one built from the plan, compile and update
+// packages. Each task method runs as the body of a task that holds the
+// deployment's lock.
 type Deployer interface {
 	Deploy(ctx context.Context, r *task.Reporter, req DeployRequest) (result string, err error)
 	Delete(ctx context.Context, r *task.Reporter, deployment string, force bool) (result string, err error)
 	ChangeState(ctx context.Context, r *task.Reporter, req StateRequest) (result string, err error)
+	ErrandRunner
+	VariableRegenerator
+	Pauser
 }
 
-// ErrandRunner is implemented by a Deployer that runs errands
-// (POST /v1/deployments/{name}/errands/{errand}/runs, GET .../errands).
+// ErrandRunner runs errands (POST /v1/deployments/{name}/errands/{errand}/runs,
+// GET .../errands).
 type ErrandRunner interface {
 	Errands(ctx context.Context, deployment string) ([]ErrandInfo, error)
 	RunErrand(ctx context.Context, r *task.Reporter, req ErrandRequest) (result string, err error)
@@ -132,8 +135,8 @@ const ErrandTaskType = "run-errand"
 // ErrandTaskDescription is the description of a run of errand name.
 func ErrandTaskDescription(name string) string { return "run errand " + name }
 
-// VariableRegenerator is implemented by a Deployer that can make a new
-// value for a declared variable (POST /v1/variables/regenerate).
+// VariableRegenerator makes a new value for a declared variable
+// (POST /v1/variables/regenerate).
 type VariableRegenerator interface {
 	RegenerateVariable(ctx context.Context, r *task.Reporter, deployment, name string) (result string, err error)
 }
@@ -188,27 +191,49 @@ type DiskDeleter interface {
 	DeleteDisk(ctx context.Context, cpiName, cid string) error
 }
 
-// Deps are what the API serves from. Store, Tasks, Auth and Logger are
-// required.
+// Deps are what the API serves from. Every field is required but
+// MaxUpload: New refuses to build an API that would lack a part.
 type Deps struct {
 	Store    *store.Store
 	Tasks    *task.Manager
 	Auth     *Auth
 	Logger   *slog.Logger
-	Metrics  *Metrics     // nil: /metrics answers 501
+	Metrics  *Metrics
 	Blobs    http.Handler // the signed blob handler, mounted at /blobs/
 	Importer Importer
 	Configs  Configs
 	Deployer Deployer
-	Agents   Agents          // nil: instances?ps=true answers 501
-	Disks    DiskDeleter     // nil: DELETE /v1/disks/{cid} answers 501
+	Agents   Agents          // instances?ps=true, vms?vitals=true
+	Disks    DiskDeleter     // DELETE /v1/disks/{cid}
 	CPIs     func() []string // configured CPI names, for /v1/info
-	Health   *Health         // health monitor and cloud-check (health.go); nil: 501 there
-	Remote   *Remote         // logs and ssh (logs.go, ssh.go); nil: 501 there
+	Health   Health          // health monitor and cloud-check (health.go)
+	Remote   Remote          // logs and ssh (logs.go, ssh.go)
 	// UploadDir holds uploaded tarballs until their task ends.
 	UploadDir string
 	// MaxUpload bounds an upload body; zero means 20 GiB.
 	MaxUpload int64
+}
+
+// missing names the required parts d lacks.
+func (d Deps) missing() []string {
+	var out []string
+	for _, p := range []struct {
+		name string
+		nil  bool
+	}{
+		{"Store", d.Store == nil}, {"Tasks", d.Tasks == nil}, {"Auth", d.Auth == nil}, {"Logger", d.Logger == nil},
+		{"Metrics", d.Metrics == nil}, {"Blobs", d.Blobs == nil}, {"Importer", d.Importer == nil},
+		{"Configs", d.Configs == nil}, {"Deployer", d.Deployer == nil}, {"Agents", d.Agents == nil},
+		{"Disks", d.Disks == nil}, {"CPIs", d.CPIs == nil}, {"Health.Monitor", d.Health.Monitor == nil},
+		{"Health.CloudCheck", d.Health.CloudCheck == nil}, {"Remote.Agent", d.Remote.Agent == nil},
+		{"Remote.Blobs", d.Remote.Blobs == nil}, {"Remote.Signer", d.Remote.Signer == nil},
+		{"UploadDir", d.UploadDir == ""},
+	} {
+		if p.nil {
+			out = append(out, p.name)
+		}
+	}
+	return out
 }
 
 // Time limits of the API's http.Server (the composition root sets them;
@@ -225,15 +250,16 @@ type Server struct {
 	mux *http.ServeMux
 }
 
-// New builds the API.
-func New(d Deps) *Server {
+// New builds the API; it fails when d lacks a part.
+func New(d Deps) (*Server, error) {
+	if m := d.missing(); len(m) > 0 {
+		return nil, fmt.Errorf("api: missing %s", strings.Join(m, ", "))
+	}
 	if d.MaxUpload == 0 {
 		d.MaxUpload = 20 << 30
 	}
 	s := &Server{d: d, mux: http.NewServeMux()}
-	if d.Tasks != nil {
-		s.registerTaskHandlers()
-	}
+	s.registerTaskHandlers()
 	read, admin := config.ScopeRead, config.ScopeAdmin
 	s.route("GET /v1/info", read, s.info)
 	s.route("GET /v1/releases", read, s.releases)
@@ -269,10 +295,8 @@ func New(d Deps) *Server {
 	s.route("/v1/", read, func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Errorf("no route %s %s", r.Method, r.URL.Path))
 	})
-	if d.Blobs != nil {
-		s.mux.Handle("/blobs/", d.Blobs)
-	}
-	return s
+	s.mux.Handle("/blobs/", d.Blobs)
+	return s, nil
 }
 
 type ctxKey struct{}
@@ -370,10 +394,7 @@ type Info struct {
 
 func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 	tok := r.Context().Value(ctxKey{}).(Token)
-	info := Info{Name: "compleat", Version: Version, User: tok.Name, Scopes: tok.Scopes, Deploy: s.d.Deployer != nil}
-	if s.d.CPIs != nil {
-		info.CPIs = s.d.CPIs()
-	}
+	info := Info{Name: "compleat", Version: Version, User: tok.Name, Scopes: tok.Scopes, Deploy: true, CPIs: s.d.CPIs()}
 	writeJSON(w, http.StatusOK, info)
 }
 
@@ -467,10 +488,6 @@ func (s *Server) instances(w http.ResponseWriter, r *http.Request) {
 	}
 	// The agents are asked after the transaction, in parallel.
 	if r.URL.Query().Get("ps") == "true" {
-		if s.d.Agents == nil {
-			writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("this director cannot ask agents for their state"))
-			return
-		}
 		s.askAgents(r.Context(), len(out), func(i int) string { return out[i].AgentID }, func(i int, st json.RawMessage, err string) {
 			out[i].AgentState, out[i].AgentError = st, err
 		})
@@ -521,10 +538,6 @@ type VMView struct {
 func (s *Server) vms(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	vitals := r.URL.Query().Get("vitals") == "true"
-	if vitals && s.d.Agents == nil {
-		writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("this director cannot ask agents for their vitals"))
-		return
-	}
 	out := []VMView{}
 	err := s.d.Store.View(func(tx *store.Tx) error {
 		if _, err := tx.Deployment(name); err != nil {
@@ -621,15 +634,13 @@ func (s *Server) updateConfig(w http.ResponseWriter, r *http.Request) {
 		fail(w, fmt.Errorf("%w: unknown config type %q (cloud, runtime, cpi)", ErrBadInput, req.Type))
 		return
 	}
-	if s.d.Configs != nil {
-		file := req.File
-		if file == "" {
-			file = req.Type + "-config.yml"
-		}
-		if err := s.d.Configs.Validate(req.Type, file, []byte(req.Content)); err != nil {
-			fail(w, BadInput(err))
-			return
-		}
+	file := req.File
+	if file == "" {
+		file = req.Type + "-config.yml"
+	}
+	if err := s.d.Configs.Validate(req.Type, file, []byte(req.Content)); err != nil {
+		fail(w, BadInput(err))
+		return
 	}
 	var res ConfigResult
 	err := s.d.Store.Update(func(tx *store.Tx) error {
@@ -641,7 +652,7 @@ func (s *Server) updateConfig(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	if res.Changed && s.d.Configs != nil {
+	if res.Changed {
 		if err := s.d.Configs.Applied(res.Config); err != nil {
 			fail(w, fmt.Errorf("config %d stored but not applied: %w", res.Config.ID, err))
 			return
@@ -696,10 +707,6 @@ func (s *Server) receive(r *http.Request, pattern string) (string, error) {
 }
 
 func (s *Server) uploadRelease(w http.ResponseWriter, r *http.Request) {
-	if s.d.Importer == nil {
-		writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("release uploads are not available in this director build"))
-		return
-	}
 	path, err := s.receive(r, "release-*.tgz")
 	if err != nil {
 		fail(w, err)
@@ -712,10 +719,6 @@ func (s *Server) uploadRelease(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) uploadStemcell(w http.ResponseWriter, r *http.Request) {
-	if s.d.Importer == nil {
-		writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("stemcell uploads are not available in this director build"))
-		return
-	}
 	path, err := s.receive(r, "stemcell-*.tgz")
 	if err != nil {
 		fail(w, err)
@@ -727,18 +730,7 @@ func (s *Server) uploadStemcell(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (s *Server) noDeployer(w http.ResponseWriter) bool {
-	if s.d.Deployer != nil {
-		return false
-	}
-	writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("the deploy pipeline is not available in this director build"))
-	return true
-}
-
 func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
-	if s.noDeployer(w) {
-		return
-	}
 	var req DeployRequest
 	if err := decodeBody(r, &req); err != nil {
 		fail(w, err)
@@ -756,18 +748,12 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteDeployment(w http.ResponseWriter, r *http.Request) {
-	if s.noDeployer(w) {
-		return
-	}
 	name, force := r.PathValue("name"), r.URL.Query().Get("force") == "true"
 	s.submitTask(w, r, task.Spec{Type: "delete-deployment", Description: "delete deployment " + name, Deployment: name},
 		deleteArgs{Deployment: name, Force: force})
 }
 
 func (s *Server) changeState(w http.ResponseWriter, r *http.Request) {
-	if s.noDeployer(w) {
-		return
-	}
 	var req StateRequest
 	if err := decodeBody(r, &req); err != nil {
 		fail(w, err)
@@ -901,10 +887,6 @@ func (s *Server) disks(w http.ResponseWriter, r *http.Request) {
 
 // deleteDisk deletes an orphaned disk: in its CPI, then its record.
 func (s *Server) deleteDisk(w http.ResponseWriter, r *http.Request) {
-	if s.d.Disks == nil {
-		writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("this director cannot delete disks"))
-		return
-	}
 	cid := r.PathValue("cid")
 	var d store.Disk
 	err := s.d.Store.View(func(tx *store.Tx) error {
@@ -967,21 +949,9 @@ func (s *Server) variables(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (s *Server) errandRunner(w http.ResponseWriter) (ErrandRunner, bool) {
-	e, ok := s.d.Deployer.(ErrandRunner)
-	if !ok {
-		writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("this director cannot run errands"))
-	}
-	return e, ok
-}
-
 // errands lists a deployment's errands.
 func (s *Server) errands(w http.ResponseWriter, r *http.Request) {
-	e, ok := s.errandRunner(w)
-	if !ok {
-		return
-	}
-	list, err := e.Errands(r.Context(), r.PathValue("name"))
+	list, err := s.d.Deployer.Errands(r.Context(), r.PathValue("name"))
 	if err != nil {
 		fail(w, err)
 		return
@@ -991,9 +961,6 @@ func (s *Server) errands(w http.ResponseWriter, r *http.Request) {
 
 // runErrand runs an errand as a task holding the deployment's lock.
 func (s *Server) runErrand(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.errandRunner(w); !ok {
-		return
-	}
 	var req ErrandRequest
 	if err := decodeBody(r, &req); err != nil {
 		fail(w, err)
@@ -1006,10 +973,6 @@ func (s *Server) runErrand(w http.ResponseWriter, r *http.Request) {
 // regenerateVariable makes a new value for a declared variable (and the
 // certificates it signs), as a task holding the deployment's lock.
 func (s *Server) regenerateVariable(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.d.Deployer.(VariableRegenerator); !ok {
-		writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("this director cannot regenerate variables"))
-		return
-	}
 	var req RegenerateRequest
 	if err := decodeBody(r, &req); err != nil {
 		fail(w, err)
@@ -1031,9 +994,5 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
-	if s.d.Metrics == nil {
-		writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("metrics are off"))
-		return
-	}
 	promhttp.HandlerFor(s.d.Metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/api/apitest"
 	"github.com/compleat/compleat/director/config"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/store/storetest"
@@ -59,7 +60,9 @@ func newFixture(t *testing.T) *fixture {
 		{Name: "admin", SHA256: sha256.Sum256([]byte(adminToken)), Scopes: []string{config.ScopeAdmin}},
 		{Name: "ci", SHA256: sha256.Sum256([]byte(readToken)), Scopes: []string{config.ScopeRead}},
 	})
-	h := api.New(api.Deps{Store: s, Tasks: tasks, Auth: auth, Logger: logger, Metrics: metrics, UploadDir: t.TempDir()})
+	deps := apitest.Deps(t, s, tasks, auth, logger)
+	deps.Metrics = metrics
+	h := apitest.New(t, deps)
 	srv := httptest.NewTLSServer(h)
 	t.Cleanup(func() {
 		srv.Close()
@@ -244,14 +247,6 @@ func TestTaskEventsStreamUntilTheTaskEnds(t *testing.T) {
 	}
 }
 
-func TestDeployWithoutPipelineIs501(t *testing.T) {
-	f := newFixture(t)
-	resp, body := f.do(t, "POST", "/v1/deployments", adminToken, `{"deployment":"web","manifest":"name: web"}`)
-	if resp.StatusCode != http.StatusNotImplemented {
-		t.Errorf("deploy: %d %s", resp.StatusCode, body)
-	}
-}
-
 func TestVariablesRevealOnlyToAdmin(t *testing.T) {
 	f := newFixture(t)
 	err := f.store.Update(func(tx *store.Tx) error {
@@ -296,7 +291,9 @@ func TestInstancesWithAgentStates(t *testing.T) {
 	logger := slog.New(slog.DiscardHandler)
 	auth := api.NewAuth([]api.Token{{Name: "ci", SHA256: sha256.Sum256([]byte(readToken)), Scopes: []string{config.ScopeRead}}})
 	agents := fakeAgents{"a-1": `{"job_state":"running","jobs":[{"name":"web","processes":[{"name":"webapp","state":"running"}]}]}`}
-	srv := httptest.NewTLSServer(api.New(api.Deps{Store: s, Tasks: task.NewManager(s, logger, task.Options{}), Auth: auth, Logger: logger, Agents: agents}))
+	deps := apitest.Deps(t, s, task.NewManager(s, logger, task.Options{}), auth, logger)
+	deps.Agents = agents
+	srv := httptest.NewTLSServer(apitest.New(t, deps))
 	defer srv.Close()
 	err := s.Update(func(tx *store.Tx) error {
 		tx.PutDeployment(store.Deployment{Name: "web"})
@@ -336,7 +333,9 @@ func TestDeleteOnlyOrphanedDisks(t *testing.T) {
 	tasks := task.NewManager(s, logger, task.Options{})
 	auth := api.NewAuth([]api.Token{{Name: "admin", SHA256: sha256.Sum256([]byte(adminToken)), Scopes: []string{config.ScopeAdmin}}})
 	disks := &recordingDisks{}
-	srv := httptest.NewTLSServer(api.New(api.Deps{Store: s, Tasks: tasks, Auth: auth, Logger: logger, Disks: disks}))
+	deps := apitest.Deps(t, s, tasks, auth, logger)
+	deps.Disks = disks
+	srv := httptest.NewTLSServer(apitest.New(t, deps))
 	defer srv.Close()
 	s.Update(func(tx *store.Tx) error {
 		tx.PutDisk(store.Disk{CID: "d-used", CPI: "local", Deployment: "web", InstanceID: "i-1", SizeMB: 1024})

@@ -27,9 +27,9 @@ import (
 
 // Health is what the health routes serve from.
 type Health struct {
-	// Monitor answers instances' health; nil answers 501.
+	// Monitor answers instances' health.
 	Monitor HealthMonitor
-	// CloudCheck scans and resolves; nil answers 501.
+	// CloudCheck scans and resolves.
 	CloudCheck CloudChecker
 }
 
@@ -85,10 +85,6 @@ func (s *Server) instanceHealth(w http.ResponseWriter, r *http.Request) {
 	if !s.deploymentExists(w, name) {
 		return
 	}
-	if s.d.Health == nil || s.d.Health.Monitor == nil {
-		writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("the health monitor is not running in this director"))
-		return
-	}
 	hs := s.d.Health.Monitor.Deployment(name)
 	if hs == nil {
 		hs = []health.InstanceHealth{}
@@ -96,17 +92,9 @@ func (s *Server) instanceHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, hs)
 }
 
-func (s *Server) noCloudCheck(w http.ResponseWriter) bool {
-	if s.d.Health != nil && s.d.Health.CloudCheck != nil {
-		return false
-	}
-	writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("cloud-check is not available in this director build"))
-	return true
-}
-
 func (s *Server) problems(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if !s.deploymentExists(w, name) || s.noCloudCheck(w) {
+	if !s.deploymentExists(w, name) {
 		return
 	}
 	ps, err := s.d.Health.CloudCheck.Scan(r.Context(), name)
@@ -123,7 +111,7 @@ func (s *Server) problems(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) resolveProblems(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if !s.deploymentExists(w, name) || s.noCloudCheck(w) {
+	if !s.deploymentExists(w, name) {
 		return
 	}
 	var req ResolveRequest

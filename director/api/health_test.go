@@ -16,6 +16,7 @@ import (
 	"github.com/compleat/compleat/agent/protocol"
 	"github.com/compleat/compleat/cpi/cpitest"
 	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/api/apitest"
 	"github.com/compleat/compleat/director/cloudcheck"
 	"github.com/compleat/compleat/director/config"
 	"github.com/compleat/compleat/director/health"
@@ -43,8 +44,9 @@ func newHealthFixture(t *testing.T) *healthFixture {
 	cloud := cpitest.NewFake() // knows no VM: every recorded VM is missing
 	cc := &cloudcheck.Checker{Store: s, Events: health.Store{S: s},
 		CPIs: func(context.Context, string) (cloudcheck.CPI, error) { return cloud, nil }}
-	srv := httptest.NewTLSServer(api.New(api.Deps{Store: s, Tasks: tasks, Auth: auth, Logger: logger,
-		Health: &api.Health{Monitor: mon, CloudCheck: cc}}))
+	deps := apitest.Deps(t, s, tasks, auth, logger)
+	deps.Health = api.Health{Monitor: mon, CloudCheck: cc}
+	srv := httptest.NewTLSServer(apitest.New(t, deps))
 	t.Cleanup(func() {
 		srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

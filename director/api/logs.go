@@ -107,14 +107,6 @@ func (s *Server) remoteRoutes(admin string) {
 	s.route("POST /v1/deployments/{name}/ssh", admin, s.ssh)
 }
 
-func (s *Server) noRemote(w http.ResponseWriter) bool {
-	if s.d.Remote != nil && s.d.Remote.Agent != nil {
-		return false
-	}
-	writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("logs and ssh are not available in this director build"))
-	return true
-}
-
 // targetInstances resolves GROUP or GROUP/ID (id or index) to instances of
 // deployment, ordered by group then index.
 func (s *Server) targetInstances(deployment, target string) ([]store.Instance, error) {
@@ -179,9 +171,6 @@ func (s *Server) oneInstance(deployment, target string) (store.Instance, error) 
 }
 
 func (s *Server) fetchLogs(w http.ResponseWriter, r *http.Request) {
-	if s.noRemote(w) {
-		return
-	}
 	name := r.PathValue("name")
 	var req LogsRequest
 	if err := decodeBody(r, &req); err != nil {
@@ -260,9 +249,6 @@ func checkBlob(ctx context.Context, blobs blobstore.Store, id string, want proto
 
 // downloadLogs serves a fetched archive and deletes it once served whole.
 func (s *Server) downloadLogs(w http.ResponseWriter, r *http.Request) {
-	if s.noRemote(w) {
-		return
-	}
 	id := r.PathValue("blob")
 	if !strings.HasPrefix(id, logsBlobPrefix) || !blobstore.ValidID(id) {
 		fail(w, fmt.Errorf("%w: %q is not a logs archive id", ErrBadInput, id))
@@ -292,9 +278,6 @@ func (s *Server) downloadLogs(w http.ResponseWriter, r *http.Request) {
 // first the last `lines` lines of each file (default 10), then every line
 // appended, polling the agent every FollowInterval.
 func (s *Server) followLogs(w http.ResponseWriter, r *http.Request) {
-	if s.noRemote(w) {
-		return
-	}
 	name, q := r.PathValue("name"), r.URL.Query()
 	lines := 10
 	if v := q.Get("lines"); v != "" {

@@ -27,6 +27,7 @@ import (
 	"github.com/compleat/compleat/agent/client"
 	"github.com/compleat/compleat/agent/layout"
 	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/api/apitest"
 	"github.com/compleat/compleat/director/blobstore"
 	"github.com/compleat/compleat/director/config"
 	"github.com/compleat/compleat/director/store"
@@ -78,15 +79,15 @@ func newRemoteFixture(t *testing.T) *remoteFixture {
 	}
 	agentCtx, stopAgent := context.WithCancel(context.Background())
 	actions := action.New(action.Deps{Layout: vm, Uploader: &blob.Store{Client: srv.Client(), CacheDir: vm.Blobs()}, Logger: logger})
-	handler = api.New(api.Deps{Store: s, Tasks: tasks, Auth: auth, Logger: logger, UploadDir: t.TempDir(),
-		Blobs: blobstore.NewHandler(blobs, signer, logger),
-		Remote: &api.Remote{
-			Agent: func(id string) api.InstanceAgent {
-				return client.New(inProcess{ctx: agentCtx, actions: actions}, id, client.Options{PollInterval: 10 * time.Millisecond})
-			},
-			Blobs: blobs, Signer: signer, BlobURL: srv.URL, FollowInterval: 20 * time.Millisecond,
+	deps := apitest.Deps(t, s, tasks, auth, logger)
+	deps.Blobs = blobstore.NewHandler(blobs, signer, logger)
+	deps.Remote = api.Remote{
+		Agent: func(id string) api.InstanceAgent {
+			return client.New(inProcess{ctx: agentCtx, actions: actions}, id, client.Options{PollInterval: 10 * time.Millisecond})
 		},
-	})
+		Blobs: blobs, Signer: signer, BlobURL: srv.URL, FollowInterval: 20 * time.Millisecond,
+	}
+	handler = apitest.New(t, deps)
 	t.Cleanup(func() {
 		srv.Close()
 		stopAgent()

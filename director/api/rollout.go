@@ -37,16 +37,8 @@ func (s *Server) rolloutRoutes(admin string) {
 }
 
 func (s *Server) pause(w http.ResponseWriter, r *http.Request) {
-	if s.noDeployer(w) {
-		return
-	}
-	p, ok := s.d.Deployer.(Pauser)
-	if !ok {
-		writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("this director cannot pause a rollout"))
-		return
-	}
 	name := r.PathValue("name")
-	if err := p.Pause(name); err != nil {
+	if err := s.d.Deployer.Pause(name); err != nil {
 		if errors.Is(err, ErrNoRollout) {
 			writeError(w, http.StatusConflict, "conflict", fmt.Errorf("deployment %s has no rollout under way (a deploy still compiling has not begun it)", name))
 			return
@@ -60,9 +52,6 @@ func (s *Server) pause(w http.ResponseWriter, r *http.Request) {
 // resume deploys the deployment's newest manifest (the paused one) as a
 // new task; ?skip_drain=true as deploy --skip-drain.
 func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
-	if s.noDeployer(w) {
-		return
-	}
 	name := r.PathValue("name")
 	var m store.Manifest
 	err := s.d.Store.View(func(tx *store.Tx) error {

@@ -26,49 +26,24 @@ type deleteArgs struct {
 // registerTaskHandlers registers, on the task manager, a handler for every
 // task type the API submits as data.
 func (s *Server) registerTaskHandlers() {
-	deployer := func() (Deployer, error) {
-		if s.d.Deployer == nil {
-			return nil, errors.New("the deploy pipeline is not available in this director build")
-		}
-		return s.d.Deployer, nil
-	}
+	d := s.d.Deployer
 	s.d.Tasks.Register("deploy", handler(func(ctx context.Context, rep *task.Reporter, req DeployRequest) (string, error) {
-		d, err := deployer()
-		if err != nil {
-			return "", err
-		}
 		return d.Deploy(ctx, rep, req)
 	}))
 	s.d.Tasks.Register("delete-deployment", handler(func(ctx context.Context, rep *task.Reporter, a deleteArgs) (string, error) {
-		d, err := deployer()
-		if err != nil {
-			return "", err
-		}
 		return d.Delete(ctx, rep, a.Deployment, a.Force)
 	}))
 	for _, action := range []string{"recreate", "restart", "stop", "start"} {
 		s.d.Tasks.Register(action, handler(func(ctx context.Context, rep *task.Reporter, req StateRequest) (string, error) {
-			d, err := deployer()
-			if err != nil {
-				return "", err
-			}
 			req.Action = action
 			return d.ChangeState(ctx, rep, req)
 		}))
 	}
 	s.d.Tasks.Register(ErrandTaskType, handler(func(ctx context.Context, rep *task.Reporter, req ErrandRequest) (string, error) {
-		e, ok := s.d.Deployer.(ErrandRunner)
-		if !ok {
-			return "", errors.New("this director cannot run errands")
-		}
-		return e.RunErrand(ctx, rep, req)
+		return d.RunErrand(ctx, rep, req)
 	}))
 	s.d.Tasks.Register("regenerate-variable", handler(func(ctx context.Context, rep *task.Reporter, req RegenerateRequest) (string, error) {
-		g, ok := s.d.Deployer.(VariableRegenerator)
-		if !ok {
-			return "", errors.New("this director cannot regenerate variables")
-		}
-		return g.RegenerateVariable(ctx, rep, req.Deployment, req.Name)
+		return d.RegenerateVariable(ctx, rep, req.Deployment, req.Name)
 	}))
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/api/apitest"
 	"github.com/compleat/compleat/director/config"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/store/storetest"
@@ -21,7 +22,9 @@ func TestVMsWithVitals(t *testing.T) {
 	logger := slog.New(slog.DiscardHandler)
 	auth := api.NewAuth([]api.Token{{Name: "ci", SHA256: sha256.Sum256([]byte(readToken)), Scopes: []string{config.ScopeRead}}})
 	agents := fakeAgents{"a-1": `{"agent_id":"a-1","job_state":"running","jobs":[],"vitals":{"cpu":{"user":12.5,"sys":2,"wait":0.5},"mem":{"kb":524288,"percent":25},"load":[0.5,0.25,0.1],"disk":{"system":{"percent":40,"inode_percent":3}},"uptime_s":3700}}`}
-	srv := httptest.NewTLSServer(api.New(api.Deps{Store: s, Tasks: task.NewManager(s, logger, task.Options{}), Auth: auth, Logger: logger, Agents: agents}))
+	deps := apitest.Deps(t, s, task.NewManager(s, logger, task.Options{}), auth, logger)
+	deps.Agents = agents
+	srv := httptest.NewTLSServer(apitest.New(t, deps))
 	defer srv.Close()
 	err := s.Update(func(tx *store.Tx) error {
 		tx.PutDeployment(store.Deployment{Name: "web"})
@@ -68,20 +71,16 @@ func TestVMsWithVitals(t *testing.T) {
 	}
 }
 
-func TestVMsVitalsNeedAgents(t *testing.T) {
+func TestNewNamesTheMissingParts(t *testing.T) {
 	s := storetest.New(t)
 	logger := slog.New(slog.DiscardHandler)
-	auth := api.NewAuth([]api.Token{{Name: "ci", SHA256: sha256.Sum256([]byte(readToken)), Scopes: []string{config.ScopeRead}}})
-	srv := httptest.NewTLSServer(api.New(api.Deps{Store: s, Tasks: task.NewManager(s, logger, task.Options{}), Auth: auth, Logger: logger}))
-	defer srv.Close()
-	req, _ := http.NewRequest("GET", srv.URL+"/v1/deployments/web/vms?vitals=true", nil)
-	req.Header.Set("Authorization", "Bearer "+readToken)
-	resp, err := srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
+	deps := apitest.Deps(t, s, task.NewManager(s, logger, task.Options{}), api.NewAuth(nil), logger)
+	if _, err := api.New(deps); err != nil {
+		t.Fatalf("complete deps: %v", err)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNotImplemented {
-		t.Errorf("status %d, want 501", resp.StatusCode)
+	deps.Agents, deps.Remote.Agent = nil, nil
+	_, err := api.New(deps)
+	if err == nil || !strings.Contains(err.Error(), "missing Agents, Remote.Agent") {
+		t.Errorf("New without agents = %v, want the missing parts named", err)
 	}
 }

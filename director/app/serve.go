@@ -474,19 +474,20 @@ func (d *Director) newAPI(ctx context.Context, s settings, stops *stack) (*api.S
 		CPIs:     func(ctx context.Context, name string) (cloudcheck.CPI, error) { return d.CPIs.Get(ctx, name) },
 		Director: d.ID,
 		Lister:   cloudcheck.CPIVMs{Names: d.CPIs.Names, Get: d.CPIs.Get, DirectorID: d.ID}}
-	return api.New(api.Deps{
+	srv, err := api.New(api.Deps{
 		Store: st, Tasks: d.Tasks, Auth: auth, Logger: d.Logger.With("component", "api"), Metrics: d.Metrics,
 		Blobs:     blobstore.NewHandler(d.Blobs, d.Signer, d.Logger.With("component", "blobs")),
 		Importer:  &api.Uploads{Store: st, Blobs: d.Blobs, CPIs: d.CPIs, TempDir: uploadDir, Logger: d.Logger},
 		Configs:   configs{cpis: d.CPIs},
 		Deployer:  deployer,
-		Health:    &api.Health{Monitor: hsvc.Monitor, CloudCheck: checker},
+		Health:    api.Health{Monitor: hsvc.Monitor, CloudCheck: checker},
 		Agents:    agentStates{conn: d.Conn},
 		Remote:    newRemote(d),
 		Disks:     diskDeleter{cpis: d.CPIs, directorID: d.ID},
 		CPIs:      d.CPIs.Names,
 		UploadDir: uploadDir,
-	}), adminToken, nil
+	})
+	return srv, adminToken, err
 }
 
 // serveAPI serves the API and the web console (/ui/, a client of the API in

@@ -197,8 +197,7 @@ func New(d Deps) *cobra.Command {
 		a.deploymentsCmd(), a.tasksCmd(), a.taskCmd(), a.cancelTaskCmd(), a.locksCmd(), a.backupCmd(),
 		a.infoCmd(), a.variablesCmd(), a.disksCmd(), a.deleteDiskCmd(),
 		a.errandsCmd(), a.runErrandCmd(),
-		// The deploy pipeline: clients of the routes director/deploy serves
-		// (a director built without it answers 501).
+		// The deploy pipeline: clients of the routes director/deploy serves.
 		a.deployCmd(), a.deleteDeploymentCmd(), a.instancesCmd(), a.vmsCmd(),
 		a.stateCmd("recreate"), a.stateCmd("restart"), a.stateCmd("stop"), a.stateCmd("start"),
 		a.ignoreCmd(true), a.ignoreCmd(false),

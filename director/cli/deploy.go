@@ -1,8 +1,7 @@
 package cli
 
-// The deploy pipeline's commands. They are thin clients of API routes that
-// the server answers once the composition root wires a Deployer into the API
-// (until then the director answers 501 and these commands exit 1).
+// The deploy pipeline's commands: thin clients of the API routes the
+// Deployer (director/deploy) serves.
 
 import (
 	"bufio"

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/api/apitest"
 	"github.com/compleat/compleat/director/cli"
 	"github.com/compleat/compleat/director/config"
 	"github.com/compleat/compleat/director/store"
@@ -31,9 +32,10 @@ import (
 // note (here the deployed and the submitted manifest, no redaction) and,
 // for a real deploy, a "Plan" note; a dry run's result is the plan.
 type fakeDeployer struct {
-	mu       sync.Mutex
-	deployed string
-	requests []api.DeployRequest
+	apitest.Refusing // errands, variables, pause: not in these tests
+	mu               sync.Mutex
+	deployed         string
+	requests         []api.DeployRequest
 	// grown, when set, makes a deploy plan one instance more than a dry
 	// run: what another operator's deploy in between would do.
 	grown bool
@@ -108,7 +110,12 @@ func deployDirectorWith(t *testing.T, agents api.Agents) (env func(string) strin
 	const tok = "deploy-cli-token-77a0"
 	auth := api.NewAuth([]api.Token{{Name: "admin", SHA256: sha256.Sum256([]byte(tok)), Scopes: []string{config.ScopeAdmin}}})
 	f = &fakeDeployer{deployed: "name: web-old"}
-	srv := httptest.NewTLSServer(api.New(api.Deps{Store: st, Tasks: tasks, Auth: auth, Logger: logger, Deployer: f, Agents: agents}))
+	deps := apitest.Deps(t, st, tasks, auth, logger)
+	deps.Deployer = f
+	if agents != nil {
+		deps.Agents = agents
+	}
+	srv := httptest.NewTLSServer(apitest.New(t, deps))
 	t.Cleanup(func() {
 		srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

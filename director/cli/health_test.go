@@ -16,6 +16,7 @@ import (
 
 	"github.com/compleat/compleat/cpi/cpitest"
 	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/api/apitest"
 	"github.com/compleat/compleat/director/cli"
 	"github.com/compleat/compleat/director/cloudcheck"
 	"github.com/compleat/compleat/director/config"
@@ -39,7 +40,9 @@ func director(t *testing.T) (env func(string) string, st *store.Store) {
 	mon := health.NewMonitor(health.Config{Instances: health.Store{S: st}, Events: health.Store{S: st}})
 	cloud := cpitest.NewFake()
 	cc := &cloudcheck.Checker{Store: st, Events: health.Store{S: st}, CPIs: func(context.Context, string) (cloudcheck.CPI, error) { return cloud, nil }}
-	srv := httptest.NewTLSServer(api.New(api.Deps{Store: st, Tasks: tasks, Auth: auth, Logger: logger, Health: &api.Health{Monitor: mon, CloudCheck: cc}}))
+	deps := apitest.Deps(t, st, tasks, auth, logger)
+	deps.Health = api.Health{Monitor: mon, CloudCheck: cc}
+	srv := httptest.NewTLSServer(apitest.New(t, deps))
 	t.Cleanup(func() {
 		srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/api/apitest"
 	"github.com/compleat/compleat/director/config"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/store/storetest"
@@ -49,8 +50,9 @@ func newFixture(t testing.TB, instances int) *fixture {
 		{Name: "ci", SHA256: sha256.Sum256([]byte(readToken)), Scopes: []string{config.ScopeRead}},
 	})
 	metrics := api.NewMetrics(nil, nil)
-	a := api.New(api.Deps{Store: s, Tasks: tasks, Auth: auth, Logger: logger, Metrics: metrics, UploadDir: t.TempDir(),
-		CPIs: func() []string { return []string{"east"} }})
+	deps := apitest.Deps(t, s, tasks, auth, logger)
+	deps.Metrics, deps.CPIs = metrics, func() []string { return []string{"east"} }
+	a := apitest.New(t, deps)
 	mux := http.NewServeMux()
 	mux.Handle("/ui/", ui.New(a, logger))
 	mux.Handle("/", a)
