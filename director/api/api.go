@@ -45,6 +45,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/compleat/compleat/director/config"
@@ -55,20 +56,10 @@ import (
 // Version is the director's version reported by /v1/info.
 const Version = "0.1.0"
 
-// ErrBadInput marks an error caused by the request's content (status 400).
-// Wrap with BadInput to keep the message as is.
-// It is task.ErrBadInput, so that a task failing on bad input says so.
+// ErrBadInput marks an error caused by the request's content (status 400);
+// task.BadInput wraps an error as one keeping its message. It is
+// task.ErrBadInput, so that a task failing on bad input says so.
 var ErrBadInput = task.ErrBadInput
-
-// BadInput marks err as caused by the request's content, without changing
-// its message.
-func BadInput(err error) error { return badInput{err} }
-
-type badInput struct{ err error }
-
-func (b badInput) Error() string        { return b.err.Error() }
-func (b badInput) Unwrap() error        { return b.err }
-func (b badInput) Is(target error) bool { return target == ErrBadInput }
 
 // Importer turns uploaded tarballs into releases and stemcells, inside a
 // task; the result is the task's result line.
@@ -198,8 +189,8 @@ type Deps struct {
 	Tasks    *task.Manager
 	Auth     *Auth
 	Logger   *slog.Logger
-	Metrics  *Metrics
-	Blobs    http.Handler // the signed blob handler, mounted at /blobs/
+	Metrics  prometheus.Gatherer // served at /metrics
+	Blobs    http.Handler        // the signed blob handler, mounted at /blobs/
 	Importer Importer
 	Configs  Configs
 	Deployer Deployer
@@ -639,7 +630,7 @@ func (s *Server) updateConfig(w http.ResponseWriter, r *http.Request) {
 		file = req.Type + "-config.yml"
 	}
 	if err := s.d.Configs.Validate(req.Type, file, []byte(req.Content)); err != nil {
-		fail(w, BadInput(err))
+		fail(w, task.BadInput(err))
 		return
 	}
 	var res ConfigResult
@@ -994,5 +985,5 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
-	promhttp.HandlerFor(s.d.Metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+	promhttp.HandlerFor(s.d.Metrics, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 }

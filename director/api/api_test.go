@@ -19,6 +19,7 @@ import (
 	"github.com/compleat/compleat/director/api"
 	"github.com/compleat/compleat/director/api/apitest"
 	"github.com/compleat/compleat/director/config"
+	"github.com/compleat/compleat/director/metrics"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/store/storetest"
 	"github.com/compleat/compleat/director/task"
@@ -54,14 +55,14 @@ func newFixture(t *testing.T) *fixture {
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	tasks := task.NewManager(s, logger, task.Options{})
-	metrics := api.NewMetrics(nil, nil)
-	tasks.OnFinish = metrics.TaskFinished
+	m := metrics.New(nil, nil)
+	tasks.OnFinish = m.TaskFinished
 	auth := api.NewAuth([]api.Token{
 		{Name: "admin", SHA256: sha256.Sum256([]byte(adminToken)), Scopes: []string{config.ScopeAdmin}},
 		{Name: "ci", SHA256: sha256.Sum256([]byte(readToken)), Scopes: []string{config.ScopeRead}},
 	})
 	deps := apitest.Deps(t, s, tasks, auth, logger)
-	deps.Metrics = metrics
+	deps.Metrics = m.Registry
 	h := apitest.New(t, deps)
 	srv := httptest.NewTLSServer(h)
 	t.Cleanup(func() {

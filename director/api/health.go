@@ -124,7 +124,7 @@ func (s *Server) resolveProblems(w http.ResponseWriter, r *http.Request) {
 		func(ctx context.Context, rep *task.Reporter) (string, error) {
 			res, err := s.d.Health.CloudCheck.Resolve(ctx, name, req.Resolutions, req.Auto, who)
 			if errors.Is(err, cloudcheck.ErrBadResolution) {
-				return "", BadInput(err)
+				return "", task.BadInput(err)
 			}
 			if err != nil {
 				return "", err
@@ -177,7 +177,7 @@ func (s *Server) updateResurrection(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		if err := tx.PutResurrectionSwitch(sw); err != nil {
-			return BadInput(err)
+			return task.BadInput(err)
 		}
 		_, err := tx.AddAuditEvent(store.AuditEvent{User: user(r), Deployment: name, Action: "update-resurrection",
 			ObjectType: "deployment", Object: target, Result: store.ResultOK, Context: map[string]string{"resurrection": state}})

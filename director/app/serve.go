@@ -33,8 +33,10 @@ import (
 	"github.com/compleat/compleat/director/cpimanager"
 	"github.com/compleat/compleat/director/deploy"
 	"github.com/compleat/compleat/director/health"
+	"github.com/compleat/compleat/director/importer"
 	"github.com/compleat/compleat/director/manifest"
 	"github.com/compleat/compleat/director/mbus"
+	"github.com/compleat/compleat/director/metrics"
 	"github.com/compleat/compleat/director/pki"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
@@ -69,7 +71,7 @@ type Director struct {
 	BlobURL string
 	// BlobCA is the PEM agents trust for BlobURL.
 	BlobCA  []byte
-	Metrics *api.Metrics
+	Metrics *metrics.Metrics
 	// ERB renders BOSH jobs' ERB templates (one ruby process for the
 	// director's life, stopped when it stops).
 	ERB *template.ERB
@@ -384,7 +386,7 @@ func (d *Director) openBlobs(ctx context.Context, s settings) error {
 // heartbeat-age ones from heartbeats (the health monitor subscribes on its
 // own).
 func (d *Director) startMetrics() error {
-	d.Metrics = api.NewMetrics(func() float64 {
+	d.Metrics = metrics.New(func() float64 {
 		n := 0
 		d.Store.View(func(tx *store.Tx) error {
 			ts, err := tx.Tasks(0, func(t store.Task) bool { return !t.Finished() })
@@ -475,9 +477,9 @@ func (d *Director) newAPI(ctx context.Context, s settings, stops *stack) (*api.S
 		Director: d.ID,
 		Lister:   cloudcheck.CPIVMs{Names: d.CPIs.Names, Get: d.CPIs.Get, DirectorID: d.ID}}
 	srv, err := api.New(api.Deps{
-		Store: st, Tasks: d.Tasks, Auth: auth, Logger: d.Logger.With("component", "api"), Metrics: d.Metrics,
+		Store: st, Tasks: d.Tasks, Auth: auth, Logger: d.Logger.With("component", "api"), Metrics: d.Metrics.Registry,
 		Blobs:     blobstore.NewHandler(d.Blobs, d.Signer, d.Logger.With("component", "blobs")),
-		Importer:  &api.Uploads{Store: st, Blobs: d.Blobs, CPIs: d.CPIs, TempDir: uploadDir, Logger: d.Logger},
+		Importer:  &importer.Uploads{Store: st, Blobs: d.Blobs, CPIs: d.CPIs, TempDir: uploadDir, Logger: d.Logger},
 		Configs:   configs{cpis: d.CPIs},
 		Deployer:  deployer,
 		Health:    api.Health{Monitor: hsvc.Monitor, CloudCheck: checker},

@@ -63,7 +63,7 @@ func (f *fakeDeployer) Deploy(ctx context.Context, r *task.Reporter, req api.Dep
 	defer f.mu.Unlock()
 	f.requests = append(f.requests, req)
 	if strings.Contains(req.Manifest, "bad") {
-		return "", api.BadInput(errors.New("manifest.yml:1: bad: not a field"))
+		return "", task.BadInput(errors.New("manifest.yml:1: bad: not a field"))
 	}
 	note(r, "Manifest diff", "- "+f.deployed+"\n+ "+req.Manifest+"\n")
 	if req.DryRun {

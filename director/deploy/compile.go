@@ -13,7 +13,6 @@ import (
 
 	"github.com/compleat/compleat/agent/applyspec"
 	"github.com/compleat/compleat/agent/protocol"
-	"github.com/compleat/compleat/director/api"
 	"github.com/compleat/compleat/director/blobstore"
 	"github.com/compleat/compleat/director/compile"
 	"github.com/compleat/compleat/director/plan"
@@ -69,7 +68,7 @@ func (d *Deployer) compileFor(ctx context.Context, r *task.Reporter, p *plan.Pla
 		planned[i] = s.CID
 		cid, err := in.place.stemcellCID(plan.Stemcell{OS: s.OS, Version: s.Version}, cpiName)
 		if err != nil {
-			return nil, api.BadInput(fmt.Errorf("compilation: %w", err))
+			return nil, task.BadInput(fmt.Errorf("compilation: %w", err))
 		}
 		s.CID = cid
 	}

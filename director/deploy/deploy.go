@@ -144,25 +144,25 @@ func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req api.DeployR
 	}
 	defer func() { err = in.vars.Scrub(err) }() // no variable's value in the task error
 	if in.desired.Manifest.Name != req.Deployment {
-		return "", api.BadInput(fmt.Errorf("the manifest deploys %q, not %q", in.desired.Manifest.Name, req.Deployment))
+		return "", task.BadInput(fmt.Errorf("the manifest deploys %q, not %q", in.desired.Manifest.Name, req.Deployment))
 	}
 	if req.Fix {
 		in.desired.Unresponsive = d.unresponsive(ctx, r, in.records)
 	}
 	p, err := plan.Compute(in.desired, in.state)
 	if err != nil {
-		return "", api.BadInput(err)
+		return "", task.BadInput(err)
 	}
 	if !req.FreshDiskOnCPIMove {
 		if err := d.disksStay(&p, in.place); err != nil {
-			return "", api.BadInput(err)
+			return "", task.BadInput(err)
 		}
 	}
 	if plan.HasErrandGroups(in.desired) {
 		// Errand groups get no VM, but their links, properties and
 		// templates are checked now, not at their first run.
 		if _, err := plan.Compute(plan.WithErrands(in.desired), in.state); err != nil {
-			return "", api.BadInput(fmt.Errorf("errands: %w", err))
+			return "", task.BadInput(fmt.Errorf("errands: %w", err))
 		}
 	}
 	var buf bytes.Buffer

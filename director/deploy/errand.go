@@ -35,7 +35,7 @@ func (d *Deployer) lastManifest(deployment string) (store.Manifest, error) {
 			return err
 		}
 		if dep.ManifestID == 0 {
-			return api.BadInput(fmt.Errorf("deployment %s was never deployed", deployment))
+			return task.BadInput(fmt.Errorf("deployment %s was never deployed", deployment))
 		}
 		m, err = tx.Manifest(deployment, dep.ManifestID)
 		return err
@@ -93,7 +93,7 @@ func (d *Deployer) RunErrand(ctx context.Context, r *task.Reporter, req api.Erra
 	defer func() { err = in.vars.Scrub(err) }()
 	e, err := plan.FindErrand(in.desired, req.Name)
 	if err != nil {
-		return "", api.BadInput(err)
+		return "", task.BadInput(err)
 	}
 
 	if e.Group != "" {
@@ -121,10 +121,10 @@ func (d *Deployer) RunErrand(ctx context.Context, r *task.Reporter, req api.Erra
 	}
 	targets, err := plan.ErrandTargets(e, st.Instances, req.Instances)
 	if err != nil {
-		return "", api.BadInput(err)
+		return "", task.BadInput(err)
 	}
 	if len(targets) == 0 {
-		return "", api.BadInput(fmt.Errorf("errand %s has no instance to run on", e.Name))
+		return "", task.BadInput(fmt.Errorf("errand %s has no instance to run on", e.Name))
 	}
 	// Every selected instance runs at once, as in BOSH; one instance's
 	// jobs run one after the other.
@@ -183,7 +183,7 @@ func (d *Deployer) RunErrand(ctx context.Context, r *task.Reporter, req api.Erra
 func (d *Deployer) errandVMs(ctx context.Context, r *task.Reporter, dreq api.DeployRequest, in *inputs, e plan.Errand) error {
 	full, err := plan.Compute(plan.ErrandDesired(in.desired, e), in.state)
 	if err != nil {
-		return api.BadInput(err)
+		return task.BadInput(err)
 	}
 	p := plan.ErrandPlan(full, e)
 	if !p.HasChanges() {

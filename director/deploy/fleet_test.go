@@ -26,6 +26,7 @@ import (
 	"github.com/compleat/compleat/director/blobstore"
 	"github.com/compleat/compleat/director/cpimanager"
 	"github.com/compleat/compleat/director/deploy"
+	"github.com/compleat/compleat/director/importer"
 	"github.com/compleat/compleat/director/mbus"
 	"github.com/compleat/compleat/director/pki"
 	"github.com/compleat/compleat/director/release"
@@ -313,7 +314,7 @@ properties:
 	if err != nil {
 		tb.Fatal(err)
 	}
-	up := &api.Uploads{Store: st, Blobs: blobs, CPIs: cpis, TempDir: dir, Logger: logger}
+	up := &importer.Uploads{Store: st, Blobs: blobs, CPIs: cpis, TempDir: dir, Logger: logger}
 	r.run("upload-release", "", func(ctx context.Context, rep *task.Reporter) (string, error) {
 		return up.ImportRelease(ctx, rep, tarball)
 	})

@@ -40,7 +40,7 @@ func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req api.DeployR
 		var err error
 		cloud, err = tx.LatestConfig(store.ConfigCloud, "")
 		if errors.Is(err, store.ErrNotFound) {
-			return api.BadInput(errors.New("no cloud config: run `director update-cloud-config` first"))
+			return task.BadInput(errors.New("no cloud config: run `director update-cloud-config` first"))
 		}
 		if err != nil {
 			return err
@@ -64,7 +64,7 @@ func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req api.DeployR
 	}
 	vars, err := newVariables(d.c.Store, req.Deployment, []byte(req.Manifest), !req.DryRun, rcDocs...)
 	if err != nil {
-		return nil, api.BadInput(err)
+		return nil, task.BadInput(err)
 	}
 	vars.given = req.Vars
 	in.vars = vars
@@ -79,7 +79,7 @@ func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req api.DeployR
 		name := fmt.Sprintf("runtime config %s (%d)", rc.Name, rc.ID)
 		rdoc, err := manifest.Load(ctx, name, []byte(rc.Content), manifest.LoadOptions{Source: vars, Strict: true})
 		if err != nil {
-			return nil, api.BadInput(fmt.Errorf("stored runtime config: %w", err))
+			return nil, task.BadInput(fmt.Errorf("stored runtime config: %w", err))
 		}
 		parsed, err := rdoc.RuntimeConfig()
 		if err != nil {
@@ -90,11 +90,11 @@ func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req api.DeployR
 	}
 	doc, err := manifest.Load(ctx, "manifest.yml", []byte(req.Manifest), manifest.LoadOptions{Source: vars, Strict: true})
 	if err != nil {
-		return nil, api.BadInput(err)
+		return nil, task.BadInput(err)
 	}
 	dep, err := doc.Deployment()
 	if err != nil {
-		return nil, api.BadInput(err)
+		return nil, task.BadInput(err)
 	}
 	in.desired.Manifest = dep
 	in.desired.ERB = d.c.ERB
@@ -141,7 +141,7 @@ func (d *Deployer) placement(cc *manifest.CloudConfig) (placement, error) {
 	for _, az := range cc.AZs {
 		name, err := d.c.CPIs.Resolve(az.CPI)
 		if err != nil {
-			return placement{}, api.BadInput(fmt.Errorf("cloud config: az %s: %w", az.Name, err))
+			return placement{}, task.BadInput(fmt.Errorf("cloud config: az %s: %w", az.Name, err))
 		}
 		pl.byAZ[az.Name] = name
 	}
@@ -220,7 +220,7 @@ func (d *Deployer) resolveReleases(ctx context.Context, in *inputs, dep *manifes
 			}
 		}
 		if found == nil {
-			return api.BadInput(fmt.Errorf("release %s/%s is not uploaded: run `director upload-release`", w.Name, w.Version))
+			return task.BadInput(fmt.Errorf("release %s/%s is not uploaded: run `director upload-release`", w.Name, w.Version))
 		}
 		rel, err := d.planRelease(ctx, *found)
 		if err != nil {
@@ -308,7 +308,7 @@ func (d *Deployer) resolveStemcells(in *inputs, dep *manifest.Deployment) error 
 			if what == "" {
 				what = s.Name
 			}
-			return api.BadInput(fmt.Errorf("stemcell %s/%s (alias %s) is not uploaded: run `director upload-stemcell`", what, s.Version, s.Alias))
+			return task.BadInput(fmt.Errorf("stemcell %s/%s (alias %s) is not uploaded: run `director upload-stemcell`", what, s.Version, s.Alias))
 		}
 		ps := plan.Stemcell{Name: found.Name, OS: found.OS, Version: found.Version}
 		in.place.stemcells[ps.String()] = found.CIDs
@@ -317,7 +317,7 @@ func (d *Deployer) resolveStemcells(in *inputs, dep *manifest.Deployment) error 
 		ps.CID = found.CIDs[in.place.def]
 		for _, c := range in.place.used(dep, in.desired.CloudConfig) {
 			if found.CIDs[c] == "" {
-				return api.BadInput(fmt.Errorf("stemcell %s/%s is not in cpi %s: upload it again (an upload creates it in every cpi)", found.Name, found.Version, c))
+				return task.BadInput(fmt.Errorf("stemcell %s/%s is not in cpi %s: upload it again (an upload creates it in every cpi)", found.Name, found.Version, c))
 			}
 			if ps.CID == "" {
 				ps.CID = found.CIDs[c]

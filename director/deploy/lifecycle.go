@@ -179,7 +179,7 @@ func (d *Deployer) ChangeState(ctx context.Context, r *task.Reporter, req api.St
 	}
 	lp, err := plan.Lifecycle(&p, verb, req.Target, states)
 	if err != nil {
-		return "", api.BadInput(err)
+		return "", task.BadInput(err)
 	}
 	var x *executor
 	if verb == plan.VerbStop || verb == plan.VerbStopHard {

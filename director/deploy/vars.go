@@ -324,7 +324,7 @@ func (d *Deployer) RegenerateVariable(ctx context.Context, r *task.Reporter, dep
 			return err
 		}
 		if dep.ManifestID == 0 {
-			return api.BadInput(fmt.Errorf("deployment %s was never deployed", deployment))
+			return task.BadInput(fmt.Errorf("deployment %s was never deployed", deployment))
 		}
 		m, err := tx.Manifest(deployment, dep.ManifestID)
 		if err != nil {
@@ -346,7 +346,7 @@ func (d *Deployer) RegenerateVariable(ctx context.Context, r *task.Reporter, dep
 		return "", err
 	}
 	if err := v.Regenerate(ctx, name); err != nil {
-		return "", api.BadInput(v.Scrub(err))
+		return "", task.BadInput(v.Scrub(err))
 	}
 	return fmt.Sprintf("regenerated %s: deploy %s to roll it out", v.key(name), deployment), nil
 }

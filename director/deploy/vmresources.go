@@ -7,8 +7,8 @@ import (
 	"fmt"
 
 	"github.com/compleat/compleat/cpi"
-	"github.com/compleat/compleat/director/api"
 	"github.com/compleat/compleat/director/plan"
+	"github.com/compleat/compleat/director/task"
 )
 
 // vmCloudProperties asks each CPI's CalculateVMCloudProperties, once per
@@ -30,9 +30,9 @@ func (d *Deployer) vmCloudProperties(ctx context.Context, needed []plan.VMResour
 		raw, err := c.CalculateVMCloudProperties(ctx, cpi.VMResources{CPU: r.CPU, RAMMB: int64(r.RAM), EphemeralDiskSize: int64(r.EphemeralDiskSize)})
 		switch {
 		case errors.Is(err, cpi.ErrNotImplemented):
-			return nil, api.BadInput(fmt.Errorf("vm_resources (cpu %d, ram %d, ephemeral_disk_size %d): cpi %s cannot calculate cloud properties for them: use a vm_type", r.CPU, r.RAM, r.EphemeralDiskSize, k.CPI))
+			return nil, task.BadInput(fmt.Errorf("vm_resources (cpu %d, ram %d, ephemeral_disk_size %d): cpi %s cannot calculate cloud properties for them: use a vm_type", r.CPU, r.RAM, r.EphemeralDiskSize, k.CPI))
 		case errors.Is(err, cpi.ErrInvalidCloudProperties):
-			return nil, api.BadInput(fmt.Errorf("vm_resources (cpu %d, ram %d, ephemeral_disk_size %d) in cpi %s: %w", r.CPU, r.RAM, r.EphemeralDiskSize, k.CPI, err))
+			return nil, task.BadInput(fmt.Errorf("vm_resources (cpu %d, ram %d, ephemeral_disk_size %d) in cpi %s: %w", r.CPU, r.RAM, r.EphemeralDiskSize, k.CPI, err))
 		case err != nil:
 			return nil, fmt.Errorf("calculate vm cloud properties in cpi %s: %w", k.CPI, err)
 		}

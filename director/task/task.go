@@ -64,8 +64,18 @@ var ErrCancelled = errors.New("task cancelled")
 // ErrBadInput marks a task's error as caused by what the task was asked to
 // do (a manifest, a config, an argument) rather than by a failure while
 // doing it; the task record says so (store.Task.BadInput) and the CLI
-// exits 2 for it. api.ErrBadInput is this error.
+// exits 2 for it. The API answers 400 for it.
 var ErrBadInput = errors.New("bad input")
+
+// BadInput marks err as caused by the task's input (errors.Is(err,
+// ErrBadInput)), without changing its message.
+func BadInput(err error) error { return badInput{err} }
+
+type badInput struct{ err error }
+
+func (b badInput) Error() string        { return b.err.Error() }
+func (b badInput) Unwrap() error        { return b.err }
+func (b badInput) Is(target error) bool { return target == ErrBadInput }
 
 // ErrShuttingDown is returned by Start once Shutdown has begun.
 var ErrShuttingDown = errors.New("the director is shutting down: no new tasks")

@@ -21,6 +21,7 @@ import (
 	"github.com/compleat/compleat/director/api"
 	"github.com/compleat/compleat/director/api/apitest"
 	"github.com/compleat/compleat/director/config"
+	"github.com/compleat/compleat/director/metrics"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/store/storetest"
 	"github.com/compleat/compleat/director/task"
@@ -34,7 +35,7 @@ const (
 )
 
 type fixture struct {
-	metrics *api.Metrics
+	metrics *metrics.Metrics
 	srv     *httptest.Server
 	store   *store.Store
 	tasks   *task.Manager
@@ -49,9 +50,9 @@ func newFixture(t testing.TB, instances int) *fixture {
 		{Name: "admin", SHA256: sha256.Sum256([]byte(adminToken)), Scopes: []string{config.ScopeAdmin}},
 		{Name: "ci", SHA256: sha256.Sum256([]byte(readToken)), Scopes: []string{config.ScopeRead}},
 	})
-	metrics := api.NewMetrics(nil, nil)
+	m := metrics.New(nil, nil)
 	deps := apitest.Deps(t, s, tasks, auth, logger)
-	deps.Metrics, deps.CPIs = metrics, func() []string { return []string{"east"} }
+	deps.Metrics, deps.CPIs = m.Registry, func() []string { return []string{"east"} }
 	a := apitest.New(t, deps)
 	mux := http.NewServeMux()
 	mux.Handle("/ui/", ui.New(a, logger))
@@ -92,7 +93,7 @@ func newFixture(t testing.TB, instances int) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{srv: srv, store: s, tasks: tasks, metrics: metrics}
+	return &fixture{srv: srv, store: s, tasks: tasks, metrics: m}
 }
 
 // browser is a client with a cookie jar that does not follow redirects.

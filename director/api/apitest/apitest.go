@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/compleat/compleat/agent/protocol"
 	"github.com/compleat/compleat/director/api"
 	"github.com/compleat/compleat/director/blobstore"
@@ -23,7 +25,7 @@ import (
 )
 
 // Deps returns api.Deps over s, tasks, auth and logger with every other
-// part filled: metrics of their own, an empty blob handler, no CPI, and
+// part filled: an empty metrics registry, an empty blob handler, no CPI, and
 // refusing parts for the rest. A test replaces the fields it exercises.
 func Deps(t testing.TB, s *store.Store, tasks *task.Manager, auth *api.Auth, logger *slog.Logger) api.Deps {
 	t.Helper()
@@ -33,7 +35,7 @@ func Deps(t testing.TB, s *store.Store, tasks *task.Manager, auth *api.Auth, log
 	}
 	return api.Deps{
 		Store: s, Tasks: tasks, Auth: auth, Logger: logger,
-		Metrics:  api.NewMetrics(nil, nil),
+		Metrics:  prometheus.NewRegistry(),
 		Blobs:    http.NotFoundHandler(),
 		Importer: Refusing{},
 		Configs:  Refusing{},

@@ -1,4 +1,4 @@
-package api
+package metrics
 
 import (
 	"strings"
@@ -9,7 +9,7 @@ import (
 )
 
 func TestAgentMetricsForgetSilentAgents(t *testing.T) {
-	m := NewMetrics(nil, nil)
+	m := New(nil, nil)
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	m.now = func() time.Time { return now }
 	m.AgentHeartbeat("old", now.Add(-11*time.Minute))

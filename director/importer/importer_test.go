@@ -1,4 +1,4 @@
-package api_test
+package importer_test
 
 import (
 	"context"
@@ -12,8 +12,8 @@ import (
 
 	"github.com/compleat/compleat/cpi"
 	"github.com/compleat/compleat/cpi/cpitest"
-	"github.com/compleat/compleat/director/api"
 	"github.com/compleat/compleat/director/blobstore"
+	"github.com/compleat/compleat/director/importer"
 	"github.com/compleat/compleat/director/release"
 	"github.com/compleat/compleat/director/stemcell"
 	"github.com/compleat/compleat/director/store"
@@ -41,7 +41,7 @@ type uploadsFixture struct {
 	store *store.Store
 	blobs *blobstore.FS
 	tasks *task.Manager
-	up    *api.Uploads
+	up    *importer.Uploads
 	cpis  fakeCPIs
 }
 
@@ -54,7 +54,7 @@ func newUploads(t *testing.T) *uploadsFixture {
 	logger := slog.New(slog.DiscardHandler)
 	cpis := fakeCPIs{fakes: map[string]*cpitest.Fake{"one": cpitest.NewFake(), "two": cpitest.NewFake()}}
 	return &uploadsFixture{store: s, blobs: blobs, tasks: task.NewManager(s, logger, task.Options{}), cpis: cpis,
-		up: &api.Uploads{Store: s, Blobs: blobs, CPIs: cpis, TempDir: t.TempDir(), Logger: logger}}
+		up: &importer.Uploads{Store: s, Blobs: blobs, CPIs: cpis, TempDir: t.TempDir(), Logger: logger}}
 }
 
 // runTask runs fn as a task and returns its final record.

@@ -1,4 +1,7 @@
-package api
+// Package metrics holds the director's Prometheus metrics: tasks, CPI calls,
+// agents' heartbeats, tasks running and bus clients. The API serves its
+// Registry at /metrics.
+package metrics
 
 import (
 	"sync"
@@ -23,10 +26,10 @@ type Metrics struct {
 	now      func() time.Time
 }
 
-// NewMetrics registers the director's metrics. running reports the number of
+// New registers the director's metrics. running reports the number of
 // unfinished tasks and busClients the message bus's connected clients (either
 // may be nil).
-func NewMetrics(running func() float64, busClients func() float64) *Metrics {
+func New(running func() float64, busClients func() float64) *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -1,4 +1,6 @@
-package api
+// Package importer turns uploaded release and stemcell tarballs into
+// records, blobs and CPI stemcells, inside the upload's task.
+package importer
 
 import (
 	"context"
@@ -38,8 +40,6 @@ type Uploads struct {
 	Logger  *slog.Logger
 }
 
-var _ Importer = (*Uploads)(nil)
-
 // ImportRelease verifies and stores a release tarball. Uploading a release
 // version that is already stored succeeds without changing anything.
 func (u *Uploads) ImportRelease(ctx context.Context, rep *task.Reporter, tarball string) (string, error) {
@@ -62,7 +62,7 @@ func (u *Uploads) importRelease(ctx context.Context, rep *task.Reporter, tarball
 		return err
 	})
 	if err != nil {
-		return rel, false, BadInput(err)
+		return rel, false, task.BadInput(err)
 	}
 	defer a.Close()
 	m := a.Manifest
@@ -190,7 +190,7 @@ func (u *Uploads) importStemcell(ctx context.Context, rep *task.Reporter, tarbal
 		return err
 	})
 	if err != nil {
-		return rec, created, BadInput(err)
+		return rec, created, task.BadInput(err)
 	}
 	m := sc.Manifest
 	props, err := json.Marshal(m.CloudProperties)
@@ -254,7 +254,7 @@ func (u *Uploads) importStemcell(ctx context.Context, rep *task.Reporter, tarbal
 		}
 	}
 	if supported == 0 {
-		return rec, created, BadInput(fmt.Errorf("no configured cpi (%v) takes stemcell formats %v", names, m.StemcellFormats))
+		return rec, created, task.BadInput(fmt.Errorf("no configured cpi (%v) takes stemcell formats %v", names, m.StemcellFormats))
 	}
 	return rec, created, u.Store.Update(func(tx *store.Tx) error { return tx.PutStemcell(rec) })
 }
