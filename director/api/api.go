@@ -9,6 +9,7 @@
 //	GET  /v1/info                          director name, version, user, cpis
 //	GET  /v1/releases                      POST /v1/releases (tarball body) -> task
 //	GET  /v1/stemcells                     POST /v1/stemcells (tarball body) -> task
+//	     (each version with who uses it; deletions, rollouts, clean-up: fleet.go)
 //	GET  /v1/configs?type=T[&all=true]     POST /v1/configs {type,name,content}
 //	     (a cpi config's properties, its credentials, only to admin; redact.go)
 //	GET  /v1/deployments                   POST /v1/deployments (deploy) -> task
@@ -194,6 +195,7 @@ type Deps struct {
 	Importer Importer
 	Configs  Configs
 	Deployer Deployer
+	Fleet    Fleet           // stemcell rollouts, deletions, clean-up (fleet.go)
 	Agents   Agents          // instances?ps=true, vms?vitals=true
 	Disks    DiskDeleter     // DELETE /v1/disks/{cid}
 	CPIs     func() []string // configured CPI names, for /v1/info
@@ -214,7 +216,7 @@ func (d Deps) missing() []string {
 	}{
 		{"Store", d.Store == nil}, {"Tasks", d.Tasks == nil}, {"Auth", d.Auth == nil}, {"Logger", d.Logger == nil},
 		{"Metrics", d.Metrics == nil}, {"Blobs", d.Blobs == nil}, {"Importer", d.Importer == nil},
-		{"Configs", d.Configs == nil}, {"Deployer", d.Deployer == nil}, {"Agents", d.Agents == nil},
+		{"Configs", d.Configs == nil}, {"Deployer", d.Deployer == nil}, {"Fleet", d.Fleet == nil}, {"Agents", d.Agents == nil},
 		{"Disks", d.Disks == nil}, {"CPIs", d.CPIs == nil}, {"Health.Monitor", d.Health.Monitor == nil},
 		{"Health.CloudCheck", d.Health.CloudCheck == nil}, {"Remote.Agent", d.Remote.Agent == nil},
 		{"Remote.Blobs", d.Remote.Blobs == nil}, {"Remote.Signer", d.Remote.Signer == nil},
@@ -251,11 +253,12 @@ func New(d Deps) (*Server, error) {
 	}
 	s := &Server{d: d, mux: http.NewServeMux()}
 	s.registerTaskHandlers()
+	s.registerFleetHandlers()
 	read, admin := config.ScopeRead, config.ScopeAdmin
 	s.route("GET /v1/info", read, s.info)
-	s.route("GET /v1/releases", read, s.releases)
+	s.route("GET /v1/releases", read, s.releaseViews)
 	s.route("POST /v1/releases", admin, s.uploadRelease)
-	s.route("GET /v1/stemcells", read, s.stemcells)
+	s.route("GET /v1/stemcells", read, s.stemcellViews)
 	s.route("POST /v1/stemcells", admin, s.uploadStemcell)
 	s.route("GET /v1/configs", read, s.configs)
 	s.route("POST /v1/configs", admin, s.updateConfig)
@@ -282,6 +285,7 @@ func New(d Deps) (*Server, error) {
 	s.route("GET /metrics", read, s.metrics)
 	s.healthRoutes(read, admin)
 	s.rolloutRoutes(admin) // rollout.go
+	s.fleetRoutes(admin)   // fleet.go
 	s.remoteRoutes(admin)  // logs.go, ssh.go
 	s.route("/v1/", read, func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Errorf("no route %s %s", r.Method, r.URL.Path))
@@ -409,14 +413,6 @@ func nonNil[T any](v []T, err error) ([]T, error) {
 		v = []T{}
 	}
 	return v, err
-}
-
-func (s *Server) releases(w http.ResponseWriter, r *http.Request) {
-	view(s, w, func(tx *store.Tx) ([]store.Release, error) { return nonNil(tx.Releases()) })
-}
-
-func (s *Server) stemcells(w http.ResponseWriter, r *http.Request) {
-	view(s, w, func(tx *store.Tx) ([]store.Stemcell, error) { return nonNil(tx.Stemcells()) })
 }
 
 func (s *Server) deployments(w http.ResponseWriter, r *http.Request) {

@@ -32,6 +32,7 @@ import (
 	"github.com/compleat/compleat/director/config"
 	"github.com/compleat/compleat/director/cpimanager"
 	"github.com/compleat/compleat/director/deploy"
+	"github.com/compleat/compleat/director/fleet"
 	"github.com/compleat/compleat/director/health"
 	"github.com/compleat/compleat/director/importer"
 	"github.com/compleat/compleat/director/manifest"
@@ -471,6 +472,7 @@ func (d *Director) newAPI(ctx context.Context, s settings, stops *stack) (*api.S
 	stops.push(func() { hsvc.Close() })
 	st := d.Store
 	d.Tasks.OnFinish = func(t store.Task) { d.Metrics.TaskFinished(t); health.RecordTask(st, t) }
+	disks := diskDeleter{cpis: d.CPIs, directorID: d.ID}
 	checker := &cloudcheck.Checker{Store: st, Agents: cloudcheck.BusAgents{Conn: d.Conn}, Recreator: hsvc.Recreator,
 		Events: health.Store{S: st}, Busy: health.Store{S: st}.Busy, Logger: d.Logger.With("component", "cloud-check"),
 		CPIs:     func(ctx context.Context, name string) (cloudcheck.CPI, error) { return d.CPIs.Get(ctx, name) },
@@ -478,14 +480,20 @@ func (d *Director) newAPI(ctx context.Context, s settings, stops *stack) (*api.S
 		Lister:   cloudcheck.CPIVMs{Names: d.CPIs.Names, Get: d.CPIs.Get, DirectorID: d.ID}}
 	srv, err := api.New(api.Deps{
 		Store: st, Tasks: d.Tasks, Auth: auth, Logger: d.Logger.With("component", "api"), Metrics: d.Metrics.Registry,
-		Blobs:     blobstore.NewHandler(d.Blobs, d.Signer, d.Logger.With("component", "blobs")),
-		Importer:  &importer.Uploads{Store: st, Blobs: d.Blobs, CPIs: d.CPIs, TempDir: uploadDir, Logger: d.Logger},
-		Configs:   configs{cpis: d.CPIs},
-		Deployer:  deployer,
+		Blobs:    blobstore.NewHandler(d.Blobs, d.Signer, d.Logger.With("component", "blobs")),
+		Importer: &importer.Uploads{Store: st, Blobs: d.Blobs, CPIs: d.CPIs, TempDir: uploadDir, Logger: d.Logger},
+		Configs:  configs{cpis: d.CPIs},
+		Deployer: deployer,
+		Fleet: fleet.New(fleet.Deps{Store: st, Tasks: d.Tasks, CPIs: d.CPIs, Blobs: d.Blobs, Logger: d.Logger.With("component", "fleet"),
+			DeleteDisk: disks.DeleteDisk,
+			SubmitDeploy: func(deployment, manifest, description string, dryRun bool) (store.Task, error) {
+				return d.Tasks.Submit(task.Spec{Type: "deploy", Description: description, Deployment: deployment},
+					api.DeployRequest{Deployment: deployment, Manifest: manifest, DryRun: dryRun})
+			}}),
 		Health:    api.Health{Monitor: hsvc.Monitor, CloudCheck: checker},
 		Agents:    agentStates{conn: d.Conn},
 		Remote:    newRemote(d),
-		Disks:     diskDeleter{cpis: d.CPIs, directorID: d.ID},
+		Disks:     disks,
 		CPIs:      d.CPIs.Names,
 		UploadDir: uploadDir,
 	})

@@ -206,6 +206,8 @@ func New(d Deps) *cobra.Command {
 	// pause, resume: rollout.go
 	root.AddCommand(a.rolloutCmds()...)
 	root.AddCommand(a.logsCmd(), a.sshCmd()) // logs.go, ssh.go
+	// upgrade-stemcell, delete-release, delete-stemcell, clean-up: fleet.go
+	root.AddCommand(a.fleetCmds()...)
 	root.AddCommand(d.Extra...)
 	return root
 }

@@ -310,57 +310,6 @@ func (a *app) uploadStemcellCmd() *cobra.Command {
 	}
 }
 
-func (a *app) releasesCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "releases",
-		Short: "List uploaded releases",
-		Args:  args(cobra.NoArgs),
-		RunE: run(func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			var rs []store.Release
-			return a.list(cmd.Context(), c, "/v1/releases", &rs, func(w io.Writer) {
-				tw := table(w, "Name", "Version", "Commit", "Jobs", "Packages", "Uploaded")
-				for _, r := range rs {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", r.Name, r.Version, dash(r.CommitHash), len(r.Jobs), len(r.Packages), stamp(r.UploadedAt))
-				}
-				tw.Flush()
-				fmt.Fprintf(w, "\n%d releases\n", len(rs))
-			})
-		}),
-	}
-}
-
-func (a *app) stemcellsCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "stemcells",
-		Short: "List uploaded stemcells and their cid per CPI",
-		Args:  args(cobra.NoArgs),
-		RunE: run(func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			var ss []store.Stemcell
-			return a.list(cmd.Context(), c, "/v1/stemcells", &ss, func(w io.Writer) {
-				tw := table(w, "Name", "Version", "OS", "CPI", "CID")
-				for _, s := range ss {
-					if len(s.CIDs) == 0 {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\n", s.Name, s.Version, s.OS)
-					}
-					for cpiName, cid := range s.CIDs {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Version, s.OS, cpiName, cid)
-					}
-				}
-				tw.Flush()
-				fmt.Fprintf(w, "\n%d stemcells\n", len(ss))
-			})
-		}),
-	}
-}
-
 func (a *app) updateConfigCmd(typ string) *cobra.Command {
 	var name string
 	var o InterpolateOptions

@@ -278,7 +278,14 @@ func (d *Deployer) recordDeployment(req api.DeployRequest, in *inputs, changed b
 			return err
 		}
 		dep.Name = req.Deployment
-		dep.Releases, dep.Stemcells = in.releaseNames, in.stemcellNames
+		if changed {
+			// Recorded as deployed when the deploy succeeds
+			// (finishDeployment); until then they are in use.
+			dep.PendingReleases, dep.PendingStemcells = in.releaseNames, in.stemcellNames
+		} else {
+			dep.Releases, dep.Stemcells = in.releaseNames, in.stemcellNames
+			dep.PendingReleases, dep.PendingStemcells = nil, nil
+		}
 		dep.CloudConfigID, dep.RuntimeConfigIDs = in.cloudConfigID, in.runtimeConfigIDs
 		last, merr := tx.Manifest(req.Deployment, 0)
 		if merr != nil || last.Content != req.Manifest {
@@ -330,6 +337,10 @@ func (d *Deployer) finishDeployment(name string, p *plan.Plan) error {
 			return err
 		}
 		dep.ManifestID = m.ID
+		if dep.PendingReleases != nil || dep.PendingStemcells != nil {
+			dep.Releases, dep.Stemcells = dep.PendingReleases, dep.PendingStemcells
+			dep.PendingReleases, dep.PendingStemcells = nil, nil
+		}
 		return tx.PutDeployment(dep)
 	})
 }

@@ -296,7 +296,7 @@ func (d *Deployer) resolveStemcells(in *inputs, dep *manifest.Deployment) error 
 			if s.OS != "" && c.OS != s.OS || s.Name != "" && c.Name != s.Name {
 				continue
 			}
-			if s.Version != "latest" && c.Version != s.Version {
+			if c.Deleting || s.Version != "latest" && c.Version != s.Version {
 				continue
 			}
 			if found == nil || c.UploadedAt.After(found.UploadedAt) {

@@ -12,9 +12,16 @@ type Deployment struct {
 	Name string `json:"name"`
 	// ManifestID is the id of the manifest version last deployed successfully;
 	// 0 until the first deploy finishes.
-	ManifestID       uint64   `json:"manifest_id"`
-	Releases         []string `json:"releases,omitempty"`  // "name/version"
-	Stemcells        []string `json:"stemcells,omitempty"` // "name/version"
+	ManifestID uint64 `json:"manifest_id"`
+	// Releases and Stemcells ("name/version") are those of the last
+	// successful deploy: a stemcell is recorded once it is rolled out.
+	Releases  []string `json:"releases,omitempty"`
+	Stemcells []string `json:"stemcells,omitempty"`
+	// PendingReleases and PendingStemcells are those of a deploy under way
+	// or failed since the last successful one (some instances may run on
+	// them): they count as used, and are cleared when a deploy succeeds.
+	PendingReleases  []string `json:"pending_releases,omitempty"`
+	PendingStemcells []string `json:"pending_stemcells,omitempty"`
 	CloudConfigID    uint64   `json:"cloud_config_id,omitempty"`
 	RuntimeConfigIDs []uint64 `json:"runtime_config_ids,omitempty"`
 	// Links are the links the deployment provides (plan.ProvidedLink as
@@ -394,6 +401,10 @@ func (t *Tx) CompiledPackage(key string) (CompiledPackage, error) {
 	}
 	return p, nil
 }
+
+// DeleteCompiledPackage removes a compiled package record (its blob is the
+// caller's to delete).
+func (t *Tx) DeleteCompiledPackage(key string) error { return t.del(bucketCompiled, []byte(key)) }
 
 // CompiledPackages lists the compiled package cache.
 func (t *Tx) CompiledPackages() ([]CompiledPackage, error) {

@@ -93,6 +93,23 @@ func (t *Tx) Releases() ([]Release, error) {
 	return rs, err
 }
 
+// PackageBlobs lists the package de-duplication index.
+func (t *Tx) PackageBlobs() ([]PackageBlob, error) { return list[PackageBlob](t, bucketPackages, "") }
+
+// JobBlobs lists the job de-duplication index.
+func (t *Tx) JobBlobs() ([]PackageBlob, error) { return list[PackageBlob](t, bucketJobs, "") }
+
+// DeletePackageBlob removes a package fingerprint from the de-duplication
+// index (its blob is the caller's to delete).
+func (t *Tx) DeletePackageBlob(fingerprint string) error {
+	return t.del(bucketPackages, []byte(fingerprint))
+}
+
+// DeleteJobBlob removes a job fingerprint from the de-duplication index.
+func (t *Tx) DeleteJobBlob(fingerprint string) error {
+	return t.del(bucketJobs, []byte(fingerprint))
+}
+
 // DeleteRelease removes a release record (its blobs stay in the index; they
 // may be shared with other releases).
 func (t *Tx) DeleteRelease(name, version string) error {
@@ -125,6 +142,10 @@ type Stemcell struct {
 	SHA256          string            `json:"sha256,omitempty"`
 	CIDs            map[string]string `json:"cids"` // CPI name -> stemcell cid
 	UploadedAt      time.Time         `json:"uploaded_at"`
+	// Deleting is set by delete-stemcell before it deletes the stemcell
+	// from the CPIs: no deploy picks it any more, and a delete that did
+	// not finish is finished by the next one.
+	Deleting bool `json:"deleting,omitempty"`
 }
 
 // PutStemcell records or replaces a stemcell.

@@ -3,8 +3,11 @@ package store
 import (
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
+
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Task states.
@@ -186,6 +189,15 @@ func (t *Tx) AddEvent(e Event) (Event, error) {
 		return e, fmt.Errorf("encode event: %w", err)
 	}
 	return e, b.Put(itob(seq), raw)
+}
+
+// DeleteEvents removes a task's events (its record stays).
+func (t *Tx) DeleteEvents(taskID uint64) error {
+	err := t.tx.Bucket(bucketTaskEvents).DeleteBucket(itob(taskID))
+	if errors.Is(err, berrors.ErrBucketNotFound) {
+		return nil
+	}
+	return err
 }
 
 // Events returns a task's events with a sequence number greater than after.

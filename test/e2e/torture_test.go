@@ -199,7 +199,7 @@ func TestTorture(t *testing.T) {
 		check = strconv.Itoa(badSums) + "-changed"
 	}
 	var counts []string
-	for _, f := range faults {
+	for _, f := range allFaults {
 		if applied[f] > 0 {
 			counts = append(counts, fmt.Sprintf("%s:%d", f, applied[f]))
 		}
@@ -422,21 +422,6 @@ func lbServes(want int, d time.Duration) bool {
 		}
 	}
 	return false
-}
-
-func dirNames(t *testing.T, dir string) []string {
-	t.Helper()
-	es, err := os.ReadDir(dir)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range es {
-		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
-			out = append(out, e.Name())
-		}
-	}
-	return out
 }
 
 func sha256hex(b []byte) string {

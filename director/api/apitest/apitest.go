@@ -19,6 +19,7 @@ import (
 	"github.com/compleat/compleat/director/api"
 	"github.com/compleat/compleat/director/blobstore"
 	"github.com/compleat/compleat/director/cloudcheck"
+	"github.com/compleat/compleat/director/fleet"
 	"github.com/compleat/compleat/director/health"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
@@ -40,6 +41,7 @@ func Deps(t testing.TB, s *store.Store, tasks *task.Manager, auth *api.Auth, log
 		Importer: Refusing{},
 		Configs:  Refusing{},
 		Deployer: Refusing{},
+		Fleet:    Refusing{},
 		Agents:   Refusing{},
 		Disks:    Refusing{},
 		CPIs:     func() []string { return nil },
@@ -64,6 +66,7 @@ var (
 	_ api.Importer      = Refusing{}
 	_ api.Configs       = Refusing{}
 	_ api.Deployer      = Refusing{}
+	_ api.Fleet         = Refusing{}
 	_ api.Agents        = Refusing{}
 	_ api.DiskDeleter   = Refusing{}
 	_ api.HealthMonitor = Refusing{}
@@ -98,6 +101,18 @@ func (Refusing) RegenerateVariable(context.Context, *task.Reporter, string, stri
 	return "", refuse("variable regenerator")
 }
 func (Refusing) Pause(string) error { return refuse("rollout") }
+func (Refusing) UpgradeStemcell(context.Context, *task.Reporter, fleet.UpgradeRequest) (string, error) {
+	return "", refuse("fleet")
+}
+func (Refusing) DeleteRelease(context.Context, *task.Reporter, string, string) (string, error) {
+	return "", refuse("fleet")
+}
+func (Refusing) DeleteStemcell(context.Context, *task.Reporter, string, string) (string, error) {
+	return "", refuse("fleet")
+}
+func (Refusing) CleanUp(context.Context, *task.Reporter, bool) (string, error) {
+	return "", refuse("fleet")
+}
 func (Refusing) State(context.Context, string) (json.RawMessage, error) {
 	return nil, refuse("agents")
 }
