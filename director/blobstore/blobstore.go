@@ -19,6 +19,7 @@ import (
 	"errors"
 	"io"
 	"regexp"
+	"time"
 )
 
 // Store keeps blobs by id.
@@ -35,6 +36,16 @@ type Store interface {
 	Delete(ctx context.Context, id string) error
 	// Exists reports whether a blob exists.
 	Exists(ctx context.Context, id string) (bool, error)
+	// List calls fn with every stored blob, in no set order; an error of
+	// fn stops the listing and is returned.
+	List(ctx context.Context, fn func(Info) error) error
+}
+
+// Info is a stored blob as List sees it.
+type Info struct {
+	ID      string
+	Size    int64
+	ModTime time.Time
 }
 
 // Blob describes a stored blob.

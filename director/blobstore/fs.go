@@ -153,6 +153,36 @@ func (s *FS) Exists(ctx context.Context, id string) (bool, error) {
 	return true, nil
 }
 
+// List implements Store: the files <dir>/<xx>/<id> (not <dir>/tmp).
+func (s *FS) List(ctx context.Context, fn func(Info) error) error {
+	dirs, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("list blobs: %w", err)
+	}
+	for _, d := range dirs {
+		if !d.IsDir() || d.Name() == "tmp" || len(d.Name()) != 2 {
+			continue
+		}
+		files, err := os.ReadDir(filepath.Join(s.dir, d.Name()))
+		if err != nil {
+			return fmt.Errorf("list blobs: %w", err)
+		}
+		for _, f := range files {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			fi, err := f.Info()
+			if err != nil || !fi.Mode().IsRegular() || !ValidID(f.Name()) {
+				continue // deleted meanwhile, or not a blob
+			}
+			if err := fn(Info{ID: f.Name(), Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // ctxReader stops a copy when its context ends.
 type ctxReader struct {
 	ctx context.Context

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -158,6 +159,27 @@ func (s *S3) Delete(ctx context.Context, id string) error {
 	_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: s.key(id)})
 	if err != nil && !isNotFound(err) {
 		return fmt.Errorf("delete blob %s from bucket %s: %w", id, s.bucket, err)
+	}
+	return nil
+}
+
+// List implements Store: the objects under the prefix.
+func (s *S3) List(ctx context.Context, fn func(Info) error) error {
+	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(s.prefix)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("list blobs: %w", err)
+		}
+		for _, o := range page.Contents {
+			id := strings.TrimPrefix(aws.ToString(o.Key), s.prefix)
+			if !ValidID(id) {
+				continue
+			}
+			if err := fn(Info{ID: id, Size: aws.ToInt64(o.Size), ModTime: aws.ToTime(o.LastModified)}); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -5,8 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
+	"path"
+	"strings"
 	"time"
 
+	"github.com/compleat/compleat/agent/applyspec"
+	"github.com/compleat/compleat/director/blobstore"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
 )
@@ -20,6 +25,10 @@ const (
 	// TaskLogAge: the events of tasks that ended longer ago are deleted
 	// (the task records stay).
 	TaskLogAge = 30 * 24 * time.Hour
+	// BlobGrace: an unreferenced blob younger than this stays (an upload,
+	// a render or a compile whose record is not written yet). Log
+	// archives (ids "logs-…") stay TaskLogAge.
+	BlobGrace = time.Hour
 )
 
 // CleanUpResult counts what a clean-up deleted.
@@ -30,11 +39,14 @@ type CleanUpResult struct {
 	CompiledPackages int `json:"compiled_packages"`
 	OrphanedDisks    int `json:"orphaned_disks"`
 	TaskLogs         int `json:"task_logs"`
+	// Blobs no record names any more (rendered jobs of instances gone,
+	// log archives never downloaded, blobs a failed delete left).
+	UnreferencedBlobs int `json:"unreferenced_blobs"`
 }
 
 func (c CleanUpResult) String() string {
-	return fmt.Sprintf("Cleaned up: %d releases (%d blobs), %d stemcells (%d compiled packages), %d orphaned disks, %d task logs.",
-		c.Releases, c.ReleaseBlobs, c.Stemcells, c.CompiledPackages, c.OrphanedDisks, c.TaskLogs)
+	return fmt.Sprintf("Cleaned up: %d releases (%d blobs), %d stemcells (%d compiled packages), %d orphaned disks, %d task logs, %d unreferenced blobs.",
+		c.Releases, c.ReleaseBlobs, c.Stemcells, c.CompiledPackages, c.OrphanedDisks, c.TaskLogs, c.UnreferencedBlobs)
 }
 
 // CleanUp deletes what no deployment uses: releases and stemcells (all
@@ -169,6 +181,11 @@ func (f *Fleet) CleanUp(ctx context.Context, r *task.Reporter, all bool) (string
 		}
 		res.TaskLogs = len(oldTasks)
 	}
+	n, err := f.sweepBlobs(ctx, r, now)
+	res.UnreferencedBlobs = n
+	if err != nil {
+		return "", err
+	}
 	raw, _ := json.Marshal(map[string]any{"text": res.String(), "counts": res})
 	r.Event(store.Event{Stage: "Clean-up", State: "info", Data: raw})
 	return res.String(), nil
@@ -185,4 +202,121 @@ func oldest(groups [][]string, all bool) []string {
 		out = append(out, g...)
 	}
 	return out
+}
+
+// sweepBlobs deletes the blobs no record names: not a release's job or
+// package, not a compiled package, not in an instance's applied spec (its
+// rendered jobs are stored under their sha256, its packages under ids in
+// their URLs), older than BlobGrace (TaskLogAge for log archives).
+func (f *Fleet) sweepBlobs(ctx context.Context, r *task.Reporter, now time.Time) (int, error) {
+	used := map[string]bool{}
+	busy := ""
+	err := f.d.Store.View(func(tx *store.Tx) error {
+		// A deploy under way holds blobs it made and has not recorded yet
+		// (rendered jobs of instances not yet updated): no sweep then.
+		locks, err := tx.Locks()
+		if err != nil {
+			return err
+		}
+		if len(locks) > 0 {
+			busy = locks[0].Name
+			return nil
+		}
+		for _, list := range []func() ([]store.PackageBlob, error){tx.PackageBlobs, tx.JobBlobs} {
+			bs, err := list()
+			if err != nil {
+				return err
+			}
+			for _, b := range bs {
+				used[b.BlobID] = true
+			}
+		}
+		rs, err := tx.Releases()
+		if err != nil {
+			return err
+		}
+		for _, rel := range rs {
+			for _, p := range rel.Packages {
+				used[p.BlobID] = true
+			}
+			for _, j := range rel.Jobs {
+				used[j.BlobID] = true
+			}
+		}
+		cps, err := tx.CompiledPackages()
+		if err != nil {
+			return err
+		}
+		for _, cp := range cps {
+			used[cp.BlobID] = true
+		}
+		ds, err := tx.Deployments()
+		if err != nil {
+			return err
+		}
+		for _, d := range ds {
+			is, err := tx.Instances(d.Name)
+			if err != nil {
+				return err
+			}
+			for _, in := range is {
+				specBlobs(in.Spec, used)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if busy != "" {
+		f.note(r, "Unreferenced blobs", "left for the next clean-up: deployment "+busy+" has a task under way")
+		return 0, nil
+	}
+	var gone []string
+	err = f.d.Blobs.List(ctx, func(b blobstore.Info) error {
+		grace := BlobGrace
+		if strings.HasPrefix(b.ID, "logs-") {
+			grace = TaskLogAge
+		}
+		if !used[b.ID] && now.Sub(b.ModTime) > grace {
+			gone = append(gone, b.ID)
+		}
+		return nil
+	})
+	if err != nil || len(gone) == 0 {
+		return 0, err
+	}
+	err = r.Stage("Deleting unreferenced blobs", 1).Run(fmt.Sprintf("%d blobs", len(gone)), func() error {
+		return f.deleteBlobs(ctx, gone)
+	})
+	return len(gone), err
+}
+
+// specBlobs adds to used the blobs an applied spec names.
+func specBlobs(raw json.RawMessage, used map[string]bool) {
+	if len(raw) == 0 {
+		return
+	}
+	var spec applyspec.Spec
+	if json.Unmarshal(raw, &spec) != nil {
+		return
+	}
+	add := func(b applyspec.Blob) {
+		used[b.SHA256] = true // content-addressed blobs
+		if u, err := url.Parse(b.URL); err == nil {
+			used[path.Base(u.Path)] = true
+		}
+	}
+	for _, j := range spec.Jobs {
+		add(j.Blob)
+	}
+	for _, p := range spec.Packages {
+		add(p.Blob)
+	}
+}
+
+// note records a one-line note of stage.
+func (f *Fleet) note(r *task.Reporter, stage, text string) {
+	raw, _ := json.Marshal(map[string]string{"text": text})
+	r.Event(store.Event{Stage: stage, State: "info", Data: raw})
 }

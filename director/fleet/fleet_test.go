@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/compleat/compleat/director/blobstore"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/store/storetest"
 	"github.com/compleat/compleat/director/task"
@@ -242,6 +245,83 @@ func TestRolloutSkipsWhatItCannotRoll(t *testing.T) {
 	} {
 		if tk, _ := fx.run(t, bad); tk.State != store.TaskError || !tk.BadInput {
 			t.Errorf("%+v: task %s (bad input %v): %s, want a bad-input error", bad, tk.State, tk.BadInput, tk.Error)
+		}
+	}
+}
+
+func TestCleanUpSweepsUnreferencedBlobs(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.New(t)
+	dir := t.TempDir()
+	blobs, err := blobstore.NewFS(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(id, content string, age time.Duration) string {
+		t.Helper()
+		var b blobstore.Blob
+		var err error
+		if id == "" {
+			b, err = blobs.Put(ctx, strings.NewReader(content))
+		} else {
+			b, err = blobs.PutID(ctx, id, strings.NewReader(content), "")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := time.Now().Add(-age)
+		if err := os.Chtimes(filepath.Join(dir, b.ID[:2], b.ID), old, old); err != nil {
+			t.Fatal(err)
+		}
+		return b.ID
+	}
+	day := 24 * time.Hour
+	release := put("", "a job", 2*day)
+	rendered := put("", "a rendered job", 2*day)
+	compiled := put("compiled-1", "a compiled package", 2*day)
+	stale := put("", "the rendered job of an instance gone", 2*day)
+	fresh := put("", "a render not yet recorded", time.Minute)
+	recentLogs := put("logs-1", "logs", 2*day)
+	oldLogs := put("logs-2", "old logs", 31*day)
+	spec, _ := json.Marshal(map[string]any{"jobs": []map[string]any{{"name": "web", "blob": map[string]string{"url": "https://d/blobs/" + rendered + "?sig=x", "sha256": rendered}}},
+		"packages": []map[string]any{{"name": "p", "version": "1", "blob": map[string]string{"url": "https://d/blobs/" + compiled + "?sig=y", "sha256": "ff"}}}})
+	err = st.Update(func(tx *store.Tx) error {
+		if err := tx.PutRelease(store.Release{Name: "web", Version: "1", Jobs: []store.ReleaseJob{{Name: "web", Fingerprint: "fp", BlobID: release}}}); err != nil {
+			return err
+		}
+		if err := tx.PutDeployment(store.Deployment{Name: "web", Releases: []string{"web/1"}}); err != nil {
+			return err
+		}
+		return tx.PutInstance(store.Instance{Deployment: "web", Group: "web", ID: "i1", State: "started", Spec: spec})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks := task.NewManager(st, slog.New(slog.DiscardHandler), task.Options{})
+	f := New(Deps{Store: st, Tasks: tasks, Blobs: blobs})
+	clean := func() (store.Task, string) {
+		tk, err := tasks.Start(ctx, task.Spec{Type: "clean-up"}, func(ctx context.Context, r *task.Reporter) (string, error) { return f.CleanUp(ctx, r, true) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		for !tk.Finished() {
+			_, tk, _ = tasks.Wait(ctx, tk.ID, 1<<62)
+		}
+		return tk, tk.Result
+	}
+	// A deploy under way: no sweep.
+	st.Update(func(tx *store.Tx) error { _, err := tx.AcquireLock("web", "deploy", 1, time.Minute); return err })
+	if tk, res := clean(); tk.State != store.TaskDone || !strings.Contains(res, "0 unreferenced blobs") {
+		t.Errorf("clean-up with a deploy under way: %s %s %s", tk.State, res, tk.Error)
+	}
+	st.Update(func(tx *store.Tx) error { return tx.ReleaseLock("web", "deploy") })
+	tk, res := clean()
+	if tk.State != store.TaskDone || !strings.Contains(res, "2 unreferenced blobs") {
+		t.Errorf("clean-up: %s %s %s", tk.State, res, tk.Error)
+	}
+	for id, want := range map[string]bool{release: true, rendered: true, compiled: true, stale: false, fresh: true, recentLogs: true, oldLogs: false} {
+		if ok, _ := blobs.Exists(ctx, id); ok != want {
+			t.Errorf("blob %s exists %v, want %v", id, ok, want)
 		}
 	}
 }

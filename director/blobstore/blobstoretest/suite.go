@@ -11,9 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/compleat/compleat/director/blobstore"
 )
@@ -38,6 +40,44 @@ func Run(t *testing.T, newStore func(t *testing.T) blobstore.Store) {
 		again, err := s.Put(ctx, bytes.NewReader(data))
 		if err != nil || again != b {
 			t.Fatalf("second put of the same content = %+v, %v", again, err)
+		}
+	})
+
+	t.Run("ListSeesEveryBlob", func(t *testing.T) {
+		s := newStore(t)
+		want := map[string]int64{}
+		for _, data := range []string{"one", "two blobs", ""} {
+			b, err := s.Put(ctx, strings.NewReader(data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want[b.ID] = b.Size
+		}
+		if _, err := s.PutID(ctx, "logs-1", strings.NewReader("log"), ""); err != nil {
+			t.Fatal(err)
+		}
+		want["logs-1"] = 3
+		got := map[string]int64{}
+		err := s.List(ctx, func(i blobstore.Info) error {
+			if i.ModTime.IsZero() || time.Since(i.ModTime) > time.Hour {
+				t.Errorf("blob %s: modification time %v", i.ID, i.ModTime)
+			}
+			got[i.ID] = i.Size
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("listed %v, want %v", got, want)
+		}
+		if err := s.Delete(ctx, "logs-1"); err != nil {
+			t.Fatal(err)
+		}
+		stop := errors.New("stop")
+		n := 0
+		if err := s.List(ctx, func(blobstore.Info) error { n++; return stop }); !errors.Is(err, stop) || n != 1 {
+			t.Errorf("a listing fn's error: %v after %d blobs, want it returned after 1", err, n)
 		}
 	})
 
