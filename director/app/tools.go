@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -29,10 +30,15 @@ func (tools) CreateRelease(dir string, o cli.CreateReleaseOptions) (string, stri
 	return m.Name, m.Version, path, nil
 }
 
-func (tools) InspectRelease(w io.Writer, file string) error {
+func (tools) InspectRelease(w io.Writer, file string, asJSON bool) error {
 	m, err := release.Inspect(file)
 	if err != nil {
 		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(m)
 	}
 	return release.WriteSummary(w, m)
 }
@@ -103,7 +109,7 @@ func (tools) Interpolate(ctx context.Context, file string, o cli.InterpolateOpti
 	if err != nil {
 		return nil, err
 	}
-	opts := manifest.LoadOptions{OpsFiles: ops, VarsFiles: vars, Vars: o.Vars, Strict: o.Strict}
+	opts := manifest.LoadOptions{OpsFiles: ops, VarsFiles: vars, Vars: o.Vars, Strict: o.Strict, Warn: o.Warn}
 	if o.VarsStore == "" {
 		return manifest.Interpolate(ctx, file, raw, opts)
 	}

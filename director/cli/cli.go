@@ -93,6 +93,9 @@ type InterpolateOptions struct {
 	// VarsStore is a YAML file that resolves variables and receives the
 	// ones the document declares and it lacks (interpolate --vars-store).
 	VarsStore string
+	// Warn receives each warning (an ops file's ignored keys); the CLI
+	// prints them on stderr.
+	Warn func(string) `json:"-"`
 }
 
 // Preparer is implemented by Tools that can keep -v/-l values out of the
@@ -108,7 +111,7 @@ type Tools interface {
 	// CreateRelease builds a release tarball from a source directory.
 	CreateRelease(dir string, opts CreateReleaseOptions) (name, version, tarball string, err error)
 	// InspectRelease verifies a release tarball and prints its summary.
-	InspectRelease(w io.Writer, file string) error
+	InspectRelease(w io.Writer, file string, asJSON bool) error
 	// CreateStemcell writes a stemcell: the local one holding the agent
 	// binary, or a light one naming a cloud's image.
 	CreateStemcell(opts CreateStemcellOptions) error

@@ -3,6 +3,8 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/compleat/compleat/director/store"
 )
@@ -165,7 +168,7 @@ func (a *app) inspectReleaseCmd() *cobra.Command {
 		Short: "Verify a release tarball and list its jobs and packages",
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: run(func(cmd *cobra.Command, argv []string) error {
-			if err := a.d.Tools.InspectRelease(a.d.Stdout, argv[0]); err != nil {
+			if err := a.d.Tools.InspectRelease(a.d.Stdout, argv[0], a.g.JSON); err != nil {
 				return Usage(err)
 			}
 			return nil
@@ -193,9 +196,14 @@ func (a *app) createStemcellCmd() *cobra.Command {
 			if err := a.d.Tools.CreateStemcell(o); err != nil {
 				return Usage(err)
 			}
-			if !a.g.JSON {
-				fmt.Fprintf(a.d.Stdout, "Stemcell %s\n", o.Tarball)
+			if a.g.JSON {
+				sum, size, err := fileDigest(o.Tarball)
+				if err != nil {
+					return err
+				}
+				return printJSONValue(a.d.Stdout, map[string]any{"tarball": o.Tarball, "sha256": sum, "size": size, "light": o.Light})
 			}
+			fmt.Fprintf(a.d.Stdout, "Stemcell %s\n", o.Tarball)
 			return nil
 		}),
 	}
@@ -223,9 +231,17 @@ func (a *app) interpolateCmd() *cobra.Command {
 		Short: "Apply ops files and variables to a YAML file and print it",
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: run(func(cmd *cobra.Command, argv []string) error {
-			out, err := a.d.Tools.Interpolate(cmd.Context(), argv[0], o)
+			out, err := a.d.Tools.Interpolate(cmd.Context(), argv[0], a.warned(o))
 			if err != nil {
 				return Usage(err)
+			}
+			if a.g.JSON {
+				// The document itself, as JSON.
+				var doc any
+				if err := yaml.Unmarshal(out, &doc); err != nil {
+					return fmt.Errorf("interpolate --json: %w", err)
+				}
+				return printJSONValue(a.d.Stdout, doc)
 			}
 			_, err = a.d.Stdout.Write(out)
 			return err
@@ -325,7 +341,7 @@ func (a *app) updateConfigCmd(typ string) *cobra.Command {
 			if len(o.Vars)+len(o.VarsFiles)+len(o.OpsFiles) > 0 {
 				// Ops files and -v/-l apply here; references they leave
 				// stay for the director (a runtime config's, at deploy).
-				if raw, err = a.d.Tools.Interpolate(cmd.Context(), argv[0], o); err != nil {
+				if raw, err = a.d.Tools.Interpolate(cmd.Context(), argv[0], a.warned(o)); err != nil {
 					return Usage(err)
 				}
 			}
@@ -516,4 +532,23 @@ func (a *app) infoCmd() *cobra.Command {
 			})
 		}),
 	}
+}
+
+// printJSONValue prints v as one indented JSON document.
+func printJSONValue(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// fileDigest is a file's hex sha256 and size.
+func fileDigest(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	return hex.EncodeToString(h.Sum(nil)), n, err
 }

@@ -28,7 +28,7 @@ func (a *app) deployCmd() *cobra.Command {
 		Short: "Deploy a manifest (ops files and -v/-l variables applied here; director variables on the director)",
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: run(func(cmd *cobra.Command, argv []string) error {
-			manifest, err := a.d.Tools.Interpolate(cmd.Context(), argv[0], o)
+			manifest, err := a.d.Tools.Interpolate(cmd.Context(), argv[0], a.warned(o))
 			if err != nil {
 				return Usage(err)
 			}
@@ -120,7 +120,11 @@ func (a *app) preview(ctx context.Context, c *client, name string, req map[strin
 		return nil, err
 	}
 	if t.State != store.TaskDone {
-		return nil, Failed(fmt.Errorf("planning %s (task %d) %s: %s", name, t.ID, t.State, t.Error))
+		err := fmt.Errorf("planning %s (task %d) %s: %s", name, t.ID, t.State, t.Error)
+		if t.BadInput {
+			return nil, Usage(err)
+		}
+		return nil, Failed(err)
 	}
 	shown["Plan"] = strings.TrimPrefix(t.Result, api.DryRunResult)
 	out := a.d.Stdout
@@ -135,6 +139,12 @@ func (a *app) preview(ctx context.Context, c *client, name string, req map[strin
 }
 
 // confirm asks a yes/no question on stdin.
+// warned is o with warnings printed on stderr.
+func (a *app) warned(o InterpolateOptions) InterpolateOptions {
+	o.Warn = func(w string) { fmt.Fprintf(a.d.Stderr, "warning: %s\n", w) }
+	return o
+}
+
 func (a *app) confirm(q string) (bool, error) {
 	fmt.Fprintf(a.d.Stderr, "%s [yN]: ", q)
 	line, err := bufio.NewReader(a.d.Stdin).ReadString('\n')

@@ -272,8 +272,8 @@ func TestDeployPreviewFailureStops(t *testing.T) {
 	env, f, manifest := deployDirector(t)
 	os.WriteFile(manifest, []byte("name: web\nbad: 1\n"), 0o644)
 	out, errOut, code := deployCLI(env, "y\n", "deploy", manifest)
-	if code != cli.ExitFailed || strings.Contains(out, "<asked>") {
-		t.Errorf("a plan that fails: exit %d, asked anyway?\n%s%s", code, out, errOut)
+	if code != cli.ExitUsage || strings.Contains(out, "<asked>") {
+		t.Errorf("a plan that fails on bad input: exit %d (want 2), asked anyway?\n%s%s", code, out, errOut)
 	}
 	if _, dry := f.state(); len(dry) != 1 || !dry[0] {
 		t.Errorf("requests (dry run?) %v, want the dry run only", dry)

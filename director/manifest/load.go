@@ -33,6 +33,9 @@ type LoadOptions struct {
 	// Strict reports every ((var)) nothing resolves, by name and position
 	// (BOSH's --var-errs). Without it such references stay in the output.
 	Strict bool
+	// Warn, when set, receives each warning (a key an ops file's
+	// operation has that is ignored).
+	Warn func(string)
 }
 
 // Document is a YAML document with ops files applied and variables
@@ -61,6 +64,13 @@ func Load(ctx context.Context, name string, data []byte, opts LoadOptions) (*Doc
 		ops, err := opsfile.Parse(f.Name, f.Data)
 		if err != nil {
 			return nil, fromOpsError(err)
+		}
+		for _, op := range ops {
+			for _, w := range op.Ignored {
+				if opts.Warn != nil {
+					opts.Warn(w)
+				}
+			}
 		}
 		if doc.Root, err = opsfile.Apply(doc.Root, ops, doc.origins); err != nil {
 			return nil, fromOpsError(err)

@@ -42,6 +42,11 @@ type Op struct {
 	File         string // where the operation was written, for errors
 	Index        int    // its position in the file's list, from 0
 	Line, Column int
+	// Ignored are the keys of the operation besides type, path, value and
+	// error, as "file:line:col: operation [i]: field "name" ignored": the
+	// BOSH CLI ignores them (public ops files carry name: and release:
+	// on their operations), so they are warned about, never fatal.
+	Ignored []string
 }
 
 // Error is a problem with an ops file or with applying one operation.
@@ -147,7 +152,8 @@ func parseOp(file string, i int, n *yaml.Node) (Op, Errors) {
 			// BOSH's optional message for failed operations; ours are
 			// descriptive already.
 		default:
-			fail(k, "", "unknown field %q (an operation has type, path and value)", k.Value)
+			w := &Error{File: file, Line: k.Line, Column: k.Column, Index: i, Message: fmt.Sprintf("field %q ignored (an operation has type, path, value and error)", k.Value)}
+			op.Ignored = append(op.Ignored, w.Error())
 		}
 	}
 	rawPath := ""

@@ -213,13 +213,14 @@ func TestParseErrors(t *testing.T) {
 - just a string
 `
 	_, err := Parse("ops.yml", []byte(ops))
+	// An unknown key is ignored, as the BOSH CLI ignores it (see
+	// TestExtraKeysAreIgnored).
 	want := strings.Join([]string{
 		`ops.yml:2:3: operation [0] /a: a replace needs a value`,
 		`ops.yml:4:3: operation [1] /a: a remove takes no value`,
 		`ops.yml:7:9: operation [2] /a: unknown operation type "move": use replace or remove`,
 		`ops.yml:9:9: operation [3] /a/-/b: - (append) may only end a path`,
 		`ops.yml:13:9: operation [4] a: a path must start with /`,
-		`ops.yml:18:3: operation [5]: unknown field "from" (an operation has type, path and value)`,
 		`ops.yml:19:3: operation [6]: an operation must be a map with type, path and (for replace) value`,
 	}, "\n")
 	if err == nil || err.Error() != want {
@@ -272,5 +273,55 @@ func TestInsertedNodesAreRecorded(t *testing.T) {
 	// The op's own value is not shared with the document.
 	if ops[0].Value == tags.Content[1] {
 		t.Error("Apply inserted the op's value node itself, not a copy")
+	}
+}
+
+// TestExtraKeysAreIgnored reads operations as public ops files write them
+// (bosh-deployment's cpi and uaa files, cf-deployment's), with the keys the
+// BOSH CLI ignores: name, release, and others. They apply; each ignored key
+// is reported with its position.
+func TestExtraKeysAreIgnored(t *testing.T) {
+	ops := `
+- name: cpi
+  path: /releases/-
+  release: example-cpi
+  type: replace
+  value:
+    name: example-cpi
+    version: "1"
+- type: replace
+  path: /instance_groups/name=web/jobs/name=uaa?/properties
+  value: {port: 8443}
+  from: nowhere
+- type: remove
+  path: /instance_groups/name=debug?
+`
+	parsed, err := Parse("cpi.yml", []byte(ops))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ignored []string
+	for _, op := range parsed {
+		ignored = append(ignored, op.Ignored...)
+	}
+	want := []string{
+		`cpi.yml:2:3: operation [0]: field "name" ignored (an operation has type, path, value and error)`,
+		`cpi.yml:4:3: operation [0]: field "release" ignored (an operation has type, path, value and error)`,
+		`cpi.yml:12:3: operation [1]: field "from" ignored (an operation has type, path, value and error)`,
+	}
+	if strings.Join(ignored, "\n") != strings.Join(want, "\n") {
+		t.Errorf("ignored:\n%s\nwant:\n%s", strings.Join(ignored, "\n"), strings.Join(want, "\n"))
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte("releases: []\ninstance_groups:\n- name: web\n  jobs: []\n"), &doc); err != nil {
+		t.Fatal(err)
+	}
+	root, err := Apply(&doc, parsed, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := yaml.Marshal(root)
+	if !strings.Contains(string(out), "name: example-cpi") {
+		t.Errorf("the operation with ignored keys did not apply:\n%s", out)
 	}
 }
