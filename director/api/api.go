@@ -153,6 +153,12 @@ type DeployRequest struct {
 	// Fix recreates the instances whose agent does not answer instead of
 	// failing on them (BOSH's deploy --fix).
 	Fix bool `json:"fix,omitempty"`
+	// ManifestFile is the file the operator gave (errors name it instead
+	// of "manifest.yml"), and SourceMap (manifest.SourceMap) where each
+	// node of Manifest was written: errors name that file and line, an
+	// ops file's for a value it set.
+	ManifestFile string          `json:"manifest_file,omitempty"`
+	SourceMap    json.RawMessage `json:"source_map,omitempty"`
 	// FreshDiskOnCPIMove: an instance whose AZ is now served by another
 	// CPI gets a new, empty persistent disk there (its old disk orphaned
 	// in the old CPI) instead of the deploy being refused.

@@ -115,11 +115,11 @@ func (tools) Interpolate(ctx context.Context, file string, o cli.InterpolateOpti
 	}
 	// The store is consulted after -v and -l, and receives every declared
 	// variable it lacks, as the BOSH CLI's --vars-store.
-	withOps, _, err := manifest.Prepare(ctx, file, raw, manifest.LoadOptions{OpsFiles: ops})
+	withOps, err := manifest.Prepare(ctx, file, raw, manifest.LoadOptions{OpsFiles: ops})
 	if err != nil {
 		return nil, err
 	}
-	store, err := manifest.OpenVarsStore(o.VarsStore, withOps)
+	store, err := manifest.OpenVarsStore(o.VarsStore, withOps.Manifest)
 	if err != nil {
 		return nil, err
 	}
@@ -133,20 +133,25 @@ func (tools) Interpolate(ctx context.Context, file string, o cli.InterpolateOpti
 	return manifest.Interpolate(ctx, file, raw, opts)
 }
 
-func (tools) Prepare(ctx context.Context, file string, o cli.InterpolateOptions) ([]byte, map[string]any, error) {
+func (tools) Prepare(ctx context.Context, file string, o cli.InterpolateOptions) ([]byte, map[string]any, json.RawMessage, error) {
 	raw, err := os.ReadFile(file)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	ops, err := readFiles(o.OpsFiles)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	vars, err := readFiles(o.VarsFiles)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return manifest.Prepare(ctx, file, raw, manifest.LoadOptions{OpsFiles: ops, VarsFiles: vars, Vars: o.Vars})
+	p, err := manifest.Prepare(ctx, file, raw, manifest.LoadOptions{OpsFiles: ops, VarsFiles: vars, Vars: o.Vars})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	sm, err := json.Marshal(p.SourceMap)
+	return p.Manifest, p.Vars, sm, err
 }
 
 var _ cli.Preparer = tools{}

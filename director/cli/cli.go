@@ -15,6 +15,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -100,10 +101,12 @@ type InterpolateOptions struct {
 
 // Preparer is implemented by Tools that can keep -v/-l values out of the
 // manifest a deploy sends: Prepare returns the manifest with ops files
-// applied and ((name)) references kept, and the values -v/-l give for
-// them, which the director stores sealed.
+// applied and ((name)) references kept, the values -v/-l give for them,
+// which the director stores sealed, and the source map of the manifest's
+// nodes to the files the operator wrote them in (JSON), with which the
+// director's errors name those files and lines.
 type Preparer interface {
-	Prepare(ctx context.Context, file string, o InterpolateOptions) (manifest []byte, vars map[string]any, err error)
+	Prepare(ctx context.Context, file string, o InterpolateOptions) (manifest []byte, vars map[string]any, sourceMap json.RawMessage, err error)
 }
 
 // Tools are the local operations the CLI performs without a director.

@@ -53,11 +53,15 @@ func (a *app) deployCmd() *cobra.Command {
 			if p, ok := a.d.Tools.(Preparer); ok {
 				// -v/-l values travel beside the manifest, which keeps
 				// its ((name)) references: the director seals them.
-				prepared, vars, err := p.Prepare(cmd.Context(), argv[0], o)
+				prepared, vars, sourceMap, err := p.Prepare(cmd.Context(), argv[0], o)
 				if err != nil {
 					return Usage(err)
 				}
 				req["manifest"] = string(prepared)
+				req["manifest_file"] = argv[0]
+				if len(sourceMap) > 0 {
+					req["source_map"] = sourceMap
+				}
 				if len(vars) > 0 {
 					req["vars"] = vars
 				}

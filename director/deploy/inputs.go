@@ -88,13 +88,14 @@ func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req api.DeployR
 		in.desired.RuntimeConfigs = append(in.desired.RuntimeConfigs, parsed)
 		in.runtimeConfigIDs = append(in.runtimeConfigIDs, rc.ID)
 	}
-	doc, err := manifest.Load(ctx, "manifest.yml", []byte(req.Manifest), manifest.LoadOptions{Source: vars, Strict: true})
+	file, sm := manifestSource(req)
+	doc, err := manifest.Load(ctx, file, []byte(req.Manifest), manifest.LoadOptions{Source: vars, Strict: true})
 	if err != nil {
-		return nil, task.BadInput(err)
+		return nil, task.BadInput(manifest.Remap(err, file, sm))
 	}
 	dep, err := doc.Deployment()
 	if err != nil {
-		return nil, task.BadInput(err)
+		return nil, task.BadInput(manifest.Remap(err, file, sm))
 	}
 	in.desired.Manifest = dep
 	in.desired.ERB = d.c.ERB
@@ -443,4 +444,19 @@ func (d *Deployer) resizeDiskCPIs(ctx context.Context, cpis map[string]string) m
 		out[name] = err == nil && info.Capabilities.ResizeDisk
 	}
 	return out
+}
+
+// manifestSource is the name errors give the deploy's manifest (the file
+// the operator gave, else "manifest.yml") and the source map of its nodes
+// to the files they were written in (nil when the client sent none).
+func manifestSource(req api.DeployRequest) (string, *manifest.SourceMap) {
+	file := "manifest.yml"
+	if req.ManifestFile != "" && len(req.ManifestFile) <= 4096 {
+		file = req.ManifestFile
+	}
+	var sm manifest.SourceMap
+	if len(req.SourceMap) == 0 || json.Unmarshal(req.SourceMap, &sm) != nil {
+		return file, nil
+	}
+	return file, &sm
 }
