@@ -153,6 +153,10 @@ type DeployRequest struct {
 	// Fix recreates the instances whose agent does not answer instead of
 	// failing on them (BOSH's deploy --fix).
 	Fix bool `json:"fix,omitempty"`
+	// PlanHash, when set, is the plan hash of a dry run the operator
+	// reviewed: the deploy computes its plan under the deployment's lock
+	// and refuses when the hash differs (something changed in between).
+	PlanHash string `json:"plan_hash,omitempty"`
 	// ManifestFile is the file the operator gave (errors name it instead
 	// of "manifest.yml"), and SourceMap (manifest.SourceMap) where each
 	// node of Manifest was written: errors name that file and line, an

@@ -23,6 +23,7 @@ import (
 func (a *app) deployCmd() *cobra.Command {
 	var o InterpolateOptions
 	var dryRun, recreate, skipDrain, freshDisk, fix bool
+	var planHash string
 	cmd := &cobra.Command{
 		Use:   "deploy MANIFEST",
 		Short: "Deploy a manifest (ops files and -v/-l variables applied here; director variables on the director)",
@@ -50,6 +51,9 @@ func (a *app) deployCmd() *cobra.Command {
 			if fix {
 				req["fix"] = true
 			}
+			if planHash != "" {
+				req["plan_hash"] = planHash
+			}
 			if p, ok := a.d.Tools.(Preparer); ok {
 				// -v/-l values travel beside the manifest, which keeps
 				// its ((name)) references: the director seals them.
@@ -73,6 +77,11 @@ func (a *app) deployCmd() *cobra.Command {
 				if shown, err = a.preview(cmd.Context(), c, name, req); err != nil {
 					return err
 				}
+				// The plan shown is the plan applied: the deploy refuses
+				// if it changed before the answer.
+				if h := shown["Plan hash"]; h != "" && planHash == "" {
+					req["plan_hash"] = h
+				}
 				ok, err := a.confirm(fmt.Sprintf("Deploy %q?", name))
 				if err != nil || !ok {
 					return err
@@ -89,6 +98,7 @@ func (a *app) deployCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "plan and show the changes, change nothing")
 	cmd.Flags().BoolVar(&recreate, "recreate", false, "recreate every VM")
 	cmd.Flags().BoolVar(&skipDrain, "skip-drain", false, "do not run drain scripts")
+	cmd.Flags().StringVar(&planHash, "plan-hash", "", "apply only the plan of this hash (from deploy --dry-run): refused if the plan changed since")
 	cmd.Flags().BoolVar(&fix, "fix", false, "recreate instances whose agent does not answer instead of failing on them")
 	cmd.Flags().BoolVar(&freshDisk, "fresh-disk-on-cpi-move", false, "an instance whose AZ is now served by another CPI gets a new, empty persistent disk there (the old one is orphaned) instead of the deploy being refused")
 	return cmd
@@ -130,7 +140,8 @@ func (a *app) preview(ctx context.Context, c *client, name string, req map[strin
 		}
 		return nil, Failed(err)
 	}
-	shown["Plan"] = strings.TrimPrefix(t.Result, api.DryRunResult)
+	plan, _, _ := strings.Cut(strings.TrimPrefix(t.Result, api.DryRunResult), "\nPlan hash: ")
+	shown["Plan"] = plan
 	out := a.d.Stdout
 	fmt.Fprintf(out, "Using deployment %q (planned in task %d)\n\n", name, t.ID)
 	if diff := shown["Manifest diff"]; diff != "" {

@@ -28,6 +28,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -171,10 +172,19 @@ func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req api.DeployR
 	}
 	diff := d.manifestDiff(req.Deployment, req.Manifest)
 	d.note(r, "Manifest diff", diff)
+	hash, err := planHash(req, in)
+	if err != nil {
+		return "", err
+	}
 	if req.DryRun {
 		// The plan is the result (not a note) so that a script reading the
 		// task record has it; `director deploy` shows it before asking.
-		return api.DryRunResult + buf.String(), nil
+		raw, _ := json.Marshal(map[string]string{"text": hash, "plan_hash": hash})
+		r.Event(store.Event{Stage: "Plan hash", State: "info", Data: raw})
+		return api.DryRunResult + buf.String() + "\nPlan hash: " + hash + "\n", nil
+	}
+	if req.PlanHash != "" && req.PlanHash != hash {
+		return "", fmt.Errorf("%w: the plan changed since the dry run that was reviewed (plan hash %s, now %s): review it again with deploy --dry-run", ErrPlanChanged, req.PlanHash, hash)
 	}
 	if !p.HasChanges() {
 		if err := d.recordDeployment(req, in, false); err != nil {
@@ -471,4 +481,38 @@ func (d *Deployer) unresponsive(ctx context.Context, r *task.Reporter, recs []st
 		d.note(r, "Unresponsive agents", strings.Join(names, "\n")+"\n")
 	}
 	return silent
+}
+
+// ErrPlanChanged is the error of a deploy whose plan hash is not the one
+// the operator reviewed.
+var ErrPlanChanged = errors.New("plan changed")
+
+// planHash is the hash of everything a deploy's plan is computed from: the
+// manifest and the values given for it, the configs, releases and
+// stemcells it resolved to, the deployment's state as the plan sees it
+// (instances, VMs, disks, addresses, the links of other deployments), and
+// the deploy's options. Two
+// dry runs with nothing changed in between have the same hash (a plan's
+// text does not: new instances get new ids each time); a deploy given a
+// reviewed plan's hash refuses when it differs.
+func planHash(req api.DeployRequest, in *inputs) (string, error) {
+	h := sha256.New()
+	enc := json.NewEncoder(h)
+	vars := make([]string, 0, len(req.Vars))
+	for name, v := range req.Vars {
+		raw, _ := json.Marshal(v)
+		sum := sha256.Sum256(raw)
+		vars = append(vars, name+"="+hex.EncodeToString(sum[:]))
+	}
+	slices.Sort(vars)
+	unresponsive := slices.Sorted(maps.Keys(in.desired.Unresponsive))
+	for _, v := range []any{
+		"compleat plan 1", req.Deployment, req.Manifest, vars, req.Recreate, req.SkipDrain, req.Fix, req.FreshDiskOnCPIMove,
+		in.cloudConfigID, in.runtimeConfigIDs, in.releaseNames, in.stemcellNames, in.state, unresponsive,
+	} {
+		if err := enc.Encode(v); err != nil {
+			return "", fmt.Errorf("plan hash: %w", err)
+		}
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }

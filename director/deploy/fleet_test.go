@@ -432,3 +432,62 @@ func stageEvents(evs []store.Event, stage, state string) int {
 	}
 	return n
 }
+
+// TestPlanHash: two dry runs with nothing changed between them have the
+// same plan hash; a deploy given it applies; a deploy given the hash of a
+// plan that changed since (another manifest deployed meanwhile) refuses and
+// changes nothing.
+func TestPlanHash(t *testing.T) {
+	r := newRig(t)
+	r.deploy(benchManifest(2, "v1", 0), false)
+	hashOf := func(result string) string {
+		_, h, ok := strings.Cut(result, "\nPlan hash: ")
+		if !ok {
+			t.Fatalf("no plan hash in the dry run's result:\n%s", result)
+		}
+		return strings.TrimSpace(h)
+	}
+	v2 := benchManifest(3, "v2", 0)
+	first, _ := r.deploy(v2, true)
+	second, _ := r.deploy(v2, true)
+	h := hashOf(first)
+	if hashOf(second) != h || !strings.HasPrefix(h, "sha256:") {
+		t.Fatalf("two dry runs with nothing changed: %s and %s", h, hashOf(second))
+	}
+	if other, _ := r.deploy(benchManifest(3, "v3", 0), true); hashOf(other) == h {
+		t.Fatal("another manifest has the same plan hash")
+	}
+	deployWith := func(manifest, hash string) store.Task {
+		tk, err := r.tasks.Start(context.Background(), task.Spec{Type: "deploy", Deployment: "big"}, func(ctx context.Context, rep *task.Reporter) (string, error) {
+			return r.d.Deploy(ctx, rep, api.DeployRequest{Deployment: "big", Manifest: manifest, PlanHash: hash})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for !tk.Finished() {
+			_, tk, _ = r.tasks.Wait(context.Background(), tk.ID, 1<<62)
+		}
+		return tk
+	}
+	// The reviewed plan is applied.
+	if tk := deployWith(v2, h); tk.State != store.TaskDone {
+		t.Fatalf("deploy with the reviewed plan's hash: %s %s", tk.State, tk.Error)
+	}
+	// The state changed since: the same hash is refused.
+	v4 := benchManifest(3, "v4", 0)
+	h4 := hashOf(func() string { s, _ := r.deploy(v4, true); return s }())
+	r.deploy(benchManifest(2, "v5", 0), false) // someone else deploys meanwhile
+	tk := deployWith(v4, h4)
+	if tk.State != store.TaskError || !strings.Contains(tk.Error, "plan changed since the dry run") {
+		t.Fatalf("deploy with a stale plan hash: %s %s", tk.State, tk.Error)
+	}
+	var n int
+	r.store.View(func(tx *store.Tx) error {
+		is, err := tx.Instances("big")
+		n = len(is)
+		return err
+	})
+	if n != 2 {
+		t.Errorf("the refused deploy changed the deployment: %d instances, want 2", n)
+	}
+}

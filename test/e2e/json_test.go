@@ -132,6 +132,28 @@ func TestJSONContract(t *testing.T) {
 		t.Fatalf("order lists %d commands, the table %d", len(order), len(table))
 	}
 	writeFile(t, filepath.Join(work, "cpi-config.yml"), d.run("cpi-config"))
+
+	// deploy --dry-run --json gives the plan's hash; deploy --plan-hash
+	// applies that plan, and refuses a hash that is not the plan's.
+	hash := ""
+	for _, line := range strings.Split(d.run("-n", "--json", "-d", "web", "deploy", manifest, "--dry-run"), "\n") {
+		var e struct {
+			Stage string `json:"stage"`
+			Data  struct {
+				PlanHash string `json:"plan_hash"`
+			} `json:"data"`
+		}
+		if json.Unmarshal([]byte(line), &e) == nil && e.Stage == "Plan hash" {
+			hash = e.Data.PlanHash
+		}
+	}
+	if !strings.HasPrefix(hash, "sha256:") {
+		t.Fatalf("deploy --dry-run --json gave no plan hash")
+	}
+	if out, err := d.command("-n", "-d", "web", "deploy", manifest, "--plan-hash", "sha256:0000").CombinedOutput(); err == nil || !strings.Contains(string(out), "plan changed since the dry run") {
+		t.Errorf("deploy with another plan's hash: %v\n%s", err, tail(string(out), 5))
+	}
+	d.run("-n", "-d", "web", "deploy", manifest, "--plan-hash", hash)
 	for _, name := range order {
 		s := table[name]
 		if s.kind == jsonNone {
