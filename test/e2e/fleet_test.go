@@ -30,10 +30,12 @@ type deploymentRow struct {
 // docs/stemcell-rollouts.md on the local CPI: two deployments on stemcell
 // 1 (one pinned, one on latest); stemcell 2 uploaded; a deploy with it
 // that fails leaves `deployments` on 1 and 2 pending; a dry run changes
-// nothing; upgrade-stemcell --all rolls 2 through both, VMs made from it;
-// stemcell 1, no longer used, is deleted from the CPI by clean-up --all,
-// and once the deployments are gone, clean-up --all deletes the release,
-// its blobs and stemcell 2.
+// nothing; a rollout that fails half way (sc-b's vm_type gone from the
+// cloud config) leaves sc-a on 2 and sc-b on 1, and `stemcells` and
+// `deployments` say so; once fixed, the rollout again finds sc-a up to
+// date and rolls sc-b, VMs made from 2; clean-up --all deletes stemcell 1
+// from the CPI and sc-a's orphaned disk, and once the deployments are
+// gone, the release, its blobs and stemcell 2.
 func TestStemcellRolloutAndCleanUp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the director, agents and the local CPI, and compiles releases/web")
@@ -69,10 +71,19 @@ func TestStemcellRolloutAndCleanUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	ccFile := filepath.Join(work, "cloud-config.yml")
-	writeFile(t, ccFile, strings.ReplaceAll(string(cc), "127.77.", prefix))
+	withLarge := strings.Replace(strings.ReplaceAll(string(cc), "127.77.", prefix), "vm_types:\n- name: default\n", "vm_types:\n- name: default\n- name: large\n", 1)
+	writeFile(t, ccFile, withLarge)
 	d.run("-n", "update-cloud-config", ccFile)
+	// sc-a has a persistent disk; sc-b runs on vm_type large.
 	manifest := func(name, version, port string) string {
 		path := filepath.Join(work, name+"-"+version+"-"+port+".yml")
+		vmType, disk := "default", "  persistent_disk: 64\n"
+		if name == "sc-b" {
+			vmType, disk = "large", ""
+		}
+		if port == "nodisk" {
+			port, disk = "8080", ""
+		}
 		writeFile(t, path, "name: "+name+`
 releases:
 - {name: web, version: latest}
@@ -89,8 +100,8 @@ instance_groups:
 - name: web
   azs: [z1]
   instances: 1
-  vm_type: default
-  stemcell: default
+  vm_type: `+vmType+`
+`+disk+`  stemcell: default
   networks:
   - name: default
   jobs:
@@ -175,14 +186,31 @@ instance_groups:
 		t.Errorf("after a dry run sc-b's VMs are on %v, want %s", got, v1cid)
 	}
 
-	// The rollout: sc-a from its last successful manifest (port 8080),
-	// its pin rewritten to 2; sc-b on latest.
+	// A rollout that fails half way: vm_type large is gone from the cloud
+	// config, so sc-b's deploy fails after sc-a's succeeded (sc-a from
+	// its last successful manifest, port 8080, its pin rewritten to 2).
+	writeFile(t, ccFile, strings.ReplaceAll(string(cc), "127.77.", prefix))
+	d.run("-n", "update-cloud-config", ccFile)
+	half, err := d.command("-n", "upgrade-stemcell", "linux", "--all").CombinedOutput()
+	if err == nil || !strings.Contains(string(half), "upgraded") || !strings.Contains(string(half), "failed") {
+		t.Fatalf("a rollout failing at sc-b: %v\n%s", err, tail(string(half), 20))
+	}
+	if dep := deployments(); !slices.Equal(dep["sc-a"].Stemcells, []string{"compleat-local/2"}) || !slices.Equal(dep["sc-b"].Stemcells, []string{"compleat-local/1"}) {
+		t.Errorf("after the rollout failed at sc-b, deployments: %+v", dep)
+	}
+	if sc := stemcells(); !slices.Equal(sc["2"].Deployments, []string{"sc-a"}) || !slices.Equal(sc["1"].Deployments, []string{"sc-b"}) {
+		t.Errorf("after the rollout failed at sc-b, stemcells: 1 %+v, 2 %+v", sc["1"], sc["2"])
+	}
+
+	// The cause fixed, the rollout again: sc-a is up to date, sc-b is rolled.
+	writeFile(t, ccFile, withLarge)
+	d.run("-n", "update-cloud-config", ccFile)
 	rollout := d.run("-n", "upgrade-stemcell", "linux", "--all", "--max-parallel", "2")
 	t.Logf("rollout:\n%s", tail(rollout, 20))
+	if !strings.Contains(rollout, "up to date") || !strings.Contains(rollout, "upgraded") {
+		t.Errorf("the second rollout: want sc-a up to date and sc-b upgraded:\n%s", rollout)
+	}
 	for _, name := range []string{"sc-a", "sc-b"} {
-		if !strings.Contains(rollout, name) || strings.Count(rollout, "upgraded") < 2 {
-			t.Errorf("the rollout summary does not show %s upgraded:\n%s", name, rollout)
-		}
 		dep := deployments()[name]
 		if !slices.Equal(dep.Stemcells, []string{"compleat-local/2"}) || len(dep.PendingStemcells) != 0 {
 			t.Errorf("after the rollout %s records %v (pending %v), want 2", name, dep.Stemcells, dep.PendingStemcells)
@@ -199,14 +227,25 @@ instance_groups:
 		t.Errorf("a second rollout to sc-b did not find it up to date:\n%s", again)
 	}
 
-	// clean-up --all deletes stemcell 1 from the CPI; the release in use stays.
+	// sc-a's disk is orphaned by a deploy without it.
+	d.deploy(manifest("sc-a", "2", "nodisk"))
+	diskDirs := func() []string { return dirNames(t, filepath.Join(data, "disks")) }
+	if n := len(diskDirs()); n != 1 {
+		t.Fatalf("%d disks in the local CPI, want sc-a's orphaned one", n)
+	}
+
+	// clean-up --all deletes stemcell 1 from the CPI and the orphaned disk;
+	// the release and stemcell in use stay.
 	stemcellDirs := func() []string { return dirNames(t, filepath.Join(data, "stemcells")) }
 	res := d.run("-n", "clean-up", "--all")
-	if !strings.Contains(res, "0 releases") || !strings.Contains(res, "1 stemcells") {
+	if !strings.Contains(res, "0 releases") || !strings.Contains(res, "1 stemcells") || !strings.Contains(res, "1 orphaned disks") {
 		t.Errorf("clean-up --all with both deployments on 2:\n%s", res)
 	}
 	if dirs := stemcellDirs(); slices.Contains(dirs, v1cid) || !slices.Contains(dirs, v2cid) {
 		t.Errorf("local CPI stemcells after clean-up: %v (1 is %s, 2 is %s)", dirs, v1cid, v2cid)
+	}
+	if dirs := diskDirs(); len(dirs) != 0 {
+		t.Errorf("local CPI disks after clean-up --all: %v, want none", dirs)
 	}
 	if out, err := d.command("-n", "delete-release", "web").CombinedOutput(); err == nil || !strings.Contains(string(out), "in use") {
 		t.Errorf("delete-release of a release in use: %v\n%s", err, out)
