@@ -100,6 +100,7 @@ type Deps struct {
 // Actions dispatches requests.
 type Actions struct {
 	d         Deps
+	identity  pendingIdentity // request_identity's key, until update_settings
 	tasks     *task.Manager
 	exclusive chan struct{}
 	methods   map[string]method
@@ -123,13 +124,14 @@ func New(d Deps) *Actions {
 	}
 	a := &Actions{d: d, tasks: task.New(d.Logger), exclusive: make(chan struct{}, 1)}
 	a.methods = map[string]method{
-		protocol.MethodPing:           {decode: none(a.ping)},
-		protocol.MethodGetState:       {decode: none(a.getState)},
-		protocol.MethodListDisk:       {decode: none(a.listDisk)},
-		protocol.MethodUpdateSettings: {decode: one(a.updateSettings)},
-		protocol.MethodGetTask:        {decode: one(a.getTask)},
-		protocol.MethodCancelTask:     {decode: one(a.cancelTask)},
-		protocol.MethodTailLogs:       {decode: one(a.tailLogs)},
+		protocol.MethodPing:            {decode: none(a.ping)},
+		protocol.MethodGetState:        {decode: none(a.getState)},
+		protocol.MethodListDisk:        {decode: none(a.listDisk)},
+		protocol.MethodUpdateSettings:  {decode: one(a.updateSettings)},
+		protocol.MethodRequestIdentity: {decode: none(a.requestIdentity)},
+		protocol.MethodGetTask:         {decode: one(a.getTask)},
+		protocol.MethodCancelTask:      {decode: one(a.cancelTask)},
+		protocol.MethodTailLogs:        {decode: one(a.tailLogs)},
 
 		protocol.MethodPrepare:    {long: true, decode: one(a.prepare)},
 		protocol.MethodFetchLogs:  {long: true, decode: one(a.fetchLogs)},

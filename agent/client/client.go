@@ -181,6 +181,15 @@ func (c *Client) FetchLogs(ctx context.Context, req protocol.FetchLogsRequest) (
 }
 
 // UpdateSettings changes parts of the agent's settings.
+// RequestIdentity asks the agent for a certificate request of a new key
+// it keeps; UpdateSettings with mbus.cert (no key) installs the signed
+// certificate.
+func (c *Client) RequestIdentity(ctx context.Context) (protocol.IdentityRequest, error) {
+	var r protocol.IdentityRequest
+	err := c.call(ctx, protocol.MethodRequestIdentity, nil, &r)
+	return r, err
+}
+
 func (c *Client) UpdateSettings(ctx context.Context, req protocol.UpdateSettingsRequest) error {
 	return c.call(ctx, protocol.MethodUpdateSettings, req, nil)
 }

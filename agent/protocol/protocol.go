@@ -56,8 +56,12 @@ const (
 	MethodMigrateDisk    = "migrate_disk"
 	MethodFetchLogs      = "fetch_logs"
 	MethodUpdateSettings = "update_settings"
-	MethodGetTask        = "get_task"
-	MethodCancelTask     = "cancel_task"
+	// MethodRequestIdentity asks the agent for a certificate request of a
+	// key it makes and keeps (IdentityRequest); the director signs it and
+	// sends the certificate with update_settings (mbus.cert, no key).
+	MethodRequestIdentity = "request_identity"
+	MethodGetTask         = "get_task"
+	MethodCancelTask      = "cancel_task"
 )
 
 // Long reports whether method runs as an agent task (answered with a
@@ -432,7 +436,8 @@ type UpdateSettingsRequest struct {
 	Mbus *MbusCredentials `json:"mbus,omitempty"`
 }
 
-// MbusCredentials are an agent's bus certificate and key (PEM).
+// MbusCredentials are an agent's bus certificate and key (PEM). An empty
+// Key means the key of the agent's last request_identity.
 type MbusCredentials struct {
 	Cert string `json:"cert"`
 	Key  string `json:"key"`
@@ -464,4 +469,12 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	*d = Duration(n * float64(time.Second))
 	return nil
+}
+
+// IdentityRequest is request_identity's answer: a PEM certificate request
+// whose common name is the agent id, for a key the agent made and keeps
+// until update_settings brings the certificate (mbus.cert without
+// mbus.key).
+type IdentityRequest struct {
+	CSR string `json:"csr"`
 }

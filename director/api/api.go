@@ -20,6 +20,7 @@
 //	GET  /v1/tasks/{id}                    POST /v1/tasks/{id}/cancel
 //	GET  /v1/tasks/{id}/events?after=SEQ&follow=true   (JSON lines, chunked)
 //	GET  /v1/locks                         GET /v1/backup (admin; the state file)
+//	POST /v1/agents/rotate-certs {deployment} -> task (agents' new bus identities)
 //	GET  /v1/variables?deployment=D[&reveal=true]   (values only with reveal, admin)
 //	POST /v1/variables/regenerate {deployment, name} -> task
 //	GET  /v1/deployments/{name}/errands    POST /v1/deployments/{name}/errands/{errand}/runs {keep_alive, when_changed, instances} -> task
@@ -87,6 +88,14 @@ type Deployer interface {
 	ErrandRunner
 	VariableRegenerator
 	Pauser
+	// RotateAgentCerts gives the agents of a deployment (every
+	// deployment's when empty) new bus identities.
+	RotateAgentCerts(ctx context.Context, r *task.Reporter, deployment string) (result string, err error)
+}
+
+// RotateRequest is POST /v1/agents/rotate-certs.
+type RotateRequest struct {
+	Deployment string `json:"deployment,omitempty"`
 }
 
 // ErrandRunner runs errands (POST /v1/deployments/{name}/errands/{errand}/runs,
@@ -292,6 +301,7 @@ func New(d Deps) (*Server, error) {
 	s.route("GET /v1/disks", read, s.disks)
 	s.route("DELETE /v1/disks/{cid}", admin, s.deleteDisk)
 	s.route("GET /v1/backup", admin, s.backup)
+	s.route("POST /v1/agents/rotate-certs", admin, s.rotateAgentCerts)
 	s.route("GET /metrics", read, s.metrics)
 	s.healthRoutes(read, admin)
 	s.rolloutRoutes(admin) // rollout.go
@@ -980,6 +990,21 @@ func (s *Server) regenerateVariable(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.submitTask(w, r, task.Spec{Type: "regenerate-variable", Description: "regenerate variable " + req.Name, Deployment: req.Deployment}, req)
+}
+
+// rotateAgentCerts gives agents new bus identities, as a task (holding
+// the deployment's lock when one is named).
+func (s *Server) rotateAgentCerts(w http.ResponseWriter, r *http.Request) {
+	var req RotateRequest
+	if err := decodeBody(r, &req); err != nil {
+		fail(w, err)
+		return
+	}
+	desc := "rotate agent certificates"
+	if req.Deployment != "" {
+		desc += " of " + req.Deployment
+	}
+	s.submitTask(w, r, task.Spec{Type: "rotate-agent-certs", Description: desc, Deployment: req.Deployment}, req)
 }
 
 func (s *Server) backup(w http.ResponseWriter, r *http.Request) {

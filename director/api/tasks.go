@@ -42,6 +42,9 @@ func (s *Server) registerTaskHandlers() {
 	s.d.Tasks.Register(ErrandTaskType, handler(func(ctx context.Context, rep *task.Reporter, req ErrandRequest) (string, error) {
 		return d.RunErrand(ctx, rep, req)
 	}))
+	s.d.Tasks.Register("rotate-agent-certs", handler(func(ctx context.Context, rep *task.Reporter, req RotateRequest) (string, error) {
+		return d.RotateAgentCerts(ctx, rep, req.Deployment)
+	}))
 	s.d.Tasks.Register("regenerate-variable", handler(func(ctx context.Context, rep *task.Reporter, req RegenerateRequest) (string, error) {
 		return d.RegenerateVariable(ctx, rep, req.Deployment, req.Name)
 	}))

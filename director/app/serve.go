@@ -337,7 +337,8 @@ func (d *Director) startBus(ctx context.Context, s settings, stops *stack) error
 	if err != nil {
 		return err
 	}
-	busCfg := mbus.Config{Listen: s.natsAddr, CA: d.CA.CertPEM(), ServerCert: busCert.CertPEM, ServerKey: busCert.KeyPEM, Logger: d.Logger.With("component", "mbus")}
+	busCfg := mbus.Config{Listen: s.natsAddr, CA: d.CA.CertPEM(), ServerCert: busCert.CertPEM, ServerKey: busCert.KeyPEM, Logger: d.Logger.With("component", "mbus"),
+		Admit: admitAgent(d.Store, d.Logger.With("component", "mbus"))}
 	// In dev mode the bus keeps its port across restarts (DIR/bus.addr):
 	// running agents hold its URL in their settings.
 	busAddrFile := filepath.Join(s.dataDir, "bus.addr")

@@ -214,6 +214,7 @@ func New(d Deps) *cobra.Command {
 	root.AddCommand(a.logsCmd(), a.sshCmd()) // logs.go, ssh.go
 	// upgrade-stemcell, delete-release, delete-stemcell, clean-up: fleet.go
 	root.AddCommand(a.fleetCmds()...)
+	root.AddCommand(a.rotateAgentCertsCmd()) // agents.go
 	root.AddCommand(d.Extra...)
 	return root
 }

@@ -81,6 +81,10 @@ type Config struct {
 	DirectorID string
 	// AgentTimeout bounds the wait for a new VM's agent (default 2m).
 	AgentTimeout time.Duration
+	// AgentAbsentGrace is how long a request to an agent not on the bus is
+	// sent again (default 15s: after a director restart agents need a few
+	// seconds to reconnect; agent/client Options.AbsentGrace).
+	AgentAbsentGrace time.Duration
 	// ERB renders BOSH jobs' ERB templates (default: one ruby process,
 	// from PATH, started at the first ERB job and kept).
 	ERB *template.ERB
@@ -109,6 +113,9 @@ func New(c Config) *Deployer {
 	}
 	if c.DirectorID == "" {
 		c.DirectorID = c.Name
+	}
+	if c.AgentAbsentGrace == 0 {
+		c.AgentAbsentGrace = 15 * time.Second
 	}
 	if c.AgentTimeout == 0 {
 		c.AgentTimeout = 2 * time.Minute

@@ -7,7 +7,13 @@ package deploy_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"os"
@@ -47,11 +53,13 @@ type fleet struct {
 }
 
 type fakeAgent struct {
-	id, vmCID string
-	jobState  string
-	applied   int
-	scripts   map[string]int // run_script name -> runs
-	disks     []string
+	id, vmCID   string
+	identityKey *ecdsa.PrivateKey // of its last request_identity
+	certSerial  string            // of the certificate update_settings gave it
+	jobState    string
+	applied     int
+	scripts     map[string]int // run_script name -> runs
+	disks       []string
 }
 
 func newFleet() *fleet {
@@ -159,6 +167,26 @@ func (a *fakeAgent) answer(method string, arg json.RawMessage) (any, *protocol.E
 		return "done", nil
 	case protocol.MethodListDisk:
 		return protocol.ListDiskResult{Disks: a.disks}, nil
+	case protocol.MethodRequestIdentity:
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: a.id}}, key)
+		if err != nil {
+			return nil, &protocol.Exception{Code: protocol.CodeFailed, Message: err.Error()}
+		}
+		a.identityKey = key
+		return protocol.IdentityRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))}, nil
+	case protocol.MethodUpdateSettings:
+		var u protocol.UpdateSettingsRequest
+		json.Unmarshal(arg, &u)
+		if u.Mbus != nil {
+			block, _ := pem.Decode([]byte(u.Mbus.Cert))
+			cert, err := x509.ParseCertificate(block.Bytes)
+			if err != nil || a.identityKey == nil || !a.identityKey.PublicKey.Equal(cert.PublicKey) || cert.Subject.CommonName != a.id {
+				return nil, &protocol.Exception{Code: protocol.CodeBadArguments, Message: "fake agent: mbus.cert is not for my key"}
+			}
+			a.certSerial = cert.SerialNumber.Text(16)
+		}
+		return struct{}{}, nil
 	case protocol.MethodCancelTask:
 		return "canceled", nil
 	}
@@ -283,7 +311,7 @@ func newRigLogging(tb testing.TB, logger *slog.Logger) *rig {
 	d := deploy.New(deploy.Config{
 		Store: st, CPIs: cpis, Conn: connect(), BusURL: bus.URL(), CA: ca,
 		Blobs: blobs, Signer: blobstore.NewSigner([]byte("bench-signing-key-0123456789abcdef")), BlobURL: "https://127.0.0.1:1/blobs",
-		Logger: logger, AgentTimeout: 10 * time.Second,
+		Logger: logger, AgentTimeout: 10 * time.Second, AgentAbsentGrace: 100 * time.Millisecond,
 	})
 	r := &rig{tb: tb, store: st, tasks: tasks, d: d, cloud: cloud.Fake, cpis: cpis, fleet: fl, stateFile: filepath.Join(dir, "state.db")}
 
@@ -489,5 +517,69 @@ func TestPlanHash(t *testing.T) {
 	})
 	if n != 2 {
 		t.Errorf("the refused deploy changed the deployment: %d instances, want 2", n)
+	}
+}
+
+// TestAgentIdentities: every VM's agent gets a certificate for a key it
+// made, recorded by serial; rotate-agent-certs gives each a new one, and an
+// agent that does not answer is reported while the others rotate.
+func TestAgentIdentities(t *testing.T) {
+	r := newRig(t)
+	r.deploy(benchManifest(3, "v1", 0), false)
+	serials := func() map[string]string {
+		out := map[string]string{}
+		r.store.View(func(tx *store.Tx) error {
+			vms, err := tx.VMs("big")
+			for _, vm := range vms {
+				out[vm.CID] = vm.CertSerial
+			}
+			return err
+		})
+		return out
+	}
+	agentSerial := func(vmCID string) string {
+		r.fleet.mu.Lock()
+		defer r.fleet.mu.Unlock()
+		return r.fleet.agents[r.fleet.byVM[vmCID]].certSerial
+	}
+	before := serials()
+	if len(before) != 3 {
+		t.Fatalf("%d VMs", len(before))
+	}
+	for cid, serial := range before {
+		if serial == "" || agentSerial(cid) != serial {
+			t.Errorf("VM %s: recorded serial %q, its agent's %q", cid, serial, agentSerial(cid))
+		}
+	}
+	tk, _ := r.run("rotate-agent-certs", "big", func(ctx context.Context, rep *task.Reporter) (string, error) {
+		return r.d.RotateAgentCerts(ctx, rep, "big")
+	})
+	if !strings.Contains(tk.Result, "3 of 3 agents") {
+		t.Errorf("rotation: %s", tk.Result)
+	}
+	after := serials()
+	var silent string
+	for cid, serial := range after {
+		if serial == before[cid] || agentSerial(cid) != serial {
+			t.Errorf("VM %s after rotation: recorded %q (was %q), its agent's %q", cid, serial, before[cid], agentSerial(cid))
+		}
+		silent = cid
+	}
+	// One agent gone: the others rotate, it is named.
+	r.fleet.halt(silent)
+	failed, err := r.tasks.Start(context.Background(), task.Spec{Type: "rotate-agent-certs", Deployment: "big"}, func(ctx context.Context, rep *task.Reporter) (string, error) {
+		return r.d.RotateAgentCerts(ctx, rep, "big")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for !failed.Finished() {
+		_, failed, _ = r.tasks.Wait(context.Background(), failed.ID, 1<<62)
+	}
+	if failed.State != store.TaskError || !strings.Contains(failed.Error, "2 of 3 agents") || !strings.Contains(failed.Error, "Not rotated") {
+		t.Errorf("rotation with a silent agent: %s %s", failed.State, failed.Error)
+	}
+	if got := serials()[silent]; got != after[silent] {
+		t.Errorf("the silent agent's recorded serial changed: %s -> %s", after[silent], got)
 	}
 }

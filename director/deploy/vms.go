@@ -111,14 +111,12 @@ func (d *Deployer) cpi(ctx context.Context, name string) (cpi.CPI, error) {
 }
 
 // agent is the client of one agent.
-// agentAbsentGrace is how long a deploy asks again an agent that is not on
-// the bus: after a director restart its agents take a few seconds to
-// reconnect, and a deploy sent at once must not fail on them (found by
-// make torture).
-const agentAbsentGrace = 15 * time.Second
-
+// agent is a client of agentID. A request it sends while the agent is not
+// on the bus is sent again for Config.AgentAbsentGrace: after a director
+// restart agents take a few seconds to reconnect, and a deploy sent at once
+// must not fail on them (found by make torture).
 func (d *Deployer) agent(agentID string) *client.Client {
-	return client.New(d.c.Conn, agentID, client.Options{Logger: d.c.Logger, AbsentGrace: agentAbsentGrace})
+	return client.New(d.c.Conn, agentID, client.Options{Logger: d.c.Logger, AbsentGrace: d.c.AgentAbsentGrace})
 }
 
 func cpiNetworks(ns []plan.Network) (map[string]cpi.Network, error) {
@@ -152,7 +150,9 @@ func cpiNetworks(ns []plan.Network) (map[string]cpi.Network, error) {
 // for the next task to resolve.
 func (d *Deployer) createVM(ctx context.Context, s vmSpec) (createdVM, error) {
 	agentID := newID()
-	kp, err := d.c.CA.IssueClient(agentID, 0)
+	// User data carries a bootstrap certificate only: the agent's
+	// long-lived identity is signed for a key it makes (issueIdentity).
+	kp, err := d.c.CA.IssueBootstrap(agentID)
 	if err != nil {
 		return createdVM{}, err
 	}
@@ -237,6 +237,10 @@ func (d *Deployer) createVM(ctx context.Context, s vmSpec) (createdVM, error) {
 	wctx, cancel := context.WithTimeout(ctx, d.c.AgentTimeout)
 	defer cancel()
 	if err := d.agent(agentID).WaitReady(wctx, 250*time.Millisecond); err != nil {
+		d.deleteVM(ctx, s.cpiName, vm)
+		return createdVM{}, fmt.Errorf("vm %s: %w", res.CID, err)
+	}
+	if _, err := d.issueIdentity(wctx, res.CID, agentID); err != nil {
 		d.deleteVM(ctx, s.cpiName, vm)
 		return createdVM{}, fmt.Errorf("vm %s: %w", res.CID, err)
 	}

@@ -9,9 +9,14 @@
 //   - publish hm.agent.heartbeat.<id> and hm.agent.alert.<id>,
 //   - reply to the requests it receives (one reply each).
 //
+// An agent connecting with its bootstrap certificate (pki.IssueBootstrap) may
+// only subscribe to agent.<id> and reply: enough to answer the director's
+// request_identity, not to publish heartbeats or alerts.
+//
 // A client without a certificate, with one from another CA, or whose common
 // name cannot be a subject token (empty, or holding '.', '*', '>' or spaces)
-// is refused.
+// is refused, and so is one Config.Admit refuses (a certificate rotated out,
+// the identity of a VM that was deleted).
 package mbus
 
 import (
@@ -42,6 +47,10 @@ type Config struct {
 	ServerKey  []byte
 	// Logger receives the server's log lines (default discards).
 	Logger *slog.Logger
+	// Admit, when set, is asked about every agent certificate that
+	// verified: false refuses the connection. The director answers from
+	// the identities it recorded (agent id, certificate serial).
+	Admit func(agentID string, cert *x509.Certificate) bool
 }
 
 // Server is a running message bus.
@@ -93,7 +102,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		TLSConfig:                  tlsConfig,
 		TLSTimeout:                 5,
 		MaxPayload:                 8 << 20,
-		CustomClientAuthentication: certAuth{pool: pool, logger: logger},
+		CustomClientAuthentication: certAuth{pool: pool, logger: logger, admit: cfg.Admit},
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -146,6 +155,16 @@ func AgentPermissions(agentID string) *server.Permissions {
 	}
 }
 
+// BootstrapPermissions are the permissions of an agent connected with its
+// bootstrap certificate: its requests, and one reply each.
+func BootstrapPermissions(agentID string) *server.Permissions {
+	return &server.Permissions{
+		Subscribe: &server.SubjectPermission{Allow: []string{protocol.Subject(agentID)}},
+		Publish:   &server.SubjectPermission{Deny: []string{">"}},
+		Response:  &server.ResponsePermission{MaxMsgs: 1, Expires: time.Minute},
+	}
+}
+
 // ValidIdentity reports whether cn can be a bus identity: a single subject
 // token of letters, digits, '-' and '_'.
 func ValidIdentity(cn string) bool {
@@ -166,6 +185,7 @@ func ValidIdentity(cn string) bool {
 type certAuth struct {
 	pool   *x509.CertPool
 	logger *slog.Logger
+	admit  func(agentID string, cert *x509.Certificate) bool
 }
 
 func (a certAuth) Check(c server.ClientAuthentication) bool {
@@ -197,8 +217,16 @@ func (a certAuth) Check(c server.ClientAuthentication) bool {
 		c.RegisterUser(&server.User{Username: cn})
 		return true
 	}
-	c.RegisterUser(&server.User{Username: cn, Permissions: AgentPermissions(cn)})
-	a.logger.Debug("mbus agent connected", "agent", cn, "remote", c.RemoteAddress())
+	if a.admit != nil && !a.admit(cn, leaf) {
+		a.logger.Warn("mbus refused an agent certificate that is no longer the agent's", "agent", cn, "serial", leaf.SerialNumber.Text(16), "remote", c.RemoteAddress())
+		return false
+	}
+	perms := AgentPermissions(cn)
+	if pki.IsBootstrap(leaf) {
+		perms = BootstrapPermissions(cn)
+	}
+	c.RegisterUser(&server.User{Username: cn, Permissions: perms})
+	a.logger.Debug("mbus agent connected", "agent", cn, "bootstrap", pki.IsBootstrap(leaf), "remote", c.RemoteAddress())
 	return true
 }
 

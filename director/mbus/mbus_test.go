@@ -3,6 +3,7 @@ package mbus_test
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"strings"
 	"sync"
@@ -237,5 +238,63 @@ func TestValidIdentity(t *testing.T) {
 		if got := mbus.ValidIdentity(cn); got != want {
 			t.Errorf("ValidIdentity(%q) = %v", cn, got)
 		}
+	}
+}
+
+func TestBootstrapCertificateOnlyAnswers(t *testing.T) {
+	b := startBus(t)
+	director, _ := b.connect(t, pki.DirectorCN)
+	kp, err := b.ca.IssueBootstrap("agent-new")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &violations{ch: make(chan struct{}, 1)}
+	agent, err := mbus.Connect(context.Background(), b.srv.URL(), b.ca.CertPEM(), kp.CertPEM, kp.KeyPEM, nats.ErrorHandler(v.handler), nats.MaxReconnects(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(agent.Close)
+	if _, err := agent.Subscribe(protocol.Subject("agent-new"), func(m *nats.Msg) { m.Respond([]byte(`{"value":"csr"}`)) }); err != nil {
+		t.Fatal(err)
+	}
+	agent.Flush()
+	msg, err := director.Request(protocol.Subject("agent-new"), []byte(`{"method":"request_identity","arguments":[]}`), 5*time.Second)
+	if err != nil || string(msg.Data) != `{"value":"csr"}` {
+		t.Fatalf("the director's request to a bootstrapping agent: %v %s", err, msg.Data)
+	}
+	// No heartbeat, no alert with a bootstrap certificate.
+	if err := agent.Publish(protocol.HeartbeatSubject("agent-new"), []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	v.waitFor(t, `Publish to "hm.agent.heartbeat.agent-new"`)
+}
+
+func TestAdmitRefusesRotatedCertificates(t *testing.T) {
+	ca, _ := pki.NewCA("mbus test ca", 0)
+	sc, _ := ca.IssueServer([]string{"127.0.0.1"}, 0)
+	old, _ := ca.IssueClient("agent-a", 0)
+	current, _ := ca.IssueClient("agent-a", 0)
+	srv, err := mbus.Start(context.Background(), mbus.Config{Listen: "127.0.0.1:0", CA: ca.CertPEM(), ServerCert: sc.CertPEM, ServerKey: sc.KeyPEM,
+		Admit: func(agentID string, cert *x509.Certificate) bool {
+			return agentID == "agent-a" && cert.SerialNumber.Cmp(current.Cert.SerialNumber) == 0
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := mbus.Connect(context.Background(), srv.URL(), ca.CertPEM(), current.CertPEM, current.KeyPEM, nats.MaxReconnects(0))
+	if err != nil {
+		t.Fatalf("the current certificate: %v", err)
+	}
+	nc.Close()
+	if nc, err := mbus.Connect(context.Background(), srv.URL(), ca.CertPEM(), old.CertPEM, old.KeyPEM, nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Fatal("a rotated-out certificate connected")
+	}
+	dir, _ := ca.IssueClient(pki.DirectorCN, 0)
+	if nc, err := mbus.Connect(context.Background(), srv.URL(), ca.CertPEM(), dir.CertPEM, dir.KeyPEM, nats.MaxReconnects(0)); err != nil {
+		t.Fatalf("the director is not subject to Admit: %v", err)
+	} else {
+		nc.Close()
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -170,11 +171,115 @@ func (ca *CA) IssueClient(commonName string, validity time.Duration) (*KeyPair, 
 	return kp, nil
 }
 
+// BootstrapOU is the organizational unit of bootstrap certificates: the bus
+// lets them only answer the director (request_identity), not publish.
+const BootstrapOU = "bootstrap"
+
 // IssueBootstrap issues a short-lived client certificate (BootstrapValidity)
-// for commonName: enough for a new VM to come up and be handed a long-lived
-// one, little use to anyone who reads it from user data later.
+// for commonName, marked BootstrapOU: enough for a new VM to come up and
+// ask for its long-lived identity (SignCSR), little use to anyone who reads
+// it from user data later.
 func (ca *CA) IssueBootstrap(commonName string) (*KeyPair, error) {
-	return ca.IssueClient(commonName, BootstrapValidity)
+	if commonName == "" {
+		return nil, errors.New("issue bootstrap certificate: empty common name")
+	}
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: commonName, OrganizationalUnit: []string{BootstrapOU}},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	kp, err := ca.issue(tmpl, BootstrapValidity)
+	if err != nil {
+		return nil, fmt.Errorf("issue bootstrap certificate %q: %w", commonName, err)
+	}
+	return kp, nil
+}
+
+// IsBootstrap reports whether cert is a bootstrap certificate.
+func IsBootstrap(cert *x509.Certificate) bool {
+	for _, ou := range cert.Subject.OrganizationalUnit {
+		if ou == BootstrapOU {
+			return true
+		}
+	}
+	return false
+}
+
+// MaxCSR bounds a certificate request's PEM.
+const MaxCSR = 16 << 10
+
+// SignCSR signs a client certificate for the key of a certificate request
+// (PEM) made by the agent commonName: the request's signature must hold,
+// its common name must be commonName and nothing else may be asked (no
+// other subject field, no SAN, no extension), its key must be ECDSA P-256
+// or RSA of at least 2048 bits. The private key never leaves the agent.
+// The certificate is valid for validity (CertValidity when zero).
+func (ca *CA) SignCSR(csrPEM []byte, commonName string, validity time.Duration) (*x509.Certificate, []byte, error) {
+	fail := func(format string, a ...any) (*x509.Certificate, []byte, error) {
+		return nil, nil, fmt.Errorf("certificate request of %s: "+format, append([]any{commonName}, a...)...)
+	}
+	if len(csrPEM) > MaxCSR {
+		return fail("%d bytes, more than %d", len(csrPEM), MaxCSR)
+	}
+	block, _ := pem.Decode(csrPEM)
+	if block == nil || block.Type != "CERTIFICATE REQUEST" {
+		return fail("%w (CERTIFICATE REQUEST)", ErrNoPEM)
+	}
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		return fail("%v", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return fail("signature: %v", err)
+	}
+	if csr.Subject.CommonName != commonName {
+		return fail("common name %q is not the agent's", csr.Subject.CommonName)
+	}
+	if len(csr.Subject.Names) != 1 || len(csr.DNSNames)+len(csr.IPAddresses)+len(csr.EmailAddresses)+len(csr.URIs) > 0 || len(csr.Extensions) > 0 {
+		return fail("asks for more than its common name")
+	}
+	switch pub := csr.PublicKey.(type) {
+	case *ecdsa.PublicKey:
+		if pub.Curve != elliptic.P256() {
+			return fail("ECDSA key on %s, want P-256", pub.Curve.Params().Name)
+		}
+	case *rsa.PublicKey:
+		if pub.N.BitLen() < 2048 {
+			return fail("RSA key of %d bits, want 2048 or more", pub.N.BitLen())
+		}
+	default:
+		return fail("unsupported key type %T", csr.PublicKey)
+	}
+	if validity <= 0 {
+		validity = CertValidity
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return nil, nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: commonName},
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		NotBefore:             now.Add(-clockSkew),
+		NotAfter:              now.Add(validity),
+		BasicConstraintsValid: true,
+		AuthorityKeyId:        ca.Cert.SubjectKeyId,
+	}
+	if tmpl.NotAfter.After(ca.Cert.NotAfter) {
+		tmpl.NotAfter = ca.Cert.NotAfter
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, csr.PublicKey, ca.Key)
+	if err != nil {
+		return fail("sign: %v", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return fail("parse: %v", err)
+	}
+	return cert, EncodeCertificate(cert), nil
 }
 
 func (ca *CA) issue(tmpl *x509.Certificate, validity time.Duration) (*KeyPair, error) {

@@ -252,6 +252,13 @@ type VM struct {
 	Stemcell   string    `json:"stemcell,omitempty"` // cid
 	State      string    `json:"state,omitempty"`    // e.g. "creating", "created", "deleting"
 	CreatedAt  time.Time `json:"created_at"`
+	// CertSerial is the serial (hex) of the bus certificate the director
+	// signed for the agent's own key (request_identity); the bus admits
+	// only it. Empty: the agent has its bootstrap certificate still (or
+	// one made before identities were recorded). PendingSerial is one
+	// being handed over (rotate-agent-certs), admitted too meanwhile.
+	CertSerial    string `json:"cert_serial,omitempty"`
+	PendingSerial string `json:"pending_serial,omitempty"`
 }
 
 // PutVM records or replaces a VM.

@@ -63,7 +63,7 @@ func TestJSONContract(t *testing.T) {
 		"update-cloud-config", "update-runtime-config", "update-cpi-config",
 		"interpolate",
 		"instances", "vms", "disks", "errands", "events", "health", "locks", "tasks", "task", "variables",
-		"ignore", "unignore", "update-resurrection", "logs", "ssh", "cloud-check",
+		"ignore", "unignore", "update-resurrection", "logs", "ssh", "cloud-check", "rotate-agent-certs",
 		"deploy", "stop", "start", "restart", "recreate", "pause", "resume", "run-errand", "cancel-task", "delete-disk",
 		"create-release", "inspect-release", "upload-release", "create-stemcell", "upload-stemcell",
 		"upgrade-stemcell", "delete-release", "delete-stemcell", "clean-up", "backup", "delete-deployment",
@@ -103,6 +103,7 @@ func TestJSONContract(t *testing.T) {
 		"logs":                  {args: []string{"-d", "web", "logs", "lb/0", "--dir", work}},
 		"ssh":                   {args: []string{"-d", "web", "ssh", "lb/0", "-c", "echo hello"}},
 		"cloud-check":           {args: []string{"-d", "web", "cloud-check", "--report"}},
+		"rotate-agent-certs":    {args: []string{"-d", "web", "rotate-agent-certs"}, kind: jsonStream},
 		"deploy":                {args: []string{"-d", "web", "deploy", manifest}, kind: jsonStream},
 		"stop":                  {args: []string{"-d", "web", "stop", "lb"}, kind: jsonStream},
 		"start":                 {args: []string{"-d", "web", "start", "lb"}, kind: jsonStream},
@@ -111,7 +112,7 @@ func TestJSONContract(t *testing.T) {
 		"pause":                 {args: []string{"-d", "web", "pause"}, anyExit: true}, // no rollout under way
 		"resume":                {args: []string{"-d", "web", "resume"}, kind: jsonStream},
 		"run-errand":            {args: []string{"-d", "web", "run-errand", "none"}, kind: jsonStream, anyExit: true}, // the sample has no errand
-		"cancel-task":           {args: []string{"cancel-task", "1"}, anyExit: true},                                // task 1 ended long ago
+		"cancel-task":           {args: []string{"cancel-task", "1"}, anyExit: true},                                  // task 1 ended long ago
 		"delete-disk":           {args: []string{"delete-disk", "no-such-disk"}, anyExit: true},
 		"upgrade-stemcell":      {args: []string{"upgrade-stemcell", "linux", "--all", "--dry-run"}, kind: jsonStream},
 		"delete-release":        {args: []string{"delete-release", "web/99"}, kind: jsonStream},

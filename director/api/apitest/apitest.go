@@ -101,6 +101,9 @@ func (Refusing) RegenerateVariable(context.Context, *task.Reporter, string, stri
 	return "", refuse("variable regenerator")
 }
 func (Refusing) Pause(string) error { return refuse("rollout") }
+func (Refusing) RotateAgentCerts(context.Context, *task.Reporter, string) (string, error) {
+	return "", refuse("deploy pipeline")
+}
 func (Refusing) UpgradeStemcell(context.Context, *task.Reporter, fleet.UpgradeRequest) (string, error) {
 	return "", refuse("fleet")
 }
