@@ -46,6 +46,9 @@ type Options struct {
 	ConfigDrive    string
 	ScriptTimeout  time.Duration
 	LogLevel       string
+	// JobUser is the user the jobs' processes run as when the agent runs
+	// as root (made if missing); "root" keeps them the agent's.
+	JobUser string
 }
 
 // ParseArgs parses the command line.
@@ -60,6 +63,7 @@ func ParseArgs(args []string, stderr io.Writer) (Options, error) {
 	fs.StringVar(&o.ConfigDrive, "config-drive", "", "directory where the OpenStack config drive is mounted (default: find it by label and mount it)")
 	fs.DurationVar(&o.ScriptTimeout, "script-timeout", 0, "timeout of each lifecycle script run (0: none, as in BOSH)")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.JobUser, "job-user", "vcap", "user the jobs' processes run as when the agent is root (made if missing; root: the agent's)")
 	if err := fs.Parse(args); err != nil {
 		return o, &UsageError{err}
 	}
@@ -139,9 +143,16 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if p := os.Getenv("PATH"); p != "" {
 		path += ":" + p
 	}
+	runAs, err := jobUser(opts.JobUser, logger)
+	if err != nil {
+		return err
+	}
 	sup, err := supervisor.New(logger, supervisor.Config{
-		LogDir:  l.SysLog(),
-		RunDir:  l.SysRun(),
+		LogDir:   l.SysLog(),
+		RunDir:   l.SysRun(),
+		DataDir:  l.Data(),
+		StoreDir: l.Store(),
+		RunAs:    runAs,
 		BaseEnv: map[string]string{"PATH": path},
 		OnEvent: func(e supervisor.Event) {
 			select {

@@ -225,7 +225,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	var logs syncBuffer
 	agentDone := make(chan error, 1)
 	go func() {
-		agentDone <- app.Run(agentCtx, []string{"--infrastructure", "local", "--settings-file", settingsFile, "--base-dir", base}, &logs, &logs)
+		agentDone <- app.Run(agentCtx, []string{"--infrastructure", "local", "--settings-file", settingsFile, "--base-dir", base, "--job-user", "root"}, &logs, &logs)
 	}()
 	t.Cleanup(func() {
 		stopAgent()

@@ -67,7 +67,7 @@ func BenchmarkAgentIdle(b *testing.B) {
 		"heartbeat_interval": "500ms",
 	})
 	os.WriteFile(filepath.Join(work, "settings.json"), doc, 0o600)
-	cmd := exec.Command(bin, "--infrastructure", "local", "--settings-file", filepath.Join(work, "settings.json"), "--base-dir", filepath.Join(work, "vcap"))
+	cmd := exec.Command(bin, "--infrastructure", "local", "--settings-file", filepath.Join(work, "settings.json"), "--base-dir", filepath.Join(work, "vcap"), "--job-user", "root")
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}

@@ -69,7 +69,7 @@ func TestBinaryStopsItsJobsOnSIGTERM(t *testing.T) {
 	var cmd *exec.Cmd
 	var exited chan error
 	startAgent := func() {
-		cmd = exec.Command(bin, "--infrastructure", "local", "--settings-file", filepath.Join(work, "settings.json"), "--base-dir", filepath.Join(work, "vcap"))
+		cmd = exec.Command(bin, "--infrastructure", "local", "--settings-file", filepath.Join(work, "settings.json"), "--base-dir", filepath.Join(work, "vcap"), "--job-user", "root")
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -180,6 +180,9 @@ func (s *Supervisor) start(p *proc, stdout, stderr io.Writer) (*running, error) 
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
+	if err := s.giveJobDirs(p); err != nil {
+		return nil, err
+	}
 	if p.def.PreStart != "" {
 		if err := s.runProgram(p, "pre_start hook", p.def.PreStart, p.def.Shutdown.Timeout+time.Minute); err != nil {
 			return nil, err
@@ -213,7 +216,7 @@ func (s *Supervisor) start(p *proc, stdout, stderr io.Writer) (*running, error) 
 		Dir:         dir,
 		Stdout:      outW,
 		Stderr:      errW,
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Credential: s.cfg.RunAs},
 	}
 	err = cmd.Start()
 	outW.Close()
@@ -439,6 +442,32 @@ func checkExecutable(path string) error {
 	}
 	if fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
 		return fmt.Errorf("executable %s: not an executable file", path)
+	}
+	return nil
+}
+
+// giveJobDirs makes the job's own directories and the process's dirs and
+// gives them to Config.RunAs, so that a process running as it can write
+// where BOSH jobs write (data, logs, pid files, the persistent store).
+func (s *Supervisor) giveJobDirs(p *proc) error {
+	u := s.cfg.RunAs
+	if u == nil {
+		return nil
+	}
+	var dirs []string
+	for _, root := range []string{s.cfg.DataDir, s.cfg.LogDir, s.cfg.RunDir, s.cfg.StoreDir} {
+		if root != "" {
+			dirs = append(dirs, filepath.Join(root, p.job))
+		}
+	}
+	dirs = append(dirs, p.def.Dirs...)
+	for _, d := range dirs {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+		if err := os.Chown(d, int(u.Uid), int(u.Gid)); err != nil {
+			return fmt.Errorf("give %s to uid %d: %w", d, u.Uid, err)
+		}
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -80,6 +81,15 @@ type Config struct {
 	// many rotated files (.1 newest … .N oldest) are kept.
 	LogMaxBytes int64
 	LogKeep     int
+	// RunAs, when set, is the user processes run as: an agent running as
+	// root gives its jobs' processes BOSH's unprivileged vcap user. The
+	// job's own directories (DataDir/<job>, LogDir/<job>, RunDir/<job>,
+	// StoreDir/<job>) and the process's dirs are made and given to it
+	// first. Lifecycle scripts, readiness checks and monit-style start
+	// commands stay the agent's, as in BOSH.
+	RunAs *syscall.Credential
+	// DataDir and StoreDir are <base>/data and <base>/store (for RunAs).
+	DataDir, StoreDir string
 	// OnEvent, when set, is called on every process state change, in order
 	// for each process, from the goroutine supervising it, never with a lock
 	// held. It must return promptly; it may call Status and JobStatus.
