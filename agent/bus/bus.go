@@ -15,10 +15,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -148,8 +150,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("subscribe to %s: %w", protocol.Subject(s.AgentID), err)
 	}
 
+	// A bootstrap certificate (OU=bootstrap) may only answer the
+	// director: no heartbeat or alert until the agent has its identity.
+	bootstrap := isBootstrap(inUse)
 	beat := func() {
-		if !nc.IsConnected() {
+		if !nc.IsConnected() || bootstrap {
 			return
 		}
 		st, err := cfg.State.State()
@@ -168,6 +173,10 @@ func Run(ctx context.Context, cfg Config) error {
 	interval := cfg.Settings().Heartbeat()
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
+	// A certificate replaced by update_settings is used at once (the
+	// update's answer has gone by the next look).
+	certCheck := time.NewTicker(200 * time.Millisecond)
+	defer certCheck.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -175,14 +184,15 @@ func Run(ctx context.Context, cfg Config) error {
 			return nil
 		case <-connected:
 			beat()
-		case <-ticker.C:
+		case <-certCheck.C:
 			if cur := cfg.Settings().Mbus.Cert; cur != inUse {
-				inUse = cur
-				log.Info("bus certificate replaced; reconnecting with it")
+				inUse, bootstrap = cur, isBootstrap(cur)
+				log.Info("bus certificate replaced; reconnecting with it", "bootstrap", bootstrap)
 				if err := nc.ForceReconnect(); err != nil {
 					log.Warn("reconnect with the new certificate", "err", err)
 				}
 			}
+		case <-ticker.C:
 			beat()
 			if iv := cfg.Settings().Heartbeat(); iv != interval {
 				interval = iv
@@ -191,6 +201,10 @@ func Run(ctx context.Context, cfg Config) error {
 		case a, ok := <-cfg.Alerts:
 			if !ok {
 				cfg.Alerts = nil
+				continue
+			}
+			if bootstrap {
+				log.Debug("alert not sent: the bootstrap certificate may not publish", "alert", a.Title)
 				continue
 			}
 			b, err := json.Marshal(a)
@@ -202,4 +216,18 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 	}
+}
+
+// isBootstrap reports whether the PEM certificate is a bootstrap one (its
+// organizational unit is "bootstrap").
+func isBootstrap(certPEM string) bool {
+	block, _ := pem.Decode([]byte(certPEM))
+	if block == nil {
+		return false
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return false
+	}
+	return slices.Contains(cert.Subject.OrganizationalUnit, "bootstrap")
 }

@@ -389,8 +389,10 @@ func (x *executor) PreStop(ctx context.Context, inst update.Instance) error {
 		return nil
 	}
 	// From here until its update is recorded the instance is not serving:
-	// a director that dies meanwhile leaves the mark for the next deploy.
-	if _, deleting := x.deletion(inst.ID); !deleting && x.stepsOf(inst.ID).RecordSpec {
+	// a director that dies meanwhile leaves the mark for the next deploy
+	// (which recreates it), whatever this update was for (a --recreate
+	// changes no spec but makes a new VM and attaches the disk to it).
+	if _, deleting := x.deletion(inst.ID); !deleting {
 		if pi, err := x.planned(inst.ID); err == nil {
 			if err := x.record(pi, func(rec *store.Instance) error { rec.Unfinished = true; return nil }); err != nil {
 				return err

@@ -27,10 +27,15 @@ func (c *computer) changes(in *Instance) {
 	if prev.VMCID == "" {
 		add(ReasonVMMissing, "")
 	}
-	if prev.Unfinished {
-		add(ReasonUnfinished, "taken down by a deploy that did not finish")
-	}
 	recreate := false
+	if prev.Unfinished {
+		// The deploy that took it down was cut short: its VM may be half
+		// made (disk not attached, jobs stopped or drained). A new VM with
+		// its disk is the state this plan knows (found by the torture on
+		// the simulated OpenStack: a plugin killed during AttachDisk).
+		add(ReasonUnfinished, "taken down by a deploy that did not finish")
+		recreate = true
+	}
 	if prev.Stemcell.OS != in.Stemcell.OS || prev.Stemcell.Version != in.Stemcell.Version {
 		add(ReasonStemcell, "%s → %s", prev.Stemcell, in.Stemcell)
 		recreate = true
