@@ -153,7 +153,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		DataDir:  l.Data(),
 		StoreDir: l.Store(),
 		RunAs:    runAs,
-		BaseEnv: map[string]string{"PATH": path},
+		BaseEnv:  map[string]string{"PATH": path},
 		OnEvent: func(e supervisor.Event) {
 			select {
 			case alerts <- alertOf(e):
