@@ -4,11 +4,15 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -17,23 +21,71 @@ import (
 	"time"
 )
 
-// TestTortureOpenStack is TestTorture on the simulated OpenStack (cloudsim
-// openstack, cpi-openstack, servers that really boot agents, volumes that
-// are loop devices): deploys of the sample that recreate every server are
-// cut by a SIGKILL of the director's process group (every other trial) or
-// of the CPI plugin alone; the director is restarted and deploys again
-// (with --fix from the second attempt) until one succeeds. After each trial:
-// every Nova server is recorded and every recorded VM is a Nova server
-// (orphans), both persistent disks are recorded (lost) and the data
-// written on them before the first trial is unchanged (checksums), and the
-// lb answers from both web instances. It prints one line:
+// TestTortureOpenStack and TestTortureAzure are TestTorture on a simulated
+// cloud (cloudsim, the cloud's CPI plugin, VMs that really boot agents,
+// volumes and managed disks that are loop devices): deploys of the sample
+// that recreate every VM are cut by a SIGKILL of the director's process
+// group (every other trial) or of the CPI plugin alone; the director is
+// restarted and deploys again (with --fix from the second attempt) until
+// one succeeds. After each trial: every VM of the cloud's API is recorded
+// and every recorded VM is in the cloud (orphans), both persistent disks
+// are recorded (lost) and the data written on them from the VMs before the
+// first trial is unchanged (checksums), and the lb answers from both web
+// instances. Each prints one line:
 //
 //	torture(openstack): trials=N converged=N orphans=0 lost=0 checksums=ok ...
 //
 // TORTURE_CLOUD_TRIALS sets the number of trials (default 6).
 func TestTortureOpenStack(t *testing.T) {
+	tortureCloud(t, "openstack", func(t *testing.T, bin, work string, d *director) (deployArgs []string, servers func(*testing.T) []string) {
+		sim := startOpenStackSim(t, bin, filepath.Join(work, "openstack"))
+		d.run("-n", "update-cpi-config", filepath.Join(sim.dir, "cpi-config.yml"))
+		d.run("-n", "upload-release", "releases/web")
+		d.run("-n", "upload-stemcell", filepath.Join(sim.dir, "light-stemcell.tgz"))
+		d.run("-n", "update-cloud-config", "manifests/openstack/cloud-config.yml")
+		lbAddr = "127.82.1.10:8080"
+		return []string{"manifests/openstack/web.yml"}, sim.servers
+	})
+}
+
+func TestTortureAzure(t *testing.T) {
+	tortureCloud(t, "azure", func(t *testing.T, bin, work string, d *director) (deployArgs []string, servers func(*testing.T) []string) {
+		if _, err := os.Stat(filepath.Join(bin, "cpi-azure")); err != nil {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(bin, "cpi-azure"), "./cmd/cpi-azure")
+			cmd.Dir = filepath.Join(repoRoot(), "cpi", "azure")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("go build cpi-azure: %v\n%s", err, out)
+			}
+		}
+		sim := startAzureSim(t, bin, filepath.Join(work, "azure"))
+		cpiConfig, err := d.command("interpolate", "manifests/azure/cloudsim/cpi-config.yml", "-l", filepath.Join(sim.dir, "azure-vars.yml")).Output()
+		if err != nil {
+			t.Fatalf("interpolate the cpi config: %v", err)
+		}
+		cpiFile := filepath.Join(work, "cpi-config.yml")
+		writeFile(t, cpiFile, string(cpiConfig))
+		d.run("-n", "update-cpi-config", cpiFile)
+		image := strings.Split(sim.env["COMPLEAT_AZURE_IMAGE"], ":")
+		stemcell := filepath.Join(work, "azure-light.tgz")
+		d.run("create-stemcell", "--light", "--name", "compleat-azure", "--format", "azure-light",
+			"--cloud-property", "image.publisher="+image[0], "--cloud-property", "image.offer="+image[1],
+			"--cloud-property", "image.sku="+image[2], "--cloud-property", "image.version="+image[3], "--tarball", stemcell)
+		d.run("-n", "upload-release", "releases/web")
+		d.run("-n", "upload-stemcell", stemcell)
+		d.run("-n", "update-cloud-config", "manifests/azure/cloudsim/cloud-config.yml")
+		disks := filepath.Join(work, "persistent-disk.yml")
+		writeFile(t, disks, "- type: replace\n  path: /instance_groups/name=web/persistent_disk_type?\n  value: default\n")
+		lbAddr = "127.81.1.10:8080"
+		return []string{"manifests/azure/cloudsim/web.yml", "-o", disks}, sim.vms
+	})
+}
+
+// tortureCloud runs the torture on the cloud setup prepares: it returns
+// the deploy arguments (manifest and ops files) and how to list the
+// cloud's VMs.
+func tortureCloud(t *testing.T, cloud string, setup func(t *testing.T, bin, work string, d *director) ([]string, func(*testing.T) []string)) {
 	if os.Geteuid() != 0 {
-		t.Skip("the simulated OpenStack shows volumes to VMs only as root (mount namespaces and loop devices)")
+		t.Skip("the simulated clouds show volumes to VMs only as root (mount namespaces and loop devices)")
 	}
 	trials := 6
 	if v, err := strconv.Atoi(os.Getenv("TORTURE_CLOUD_TRIALS")); err == nil && v > 0 {
@@ -41,7 +93,6 @@ func TestTortureOpenStack(t *testing.T) {
 	}
 	bin := cloudBinaries(t)
 	work := t.TempDir()
-	sim := startOpenStackSim(t, bin, filepath.Join(work, "openstack"))
 	data := filepath.Join(work, "data")
 	d := startDirector(t, bin, data)
 	t.Cleanup(func() {
@@ -49,15 +100,11 @@ func TestTortureOpenStack(t *testing.T) {
 			t.Logf("cleanup: delete-deployment: %v\n%s", err, out)
 		}
 	})
-	d.run("-n", "update-cpi-config", filepath.Join(sim.dir, "cpi-config.yml"))
-	d.run("-n", "upload-release", "releases/web")
-	d.run("-n", "upload-stemcell", filepath.Join(sim.dir, "light-stemcell.tgz"))
-	d.run("-n", "update-cloud-config", "manifests/openstack/cloud-config.yml")
-	manifest := "manifests/openstack/web.yml"
+	deployArgs, cloudVMs := setup(t, bin, work, d)
+	withArgs := func(args ...string) []string { return append(slices.Clone(deployArgs), args...) }
 	began := time.Now()
-	d.deploy(manifest)
+	d.deploy(deployArgs...)
 	firstDeploy := time.Since(began)
-	lbAddr = "127.82.1.10:8080"
 	lbAnswers(t, "v1", 2)
 
 	// Data on each web instance's persistent disk, written on the VM.
@@ -78,7 +125,7 @@ func TestTortureOpenStack(t *testing.T) {
 	}
 
 	began = time.Now()
-	d.deploy(manifest, "--recreate")
+	d.deploy(withArgs("--recreate")...)
 	window := time.Since(began)
 
 	var converged, orphans, lost, badSums, reruns, serving int
@@ -88,7 +135,7 @@ func TestTortureOpenStack(t *testing.T) {
 		if trial%2 == 0 {
 			fault = "plugin"
 		}
-		cli := d.command("-n", "--json", "deploy", manifest, "--recreate")
+		cli := d.command(append([]string{"-n", "--json", "deploy"}, withArgs("--recreate")...)...)
 		if err := cli.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -107,7 +154,7 @@ func TestTortureOpenStack(t *testing.T) {
 		ok := false
 		for attempt := 1; attempt <= 5 && !ok; attempt++ {
 			reruns++
-			args := []string{"-n", "--json", "deploy", manifest}
+			args := append([]string{"-n", "--json", "deploy"}, deployArgs...)
 			if attempt > 1 {
 				args = append(args, "--fix")
 			}
@@ -124,8 +171,8 @@ func TestTortureOpenStack(t *testing.T) {
 			t.Errorf("trial %d (%s after %s): no convergence in 5 deploys\n%s", trial, fault, at, tail(d.logs.String(), 40))
 		}
 
-		// Orphans: Nova servers the director does not record, and
-		// recorded VMs Nova lacks.
+		// Orphans: VMs of the cloud the director does not record, and
+		// recorded VMs the cloud lacks.
 		var vms []struct {
 			CID string `json:"cid"`
 		}
@@ -136,17 +183,17 @@ func TestTortureOpenStack(t *testing.T) {
 		for _, v := range vms {
 			recorded = append(recorded, v.CID)
 		}
-		servers := sim.servers(t)
+		servers := cloudVMs(t)
 		for _, s := range servers {
 			if !slices.Contains(recorded, s) {
 				orphans++
-				t.Errorf("trial %d: Nova server %s is not in the director's records", trial, s)
+				t.Errorf("trial %d: %s VM %s is not in the director's records", trial, cloud, s)
 			}
 		}
 		for _, r := range recorded {
 			if !slices.Contains(servers, r) {
 				orphans++
-				t.Errorf("trial %d: recorded VM %s is no Nova server", trial, r)
+				t.Errorf("trial %d: recorded VM %s is not in %s", trial, r, cloud)
 			}
 		}
 		if len(recorded) != 3 {
@@ -190,7 +237,7 @@ func TestTortureOpenStack(t *testing.T) {
 	if badSums > 0 {
 		check = strconv.Itoa(badSums) + "-changed"
 	}
-	line := fmt.Sprintf("torture(openstack): trials=%d converged=%d orphans=%d lost=%d checksums=%s serving=%d reruns=%d first_deploy=%s recreate_deploy=%s at=[%s]",
+	line := fmt.Sprintf("torture("+cloud+"): trials=%d converged=%d orphans=%d lost=%d checksums=%s serving=%d reruns=%d first_deploy=%s recreate_deploy=%s at=[%s]",
 		trials, converged, orphans, lost, check, serving, reruns, firstDeploy.Round(time.Second), window.Round(time.Second), strings.Join(kills, " "))
 	fmt.Println(line)
 	t.Log(line)
@@ -225,6 +272,53 @@ func (s *openStackSim) servers(t *testing.T) []string {
 	var ids []string
 	for _, s := range list.Servers {
 		ids = append(ids, s.ID)
+	}
+	return ids
+}
+
+// vms lists the ARM ids of the simulated Azure's VMs, as any client does: a
+// token from the authority host, then the resource group's VM list.
+func (s *azureSim) vms(t *testing.T) []string {
+	t.Helper()
+	pem, err := os.ReadFile(s.env["REQUESTS_CA_BUNDLE"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
+	resp, err := client.PostForm(s.env["AZURE_AUTHORITY_HOST"]+s.env["AZURE_TENANT_ID"]+"/oauth2/v2.0/token", url.Values{
+		"grant_type": {"client_credentials"}, "client_id": {s.env["AZURE_CLIENT_ID"]}, "client_secret": {s.env["AZURE_CLIENT_SECRET"]},
+		"scope": {"https://management.azure.com/.default"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	json.NewDecoder(resp.Body).Decode(&tok)
+	resp.Body.Close()
+	list := strings.TrimSuffix(s.env["AZURE_RESOURCE_MANAGER_ENDPOINT"], "/") + "/subscriptions/" + s.env["AZURE_SUBSCRIPTION_ID"] +
+		"/resourceGroups/compleat/providers/Microsoft.Compute/virtualMachines?api-version=2024-07-01"
+	req, _ := http.NewRequest("GET", list, nil)
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var page struct {
+		Value []struct {
+			ID string `json:"id"`
+		} `json:"value"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil {
+		t.Fatalf("list VMs: %v", err)
+	}
+	var ids []string
+	for _, v := range page.Value {
+		ids = append(ids, v.ID)
 	}
 	return ids
 }
