@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,9 +15,9 @@ import (
 	"time"
 
 	"github.com/compleat/compleat/agent/applyspec"
-	"github.com/compleat/compleat/agent/client"
 	"github.com/compleat/compleat/agent/protocol"
 	"github.com/compleat/compleat/director/blobstore"
+	"github.com/compleat/compleat/director/remote"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
 )
@@ -54,13 +51,10 @@ type Remote struct {
 }
 
 // InstanceAgent is one agent as the logs and ssh routes use it.
-type InstanceAgent interface {
-	FetchLogs(ctx context.Context, req protocol.FetchLogsRequest) (protocol.FetchLogsResult, error)
-	TailLogs(ctx context.Context, req protocol.TailLogsRequest) (protocol.TailLogsResult, error)
-	RunCommand(ctx context.Context, req protocol.RunCommandRequest) (protocol.RunCommandResult, error)
-}
+type InstanceAgent = remote.Agent
 
-var _ InstanceAgent = (*client.Client)(nil)
+// ErrandLogsStage: see remote.ErrandLogsStage.
+const ErrandLogsStage = remote.ErrandLogsStage
 
 // LogsRequest is POST /v1/deployments/{name}/logs.
 type LogsRequest struct {
@@ -71,15 +65,7 @@ type LogsRequest struct {
 }
 
 // LogsResult is the result of a fetch-logs task (its Result, as JSON).
-type LogsResult struct {
-	BlobID     string `json:"blob_id"`
-	SHA256     string `json:"sha256"`
-	Size       int64  `json:"size"`
-	Deployment string `json:"deployment"`
-	Group      string `json:"group"`
-	ID         string `json:"id"`
-	Index      int    `json:"index"`
-}
+type LogsResult = remote.LogsResult
 
 // LogLine is one line of GET /v1/deployments/{name}/logs/follow: a line of
 // File (its path under sys/log, "web/webapp.stdout.log"), without its
@@ -91,14 +77,6 @@ type LogLine struct {
 	Line     string `json:"line,omitempty"`
 	Error    string `json:"error,omitempty"`
 }
-
-const (
-	logsBlobPrefix = "logs-"
-	logsBlobTTL    = 30 * time.Minute
-	// fetchLogsLimit bounds a fetch-logs task: an agent that stops
-	// answering is otherwise waited for until the task is cancelled.
-	fetchLogsLimit = 10 * time.Minute
-)
 
 func (s *Server) remoteRoutes(admin string) {
 	s.route("POST /v1/deployments/{name}/logs", admin, s.fetchLogs)
@@ -192,26 +170,14 @@ func (s *Server) fetchLogs(w http.ResponseWriter, r *http.Request) {
 	// instance being debugged may be the one it waits for).
 	spec := task.Spec{Type: "fetch-logs", Description: fmt.Sprintf("fetch logs of %s (deployment %s)", instName, name)}
 	s.startTask(w, r, spec, func(ctx context.Context, rep *task.Reporter) (string, error) {
-		ctx, cancel := context.WithTimeout(ctx, fetchLogsLimit)
-		defer cancel()
-		blobID, err := newLogsBlobID()
-		if err != nil {
-			return "", err
-		}
-		put, err := rm.Signer.URL(rm.BlobURL, http.MethodPut, blobID, logsBlobTTL, "")
-		if err != nil {
-			return "", err
-		}
+		var blobID string
 		var got protocol.FetchLogsResult
-		err = rep.Stage("Fetching logs", 1).Run(instName, func() error {
-			got, err = rm.Agent(inst.AgentID).FetchLogs(ctx, protocol.FetchLogsRequest{Jobs: req.Jobs, Upload: protocol.Upload{URL: put}})
-			if err != nil {
-				return err
-			}
-			return checkBlob(ctx, rm.Blobs, blobID, got)
+		err := rep.Stage("Fetching logs", 1).Run(instName, func() error {
+			var err error
+			blobID, got, err = remote.FetchLogs(ctx, rm.Agent(inst.AgentID), rm.Blobs, rm.Signer, rm.BlobURL, req.Jobs)
+			return err
 		})
 		if err != nil {
-			rm.Blobs.Delete(context.WithoutCancel(ctx), blobID)
 			return "", fmt.Errorf("fetch logs of %s: %w", instName, err)
 		}
 		raw, err := json.Marshal(LogsResult{BlobID: blobID, SHA256: got.SHA256, Size: got.Size,
@@ -220,37 +186,10 @@ func (s *Server) fetchLogs(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func newLogsBlobID() (string, error) {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("logs blob id: %w", err)
-	}
-	return logsBlobPrefix + hex.EncodeToString(b), nil
-}
-
-// checkBlob verifies that the stored archive is what the agent says it
-// uploaded.
-func checkBlob(ctx context.Context, blobs blobstore.Store, id string, want protocol.FetchLogsResult) error {
-	rc, err := blobs.Get(ctx, id)
-	if err != nil {
-		return fmt.Errorf("uploaded archive: %w", err)
-	}
-	defer rc.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, rc)
-	if err != nil {
-		return fmt.Errorf("read uploaded archive: %w", err)
-	}
-	if sum := hex.EncodeToString(h.Sum(nil)); sum != want.SHA256 || n != want.Size {
-		return fmt.Errorf("uploaded archive is %d bytes sha256 %s, the agent sent %d bytes sha256 %s", n, sum, want.Size, want.SHA256)
-	}
-	return nil
-}
-
 // downloadLogs serves a fetched archive and deletes it once served whole.
 func (s *Server) downloadLogs(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("blob")
-	if !strings.HasPrefix(id, logsBlobPrefix) || !blobstore.ValidID(id) {
+	if !strings.HasPrefix(id, remote.LogsBlobPrefix) || !blobstore.ValidID(id) {
 		fail(w, fmt.Errorf("%w: %q is not a logs archive id", ErrBadInput, id))
 		return
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/compleat/compleat/agent/protocol"
+	"github.com/compleat/compleat/director/remote"
 	"github.com/compleat/compleat/director/store"
 )
 
@@ -31,24 +32,8 @@ type SSHResult struct {
 	Results []CommandResult `json:"results"`
 }
 
-// CommandResult is how the command went on one instance. Error is set when
-// it could not run there (no VM, agent unresponsive); ExitCode is then -1.
-// Output is text (bytes that are not UTF-8 become U+FFFD); each stream is
-// cut after 1 MiB, *Bytes saying how much it wrote in all.
-type CommandResult struct {
-	Instance    string `json:"instance"` // GROUP/ID
-	Index       int    `json:"index"`
-	ExitCode    int    `json:"exit_code"`
-	TimedOut    bool   `json:"timed_out,omitempty"`
-	Stdout      string `json:"stdout"`
-	Stderr      string `json:"stderr"`
-	StdoutBytes int64  `json:"stdout_bytes"`
-	StderrBytes int64  `json:"stderr_bytes"`
-	Error       string `json:"error,omitempty"`
-}
-
-// OK reports whether the command ran and exited 0.
-func (c CommandResult) OK() bool { return c.Error == "" && c.ExitCode == 0 && !c.TimedOut }
+// CommandResult is how the command went on one instance (remote.Run).
+type CommandResult = remote.CommandResult
 
 // ssh runs a command on instances for an operator. Each instance's run is an
 // audit event naming the user, the instance, the command's sha256 and its
@@ -109,23 +94,11 @@ func (s *Server) ssh(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) runOn(ctx context.Context, inst store.Instance, command string, timeout time.Duration) CommandResult {
-	res := CommandResult{Instance: inst.Group + "/" + inst.ID, Index: inst.Index, ExitCode: -1}
-	if inst.AgentID == "" {
-		res.Error = "no vm"
-		return res
+	var agent remote.Agent
+	if inst.AgentID != "" {
+		agent = s.d.Remote.Agent(inst.AgentID)
 	}
-	// The agent kills the command at timeout; the margin covers the trip.
-	ctx, cancel := context.WithTimeout(ctx, timeout+30*time.Second)
-	defer cancel()
-	got, err := s.d.Remote.Agent(inst.AgentID).RunCommand(ctx, protocol.RunCommandRequest{Command: command, Timeout: protocol.Duration(timeout)})
-	if err != nil {
-		res.Error = err.Error()
-		return res
-	}
-	res.ExitCode, res.TimedOut = got.ExitCode, got.TimedOut
-	res.Stdout, res.Stderr = string(got.Stdout), string(got.Stderr)
-	res.StdoutBytes, res.StderrBytes = got.StdoutBytes, got.StderrBytes
-	return res
+	return remote.Run(ctx, agent, inst, command, timeout)
 }
 
 // commandDigest is what the audit log keeps of an ssh command: its sha256,

@@ -16,6 +16,7 @@ import (
 	"github.com/compleat/compleat/agent/protocol"
 	"github.com/compleat/compleat/director/api"
 	"github.com/compleat/compleat/director/plan"
+	"github.com/compleat/compleat/director/remote"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
 )
@@ -294,14 +295,14 @@ func (d *Deployer) lastErrandRun(deployment, name string) (uint64, bool) {
 }
 
 // errandLogs fetches an errand instance's logs into the blobstore and
-// records where they are (stage api.ErrandLogsStage).
+// records where they are (stage remote.ErrandLogsStage).
 func (d *Deployer) errandLogs(ctx context.Context, r *task.Reporter, deployment string, inst plan.InstanceState) error {
 	name := fmt.Sprintf("%s/%s", inst.Group, inst.ID)
 	var blobID string
 	var got protocol.FetchLogsResult
 	err := r.Stage("Fetching logs", 1).Run(name, func() error {
 		var err error
-		blobID, got, err = api.FetchLogs(ctx, d.agent(inst.AgentID), d.c.Blobs, d.c.Signer, d.c.BlobURL, nil)
+		blobID, got, err = remote.FetchLogs(ctx, d.agent(inst.AgentID), d.c.Blobs, d.c.Signer, d.c.BlobURL, nil)
 		return err
 	})
 	if err != nil {
@@ -309,8 +310,8 @@ func (d *Deployer) errandLogs(ctx context.Context, r *task.Reporter, deployment 
 	}
 	raw, _ := json.Marshal(map[string]any{
 		"text": fmt.Sprintf("logs of %s (%d bytes) ready for download", name, got.Size),
-		"logs": api.LogsResult{BlobID: blobID, SHA256: got.SHA256, Size: got.Size, Deployment: deployment, Group: inst.Group, ID: inst.ID, Index: inst.Index},
+		"logs": remote.LogsResult{BlobID: blobID, SHA256: got.SHA256, Size: got.Size, Deployment: deployment, Group: inst.Group, ID: inst.ID, Index: inst.Index},
 	})
-	r.Event(store.Event{Stage: api.ErrandLogsStage, State: "info", Data: raw})
+	r.Event(store.Event{Stage: remote.ErrandLogsStage, State: "info", Data: raw})
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/compleat/compleat/agent/applyspec"
 	"github.com/compleat/compleat/director/blobstore"
+	"github.com/compleat/compleat/director/remote"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
 )
@@ -275,7 +276,7 @@ func (f *Fleet) sweepBlobs(ctx context.Context, r *task.Reporter, now time.Time)
 	var gone []string
 	err = f.d.Blobs.List(ctx, func(b blobstore.Info) error {
 		grace := BlobGrace
-		if strings.HasPrefix(b.ID, "logs-") {
+		if strings.HasPrefix(b.ID, remote.LogsBlobPrefix) {
 			grace = TaskLogAge
 		}
 		if !used[b.ID] && now.Sub(b.ModTime) > grace {
