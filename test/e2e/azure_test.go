@@ -27,9 +27,19 @@ func startAzureSim(t *testing.T, bin, dir string) *azureSim {
 }
 
 // arm calls the simulated Resource Manager as any client does with the
-// variables of cloud.env: a token from the authority host (OAuth2 client
-// credentials), then the request, trusting REQUESTS_CA_BUNDLE.
+// variables of cloud.env and returns the status.
 func (s *azureSim) arm(t *testing.T, method, id string) int {
+	t.Helper()
+	resp := s.armDo(t, method, id+"?api-version=2024-07-01")
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// armDo sends a request to the simulated Resource Manager (path and query
+// after its endpoint) as any client does: a token from the authority host
+// (OAuth2 client credentials), then the request, trusting
+// REQUESTS_CA_BUNDLE. The caller closes the body.
+func (s *azureSim) armDo(t *testing.T, method, pathQuery string) *http.Response {
 	t.Helper()
 	pem, err := os.ReadFile(s.env["REQUESTS_CA_BUNDLE"])
 	if err != nil {
@@ -50,14 +60,13 @@ func (s *azureSim) arm(t *testing.T, method, id string) int {
 	}
 	json.NewDecoder(resp.Body).Decode(&tok)
 	resp.Body.Close()
-	req, _ := http.NewRequest(method, strings.TrimSuffix(s.env["AZURE_RESOURCE_MANAGER_ENDPOINT"], "/")+id+"?api-version=2024-07-01", nil)
+	req, _ := http.NewRequest(method, strings.TrimSuffix(s.env["AZURE_RESOURCE_MANAGER_ENDPOINT"], "/")+pathQuery, nil)
 	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
 	resp, err = client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	return resp.StatusCode
+	return resp
 }
 
 // TestAzureCloud deploys the web release through cpi-azure onto the

@@ -104,9 +104,17 @@ func startCloudsim(t *testing.T, bin, cloud, dir, ready string) map[string]strin
 	}
 }
 
-// nova calls the simulated Nova as any OpenStack client does: a Keystone
-// token first, then the compute endpoint.
+// nova calls the simulated Nova and returns the status.
 func (s *openStackSim) nova(t *testing.T, method, path string) int {
+	t.Helper()
+	resp := s.novaDo(t, method, path)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// novaDo calls the simulated Nova as any OpenStack client does: a Keystone
+// token first, then the compute endpoint. The caller closes the body.
+func (s *openStackSim) novaDo(t *testing.T, method, path string) *http.Response {
 	t.Helper()
 	body := fmt.Sprintf(`{"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": "admin",
 		"domain": {"name": "Default"}, "password": %q}}}, "scope": {"project": {"name": "compleat", "domain": {"name": "Default"}}}}}`, s.password)
@@ -123,8 +131,7 @@ func (s *openStackSim) nova(t *testing.T, method, path string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	return resp.StatusCode
+	return resp
 }
 
 // TestOpenStackCloud deploys the web release through cpi-openstack onto

@@ -3,14 +3,9 @@
 package e2e
 
 import (
-	"bytes"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
-	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -243,23 +238,10 @@ func tortureCloud(t *testing.T, cloud string, setup func(t *testing.T, bin, work
 	t.Log(line)
 }
 
-// servers lists the Nova servers' ids, as any OpenStack client does: a
-// Keystone token, then GET /servers on the compute endpoint.
+// servers lists the Nova servers' ids.
 func (s *openStackSim) servers(t *testing.T) []string {
 	t.Helper()
-	body := fmt.Sprintf(`{"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": "admin",
-		"domain": {"name": "Default"}, "password": %q}}}, "scope": {"project": {"name": "compleat", "domain": {"name": "Default"}}}}}`, s.password)
-	resp, err := http.Post(s.authURL+"/auth/tokens", "application/json", bytes.NewReader([]byte(body)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	req, _ := http.NewRequest("GET", strings.TrimSuffix(s.authURL, "/identity/v3")+"/compute/v2.1/servers", nil)
-	req.Header.Set("X-Auth-Token", resp.Header.Get("X-Subject-Token"))
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := s.novaDo(t, "GET", "/servers")
 	defer resp.Body.Close()
 	var list struct {
 		Servers []struct {
@@ -276,37 +258,12 @@ func (s *openStackSim) servers(t *testing.T) []string {
 	return ids
 }
 
-// vms lists the ARM ids of the simulated Azure's VMs, as any client does: a
-// token from the authority host, then the resource group's VM list.
+// vms lists the ARM ids of the simulated Azure's VMs (the resource group's
+// VM list).
 func (s *azureSim) vms(t *testing.T) []string {
 	t.Helper()
-	pem, err := os.ReadFile(s.env["REQUESTS_CA_BUNDLE"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
-	resp, err := client.PostForm(s.env["AZURE_AUTHORITY_HOST"]+s.env["AZURE_TENANT_ID"]+"/oauth2/v2.0/token", url.Values{
-		"grant_type": {"client_credentials"}, "client_id": {s.env["AZURE_CLIENT_ID"]}, "client_secret": {s.env["AZURE_CLIENT_SECRET"]},
-		"scope": {"https://management.azure.com/.default"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tok struct {
-		AccessToken string `json:"access_token"`
-	}
-	json.NewDecoder(resp.Body).Decode(&tok)
-	resp.Body.Close()
-	list := strings.TrimSuffix(s.env["AZURE_RESOURCE_MANAGER_ENDPOINT"], "/") + "/subscriptions/" + s.env["AZURE_SUBSCRIPTION_ID"] +
-		"/resourceGroups/compleat/providers/Microsoft.Compute/virtualMachines?api-version=2024-07-01"
-	req, _ := http.NewRequest("GET", list, nil)
-	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
-	resp, err = client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := s.armDo(t, "GET", "/subscriptions/"+s.env["AZURE_SUBSCRIPTION_ID"]+
+		"/resourceGroups/compleat/providers/Microsoft.Compute/virtualMachines?api-version=2024-07-01")
 	defer resp.Body.Close()
 	var page struct {
 		Value []struct {
