@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -82,13 +81,6 @@ func TestAzureCloud(t *testing.T) {
 		t.Skip("the simulated Azure shows managed disks to VMs only as root (mount namespaces and loop devices)")
 	}
 	bin := cloudBinaries(t)
-	if _, err := os.Stat(filepath.Join(bin, "cpi-azure")); err != nil {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, "cpi-azure"), "./cmd/cpi-azure")
-		cmd.Dir = filepath.Join(repoRoot(), "cpi", "azure")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build cpi-azure: %v\n%s", err, out)
-		}
-	}
 	work := t.TempDir()
 	sim := startAzureSim(t, bin, filepath.Join(work, "azure"))
 	data := filepath.Join(work, "data")

@@ -10,66 +10,34 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/compleat/compleat/test/testbin"
 )
 
-// repoRoot is the repository's root (this file is test/e2e/e2e_test.go).
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
-
-var (
-	buildOnce sync.Once
-	builtDir  string
-	buildErr  error
-)
+// repoRoot is the repository's root.
+func repoRoot() string { return testbin.Root() }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if builtDir != "" {
-		os.RemoveAll(builtDir)
-	}
+	testbin.Cleanup()
 	os.Exit(code)
 }
 
-// binaries returns a directory holding director, agent and cpi-local:
-// $COMPLEAT_BIN when set, else ones built once for this test binary.
+// binaries returns a directory holding director, agent and cpi-local
+// (test/testbin: $COMPLEAT_BIN, or built once for this test binary).
 func binaries(t *testing.T) string {
 	t.Helper()
-	if dir := os.Getenv("COMPLEAT_BIN"); dir != "" {
-		return dir
+	dir, err := testbin.Build(testbin.Core...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	buildOnce.Do(func() {
-		builtDir, buildErr = os.MkdirTemp("", "compleat-e2e-bin-")
-		if buildErr != nil {
-			return
-		}
-		root := repoRoot()
-		build := func(workdir, out, pkg string) {
-			if buildErr != nil {
-				return
-			}
-			cmd := exec.Command("go", "build", "-o", filepath.Join(builtDir, out), pkg)
-			cmd.Dir = workdir
-			if raw, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, raw)
-			}
-		}
-		build(root, "director", "./director")
-		build(root, "agent", "./agent")
-		build(filepath.Join(root, "cpi", "local"), "cpi-local", "./cmd/cpi-local")
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return builtDir
+	return dir
 }
 
 type syncBuffer struct {

@@ -12,27 +12,19 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/compleat/compleat/test/testbin"
 )
 
-// cloudBinaries is binaries plus cloudsim and cpi-openstack.
+// cloudBinaries is binaries plus cloudsim and the OpenStack and Azure
+// plugins.
 func cloudBinaries(t *testing.T) string {
 	t.Helper()
-	bin := binaries(t)
-	root := repoRoot()
-	for _, b := range []struct{ dir, out, pkg string }{
-		{filepath.Join(root, "sim"), "cloudsim", "./cmd/cloudsim"},
-		{filepath.Join(root, "cpi", "openstack"), "cpi-openstack", "./cmd/cpi-openstack"},
-	} {
-		if _, err := os.Stat(filepath.Join(bin, b.out)); err == nil {
-			continue
-		}
-		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, b.out), b.pkg)
-		cmd.Dir = b.dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", b.pkg, err, out)
-		}
+	dir, err := testbin.Build(append(testbin.Core, testbin.Cloudsim, testbin.CPIOpenStack, testbin.CPIAzure)...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return bin
+	return dir
 }
 
 // openStackSim is a running `cloudsim openstack`.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -45,13 +44,6 @@ func TestTortureOpenStack(t *testing.T) {
 
 func TestTortureAzure(t *testing.T) {
 	tortureCloud(t, "azure", func(t *testing.T, bin, work string, d *director) (deployArgs []string, servers func(*testing.T) []string) {
-		if _, err := os.Stat(filepath.Join(bin, "cpi-azure")); err != nil {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(bin, "cpi-azure"), "./cmd/cpi-azure")
-			cmd.Dir = filepath.Join(repoRoot(), "cpi", "azure")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("go build cpi-azure: %v\n%s", err, out)
-			}
-		}
 		sim := startAzureSim(t, bin, filepath.Join(work, "azure"))
 		cpiConfig, err := d.command("interpolate", "manifests/azure/cloudsim/cpi-config.yml", "-l", filepath.Join(sim.dir, "azure-vars.yml")).Output()
 		if err != nil {

@@ -14,14 +14,14 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/compleat/compleat/test/testbin"
 )
 
 // env is the director and the uploaded artifacts the tests share.
@@ -34,29 +34,20 @@ type env struct {
 	broken string
 }
 
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
+func repoRoot() string { return testbin.Root() }
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testbin.Cleanup()
+	os.Exit(code)
 }
 
 // testBinaries is $COMPLEAT_BIN, or director, agent and cpi-local built
-// into a temporary directory.
+// once for this test binary (test/testbin).
 func testBinaries(t *testing.T) string {
-	if dir := os.Getenv("COMPLEAT_BIN"); dir != "" {
-		return dir
-	}
-	dir := t.TempDir()
-	root := repoRoot()
-	for _, b := range []struct{ wd, out, pkg string }{
-		{root, "director", "./director"},
-		{root, "agent", "./agent"},
-		{filepath.Join(root, "cpi", "local"), "cpi-local", "./cmd/cpi-local"},
-	} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.out), b.pkg)
-		cmd.Dir = b.wd
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", b.pkg, err, out)
-		}
+	dir, err := testbin.Build(testbin.Core...)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return dir
 }
