@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -135,8 +136,14 @@ func Run(ctx context.Context, cfg Config) error {
 		poke()
 	}
 
+	// inFlight counts the requests being answered: a reply must go out on
+	// the connection its request came in on (the bus admits one reply per
+	// request received there), so a reconnect waits for them.
+	var inFlight atomic.Int64
 	_, err = nc.Subscribe(protocol.Subject(s.AgentID), func(m *nats.Msg) {
+		inFlight.Add(1)
 		go func() {
+			defer inFlight.Add(-1)
 			reply := cfg.Handler.Handle(ctx, m.Data)
 			if m.Reply == "" {
 				return
@@ -174,9 +181,20 @@ func Run(ctx context.Context, cfg Config) error {
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	// A certificate replaced by update_settings is used at once (the
-	// update's answer has gone by the next look).
+	// update's answer has gone by the next look), once no request is being
+	// answered.
 	certCheck := time.NewTicker(200 * time.Millisecond)
 	defer certCheck.Stop()
+	// certSeen is when a replaced certificate was first seen: a reconnect
+	// waits for the requests in flight, five seconds at most.
+	var seenCert string
+	var seenAt time.Time
+	certSeen := func(cert string) time.Time {
+		if cert != seenCert {
+			seenCert, seenAt = cert, time.Now()
+		}
+		return seenAt
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -185,7 +203,7 @@ func Run(ctx context.Context, cfg Config) error {
 		case <-connected:
 			beat()
 		case <-certCheck.C:
-			if cur := cfg.Settings().Mbus.Cert; cur != inUse {
+			if cur := cfg.Settings().Mbus.Cert; cur != inUse && (inFlight.Load() == 0 || time.Since(certSeen(cur)) > 5*time.Second) {
 				inUse, bootstrap = cur, isBootstrap(cur)
 				log.Info("bus certificate replaced; reconnecting with it", "bootstrap", bootstrap)
 				if err := nc.ForceReconnect(); err != nil {
