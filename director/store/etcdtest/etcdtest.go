@@ -1,0 +1,101 @@
+// Package etcdtest runs a real single-member etcd server inside the test
+// process (go.etcd.io/etcd/server/v3/embed), listening on 127.0.0.1 ports
+// chosen at random and keeping its data under t.TempDir(). It stops when the
+// test ends.
+package etcdtest
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// Server is a running embedded etcd.
+type Server struct {
+	// Endpoint is the client URL, http://127.0.0.1:PORT.
+	Endpoint string
+	etcd     *embed.Etcd
+}
+
+// MaxTxnOps is the embedded server's limit on operations per transaction:
+// higher than etcd's default (128) so that tests can exercise the store with
+// deployment-sized transactions; the store checks the limit it is told.
+const MaxTxnOps = 4096
+
+// Start starts a server and registers its stop with t.Cleanup.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		s, err := start(t.TempDir())
+		if err == nil {
+			t.Cleanup(s.Stop)
+			return s
+		}
+		lastErr = err // most likely a port taken between pick and bind
+	}
+	t.Fatalf("start embedded etcd: %v", lastErr)
+	return nil
+}
+
+func start(dir string) (*Server, error) {
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	client, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", ports[0]))
+	peer, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", ports[1]))
+	cfg := embed.NewConfig()
+	cfg.Name = "test"
+	cfg.Dir = dir
+	cfg.ListenClientUrls = []url.URL{*client}
+	cfg.AdvertiseClientUrls = []url.URL{*client}
+	cfg.ListenPeerUrls = []url.URL{*peer}
+	cfg.AdvertisePeerUrls = []url.URL{*peer}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.LogLevel = "error"
+	cfg.MaxTxnOps = MaxTxnOps
+	// Test data is thrown away: skip fsync to keep the tests fast.
+	cfg.UnsafeNoFsync = true
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, err
+	case <-time.After(30 * time.Second):
+		e.Server.Stop()
+		e.Close()
+		return nil, fmt.Errorf("etcd not ready after 30s")
+	}
+	return &Server{Endpoint: client.String(), etcd: e}, nil
+}
+
+// Stop stops the server.
+func (s *Server) Stop() { s.etcd.Close() }
+
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
