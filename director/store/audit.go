@@ -59,11 +59,7 @@ func (t *Tx) AddAuditEvent(e AuditEvent) (AuditEvent, error) {
 	if e.Action == "" {
 		return e, fmt.Errorf("audit event: action missing")
 	}
-	b, err := t.tx.CreateBucketIfNotExists(bucketAudit)
-	if err != nil {
-		return e, fmt.Errorf("audit log: %w", err)
-	}
-	id, err := b.NextSequence()
+	id, err := t.tx.nextSequence(path(bucketAudit))
 	if err != nil {
 		return e, fmt.Errorf("next audit event id: %w", err)
 	}
@@ -79,26 +75,25 @@ func (t *Tx) AddAuditEvent(e AuditEvent) (AuditEvent, error) {
 // returns how many. Ids grow with time, so it reads from the oldest and stops
 // at the first event at or after before.
 func (t *Tx) PruneAuditEvents(action string, before time.Time) (int, error) {
-	b := t.tx.Bucket(bucketAudit)
-	if b == nil {
-		return 0, nil
-	}
 	var doomed [][]byte
-	c := b.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
+	err := t.tx.scan(path(bucketAudit), nil, nil, false, func(k, v []byte) (bool, error) {
 		var e AuditEvent
 		if err := json.Unmarshal(v, &e); err != nil {
-			return 0, fmt.Errorf("audit event %x: %w", k, err)
+			return false, fmt.Errorf("audit event %x: %w", k, err)
 		}
 		if !e.Time.Before(before) {
-			break
+			return false, nil
 		}
 		if e.Action == action {
 			doomed = append(doomed, append([]byte(nil), k...))
 		}
+		return true, nil
+	})
+	if err != nil {
+		return 0, err
 	}
 	for _, k := range doomed {
-		if err := b.Delete(k); err != nil {
+		if err := t.tx.del(path(bucketAudit), k); err != nil {
 			return 0, err
 		}
 	}
@@ -131,39 +126,29 @@ func (f AuditFilter) keep(e AuditEvent) bool {
 
 // AuditEvents lists the events f selects, newest first.
 func (t *Tx) AuditEvents(f AuditFilter) ([]AuditEvent, error) {
-	b := t.tx.Bucket(bucketAudit)
-	if b == nil {
+	var out []AuditEvent
+	var from []byte
+	if f.Before > 1 {
+		from = itob(f.Before - 1)
+	} else if f.Before == 1 {
 		return nil, nil
 	}
-	var out []AuditEvent
-	c := b.Cursor()
-	k, v := c.Last()
-	if f.Before > 0 {
-		k, _ = c.Seek(itob(f.Before))
-		if k == nil {
-			k, v = c.Last()
-		} else {
-			k, v = c.Prev()
-		}
-	}
-	for ; k != nil; k, v = c.Prev() {
+	err := t.tx.scan(path(bucketAudit), nil, from, true, func(k, v []byte) (bool, error) {
 		var e AuditEvent
 		if err := json.Unmarshal(v, &e); err != nil {
-			return nil, fmt.Errorf("decode audit event %d: %w", btoi(k), err)
+			return false, fmt.Errorf("decode audit event %d: %w", btoi(k), err)
 		}
 		if !f.Since.IsZero() && e.Time.Before(f.Since) {
 			// Ids grow with time: nothing older can match.
-			break
+			return false, nil
 		}
 		if !f.keep(e) {
-			continue
+			return true, nil
 		}
 		out = append(out, e)
-		if f.Limit > 0 && len(out) == f.Limit {
-			break
-		}
-	}
-	return out, nil
+		return f.Limit <= 0 || len(out) < f.Limit, nil
+	})
+	return out, err
 }
 
 // ResurrectionSwitch turns the resurrector off (or back on) for a
@@ -192,27 +177,18 @@ func (t *Tx) PutResurrectionSwitch(s ResurrectionSwitch) error {
 	if strings.Contains(s.Deployment, "/") || strings.Contains(s.Group, "/") {
 		return fmt.Errorf("resurrection switch %s/%s: names may not hold '/'", s.Deployment, s.Group)
 	}
-	if _, err := t.tx.CreateBucketIfNotExists(bucketResurrection); err != nil {
-		return fmt.Errorf("resurrection switches: %w", err)
-	}
 	s.UpdatedAt = t.now().UTC()
 	return t.put(bucketResurrection, switchKey(s.Deployment, s.Group), s)
 }
 
 // DeleteResurrectionSwitch removes a switch (the default, on, applies again).
 func (t *Tx) DeleteResurrectionSwitch(deployment, group string) error {
-	if t.tx.Bucket(bucketResurrection) == nil {
-		return nil
-	}
 	return t.del(bucketResurrection, switchKey(deployment, group))
 }
 
 // ResurrectionSwitches lists the switches of a deployment ("" for all),
 // the deployment's own first, then its groups'.
 func (t *Tx) ResurrectionSwitches(deployment string) ([]ResurrectionSwitch, error) {
-	if t.tx.Bucket(bucketResurrection) == nil {
-		return nil, nil
-	}
 	all, err := list[ResurrectionSwitch](t, bucketResurrection, deployment)
 	return filter(all, func(s ResurrectionSwitch) bool { return deployment == "" || s.Deployment == deployment }), err
 }
@@ -221,10 +197,6 @@ func (t *Tx) ResurrectionSwitches(deployment string) ([]ResurrectionSwitch, erro
 // instance group of deployment: a group's switch wins over the
 // deployment's, which wins over the default (on).
 func (t *Tx) ResurrectionEnabled(deployment, group string) (bool, error) {
-	b := t.tx.Bucket(bucketResurrection)
-	if b == nil {
-		return true, nil
-	}
 	for _, key := range [][]byte{switchKey(deployment, group), switchKey(deployment, "")} {
 		var s ResurrectionSwitch
 		err := t.get(bucketResurrection, key, &s)

@@ -35,8 +35,7 @@ func (t *Tx) AddConfig(typ, name, content string) (c Config, changed bool, err e
 	if err == nil && latest.Content == content {
 		return latest, false, nil
 	}
-	b := t.tx.Bucket(bucketConfigs)
-	id, err := b.NextSequence()
+	id, err := t.tx.nextSequence(path(bucketConfigs))
 	if err != nil {
 		return c, false, fmt.Errorf("next config id: %w", err)
 	}
@@ -100,20 +99,16 @@ func configAAD(c Config) []byte {
 // sealConfigs seals the cpi configs a state file holds in clear (written
 // before configs were sealed).
 func (t *Tx) sealConfigs() error {
-	b := t.tx.Bucket(bucketConfigs)
-	if b == nil {
-		return nil
-	}
 	var clear []storedConfig
-	err := b.ForEach(func(k, v []byte) error {
+	err := t.tx.scan(path(bucketConfigs), nil, nil, false, func(k, v []byte) (bool, error) {
 		var sc storedConfig
 		if err := decode(v, &sc); err != nil {
-			return fmt.Errorf("decode config %d: %w", btoi(k), err)
+			return false, fmt.Errorf("decode config %d: %w", btoi(k), err)
 		}
 		if sc.Type == ConfigCPI && sc.Sealed == nil {
 			clear = append(clear, sc)
 		}
-		return nil
+		return true, nil
 	})
 	if err != nil {
 		return err
@@ -136,15 +131,23 @@ func (t *Tx) LatestConfig(typ, name string) (Config, error) {
 	if name == "" {
 		name = "default"
 	}
-	c := t.tx.Bucket(bucketConfigs).Cursor()
-	for k, v := c.Last(); k != nil; k, v = c.Prev() {
+	var found *storedConfig
+	err := t.tx.scan(path(bucketConfigs), nil, nil, true, func(k, v []byte) (bool, error) {
 		var sc storedConfig
 		if err := decode(v, &sc); err != nil {
-			return Config{}, fmt.Errorf("decode config %d: %w", btoi(k), err)
+			return false, fmt.Errorf("decode config %d: %w", btoi(k), err)
 		}
 		if sc.Type == typ && sc.Name == name {
-			return t.openConfig(sc)
+			found = &sc
+			return false, nil
 		}
+		return true, nil
+	})
+	if err != nil {
+		return Config{}, err
+	}
+	if found != nil {
+		return t.openConfig(*found)
 	}
 	return Config{}, fmt.Errorf("%s config %q: %w", typ, name, ErrNotFound)
 }

@@ -133,10 +133,8 @@ func (t *Tx) DeleteDeployment(name string) error {
 	if err := t.del(bucketDeployments, []byte(name)); err != nil {
 		return err
 	}
-	if t.tx.Bucket(bucketManifests).Bucket([]byte(name)) != nil {
-		if err := t.tx.Bucket(bucketManifests).DeleteBucket([]byte(name)); err != nil {
-			return fmt.Errorf("delete manifests of %s: %w", name, err)
-		}
+	if err := t.tx.deleteBucket(path(bucketManifests, []byte(name))); err != nil {
+		return fmt.Errorf("delete manifests of %s: %w", name, err)
 	}
 	insts, err := t.Instances(name)
 	if err != nil {
@@ -152,11 +150,8 @@ func (t *Tx) DeleteDeployment(name string) error {
 
 // AddManifest stores a new manifest version of a deployment and returns its id.
 func (t *Tx) AddManifest(deployment, content string, taskID uint64) (Manifest, error) {
-	b, err := t.tx.Bucket(bucketManifests).CreateBucketIfNotExists([]byte(deployment))
-	if err != nil {
-		return Manifest{}, fmt.Errorf("manifests of %s: %w", deployment, err)
-	}
-	id, err := b.NextSequence()
+	p := path(bucketManifests, []byte(deployment))
+	id, err := t.tx.nextSequence(p)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("next manifest id: %w", err)
 	}
@@ -165,22 +160,29 @@ func (t *Tx) AddManifest(deployment, content string, taskID uint64) (Manifest, e
 	if err != nil {
 		return m, err
 	}
-	return m, b.Put(itob(id), raw)
+	return m, t.tx.put(p, itob(id), raw)
 }
 
 // Manifest returns one manifest version of a deployment; id 0 means the
 // newest.
 func (t *Tx) Manifest(deployment string, id uint64) (Manifest, error) {
 	var m Manifest
-	b := t.tx.Bucket(bucketManifests).Bucket([]byte(deployment))
-	if b == nil {
-		return m, fmt.Errorf("manifest of %s: %w", deployment, ErrNotFound)
-	}
+	p := path(bucketManifests, []byte(deployment))
 	var raw []byte
+	var err error
 	if id == 0 {
-		_, raw = b.Cursor().Last()
+		err = t.tx.scan(p, nil, nil, true, func(_, v []byte) (bool, error) {
+			raw = v
+			return false, nil
+		})
+		if err == nil && raw == nil {
+			return m, fmt.Errorf("manifest of %s: %w", deployment, ErrNotFound)
+		}
 	} else {
-		raw = b.Get(itob(id))
+		raw, err = t.tx.get(p, itob(id))
+	}
+	if err != nil {
+		return m, fmt.Errorf("manifest %d of %s: %w", id, deployment, err)
 	}
 	if raw == nil {
 		return m, fmt.Errorf("manifest %d of %s: %w", id, deployment, ErrNotFound)

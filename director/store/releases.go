@@ -53,7 +53,9 @@ func releaseKey(name, version string) []byte { return []byte(name + "/" + versio
 // fingerprint. It refuses to replace an existing name/version (ErrExists).
 func (t *Tx) PutRelease(r Release) error {
 	k := releaseKey(r.Name, r.Version)
-	if t.tx.Bucket(bucketReleases).Get(k) != nil {
+	if ok, err := t.exists(bucketReleases, k); err != nil {
+		return err
+	} else if ok {
 		return fmt.Errorf("release %s/%s: %w", r.Name, r.Version, ErrExists)
 	}
 	if r.UploadedAt.IsZero() {

@@ -61,13 +61,13 @@ var (
 	}
 )
 
-// migrations[i] upgrades a file from schema version i to i+1. Version 0 is an
-// empty file. Each step runs in the same write transaction as the others, so
-// an upgrade either completes or leaves the file as it was.
-var migrations = []func(tx *bolt.Tx) error{
-	func(tx *bolt.Tx) error { // 0 -> 1: the initial schema
+// migrations[i] upgrades a store from schema version i to i+1. Version 0 is
+// an empty store. Each step runs in the same write transaction as the
+// others, so an upgrade either completes or leaves the store as it was.
+var migrations = []func(tx kvTx) error{
+	func(tx kvTx) error { // 0 -> 1: the initial schema
 		for _, b := range allBucketsVersion1 {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			if err := tx.createBucket(path(b)); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
 			}
 		}
@@ -81,15 +81,16 @@ type Options struct {
 	// before returning ErrLocked. Zero means one second.
 	Timeout time.Duration
 	// KeyPath is the file holding the 32-byte key that seals variables; it is
-	// created (mode 0600) when missing. Empty means "<path>.key".
+	// created (mode 0600) when missing. Empty means "<path>.key" (required
+	// with the etcd backend).
 	KeyPath string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
 
-// Store is an open state file. It is safe for concurrent use.
+// Store is an open state store. It is safe for concurrent use.
 type Store struct {
-	db   *bolt.DB
+	db   backend
 	key  []byte
 	now  func() time.Time
 	path string
@@ -104,9 +105,6 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.KeyPath == "" {
 		opts.KeyPath = path + ".key"
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: %w", path, ErrLocked)
@@ -117,59 +115,70 @@ func Open(path string, opts Options) (*Store, error) {
 	// Batch commits wait at most this long for company: enough for the
 	// parallel steps of a stage to share a commit, short for a lone writer.
 	db.MaxBatchDelay = 500 * time.Microsecond
-	// A state file that holds a schema holds data sealed with its key: a
+	return open(&boltBackend{db: db, path: path}, opts)
+}
+
+// open readies a store on a backend: key, schema, sealed configs. It closes
+// the backend on failure.
+func open(db backend, opts Options) (*Store, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	where := db.name()
+	// A store that holds a schema holds data sealed with its key: a
 	// missing key is an error, never a reason to make a new one (which
-	// would leave every variable unreadable). Only a new file gets a new
+	// would leave every variable unreadable). Only a new store gets a new
 	// key, made before the schema is written.
 	var v int
-	err = db.View(func(tx *bolt.Tx) error { v, err = schemaVersion(tx); return err })
+	err := db.view(func(tx kvTx) error {
+		var err error
+		v, err = schemaVersion(tx)
+		return err
+	})
 	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("state file %s: %w", path, err)
+		db.close()
+		return nil, fmt.Errorf("state file %s: %w", where, err)
 	}
 	key, err := loadOrCreateKey(opts.KeyPath, v == 0)
 	if err != nil {
-		db.Close()
+		db.close()
 		return nil, err
 	}
-	if err := upgrade(db); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("state file %s: %w", path, err)
+	if err := db.update(upgrade); err != nil {
+		db.close()
+		return nil, fmt.Errorf("state file %s: %w", where, err)
 	}
-	st := &Store{db: db, key: key, now: opts.Now, path: path}
+	st := &Store{db: db, key: key, now: opts.Now, path: where}
 	if err := st.Update(func(tx *Tx) error { return tx.sealConfigs() }); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("state file %s: seal cpi configs: %w", path, err)
+		db.close()
+		return nil, fmt.Errorf("state file %s: seal cpi configs: %w", where, err)
 	}
 	return st, nil
 }
 
-func upgrade(db *bolt.DB) error {
-	return db.Update(func(tx *bolt.Tx) error {
-		v, err := schemaVersion(tx)
-		if err != nil {
-			return err
+func upgrade(tx kvTx) error {
+	v, err := schemaVersion(tx)
+	if err != nil {
+		return err
+	}
+	if v > SchemaVersion {
+		return fmt.Errorf("%w: schema version %d, this director understands up to %d; run the director version that wrote it, or restore a backup taken before the upgrade", ErrSchemaTooNew, v, SchemaVersion)
+	}
+	if v == SchemaVersion {
+		return nil
+	}
+	for ; v < SchemaVersion; v++ {
+		if err := migrations[v](tx); err != nil {
+			return fmt.Errorf("upgrade schema %d to %d: %w", v, v+1, err)
 		}
-		if v > SchemaVersion {
-			return fmt.Errorf("%w: schema version %d, this director understands up to %d; run the director version that wrote it, or restore a backup taken before the upgrade", ErrSchemaTooNew, v, SchemaVersion)
-		}
-		for ; v < SchemaVersion; v++ {
-			if err := migrations[v](tx); err != nil {
-				return fmt.Errorf("upgrade schema %d to %d: %w", v, v+1, err)
-			}
-		}
-		return tx.Bucket(bucketMeta).Put(keySchemaVersion, []byte(strconv.Itoa(SchemaVersion)))
-	})
+	}
+	return tx.put(path(bucketMeta), keySchemaVersion, []byte(strconv.Itoa(SchemaVersion)))
 }
 
-func schemaVersion(tx *bolt.Tx) (int, error) {
-	meta := tx.Bucket(bucketMeta)
-	if meta == nil {
-		return 0, nil
-	}
-	raw := meta.Get(keySchemaVersion)
-	if raw == nil {
-		return 0, nil
+func schemaVersion(tx kvTx) (int, error) {
+	raw, err := tx.get(path(bucketMeta), keySchemaVersion)
+	if err != nil || raw == nil {
+		return 0, err
 	}
 	v, err := strconv.Atoi(string(raw))
 	if err != nil {
@@ -215,10 +224,10 @@ func loadOrCreateKey(path string, create bool) ([]byte, error) {
 	return key, nil
 }
 
-// Close closes the file.
-func (s *Store) Close() error { return s.db.Close() }
+// Close closes the store.
+func (s *Store) Close() error { return s.db.close() }
 
-// Path is the state file's path.
+// Path is the state file's path (with etcd: its endpoints and prefix).
 func (s *Store) Path() string { return s.path }
 
 // Now is the store's clock.
@@ -226,19 +235,21 @@ func (s *Store) Now() time.Time { return s.now() }
 
 // Tx is a transaction with typed accessors for every record.
 type Tx struct {
-	tx  *bolt.Tx
+	tx  kvTx
 	key []byte
 	now func() time.Time
 }
 
 // View runs fn in a read-only transaction.
 func (s *Store) View(fn func(*Tx) error) error {
-	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx, key: s.key, now: s.now}) })
+	return s.db.view(func(tx kvTx) error { return fn(&Tx{tx: tx, key: s.key, now: s.now}) })
 }
 
 // Update runs fn in a read-write transaction, committed when fn returns nil.
+// With etcd, fn runs again when another writer committed first, so it must
+// only touch the transaction.
 func (s *Store) Update(fn func(*Tx) error) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx, key: s.key, now: s.now}) })
+	return s.db.update(func(tx kvTx) error { return fn(&Tx{tx: tx, key: s.key, now: s.now}) })
 }
 
 // Batch runs fn in a write transaction that may be shared with other
@@ -246,43 +257,27 @@ func (s *Store) Update(fn func(*Tx) error) error {
 // (task events of parallel steps) share one commit. fn may run more than
 // once and must only touch the transaction.
 func (s *Store) Batch(fn func(*Tx) error) error {
-	return s.db.Batch(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx, key: s.key, now: s.now}) })
+	return s.db.batch(func(tx kvTx) error { return fn(&Tx{tx: tx, key: s.key, now: s.now}) })
 }
 
-// Backup writes a consistent copy of the state file to w.
+// Backup writes a consistent copy of the state file to w. The etcd backend
+// has none: back etcd up with etcdctl snapshot save (docs/ha.md).
 func (s *Store) Backup(w io.Writer) (int64, error) {
-	var n int64
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		n, err = tx.WriteTo(w)
-		return err
-	})
+	n, err := s.db.backup(w)
 	if err != nil {
 		return n, fmt.Errorf("backup state: %w", err)
 	}
 	return n, nil
 }
 
-// Check verifies the file's internal consistency (pages, freelist, ordering)
-// and returns every problem found, joined.
-func (s *Store) Check() error {
-	var errs []error
-	err := s.db.View(func(tx *bolt.Tx) error {
-		for err := range tx.Check() {
-			errs = append(errs, err)
-		}
-		return nil
-	})
-	if err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
-}
+// Check verifies the store's internal consistency (with bbolt: pages,
+// freelist, ordering) and returns every problem found, joined.
+func (s *Store) Check() error { return s.db.check() }
 
-// SchemaVersion reports the file's schema version.
+// SchemaVersion reports the store's schema version.
 func (s *Store) SchemaVersion() (int, error) {
 	var v int
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.view(func(tx kvTx) error {
 		var err error
 		v, err = schemaVersion(tx)
 		return err
@@ -303,14 +298,17 @@ func (t *Tx) put(bucket, key []byte, v any) error {
 	if err != nil {
 		return fmt.Errorf("encode %s/%s: %w", bucket, key, err)
 	}
-	if err := t.tx.Bucket(bucket).Put(key, raw); err != nil {
+	if err := t.tx.put(path(bucket), key, raw); err != nil {
 		return fmt.Errorf("write %s/%s: %w", bucket, key, err)
 	}
 	return nil
 }
 
 func (t *Tx) get(bucket, key []byte, v any) error {
-	raw := t.tx.Bucket(bucket).Get(key)
+	raw, err := t.tx.get(path(bucket), key)
+	if err != nil {
+		return fmt.Errorf("read %s/%s: %w", bucket, key, err)
+	}
 	if raw == nil {
 		return ErrNotFound
 	}
@@ -320,8 +318,17 @@ func (t *Tx) get(bucket, key []byte, v any) error {
 	return nil
 }
 
+// exists reports whether bucket holds key.
+func (t *Tx) exists(bucket, key []byte) (bool, error) {
+	raw, err := t.tx.get(path(bucket), key)
+	if err != nil {
+		return false, fmt.Errorf("read %s/%s: %w", bucket, key, err)
+	}
+	return raw != nil, nil
+}
+
 func (t *Tx) del(bucket, key []byte) error {
-	if err := t.tx.Bucket(bucket).Delete(key); err != nil {
+	if err := t.tx.del(path(bucket), key); err != nil {
 		return fmt.Errorf("delete %s/%s: %w", bucket, key, err)
 	}
 	return nil
@@ -330,19 +337,15 @@ func (t *Tx) del(bucket, key []byte) error {
 // list decodes every record of bucket whose key starts with prefix.
 func list[T any](t *Tx, bucket []byte, prefix string) ([]T, error) {
 	var out []T
-	c := t.tx.Bucket(bucket).Cursor()
-	p := []byte(prefix)
-	for k, v := c.Seek(p); k != nil && hasPrefix(k, p); k, v = c.Next() {
-		if v == nil { // nested bucket
-			continue
-		}
+	err := t.tx.scan(path(bucket), []byte(prefix), nil, false, func(k, v []byte) (bool, error) {
 		var rec T
 		if err := json.Unmarshal(v, &rec); err != nil {
-			return nil, fmt.Errorf("decode %s/%s: %w", bucket, k, err)
+			return false, fmt.Errorf("decode %s/%s: %w", bucket, k, err)
 		}
 		out = append(out, rec)
-	}
-	return out, nil
+		return true, nil
+	})
+	return out, err
 }
 
 func hasPrefix(b, p []byte) bool {

@@ -3,11 +3,8 @@ package store
 import (
 	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
-
-	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Task states.
@@ -111,8 +108,7 @@ func (t *Tx) openTask(raw []byte) (Task, error) {
 
 // CreateTask stores a new task, giving it the next id, and returns it.
 func (t *Tx) CreateTask(task Task) (Task, error) {
-	b := t.tx.Bucket(bucketTasks)
-	id, err := b.NextSequence()
+	id, err := t.tx.nextSequence(path(bucketTasks))
 	if err != nil {
 		return task, fmt.Errorf("next task id: %w", err)
 	}
@@ -126,7 +122,9 @@ func (t *Tx) CreateTask(task Task) (Task, error) {
 
 // PutTask replaces a task's record.
 func (t *Tx) PutTask(task Task) error {
-	if t.tx.Bucket(bucketTasks).Get(itob(task.ID)) == nil {
+	if ok, err := t.exists(bucketTasks, itob(task.ID)); err != nil {
+		return err
+	} else if !ok {
 		return fmt.Errorf("task %d: %w", task.ID, ErrNotFound)
 	}
 	return t.putTask(task)
@@ -134,7 +132,10 @@ func (t *Tx) PutTask(task Task) error {
 
 // Task returns one task.
 func (t *Tx) Task(id uint64) (Task, error) {
-	raw := t.tx.Bucket(bucketTasks).Get(itob(id))
+	raw, err := t.tx.get(path(bucketTasks), itob(id))
+	if err != nil {
+		return Task{}, fmt.Errorf("task %d: %w", id, err)
+	}
 	if raw == nil {
 		return Task{}, fmt.Errorf("task %d: %w", id, ErrNotFound)
 	}
@@ -149,34 +150,30 @@ func (t *Tx) Task(id uint64) (Task, error) {
 // for which keep returns true (nil: all).
 func (t *Tx) Tasks(limit int, keep func(Task) bool) ([]Task, error) {
 	var out []Task
-	c := t.tx.Bucket(bucketTasks).Cursor()
-	for k, v := c.Last(); k != nil; k, v = c.Prev() {
+	err := t.tx.scan(path(bucketTasks), nil, nil, true, func(k, v []byte) (bool, error) {
 		task, err := t.openTask(v)
 		if err != nil {
-			return nil, fmt.Errorf("decode task %d: %w", btoi(k), err)
+			return false, fmt.Errorf("decode task %d: %w", btoi(k), err)
 		}
 		if keep != nil && !keep(task) {
-			continue
+			return true, nil
 		}
 		out = append(out, task)
-		if limit > 0 && len(out) == limit {
-			break
-		}
-	}
-	return out, nil
+		return limit <= 0 || len(out) < limit, nil
+	})
+	return out, err
 }
 
 // AddEvent appends an event to a task's log and returns it with its sequence
 // number.
 func (t *Tx) AddEvent(e Event) (Event, error) {
-	if t.tx.Bucket(bucketTasks).Get(itob(e.TaskID)) == nil {
+	if ok, err := t.exists(bucketTasks, itob(e.TaskID)); err != nil {
+		return e, err
+	} else if !ok {
 		return e, fmt.Errorf("task %d: %w", e.TaskID, ErrNotFound)
 	}
-	b, err := t.tx.Bucket(bucketTaskEvents).CreateBucketIfNotExists(itob(e.TaskID))
-	if err != nil {
-		return e, fmt.Errorf("events of task %d: %w", e.TaskID, err)
-	}
-	seq, err := b.NextSequence()
+	p := path(bucketTaskEvents, itob(e.TaskID))
+	seq, err := t.tx.nextSequence(p)
 	if err != nil {
 		return e, fmt.Errorf("next event of task %d: %w", e.TaskID, err)
 	}
@@ -188,32 +185,24 @@ func (t *Tx) AddEvent(e Event) (Event, error) {
 	if err != nil {
 		return e, fmt.Errorf("encode event: %w", err)
 	}
-	return e, b.Put(itob(seq), raw)
+	return e, t.tx.put(p, itob(seq), raw)
 }
 
 // DeleteEvents removes a task's events (its record stays).
 func (t *Tx) DeleteEvents(taskID uint64) error {
-	err := t.tx.Bucket(bucketTaskEvents).DeleteBucket(itob(taskID))
-	if errors.Is(err, berrors.ErrBucketNotFound) {
-		return nil
-	}
-	return err
+	return t.tx.deleteBucket(path(bucketTaskEvents, itob(taskID)))
 }
 
 // Events returns a task's events with a sequence number greater than after.
 func (t *Tx) Events(taskID, after uint64) ([]Event, error) {
-	b := t.tx.Bucket(bucketTaskEvents).Bucket(itob(taskID))
-	if b == nil {
-		return nil, nil
-	}
 	var out []Event
-	c := b.Cursor()
-	for k, v := c.Seek(itob(after + 1)); k != nil; k, v = c.Next() {
+	err := t.tx.scan(path(bucketTaskEvents, itob(taskID)), nil, itob(after+1), false, func(k, v []byte) (bool, error) {
 		var e Event
 		if err := decode(v, &e); err != nil {
-			return nil, fmt.Errorf("decode event %d of task %d: %w", btoi(k), taskID, err)
+			return false, fmt.Errorf("decode event %d of task %d: %w", btoi(k), taskID, err)
 		}
 		out = append(out, e)
-	}
-	return out, nil
+		return true, nil
+	})
+	return out, err
 }

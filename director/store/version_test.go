@@ -44,7 +44,7 @@ func TestUpgradeFromEmptyFile(t *testing.T) {
 	defer checkAndClose(t, s)
 	if err := s.View(func(tx *Tx) error {
 		for _, b := range allBucketsVersion1 {
-			if tx.tx.Bucket(b) == nil {
+			if tx.tx.(boltTx).tx.Bucket(b) == nil {
 				t.Errorf("bucket %s missing after upgrade", b)
 			}
 		}
@@ -60,7 +60,7 @@ func TestNewerSchemaIsRefusedWithAdvice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.db.Update(func(tx *bolt.Tx) error {
+	if err := s.db.(*boltBackend).db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put(keySchemaVersion, []byte("99"))
 	}); err != nil {
 		t.Fatal(err)
