@@ -8,6 +8,10 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -98,4 +102,51 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+var shared struct {
+	sync.Mutex
+	s   *Server
+	dir string
+	err error
+}
+
+// Shared returns a server shared by every test of the process, started on
+// first use; tests sharing it keep apart by key prefix. StopShared (from
+// TestMain) stops it and removes its data.
+func Shared(t testing.TB) *Server {
+	t.Helper()
+	shared.Lock()
+	defer shared.Unlock()
+	if shared.s == nil && shared.err == nil {
+		shared.dir, shared.err = os.MkdirTemp("", "etcdtest-")
+		for attempt := 0; attempt < 3 && shared.err == nil; attempt++ {
+			shared.s, shared.err = start(filepath.Join(shared.dir, strconv.Itoa(attempt)))
+			if shared.err == nil {
+				break
+			}
+			if attempt < 2 {
+				shared.err = nil
+			}
+		}
+	}
+	if shared.err != nil {
+		t.Fatalf("start embedded etcd: %v", shared.err)
+	}
+	return shared.s
+}
+
+// StopShared stops the shared server, if one was started, and removes its
+// data.
+func StopShared() {
+	shared.Lock()
+	defer shared.Unlock()
+	if shared.s != nil {
+		shared.s.Stop()
+		shared.s = nil
+	}
+	if shared.dir != "" {
+		os.RemoveAll(shared.dir)
+		shared.dir = ""
+	}
 }
