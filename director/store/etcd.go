@@ -14,6 +14,7 @@ import (
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // EtcdOptions choose the etcd cluster that holds the state and how to reach
@@ -67,7 +68,8 @@ func OpenEtcd(eo EtcdOptions, opts Options) (*Store, error) {
 	if eo.RequestTimeout == 0 {
 		eo.RequestTimeout = 10 * time.Second
 	}
-	cfg := clientv3.Config{Endpoints: eo.Endpoints, DialTimeout: eo.DialTimeout}
+	// Errors reach the caller; the client's own log would only repeat them.
+	cfg := clientv3.Config{Endpoints: eo.Endpoints, DialTimeout: eo.DialTimeout, Logger: zap.NewNop()}
 	if eo.CAFile != "" || eo.CertFile != "" || eo.KeyFile != "" {
 		tlsInfo := transport.TLSInfo{CertFile: eo.CertFile, KeyFile: eo.KeyFile, TrustedCAFile: eo.CAFile}
 		tc, err := tlsInfo.ClientConfig()

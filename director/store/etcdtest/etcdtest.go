@@ -61,7 +61,9 @@ func start(dir string) (*Server, error) {
 	cfg.ListenPeerUrls = []url.URL{*peer}
 	cfg.AdvertisePeerUrls = []url.URL{*peer}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.LogLevel = "error"
+	// Its errors reach the test through Start; the log would only hold the
+	// noise of stopping.
+	cfg.LogLevel = "fatal"
 	cfg.MaxTxnOps = MaxTxnOps
 	// Test data is thrown away: skip fsync to keep the tests fast.
 	cfg.UnsafeNoFsync = true
