@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"errors"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -16,27 +15,7 @@ import (
 // text the CLI sent), with its line where there is one; a bad value an ops
 // file set names the ops file and its line.
 func TestBadManifestsExit2NamingTheirFile(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs a dev director and the local CPI")
-	}
-	bin := binaries(t)
-	work := t.TempDir()
-	data := filepath.Join(work, "data")
-	t.Cleanup(func() { killAgents(data) })
-	stemcell := filepath.Join(work, "local.tgz")
-	if out, err := exec.Command(filepath.Join(bin, "director"), "create-stemcell", "--agent", filepath.Join(bin, "agent"), "--tarball", stemcell).CombinedOutput(); err != nil {
-		t.Fatalf("create-stemcell: %v\n%s", err, out)
-	}
-	d := startDirector(t, bin, data)
-	d.run("-n", "upload-release", "releases/web")
-	d.run("-n", "upload-stemcell", stemcell)
-	cc, err := os.ReadFile(filepath.Join(repoRoot(), "manifests", "local", "cloud-config.yml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ccFile := filepath.Join(work, "cloud-config.yml")
-	writeFile(t, ccFile, strings.ReplaceAll(string(cc), "127.77.", freeRange(t)))
-	d.run("-n", "update-cloud-config", ccFile)
+	d := newLocalSetup(t).d
 
 	good := `name: bad
 releases:

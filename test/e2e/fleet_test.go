@@ -37,42 +37,21 @@ type deploymentRow struct {
 // from the CPI and sc-a's orphaned disk, and once the deployments are
 // gone, the release, its blobs and stemcell 2.
 func TestStemcellRolloutAndCleanUp(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the director, agents and the local CPI, and compiles releases/web")
-	}
 	if os.Geteuid() != 0 {
 		t.Skip("the sample's process files name /var/vcap paths, which a local VM has only in its own mount namespace (root)")
 	}
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("releases/web compiles with the host's Go toolchain; none found")
 	}
-	bin := binaries(t)
-	work := t.TempDir()
-	data := filepath.Join(work, "data")
-	t.Cleanup(func() { killAgents(data) })
-	stemcell := func(version string) string {
-		path := filepath.Join(work, "local-"+version+".tgz")
-		if out, err := exec.Command(filepath.Join(bin, "director"), "create-stemcell", "--agent", filepath.Join(bin, "agent"), "--version", version, "--tarball", path).CombinedOutput(); err != nil {
-			t.Fatalf("create-stemcell: %v\n%s", err, out)
-		}
-		return path
-	}
-	d := startDirector(t, bin, data)
+	setup := newLocalSetup(t)
+	d, work, data := setup.d, setup.work, setup.data
 	t.Cleanup(func() {
 		for _, name := range []string{"sc-a", "sc-b"} {
 			d.command("-n", "-d", name, "delete-deployment", "--force").Run()
 		}
 	})
-	d.run("-n", "upload-release", "releases/web")
-	d.run("-n", "upload-stemcell", stemcell("1"))
-	prefix := freeRange(t)
-	cc, err := os.ReadFile(filepath.Join(repoRoot(), "manifests", "local", "cloud-config.yml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ccFile := filepath.Join(work, "cloud-config.yml")
-	withLarge := strings.Replace(strings.ReplaceAll(string(cc), "127.77.", prefix), "vm_types:\n- name: default\n", "vm_types:\n- name: default\n- name: large\n", 1)
-	writeFile(t, ccFile, withLarge)
+	withLarge := strings.Replace(setup.cloudConfig, "vm_types:\n- name: default\n", "vm_types:\n- name: default\n- name: large\n", 1)
+	ccFile := setup.write(t, "cloud-config.yml", withLarge)
 	d.run("-n", "update-cloud-config", ccFile)
 	// sc-a has a persistent disk; sc-b runs on vm_type large.
 	manifest := func(name, version, port string) string {
@@ -155,7 +134,7 @@ instance_groups:
 		t.Fatalf("stemcell 1 used by %v, want sc-a and sc-b", got)
 	}
 
-	d.run("-n", "upload-stemcell", stemcell("2"))
+	d.run("-n", "upload-stemcell", setup.stemcell(t, "2"))
 	sc := stemcells()
 	v1cid, v2cid := sc["1"].CIDs["local"], sc["2"].CIDs["local"]
 	if v1cid == "" || v2cid == "" || len(sc["2"].Deployments) != 0 {
@@ -189,7 +168,7 @@ instance_groups:
 	// A rollout that fails half way: vm_type large is gone from the cloud
 	// config, so sc-b's deploy fails after sc-a's succeeded (sc-a from
 	// its last successful manifest, port 8080, its pin rewritten to 2).
-	writeFile(t, ccFile, strings.ReplaceAll(string(cc), "127.77.", prefix))
+	writeFile(t, ccFile, setup.cloudConfig)
 	d.run("-n", "update-cloud-config", ccFile)
 	half, err := d.command("-n", "upgrade-stemcell", "linux", "--all").CombinedOutput()
 	if err == nil || !strings.Contains(string(half), "upgraded") || !strings.Contains(string(half), "failed") {

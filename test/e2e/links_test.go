@@ -18,24 +18,14 @@ import (
 // is told its link changed and its redeploy puts the new instance behind
 // the lb. A bad reference to another deployment exits 2 naming the line.
 func TestCrossDeploymentLinks(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the director, agents and the local CPI, and compiles releases/web")
-	}
 	if os.Geteuid() != 0 {
 		t.Skip("the sample's process files name /var/vcap paths, which a local VM has only in its own mount namespace (root)")
 	}
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("releases/web compiles with the host's Go toolchain; none found")
 	}
-	bin := binaries(t)
-	work := t.TempDir()
-	data := filepath.Join(work, "data")
-	t.Cleanup(func() { killAgents(data) })
-	stemcell := filepath.Join(work, "local.tgz")
-	if out, err := exec.Command(filepath.Join(bin, "director"), "create-stemcell", "--agent", filepath.Join(bin, "agent"), "--tarball", stemcell).CombinedOutput(); err != nil {
-		t.Fatalf("create-stemcell: %v\n%s", err, out)
-	}
-	d := startDirector(t, bin, data)
+	setup := newLocalSetup(t)
+	d, work, prefix := setup.d, setup.work, setup.prefix
 	t.Cleanup(func() {
 		for _, name := range []string{"links-b", "links-a"} {
 			if out, err := d.command("-n", "-d", name, "delete-deployment", "--force").CombinedOutput(); err != nil {
@@ -43,18 +33,6 @@ func TestCrossDeploymentLinks(t *testing.T) {
 			}
 		}
 	})
-	d.run("-n", "upload-release", "releases/web")
-	d.run("-n", "upload-stemcell", stemcell)
-	prefix := freeRange(t)
-	cc, err := os.ReadFile(filepath.Join(repoRoot(), "manifests", "local", "cloud-config.yml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ccFile := filepath.Join(work, "cloud-config.yml")
-	if err := os.WriteFile(ccFile, []byte(strings.ReplaceAll(string(cc), "127.77.", prefix)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d.run("-n", "update-cloud-config", ccFile)
 
 	head := `releases:
 - {name: web, version: latest}

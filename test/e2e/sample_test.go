@@ -99,3 +99,53 @@ func (d *director) findInstance(t *testing.T, deployment, group string, index in
 	t.Fatalf("no instance %s/%d in %s: %+v", group, index, deployment, is)
 	return instanceRow{}
 }
+
+// localSetup is a dev director with releases/web, the local stemcell
+// (version 1) and the local cloud config on a free address range uploaded:
+// where the tests that write their own manifests start.
+type localSetup struct {
+	d                       *director
+	bin, work, data, prefix string
+	// cloudConfig is the cloud config's text, its addresses in prefix.
+	cloudConfig string
+}
+
+func newLocalSetup(t *testing.T) *localSetup {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs the director, agents and the local CPI, and compiles releases/web")
+	}
+	s := &localSetup{bin: binaries(t), work: t.TempDir()}
+	s.data = filepath.Join(s.work, "data")
+	t.Cleanup(func() { killAgents(s.data) })
+	stemcell := s.stemcell(t, "1")
+	s.d = startDirector(t, s.bin, s.data)
+	s.d.run("-n", "upload-release", "releases/web")
+	s.d.run("-n", "upload-stemcell", stemcell)
+	s.prefix = freeRange(t)
+	raw, err := os.ReadFile(filepath.Join(repoRoot(), "manifests", "local", "cloud-config.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cloudConfig = strings.ReplaceAll(string(raw), "127.77.", s.prefix)
+	s.d.run("-n", "update-cloud-config", s.write(t, "cloud-config.yml", s.cloudConfig))
+	return s
+}
+
+// stemcell writes the local stemcell of version and returns its path.
+func (s *localSetup) stemcell(t *testing.T, version string) string {
+	t.Helper()
+	path := filepath.Join(s.work, "local-"+version+".tgz")
+	if out, err := exec.Command(filepath.Join(s.bin, "director"), "create-stemcell", "--agent", filepath.Join(s.bin, "agent"), "--version", version, "--tarball", path).CombinedOutput(); err != nil {
+		t.Fatalf("create-stemcell: %v\n%s", err, out)
+	}
+	return path
+}
+
+// write writes text to name in the work directory and returns its path.
+func (s *localSetup) write(t *testing.T, name, text string) string {
+	t.Helper()
+	path := filepath.Join(s.work, name)
+	writeFile(t, path, text)
+	return path
+}

@@ -138,20 +138,8 @@ func tortureCloud(t *testing.T, cloud string, setup func(t *testing.T, bin, work
 		if fault == "director" {
 			d = startDirector(t, bin, data)
 		}
-		ok := false
-		for attempt := 1; attempt <= 5 && !ok; attempt++ {
-			reruns++
-			args := append([]string{"-n", "--json", "deploy"}, deployArgs...)
-			if attempt > 1 {
-				args = append(args, "--fix")
-			}
-			out, err := d.command(args...).CombinedOutput()
-			if err == nil {
-				ok = true
-				break
-			}
-			t.Logf("trial %d: deploy after the fault, attempt %d: %v\n%s", trial, attempt, err, tail(string(out), 10))
-		}
+		ok, n := converge(t, d, trial, deployArgs)
+		reruns += n
 		if ok {
 			converged++
 		} else {

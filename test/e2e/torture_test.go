@@ -127,22 +127,8 @@ func TestTorture(t *testing.T) {
 		if fault == "director" {
 			d = start()
 		}
-		ok := false
-		for attempt := 1; attempt <= 5 && !ok; attempt++ {
-			reruns++
-			// As an operator would: deploy again, and when an agent does
-			// not answer, deploy --fix to recreate its VM.
-			args := []string{"-n", "--json", "deploy", manifest}
-			if attempt > 1 {
-				args = append(args, "--fix")
-			}
-			out, err := d.command(args...).CombinedOutput()
-			if err == nil {
-				ok = true
-				break
-			}
-			t.Logf("trial %d: deploy after restart, attempt %d: %v\n%s", trial, attempt, err, tail(string(out), 10))
-		}
+		ok, n := converge(t, d, trial, []string{manifest})
+		reruns += n
 		if ok {
 			converged++
 		} else {
@@ -427,4 +413,24 @@ func lbServes(want int, d time.Duration) bool {
 func sha256hex(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
+}
+
+// converge deploys what args name (a manifest and its ops files) as an
+// operator would after a fault: again, and from the second attempt with
+// --fix (recreating VMs whose agent does not answer), until a deploy
+// succeeds, at most 5 times. It reports whether one did and how many ran.
+func converge(t *testing.T, d *director, trial int, args []string) (bool, int) {
+	t.Helper()
+	for attempt := 1; attempt <= 5; attempt++ {
+		cmd := append([]string{"-n", "--json", "deploy"}, args...)
+		if attempt > 1 {
+			cmd = append(cmd, "--fix")
+		}
+		out, err := d.command(cmd...).CombinedOutput()
+		if err == nil {
+			return true, attempt
+		}
+		t.Logf("trial %d: deploy after the fault, attempt %d: %v\n%s", trial, attempt, err, tail(string(out), 10))
+	}
+	return false, 5
 }
