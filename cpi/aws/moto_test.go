@@ -172,10 +172,15 @@ func motoProps(url string, extra map[string]any) json.RawMessage {
 	return b
 }
 
-// newCPI is a plugin on the cloud, logging through t.
+// newCPI is a plugin on the cloud, logging through t. Its HTTP client
+// opens a connection per request: moto's server may close an idle
+// kept-alive connection while an answer is read on it, which the tests,
+// running without retries (max_retries 0), would report as a failure of
+// the call (a later option replaces the client).
 func (c *cloud) newCPI(t *testing.T, opts ...Option) *CPI {
 	t.Helper()
-	impl, err := New(t.Context(), c.props, append([]Option{WithLogger(testLogger(t))}, opts...)...)
+	fresh := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) { tr.DisableKeepAlives = true })
+	impl, err := New(t.Context(), c.props, append([]Option{WithLogger(testLogger(t)), WithHTTPClient(fresh)}, opts...)...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
