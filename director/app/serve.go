@@ -110,6 +110,9 @@ type settings struct {
 	cpis      *cpimanager.Config // used when no cpi config is stored
 	// externalCPIs may be run by cpi config entries of type external.
 	externalCPIs []string
+	// store is where the state lives; the zero value is the bbolt file in
+	// dataDir.
+	store config.Store
 }
 
 func serve(ctx context.Context, o cli.ServeOptions, stdout, stderr io.Writer) error {
@@ -163,7 +166,7 @@ func fileSettings(file string) (settings, error) {
 		tlsCert: c.TLS.CertFile, tlsKey: c.TLS.KeyFile, tlsHosts: c.TLS.Hosts, tlsCA: c.TLS.CAFile,
 		advertise: strings.TrimRight(c.Advertise, "/"),
 		blobstore: c.Blobstore, natsAddr: c.NATS.Listen, natsURL: c.NATS.URL,
-		externalCPIs: c.ExternalCPIs,
+		externalCPIs: c.ExternalCPIs, store: c.Store,
 	}
 	if s.natsAddr == "" {
 		s.natsAddr = "0.0.0.0:4222"
@@ -286,8 +289,20 @@ func openState(s settings, logger *slog.Logger, stops *stack) (*Director, error)
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	statePath := filepath.Join(s.dataDir, "state.db")
-	_, statErr := os.Stat(statePath)
-	fresh := errors.Is(statErr, os.ErrNotExist)
+	keyPath := s.store.VariablesKeyFile
+	if keyPath == "" {
+		keyPath = statePath + ".key"
+	}
+	// With etcd the state is elsewhere: a director without the variables
+	// key is a new one (the store refuses data sealed with a missing key).
+	fresh := false
+	if s.store.Backend == "etcd" {
+		_, statErr := os.Stat(keyPath)
+		fresh = errors.Is(statErr, os.ErrNotExist)
+	} else {
+		_, statErr := os.Stat(statePath)
+		fresh = errors.Is(statErr, os.ErrNotExist)
+	}
 	var ca *pki.CA
 	if fresh {
 		var err error
@@ -295,7 +310,13 @@ func openState(s settings, logger *slog.Logger, stops *stack) (*Director, error)
 			return nil, err
 		}
 	}
-	st, err := store.Open(statePath, store.Options{Timeout: time.Second})
+	var st *store.Store
+	var err error
+	if s.store.Backend == "etcd" {
+		st, err = store.OpenEtcd(EtcdOptions(s.store), store.Options{KeyPath: keyPath})
+	} else {
+		st, err = store.Open(statePath, store.Options{Timeout: time.Second, KeyPath: keyPath})
+	}
 	if errors.Is(err, store.ErrLocked) {
 		return nil, fmt.Errorf("state file is locked: is another director running with --data %s?", s.dataDir)
 	}
@@ -893,4 +914,10 @@ func dedupe(in []string) []string {
 		}
 	}
 	return out
+}
+
+// EtcdOptions are the store's etcd options of a director.yml store section.
+func EtcdOptions(c config.Store) store.EtcdOptions {
+	return store.EtcdOptions{Endpoints: c.Endpoints, CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile,
+		Prefix: c.Prefix, MaxTxnOps: c.MaxTxnOps}
 }

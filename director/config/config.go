@@ -26,6 +26,15 @@
 //	  listen: 0.0.0.0:4222
 //	  url: nats://10.0.0.6:4222        # how agents reach it (or advertise:; default from listen)
 //	external_cpis: [/var/vcap/jobs/vsphere_cpi/bin/cpi]   # what type: external may run
+//	store:                            # where the state lives (default: bbolt, <data_dir>/state.db)
+//	  backend: etcd                   # or bbolt
+//	  endpoints: [https://10.0.0.11:2379, https://10.0.0.12:2379]
+//	  ca_file: /etc/compleat/etcd-ca.crt      # TLS: the CA of the members,
+//	  cert_file: /etc/compleat/etcd-client.crt  # and the director's client certificate
+//	  key_file: /etc/compleat/etcd-client.key
+//	  prefix: /compleat/              # every key is under it
+//	  max_txn_ops: 128                # the cluster's --max-txn-ops
+//	  variables_key_file: /var/lib/compleat/state.db.key  # default <data_dir>/state.db.key
 //	cpis:                             # used until a cpi config is uploaded
 //	- name: aws-east
 //	  type: aws
@@ -70,6 +79,7 @@ type Director struct {
 	Blobstore Blobstore `yaml:"blobstore"`
 	NATS      NATS      `yaml:"nats"`
 	CPIs      yaml.Node `yaml:"cpis"`
+	Store     Store     `yaml:"store"`
 	// ExternalCPIs are the absolute paths of the BOSH CPI executables (or
 	// directories of them) that cpi config entries of type external may
 	// run; nothing else can be named by an uploaded cpi config.
@@ -158,6 +168,26 @@ type NATS struct {
 	Advertise string `yaml:"advertise"`
 }
 
+// Store selects where the director keeps its state: a bbolt file in
+// data_dir (the default) or an etcd cluster shared by several directors.
+type Store struct {
+	Backend   string   `yaml:"backend"` // "bbolt" (default) or "etcd"
+	Endpoints []string `yaml:"endpoints"`
+	// CAFile verifies the members; CertFile and KeyFile are the
+	// director's client certificate.
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// Prefix is put before every key; default "/compleat/".
+	Prefix string `yaml:"prefix"`
+	// MaxTxnOps is the cluster's --max-txn-ops; default 128.
+	MaxTxnOps int `yaml:"max_txn_ops"`
+	// VariablesKeyFile is the 32-byte key that seals variables, the same
+	// file on every director sharing the state; default
+	// <data_dir>/state.db.key.
+	VariablesKeyFile string `yaml:"variables_key_file"`
+}
+
 // Load reads and validates director.yml. Relative paths in it are relative to
 // the file's directory.
 func Load(file string) (*Director, error) {
@@ -193,6 +223,8 @@ func Parse(file string, raw []byte) (*Director, error) {
 	d.DataDir = abs(d.DataDir)
 	d.TLS.CertFile, d.TLS.KeyFile, d.TLS.CAFile = abs(d.TLS.CertFile), abs(d.TLS.KeyFile), abs(d.TLS.CAFile)
 	d.Blobstore.Dir = abs(d.Blobstore.Dir)
+	d.Store.CAFile, d.Store.CertFile, d.Store.KeyFile = abs(d.Store.CAFile), abs(d.Store.CertFile), abs(d.Store.KeyFile)
+	d.Store.VariablesKeyFile = abs(d.Store.VariablesKeyFile)
 	for i := range d.Tokens {
 		d.Tokens[i].TokenFile = abs(d.Tokens[i].TokenFile)
 	}
@@ -309,7 +341,46 @@ func (d *Director) validate() error {
 			errs = append(errs, d.errf(field, "want https://HOST[:PORT], have %q", v))
 		}
 	}
+	errs = append(errs, d.validateStore()...)
 	return errors.Join(errs...)
+}
+
+func (d *Director) validateStore() []error {
+	var errs []error
+	st := d.Store
+	switch st.Backend {
+	case "", "bbolt":
+		for _, fv := range [][2]string{{"endpoints", strings.Join(st.Endpoints, ",")}, {"ca_file", st.CAFile}, {"cert_file", st.CertFile}, {"key_file", st.KeyFile}, {"prefix", st.Prefix}} {
+			if fv[1] != "" {
+				errs = append(errs, d.errf("store."+fv[0], "only for backend: etcd"))
+			}
+		}
+		if st.MaxTxnOps != 0 {
+			errs = append(errs, d.errf("store.max_txn_ops", "only for backend: etcd"))
+		}
+		return errs
+	case "etcd":
+	default:
+		return []error{d.errf("store.backend", "unknown backend %q (bbolt, etcd)", st.Backend)}
+	}
+	if len(st.Endpoints) == 0 {
+		errs = append(errs, d.errf("store.endpoints", "required for backend: etcd"))
+	}
+	for i, e := range st.Endpoints {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Port() == "" || u.Path != "" && u.Path != "/" {
+			errs = append(errs, d.errf(fmt.Sprintf("store.endpoints[%d]", i), "want https://HOST:PORT, have %q", e))
+		}
+	}
+	if (st.CertFile == "") != (st.KeyFile == "") {
+		errs = append(errs, d.errf("store", "cert_file and key_file go together"))
+	}
+	if st.Prefix != "" && (!strings.HasPrefix(st.Prefix, "/") || !strings.HasSuffix(st.Prefix, "/")) {
+		errs = append(errs, d.errf("store.prefix", "want /NAME/ (starting and ending with /), have %q", st.Prefix))
+	}
+	if st.MaxTxnOps < 0 {
+		errs = append(errs, d.errf("store.max_txn_ops", "must not be negative"))
+	}
+	return errs
 }
 
 // File is the path the config was read from.

@@ -109,3 +109,30 @@ func TestAdvertiseNames(t *testing.T) {
 		t.Errorf("nats.url %q, blobstore.public_url %q", d.NATS.URL, d.Blobstore.PublicURL)
 	}
 }
+
+func TestStoreSection(t *testing.T) {
+	const head = "listen: :1\ndata_dir: /x\ntokens: [{name: a, token_file: t, scopes: [read]}]\n"
+	d, err := config.Parse(filepath.Join("/etc/compleat", "d.yml"), []byte(head+
+		"store: {backend: etcd, endpoints: [\"https://127.0.0.1:2379\"], ca_file: ca.crt, cert_file: c.crt, key_file: c.key, prefix: /a/}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Store.Backend != "etcd" || d.Store.CertFile != filepath.Join("/etc/compleat", "c.crt") || d.Store.Prefix != "/a/" {
+		t.Errorf("store = %+v", d.Store)
+	}
+	for _, tc := range []struct{ doc, want string }{
+		{"store: {backend: consul}\n", `d.yml:4: store.backend: unknown backend "consul" (bbolt, etcd)`},
+		{"store: {backend: etcd}\n", "store.endpoints: required for backend: etcd"},
+		{"store:\n  backend: etcd\n  endpoints: [\"127.0.0.1:2379\"]\n", `d.yml:6: store.endpoints[0]: want https://HOST:PORT, have "127.0.0.1:2379"`},
+		{"store: {backend: etcd, endpoints: [\"https://e:2379\"], cert_file: c}\n", "store: cert_file and key_file go together"},
+		{"store: {backend: etcd, endpoints: [\"https://e:2379\"], prefix: compleat}\n", `store.prefix: want /NAME/`},
+		{"store: {endpoints: [\"https://e:2379\"]}\n", "store.endpoints: only for backend: etcd"},
+		{"store: {backend: etcd, endpoints: [\"https://e:2379\"], max_txn_ops: -1}\n", "store.max_txn_ops: must not be negative"},
+		{"store: {backend: etcd, endpoint: x}\n", "field endpoint not found"},
+	} {
+		_, err := config.Parse("d.yml", []byte(head+tc.doc))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q:\n err = %v\nwant %q", tc.doc, err, tc.want)
+		}
+	}
+}
