@@ -215,6 +215,7 @@ func New(d Deps) *cobra.Command {
 	// upgrade-stemcell, delete-release, delete-stemcell, clean-up: fleet.go
 	root.AddCommand(a.fleetCmds()...)
 	root.AddCommand(a.rotateAgentCertsCmd()) // agents.go
+	root.AddCommand(a.migrateStateCmd())     // migratestate.go
 	root.AddCommand(d.Extra...)
 	return root
 }

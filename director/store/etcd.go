@@ -178,6 +178,9 @@ func (b *etcdBackend) check() error { return nil }
 
 func (b *etcdBackend) close() error { return b.c.Close() }
 
+// maxWrites leaves room for the commit key.
+func (b *etcdBackend) maxWrites() int { return b.opts.MaxTxnOps - 1 }
+
 // bucketKey is the key prefix of a bucket, without the separator.
 func (b *etcdBackend) bucketKey(p bucketPath) string {
 	var s strings.Builder
@@ -334,6 +337,61 @@ func (t *etcdTx) scan(p bucketPath, prefix, from []byte, reverse bool, fn func(k
 		}
 		more, err := fn([]byte(key), recs[k])
 		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *etcdTx) setSequence(p bucketPath, seq uint64) error {
+	return t.write(t.b.bucketKey(p)+"#seq", etcdWrite{value: []byte(strconv.FormatUint(seq, 10))})
+}
+
+// dump reads the whole prefix at the snapshot (buffered writes are not
+// records yet: dump is for stores no one writes to).
+func (t *etcdTx) dump(fn func(r rawRecord) error) error {
+	ctx, cancel := t.b.ctx()
+	r, err := t.b.c.Get(ctx, t.b.opts.Prefix, clientv3.WithPrefix(), clientv3.WithRev(t.rev))
+	cancel()
+	if err != nil {
+		return err
+	}
+	for _, kv := range r.Kvs {
+		k := string(kv.Key[len(t.b.opts.Prefix):])
+		if k == "#commit" {
+			continue
+		}
+		end := strings.IndexAny(k, "/#")
+		if end <= 0 {
+			return fmt.Errorf("%s: unexpected key %q under the prefix", t.b.name(), kv.Key)
+		}
+		var p bucketPath
+		for i, part := range strings.Split(k[:end], ".") {
+			if i == 0 {
+				p = append(p, []byte(part))
+				continue
+			}
+			n, err := hex.DecodeString(part)
+			if err != nil {
+				return fmt.Errorf("%s: unexpected key %q under the prefix", t.b.name(), kv.Key)
+			}
+			p = append(p, n)
+		}
+		rec := rawRecord{Path: p}
+		switch rest := k[end:]; {
+		case rest == "#seq":
+			if rec.Seq, err = strconv.ParseUint(string(kv.Value), 10, 64); err != nil {
+				return fmt.Errorf("%s: sequence %q: %w", t.b.name(), kv.Key, err)
+			}
+			if rec.Seq == 0 {
+				continue
+			}
+		case rest[0] == '/':
+			rec.Key, rec.Value = []byte(rest[1:]), kv.Value
+		default:
+			return fmt.Errorf("%s: unexpected key %q under the prefix", t.b.name(), kv.Key)
+		}
+		if err := fn(rec); err != nil {
 			return err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -39,6 +40,21 @@ type kvTx interface {
 	// after from (reverse: at or before; nil: from the start or the end),
 	// until fn returns false or an error. Nested buckets are skipped.
 	scan(p bucketPath, prefix, from []byte, reverse bool, fn func(k, v []byte) (bool, error)) error
+	// setSequence sets the bucket's sequence, creating the bucket as
+	// needed.
+	setSequence(p bucketPath, seq uint64) error
+	// dump calls fn for every record and every non-zero bucket sequence
+	// of the store (raw: the backend's own keys, such as etcd's commit
+	// key, are not records).
+	dump(fn func(r rawRecord) error) error
+}
+
+// rawRecord is a record (Key set) or a bucket's sequence (Key nil) as the
+// backends hold them, for copying a store.
+type rawRecord struct {
+	Path       bucketPath
+	Key, Value []byte
+	Seq        uint64
 }
 
 // backend is a state store: bbolt (one file) or etcd (a cluster).
@@ -51,6 +67,8 @@ type backend interface {
 	backup(w io.Writer) (int64, error)
 	check() error
 	close() error
+	// maxWrites is how many writes one transaction may hold; 0: no limit.
+	maxWrites() int
 	// name says what the store is, for messages: a file's path or etcd's
 	// endpoints and prefix.
 	name() string
@@ -98,8 +116,9 @@ func (b *boltBackend) check() error {
 	return errors.Join(errs...)
 }
 
-func (b *boltBackend) close() error { return b.db.Close() }
-func (b *boltBackend) name() string { return b.path }
+func (b *boltBackend) close() error   { return b.db.Close() }
+func (b *boltBackend) name() string   { return b.path }
+func (b *boltBackend) maxWrites() int { return 0 }
 
 type boltTx struct{ tx *bolt.Tx }
 
@@ -221,6 +240,41 @@ func (t boltTx) scan(p bucketPath, prefix, from []byte, reverse bool, fn func(k,
 		}
 	}
 	return nil
+}
+
+func (t boltTx) setSequence(p bucketPath, seq uint64) error {
+	b, err := t.create(p)
+	if err != nil {
+		return err
+	}
+	return b.SetSequence(seq)
+}
+
+func (t boltTx) dump(fn func(r rawRecord) error) error {
+	var walk func(p bucketPath, b *bolt.Bucket) error
+	walk = func(p bucketPath, b *bolt.Bucket) error {
+		if seq := b.Sequence(); seq > 0 {
+			if err := fn(rawRecord{Path: p, Seq: seq}); err != nil {
+				return err
+			}
+		}
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			var err error
+			if v == nil {
+				err = walk(append(slices.Clone(p), slices.Clone(k)), b.Bucket(k))
+			} else {
+				err = fn(rawRecord{Path: p, Key: slices.Clone(k), Value: slices.Clone(v)})
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return t.tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+		return walk(bucketPath{slices.Clone(name)}, b)
+	})
 }
 
 // String names a bucket path for messages.
