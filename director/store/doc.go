@@ -1,5 +1,9 @@
-// Package store owns the director's state file: one bbolt database that holds
-// everything the director knows, and the only package that imports bbolt.
+// Package store owns the director's state: one bbolt database (the default)
+// or a key prefix of an etcd cluster ([OpenEtcd], docs/ha.md) that holds
+// everything the director knows, and the only package that imports bbolt or
+// the etcd client. The typed transactions below sit on a small key-value
+// layer (kvTx, kv.go) with a bbolt and an etcd implementation; both hold the
+// same schema, the same JSON records and the same sealed values.
 //
 // # Using it
 //
