@@ -30,12 +30,23 @@ type Server struct {
 // deployment-sized transactions; the store checks the limit it is told.
 const MaxTxnOps = 4096
 
+// Options tune a server.
+type Options struct {
+	// Fsync makes the server sync its log to disk as a production member
+	// does (benchmarks); tests skip it to stay fast.
+	Fsync bool
+}
+
 // Start starts a server and registers its stop with t.Cleanup.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB) *Server { t.Helper(); return StartWith(t, Options{}) }
+
+// StartWith starts a server with opts and registers its stop with
+// t.Cleanup.
+func StartWith(t testing.TB, opts Options) *Server {
 	t.Helper()
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		s, err := start(t.TempDir())
+		s, err := start(t.TempDir(), opts)
 		if err == nil {
 			t.Cleanup(s.Stop)
 			return s
@@ -46,7 +57,7 @@ func Start(t testing.TB) *Server {
 	return nil
 }
 
-func start(dir string) (*Server, error) {
+func start(dir string, opts Options) (*Server, error) {
 	ports, err := freePorts(2)
 	if err != nil {
 		return nil, err
@@ -66,7 +77,7 @@ func start(dir string) (*Server, error) {
 	cfg.LogLevel = "fatal"
 	cfg.MaxTxnOps = MaxTxnOps
 	// Test data is thrown away: skip fsync to keep the tests fast.
-	cfg.UnsafeNoFsync = true
+	cfg.UnsafeNoFsync = !opts.Fsync
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, err
@@ -123,7 +134,7 @@ func Shared(t testing.TB) *Server {
 	if shared.s == nil && shared.err == nil {
 		shared.dir, shared.err = os.MkdirTemp("", "etcdtest-")
 		for attempt := 0; attempt < 3 && shared.err == nil; attempt++ {
-			shared.s, shared.err = start(filepath.Join(shared.dir, strconv.Itoa(attempt)))
+			shared.s, shared.err = start(filepath.Join(shared.dir, strconv.Itoa(attempt)), Options{})
 			if shared.err == nil {
 				break
 			}
