@@ -295,13 +295,33 @@ func (t *etcdTx) nextSequence(p bucketPath) (uint64, error) {
 	return seq, t.write(k, etcdWrite{value: []byte(strconv.FormatUint(seq, 10))})
 }
 
+// scanPage is how many records a range read fetches at a time.
+const scanPage = 256
+
 func (t *etcdTx) scan(p bucketPath, prefix, from []byte, reverse bool, fn func(k, v []byte) (bool, error)) error {
 	bk := t.b.bucketKey(p) + "/"
 	start := bk + string(prefix)
+	// The keys of the range: [lo, hi).
+	lo, hi := start, clientv3.GetPrefixRangeEnd(start)
+	if from != nil {
+		if f := bk + string(from); !reverse && f > lo {
+			lo = f
+		} else if reverse && f+"\x00" < hi {
+			hi = f + "\x00"
+		}
+	}
+	if lo >= hi {
+		return nil
+	}
+	if !t.touched(start) {
+		return t.scanPages(bk, lo, hi, reverse, fn)
+	}
+	// The transaction wrote into the range: merge its writes into what
+	// the snapshot holds.
 	recs := map[string][]byte{}
 	if !t.droppedKey(start) {
 		ctx, cancel := t.b.ctx()
-		r, err := t.b.c.Get(ctx, start, clientv3.WithPrefix(), clientv3.WithRev(t.rev))
+		r, err := t.b.c.Get(ctx, lo, clientv3.WithRange(hi), clientv3.WithRev(t.rev))
 		cancel()
 		if err != nil {
 			return err
@@ -313,7 +333,7 @@ func (t *etcdTx) scan(p bucketPath, prefix, from []byte, reverse bool, fn func(k
 		}
 	}
 	for k, w := range t.writes {
-		if !strings.HasPrefix(k, start) {
+		if k < lo || k >= hi {
 			continue
 		}
 		if w.del {
@@ -331,16 +351,62 @@ func (t *etcdTx) scan(p bucketPath, prefix, from []byte, reverse bool, fn func(k
 		slices.Reverse(keys)
 	}
 	for _, k := range keys {
-		key := k[len(bk):]
-		if from != nil && ((!reverse && key < string(from)) || (reverse && key > string(from))) {
-			continue
-		}
-		more, err := fn([]byte(key), recs[k])
+		more, err := fn([]byte(k[len(bk):]), recs[k])
 		if err != nil || !more {
 			return err
 		}
 	}
 	return nil
+}
+
+// touched reports whether the transaction wrote or deleted keys starting
+// with start.
+func (t *etcdTx) touched(start string) bool {
+	for k := range t.writes {
+		if strings.HasPrefix(k, start) {
+			return true
+		}
+	}
+	for _, d := range t.dropped {
+		if strings.HasPrefix(d, start) || strings.HasPrefix(start, d) {
+			return true
+		}
+	}
+	return false
+}
+
+// scanPages reads [lo, hi) at the snapshot a page at a time, so that a
+// caller that stops early (the newest tasks, the events after N) reads
+// little of a long bucket.
+func (t *etcdTx) scanPages(bk, lo, hi string, reverse bool, fn func(k, v []byte) (bool, error)) error {
+	order := clientv3.SortAscend
+	if reverse {
+		order = clientv3.SortDescend
+	}
+	for {
+		ctx, cancel := t.b.ctx()
+		r, err := t.b.c.Get(ctx, lo, clientv3.WithRange(hi), clientv3.WithRev(t.rev),
+			clientv3.WithLimit(scanPage), clientv3.WithSort(clientv3.SortByKey, order))
+		cancel()
+		if err != nil {
+			return err
+		}
+		for _, kv := range r.Kvs {
+			more, err := fn(kv.Key[len(bk):], kv.Value)
+			if err != nil || !more {
+				return err
+			}
+		}
+		if !r.More || len(r.Kvs) == 0 {
+			return nil
+		}
+		last := string(r.Kvs[len(r.Kvs)-1].Key)
+		if reverse {
+			hi = last
+		} else {
+			lo = last + "\x00"
+		}
+	}
 }
 
 func (t *etcdTx) setSequence(p bucketPath, seq uint64) error {

@@ -258,3 +258,61 @@ func TestEtcdUnreachable(t *testing.T) {
 		t.Fatalf("open unreachable etcd: err = %v", err)
 	}
 }
+
+// Range reads longer than a page (256 records on etcd) come whole and in
+// order, forwards and backwards, from a starting key, and stop early; also
+// with the transaction's own writes merged in.
+func TestLongRanges(t *testing.T) {
+	storesuite.Run(t, func(t *testing.T, b storesuite.Backend) {
+		s := b.Open(t, "state", store.Options{})
+		const n = 600
+		update(t, s, func(tx *store.Tx) error {
+			for i := 0; i < n; i++ {
+				if _, err := tx.CreateTask(store.Task{Type: "t"}); err != nil {
+					return err
+				}
+			}
+			for i := 0; i < n; i++ {
+				if _, err := tx.AddEvent(store.Event{TaskID: 1, Stage: "s"}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		check := func(tx *store.Tx, extra int) {
+			all, err := tx.Tasks(0, nil)
+			if err != nil || len(all) != n+extra {
+				t.Fatalf("tasks = %d, %v; want %d", len(all), err, n+extra)
+			}
+			for i, task := range all {
+				if want := uint64(n + extra - i); task.ID != want {
+					t.Fatalf("task %d has id %d, want %d (newest first)", i, task.ID, want)
+				}
+			}
+			newest, _ := tx.Tasks(3, nil)
+			if len(newest) != 3 || newest[0].ID != uint64(n+extra) {
+				t.Errorf("newest 3 = %+v", newest)
+			}
+			evs, err := tx.Events(1, 290)
+			if err != nil || len(evs) != n-290+extra || evs[0].Seq != 291 {
+				t.Fatalf("events after 290 = %d, %v", len(evs), err)
+			}
+			for i, e := range evs {
+				if e.Seq != uint64(291+i) {
+					t.Fatalf("event %d has seq %d", i, e.Seq)
+				}
+			}
+		}
+		view(t, s, func(tx *store.Tx) error { check(tx, 0); return nil })
+		update(t, s, func(tx *store.Tx) error {
+			if _, err := tx.CreateTask(store.Task{Type: "t"}); err != nil {
+				return err
+			}
+			if _, err := tx.AddEvent(store.Event{TaskID: 1, Stage: "s"}); err != nil {
+				return err
+			}
+			check(tx, 1)
+			return nil
+		})
+	})
+}
