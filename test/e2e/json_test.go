@@ -31,7 +31,7 @@ func TestJSONContract(t *testing.T) {
 		t.Skip("the sample's process files name /var/vcap paths, which a local VM has only in its own mount namespace (root)")
 	}
 	prefix := freeRange(t)
-	d, _ := deploySample(t, prefix, nil)
+	d, data := deploySample(t, prefix, nil)
 	work := t.TempDir()
 	bin := binaries(t)
 	manifest := filepath.Join(work, "web.yml")
@@ -66,7 +66,7 @@ func TestJSONContract(t *testing.T) {
 		"ignore", "unignore", "update-resurrection", "logs", "ssh", "cloud-check", "rotate-agent-certs",
 		"deploy", "stop", "start", "restart", "recreate", "pause", "resume", "run-errand", "cancel-task", "delete-disk",
 		"create-release", "inspect-release", "upload-release", "create-stemcell", "upload-stemcell",
-		"upgrade-stemcell", "delete-release", "delete-stemcell", "clean-up", "backup", "delete-deployment",
+		"upgrade-stemcell", "delete-release", "delete-stemcell", "clean-up", "backup", "migrate-state", "delete-deployment",
 		"completion", "help", "serve",
 	}
 	table := map[string]spec{
@@ -119,10 +119,12 @@ func TestJSONContract(t *testing.T) {
 		"delete-stemcell":       {args: []string{"delete-stemcell", "compleat-local/9"}, kind: jsonStream},
 		"clean-up":              {args: []string{"clean-up"}, kind: jsonStream},
 		"backup":                {args: []string{"backup", filepath.Join(work, "state.db")}},
-		"delete-deployment":     {args: []string{"-d", "web", "delete-deployment"}, kind: jsonStream},
-		"completion":            {kind: jsonNone}, // a shell script
-		"help":                  {kind: jsonNone},
-		"serve":                 {kind: jsonNone}, // the server: a log on stderr
+		"migrate-state": {args: []string{"migrate-state", "--from", "bbolt:" + filepath.Join(work, "state.db"), "--to", "bbolt:" + filepath.Join(work, "copy.db"),
+			"--variables-key", filepath.Join(data, "state.db.key")}}, // local: the backup into another file
+		"delete-deployment": {args: []string{"-d", "web", "delete-deployment"}, kind: jsonStream},
+		"completion":        {kind: jsonNone}, // a shell script
+		"help":              {kind: jsonNone},
+		"serve":             {kind: jsonNone}, // the server: a log on stderr
 	}
 	for _, c := range cli.New(cli.Deps{}).Commands() {
 		if _, ok := table[c.Name()]; !ok && !c.Hidden {
