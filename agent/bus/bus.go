@@ -21,7 +21,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -69,6 +69,15 @@ func TLSConfig(s settings.Settings) (*tls.Config, error) {
 }
 
 // Run connects and serves until ctx ends.
+//
+// Each connection uses one certificate for its whole life. When
+// update_settings replaces the certificate, Run hands over: it opens a
+// connection with the new one, drains the subscription of the old one (the
+// requests the bus already delivered there are still answered, and answered
+// there: the bus admits a reply only on the connection its request came in
+// on), subscribes on the new one, and closes the old one once its answers
+// are out. A request published between the two subscriptions finds no
+// responder, which the director's client treats as "resend shortly".
 func Run(ctx context.Context, cfg Config) error {
 	log := cfg.Logger
 	if log == nil {
@@ -78,90 +87,24 @@ func Run(ctx context.Context, cfg Config) error {
 	if _, err := TLSConfig(s); err != nil {
 		return err
 	}
-	// The certificate is read at every handshake, so that one replaced by
-	// update_settings is used from the next connection on.
-	certCB := func() (tls.Certificate, error) {
-		pair, err := tls.X509KeyPair([]byte(cfg.Settings().Mbus.Cert), []byte(cfg.Settings().Mbus.Key))
-		if err != nil {
-			return tls.Certificate{}, fmt.Errorf("settings mbus.cert/mbus.key: %w", err)
-		}
-		return pair, nil
-	}
-	rootsCB := func() (*x509.CertPool, error) {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM([]byte(cfg.Settings().Mbus.CACert)) {
-			return nil, errors.New("settings mbus.ca_cert: no certificate in PEM")
-		}
-		return pool, nil
-	}
-	inUse := s.Mbus.Cert
-	maxWait := cfg.MaxReconnectWait
-	if maxWait <= 0 {
-		maxWait = 10 * time.Second
-	}
-	connected := make(chan struct{}, 1)
-	poke := func() {
-		select {
-		case connected <- struct{}{}:
-		default:
-		}
-	}
-	nc, err := nats.Connect(s.Mbus.URL,
-		nats.ClientTLSConfig(certCB, rootsCB),
-		nats.Name("agent "+s.AgentID),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.CustomReconnectDelay(func(attempts int) time.Duration {
-			d := 100 * time.Millisecond << min(attempts, 10)
-			d = min(d, maxWait)
-			return d/2 + rand.N(d/2+1)
-		}),
-		nats.PingInterval(20*time.Second),
-		nats.ConnectHandler(func(*nats.Conn) { log.Info("connected to the message bus"); poke() }),
-		nats.ReconnectHandler(func(*nats.Conn) { log.Info("reconnected to the message bus"); poke() }),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("disconnected from the message bus", "err", err)
-			}
-		}),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			log.Warn("message bus error", "err", err)
-		}),
-	)
+	r := &runner{cfg: cfg, log: log, connected: make(chan struct{}, 1)}
+	cur, err := r.dial(s)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", s.Mbus.URL, err)
+		return err
 	}
-	defer nc.Close()
-	if nc.IsConnected() {
-		poke()
+	if err := r.subscribe(ctx, cur); err != nil {
+		cur.nc.Close()
+		return err
 	}
-
-	// inFlight counts the requests being answered: a reply must go out on
-	// the connection its request came in on (the bus admits one reply per
-	// request received there), so a reconnect waits for them.
-	var inFlight atomic.Int64
-	_, err = nc.Subscribe(protocol.Subject(s.AgentID), func(m *nats.Msg) {
-		inFlight.Add(1)
-		go func() {
-			defer inFlight.Add(-1)
-			reply := cfg.Handler.Handle(ctx, m.Data)
-			if m.Reply == "" {
-				return
-			}
-			if err := m.Respond(reply); err != nil {
-				log.Warn("send reply", "err", err)
-			}
-		}()
-	})
-	if err != nil {
-		return fmt.Errorf("subscribe to %s: %w", protocol.Subject(s.AgentID), err)
+	defer func() { cur.nc.Close() }()
+	if cur.nc.IsConnected() {
+		r.poke()
 	}
 
 	// A bootstrap certificate (OU=bootstrap) may only answer the
 	// director: no heartbeat or alert until the agent has its identity.
-	bootstrap := isBootstrap(inUse)
 	beat := func() {
-		if !nc.IsConnected() || bootstrap {
+		if !cur.nc.IsConnected() || cur.bootstrap {
 			return
 		}
 		st, err := cfg.State.State()
@@ -173,43 +116,36 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Error("encode heartbeat", "err", err)
 			return
 		}
-		if err := nc.Publish(protocol.HeartbeatSubject(s.AgentID), b); err != nil {
+		if err := cur.nc.Publish(protocol.HeartbeatSubject(s.AgentID), b); err != nil {
 			log.Warn("publish heartbeat", "err", err)
 		}
 	}
 	interval := cfg.Settings().Heartbeat()
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
-	// A certificate replaced by update_settings is used at once (the
-	// update's answer has gone by the next look), once no request is being
-	// answered.
+	// A certificate replaced by update_settings is taken into use within
+	// the next look.
 	certCheck := time.NewTicker(200 * time.Millisecond)
 	defer certCheck.Stop()
-	// certSeen is when a replaced certificate was first seen: a reconnect
-	// waits for the requests in flight, five seconds at most.
-	var seenCert string
-	var seenAt time.Time
-	certSeen := func(cert string) time.Time {
-		if cert != seenCert {
-			seenCert, seenAt = cert, time.Now()
-		}
-		return seenAt
-	}
 	for {
 		select {
 		case <-ctx.Done():
-			nc.Flush()
+			cur.nc.Flush()
 			return nil
-		case <-connected:
+		case <-r.connected:
 			beat()
 		case <-certCheck.C:
-			if cur := cfg.Settings().Mbus.Cert; cur != inUse && (inFlight.Load() == 0 || time.Since(certSeen(cur)) > 5*time.Second) {
-				inUse, bootstrap = cur, isBootstrap(cur)
-				log.Info("bus certificate replaced; reconnecting with it", "bootstrap", bootstrap)
-				if err := nc.ForceReconnect(); err != nil {
-					log.Warn("reconnect with the new certificate", "err", err)
-				}
+			next := cfg.Settings()
+			if next.Mbus.Cert == cur.cert {
+				continue
 			}
+			log.Info("bus certificate replaced; handing over to a connection with it", "bootstrap", isBootstrap(next.Mbus.Cert))
+			nl, err := r.handOver(ctx, cur, next)
+			if err != nil {
+				log.Warn("hand over to the new certificate", "err", err)
+				continue
+			}
+			cur = nl
 		case <-ticker.C:
 			beat()
 			if iv := cfg.Settings().Heartbeat(); iv != interval {
@@ -221,7 +157,7 @@ func Run(ctx context.Context, cfg Config) error {
 				cfg.Alerts = nil
 				continue
 			}
-			if bootstrap {
+			if cur.bootstrap {
 				log.Debug("alert not sent: the bootstrap certificate may not publish", "alert", a.Title)
 				continue
 			}
@@ -229,11 +165,148 @@ func Run(ctx context.Context, cfg Config) error {
 			if err != nil {
 				continue
 			}
-			if err := nc.Publish(protocol.AlertSubject(s.AgentID), b); err != nil {
+			if err := cur.nc.Publish(protocol.AlertSubject(s.AgentID), b); err != nil {
 				log.Warn("publish alert", "err", err)
 			}
 		}
 	}
+}
+
+// runner holds what Run's connections share.
+type runner struct {
+	cfg       Config
+	log       *slog.Logger
+	connected chan struct{}
+}
+
+// link is one connection to the bus and the certificate it presents.
+type link struct {
+	nc        *nats.Conn
+	sub       *nats.Subscription
+	cert      string
+	bootstrap bool
+	// inFlight counts the requests taken on this connection and not yet
+	// answered.
+	inFlight sync.WaitGroup
+}
+
+func (r *runner) poke() {
+	select {
+	case r.connected <- struct{}{}:
+	default:
+	}
+}
+
+// dial opens a connection that presents s's certificate, retrying in the
+// background until the bus answers.
+func (r *runner) dial(s settings.Settings) (*link, error) {
+	pair, err := tls.X509KeyPair([]byte(s.Mbus.Cert), []byte(s.Mbus.Key))
+	if err != nil {
+		return nil, fmt.Errorf("settings mbus.cert/mbus.key: %w", err)
+	}
+	certCB := func() (tls.Certificate, error) { return pair, nil }
+	rootsCB := func() (*x509.CertPool, error) {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM([]byte(r.cfg.Settings().Mbus.CACert)) {
+			return nil, errors.New("settings mbus.ca_cert: no certificate in PEM")
+		}
+		return pool, nil
+	}
+	maxWait := r.cfg.MaxReconnectWait
+	if maxWait <= 0 {
+		maxWait = 10 * time.Second
+	}
+	log := r.log
+	nc, err := nats.Connect(s.Mbus.URL,
+		nats.ClientTLSConfig(certCB, rootsCB),
+		nats.Name("agent "+s.AgentID),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			d := 100 * time.Millisecond << min(attempts, 10)
+			d = min(d, maxWait)
+			return d/2 + rand.N(d/2+1)
+		}),
+		nats.PingInterval(20*time.Second),
+		nats.ConnectHandler(func(*nats.Conn) { log.Info("connected to the message bus"); r.poke() }),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("reconnected to the message bus"); r.poke() }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("disconnected from the message bus", "err", err)
+			}
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Warn("message bus error", "err", err)
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", s.Mbus.URL, err)
+	}
+	return &link{nc: nc, cert: s.Mbus.Cert, bootstrap: isBootstrap(s.Mbus.Cert)}, nil
+}
+
+// subscribe takes the agent's requests on l and answers each on l.
+func (r *runner) subscribe(ctx context.Context, l *link) error {
+	subject := protocol.Subject(r.cfg.Settings().AgentID)
+	sub, err := l.nc.Subscribe(subject, func(m *nats.Msg) {
+		l.inFlight.Add(1)
+		go func() {
+			defer l.inFlight.Done()
+			reply := r.cfg.Handler.Handle(ctx, m.Data)
+			if m.Reply == "" {
+				return
+			}
+			if err := m.Respond(reply); err != nil {
+				r.log.Warn("send reply", "err", err)
+			}
+		}()
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe to %s: %w", subject, err)
+	}
+	l.sub = sub
+	return nil
+}
+
+// drainWait bounds how long a hand-over waits for the bus to confirm that
+// the old connection takes no more requests; past it the old subscription
+// is dropped.
+const drainWait = 5 * time.Second
+
+// handOver moves the agent from old to a connection presenting next's
+// certificate and returns it. old is closed once its answers are out.
+func (r *runner) handOver(ctx context.Context, old *link, next settings.Settings) (*link, error) {
+	nl, err := r.dial(next)
+	if err != nil {
+		return nil, err
+	}
+	// Drain: the bus stops sending to old, and what it sent is handled.
+	if err := old.sub.Drain(); err == nil {
+		deadline := time.Now().Add(drainWait)
+		for old.sub.IsValid() && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if old.sub.IsValid() {
+		_ = old.sub.Unsubscribe()
+	}
+	if err := r.subscribe(ctx, nl); err != nil {
+		nl.nc.Close()
+		// Take requests on the old connection again rather than none.
+		if rerr := r.subscribe(ctx, old); rerr != nil {
+			r.log.Warn("resubscribe on the old connection", "err", rerr)
+		}
+		return nil, err
+	}
+	go func() {
+		old.inFlight.Wait()
+		old.nc.Flush()
+		old.nc.Close()
+	}()
+	if nl.nc.IsConnected() {
+		r.poke()
+	}
+	return nl, nil
 }
 
 // isBootstrap reports whether the PEM certificate is a bootstrap one (its

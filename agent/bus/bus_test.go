@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -195,4 +196,150 @@ func TestCertificateRotation(t *testing.T) {
 	t.Cleanup(srv2.Shutdown)
 	dirKP, _ = ca2.IssueClient(pki.DirectorCN, 0)
 	ping(srv2.URL())
+}
+
+// slowEcho answers pings after 2 ms and "slow" requests after 6 s, longer
+// than a hand-over may wait for the bus.
+type slowEcho struct{}
+
+func (slowEcho) Handle(ctx context.Context, req []byte) []byte {
+	d := 2 * time.Millisecond
+	if strings.Contains(string(req), `"slow"`) {
+		d = 6 * time.Second
+	}
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+	}
+	return []byte(`{"value":"pong"}`)
+}
+
+// TestHandOverAnswersEveryRequest replaces the agent's certificate again
+// and again (bootstrap first, as on a new VM) while the director keeps
+// requests in flight: every request the agent took must be answered — the
+// bus admits a reply only on the connection its request came in on. A
+// request that finds no responder during a hand-over is sent again, as the
+// director's client does.
+func TestHandOverAnswersEveryRequest(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ca, _ := pki.NewCA("ca", 0)
+	srvKP, _ := ca.IssueServer([]string{"127.0.0.1"}, 0)
+	srv, err := mbus.Start(ctx, mbus.Config{Listen: "127.0.0.1:0", CA: ca.CertPEM(), ServerCert: srvKP.CertPEM, ServerKey: srvKP.KeyPEM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+
+	boot, _ := ca.IssueBootstrap("a1")
+	holder := settings.NewHolder(settings.Settings{AgentID: "a1", HeartbeatInterval: protocol.Duration(time.Second),
+		Mbus: settings.Mbus{URL: srv.URL(), CACert: string(ca.CertPEM()), Cert: string(boot.CertPEM), Key: string(boot.KeyPEM)}},
+		settings.Store{Dir: t.TempDir()})
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- bus.Run(runCtx, bus.Config{Settings: holder.Current, Handler: slowEcho{}, State: state{}, MaxReconnectWait: 200 * time.Millisecond})
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+
+	dirKP, _ := ca.IssueClient(pki.DirectorCN, 0)
+	nc, err := mbus.Connect(ctx, srv.URL(), ca.CertPEM(), dirKP.CertPEM, dirKP.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// ask sends one request until the agent takes it; a taken request
+	// that is not answered within 5 s is lost.
+	ask := func() error {
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer rcancel()
+		for {
+			m, err := nc.RequestWithContext(rctx, protocol.Subject("a1"), []byte(`{"method":"ping","arguments":[]}`))
+			if errors.Is(err, nats.ErrNoResponders) {
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if string(m.Data) != `{"value":"pong"}` {
+				return errors.New("answer " + string(m.Data))
+			}
+			return nil
+		}
+	}
+	if err := ask(); err != nil {
+		t.Fatal(err)
+	}
+
+	stopAsking := make(chan struct{})
+	errs := make(chan error, 16)
+	answered := make(chan int, 16)
+	for range 16 {
+		go func() {
+			n := 0
+			for {
+				select {
+				case <-stopAsking:
+					answered <- n
+					errs <- nil
+					return
+				default:
+				}
+				err := ask()
+				if err != nil {
+					answered <- n
+					errs <- err
+					return
+				}
+				n++
+			}
+		}()
+	}
+	for i := range 20 {
+		kp, _ := ca.IssueClient("a1", 0)
+		if err := holder.Update(protocol.UpdateSettingsRequest{Mbus: &protocol.MbusCredentials{Cert: string(kp.CertPEM), Key: string(kp.KeyPEM)}}); err != nil {
+			t.Fatalf("rotation %d: %v", i, err)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+	close(stopAsking)
+	total := 0
+	for range 16 {
+		if err := <-errs; err != nil {
+			t.Errorf("a request the agent took was not answered: %v", err)
+		}
+		total += <-answered
+	}
+	if total == 0 {
+		t.Fatal("no request answered during the hand-overs")
+	}
+	if err := ask(); err != nil {
+		t.Fatalf("after the hand-overs: %v", err)
+	}
+
+	// A long request spans a hand-over; its answer still goes out on the
+	// connection that took it.
+	slow := make(chan error, 1)
+	go func() {
+		m, err := nc.Request(protocol.Subject("a1"), []byte(`{"method":"slow","arguments":[]}`), 10*time.Second)
+		if err == nil && string(m.Data) != `{"value":"pong"}` {
+			err = errors.New("answer " + string(m.Data))
+		}
+		slow <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	kp, _ := ca.IssueClient("a1", 0)
+	if err := holder.Update(protocol.UpdateSettingsRequest{Mbus: &protocol.MbusCredentials{Cert: string(kp.CertPEM), Key: string(kp.KeyPEM)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ask(); err != nil {
+		t.Fatalf("during a long request: %v", err)
+	}
+	if err := <-slow; err != nil {
+		t.Fatalf("the request that spanned a hand-over: %v", err)
+	}
 }
