@@ -203,7 +203,7 @@ type DiskDeleter interface {
 }
 
 // Deps are what the API serves from. Every field is required but
-// MaxUpload: New refuses to build an API that would lack a part.
+// MaxUpload and Cluster: New refuses to build an API that would lack a part.
 type Deps struct {
 	Store    *store.Store
 	Tasks    *task.Manager
@@ -220,6 +220,9 @@ type Deps struct {
 	CPIs     func() []string // configured CPI names, for /v1/info
 	Health   Health          // health monitor and cloud-check (health.go)
 	Remote   Remote          // logs and ssh (logs.go, ssh.go)
+	// Cluster, with several directors (HA), names this director's
+	// instance and the leader's; nil for a director on its own.
+	Cluster func() (self, leader string)
 	// UploadDir holds uploaded tarballs until their task ends.
 	UploadDir string
 	// MaxUpload bounds an upload body; zero means 20 GiB.
@@ -405,11 +408,18 @@ type Info struct {
 	Scopes  []string `json:"scopes"`
 	CPIs    []string `json:"cpis"`
 	Deploy  bool     `json:"deploy"` // whether this build has the deploy pipeline
+	// Director and Leader, with several directors (HA): the instance that
+	// answered and the one leading ("" while unknown).
+	Director string `json:"director,omitempty"`
+	Leader   string `json:"leader,omitempty"`
 }
 
 func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 	tok := r.Context().Value(ctxKey{}).(Token)
 	info := Info{Name: "compleat", Version: Version, User: tok.Name, Scopes: tok.Scopes, Deploy: true, CPIs: s.d.CPIs()}
+	if s.d.Cluster != nil {
+		info.Director, info.Leader = s.d.Cluster()
+	}
 	writeJSON(w, http.StatusOK, info)
 }
 

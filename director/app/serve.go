@@ -76,6 +76,9 @@ type Director struct {
 	// ERB renders BOSH jobs' ERB templates (one ruby process for the
 	// director's life, stopped when it stops).
 	ERB *template.ERB
+	// Cluster is this director's part among several (director.yml ha:);
+	// nil for a director on its own.
+	Cluster *cluster
 }
 
 // newDeployer builds the deploy pipeline (plan, compile, update, the
@@ -113,6 +116,8 @@ type settings struct {
 	// store is where the state lives; the zero value is the bbolt file in
 	// dataDir.
 	store config.Store
+	// ha makes this director one of several sharing the etcd state.
+	ha *config.HA
 }
 
 func serve(ctx context.Context, o cli.ServeOptions, stdout, stderr io.Writer) error {
@@ -166,7 +171,7 @@ func fileSettings(file string) (settings, error) {
 		tlsCert: c.TLS.CertFile, tlsKey: c.TLS.KeyFile, tlsHosts: c.TLS.Hosts, tlsCA: c.TLS.CAFile,
 		advertise: strings.TrimRight(c.Advertise, "/"),
 		blobstore: c.Blobstore, natsAddr: c.NATS.Listen, natsURL: c.NATS.URL,
-		externalCPIs: c.ExternalCPIs, store: c.Store,
+		externalCPIs: c.ExternalCPIs, store: c.Store, ha: c.HA,
 	}
 	if s.natsAddr == "" {
 		s.natsAddr = "0.0.0.0:4222"
@@ -232,6 +237,13 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 	if err != nil {
 		return err
 	}
+	var lost <-chan error
+	if d.Cluster != nil {
+		if err := d.startCluster(ctx, s, &stops); err != nil {
+			return err
+		}
+		lost = d.Cluster.Lost()
+	}
 	// The task queue: a task on a busy deployment waits as queued and starts
 	// when the deployment frees; the queued data tasks a previous process left
 	// start now. An HA director gates dispatch with task.Options.MayDispatch
@@ -248,10 +260,13 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 	if err := announce(stdout, s, target, adminToken, d); err != nil {
 		return err
 	}
+	var stopErr error
 	select {
 	case <-ctx.Done():
 	case err := <-served:
 		return fmt.Errorf("api server: %w", err)
+	case stopErr = <-lost:
+		logger.Error("stopping", "error", stopErr)
 	}
 	logger.Info("director shutting down")
 	stopCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -264,7 +279,7 @@ func run(ctx context.Context, s settings, stdout io.Writer, logger *slog.Logger)
 		srv.Close()
 	}
 	logger.Info("director stopped")
-	return nil
+	return stopErr
 }
 
 // stack holds what run started, to be stopped in reverse order.
@@ -328,11 +343,23 @@ func openState(s settings, logger *slog.Logger, stops *stack) (*Director, error)
 	d := &Director{DataDir: s.dataDir, Logger: logger, Store: st}
 	// Deploys queued before a restart wait a little for the agents to
 	// reconnect to the new bus (their backoff is at most 10 s).
-	d.Tasks = task.NewManager(st, logger, task.Options{RecoveredGrace: 15 * time.Second})
-	if n, err := d.Tasks.Recover(); err != nil {
-		return nil, err
-	} else if n > 0 {
-		logger.Warn("marked tasks the previous director left running (or queued as closures) as failed", "tasks", n)
+	opts := task.Options{RecoveredGrace: 15 * time.Second}
+	if s.ha != nil {
+		// One of several: the leader runs the queue's data tasks, and
+		// fails the tasks of directors that are gone when it takes over
+		// (startCluster); the others' tasks are theirs.
+		if d.Cluster, err = newCluster(*s.ha, logger); err != nil {
+			return nil, err
+		}
+		opts.Instance, opts.MayDispatch = d.Cluster.Instance, d.Cluster.Leading
+	}
+	d.Tasks = task.NewManager(st, logger, opts)
+	if d.Cluster == nil {
+		if n, err := d.Tasks.Recover(); err != nil {
+			return nil, err
+		} else if n > 0 {
+			logger.Warn("marked tasks the previous director left running (or queued as closures) as failed", "tasks", n)
+		}
 	}
 	if d.CA = ca; d.CA == nil {
 		if d.CA, err = loadOrCreateCA(s.dataDir, false); err != nil {
@@ -487,7 +514,7 @@ func (d *Director) newAPI(ctx context.Context, s settings, stops *stack) (*api.S
 		CheckVM: func(ctx context.Context, name, cid, agentID string) error {
 			return d.CPIs.CheckVM(ctx, name, cid, d.ID, agentID)
 		},
-		Registerer: d.Metrics.Registry, Logger: d.Logger})
+		Registerer: d.Metrics.Registry, Logger: d.Logger, Leading: d.leading()})
 	if err != nil {
 		return nil, "", err
 	}
@@ -518,8 +545,27 @@ func (d *Director) newAPI(ctx context.Context, s settings, stops *stack) (*api.S
 		Disks:     disks,
 		CPIs:      d.CPIs.Names,
 		UploadDir: uploadDir,
+		Cluster:   d.clusterNames(),
 	})
 	return srv, adminToken, err
+}
+
+// leading is the health service's leadership gate: nil (always) for a
+// director on its own.
+func (d *Director) leading() func() bool {
+	if d.Cluster == nil {
+		return nil
+	}
+	return d.Cluster.Leading
+}
+
+// clusterNames gives /v1/info this director's instance and the leader's;
+// nil for a director on its own.
+func (d *Director) clusterNames() func() (string, string) {
+	if d.Cluster == nil {
+		return nil
+	}
+	return func() (string, string) { return d.Cluster.Instance, d.Cluster.Leader() }
 }
 
 // serveAPI serves the API and the web console (/ui/, a client of the API in

@@ -514,7 +514,7 @@ directory (state.db.key): keep a copy of that key with your backups.`,
 func (a *app) infoCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "info",
-		Short: "Show the director's version, your token's name and scopes, and the CPIs",
+		Short: "Show the director's version, your token's name and scopes, the CPIs, and which director leads (HA)",
 		Args:  args(cobra.NoArgs),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
 			c, err := a.client()
@@ -525,10 +525,14 @@ func (a *app) infoCmd() *cobra.Command {
 				Name, Version, User string
 				Scopes, CPIs        []string
 				Deploy              bool
+				Director, Leader    string
 			}
 			return a.list(cmd.Context(), c, "/v1/info", &info, func(w io.Writer) {
 				fmt.Fprintf(w, "Name     %s\nVersion  %s\nUser     %s (%s)\nCPIs     %s\nDeploy   %v\n",
 					info.Name, info.Version, info.User, strings.Join(info.Scopes, ", "), dash(strings.Join(info.CPIs, ", ")), info.Deploy)
+				if info.Director != "" {
+					fmt.Fprintf(w, "Director %s\nLeader   %s\n", info.Director, dash(info.Leader))
+				}
 			})
 		}),
 	}

@@ -35,6 +35,9 @@
 //	  prefix: /compleat/              # every key is under it
 //	  max_txn_ops: 128                # the cluster's --max-txn-ops
 //	  variables_key_file: /var/lib/compleat/state.db.key  # default <data_dir>/state.db.key
+//	ha:                               # several directors on one etcd state (docs/ha.md)
+//	  name: director-1                # this director among the others (default: host name)
+//	  lease_ttl: 10s                  # a dead leader leads this long at most (1s-60s)
 //	cpis:                             # used until a cpi config is uploaded
 //	- name: aws-east
 //	  type: aws
@@ -54,6 +57,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -80,6 +84,10 @@ type Director struct {
 	NATS      NATS      `yaml:"nats"`
 	CPIs      yaml.Node `yaml:"cpis"`
 	Store     Store     `yaml:"store"`
+	// HA, when present, makes this director one of several sharing the
+	// etcd state: one of them leads (runs tasks, resurrects), every one
+	// serves the API.
+	HA *HA `yaml:"ha"`
 	// ExternalCPIs are the absolute paths of the BOSH CPI executables (or
 	// directories of them) that cpi config entries of type external may
 	// run; nothing else can be named by an uploaded cpi config.
@@ -186,6 +194,25 @@ type Store struct {
 	// file on every director sharing the state; default
 	// <data_dir>/state.db.key.
 	VariablesKeyFile string `yaml:"variables_key_file"`
+}
+
+// HA configures a director that is one of several (docs/ha.md).
+type HA struct {
+	// Name tells this director apart from the others in the election and
+	// in the tasks it runs; default: the host name.
+	Name string `yaml:"name"`
+	// LeaseTTL is how long the leader's lease lives without renewal: a
+	// leader that dies is replaced after at most this long. Default 10s.
+	LeaseTTL string `yaml:"lease_ttl"`
+}
+
+// TTL is LeaseTTL parsed (10s when empty); validate has checked it.
+func (h HA) TTL() time.Duration {
+	if h.LeaseTTL == "" {
+		return 10 * time.Second
+	}
+	d, _ := time.ParseDuration(h.LeaseTTL)
+	return d
 }
 
 // Load reads and validates director.yml. Relative paths in it are relative to
@@ -342,6 +369,7 @@ func (d *Director) validate() error {
 		}
 	}
 	errs = append(errs, d.validateStore()...)
+	errs = append(errs, d.validateHA()...)
 	return errors.Join(errs...)
 }
 
@@ -381,6 +409,44 @@ func (d *Director) validateStore() []error {
 		errs = append(errs, d.errf("store.max_txn_ops", "must not be negative"))
 	}
 	return errs
+}
+
+func (d *Director) validateHA() []error {
+	if d.HA == nil {
+		return nil
+	}
+	var errs []error
+	if d.Store.Backend != "etcd" {
+		errs = append(errs, d.errf("ha", "needs store.backend: etcd (the directors share their state there)"))
+	}
+	if d.Blobstore.Type != "s3" {
+		errs = append(errs, d.errf("ha", "needs blobstore.type: s3 (every director serves every blob)"))
+	}
+	if d.HA.Name != "" && !validName(d.HA.Name) {
+		errs = append(errs, d.errf("ha.name", "want letters, digits, '-', '_' and '.', at most 64, have %q", d.HA.Name))
+	}
+	if d.HA.LeaseTTL != "" {
+		ttl, err := time.ParseDuration(d.HA.LeaseTTL)
+		switch {
+		case err != nil:
+			errs = append(errs, d.errf("ha.lease_ttl", "%v", err))
+		case ttl < time.Second || ttl > time.Minute || ttl%time.Second != 0:
+			errs = append(errs, d.errf("ha.lease_ttl", "want whole seconds from 1s to 60s, have %s", d.HA.LeaseTTL))
+		}
+	}
+	return errs
+}
+
+func validName(s string) bool {
+	if len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // File is the path the config was read from.

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compleat/compleat/director/config"
 )
@@ -129,6 +130,38 @@ func TestStoreSection(t *testing.T) {
 		{"store: {endpoints: [\"https://e:2379\"]}\n", "store.endpoints: only for backend: etcd"},
 		{"store: {backend: etcd, endpoints: [\"https://e:2379\"], max_txn_ops: -1}\n", "store.max_txn_ops: must not be negative"},
 		{"store: {backend: etcd, endpoint: x}\n", "field endpoint not found"},
+	} {
+		_, err := config.Parse("d.yml", []byte(head+tc.doc))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q:\n err = %v\nwant %q", tc.doc, err, tc.want)
+		}
+	}
+}
+
+func TestHASection(t *testing.T) {
+	const head = "listen: :1\ndata_dir: /x\ntokens: [{name: a, token_file: t, scopes: [read]}]\n"
+	const etcd = "store: {backend: etcd, endpoints: [\"https://127.0.0.1:2379\"]}\n"
+	const s3 = "blobstore: {type: s3, s3: {bucket: b}}\n"
+	d, err := config.Parse("d.yml", []byte(head+etcd+s3+"ha: {name: d-1, lease_ttl: 5s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.HA == nil || d.HA.Name != "d-1" || d.HA.TTL() != 5*time.Second {
+		t.Errorf("ha = %+v", d.HA)
+	}
+	if d, err := config.Parse("d.yml", []byte(head+etcd+s3+"ha: {}\n")); err != nil || d.HA == nil || d.HA.TTL() != 10*time.Second {
+		t.Errorf("ha: {} = %+v, %v; want on, 10s", d, err)
+	}
+	if d, err := config.Parse("d.yml", []byte(head)); err != nil || d.HA != nil {
+		t.Errorf("no ha section = %+v, %v; want off", d, err)
+	}
+	for _, tc := range []struct{ doc, want string }{
+		{s3 + "ha: {}\n", "d.yml:5: ha: needs store.backend: etcd"},
+		{etcd + "ha: {}\n", "d.yml:5: ha: needs blobstore.type: s3"},
+		{etcd + s3 + "ha: {lease_ttl: 500ms}\n", "ha.lease_ttl: want whole seconds from 1s to 60s"},
+		{etcd + s3 + "ha: {lease_ttl: soon}\n", `ha.lease_ttl: time: invalid duration "soon"`},
+		{etcd + s3 + "ha: {name: \"a b\"}\n", `ha.name: want letters`},
+		{etcd + s3 + "ha: {leader: true}\n", "field leader not found"},
 	} {
 		_, err := config.Parse("d.yml", []byte(head+tc.doc))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -33,7 +33,10 @@ type ResurrectorConfig struct {
 	Events    Events   // nil: no audit events
 	// Busy reports whether another operation holds the deployment (its
 	// lock); a busy deployment is left alone until it is free. Nil: never.
-	Busy   func(ctx context.Context, deployment string) bool
+	Busy func(ctx context.Context, deployment string) bool
+	// Active, when set, tells whether this resurrector may act now: with
+	// several directors (HA) only the leader's does. Nil: always.
+	Active func() bool
 	Logger *slog.Logger
 	// Threshold is the share of a deployment's instances that may be down
 	// at once before the resurrector stops (meltdown); default 0.5. More
@@ -88,6 +91,9 @@ func NewResurrector(c ResurrectorConfig) *Resurrector {
 // unresponsive instances or to hold back (meltdown). Recreations run in the
 // background; Wait waits for them.
 func (r *Resurrector) Consider(ctx context.Context, deployment string, insts []InstanceHealth) {
+	if r.c.Active != nil && !r.c.Active() {
+		return
+	}
 	now := r.c.Now()
 	var candidates []InstanceHealth
 	down := map[string]bool{}

@@ -259,6 +259,23 @@ func TestConsiderThresholdAndWindow(t *testing.T) {
 	if len(f.calls) != 0 {
 		t.Errorf("busy or ignored: calls %v", f.calls)
 	}
+
+	// A director that does not lead (HA) leaves resurrection to the
+	// leader; once it leads, it resurrects.
+	f = &fakeRecreator{}
+	leading := false
+	r = health.NewResurrector(health.ResurrectorConfig{Recreator: f, Now: clock, Active: func() bool { return leading }})
+	r.Consider(ctx, "d", snapshot(U, R, R))
+	r.Wait()
+	if len(f.calls) != 0 {
+		t.Errorf("a follower resurrected: %v", f.calls)
+	}
+	leading = true
+	r.Consider(ctx, "d", snapshot(U, R, R))
+	r.Wait()
+	if len(f.calls) != 1 {
+		t.Errorf("the leader's calls = %v, want one resurrection", f.calls)
+	}
 }
 
 // Instances that die together are found unresponsive a few seconds apart:

@@ -58,6 +58,10 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 	Options    Options
+	// Leading, when set, tells whether this director leads several (HA):
+	// every director watches heartbeats (its API answers for health), but
+	// only the leader resurrects and records health events. Nil: always.
+	Leading func() bool
 }
 
 // Service is the running monitor and resurrector.
@@ -89,13 +93,17 @@ func Start(ctx context.Context, d Deps) (*Service, error) {
 	}
 	var healer Healer
 	if !d.Options.NoResurrection && s.Recreator != nil {
-		s.Resurrector = NewResurrector(ResurrectorConfig{Recreator: s.Recreator, Switches: st, Events: st, Busy: st.Busy,
+		s.Resurrector = NewResurrector(ResurrectorConfig{Recreator: s.Recreator, Switches: st, Events: st, Busy: st.Busy, Active: d.Leading,
 			Logger: d.Logger.With("component", "resurrector"), Threshold: d.Options.Threshold, Window: d.Options.Window})
 		healer = s.Resurrector
 	} else if !d.Options.NoResurrection {
 		d.Logger.Warn("no way to recreate VMs: the resurrector is off")
 	}
-	s.Monitor = NewMonitor(Config{Instances: st, Events: st, Pinger: Bus{Conn: d.Conn}, Healer: healer, Busy: st.BusyDeployments,
+	var events Events = st
+	if d.Leading != nil {
+		events = leaderEvents{events: st, leading: d.Leading}
+	}
+	s.Monitor = NewMonitor(Config{Instances: st, Events: events, Pinger: Bus{Conn: d.Conn}, Healer: healer, Busy: st.BusyDeployments,
 		Logger: d.Logger.With("component", "health"), HeartbeatInterval: d.Options.HeartbeatInterval, Timeout: d.Options.Timeout})
 	if d.Registerer != nil {
 		if err := d.Registerer.Register(s.Monitor); err != nil {
@@ -231,4 +239,18 @@ func deleteDeadVM(ctx context.Context, d Deps, in store.Instance, vm store.VM) e
 		}
 		return nil
 	})
+}
+
+// leaderEvents records health events only while this director leads, so
+// that several directors watching the same agents record each event once.
+type leaderEvents struct {
+	events  Events
+	leading func() bool
+}
+
+func (l leaderEvents) AddEvent(ctx context.Context, e store.AuditEvent) error {
+	if !l.leading() {
+		return nil
+	}
+	return l.events.AddEvent(ctx, e)
 }

@@ -4,7 +4,7 @@
 // campaigner whose key under the prefix is oldest; when its process dies,
 // its lease expires after TTL and the next one leads.
 //
-// It is not wired into the director yet (docs/ha.md).
+// director/app wires it in when director.yml has an ha section (docs/ha.md).
 package leader
 
 import (
@@ -35,6 +35,7 @@ type Options struct {
 // Elector is one candidate: a director's id and its lease.
 type Elector struct {
 	id       string
+	prefix   string
 	session  *concurrency.Session
 	election *concurrency.Election
 }
@@ -59,7 +60,7 @@ func New(ctx context.Context, c *clientv3.Client, id string, opts Options) (*Ele
 	if err != nil {
 		return nil, fmt.Errorf("leader election: lease: %w", err)
 	}
-	return &Elector{id: id, session: s, election: concurrency.NewElection(s, opts.Prefix)}, nil
+	return &Elector{id: id, prefix: opts.Prefix, session: s, election: concurrency.NewElection(s, opts.Prefix)}, nil
 }
 
 // ID is the candidate's id.
@@ -92,6 +93,21 @@ func (e *Elector) Leader(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("leader election: leader: %w", err)
 	}
 	return string(r.Kvs[0].Value), nil
+}
+
+// Candidates are the ids of every live candidate (the leader and those
+// waiting): each holds a key under the prefix for as long as its lease
+// lives.
+func (e *Elector) Candidates(ctx context.Context) (map[string]bool, error) {
+	r, err := e.session.Client().Get(ctx, e.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("leader election: candidates: %w", err)
+	}
+	out := make(map[string]bool, len(r.Kvs))
+	for _, kv := range r.Kvs {
+		out[string(kv.Value)] = true
+	}
+	return out, nil
 }
 
 // Observe sends the leader's id each time leadership changes (first the

@@ -76,6 +76,9 @@ func TestCampaignResignAndLeaseExpiry(t *testing.T) {
 		t.Fatalf("b won while a leads: %v", err)
 	case <-time.After(300 * time.Millisecond):
 	}
+	if got, err := watcher.Candidates(within(t, 5*time.Second)); err != nil || !got["director-a"] || !got["director-b"] || got["watcher"] {
+		t.Fatalf("candidates while b waits = %v, %v; want director-a and director-b (the watcher does not campaign)", got, err)
+	}
 	if err := a.Resign(within(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}

@@ -68,6 +68,28 @@ func OpenEtcd(eo EtcdOptions, opts Options) (*Store, error) {
 	if eo.RequestTimeout == 0 {
 		eo.RequestTimeout = 10 * time.Second
 	}
+	c, err := EtcdClient(eo)
+	if err != nil {
+		return nil, err
+	}
+	b := &etcdBackend{c: c, opts: eo}
+	// Fail now, not at the first request, when the cluster is unreachable.
+	ctx, cancel := context.WithTimeout(context.Background(), eo.DialTimeout)
+	defer cancel()
+	if _, err := c.Get(ctx, b.guard()); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("etcd state %s: %w", b.name(), err)
+	}
+	return open(b, opts)
+}
+
+// EtcdClient connects to the cluster eo names (its endpoints and TLS; a
+// zero DialTimeout means 5 s). The director's leader election uses one of
+// its own beside the store's.
+func EtcdClient(eo EtcdOptions) (*clientv3.Client, error) {
+	if eo.DialTimeout == 0 {
+		eo.DialTimeout = 5 * time.Second
+	}
 	// Errors reach the caller; the client's own log would only repeat them.
 	cfg := clientv3.Config{Endpoints: eo.Endpoints, DialTimeout: eo.DialTimeout, Logger: zap.NewNop()}
 	if eo.CAFile != "" || eo.CertFile != "" || eo.KeyFile != "" {
@@ -82,15 +104,7 @@ func OpenEtcd(eo EtcdOptions, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd state %s: %w", strings.Join(eo.Endpoints, ","), err)
 	}
-	b := &etcdBackend{c: c, opts: eo}
-	// Fail now, not at the first request, when the cluster is unreachable.
-	ctx, cancel := context.WithTimeout(context.Background(), eo.DialTimeout)
-	defer cancel()
-	if _, err := c.Get(ctx, b.guard()); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("etcd state %s: %w", b.name(), err)
-	}
-	return open(b, opts)
+	return c, nil
 }
 
 // etcdBackend keeps the state in etcd. A bucket path maps to a key prefix:

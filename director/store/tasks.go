@@ -35,10 +35,14 @@ type Task struct {
 	// arguments its type's handler runs with, so that any director process
 	// can run a queued task; they are dropped when the task ends. They may
 	// hold secrets (deploy -v values) and are sealed at rest like variables.
-	Args       json.RawMessage `json:"args,omitempty"`
-	CreatedAt  time.Time       `json:"created_at"`
-	StartedAt  time.Time       `json:"started_at,omitzero"`
-	FinishedAt time.Time       `json:"finished_at,omitzero"`
+	Args json.RawMessage `json:"args,omitempty"`
+	// Director is the director process that accepted the task (while
+	// queued) or runs it: task.Options.Instance. With several directors
+	// (HA) the leader fails the tasks of a director that is gone.
+	Director   string    `json:"director,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
 }
 
 // Finished reports whether the task has reached a final state.

@@ -289,3 +289,42 @@ func TestSubmitNeedsAHandler(t *testing.T) {
 		t.Errorf("submit without handler: %v", err)
 	}
 }
+
+// TestTakeOverFailsOnlyTheTasksOfGoneDirectors: a new leader fails what a
+// dead director was running (and frees its lock at once, long before the
+// lease would expire) and the closures it had queued; a live director's
+// tasks are left to it.
+func TestTakeOverFailsOnlyTheTasksOfGoneDirectors(t *testing.T) {
+	s := storetest.New(t)
+	var deadRunning, deadQueued, deadData, liveRunning store.Task
+	s.Update(func(tx *store.Tx) error {
+		deadRunning, _ = tx.CreateTask(store.Task{Type: "deploy", Deployment: "web", State: store.TaskProcessing, Director: "d1@a", Args: json.RawMessage(`{"name":"half"}`)})
+		tx.AcquireLock(task.LockName("web"), fmt.Sprint("task ", deadRunning.ID), deadRunning.ID, time.Hour)
+		deadQueued, _ = tx.CreateTask(store.Task{Type: "fetch-logs", Deployment: "db", State: store.TaskQueued, Director: "d1@a"})
+		deadData, _ = tx.CreateTask(store.Task{Type: "deploy", Deployment: "web", State: store.TaskQueued, Director: "d1@a", Args: json.RawMessage(`{"name":"next"}`)})
+		liveRunning, _ = tx.CreateTask(store.Task{Type: "upload-release", State: store.TaskProcessing, Director: "d2@b"})
+		return nil
+	})
+	m := task.NewManager(s, logger(t), task.Options{Instance: "d3@c"})
+	m.Register("deploy", func(context.Context, *task.Reporter, json.RawMessage) (string, error) { return "ran", nil })
+	n, err := m.TakeOver(func(instance string) bool { return instance == "d2@b" || instance == "d3@c" })
+	if err != nil || n != 2 {
+		t.Fatalf("take over = %d, %v; want 2 tasks failed", n, err)
+	}
+	if got := taskState(t, s, deadRunning.ID); got.State != store.TaskError || got.Error != task.TakenOverReason {
+		t.Errorf("the gone director's running task = %+v", got)
+	}
+	if got := taskState(t, s, deadQueued.ID); got.State != store.TaskError || got.Error != task.NotStartedReason {
+		t.Errorf("the gone director's queued closure = %+v", got)
+	}
+	if got := taskState(t, s, liveRunning.ID); got.State != store.TaskProcessing {
+		t.Errorf("a live director's task = %+v", got)
+	}
+	// The lock is free now: the queued deploy runs here, recorded as ours.
+	if n := m.Dispatch(); n != 1 {
+		t.Fatalf("dispatch started %d tasks, want 1", n)
+	}
+	if _, f := follow(t, m, deadData.ID); f.State != store.TaskDone || f.Director != "d3@c" {
+		t.Errorf("the queued deploy after the take-over = %+v", f)
+	}
+}

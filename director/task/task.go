@@ -54,6 +54,10 @@ import (
 // RestartedReason is the error recorded on tasks found running at start-up.
 const RestartedReason = "director restarted while the task was running"
 
+// TakenOverReason is the error recorded, by a new leader, on the tasks a
+// director that is gone was running (HA).
+const TakenOverReason = "the director running the task stopped; another director took over"
+
 // NotStartedReason is the error recorded on a queued closure task found at
 // start-up: its function died with the process that accepted it.
 const NotStartedReason = "director restarted before the task started"
@@ -112,6 +116,10 @@ type Options struct {
 	// so that the agents have reconnected to a restarted director's bus
 	// before a recovered deploy talks to them. Zero: no hold.
 	RecoveredGrace time.Duration
+	// Instance names this director process in the tasks it accepts and
+	// runs (store.Task.Director): unique per process, so that a restarted
+	// director is told apart from the one before it.
+	Instance string
 }
 
 // Manager starts tasks and tracks the running ones.
@@ -123,6 +131,7 @@ type Manager struct {
 	may      func() bool
 	born     time.Time // when the Manager was made
 	grace    time.Duration
+	instance string
 	dispatch sync.Mutex  // one dispatch pass at a time
 	empty    atomic.Bool // the last pass found no queued task
 	wake     chan struct{}
@@ -147,7 +156,7 @@ func NewManager(s *store.Store, logger *slog.Logger, opts Options) *Manager {
 		opts.QueuePoll = time.Second
 	}
 	return &Manager{store: s, log: logger, ttl: opts.LockTTL, poll: opts.QueuePoll, may: opts.MayDispatch,
-		born: time.Now(), grace: opts.RecoveredGrace,
+		born: time.Now(), grace: opts.RecoveredGrace, instance: opts.Instance,
 		wake: make(chan struct{}, 1), cancel: map[uint64]context.CancelFunc{}, notify: map[uint64]chan struct{}{},
 		local: map[uint64]closure{}, handlers: map[string]Handler{}}
 }
@@ -176,14 +185,27 @@ func owner(id uint64) string { return "task " + strconv.FormatUint(id, 10) }
 // closure tasks (NotStartedReason); queued data tasks stay queued for the next
 // dispatch. It returns how many tasks it failed.
 func (m *Manager) Recover() (int, error) {
+	return m.recover(func(store.Task) bool { return true }, RestartedReason)
+}
+
+// TakeOver is Recover for a director that has just become the leader of
+// several (HA): it fails only the tasks of director processes that are not
+// alive (TakenOverReason), and frees their locks at once rather than when
+// their leases expire. Tasks of live directors (closures they accepted and
+// run themselves) are theirs.
+func (m *Manager) TakeOver(alive func(instance string) bool) (int, error) {
+	return m.recover(func(t store.Task) bool { return !alive(t.Director) }, TakenOverReason)
+}
+
+func (m *Manager) recover(gone func(store.Task) bool, runningReason string) (int, error) {
 	n := 0
 	err := m.store.Update(func(tx *store.Tx) error {
-		left, err := tx.Tasks(0, func(t store.Task) bool { return !t.Finished() })
+		left, err := tx.Tasks(0, func(t store.Task) bool { return !t.Finished() && gone(t) })
 		if err != nil {
 			return err
 		}
 		for _, t := range left {
-			reason := RestartedReason
+			reason := runningReason
 			if t.State == store.TaskQueued {
 				if t.Args != nil {
 					continue
@@ -248,7 +270,7 @@ func (m *Manager) enqueue(spec Spec, args json.RawMessage, c *closure) (store.Ta
 	err := m.store.Update(func(tx *store.Tx) error {
 		var err error
 		t, err = tx.CreateTask(store.Task{Type: spec.Type, Description: spec.Description, Deployment: spec.Deployment,
-			User: spec.User, State: store.TaskQueued, Args: args})
+			User: spec.User, State: store.TaskQueued, Args: args, Director: m.instance})
 		return err
 	})
 	if err != nil {
@@ -432,7 +454,7 @@ func (m *Manager) begin(t *store.Task) error {
 				return err
 			}
 		}
-		cur.State, cur.StartedAt = store.TaskProcessing, tx.Now().UTC()
+		cur.State, cur.StartedAt, cur.Director = store.TaskProcessing, tx.Now().UTC(), m.instance
 		*t = cur
 		return tx.PutTask(cur)
 	})
@@ -568,6 +590,7 @@ func (m *Manager) Wait(ctx context.Context, id, after uint64) ([]store.Event, st
 	for {
 		m.mu.Lock()
 		ch := m.notify[id]
+		_, here := m.cancel[id]
 		m.mu.Unlock()
 		var evs []store.Event
 		var t store.Task
@@ -582,14 +605,17 @@ func (m *Manager) Wait(ctx context.Context, id, after uint64) ([]store.Event, st
 		if err != nil || len(evs) > 0 || t.Finished() {
 			return evs, t, err
 		}
-		if ch == nil { // not running in this process: poll
-			ch = make(chan struct{})
-			time.AfterFunc(500*time.Millisecond, func() { close(ch) })
+		// A task not running in this process (queued, or run by another
+		// director) changes without telling ch: poll.
+		var poll <-chan time.Time
+		if !here {
+			poll = time.After(500 * time.Millisecond)
 		}
 		select {
 		case <-ctx.Done():
 			return nil, t, ctx.Err()
 		case <-ch:
+		case <-poll:
 		}
 	}
 }
