@@ -23,6 +23,7 @@ type Server struct {
 	// Endpoint is the client URL, http://127.0.0.1:PORT.
 	Endpoint string
 	etcd     *embed.Etcd
+	stop     sync.Once
 }
 
 // MaxTxnOps is the embedded server's limit on operations per transaction:
@@ -95,8 +96,8 @@ func start(dir string, opts Options) (*Server, error) {
 	return &Server{Endpoint: client.String(), etcd: e}, nil
 }
 
-// Stop stops the server.
-func (s *Server) Stop() { s.etcd.Close() }
+// Stop stops the server; stopping it again does nothing.
+func (s *Server) Stop() { s.stop.Do(s.etcd.Close) }
 
 func freePorts(n int) ([]int, error) {
 	var ls []net.Listener
@@ -162,4 +163,114 @@ func StopShared() {
 		os.RemoveAll(shared.dir)
 		shared.dir = ""
 	}
+}
+
+// Cluster is n embedded etcd members that form one cluster.
+type Cluster struct {
+	Members []*Server
+}
+
+// Endpoints are the members' client URLs.
+func (c *Cluster) Endpoints() []string {
+	var out []string
+	for _, m := range c.Members {
+		out = append(out, m.Endpoint)
+	}
+	return out
+}
+
+// StartCluster starts an n-member cluster inside the test process and
+// registers its stop with t.Cleanup.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		c, err := startCluster(t.TempDir(), n)
+		if err == nil {
+			t.Cleanup(func() {
+				for _, m := range c.Members {
+					m.Stop()
+				}
+			})
+			return c
+		}
+		lastErr = err
+	}
+	t.Fatalf("start embedded etcd cluster: %v", lastErr)
+	return nil
+}
+
+func startCluster(dir string, n int) (*Cluster, error) {
+	ports, err := freePorts(2 * n)
+	if err != nil {
+		return nil, err
+	}
+	cfgs := make([]*embed.Config, n)
+	initial := ""
+	for i := range n {
+		client, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]))
+		peer, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]))
+		cfg := embed.NewConfig()
+		cfg.Name = fmt.Sprintf("m%d", i)
+		cfg.Dir = filepath.Join(dir, cfg.Name)
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
+		cfg.LogLevel = "fatal"
+		cfg.MaxTxnOps = MaxTxnOps
+		cfg.UnsafeNoFsync = true
+		cfg.InitialClusterToken = "etcdtest"
+		if initial != "" {
+			initial += ","
+		}
+		initial += cfg.Name + "=" + peer.String()
+		cfgs[i] = cfg
+	}
+	c := &Cluster{}
+	type started struct {
+		i   int
+		e   *embed.Etcd
+		err error
+	}
+	ch := make(chan started, n)
+	for i, cfg := range cfgs {
+		cfg.InitialCluster = initial
+		go func() {
+			e, err := embed.StartEtcd(cfg)
+			ch <- started{i, e, err}
+		}()
+	}
+	members := make([]*Server, n)
+	var firstErr error
+	for range n {
+		s := <-ch
+		if s.err != nil {
+			firstErr = s.err
+			continue
+		}
+		members[s.i] = &Server{Endpoint: cfgs[s.i].ListenClientUrls[0].String(), etcd: s.e}
+	}
+	stopAll := func() {
+		for _, m := range members {
+			if m != nil {
+				m.Stop()
+			}
+		}
+	}
+	if firstErr != nil {
+		stopAll()
+		return nil, firstErr
+	}
+	for _, m := range members {
+		select {
+		case <-m.etcd.Server.ReadyNotify():
+		case err := <-m.etcd.Err():
+			stopAll()
+			return nil, err
+		case <-time.After(30 * time.Second):
+			stopAll()
+			return nil, fmt.Errorf("etcd cluster not ready after 30s")
+		}
+	}
+	c.Members = members
+	return c, nil
 }
