@@ -195,4 +195,3 @@ func BenchmarkHAFailover(b *testing.B) {
 		})
 	}
 }
-
