@@ -50,6 +50,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/compleat/compleat/director/apiv1"
 	"github.com/compleat/compleat/director/config"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
@@ -93,10 +94,8 @@ type Deployer interface {
 	RotateAgentCerts(ctx context.Context, r *task.Reporter, deployment string) (result string, err error)
 }
 
-// RotateRequest is POST /v1/agents/rotate-certs.
-type RotateRequest struct {
-	Deployment string `json:"deployment,omitempty"`
-}
+// RotateRequest is apiv1.RotateRequest.
+type RotateRequest = apiv1.RotateRequest
 
 // ErrandRunner runs errands (POST /v1/deployments/{name}/errands/{errand}/runs,
 // GET .../errands).
@@ -105,36 +104,17 @@ type ErrandRunner interface {
 	RunErrand(ctx context.Context, r *task.Reporter, req ErrandRequest) (result string, err error)
 }
 
-// ErrandRequest is a run of an errand.
-type ErrandRequest struct {
-	Deployment string `json:"deployment"`
-	Name       string `json:"name"`
-	// KeepAlive keeps an errand group's VMs after the run.
-	KeepAlive bool `json:"keep_alive,omitempty"`
-	// WhenChanged skips the run when the deployment's manifest is the one
-	// of the errand's last successful run.
-	WhenChanged bool `json:"when_changed,omitempty"`
-	// Instances select where it runs: GROUP or GROUP/ID (id or index).
-	Instances []string `json:"instances,omitempty"`
-	// DownloadLogs fetches each instance's logs after the run into the
-	// blobstore (events of stage ErrandLogsStage), before any VM goes.
-	DownloadLogs bool `json:"download_logs,omitempty"`
-}
+// ErrandRequest is apiv1.ErrandRequest.
+type ErrandRequest = apiv1.ErrandRequest
 
-// ErrandInfo is one errand in GET /v1/deployments/{name}/errands.
-type ErrandInfo struct {
-	Name string `json:"name"`
-	// Group is the lifecycle: errand group; empty for a colocated errand.
-	Group     string   `json:"group,omitempty"`
-	Colocated bool     `json:"colocated"`
-	Runs      []string `json:"runs"` // "group/job" whose bin/run runs
-}
+// ErrandInfo is apiv1.ErrandInfo.
+type ErrandInfo = apiv1.ErrandInfo
 
-// ErrandTaskType is the type of run-errand tasks.
-const ErrandTaskType = "run-errand"
+// ErrandTaskType is apiv1.ErrandTaskType.
+const ErrandTaskType = apiv1.ErrandTaskType
 
-// ErrandTaskDescription is the description of a run of errand name.
-func ErrandTaskDescription(name string) string { return "run errand " + name }
+// ErrandTaskDescription is apiv1.ErrandTaskDescription.
+var ErrandTaskDescription = apiv1.ErrandTaskDescription
 
 // VariableRegenerator makes a new value for a declared variable
 // (POST /v1/variables/regenerate).
@@ -142,55 +122,17 @@ type VariableRegenerator interface {
 	RegenerateVariable(ctx context.Context, r *task.Reporter, deployment, name string) (result string, err error)
 }
 
-// RegenerateRequest is POST /v1/variables/regenerate.
-type RegenerateRequest struct {
-	Deployment string `json:"deployment"`
-	Name       string `json:"name"`
-}
+// RegenerateRequest is apiv1.RegenerateRequest.
+type RegenerateRequest = apiv1.RegenerateRequest
 
-// DeployRequest is POST /v1/deployments: the manifest after the client's
-// ops files (-o), its ((name)) references kept, and the values the
-// client's -v/-l give for them in Vars, which the director seals with its
-// variables (an older client interpolates -v/-l itself and sends no Vars).
-type DeployRequest struct {
-	Deployment string         `json:"deployment"`
-	Manifest   string         `json:"manifest"`
-	Vars       map[string]any `json:"vars,omitempty"`
-	DryRun     bool           `json:"dry_run,omitempty"`
-	Recreate   bool           `json:"recreate,omitempty"`
-	SkipDrain  bool           `json:"skip_drain,omitempty"`
-	// Fix recreates the instances whose agent does not answer instead of
-	// failing on them (BOSH's deploy --fix).
-	Fix bool `json:"fix,omitempty"`
-	// PlanHash, when set, is the plan hash of a dry run the operator
-	// reviewed: the deploy computes its plan under the deployment's lock
-	// and refuses when the hash differs (something changed in between).
-	PlanHash string `json:"plan_hash,omitempty"`
-	// ManifestFile is the file the operator gave (errors name it instead
-	// of "manifest.yml"), and SourceMap (manifest.SourceMap) where each
-	// node of Manifest was written: errors name that file and line, an
-	// ops file's for a value it set.
-	ManifestFile string          `json:"manifest_file,omitempty"`
-	SourceMap    json.RawMessage `json:"source_map,omitempty"`
-	// FreshDiskOnCPIMove: an instance whose AZ is now served by another
-	// CPI gets a new, empty persistent disk there (its old disk orphaned
-	// in the old CPI) instead of the deploy being refused.
-	FreshDiskOnCPIMove bool `json:"fresh_disk_on_cpi_move,omitempty"`
-}
+// DeployRequest is apiv1.DeployRequest.
+type DeployRequest = apiv1.DeployRequest
 
-// DryRunResult starts the result of a dry run; the formatted plan
-// follows it. The task's events hold the manifest diff (stage "Manifest
-// diff", data.text), so `director deploy` shows both before it asks.
-const DryRunResult = "Dry run: nothing changed.\n\n"
+// DryRunResult is apiv1.DryRunResult.
+const DryRunResult = apiv1.DryRunResult
 
-// StateRequest is POST /v1/deployments/{name}/state.
-type StateRequest struct {
-	Deployment string `json:"deployment"`
-	Action     string `json:"action"`           // recreate, restart, stop, start
-	Target     string `json:"target,omitempty"` // "", GROUP or GROUP/ID
-	Hard       bool   `json:"hard,omitempty"`   // stop --hard
-	SkipDrain  bool   `json:"skip_drain,omitempty"`
-}
+// StateRequest is apiv1.StateRequest.
+type StateRequest = apiv1.StateRequest
 
 // Agents asks an agent for its state (instances --ps).
 type Agents interface {
@@ -400,19 +342,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc.Encode(v)
 }
 
-// Info is GET /v1/info.
-type Info struct {
-	Name    string   `json:"name"`
-	Version string   `json:"version"`
-	User    string   `json:"user"`
-	Scopes  []string `json:"scopes"`
-	CPIs    []string `json:"cpis"`
-	Deploy  bool     `json:"deploy"` // whether this build has the deploy pipeline
-	// Director and Leader, with several directors (HA): the instance that
-	// answered and the one leading ("" while unknown).
-	Director string `json:"director,omitempty"`
-	Leader   string `json:"leader,omitempty"`
-}
+// Info is apiv1.Info.
+type Info = apiv1.Info
 
 func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 	tok := r.Context().Value(ctxKey{}).(Token)

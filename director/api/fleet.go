@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/compleat/compleat/director/apiv1"
 	"github.com/compleat/compleat/director/fleet"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
@@ -43,10 +44,8 @@ type StemcellView struct {
 	fleet.Usage
 }
 
-// CleanUpRequest is POST /v1/cleanup.
-type CleanUpRequest struct {
-	All bool `json:"all,omitempty"`
-}
+// CleanUpRequest is apiv1.CleanUpRequest.
+type CleanUpRequest = apiv1.CleanUpRequest
 
 // artifactArgs are the arguments of delete-release and delete-stemcell.
 type artifactArgs struct {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/compleat/compleat/agent/applyspec"
 	"github.com/compleat/compleat/agent/protocol"
+	"github.com/compleat/compleat/director/apiv1"
 	"github.com/compleat/compleat/director/blobstore"
 	"github.com/compleat/compleat/director/remote"
 	"github.com/compleat/compleat/director/store"
@@ -56,27 +57,14 @@ type InstanceAgent = remote.Agent
 // ErrandLogsStage: see remote.ErrandLogsStage.
 const ErrandLogsStage = remote.ErrandLogsStage
 
-// LogsRequest is POST /v1/deployments/{name}/logs.
-type LogsRequest struct {
-	// Instance is GROUP/ID (or GROUP when the group has one instance).
-	Instance string `json:"instance"`
-	// Jobs limits the archive to these jobs' logs.
-	Jobs []string `json:"jobs,omitempty"`
-}
+// LogsRequest is apiv1.LogsRequest.
+type LogsRequest = apiv1.LogsRequest
 
 // LogsResult is the result of a fetch-logs task (its Result, as JSON).
 type LogsResult = remote.LogsResult
 
-// LogLine is one line of GET /v1/deployments/{name}/logs/follow: a line of
-// File (its path under sys/log, "web/webapp.stdout.log"), without its
-// newline; or, with Error set, why the agent could not be read this time
-// (following goes on).
-type LogLine struct {
-	Instance string `json:"instance"`
-	File     string `json:"file,omitempty"`
-	Line     string `json:"line,omitempty"`
-	Error    string `json:"error,omitempty"`
-}
+// LogLine is apiv1.LogLine.
+type LogLine = apiv1.LogLine
 
 func (s *Server) remoteRoutes(admin string) {
 	s.route("POST /v1/deployments/{name}/logs", admin, s.fetchLogs)

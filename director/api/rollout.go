@@ -9,13 +9,13 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/compleat/compleat/director/apiv1"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
 )
 
-// ErrNoRollout is the Pauser's error when the deployment has no rollout
-// under way.
-var ErrNoRollout = errors.New("no rollout under way")
+// ErrNoRollout is apiv1.ErrNoRollout.
+var ErrNoRollout = apiv1.ErrNoRollout
 
 // Pauser is the deploy pipeline's pause capability; the Deployer offers it
 // or the pause route answers 501.

@@ -11,26 +11,16 @@ import (
 	"time"
 
 	"github.com/compleat/compleat/agent/protocol"
+	"github.com/compleat/compleat/director/apiv1"
 	"github.com/compleat/compleat/director/remote"
 	"github.com/compleat/compleat/director/store"
 )
 
-// SSHRequest is POST /v1/deployments/{name}/ssh: run Command with
-// `/bin/sh -c` on the target's VMs (GROUP/ID, or GROUP for all of its
-// instances, in parallel).
-type SSHRequest struct {
-	Target  string `json:"target"`
-	Command string `json:"command"`
-	// Timeout is a Go duration ("90s"); empty means one minute, at most one
-	// hour.
-	Timeout string `json:"timeout,omitempty"`
-}
+// SSHRequest is apiv1.SSHRequest.
+type SSHRequest = apiv1.SSHRequest
 
-// SSHResult answers POST /v1/deployments/{name}/ssh: one result per
-// instance, ordered by index.
-type SSHResult struct {
-	Results []CommandResult `json:"results"`
-}
+// SSHResult is apiv1.SSHResult.
+type SSHResult = apiv1.SSHResult
 
 // CommandResult is how the command went on one instance (remote.Run).
 type CommandResult = remote.CommandResult

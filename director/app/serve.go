@@ -81,6 +81,15 @@ type Director struct {
 	Cluster *cluster
 }
 
+// The deploy pipeline is what the API's deploy, errand, variable, pause and
+// rotate routes run.
+var (
+	_ api.Deployer            = (*deploy.Deployer)(nil)
+	_ api.ErrandRunner        = (*deploy.Deployer)(nil)
+	_ api.VariableRegenerator = (*deploy.Deployer)(nil)
+	_ api.Pauser              = (*deploy.Deployer)(nil)
+)
+
 // newDeployer builds the deploy pipeline (plan, compile, update, the
 // executor over the CPIs and the agents) from the running parts.
 func newDeployer(d *Director) *deploy.Deployer {

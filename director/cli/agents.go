@@ -3,8 +3,7 @@ package cli
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/compleat/compleat/director/api"
-	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/apiv1"
 )
 
 // rotateAgentCertsCmd gives agents new bus identities.
@@ -18,8 +17,8 @@ func (a *app) rotateAgentCertsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var t store.Task
-			if err := c.do(cmd.Context(), "POST", "/v1/agents/rotate-certs", api.RotateRequest{Deployment: a.g.Deployment}, &t); err != nil {
+			var t apiv1.Task
+			if err := c.do(cmd.Context(), "POST", "/v1/agents/rotate-certs", apiv1.RotateRequest{Deployment: a.g.Deployment}, &t); err != nil {
 				return err
 			}
 			return a.follow(cmd.Context(), c, t.ID)

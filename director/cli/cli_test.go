@@ -8,13 +8,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/apiv1"
 )
 
 func TestFormatEventLikeBOSH(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 12, 0, 1, 0, time.UTC)
 	started := map[string]time.Time{}
-	ev := store.Event{Stage: "Updating instance", Step: "web/2", Index: 1, Total: 3, Tags: []string{"canary"}, Time: t0, State: "started"}
+	ev := apiv1.Event{Stage: "Updating instance", Step: "web/2", Index: 1, Total: 3, Tags: []string{"canary"}, Time: t0, State: "started"}
 	if s := formatEvent(12, ev, started); s != "" {
 		t.Errorf("started step printed %q", s)
 	}
@@ -31,17 +31,17 @@ func TestFormatEventLikeBOSH(t *testing.T) {
 
 func TestFormatNotes(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 12, 0, 1, 0, time.UTC)
-	ev := store.Event{Stage: "Plan", State: "info", Time: t0, Data: []byte(`{"text":"Deployment web\n\n1 to create\n"}`)}
+	ev := apiv1.Event{Stage: "Plan", State: "info", Time: t0, Data: []byte(`{"text":"Deployment web\n\n1 to create\n"}`)}
 	want := "Task 3 | 12:00:01 | Plan\n  Deployment web\n\n  1 to create"
 	if s := formatEvent(3, ev, map[string]time.Time{}); s != want {
 		t.Errorf("block note:\n got %q\nwant %q", s, want)
 	}
-	ev = store.Event{Stage: "Updating instance", Step: "web/0", State: "info", Time: t0, Data: []byte(`{"text":"create-swap-delete is not available here: delete-create"}`)}
+	ev = apiv1.Event{Stage: "Updating instance", Step: "web/0", State: "info", Time: t0, Data: []byte(`{"text":"create-swap-delete is not available here: delete-create"}`)}
 	want = "Task 3 | 12:00:01 | Updating instance web/0: create-swap-delete is not available here: delete-create"
 	if s := formatEvent(3, ev, map[string]time.Time{}); s != want {
 		t.Errorf("one-line note:\n got %q\nwant %q", s, want)
 	}
-	if s := formatEvent(3, store.Event{Stage: "x", State: "info", Time: t0}, map[string]time.Time{}); s != "" {
+	if s := formatEvent(3, apiv1.Event{Stage: "x", State: "info", Time: t0}, map[string]time.Time{}); s != "" {
 		t.Errorf("an info event without text printed %q", s)
 	}
 }

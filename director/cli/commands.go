@@ -16,7 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/apiv1"
 )
 
 // list fetches path; with --json it prints the document as is, else decodes
@@ -271,7 +271,7 @@ func (a *app) upload(ctx context.Context, c *client, path, file string) error {
 		return err
 	}
 	defer resp.Body.Close()
-	var t store.Task
+	var t apiv1.Task
 	if err := json.NewDecoder(resp.Body).Decode(&t); err != nil {
 		return fmt.Errorf("decode task: %w", err)
 	}
@@ -350,7 +350,7 @@ func (a *app) updateConfigCmd(typ string) *cobra.Command {
 				return err
 			}
 			var res struct {
-				Config  store.Config `json:"config"`
+				Config  apiv1.Config `json:"config"`
 				Changed bool         `json:"changed"`
 			}
 			req := map[string]string{"type": typ, "name": name, "content": string(raw), "file": filepath.Base(argv[0])}
@@ -386,7 +386,7 @@ func (a *app) showConfigCmd(typ string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var cfgs []store.Config
+			var cfgs []apiv1.Config
 			if err := c.do(cmd.Context(), "GET", "/v1/configs?type="+typ, nil, &cfgs); err != nil {
 				return err
 			}
@@ -423,7 +423,7 @@ func (a *app) configsCmd() *cobra.Command {
 			if all {
 				q += "&all=true"
 			}
-			var cfgs []store.Config
+			var cfgs []apiv1.Config
 			return a.list(cmd.Context(), c, q, &cfgs, func(w io.Writer) {
 				tw := table(w, "ID", "Type", "Name", "Created")
 				for _, cfg := range cfgs {
@@ -449,7 +449,7 @@ func (a *app) deploymentsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var ds []store.Deployment
+			var ds []apiv1.Deployment
 			return a.list(cmd.Context(), c, "/v1/deployments", &ds, func(w io.Writer) {
 				tw := table(w, "Name", "Releases", "Stemcells", "Updated")
 				for _, d := range ds {

@@ -16,8 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/compleat/compleat/director/api"
-	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/apiv1"
 )
 
 func (a *app) deployCmd() *cobra.Command {
@@ -87,7 +86,7 @@ func (a *app) deployCmd() *cobra.Command {
 					return err
 				}
 			}
-			var t store.Task
+			var t apiv1.Task
 			if err := c.do(cmd.Context(), "POST", "/v1/deployments", req, &t); err != nil {
 				return err
 			}
@@ -112,13 +111,13 @@ func (a *app) deployCmd() *cobra.Command {
 func (a *app) preview(ctx context.Context, c *client, name string, req map[string]any) (map[string]string, error) {
 	dry := maps.Clone(req)
 	dry["dry_run"] = true
-	var t store.Task
+	var t apiv1.Task
 	if err := c.do(ctx, "POST", "/v1/deployments", dry, &t); err != nil {
 		return nil, err
 	}
 	shown := map[string]string{}
 	err := c.lines(ctx, fmt.Sprintf("/v1/tasks/%d/events?follow=true", t.ID), func(line []byte) error {
-		var e store.Event
+		var e apiv1.Event
 		if err := json.Unmarshal(line, &e); err != nil {
 			return fmt.Errorf("task %d: bad event: %w", t.ID, err)
 		}
@@ -133,14 +132,14 @@ func (a *app) preview(ctx context.Context, c *client, name string, req map[strin
 	if err := c.do(ctx, "GET", fmt.Sprintf("/v1/tasks/%d", t.ID), nil, &t); err != nil {
 		return nil, err
 	}
-	if t.State != store.TaskDone {
+	if t.State != apiv1.TaskDone {
 		err := fmt.Errorf("planning %s (task %d) %s: %s", name, t.ID, t.State, t.Error)
 		if t.BadInput {
 			return nil, Usage(err)
 		}
 		return nil, Failed(err)
 	}
-	plan, _, _ := strings.Cut(strings.TrimPrefix(t.Result, api.DryRunResult), "\nPlan hash: ")
+	plan, _, _ := strings.Cut(strings.TrimPrefix(t.Result, apiv1.DryRunResult), "\nPlan hash: ")
 	shown["Plan"] = plan
 	out := a.d.Stdout
 	fmt.Fprintf(out, "Using deployment %q (planned in task %d)\n\n", name, t.ID)
@@ -193,7 +192,7 @@ func (a *app) deleteDeploymentCmd() *cobra.Command {
 			if force {
 				path += "?force=true"
 			}
-			var t store.Task
+			var t apiv1.Task
 			if err := c.do(cmd.Context(), "DELETE", path, nil, &t); err != nil {
 				return err
 			}
@@ -206,7 +205,7 @@ func (a *app) deleteDeploymentCmd() *cobra.Command {
 
 // instanceView is the API's InstanceView as the CLI reads it.
 type instanceView struct {
-	store.Instance
+	apiv1.Instance
 	IPs        []string `json:"ips"`
 	AgentError string   `json:"agent_error"`
 	AgentState *struct {
@@ -294,7 +293,7 @@ func (a *app) instancesCmd() *cobra.Command {
 
 // vmView is the API's VMView as the CLI reads it.
 type vmView struct {
-	store.VM
+	apiv1.VM
 	Instance   string  `json:"instance"`
 	JobState   string  `json:"job_state"`
 	Vitals     *vitals `json:"vitals"`
@@ -428,7 +427,7 @@ func (a *app) stateCmd(action string) *cobra.Command {
 			if len(argv) == 1 {
 				req["target"] = argv[0]
 			}
-			var t store.Task
+			var t apiv1.Task
 			if err := c.do(cmd.Context(), "POST", "/v1/deployments/"+url.PathEscape(name)+"/state", req, &t); err != nil {
 				return err
 			}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/apiv1"
 )
 
 func (a *app) disksCmd() *cobra.Command {
@@ -25,7 +25,7 @@ func (a *app) disksCmd() *cobra.Command {
 			if orphaned {
 				q += "?orphaned=true"
 			}
-			var ds []store.Disk
+			var ds []apiv1.Disk
 			return a.list(cmd.Context(), c, q, &ds, func(w io.Writer) {
 				tw := table(w, "Disk CID", "CPI", "Size", "Deployment", "Instance", "Orphaned")
 				for _, d := range ds {
@@ -58,7 +58,7 @@ func (a *app) deleteDiskCmd() *cobra.Command {
 					return err
 				}
 			}
-			var t store.Task
+			var t apiv1.Task
 			if err := c.do(cmd.Context(), "DELETE", "/v1/disks/"+url.PathEscape(argv[0]), nil, &t); err != nil {
 				return err
 			}

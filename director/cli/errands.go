@@ -13,8 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/compleat/compleat/director/api"
-	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/apiv1"
 )
 
 func (a *app) errandsCmd() *cobra.Command {
@@ -27,7 +26,7 @@ func (a *app) errandsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var es []api.ErrandInfo
+			var es []apiv1.ErrandInfo
 			return a.list(cmd.Context(), c, "/v1/deployments/"+url.PathEscape(name)+"/errands", &es, func(w io.Writer) {
 				tw := table(w, "Name", "Runs on", "Jobs")
 				for _, e := range es {
@@ -45,7 +44,7 @@ func (a *app) errandsCmd() *cobra.Command {
 }
 
 func (a *app) runErrandCmd() *cobra.Command {
-	var req api.ErrandRequest
+	var req apiv1.ErrandRequest
 	var logsDir string
 	cmd := &cobra.Command{
 		Use:   "run-errand NAME",
@@ -62,7 +61,7 @@ func (a *app) runErrandCmd() *cobra.Command {
 				}
 				req.DownloadLogs = true
 			}
-			var t store.Task
+			var t apiv1.Task
 			path := "/v1/deployments/" + url.PathEscape(name) + "/errands/" + url.PathEscape(argv[0]) + "/runs"
 			if err := c.do(cmd.Context(), "POST", path, req, &t); err != nil {
 				return err
@@ -85,16 +84,16 @@ func (a *app) runErrandCmd() *cobra.Command {
 }
 
 // downloadErrandLogs saves the logs a run-errand task fetched (its events
-// of stage api.ErrandLogsStage) into dir.
+// of stage apiv1.ErrandLogsStage) into dir.
 func (a *app) downloadErrandLogs(ctx context.Context, c *client, id uint64, dir string) error {
-	var found []api.LogsResult
+	var found []apiv1.LogsResult
 	err := c.lines(ctx, fmt.Sprintf("/v1/tasks/%d/events", id), func(line []byte) error {
-		var e store.Event
-		if err := json.Unmarshal(line, &e); err != nil || e.Stage != api.ErrandLogsStage {
+		var e apiv1.Event
+		if err := json.Unmarshal(line, &e); err != nil || e.Stage != apiv1.ErrandLogsStage {
 			return nil
 		}
 		var d struct {
-			Logs api.LogsResult `json:"logs"`
+			Logs apiv1.LogsResult `json:"logs"`
 		}
 		if json.Unmarshal(e.Data, &d) == nil && d.Logs.BlobID != "" {
 			found = append(found, d.Logs)

@@ -13,9 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/compleat/compleat/director/api"
-	"github.com/compleat/compleat/director/fleet"
-	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/apiv1"
 )
 
 func (a *app) fleetCmds() []*cobra.Command {
@@ -32,7 +30,7 @@ func (a *app) releasesCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var rs []api.ReleaseView
+			var rs []apiv1.ReleaseView
 			return a.list(cmd.Context(), c, "/v1/releases", &rs, func(w io.Writer) {
 				tw := table(w, "Name", "Version", "Commit", "Jobs", "Packages", "Uploaded", "Used by")
 				for _, r := range rs {
@@ -55,7 +53,7 @@ func (a *app) stemcellsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var ss []api.StemcellView
+			var ss []apiv1.StemcellView
 			return a.list(cmd.Context(), c, "/v1/stemcells", &ss, func(w io.Writer) {
 				tw := table(w, "Name", "Version", "OS", "CPI", "CID", "Used by")
 				for _, s := range ss {
@@ -84,7 +82,7 @@ func (a *app) stemcellsCmd() *cobra.Command {
 }
 
 func (a *app) upgradeStemcellCmd() *cobra.Command {
-	var req fleet.UpgradeRequest
+	var req apiv1.UpgradeRequest
 	var deployments string
 	cmd := &cobra.Command{
 		Use:   "upgrade-stemcell OS",
@@ -120,7 +118,7 @@ func (a *app) upgradeStemcellCmd() *cobra.Command {
 					return err
 				}
 			}
-			var t store.Task
+			var t apiv1.Task
 			if err := c.do(cmd.Context(), "POST", "/v1/stemcells/upgrade", req, &t); err != nil {
 				return err
 			}
@@ -160,7 +158,7 @@ func (a *app) deleteReleaseCmd() *cobra.Command {
 			if version != "" {
 				path += "?version=" + url.QueryEscape(version)
 			}
-			var t store.Task
+			var t apiv1.Task
 			if err := c.do(cmd.Context(), "DELETE", path, nil, &t); err != nil {
 				return err
 			}
@@ -188,7 +186,7 @@ func (a *app) deleteStemcellCmd() *cobra.Command {
 					return err
 				}
 			}
-			var t store.Task
+			var t apiv1.Task
 			if err := c.do(cmd.Context(), "DELETE", "/v1/stemcells/"+url.PathEscape(name)+"/"+url.PathEscape(version), nil, &t); err != nil {
 				return err
 			}
@@ -198,7 +196,7 @@ func (a *app) deleteStemcellCmd() *cobra.Command {
 }
 
 func (a *app) cleanUpCmd() *cobra.Command {
-	var req api.CleanUpRequest
+	var req apiv1.CleanUpRequest
 	cmd := &cobra.Command{
 		Use:   "clean-up",
 		Short: "Delete unused releases and stemcells (all but the 2 newest unused of each), old orphaned disks and old task logs",
@@ -217,7 +215,7 @@ func (a *app) cleanUpCmd() *cobra.Command {
 					return err
 				}
 			}
-			var t store.Task
+			var t apiv1.Task
 			if err := c.do(cmd.Context(), "POST", "/v1/cleanup", req, &t); err != nil {
 				return err
 			}

@@ -17,9 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/compleat/compleat/director/cloudcheck"
-	"github.com/compleat/compleat/director/health"
-	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/apiv1"
 )
 
 func (a *app) healthCmds() []*cobra.Command {
@@ -84,7 +82,7 @@ resurrector's actions (resurrect, meltdown) and cloud-check's.
 			if err != nil {
 				return err
 			}
-			var evs []store.AuditEvent
+			var evs []apiv1.AuditEvent
 			return a.list(cmd.Context(), c, "/v1/events?"+q.Encode(), &evs, func(w io.Writer) {
 				tw := table(w, "ID", "Time", "User", "Action", "Object", "Task", "Deployment", "Instance", "Result", "Context")
 				for _, e := range evs {
@@ -139,7 +137,7 @@ func (a *app) healthCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var hs []health.InstanceHealth
+			var hs []apiv1.HealthInstance
 			return a.list(cmd.Context(), c, "/v1/deployments/"+url.PathEscape(name)+"/health", &hs, func(w io.Writer) {
 				tw := table(w, "Instance", "Status", "Since", "Heartbeat", "VM CID", "Load", "Mem", "Processes")
 				for _, h := range hs {
@@ -163,7 +161,7 @@ func (a *app) healthCmd() *cobra.Command {
 }
 
 // processes summarises the processes: "web/nginx running, web/app failing".
-func processes(h health.InstanceHealth) string {
+func processes(h apiv1.HealthInstance) string {
 	var parts []string
 	for _, j := range h.Jobs {
 		for _, p := range j.Processes {
@@ -196,7 +194,7 @@ func (a *app) updateResurrectionCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var sw []store.ResurrectionSwitch
+			var sw []apiv1.ResurrectionSwitch
 			if err := c.do(cmd.Context(), "PUT", "/v1/deployments/"+url.PathEscape(name)+"/resurrection", map[string]any{"group": group, "enabled": on}, &sw); err != nil {
 				return err
 			}
@@ -250,7 +248,7 @@ Without flags each problem is shown with its resolutions and you choose one.
 				return err
 			}
 			path := "/v1/deployments/" + url.PathEscape(name) + "/problems"
-			var ps []cloudcheck.Problem
+			var ps []apiv1.Problem
 			raw, err := c.getRaw(cmd.Context(), path)
 			if err != nil {
 				return err
@@ -290,7 +288,7 @@ Without flags each problem is shown with its resolutions and you choose one.
 					chosen[p.ID] = r
 				}
 			}
-			var t store.Task
+			var t apiv1.Task
 			if err := c.do(cmd.Context(), "POST", path, map[string]any{"resolutions": chosen, "auto": auto}, &t); err != nil {
 				return err
 			}
@@ -305,7 +303,7 @@ Without flags each problem is shown with its resolutions and you choose one.
 
 // ask shows a problem's resolutions and reads the choice (empty: the
 // default).
-func (a *app) ask(in *bufio.Reader, out io.Writer, n int, p cloudcheck.Problem) (string, error) {
+func (a *app) ask(in *bufio.Reader, out io.Writer, n int, p apiv1.Problem) (string, error) {
 	for {
 		fmt.Fprintf(out, "\nProblem %d: %s\n", n, p.Description)
 		for i, r := range p.Resolutions {
@@ -338,7 +336,7 @@ func (a *app) ask(in *bufio.Reader, out io.Writer, n int, p cloudcheck.Problem) 
 }
 
 func describe(r string) string {
-	if d, ok := cloudcheck.Descriptions[r]; ok {
+	if d, ok := apiv1.Descriptions[r]; ok {
 		return d + " [" + r + "]"
 	}
 	return r

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/apiv1"
 )
 
 // ignoreCmd is `director ignore GROUP/ID` (ignore true) and `director
@@ -41,7 +41,7 @@ func (a *app) ignoreCmd(ignore bool) *cobra.Command {
 			if a.g.JSON {
 				return printJSON(a.d.Stdout, raw)
 			}
-			var in store.Instance
+			var in apiv1.Instance
 			if err := json.Unmarshal(raw, &in); err != nil {
 				return err
 			}

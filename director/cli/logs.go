@@ -19,8 +19,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/compleat/compleat/director/api"
-	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/apiv1"
 )
 
 // LogsOutput is what `logs --json` prints (without --follow).
@@ -83,16 +82,16 @@ func (a *app) fetchLogs(ctx context.Context, c *client, deployment, target strin
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return Usage(fmt.Errorf("logs: --dir %s is not a directory", dir))
 	}
-	var t store.Task
+	var t apiv1.Task
 	path := "/v1/deployments/" + url.PathEscape(deployment) + "/logs"
-	if err := c.do(ctx, "POST", path, api.LogsRequest{Instance: target, Jobs: jobs}, &t); err != nil {
+	if err := c.do(ctx, "POST", path, apiv1.LogsRequest{Instance: target, Jobs: jobs}, &t); err != nil {
 		return err
 	}
 	t, err := a.awaitTask(ctx, c, t.ID)
 	if err != nil {
 		return err
 	}
-	var res api.LogsResult
+	var res apiv1.LogsResult
 	if err := json.Unmarshal([]byte(t.Result), &res); err != nil {
 		return fmt.Errorf("task %d: result %q: %w", t.ID, t.Result, err)
 	}
@@ -112,7 +111,7 @@ func (a *app) fetchLogs(ctx context.Context, c *client, deployment, target strin
 
 // awaitTask waits for a task to end, printing its events unless --json,
 // and returns its record; a task that did not end done is an error.
-func (a *app) awaitTask(ctx context.Context, c *client, id uint64) (store.Task, error) {
+func (a *app) awaitTask(ctx context.Context, c *client, id uint64) (apiv1.Task, error) {
 	out := a.d.Stdout
 	if !a.g.JSON {
 		fmt.Fprintf(out, "Task %d\n\n", id)
@@ -122,7 +121,7 @@ func (a *app) awaitTask(ctx context.Context, c *client, id uint64) (store.Task, 
 		if a.g.JSON {
 			return nil
 		}
-		var e store.Event
+		var e apiv1.Event
 		if err := json.Unmarshal(line, &e); err != nil {
 			return fmt.Errorf("task %d: bad event: %w", id, err)
 		}
@@ -132,9 +131,9 @@ func (a *app) awaitTask(ctx context.Context, c *client, id uint64) (store.Task, 
 		return nil
 	})
 	if err != nil {
-		return store.Task{}, err
+		return apiv1.Task{}, err
 	}
-	var t store.Task
+	var t apiv1.Task
 	if err := c.do(ctx, "GET", fmt.Sprintf("/v1/tasks/%d", id), nil, &t); err != nil {
 		return t, err
 	}
@@ -142,11 +141,11 @@ func (a *app) awaitTask(ctx context.Context, c *client, id uint64) (store.Task, 
 		fmt.Fprintf(out, "\nTask %d %s\n", id, t.State)
 	}
 	switch t.State {
-	case store.TaskDone:
+	case apiv1.TaskDone:
 		return t, nil
-	case store.TaskCancelled:
+	case apiv1.TaskCancelled:
 		return t, Failed(fmt.Errorf("task %d was cancelled", id))
-	case store.TaskError:
+	case apiv1.TaskError:
 		return t, Failed(fmt.Errorf("task %d error: %s", id, t.Error))
 	default:
 		return t, Failed(fmt.Errorf("task %d is still %s but its event stream ended: run `director task %d` to follow it", id, t.State, id))
@@ -199,7 +198,7 @@ func (a *app) followLogs(ctx context.Context, c *client, deployment, target stri
 			_, err := fmt.Fprintf(a.d.Stdout, "%s\n", raw)
 			return err
 		}
-		var l api.LogLine
+		var l apiv1.LogLine
 		if err := json.Unmarshal(raw, &l); err != nil {
 			return fmt.Errorf("log stream: %w", err)
 		}

@@ -7,11 +7,8 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/compleat/compleat/director/store"
 )
 
 // MigrateStateOptions are `director migrate-state`'s flags.
@@ -52,7 +49,7 @@ file's PATH.key); keep it, it is not copied into etcd.
 	f.StringVar(&o.To, "to", "", "the target: bbolt:PATH or etcd:URL[,URL...]")
 	f.StringVar(&o.VariablesKey, "variables-key", "", "the 32-byte variables key file (default: PATH.key of the bbolt side)")
 	f.BoolVar(&o.Force, "force", false, "copy over a target that holds records (they are removed first)")
-	f.StringVar(&o.Prefix, "prefix", store.DefaultEtcdPrefix, "etcd: the key prefix of the state")
+	f.StringVar(&o.Prefix, "prefix", "/compleat/", "etcd: the key prefix of the state")
 	f.StringVar(&o.CAFile, "ca-file", "", "etcd: the CA of the members")
 	f.StringVar(&o.CertFile, "cert-file", "", "etcd: the client certificate")
 	f.StringVar(&o.KeyFile, "key-file", "", "etcd: the client certificate's key")
@@ -60,56 +57,60 @@ file's PATH.key); keep it, it is not copied into etcd.
 	return cmd
 }
 
-type stateSide struct {
-	backend string // bbolt or etcd
-	path    string
-	eo      store.EtcdOptions
+// StateSide is one side of migrate-state: a bbolt file or an etcd
+// cluster's prefix.
+type StateSide struct {
+	Backend string // bbolt or etcd
+	// Path is the bbolt file.
+	Path string
+	// The etcd cluster and where the state is in it.
+	Endpoints                 []string
+	Prefix                    string
+	CAFile, CertFile, KeyFile string
+	MaxTxnOps                 int
 }
 
-func parseStateSide(flag, spec string, o MigrateStateOptions) (stateSide, error) {
+// StateMigrator is implemented by Tools that can open the director's state
+// (the director binary's; the CLI alone does not link the store): it copies
+// every record from one side to the other and verifies the copy, and
+// returns how many records and sequences it copied. A target that holds
+// records is refused (a usage error) unless force.
+type StateMigrator interface {
+	MigrateState(from, to StateSide, variablesKey string, force bool) (records, sequences int, err error)
+}
+
+func parseStateSide(flag, spec string, o MigrateStateOptions) (StateSide, error) {
 	kind, rest, ok := strings.Cut(spec, ":")
 	if spec == "" {
-		return stateSide{}, fmt.Errorf("--%s: required (bbolt:PATH or etcd:URL[,URL...])", flag)
+		return StateSide{}, fmt.Errorf("--%s: required (bbolt:PATH or etcd:URL[,URL...])", flag)
 	}
 	if !ok || rest == "" {
-		return stateSide{}, fmt.Errorf("--%s %q: want bbolt:PATH or etcd:URL[,URL...]", flag, spec)
+		return StateSide{}, fmt.Errorf("--%s %q: want bbolt:PATH or etcd:URL[,URL...]", flag, spec)
 	}
 	switch kind {
 	case "bbolt":
-		return stateSide{backend: kind, path: rest}, nil
+		return StateSide{Backend: kind, Path: rest}, nil
 	case "etcd":
 		eps := strings.Split(rest, ",")
 		for _, e := range eps {
 			if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Port() == "" {
-				return stateSide{}, fmt.Errorf("--%s: etcd endpoint %q: want https://HOST:PORT", flag, e)
+				return StateSide{}, fmt.Errorf("--%s: etcd endpoint %q: want https://HOST:PORT", flag, e)
 			}
 		}
 		if !strings.HasPrefix(o.Prefix, "/") || !strings.HasSuffix(o.Prefix, "/") {
-			return stateSide{}, fmt.Errorf("--prefix %q: want /NAME/ (starting and ending with /)", o.Prefix)
+			return StateSide{}, fmt.Errorf("--prefix %q: want /NAME/ (starting and ending with /)", o.Prefix)
 		}
 		if (o.CertFile == "") != (o.KeyFile == "") {
-			return stateSide{}, errors.New("--cert-file and --key-file go together")
+			return StateSide{}, errors.New("--cert-file and --key-file go together")
 		}
 		if o.MaxTxnOps < 2 {
-			return stateSide{}, fmt.Errorf("--max-txn-ops %d: want at least 2", o.MaxTxnOps)
+			return StateSide{}, fmt.Errorf("--max-txn-ops %d: want at least 2", o.MaxTxnOps)
 		}
-		return stateSide{backend: kind, eo: store.EtcdOptions{Endpoints: eps, Prefix: o.Prefix,
-			CAFile: o.CAFile, CertFile: o.CertFile, KeyFile: o.KeyFile, MaxTxnOps: o.MaxTxnOps}}, nil
+		return StateSide{Backend: kind, Endpoints: eps, Prefix: o.Prefix,
+			CAFile: o.CAFile, CertFile: o.CertFile, KeyFile: o.KeyFile, MaxTxnOps: o.MaxTxnOps}, nil
 	default:
-		return stateSide{}, fmt.Errorf("--%s %q: unknown backend %q (bbolt, etcd)", flag, spec, kind)
+		return StateSide{}, fmt.Errorf("--%s %q: unknown backend %q (bbolt, etcd)", flag, spec, kind)
 	}
-}
-
-func (s stateSide) open(key string, mustExist bool) (*store.Store, error) {
-	if s.backend == "etcd" {
-		return store.OpenEtcd(s.eo, store.Options{KeyPath: key})
-	}
-	if mustExist {
-		if _, err := os.Stat(s.path); err != nil {
-			return nil, Usage(fmt.Errorf("--from: %w", err))
-		}
-	}
-	return store.Open(s.path, store.Options{KeyPath: key, Timeout: time.Second})
 }
 
 func (a *app) migrateState(o MigrateStateOptions) error {
@@ -121,16 +122,16 @@ func (a *app) migrateState(o MigrateStateOptions) error {
 	if err != nil {
 		return Usage(err)
 	}
-	if from.backend == to.backend && from.path == to.path && strings.Join(from.eo.Endpoints, ",") == strings.Join(to.eo.Endpoints, ",") {
+	if from.Backend == to.Backend && from.Path == to.Path && strings.Join(from.Endpoints, ",") == strings.Join(to.Endpoints, ",") {
 		return Usage(errors.New("--from and --to name the same state"))
 	}
 	key := o.VariablesKey
 	switch {
 	case key != "":
-	case from.backend == "bbolt":
-		key = from.path + ".key"
-	case to.backend == "bbolt":
-		key = to.path + ".key"
+	case from.Backend == "bbolt":
+		key = from.Path + ".key"
+	case to.Backend == "bbolt":
+		key = to.Path + ".key"
 	}
 	if key == "" {
 		return Usage(errors.New("--variables-key: required between two etcd clusters"))
@@ -138,26 +139,17 @@ func (a *app) migrateState(o MigrateStateOptions) error {
 	if _, err := os.Stat(key); err != nil {
 		return Usage(fmt.Errorf("variables key: %w (the source's data is sealed with it)", err))
 	}
-	src, err := from.open(key, true)
-	if err != nil {
-		return fmt.Errorf("source: %w", err)
+	m, ok := a.d.Tools.(StateMigrator)
+	if !ok {
+		return errors.New("migrate-state: this build cannot open the director's state")
 	}
-	defer src.Close()
-	dst, err := to.open(key, false)
-	if err != nil {
-		return fmt.Errorf("target: %w", err)
-	}
-	defer dst.Close()
-	res, err := store.Copy(dst, src, o.Force)
-	if errors.Is(err, store.ErrNotEmpty) {
-		return Usage(err)
-	}
+	records, sequences, err := m.MigrateState(from, to, key, o.Force)
 	if err != nil {
 		return err
 	}
 	if a.g.JSON {
-		return json.NewEncoder(a.d.Stdout).Encode(map[string]any{"from": o.From, "to": o.To, "records": res.Records, "sequences": res.Sequences})
+		return json.NewEncoder(a.d.Stdout).Encode(map[string]any{"from": o.From, "to": o.To, "records": records, "sequences": sequences})
 	}
-	fmt.Fprintf(a.d.Stdout, "Copied %d records and %d sequences from %s to %s (verified)\n", res.Records, res.Sequences, o.From, o.To)
+	fmt.Fprintf(a.d.Stdout, "Copied %d records and %d sequences from %s to %s (verified)\n", records, sequences, o.From, o.To)
 	return nil
 }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/apiv1"
 )
 
 func (a *app) rolloutCmds() []*cobra.Command {
@@ -55,7 +55,7 @@ func (a *app) resumeCmd() *cobra.Command {
 			if skipDrain {
 				path += "?skip_drain=true"
 			}
-			var t store.Task
+			var t apiv1.Task
 			if err := c.do(cmd.Context(), "POST", path, struct{}{}, &t); err != nil {
 				return err
 			}

@@ -16,7 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/apiv1"
 )
 
 func (a *app) sshCmd() *cobra.Command {
@@ -70,19 +70,19 @@ events) with the user and its exit code, never its output.`,
 	return cmd
 }
 
-func (a *app) runCommand(ctx context.Context, c *client, deployment, target, command string, timeout time.Duration) (api.SSHResult, error) {
-	req := api.SSHRequest{Target: target, Command: command}
+func (a *app) runCommand(ctx context.Context, c *client, deployment, target, command string, timeout time.Duration) (apiv1.SSHResult, error) {
+	req := apiv1.SSHRequest{Target: target, Command: command}
 	if timeout > 0 {
 		req.Timeout = timeout.String()
 	}
-	var res api.SSHResult
+	var res apiv1.SSHResult
 	err := c.do(ctx, "POST", "/v1/deployments/"+url.PathEscape(deployment)+"/ssh", req, &res)
 	return res, err
 }
 
 // printCommand prints each instance's output prefixed with its name, and
 // returns an exit-1 error naming the instances where the command failed.
-func (a *app) printCommand(res api.SSHResult) error {
+func (a *app) printCommand(res apiv1.SSHResult) error {
 	var failed []string
 	if a.g.JSON {
 		if err := json.NewEncoder(a.d.Stdout).Encode(res); err != nil {

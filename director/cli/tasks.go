@@ -13,7 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/apiv1"
 )
 
 func (a *app) tasksCmd() *cobra.Command {
@@ -35,7 +35,7 @@ func (a *app) tasksCmd() *cobra.Command {
 			if a.g.Deployment != "" {
 				q += "&deployment=" + a.g.Deployment
 			}
-			var tasks []store.Task
+			var tasks []apiv1.Task
 			return a.list(cmd.Context(), c, q, &tasks, func(w io.Writer) {
 				tw := table(w, "ID", "State", "Started", "Finished", "Deployment", "Description", "Result")
 				for _, t := range tasks {
@@ -88,8 +88,8 @@ func (a *app) cancelTaskCmd() *cobra.Command {
 			if a.g.JSON {
 				return printJSON(a.d.Stdout, t)
 			}
-			var rec store.Task
-			if json.Unmarshal(t, &rec) == nil && rec.State == store.TaskCancelled {
+			var rec apiv1.Task
+			if json.Unmarshal(t, &rec) == nil && rec.State == apiv1.TaskCancelled {
 				fmt.Fprintf(a.d.Stdout, "Task %d cancelled before it started\n", id)
 				return nil
 			}
@@ -109,7 +109,7 @@ func (a *app) locksCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var locks []store.Lock
+			var locks []apiv1.Lock
 			return a.list(cmd.Context(), c, "/v1/locks", &locks, func(w io.Writer) {
 				tw := table(w, "Lock", "Owner", "Acquired", "Expires")
 				for _, l := range locks {
@@ -135,8 +135,8 @@ func (a *app) followSkipping(ctx context.Context, c *client, id uint64, skip map
 	out := a.d.Stdout
 	if !a.g.JSON {
 		fmt.Fprintf(out, "Task %d\n\n", id)
-		var t store.Task
-		if raw, err := c.getRaw(ctx, fmt.Sprintf("/v1/tasks/%d", id)); err == nil && json.Unmarshal(raw, &t) == nil && t.State == store.TaskQueued {
+		var t apiv1.Task
+		if raw, err := c.getRaw(ctx, fmt.Sprintf("/v1/tasks/%d", id)); err == nil && json.Unmarshal(raw, &t) == nil && t.State == apiv1.TaskQueued {
 			fmt.Fprintf(out, "Task %d | queued: deployment %s is busy; it starts when the tasks before it end (director tasks)\n", id, t.Deployment)
 		}
 	}
@@ -146,7 +146,7 @@ func (a *app) followSkipping(ctx context.Context, c *client, id uint64, skip map
 			_, err := fmt.Fprintf(out, "%s\n", line)
 			return err
 		}
-		var e store.Event
+		var e apiv1.Event
 		if err := json.Unmarshal(line, &e); err != nil {
 			return fmt.Errorf("task %d: bad event: %w", id, err)
 		}
@@ -162,7 +162,7 @@ func (a *app) followSkipping(ctx context.Context, c *client, id uint64, skip map
 	if err != nil {
 		return err
 	}
-	var t store.Task
+	var t apiv1.Task
 	raw, err := c.getRaw(ctx, fmt.Sprintf("/v1/tasks/%d", id))
 	if err != nil {
 		return err
@@ -182,13 +182,13 @@ func (a *app) followSkipping(ctx context.Context, c *client, id uint64, skip map
 		}
 	}
 	switch t.State {
-	case store.TaskDone:
+	case apiv1.TaskDone:
 		return nil
-	case store.TaskQueued, store.TaskProcessing, store.TaskCancelling:
+	case apiv1.TaskQueued, apiv1.TaskProcessing, apiv1.TaskCancelling:
 		return Failed(fmt.Errorf("task %d is still %s but its event stream ended (director stopping?): run `director task %d` to follow it again", id, t.State, id))
-	case store.TaskCancelled:
+	case apiv1.TaskCancelled:
 		return Failed(fmt.Errorf("task %d was cancelled", id))
-	case store.TaskError:
+	case apiv1.TaskError:
 		if t.BadInput {
 			return Usage(fmt.Errorf("task %d %s: %s", id, t.State, t.Error))
 		}
@@ -211,7 +211,7 @@ func (a *app) followSkipping(ctx context.Context, c *client, id uint64, skip map
 //	    - name: web
 //	  -   instances: 2
 //	  +   instances: 3
-func formatEvent(id uint64, e store.Event, started map[string]time.Time) string {
+func formatEvent(id uint64, e apiv1.Event, started map[string]time.Time) string {
 	key := fmt.Sprintf("%s\x00%s\x00%d", e.Stage, e.Step, e.Index)
 	name := e.Stage
 	if e.Step != "" {
@@ -268,7 +268,7 @@ func sameNote(shown, now string) bool {
 }
 
 // noteText is the text a note event carries in data.text ("" for none).
-func noteText(e store.Event) string {
+func noteText(e apiv1.Event) string {
 	if e.State != "info" || len(e.Data) == 0 {
 		return ""
 	}

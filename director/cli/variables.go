@@ -7,8 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/compleat/compleat/director/api"
-	"github.com/compleat/compleat/director/store"
+	"github.com/compleat/compleat/director/apiv1"
 )
 
 func (a *app) variablesCmd() *cobra.Command {
@@ -24,8 +23,8 @@ func (a *app) variablesCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				var t store.Task
-				if err := c.do(cmd.Context(), "POST", "/v1/variables/regenerate", api.RegenerateRequest{Deployment: name, Name: regenerate}, &t); err != nil {
+				var t apiv1.Task
+				if err := c.do(cmd.Context(), "POST", "/v1/variables/regenerate", apiv1.RegenerateRequest{Deployment: name, Name: regenerate}, &t); err != nil {
 					return err
 				}
 				return a.follow(cmd.Context(), c, t.ID)
@@ -41,7 +40,7 @@ func (a *app) variablesCmd() *cobra.Command {
 			if reveal {
 				q.Set("reveal", "true")
 			}
-			var vs []store.Variable
+			var vs []apiv1.Variable
 			return a.list(cmd.Context(), c, "/v1/variables?"+q.Encode(), &vs, func(w io.Writer) {
 				headers := []string{"Name", "Type", "Created"}
 				if reveal {

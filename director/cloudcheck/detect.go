@@ -30,6 +30,7 @@ import (
 	"fmt"
 
 	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/director/apiv1"
 	"slices"
 	"sort"
 
@@ -47,52 +48,23 @@ const (
 	UnknownDisk       = "unknown_disk"
 )
 
-// Resolutions.
+// Resolutions (apiv1).
 const (
-	Ignore              = "ignore"
-	RebootVM            = "reboot_vm"
-	RecreateVM          = "recreate_vm"
-	DeleteVMReference   = "delete_vm_reference"
-	DeleteDiskReference = "delete_disk_reference"
-	ReattachDisk        = "reattach_disk"
-	DeleteVM            = "delete_vm"
-	OrphanDisk          = "orphan_disk"
+	Ignore              = apiv1.Ignore
+	RebootVM            = apiv1.RebootVM
+	RecreateVM          = apiv1.RecreateVM
+	DeleteVMReference   = apiv1.DeleteVMReference
+	DeleteDiskReference = apiv1.DeleteDiskReference
+	ReattachDisk        = apiv1.ReattachDisk
+	DeleteVM            = apiv1.DeleteVM
+	OrphanDisk          = apiv1.OrphanDisk
 )
 
-// Descriptions of the resolutions, for prompts.
-var Descriptions = map[string]string{
-	Ignore:              "Skip for now",
-	RebootVM:            "Reboot the VM",
-	RecreateVM:          "Recreate the VM (with its persistent disk) and wait for its jobs",
-	DeleteVMReference:   "Delete the VM reference (the state forgets the VM)",
-	DeleteDiskReference: "Delete the disk reference (the state forgets the disk)",
-	ReattachDisk:        "Attach the disk to the instance's VM again and mount it",
-	DeleteVM:            "Delete the VM from the cloud",
-	OrphanDisk:          "Record the disk as an orphaned disk of the deployment (its data kept; delete-disk or clean-up removes it)",
-}
+// Descriptions of the resolutions, for prompts (apiv1.Descriptions).
+var Descriptions = apiv1.Descriptions
 
-// Problem is one difference between the state and the cloud.
-type Problem struct {
-	// ID is stable across scans: "<type>:<cid>".
-	ID          string `json:"id"`
-	Type        string `json:"type"`
-	Deployment  string `json:"deployment"`
-	Instance    string `json:"instance,omitempty"` // "group/id"
-	InstanceID  string `json:"instance_id,omitempty"`
-	VMCID       string `json:"vm_cid,omitempty"`
-	DiskCID     string `json:"disk_cid,omitempty"`
-	AgentID     string `json:"agent_id,omitempty"`
-	CPI         string `json:"cpi,omitempty"`
-	Description string `json:"description"`
-	// Resolutions are the allowed resolutions, the default first.
-	Resolutions []string `json:"resolutions"`
-}
-
-// Default is the resolution --auto applies.
-func (p Problem) Default() string { return p.Resolutions[0] }
-
-// Allows reports whether r resolves p.
-func (p Problem) Allows(r string) bool { return slices.Contains(p.Resolutions, r) }
+// Problem is apiv1.Problem: one difference between the state and the cloud.
+type Problem = apiv1.Problem
 
 // CloudVM is a VM the cloud lists, with its metadata tags.
 type CloudVM struct {

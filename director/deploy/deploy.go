@@ -1,5 +1,5 @@
-// Package deploy is the director's deploy pipeline: it implements
-// api.Deployer by carrying a manifest through plan, compile and update
+// Package deploy is the director's deploy pipeline: it implements what the
+// API's deploy routes run (api.Deployer) by carrying a manifest through plan, compile and update
 // against the CPI, the agents and the store.
 //
 // A deploy runs as a task holding the deployment's lock:
@@ -43,7 +43,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/apiv1"
 	"github.com/compleat/compleat/director/blobstore"
 	"github.com/compleat/compleat/director/compile"
 	"github.com/compleat/compleat/director/cpimanager"
@@ -101,8 +101,6 @@ type Deployer struct {
 	rollouts rollouts // under way, with their pause flags (rollout.go)
 }
 
-var _ api.Deployer = (*Deployer)(nil)
-
 // New returns a Deployer.
 func New(c Config) *Deployer {
 	if c.Logger == nil {
@@ -133,13 +131,13 @@ const blobTTL = time.Hour
 
 // Deploy plans the manifest against what is deployed and carries the plan
 // out.
-func (d *Deployer) Deploy(ctx context.Context, r *task.Reporter, req api.DeployRequest) (string, error) {
+func (d *Deployer) Deploy(ctx context.Context, r *task.Reporter, req apiv1.DeployRequest) (string, error) {
 	return d.deploy(ctx, r, req, false)
 }
 
 // deploy is Deploy; rollingBack marks the deploy of an auto_rollback, which
 // never rolls back in turn.
-func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req api.DeployRequest, rollingBack bool) (_ string, err error) {
+func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req apiv1.DeployRequest, rollingBack bool) (_ string, err error) {
 	log := d.c.Logger.With("deployment", req.Deployment, "task", r.TaskID())
 	if !req.DryRun {
 		if err := d.reconcile(ctx, r, req.Deployment); err != nil {
@@ -188,7 +186,7 @@ func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req api.DeployR
 		// task record has it; `director deploy` shows it before asking.
 		raw, _ := json.Marshal(map[string]string{"text": hash, "plan_hash": hash})
 		r.Event(store.Event{Stage: "Plan hash", State: "info", Data: raw})
-		return api.DryRunResult + buf.String() + "\nPlan hash: " + hash + "\n", nil
+		return apiv1.DryRunResult + buf.String() + "\nPlan hash: " + hash + "\n", nil
 	}
 	if req.PlanHash != "" && req.PlanHash != hash {
 		return "", fmt.Errorf("%w: the plan changed since the dry run that was reviewed (plan hash %s, now %s): review it again with deploy --dry-run", ErrPlanChanged, req.PlanHash, hash)
@@ -288,7 +286,7 @@ func (d *Deployer) note(r *task.Reporter, stage, text string) {
 // recordDeployment stores the manifest as submitted (director variables
 // unresolved: no secret) and the deployment record, before anything is
 // touched, so that a deployment being created is listed and locked.
-func (d *Deployer) recordDeployment(req api.DeployRequest, in *inputs, changed bool) error {
+func (d *Deployer) recordDeployment(req apiv1.DeployRequest, in *inputs, changed bool) error {
 	return d.c.Store.Update(func(tx *store.Tx) error {
 		dep, err := tx.Deployment(req.Deployment)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -502,7 +500,7 @@ var ErrPlanChanged = errors.New("plan changed")
 // dry runs with nothing changed in between have the same hash (a plan's
 // text does not: new instances get new ids each time); a deploy given a
 // reviewed plan's hash refuses when it differs.
-func planHash(req api.DeployRequest, in *inputs) (string, error) {
+func planHash(req apiv1.DeployRequest, in *inputs) (string, error) {
 	h := sha256.New()
 	enc := json.NewEncoder(h)
 	vars := make([]string, 0, len(req.Vars))

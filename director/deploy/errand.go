@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/compleat/compleat/agent/protocol"
-	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/apiv1"
 	"github.com/compleat/compleat/director/plan"
 	"github.com/compleat/compleat/director/remote"
 	"github.com/compleat/compleat/director/store"
@@ -24,8 +24,6 @@ import (
 // ErrandTimeout bounds one run of an errand's bin/run (the agent's most
 // for a command).
 const ErrandTimeout = time.Duration(protocol.RunCommandMaxTimeout)
-
-var _ api.ErrandRunner = (*Deployer)(nil)
 
 // lastManifest is the manifest the deployment last deployed successfully.
 func (d *Deployer) lastManifest(deployment string) (store.Manifest, error) {
@@ -45,18 +43,18 @@ func (d *Deployer) lastManifest(deployment string) (store.Manifest, error) {
 }
 
 // Errands lists the deployment's errands, from its last deployed manifest.
-func (d *Deployer) Errands(ctx context.Context, deployment string) ([]api.ErrandInfo, error) {
+func (d *Deployer) Errands(ctx context.Context, deployment string) ([]apiv1.ErrandInfo, error) {
 	m, err := d.lastManifest(deployment)
 	if err != nil {
 		return nil, err
 	}
-	in, err := d.inputs(ctx, nil, api.DeployRequest{Deployment: deployment, Manifest: m.Content, DryRun: true})
+	in, err := d.inputs(ctx, nil, apiv1.DeployRequest{Deployment: deployment, Manifest: m.Content, DryRun: true})
 	if err != nil {
 		return nil, err
 	}
-	out := []api.ErrandInfo{}
+	out := []apiv1.ErrandInfo{}
 	for _, e := range plan.Errands(in.desired) {
-		info := api.ErrandInfo{Name: e.Name, Group: e.Group, Colocated: e.Group == ""}
+		info := apiv1.ErrandInfo{Name: e.Name, Group: e.Group, Colocated: e.Group == ""}
 		for _, r := range e.Runs {
 			info.Runs = append(info.Runs, r.Group+"/"+r.Job)
 		}
@@ -73,7 +71,7 @@ func (d *Deployer) Errands(ctx context.Context, deployment string) ([]api.Errand
 // the VMs are deleted afterwards, also when the run fails or is cancelled,
 // unless KeepAlive. A colocated errand runs on the deployed instances. The
 // task fails when a run exits non-zero, naming the exit code.
-func (d *Deployer) RunErrand(ctx context.Context, r *task.Reporter, req api.ErrandRequest) (_ string, err error) {
+func (d *Deployer) RunErrand(ctx context.Context, r *task.Reporter, req apiv1.ErrandRequest) (_ string, err error) {
 	m, err := d.lastManifest(req.Deployment)
 	if err != nil {
 		return "", err
@@ -86,7 +84,7 @@ func (d *Deployer) RunErrand(ctx context.Context, r *task.Reporter, req api.Erra
 	if err := d.reconcile(ctx, r, req.Deployment); err != nil {
 		return "", err
 	}
-	dreq := api.DeployRequest{Deployment: req.Deployment, Manifest: m.Content}
+	dreq := apiv1.DeployRequest{Deployment: req.Deployment, Manifest: m.Content}
 	in, err := d.inputs(ctx, r, dreq)
 	if err != nil {
 		return "", err
@@ -181,7 +179,7 @@ func (d *Deployer) RunErrand(ctx context.Context, r *task.Reporter, req api.Erra
 
 // errandVMs creates (or updates) the errand group's instances and nothing
 // else: compile, render, create, apply, start, as a deploy does.
-func (d *Deployer) errandVMs(ctx context.Context, r *task.Reporter, dreq api.DeployRequest, in *inputs, e plan.Errand) error {
+func (d *Deployer) errandVMs(ctx context.Context, r *task.Reporter, dreq apiv1.DeployRequest, in *inputs, e plan.Errand) error {
 	full, err := plan.Compute(plan.ErrandDesired(in.desired, e), in.state)
 	if err != nil {
 		return task.BadInput(err)
@@ -211,7 +209,7 @@ func (d *Deployer) errandVMs(ctx context.Context, r *task.Reporter, dreq api.Dep
 
 // errandCleanup deletes the errand group's instances (VMs, addresses,
 // records); their persistent disks are orphaned.
-func (d *Deployer) errandCleanup(ctx context.Context, r *task.Reporter, dreq api.DeployRequest, e plan.Errand) error {
+func (d *Deployer) errandCleanup(ctx context.Context, r *task.Reporter, dreq apiv1.DeployRequest, e plan.Errand) error {
 	in, err := d.inputs(ctx, r, dreq)
 	if err != nil {
 		return err
@@ -279,7 +277,7 @@ func (d *Deployer) lastErrandRun(deployment, name string) (uint64, bool) {
 	ok := false
 	d.c.Store.View(func(tx *store.Tx) error {
 		ts, err := tx.Tasks(0, func(t store.Task) bool {
-			return t.Type == api.ErrandTaskType && t.Deployment == deployment && t.Description == api.ErrandTaskDescription(name) && t.State == store.TaskDone
+			return t.Type == apiv1.ErrandTaskType && t.Deployment == deployment && t.Description == apiv1.ErrandTaskDescription(name) && t.State == store.TaskDone
 		})
 		for _, t := range ts {
 			if m := errandResult.FindStringSubmatch(t.Result); m != nil {

@@ -8,7 +8,7 @@ import (
 	"maps"
 	"net/netip"
 
-	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/apiv1"
 	"github.com/compleat/compleat/director/manifest"
 	"github.com/compleat/compleat/director/plan"
 	"github.com/compleat/compleat/director/release"
@@ -32,7 +32,7 @@ type inputs struct {
 
 // inputs loads the manifest and everything it refers to, and the
 // deployment's recorded state.
-func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req api.DeployRequest) (_ *inputs, err error) {
+func (d *Deployer) inputs(ctx context.Context, r *task.Reporter, req apiv1.DeployRequest) (_ *inputs, err error) {
 	in := &inputs{releases: map[string]store.Release{}}
 	var cloud store.Config
 	var runtimes []store.Config
@@ -449,7 +449,7 @@ func (d *Deployer) resizeDiskCPIs(ctx context.Context, cpis map[string]string) m
 // manifestSource is the name errors give the deploy's manifest (the file
 // the operator gave, else "manifest.yml") and the source map of its nodes
 // to the files they were written in (nil when the client sent none).
-func manifestSource(req api.DeployRequest) (string, *manifest.SourceMap) {
+func manifestSource(req apiv1.DeployRequest) (string, *manifest.SourceMap) {
 	file := "manifest.yml"
 	if req.ManifestFile != "" && len(req.ManifestFile) <= 4096 {
 		file = req.ManifestFile

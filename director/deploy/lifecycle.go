@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/apiv1"
 	"github.com/compleat/compleat/director/plan"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
@@ -139,7 +139,7 @@ func (d *Deployer) deploymentCPI(name string) (string, error) {
 // ChangeState recreates, restarts, stops or starts the instances of a
 // deployment, a group or one instance, with the deployment's canary and
 // batch rules.
-func (d *Deployer) ChangeState(ctx context.Context, r *task.Reporter, req api.StateRequest) (string, error) {
+func (d *Deployer) ChangeState(ctx context.Context, r *task.Reporter, req apiv1.StateRequest) (string, error) {
 	log := d.c.Logger.With("deployment", req.Deployment, "task", r.TaskID(), "action", req.Action)
 	var content string
 	err := d.c.Store.View(func(tx *store.Tx) error {
@@ -160,7 +160,7 @@ func (d *Deployer) ChangeState(ctx context.Context, r *task.Reporter, req api.St
 	if err := d.reconcile(ctx, r, req.Deployment); err != nil {
 		return "", err
 	}
-	dreq := api.DeployRequest{Deployment: req.Deployment, Manifest: content}
+	dreq := apiv1.DeployRequest{Deployment: req.Deployment, Manifest: content}
 	in, err := d.inputs(ctx, r, dreq)
 	if err != nil {
 		return "", err

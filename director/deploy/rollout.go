@@ -30,7 +30,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/apiv1"
 	"github.com/compleat/compleat/director/plan"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
@@ -39,9 +39,7 @@ import (
 
 // ErrNoRollout is returned by Pause when no rollout of the deployment is
 // under way.
-var ErrNoRollout = api.ErrNoRollout
-
-var _ api.Pauser = (*Deployer)(nil)
+var ErrNoRollout = apiv1.ErrNoRollout
 
 // rollouts are the rollouts under way, by deployment, with their pause
 // flags. The zero value is ready.
@@ -85,7 +83,7 @@ func (d *Deployer) Pause(deployment string) error {
 // rollout carries out the plan's rollout with the Swapper capability and a
 // pause check, retires the VMs replaced create-swap-delete, and rolls back
 // a failure when the manifest asks for it (unless this is the rollback).
-func (d *Deployer) rollout(ctx context.Context, r *task.Reporter, x *executor, ro update.Rollout, req api.DeployRequest, p *plan.Plan, rollingBack bool, log *slog.Logger) (update.Result, error) {
+func (d *Deployer) rollout(ctx context.Context, r *task.Reporter, x *executor, ro update.Rollout, req apiv1.DeployRequest, p *plan.Plan, rollingBack bool, log *slog.Logger) (update.Result, error) {
 	sx := newSwapping(x, r)
 	pause, done := d.rollouts.begin(req.Deployment)
 	res, err := update.New(sx, log).Run(ctx, ro, update.Options{Reporter: updateReporter{r}, Updated: x.recordApplied, SkipDrain: req.SkipDrain, Pause: pause})
@@ -187,7 +185,7 @@ func (d *Deployer) rollback(ctx context.Context, r *task.Reporter, deployment st
 	if err := d.forgetApplied(deployment, unfinished); err != nil {
 		return fmt.Errorf("%w\nauto_rollback: %v", failure, err)
 	}
-	result, err := d.deploy(ctx, r, api.DeployRequest{Deployment: deployment, Manifest: content}, true)
+	result, err := d.deploy(ctx, r, apiv1.DeployRequest{Deployment: deployment, Manifest: content}, true)
 	if err != nil {
 		d.note(r, "Rolling back", "auto_rollback failed: "+err.Error())
 		return fmt.Errorf("%w\nauto_rollback to manifest %d failed: %v", failure, last.ID, err)

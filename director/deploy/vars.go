@@ -11,7 +11,6 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/compleat/compleat/director/api"
 	"github.com/compleat/compleat/director/manifest/interpolate"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
@@ -350,8 +349,6 @@ func (d *Deployer) RegenerateVariable(ctx context.Context, r *task.Reporter, dep
 	}
 	return fmt.Sprintf("regenerated %s: deploy %s to roll it out", v.key(name), deployment), nil
 }
-
-var _ api.VariableRegenerator = (*Deployer)(nil)
 
 // resolveOptions fills ((references)) in a declaration's options (a
 // common_name given with -v, say) from the other variables.

@@ -11,10 +11,10 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/director/apiv1"
 	"github.com/compleat/compleat/director/blobstore"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
@@ -56,30 +56,8 @@ func New(d Deps) *Fleet {
 	return &Fleet{d: d}
 }
 
-// Usage is who uses a release or stemcell version.
-type Usage struct {
-	// Deployments were deployed successfully with it.
-	Deployments []string `json:"deployments"`
-	// Pending deployments have a deploy with it under way, or failed
-	// since their last successful one: some of their instances may run
-	// on it.
-	Pending []string `json:"pending,omitempty"`
-}
-
-// InUse reports whether any deployment uses it.
-func (u Usage) InUse() bool { return len(u.Deployments)+len(u.Pending) > 0 }
-
-// String names the users: "web, db (pending: api)".
-func (u Usage) String() string {
-	s := strings.Join(u.Deployments, ", ")
-	if len(u.Pending) > 0 {
-		if s != "" {
-			s += " "
-		}
-		s += "(pending: " + strings.Join(u.Pending, ", ") + ")"
-	}
-	return s
-}
+// Usage is apiv1.Usage: who uses a release or stemcell version.
+type Usage = apiv1.Usage
 
 // StemcellUsage is who uses stemcell "name/version", from the deployment
 // records.

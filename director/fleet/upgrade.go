@@ -13,41 +13,16 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/compleat/compleat/director/apiv1"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
 )
 
-// UpgradeRequest is a stemcell rollout: POST /v1/stemcells/upgrade.
-type UpgradeRequest struct {
-	// OS is the stemcell's operating system (or its name).
-	OS string `json:"os"`
-	// Version is the stemcell version to roll out; empty: the newest
-	// uploaded of OS.
-	Version string `json:"version,omitempty"`
-	// Deployments are the ones to roll it through, in this order; All
-	// takes every deployment that uses a stemcell of OS, by name.
-	Deployments []string `json:"deployments,omitempty"`
-	All         bool     `json:"all,omitempty"`
-	// MaxParallel deployments are deployed at once (default 1).
-	MaxParallel int `json:"max_parallel,omitempty"`
-	// DryRun plans each deployment's deploy and changes nothing.
-	DryRun bool `json:"dry_run,omitempty"`
-	// ContinueOnFailure goes on after a deployment's deploy failed;
-	// else the rollout stops there (deploys under way finish).
-	ContinueOnFailure bool `json:"continue_on_failure,omitempty"`
-}
+// UpgradeRequest is apiv1.UpgradeRequest.
+type UpgradeRequest = apiv1.UpgradeRequest
 
-// UpgradeRow is one deployment's line of a rollout's summary.
-type UpgradeRow struct {
-	Deployment string `json:"deployment"`
-	From       string `json:"from"` // the stemcells of OS it was deployed with
-	To         string `json:"to"`
-	// Result: upgraded, failed, up to date, skipped, not started,
-	// cancelled, planned (dry run).
-	Result string `json:"result"`
-	TaskID uint64 `json:"task_id,omitempty"`
-	Error  string `json:"error,omitempty"`
-}
+// UpgradeRow is apiv1.UpgradeRow.
+type UpgradeRow = apiv1.UpgradeRow
 
 // Results of a rollout's rows.
 const (

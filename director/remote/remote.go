@@ -16,6 +16,7 @@ import (
 
 	"github.com/compleat/compleat/agent/client"
 	"github.com/compleat/compleat/agent/protocol"
+	"github.com/compleat/compleat/director/apiv1"
 	"github.com/compleat/compleat/director/blobstore"
 	"github.com/compleat/compleat/director/store"
 )
@@ -29,10 +30,8 @@ type Agent interface {
 
 var _ Agent = (*client.Client)(nil)
 
-// ErrandLogsStage is the stage of the run-errand events whose data.logs is
-// a LogsResult: the logs of an errand instance, fetched before its VM was
-// deleted (run-errand --download-logs downloads them).
-const ErrandLogsStage = "Errand logs"
+// ErrandLogsStage is apiv1.ErrandLogsStage.
+const ErrandLogsStage = apiv1.ErrandLogsStage
 
 // LogsBlobPrefix starts the ids of log archives in the blobstore.
 const LogsBlobPrefix = "logs-"
@@ -44,16 +43,8 @@ const (
 	FetchLogsLimit = 10 * time.Minute
 )
 
-// LogsResult is the result of a fetch-logs task (its Result, as JSON).
-type LogsResult struct {
-	BlobID     string `json:"blob_id"`
-	SHA256     string `json:"sha256"`
-	Size       int64  `json:"size"`
-	Deployment string `json:"deployment"`
-	Group      string `json:"group"`
-	ID         string `json:"id"`
-	Index      int    `json:"index"`
-}
+// LogsResult is apiv1.LogsResult.
+type LogsResult = apiv1.LogsResult
 
 // FetchLogs has an agent upload its instance's job logs (jobs: all when
 // empty) into blobs through a URL signer signs for blobURL, checks the
@@ -108,24 +99,8 @@ func checkBlob(ctx context.Context, blobs blobstore.Store, id string, want proto
 	return nil
 }
 
-// CommandResult is how a command went on one instance. Error is set when
-// it could not run there (no VM, agent unresponsive); ExitCode is then -1.
-// Output is text (bytes that are not UTF-8 become U+FFFD); each stream is
-// cut after 1 MiB, *Bytes saying how much it wrote in all.
-type CommandResult struct {
-	Instance    string `json:"instance"` // GROUP/ID
-	Index       int    `json:"index"`
-	ExitCode    int    `json:"exit_code"`
-	TimedOut    bool   `json:"timed_out,omitempty"`
-	Stdout      string `json:"stdout"`
-	Stderr      string `json:"stderr"`
-	StdoutBytes int64  `json:"stdout_bytes"`
-	StderrBytes int64  `json:"stderr_bytes"`
-	Error       string `json:"error,omitempty"`
-}
-
-// OK reports whether the command ran and exited 0.
-func (c CommandResult) OK() bool { return c.Error == "" && c.ExitCode == 0 && !c.TimedOut }
+// CommandResult is apiv1.CommandResult.
+type CommandResult = apiv1.CommandResult
 
 // Run runs command with `/bin/sh -c` on inst's VM through agent (nil when
 // the instance has no VM); the agent kills it after timeout.
