@@ -4,14 +4,12 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/compleat/compleat/director/app"
 	"github.com/compleat/compleat/director/store/etcdtest"
 )
 
@@ -30,49 +28,13 @@ nats: {listen: "127.0.0.1:0"}
 store: {backend: etcd, endpoints: ["` + srv.Endpoint + `"], prefix: /director-test/}
 `
 	os.WriteFile(filepath.Join(dir, "director.yml"), []byte(cfg), 0o600)
-	ctx, cancel := context.WithCancel(context.Background())
-	out, logs := &syncBuffer{}, &syncBuffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- app.Run(ctx, []string{"serve", "--config", filepath.Join(dir, "director.yml")}, out, logs)
-	}()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop")
-		}
-	}
-	t.Cleanup(stop)
-	re := regexp.MustCompile(`Director ready at (https://\S+)`)
-	var target string
-	for deadline := time.Now().Add(20 * time.Second); target == ""; {
-		if m := re.FindStringSubmatch(out.String()); m != nil {
-			target = m[1]
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("serve exited: %v\n%s", err, logs)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready:\n%s", logs)
-		}
-	}
-	admin := map[string]string{"DIRECTOR_TARGET": target, "DIRECTOR_TOKEN": "admin-secret-0123456789",
-		"DIRECTOR_CA_CERT": filepath.Join(dir, "data", "ca.pem")}
+	d := serveConfig(t, filepath.Join(dir, "director.yml"), "admin-secret-0123456789")
+	admin := d.env
+	admin["DIRECTOR_CA_CERT"] = filepath.Join(dir, "data", "ca.pem")
 	mustRun(t, admin, "update-cloud-config", filepath.Join(repoRoot(t), "manifests", "local", "cloud-config.yml"))
-	stop()
+	if err := d.stop(); err != nil {
+		t.Errorf("serve: %v", err)
+	}
 
 	c, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint}, DialTimeout: 5 * time.Second})
 	if err != nil {
