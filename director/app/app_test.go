@@ -48,17 +48,8 @@ func binaries(t *testing.T) string {
 	return dir
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+// syncBuffer holds output while a test reads it.
+type syncBuffer = testbin.Buffer
 
 // devDirector starts `director serve --dev` as a process and waits for
 // DIR/env. stop ends it: with SIGTERM it must exit 0 after a graceful
@@ -66,60 +57,41 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 // if the test did not.
 func devDirector(t *testing.T, bin, data string) (env map[string]string, logs *syncBuffer, stop func(sig syscall.Signal)) {
 	t.Helper()
-	os.Remove(filepath.Join(data, "env"))
-	logs = &syncBuffer{}
-	cmd := exec.Command(filepath.Join(bin, "director"), "serve", "--dev", "--data", data, "--listen", "127.0.0.1:0")
-	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	envFile := filepath.Join(data, "env")
+	os.Remove(envFile)
+	p := testbin.Start(t, filepath.Join(bin, "director"), []string{"serve", "--dev", "--data", data, "--listen", "127.0.0.1:0"},
+		func(string) bool { _, err := os.Stat(envFile); return err == nil })
 	var once sync.Once
 	stop = func(sig syscall.Signal) {
 		once.Do(func() {
-			cmd.Process.Signal(sig)
-			select {
-			case err := <-exited:
-				if sig != syscall.SIGTERM {
-					return
-				}
-				if err != nil {
-					t.Errorf("director exit after SIGTERM: %v\n%s", err, logs)
-				}
-				if !strings.Contains(logs.String(), "director stopped") {
-					t.Errorf("no graceful shutdown in the director's log:\n%s", logs)
-				}
-			case <-time.After(30 * time.Second):
-				syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-				t.Errorf("director did not stop within 30s of %v", sig)
+			if err := p.Stop(sig); err != nil {
+				t.Error(err)
+				return
+			}
+			if sig != syscall.SIGTERM {
+				return
+			}
+			if p.Err != nil {
+				t.Errorf("director exit after SIGTERM: %v\n%s", p.Err, p.Logs)
+			}
+			if !strings.Contains(p.Logs.String(), "director stopped") {
+				t.Errorf("no graceful shutdown in the director's log:\n%s", p.Logs)
 			}
 		})
 	}
 	t.Cleanup(func() { stop(syscall.SIGTERM) })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		raw, err := os.ReadFile(filepath.Join(data, "env"))
-		if err == nil {
-			env = map[string]string{}
-			sc := bufio.NewScanner(bytes.NewReader(raw))
-			for sc.Scan() {
-				if k, v, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "export "), "="); ok && !strings.HasPrefix(k, "#") {
-					env[k] = v
-				}
-			}
-			return env, logs, stop
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("director exited before it was ready: %v\n%s", err, logs)
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("director not ready after 30s:\n%s", logs)
+	raw, err := os.ReadFile(envFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env = map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "export "), "="); ok && !strings.HasPrefix(k, "#") {
+			env[k] = v
 		}
 	}
+	return env, p.Logs, stop
 }
 
 // director runs the CLI in-process against the dev director.

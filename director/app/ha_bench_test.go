@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -35,10 +34,8 @@ type haGroup struct {
 }
 
 type haProc struct {
-	cmd  *exec.Cmd
-	logs *syncBuffer
-	env  map[string]string
-	done chan struct{}
+	*testbin.Process
+	env map[string]string
 }
 
 const haToken = "admin-secret-0123456789"
@@ -60,7 +57,7 @@ func newHAGroup(tb testing.TB, ttl string) *haGroup {
 	os.WriteFile(filepath.Join(g.dir, "admin.token"), []byte(haToken+"\n"), 0o600)
 	tb.Cleanup(func() {
 		for _, p := range g.procs {
-			p.kill(syscall.SIGTERM)
+			p.Stop(syscall.SIGTERM)
 		}
 	})
 	return g
@@ -92,45 +89,13 @@ store: {backend: etcd, endpoints: `+string(endpoints)+`, prefix: /ha-bench/}
 blobstore: {type: s3, s3: {bucket: blobs, region: us-east-1, endpoint: "`+g.s3URL+`", path_style: true, access_key_id: k, secret_access_key: s}}
 ha: {name: `+name+`, lease_ttl: `+g.ttl+`}
 `), 0o600)
-	p := &haProc{logs: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(filepath.Join(g.bin, "director"), "serve", "--config", file)
-	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := p.cmd.Start(); err != nil {
-		g.tb.Fatal(err)
-	}
-	go func() { p.cmd.Wait(); close(p.done) }()
-	g.procs[name] = p
 	re := regexp.MustCompile(`Director ready at (https://\S+)`)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if m := re.FindStringSubmatch(p.logs.String()); m != nil {
-			p.env = map[string]string{"DIRECTOR_TARGET": m[1], "DIRECTOR_TOKEN": haToken, "DIRECTOR_CA_CERT": filepath.Join(data, "ca.pem")}
-			return p
-		}
-		select {
-		case <-p.done:
-			g.tb.Fatalf("director %s exited:\n%s", name, p.logs)
-		default:
-		}
-		if time.Now().After(deadline) {
-			g.tb.Fatalf("director %s not ready:\n%s", name, p.logs)
-		}
-	}
-}
-
-func (p *haProc) kill(sig syscall.Signal) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-	}
+	p := &haProc{Process: testbin.Start(g.tb, filepath.Join(g.bin, "director"), []string{"serve", "--config", file},
+		func(logs string) bool { return re.MatchString(logs) })}
+	p.env = map[string]string{"DIRECTOR_TARGET": re.FindStringSubmatch(p.Logs.String())[1], "DIRECTOR_TOKEN": haToken,
+		"DIRECTOR_CA_CERT": filepath.Join(data, "ca.pem")}
+	g.procs[name] = p
+	return p
 }
 
 // cli runs the CLI in-process against p; ok is false when it fails.
@@ -180,7 +145,7 @@ func BenchmarkHAFailover(b *testing.B) {
 				}
 				s := g.procs[survivor]
 				began := time.Now()
-				g.procs[lead].kill(syscall.SIGKILL)
+				g.procs[lead].Stop(syscall.SIGKILL)
 				if out, ok := s.cli("-n", "clean-up"); !ok {
 					b.Fatalf("clean-up through %s after the kill: %s", survivor, out)
 				}

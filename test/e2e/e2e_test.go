@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,18 +39,8 @@ func binaries(t *testing.T) string {
 	return dir
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+// syncBuffer holds a process's output while a test reads it.
+type syncBuffer = testbin.Buffer
 
 // director is a running `director serve --dev` and the CLI pointed at it.
 type director struct {
@@ -68,38 +57,23 @@ type director struct {
 // DIR/env.
 func startDirector(t *testing.T, bin, data string) *director {
 	t.Helper()
-	os.Remove(filepath.Join(data, "env"))
-	d := &director{t: t, bin: bin, data: data, logs: &syncBuffer{}, done: make(chan struct{})}
-	d.cmd = exec.Command(filepath.Join(bin, "director"), "serve", "--dev", "--data", data, "--listen", "127.0.0.1:0")
-	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := d.cmd.Start(); err != nil {
+	envFile := filepath.Join(data, "env")
+	os.Remove(envFile)
+	p := testbin.Start(t, filepath.Join(bin, "director"), []string{"serve", "--dev", "--data", data, "--listen", "127.0.0.1:0"},
+		func(string) bool { _, err := os.Stat(envFile); return err == nil })
+	d := &director{t: t, bin: bin, data: data, logs: p.Logs, cmd: p.Cmd, done: p.Done, env: map[string]string{}}
+	t.Cleanup(func() { d.stop(syscall.SIGTERM) })
+	raw, err := os.ReadFile(envFile)
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { d.cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() { d.stop(syscall.SIGTERM) })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		raw, err := os.ReadFile(filepath.Join(data, "env"))
-		if err == nil {
-			d.env = map[string]string{}
-			sc := bufio.NewScanner(bytes.NewReader(raw))
-			for sc.Scan() {
-				if k, v, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "export "), "="); ok && !strings.HasPrefix(k, "#") {
-					d.env[k] = v
-				}
-			}
-			return d
-		}
-		select {
-		case <-d.done:
-			t.Fatalf("director exited before it was ready:\n%s", d.logs)
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("director not ready after 30s:\n%s", d.logs)
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "export "), "="); ok && !strings.HasPrefix(k, "#") {
+			d.env[k] = v
 		}
 	}
+	return d
 }
 
 // stop signals the director and waits for it to exit.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/compleat/compleat/director/pki"
+	"github.com/compleat/compleat/test/testbin"
 )
 
 // TestProductionFromTheDocs starts `director serve --config` from the
@@ -115,27 +116,12 @@ func TestProductionFromTheDocs(t *testing.T) {
 // API answers at target.
 func startProduction(t *testing.T, bin, file, target, token, caCert string) *director {
 	t.Helper()
-	d := &director{t: t, bin: bin, logs: &syncBuffer{}, done: make(chan struct{}),
+	p := testbin.Start(t, filepath.Join(bin, "director"), []string{"serve", "--config", file}, func(logs string) bool {
+		return strings.Contains(logs, "director ready") || strings.Contains(logs, "Director ready")
+	})
+	d := &director{t: t, bin: bin, logs: p.Logs, cmd: p.Cmd, done: p.Done,
 		env: map[string]string{"DIRECTOR_TARGET": target, "DIRECTOR_TOKEN": token, "DIRECTOR_CA_CERT": caCert}}
-	d.cmd = exec.Command(filepath.Join(bin, "director"), "serve", "--config", file)
-	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.cmd.Wait(); close(d.done) }()
 	t.Cleanup(func() { d.stop(syscall.SIGTERM) })
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(d.logs.String(), "director ready") && !strings.Contains(d.logs.String(), "Director ready") {
-		select {
-		case <-d.done:
-			t.Fatalf("director exited before it was ready:\n%s", d.logs)
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("director not ready after 30s:\n%s", d.logs)
-		}
-	}
 	return d
 }
 
