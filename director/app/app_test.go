@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rogpeppe/go-internal/testscript"
+
 	"github.com/compleat/compleat/director/app"
 	"github.com/compleat/compleat/director/blobstore"
 	"github.com/compleat/compleat/director/cli"
@@ -32,7 +34,9 @@ import (
 func repoRoot(t *testing.T) string { return testbin.Root() }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	// As a test binary it runs the tests; run as "director" or "exits" by
+	// a script (script_test.go) it is that program.
+	code := testscript.RunMain(m, scriptCommands)
 	testbin.Cleanup()
 	os.Exit(code)
 }
