@@ -17,6 +17,14 @@
 // name cannot be a subject token (empty, or holding '.', '*', '>' or spaces)
 // is refused, and so is one Config.Admit refuses (a certificate rotated out,
 // the identity of a VM that was deleted).
+//
+// With Config.Cluster the server joins the bus servers of the other
+// directors by routes (several directors, docs/ha.md): mutual TLS with the
+// same CA, each side presenting a route certificate (pki.IssueRoute, common
+// name pki.RouteCN) and refusing any other, so that an agent's certificate
+// cannot open a route. Each server checks its own clients as above; a
+// request published on one server reaches an agent connected to another,
+// and the agent's one reply comes back.
 package mbus
 
 import (
@@ -27,6 +35,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -51,6 +60,26 @@ type Config struct {
 	// verified: false refuses the connection. The director answers from
 	// the identities it recorded (agent id, certificate serial).
 	Admit func(agentID string, cert *x509.Certificate) bool
+	// Name is the server's name, unique in a cluster; default
+	// "compleat-director".
+	Name string
+	// Cluster, when set, joins this server to others by routes.
+	Cluster *Cluster
+}
+
+// Cluster configures the routes between the bus servers of several
+// directors.
+type Cluster struct {
+	// Name is the cluster's name, the same on every server; default
+	// "compleat".
+	Name string
+	// Listen is the host:port routes from the other servers come to.
+	Listen string
+	// Routes are the other servers' route URLs, nats-route://HOST:PORT
+	// (this server's own is skipped when listed).
+	Routes []string
+	// Cert and Key (PEM) are the route certificate (pki.IssueRoute).
+	Cert, Key []byte
 }
 
 // Server is a running message bus.
@@ -92,8 +121,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		MinVersion:   tls.VersionTLS12,
 	}
+	name := cfg.Name
+	if name == "" {
+		name = "compleat-director"
+	}
 	opts := &server.Options{
-		ServerName:                 "compleat-director",
+		ServerName:                 name,
 		Host:                       host,
 		Port:                       port,
 		NoSigs:                     true,
@@ -103,6 +136,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		TLSTimeout:                 5,
 		MaxPayload:                 8 << 20,
 		CustomClientAuthentication: certAuth{pool: pool, logger: logger, admit: cfg.Admit},
+	}
+	if cfg.Cluster != nil {
+		if err := clusterOptions(opts, *cfg.Cluster, pool, logger); err != nil {
+			return nil, err
+		}
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -131,11 +169,86 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	return &Server{ns: ns, url: url, logger: logger}, nil
 }
 
+// clusterOptions sets opts up to route to the other servers of c.
+func clusterOptions(opts *server.Options, c Cluster, pool *x509.CertPool, logger *slog.Logger) error {
+	host, portStr, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("mbus cluster listen %q: %w", c.Listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port <= 0 {
+		return fmt.Errorf("mbus cluster listen %q: want a port", c.Listen)
+	}
+	pair, err := pki.X509KeyPair(c.Cert, c.Key)
+	if err != nil {
+		return fmt.Errorf("mbus route certificate: %w", err)
+	}
+	// Both ends verify the other's chain (the CA) and its name: only a
+	// route certificate may open or answer a route.
+	onlyRoutes := func(_ [][]byte, chains [][]*x509.Certificate) error {
+		if len(chains) == 0 || len(chains[0]) == 0 || chains[0][0].Subject.CommonName != pki.RouteCN {
+			return errors.New("not a bus route certificate")
+		}
+		return nil
+	}
+	name := c.Name
+	if name == "" {
+		name = "compleat"
+	}
+	opts.Cluster = server.ClusterOpts{
+		Name: name, Host: host, Port: port,
+		TLSConfig: &tls.Config{
+			Certificates:          []tls.Certificate{pair},
+			ClientCAs:             pool,
+			RootCAs:               pool,
+			ClientAuth:            tls.RequireAndVerifyClientCert,
+			MinVersion:            tls.VersionTLS12,
+			VerifyPeerCertificate: onlyRoutes,
+		},
+		TLSTimeout: 5,
+		// One route to each other server (no pool): the bus carries
+		// requests and heartbeats, not bulk.
+		PoolSize: -1,
+		// Agents are given every server's address; the servers do not
+		// hand their own (listen) addresses to clients.
+		NoAdvertise: true,
+	}
+	opts.CustomRouterAuthentication = routeAuth{logger: logger}
+	for _, r := range c.Routes {
+		u, err := url.Parse(r)
+		if err != nil || u.Scheme != "nats-route" || u.Port() == "" {
+			return fmt.Errorf("mbus cluster route %q: want nats-route://HOST:PORT", r)
+		}
+		if u.Host == c.Listen {
+			continue
+		}
+		opts.Routes = append(opts.Routes, u)
+	}
+	return nil
+}
+
+// routeAuth admits a route whose verified certificate is a route
+// certificate (the TLS layer checked it already; check again so that this
+// check alone is sufficient).
+type routeAuth struct{ logger *slog.Logger }
+
+func (a routeAuth) Check(c server.ClientAuthentication) bool {
+	st := c.GetTLSConnectionState()
+	if st == nil || len(st.VerifiedChains) == 0 || st.VerifiedChains[0][0].Subject.CommonName != pki.RouteCN {
+		a.logger.Warn("mbus refused a route", "remote", c.RemoteAddress())
+		return false
+	}
+	return true
+}
+
 // URL is the nats:// URL clients connect to.
 func (s *Server) URL() string { return s.url }
 
 // NumClients is the number of connected clients.
 func (s *Server) NumClients() int { return s.ns.NumClients() }
+
+// NumRoutes is the number of routes to other servers.
+func (s *Server) NumRoutes() int { return s.ns.NumRoutes() }
 
 // Shutdown stops the server and closes every connection.
 func (s *Server) Shutdown() {

@@ -152,6 +152,36 @@ func (ca *CA) IssueServer(hosts []string, validity time.Duration) (*KeyPair, err
 	return kp, nil
 }
 
+// RouteCN is the common name of the certificates directors' bus servers
+// present to each other on their cluster routes (IssueRoute).
+const RouteCN = "bus-route"
+
+// IssueRoute issues the certificate a director's bus server presents on its
+// cluster routes, both when it accepts a route and when it dials one: common
+// name RouteCN, for hosts (its route address), server and client use.
+func (ca *CA) IssueRoute(hosts []string, validity time.Duration) (*KeyPair, error) {
+	if len(hosts) == 0 {
+		return nil, errors.New("issue route certificate: no hosts")
+	}
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: RouteCN},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	kp, err := ca.issue(tmpl, validity)
+	if err != nil {
+		return nil, fmt.Errorf("issue route certificate for %v: %w", hosts, err)
+	}
+	return kp, nil
+}
+
 // IssueClient issues a client certificate whose common name is the identity
 // commonName (an agent id, or DirectorCN), valid for validity (CertValidity
 // when zero).
