@@ -59,7 +59,7 @@ func startMember(t *testing.T, ca, routeCA *pki.CA, i int, routes []string) *mbu
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	srv, err := mbus.Start(ctx, mbus.Config{Listen: "127.0.0.1:0", CA: ca.CertPEM(), ServerCert: sc.CertPEM, ServerKey: sc.KeyPEM,
-		Name: fmt.Sprintf("bus-%d", i),
+		Name:    fmt.Sprintf("bus-%d", i),
 		Cluster: &mbus.Cluster{Listen: strings.TrimPrefix(routes[i], "nats-route://"), Routes: routes, Cert: rc.CertPEM, Key: rc.KeyPEM}})
 	if err != nil {
 		t.Fatal(err)
