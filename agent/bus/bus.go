@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -217,7 +218,10 @@ func (r *runner) dial(s settings.Settings) (*link, error) {
 		maxWait = 10 * time.Second
 	}
 	log := r.log
-	nc, err := nats.Connect(s.Mbus.URL,
+	// Every bus server the settings name (several directors): the client
+	// moves to another when the one it is on goes.
+	servers := strings.Join(s.Mbus.Servers(), ",")
+	nc, err := nats.Connect(servers,
 		nats.ClientTLSConfig(certCB, rootsCB),
 		nats.Name("agent "+s.AgentID),
 		nats.RetryOnFailedConnect(true),
@@ -240,7 +244,7 @@ func (r *runner) dial(s settings.Settings) (*link, error) {
 		}),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", s.Mbus.URL, err)
+		return nil, fmt.Errorf("connect to %s: %w", servers, err)
 	}
 	return &link{nc: nc, cert: s.Mbus.Cert, bootstrap: isBootstrap(s.Mbus.Cert)}, nil
 }

@@ -343,3 +343,53 @@ func TestHandOverAnswersEveryRequest(t *testing.T) {
 		t.Fatalf("the request that spanned a hand-over: %v", err)
 	}
 }
+
+// TestConnectsToAnyServerItIsGiven: with several bus servers in its
+// settings (several directors) and the first one gone, the agent answers
+// through another.
+func TestConnectsToAnyServerItIsGiven(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ca, _ := pki.NewCA("ca", 0)
+	srvKP, _ := ca.IssueServer([]string{"127.0.0.1"}, 0)
+	srv, err := mbus.Start(ctx, mbus.Config{Listen: "127.0.0.1:0", CA: ca.CertPEM(), ServerCert: srvKP.CertPEM, ServerKey: srvKP.KeyPEM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := "nats://" + ln.Addr().String()
+	ln.Close() // nothing listens there any more
+
+	agentKP, _ := ca.IssueClient("a1", 0)
+	s := settings.Settings{AgentID: "a1", HeartbeatInterval: protocol.Duration(time.Second),
+		Mbus: settings.Mbus{URL: gone, URLs: []string{gone, srv.URL()}, CACert: string(ca.CertPEM()), Cert: string(agentKP.CertPEM), Key: string(agentKP.KeyPEM)}}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- bus.Run(runCtx, bus.Config{Settings: func() settings.Settings { return s }, Handler: echo{}, State: state{}, MaxReconnectWait: 200 * time.Millisecond})
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+	dirKP, _ := ca.IssueClient(pki.DirectorCN, 0)
+	nc, err := mbus.Connect(ctx, srv.URL(), ca.CertPEM(), dirKP.CertPEM, dirKP.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for {
+		m, err := nc.Request(protocol.Subject("a1"), []byte(`{"method":"ping","arguments":[]}`), time.Second)
+		if err == nil && string(m.Data) == `{"value":"pong"}` {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the agent does not answer through the second server: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

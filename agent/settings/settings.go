@@ -58,8 +58,12 @@ type VM struct {
 // Mbus is how to reach the director's message bus. CACert, Cert and Key are
 // PEM; Key is a secret.
 type Mbus struct {
-	URL    string `json:"url"`
-	CACert string `json:"ca_cert"`
+	URL string `json:"url"`
+	// URLs, when set, are every bus server's address (several directors
+	// whose servers form a cluster): the agent connects to any of them,
+	// and to another when the one it is on goes. URL is among them.
+	URLs   []string `json:"urls,omitempty"`
+	CACert string   `json:"ca_cert"`
 	Cert   string `json:"cert"`
 	Key    string `json:"key"`
 }
@@ -129,10 +133,33 @@ func (s *Settings) Validate() error {
 	case s.HeartbeatInterval < 0:
 		return errors.New("field heartbeat_interval: negative")
 	}
-	if !strings.HasPrefix(s.Mbus.URL, "nats://") && !strings.HasPrefix(s.Mbus.URL, "tls://") {
+	if !busURL(s.Mbus.URL) {
 		return fmt.Errorf("field mbus.url %q: want nats://host:port", s.Mbus.URL)
 	}
+	if len(s.Mbus.URLs) > 16 {
+		return fmt.Errorf("field mbus.urls: %d addresses, at most 16", len(s.Mbus.URLs))
+	}
+	for i, u := range s.Mbus.URLs {
+		if !busURL(u) {
+			return fmt.Errorf("field mbus.urls[%d] %q: want nats://host:port", i, u)
+		}
+	}
 	return nil
+}
+
+func busURL(u string) bool {
+	return (strings.HasPrefix(u, "nats://") || strings.HasPrefix(u, "tls://")) && !strings.Contains(u, ",")
+}
+
+// Servers are the bus servers to connect to: URL, then the other URLs.
+func (m Mbus) Servers() []string {
+	out := []string{m.URL}
+	for _, u := range m.URLs {
+		if u != m.URL {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 func validID(id string) bool {

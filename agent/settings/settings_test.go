@@ -49,6 +49,7 @@ func TestParseErrorsNameLineAndField(t *testing.T) {
 		"bad url":       {`{"agent_id": "a", "mbus": {"url": "http://x", "ca_cert": "c", "cert": "c", "key": "k"}}`, "field mbus.url"},
 		"missing key":   {`{"agent_id": "a", "mbus": {"url": "nats://x:1", "ca_cert": "c", "cert": "c"}}`, "field mbus.key: required"},
 		"bad heartbeat": {`{"agent_id": "a", "heartbeat_interval": "soon"}`, "duration"},
+		"bad urls":      {`{"agent_id": "a", "mbus": {"url": "nats://x:1", "urls": ["nats://x:1", "nats://y:1,nats://z:1"], "ca_cert": "c", "cert": "c", "key": "k"}}`, "field mbus.urls[1]"},
 	} {
 		_, err := settings.Parse("test.json", []byte(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "test.json") {
@@ -60,6 +61,9 @@ func TestParseErrorsNameLineAndField(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(t, s)
+	if got := (settings.Mbus{URL: "nats://a:1", URLs: []string{"nats://b:1", "nats://a:1", "nats://c:1"}}).Servers(); strings.Join(got, " ") != "nats://a:1 nats://b:1 nats://c:1" {
+		t.Errorf("servers = %v: want url first, then the others once", got)
+	}
 	s.HeartbeatInterval = 0
 	if s.Heartbeat() != settings.DefaultHeartbeatInterval {
 		t.Fatal("no default heartbeat")

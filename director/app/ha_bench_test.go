@@ -31,6 +31,7 @@ type haGroup struct {
 	etcd  []string
 	s3URL string
 	procs map[string]*haProc
+	buses map[string]string
 }
 
 type haProc struct {
@@ -53,7 +54,7 @@ func newHAGroup(tb testing.TB, ttl string) *haGroup {
 	}
 	s3 := httptest.NewServer(gofakes3.New(backend).Server())
 	tb.Cleanup(s3.Close)
-	g := &haGroup{tb: tb, bin: bin, dir: tb.TempDir(), ttl: ttl, etcd: etcd.Endpoints(), s3URL: s3.URL, procs: map[string]*haProc{}}
+	g := &haGroup{tb: tb, bin: bin, dir: tb.TempDir(), ttl: ttl, etcd: etcd.Endpoints(), s3URL: s3.URL, procs: map[string]*haProc{}, buses: busCluster(tb, "d0", "d1")}
 	os.WriteFile(filepath.Join(g.dir, "admin.token"), []byte(haToken+"\n"), 0o600)
 	tb.Cleanup(func() {
 		for _, p := range g.procs {
@@ -84,8 +85,7 @@ func (g *haGroup) start(name string) *haProc {
 data_dir: `+name+`
 tokens:
 - {name: admin, token_file: admin.token, scopes: [admin]}
-nats: {listen: "127.0.0.1:0"}
-store: {backend: etcd, endpoints: `+string(endpoints)+`, prefix: /ha-bench/}
+`+g.buses[name]+`store: {backend: etcd, endpoints: `+string(endpoints)+`, prefix: /ha-bench/}
 blobstore: {type: s3, s3: {bucket: blobs, region: us-east-1, endpoint: "`+g.s3URL+`", path_style: true, access_key_id: k, secret_access_key: s}}
 ha: {name: `+name+`, lease_ttl: `+g.ttl+`}
 `), 0o600)

@@ -3,6 +3,8 @@ package app_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -103,6 +105,42 @@ func lastTask(t *testing.T, d *served) map[string]any {
 	return tasks[0]
 }
 
+// busCluster is the nats section of directors names: each its bus and
+// route port on 127.0.0.1, routes to the others, every bus for agents.
+func busCluster(t testing.TB, names ...string) map[string]string {
+	t.Helper()
+	type ports struct{ bus, route int }
+	all := map[string]ports{}
+	var urls []string
+	for _, n := range names {
+		p := ports{freePort(t), freePort(t)}
+		all[n] = p
+		urls = append(urls, fmt.Sprintf("%q", fmt.Sprintf("nats://127.0.0.1:%d", p.bus)))
+	}
+	out := map[string]string{}
+	for _, n := range names {
+		var routes []string
+		for _, o := range names {
+			if o != n {
+				routes = append(routes, fmt.Sprintf("%q", fmt.Sprintf("nats-route://127.0.0.1:%d", all[o].route)))
+			}
+		}
+		out[n] = fmt.Sprintf("nats: {listen: \"127.0.0.1:%d\", cluster: {listen: \"127.0.0.1:%d\", routes: [%s], agent_urls: [%s]}}\n",
+			all[n].bus, all[n].route, strings.Join(routes, ", "), strings.Join(urls, ", "))
+	}
+	return out
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
 // TestHADirectorsLeadOneAtATime runs two directors on one etcd state and
 // one S3 bucket: one leads, a task submitted to the other runs on the
 // leader, and when the leader stops the other leads and runs the next.
@@ -117,14 +155,14 @@ func TestHADirectorsLeadOneAtATime(t *testing.T) {
 	dir := t.TempDir()
 	const token = "admin-secret-0123456789"
 	os.WriteFile(filepath.Join(dir, "admin.token"), []byte(token+"\n"), 0o600)
+	buses := busCluster(t, "a", "b")
 	config := func(name string) string {
 		file := filepath.Join(dir, name+".yml")
 		os.WriteFile(file, []byte(`listen: 127.0.0.1:0
 data_dir: `+name+`
 tokens:
 - {name: admin, token_file: admin.token, scopes: [admin]}
-nats: {listen: "127.0.0.1:0"}
-store: {backend: etcd, endpoints: ["`+etcd.Endpoint+`"], prefix: /ha-test/}
+`+buses[name]+`store: {backend: etcd, endpoints: ["`+etcd.Endpoint+`"], prefix: /ha-test/}
 blobstore: {type: s3, s3: {bucket: blobs, region: us-east-1, endpoint: "`+s3.URL+`", path_style: true, access_key_id: k, secret_access_key: s}}
 ha: {name: `+name+`, lease_ttl: 2s}
 `), 0o600)

@@ -56,9 +56,11 @@ type Director struct {
 	Store  *store.Store
 	Tasks  *task.Manager
 	CPIs   *cpimanager.Manager
-	// Bus is the embedded NATS server; BusURL is how agents reach it.
-	Bus    *mbus.Server
-	BusURL string
+	// Bus is the embedded NATS server; BusURL is how agents reach it, and
+	// BusURLs every bus server of several directors (nil for one).
+	Bus     *mbus.Server
+	BusURL  string
+	BusURLs []string
 	// Conn is the director's own bus connection (for agent/client.New).
 	Conn *nats.Conn
 	// CA signs agents' bus certificates (IssueClient, IssueBootstrap);
@@ -94,7 +96,7 @@ var (
 // executor over the CPIs and the agents) from the running parts.
 func newDeployer(d *Director) *deploy.Deployer {
 	return deploy.New(deploy.Config{
-		Store: d.Store, CPIs: d.CPIs, Conn: d.Conn, BusURL: d.BusURL, CA: d.CA, DirectorID: d.ID,
+		Store: d.Store, CPIs: d.CPIs, Conn: d.Conn, BusURL: d.BusURL, BusURLs: d.BusURLs, CA: d.CA, DirectorID: d.ID,
 		Blobs: d.Blobs, Signer: d.Signer, BlobURL: d.BlobURL, BlobCA: d.BlobCA, Logger: d.Logger.With("component", "deploy"),
 		ERB: d.ERB,
 	})
@@ -125,8 +127,10 @@ type settings struct {
 	// store is where the state lives; the zero value is the bbolt file in
 	// dataDir.
 	store config.Store
-	// ha makes this director one of several sharing the etcd state.
-	ha *config.HA
+	// ha makes this director one of several sharing the etcd state;
+	// natsCluster joins its bus to theirs.
+	ha          *config.HA
+	natsCluster *config.NATSCluster
 }
 
 func serve(ctx context.Context, o cli.ServeOptions, stdout, stderr io.Writer) error {
@@ -180,7 +184,7 @@ func fileSettings(file string) (settings, error) {
 		tlsCert: c.TLS.CertFile, tlsKey: c.TLS.KeyFile, tlsHosts: c.TLS.Hosts, tlsCA: c.TLS.CAFile,
 		advertise: strings.TrimRight(c.Advertise, "/"),
 		blobstore: c.Blobstore, natsAddr: c.NATS.Listen, natsURL: c.NATS.URL,
-		externalCPIs: c.ExternalCPIs, store: c.Store, ha: c.HA,
+		externalCPIs: c.ExternalCPIs, store: c.Store, ha: c.HA, natsCluster: c.NATS.Cluster,
 	}
 	if s.natsAddr == "" {
 		s.natsAddr = "0.0.0.0:4222"
@@ -396,6 +400,23 @@ func (d *Director) startBus(ctx context.Context, s settings, stops *stack) error
 	}
 	busCfg := mbus.Config{Listen: s.natsAddr, CA: d.CA.CertPEM(), ServerCert: busCert.CertPEM, ServerKey: busCert.KeyPEM, Logger: d.Logger.With("component", "mbus"),
 		Admit: admitAgent(d.Store, d.Logger.With("component", "mbus"))}
+	if c := s.natsCluster; c != nil {
+		// Routes to the other directors' bus servers: a route certificate
+		// for this one's route address (and the names it is known by).
+		routeHosts := append(append([]string{"127.0.0.1", "localhost"}, hostOf(c.Listen)...), s.tlsHosts...)
+		for _, r := range c.Routes {
+			if u, err := url.Parse(r); err == nil && u.Host == c.Listen {
+				routeHosts = append(routeHosts, u.Hostname())
+			}
+		}
+		routeCert, err := d.CA.IssueRoute(dedupe(routeHosts), 0)
+		if err != nil {
+			return err
+		}
+		busCfg.Cluster = &mbus.Cluster{Listen: c.Listen, Routes: c.Routes, Cert: routeCert.CertPEM, Key: routeCert.KeyPEM}
+		busCfg.Name = "compleat-" + strings.ReplaceAll(d.Cluster.Instance, "@", "-")
+		d.BusURLs = c.AgentURLs
+	}
 	// In dev mode the bus keeps its port across restarts (DIR/bus.addr):
 	// running agents hold its URL in their settings.
 	busAddrFile := filepath.Join(s.dataDir, "bus.addr")

@@ -25,6 +25,10 @@
 //	nats:
 //	  listen: 0.0.0.0:4222
 //	  url: nats://10.0.0.6:4222        # how agents reach it (or advertise:; default from listen)
+//	  cluster:                         # with ha: the other directors' bus servers (docs/ha.md)
+//	    listen: 0.0.0.0:4248
+//	    routes: [nats-route://10.0.0.7:4248, nats-route://10.0.0.8:4248]
+//	    agent_urls: [nats://10.0.0.6:4222, nats://10.0.0.7:4222, nats://10.0.0.8:4222]
 //	external_cpis: [/var/vcap/jobs/vsphere_cpi/bin/cpi]   # what type: external may run
 //	store:                            # where the state lives (default: bbolt, <data_dir>/state.db)
 //	  backend: etcd                   # or bbolt
@@ -171,9 +175,25 @@ type S3 struct {
 type NATS struct {
 	Listen string `yaml:"listen"`
 	URL    string `yaml:"url"`
+	// Cluster joins the bus to the other directors' (ha).
+	Cluster *NATSCluster `yaml:"cluster"`
 	// Advertise is URL under the listen/advertise naming of the API; set
 	// one of them.
 	Advertise string `yaml:"advertise"`
+}
+
+// NATSCluster joins the director's bus server to the other directors' by
+// routes (mutual TLS with route certificates the shared CA issues).
+type NATSCluster struct {
+	// Listen is where the other servers' routes come (host:port).
+	Listen string `yaml:"listen"`
+	// Routes are the other servers' route addresses,
+	// nats-route://HOST:PORT (this one's own may be listed: it is skipped).
+	Routes []string `yaml:"routes"`
+	// AgentURLs are every server's address as agents reach it
+	// (nats://HOST:PORT), this one's among them: agents are given all and
+	// move to another when theirs goes.
+	AgentURLs []string `yaml:"agent_urls"`
 }
 
 // Store selects where the director keeps its state: a bbolt file in
@@ -370,6 +390,7 @@ func (d *Director) validate() error {
 	}
 	errs = append(errs, d.validateStore()...)
 	errs = append(errs, d.validateHA()...)
+	errs = append(errs, d.validateNATSCluster()...)
 	return errors.Join(errs...)
 }
 
@@ -422,6 +443,9 @@ func (d *Director) validateHA() []error {
 	if d.Blobstore.Type != "s3" {
 		errs = append(errs, d.errf("ha", "needs blobstore.type: s3 (every director serves every blob)"))
 	}
+	if d.NATS.Cluster == nil {
+		errs = append(errs, d.errf("ha", "needs nats.cluster (agents must reach the leader's bus, whichever director leads)"))
+	}
 	if d.HA.Name != "" && !validName(d.HA.Name) {
 		errs = append(errs, d.errf("ha.name", "want letters, digits, '-', '_' and '.', at most 64, have %q", d.HA.Name))
 	}
@@ -432,6 +456,37 @@ func (d *Director) validateHA() []error {
 			errs = append(errs, d.errf("ha.lease_ttl", "%v", err))
 		case ttl < time.Second || ttl > time.Minute || ttl%time.Second != 0:
 			errs = append(errs, d.errf("ha.lease_ttl", "want whole seconds from 1s to 60s, have %s", d.HA.LeaseTTL))
+		}
+	}
+	return errs
+}
+
+func (d *Director) validateNATSCluster() []error {
+	c := d.NATS.Cluster
+	if c == nil {
+		return nil
+	}
+	var errs []error
+	if d.HA == nil {
+		errs = append(errs, d.errf("nats.cluster", "only with ha (several directors)"))
+	}
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" || port == "0" {
+		errs = append(errs, d.errf("nats.cluster.listen", "want HOST:PORT, have %q", c.Listen))
+	}
+	if len(c.Routes) == 0 {
+		errs = append(errs, d.errf("nats.cluster.routes", "required: the other directors' route addresses"))
+	}
+	for i, r := range c.Routes {
+		if u, err := url.Parse(r); err != nil || u.Scheme != "nats-route" || u.Hostname() == "" || u.Port() == "" {
+			errs = append(errs, d.errf(fmt.Sprintf("nats.cluster.routes[%d]", i), "want nats-route://HOST:PORT, have %q", r))
+		}
+	}
+	if len(c.AgentURLs) == 0 || len(c.AgentURLs) > 16 {
+		errs = append(errs, d.errf("nats.cluster.agent_urls", "want every bus server's nats://HOST:PORT (1 to 16)"))
+	}
+	for i, a := range c.AgentURLs {
+		if u, err := url.Parse(a); err != nil || (u.Scheme != "nats" && u.Scheme != "tls") || u.Hostname() == "" || u.Port() == "" {
+			errs = append(errs, d.errf(fmt.Sprintf("nats.cluster.agent_urls[%d]", i), "want nats://HOST:PORT, have %q", a))
 		}
 	}
 	return errs

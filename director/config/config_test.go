@@ -142,26 +142,36 @@ func TestHASection(t *testing.T) {
 	const head = "listen: :1\ndata_dir: /x\ntokens: [{name: a, token_file: t, scopes: [read]}]\n"
 	const etcd = "store: {backend: etcd, endpoints: [\"https://127.0.0.1:2379\"]}\n"
 	const s3 = "blobstore: {type: s3, s3: {bucket: b}}\n"
-	d, err := config.Parse("d.yml", []byte(head+etcd+s3+"ha: {name: d-1, lease_ttl: 5s}\n"))
+	const bus = "nats: {cluster: {listen: \"127.0.0.1:4248\", routes: [\"nats-route://127.0.0.2:4248\"], agent_urls: [\"nats://127.0.0.1:4222\", \"nats://127.0.0.2:4222\"]}}\n"
+	d, err := config.Parse("d.yml", []byte(head+etcd+s3+bus+"ha: {name: d-1, lease_ttl: 5s}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if d.HA == nil || d.HA.Name != "d-1" || d.HA.TTL() != 5*time.Second {
 		t.Errorf("ha = %+v", d.HA)
 	}
-	if d, err := config.Parse("d.yml", []byte(head+etcd+s3+"ha: {}\n")); err != nil || d.HA == nil || d.HA.TTL() != 10*time.Second {
+	if d.NATS.Cluster == nil || len(d.NATS.Cluster.AgentURLs) != 2 {
+		t.Errorf("nats.cluster = %+v", d.NATS.Cluster)
+	}
+	if d, err := config.Parse("d.yml", []byte(head+etcd+s3+bus+"ha: {}\n")); err != nil || d.HA == nil || d.HA.TTL() != 10*time.Second {
 		t.Errorf("ha: {} = %+v, %v; want on, 10s", d, err)
 	}
 	if d, err := config.Parse("d.yml", []byte(head)); err != nil || d.HA != nil {
 		t.Errorf("no ha section = %+v, %v; want off", d, err)
 	}
 	for _, tc := range []struct{ doc, want string }{
-		{s3 + "ha: {}\n", "d.yml:5: ha: needs store.backend: etcd"},
-		{etcd + "ha: {}\n", "d.yml:5: ha: needs blobstore.type: s3"},
-		{etcd + s3 + "ha: {lease_ttl: 500ms}\n", "ha.lease_ttl: want whole seconds from 1s to 60s"},
-		{etcd + s3 + "ha: {lease_ttl: soon}\n", `ha.lease_ttl: time: invalid duration "soon"`},
-		{etcd + s3 + "ha: {name: \"a b\"}\n", `ha.name: want letters`},
-		{etcd + s3 + "ha: {leader: true}\n", "field leader not found"},
+		{s3 + bus + "ha: {}\n", "d.yml:6: ha: needs store.backend: etcd"},
+		{etcd + bus + "ha: {}\n", "d.yml:6: ha: needs blobstore.type: s3"},
+		{etcd + s3 + "ha: {}\n", "d.yml:6: ha: needs nats.cluster"},
+		{etcd + s3 + bus + "ha: {lease_ttl: 500ms}\n", "ha.lease_ttl: want whole seconds from 1s to 60s"},
+		{etcd + s3 + bus + "ha: {lease_ttl: soon}\n", `ha.lease_ttl: time: invalid duration "soon"`},
+		{etcd + s3 + bus + "ha: {name: \"a b\"}\n", `ha.name: want letters`},
+		{etcd + s3 + bus + "ha: {leader: true}\n", "field leader not found"},
+		{bus, "nats.cluster: only with ha"},
+		{"nats: {cluster: {listen: x, routes: [\"nats://a:1\"], agent_urls: [\"http://a:1\"]}}\n", "nats.cluster.listen: want HOST:PORT"},
+		{"nats: {cluster: {listen: x, routes: [\"nats://a:1\"], agent_urls: [\"http://a:1\"]}}\n", "nats.cluster.routes[0]: want nats-route://HOST:PORT"},
+		{"nats: {cluster: {listen: x, routes: [\"nats://a:1\"], agent_urls: [\"http://a:1\"]}}\n", "nats.cluster.agent_urls[0]: want nats://HOST:PORT"},
+		{"nats: {cluster: {listen: \"a:1\"}}\n", "nats.cluster.routes: required"},
 	} {
 		_, err := config.Parse("d.yml", []byte(head+tc.doc))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -64,7 +64,11 @@ type Config struct {
 	// bus; CA signs each agent's bus certificate and the blob server's.
 	Conn   *nats.Conn
 	BusURL string
-	CA     *pki.CA
+	// BusURLs, with several directors, are every bus server's address as
+	// agents reach them (BusURL among them): an agent moves to another
+	// when its server goes. Empty: BusURL alone.
+	BusURLs []string
+	CA      *pki.CA
 	// Blobs store rendered jobs; Signer signs the URLs agents fetch them
 	// (and release and compiled packages) with; BlobURL is their base.
 	Blobs   blobstore.Store

@@ -159,7 +159,7 @@ func (d *Deployer) createVM(ctx context.Context, s vmSpec) (createdVM, error) {
 	caPEM := string(d.c.CA.CertPEM())
 	set := settings.Settings{
 		AgentID:   agentID,
-		Mbus:      settings.Mbus{URL: d.c.BusURL, CACert: caPEM, Cert: string(kp.CertPEM), Key: string(kp.KeyPEM)},
+		Mbus:      settings.Mbus{URL: d.c.BusURL, URLs: d.c.BusURLs, CACert: caPEM, Cert: string(kp.CertPEM), Key: string(kp.KeyPEM)},
 		Blobstore: settings.Blobstore{CACert: d.blobCA()},
 		Disks:     settings.Disks{Persistent: s.disks},
 	}
