@@ -64,8 +64,8 @@ type Mbus struct {
 	// and to another when the one it is on goes. URL is among them.
 	URLs   []string `json:"urls,omitempty"`
 	CACert string   `json:"ca_cert"`
-	Cert   string `json:"cert"`
-	Key    string `json:"key"`
+	Cert   string   `json:"cert"`
+	Key    string   `json:"key"`
 }
 
 // Blobstore holds the CA of the server behind signed blob URLs. An empty
