@@ -36,9 +36,15 @@ func repoRoot(t *testing.T) string { return testbin.Root() }
 func TestMain(m *testing.M) {
 	// As a test binary it runs the tests; run as "director" or "exits" by
 	// a script (script_test.go) it is that program.
-	code := testscript.RunMain(m, scriptCommands)
-	testbin.Cleanup()
-	os.Exit(code)
+	testscript.Main(cleaningUp{m}, scriptCommands)
+}
+
+// cleaningUp runs the tests, then removes the binaries testbin built.
+type cleaningUp struct{ m *testing.M }
+
+func (c cleaningUp) Run() int {
+	defer testbin.Cleanup()
+	return c.m.Run()
 }
 
 // binaries returns a directory holding director, agent and cpi-local
