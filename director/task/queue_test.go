@@ -328,3 +328,37 @@ func TestTakeOverFailsOnlyTheTasksOfGoneDirectors(t *testing.T) {
 		t.Errorf("the queued deploy after the take-over = %+v", f)
 	}
 }
+
+// TestCancelThroughAnotherDirector: with several directors, a cancel taken
+// by one reaches the task another runs.
+func TestCancelThroughAnotherDirector(t *testing.T) {
+	s := storetest.New(t)
+	leader := task.NewManager(s, logger(t), task.Options{Instance: "a@1"})
+	follower := task.NewManager(s, logger(t), task.Options{Instance: "b@2", MayDispatch: func() bool { return false }})
+	running := make(chan struct{})
+	leader.Register("deploy", func(ctx context.Context, r *task.Reporter, _ json.RawMessage) (string, error) {
+		close(running)
+		<-ctx.Done()
+		return "", task.Checkpoint(ctx)
+	})
+	follower.Register("deploy", func(context.Context, *task.Reporter, json.RawMessage) (string, error) {
+		t.Error("the follower ran the task")
+		return "", nil
+	})
+	tk, err := follower.Submit(task.Spec{Type: "deploy", Deployment: "web"}, deployArgs{Name: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader.Dispatch()
+	select {
+	case <-running:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the leader did not start the task")
+	}
+	if err := follower.Cancel(tk.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, f := follow(t, follower, tk.ID); f.State != store.TaskCancelled {
+		t.Errorf("task after a cancel through the follower = %+v", f)
+	}
+}

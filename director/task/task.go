@@ -381,6 +381,11 @@ func (m *Manager) launch(t store.Task, c closure) bool {
 		defer m.wg.Done()
 		stop := context.AfterFunc(c.ctx, cancel)
 		defer stop()
+		if m.instance != "" {
+			// Several directors: a cancel may come through another one,
+			// which can only mark the record.
+			defer m.watchCancel(tctx, t.ID, cancel)()
+		}
 		m.run(tctx, t, c.fn)
 		cancel()
 		m.Dispatch() // the deployment is free: its next task may start
@@ -458,6 +463,43 @@ func (m *Manager) begin(t *store.Task) error {
 		*t = cur
 		return tx.PutTask(cur)
 	})
+}
+
+// CancelPoll is how often a director that is one of several looks for a
+// cancel of its running tasks that came through another director.
+const CancelPoll = 500 * time.Millisecond
+
+// watchCancel cancels task id's context once its record says cancelling,
+// until the returned func is called.
+func (m *Manager) watchCancel(ctx context.Context, id uint64, cancel context.CancelFunc) func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(CancelPoll)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			var state string
+			m.store.View(func(tx *store.Tx) error {
+				t, err := tx.Task(id)
+				state = t.State
+				return err
+			})
+			if state == store.TaskCancelling {
+				cancel()
+				return
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }
 
 // renew keeps the deployment lease alive until the returned func is called.
