@@ -92,6 +92,7 @@ type instance struct {
 	client *plugin.Client
 	cpi    cpi.CPI
 	pid    int
+	proc   *procWatch
 }
 
 // ErrClosed is returned by calls on a closed Plugin.
@@ -225,20 +226,21 @@ func (p *Plugin) start(ctx context.Context) (*instance, error) {
 		client.Kill()
 		return nil, fmt.Errorf("cpi plugin %s: dispensed %T, not a CPI", p.cfg.Path, raw)
 	}
-	inst := &instance{client: client, cpi: c, pid: cmd.Process.Pid}
+	inst := &instance{client: client, cpi: c, pid: cmd.Process.Pid, proc: watchProcess(cmd.Process.Pid)}
 	p.log.Info("cpi plugin started", "pid", inst.pid, "protocol_version", client.NegotiatedVersion())
 	return inst, nil
 }
 
 // alive reports whether the instance's process still runs.
 func (i *instance) alive() bool {
-	return !i.client.Exited() && processAlive(i.pid)
+	return !i.client.Exited() && i.proc.alive()
 }
 
 // kill stops the instance's process, waiting for go-plugin's bookkeeping
 // at most a few seconds (a plugin's child holding its stderr open must not
 // hang the host).
 func (p *Plugin) kill(i *instance) {
+	defer i.proc.close()
 	done := make(chan struct{})
 	go func() {
 		i.client.Kill()

@@ -17,3 +17,12 @@ func setDeathSignal(*exec.Cmd) {}
 func processAlive(pid int) bool {
 	return syscall.Kill(pid, 0) == nil
 }
+
+// procWatch tells whether a process runs.
+type procWatch struct{ pid int }
+
+func watchProcess(pid int) *procWatch { return &procWatch{pid: pid} }
+
+func (w *procWatch) alive() bool { return processAlive(w.pid) }
+
+func (w *procWatch) close() {}
