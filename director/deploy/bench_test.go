@@ -11,11 +11,11 @@ package deploy_test
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/compleat/compleat/director/deploy"
 	"github.com/compleat/compleat/director/manifest"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/update"
@@ -38,6 +38,7 @@ func BenchmarkPlan1000(b *testing.B) { benchPlan(b, benchInstances) }
 func BenchmarkPlan10000(b *testing.B) { benchPlan(b, 10*benchInstances) }
 
 func benchPlan(b *testing.B, n int) {
+	reset := deploy.ResetPeakRSS()
 	r := newRig(b)
 	m := benchManifest(n, "v1", 0)
 	var total time.Duration
@@ -50,7 +51,7 @@ func benchPlan(b *testing.B, n int) {
 		}
 	}
 	reportPerInstance(b, total, n)
-	reportPeakRSS(b)
+	deploy.ReportPeakRSS(b, reset)
 }
 
 // BenchmarkFirstDeploy1000 deploys 1,000 new instances: 1,000 VMs created
@@ -65,6 +66,7 @@ func BenchmarkFirstDeploy1000(b *testing.B) { benchFirstDeploy(b, benchInstances
 func BenchmarkFirstDeploy10000(b *testing.B) { benchFirstDeploy(b, 10*benchInstances) }
 
 func benchFirstDeploy(b *testing.B, n int) {
+	reset := deploy.ResetPeakRSS()
 	m := benchManifest(n, "v1", 0)
 	var total time.Duration
 	for b.Loop() {
@@ -79,7 +81,7 @@ func benchFirstDeploy(b *testing.B, n int) {
 		}
 	}
 	reportPerInstance(b, total, n)
-	reportPeakRSS(b)
+	deploy.ReportPeakRSS(b, reset)
 }
 
 // BenchmarkNoopRedeploy1000 deploys, again, the manifest 1,000 instances
@@ -93,6 +95,7 @@ func BenchmarkNoopRedeploy1000(b *testing.B) { benchNoop(b, benchInstances) }
 func BenchmarkNoopRedeploy10000(b *testing.B) { benchNoop(b, 10*benchInstances) }
 
 func benchNoop(b *testing.B, n int) {
+	reset := deploy.ResetPeakRSS()
 	r := newRig(b)
 	m := benchManifest(n, "v1", 0)
 	r.deploy(m, false)
@@ -106,24 +109,7 @@ func benchNoop(b *testing.B, n int) {
 		}
 	}
 	reportPerInstance(b, total, n)
-	reportPeakRSS(b)
-}
-
-// reportPeakRSS reports the test process's peak resident set (VmHWM): the
-// director's stages plus, in this rig, the in-process fake cloud and
-// agents, so an upper bound of what a director needs.
-func reportPeakRSS(b *testing.B) {
-	raw, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return
-	}
-	for line := range strings.Lines(string(raw)) {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			var kb float64
-			fmt.Sscanf(strings.TrimSpace(v), "%f", &kb)
-			b.ReportMetric(kb/1024, "peak-rss-MB")
-		}
-	}
+	deploy.ReportPeakRSS(b, reset)
 }
 
 // BenchmarkUpdate100 changes a property of 100 running instances (two AZs,
