@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -54,20 +55,33 @@ func TestJSONProcess(t *testing.T) {
 // BenchmarkHasVM measures one HasVM round trip three ways: through the
 // long-lived plugin binary (gRPC, mTLS), through a new process per call
 // (the BOSH way, JSON on stdin/stdout), and, for reference, in-process
-// over loopback gRPC without TLS.
+// over loopback gRPC without TLS. Through the plugin it also reports the
+// CPU each call costs the host and the plugin process.
 func BenchmarkHasVM(b *testing.B) {
 	b.Run("plugin-grpc", func(b *testing.B) {
-		p, err := host.Start(b.Context(), host.Config{Path: fakePlugin, Logger: slog.New(slog.DiscardHandler)})
+		// FAKEPLUGIN_CPUPROFILE (testdata/fakeplugin) profiles the plugin's side.
+		env := map[string]string{}
+		for _, k := range []string{"FAKEPLUGIN_CPUPROFILE", "FAKEPLUGIN_CPUPROFILE_SECONDS"} {
+			if v, ok := os.LookupEnv(k); ok {
+				env[k] = v
+			}
+		}
+		p, err := host.Start(b.Context(), host.Config{Path: fakePlugin, Env: env, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer p.Close()
 		ctx := b.Context()
+		if _, err := p.HasVM(ctx, "vm-1"); err != nil {
+			b.Fatal(err)
+		}
+		report := cpuSplit(b, p.PID())
 		for b.Loop() {
 			if _, err := p.HasVM(ctx, "vm-1"); err != nil {
 				b.Fatal(err)
 			}
 		}
+		report()
 	})
 	b.Run("inprocess-grpc", func(b *testing.B) {
 		c := cpitest.ServeInProcess(b, cpitest.NewFake())

@@ -12,6 +12,11 @@
 //	SetVMMetadata("error", md)   fails with the error md describes
 //	                             (code, message, field, retryable)
 //	SetDiskMetadata("print", _)  writes a line to os.Stdout and os.Stderr
+//
+// FAKEPLUGIN_CPUPROFILE=path writes a CPU profile of the plugin's first
+// FAKEPLUGIN_CPUPROFILE_SECONDS seconds (default 5) to path, for
+// BenchmarkHasVM (the host may kill the plugin, so the profile ends on a
+// timer rather than at exit).
 package main
 
 import (
@@ -21,9 +26,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/compleat/compleat/cpi"
 	"github.com/compleat/compleat/cpi/cpitest"
@@ -35,6 +43,9 @@ func main() {
 	if msg := os.Getenv("FAKEPLUGIN_EXIT"); msg != "" {
 		cpi.Logger().Error("cannot start", "error", msg)
 		os.Exit(1)
+	}
+	if path := os.Getenv("FAKEPLUGIN_CPUPROFILE"); path != "" {
+		profileCPU(path, os.Getenv("FAKEPLUGIN_CPUPROFILE_SECONDS"))
 	}
 	cpi.Main(newPlugin)
 }
@@ -125,4 +136,24 @@ func (p *plugin) SetVMMetadata(ctx context.Context, cid string, md map[string]st
 		return &cpi.Error{Code: cpi.Code(md["code"]), Message: md["message"], Field: md["field"], Retryable: md["retryable"] == "true"}
 	}
 	return p.Fake.SetVMMetadata(ctx, cid, md)
+}
+
+// profileCPU profiles the process for seconds (default 5) into path.
+func profileCPU(path, seconds string) {
+	d := 5 * time.Second
+	if n, err := strconv.Atoi(seconds); err == nil && n > 0 {
+		d = time.Duration(n) * time.Second
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		cpi.Logger().Error("cpu profile", "error", err)
+		return
+	}
+	time.AfterFunc(d, func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	})
 }
