@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/compleat/compleat/director/deploy"
 	"github.com/compleat/compleat/director/manifest"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/update"
+	"github.com/compleat/compleat/test/peakrss"
 )
 
 const benchInstances = 1000
@@ -38,7 +38,7 @@ func BenchmarkPlan1000(b *testing.B) { benchPlan(b, benchInstances) }
 func BenchmarkPlan10000(b *testing.B) { benchPlan(b, 10*benchInstances) }
 
 func benchPlan(b *testing.B, n int) {
-	reset := deploy.ResetPeakRSS()
+	reset := peakrss.Reset()
 	r := newRig(b)
 	m := benchManifest(n, "v1", 0)
 	var total time.Duration
@@ -51,7 +51,7 @@ func benchPlan(b *testing.B, n int) {
 		}
 	}
 	reportPerInstance(b, total, n)
-	deploy.ReportPeakRSS(b, reset)
+	peakrss.Report(b, reset)
 }
 
 // BenchmarkFirstDeploy1000 deploys 1,000 new instances: 1,000 VMs created
@@ -66,7 +66,7 @@ func BenchmarkFirstDeploy1000(b *testing.B) { benchFirstDeploy(b, benchInstances
 func BenchmarkFirstDeploy10000(b *testing.B) { benchFirstDeploy(b, 10*benchInstances) }
 
 func benchFirstDeploy(b *testing.B, n int) {
-	reset := deploy.ResetPeakRSS()
+	reset := peakrss.Reset()
 	m := benchManifest(n, "v1", 0)
 	var total time.Duration
 	for b.Loop() {
@@ -81,7 +81,7 @@ func benchFirstDeploy(b *testing.B, n int) {
 		}
 	}
 	reportPerInstance(b, total, n)
-	deploy.ReportPeakRSS(b, reset)
+	peakrss.Report(b, reset)
 }
 
 // BenchmarkNoopRedeploy1000 deploys, again, the manifest 1,000 instances
@@ -98,7 +98,7 @@ func benchNoop(b *testing.B, n int) {
 	r := newRig(b)
 	m := benchManifest(n, "v1", 0)
 	r.deploy(m, false)
-	reset := deploy.ResetPeakRSS() // the peak of the no-op deploys, not of the first
+	reset := peakrss.Reset() // the peak of the no-op deploys, not of the first
 	var total time.Duration
 	for b.Loop() {
 		start := time.Now()
@@ -109,7 +109,7 @@ func benchNoop(b *testing.B, n int) {
 		}
 	}
 	reportPerInstance(b, total, n)
-	deploy.ReportPeakRSS(b, reset)
+	peakrss.Report(b, reset)
 }
 
 // BenchmarkUpdate100 changes a property of 100 running instances (two AZs,

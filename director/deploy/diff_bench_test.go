@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/compleat/compleat/test/peakrss"
 )
 
 // bigManifest is a manifest of about lines lines: instance groups with
@@ -27,7 +29,7 @@ func bigManifest(lines int, version string) string {
 // redact-B/op and linediff-B/op split B/op between the redaction (the
 // manifests parsed and encoded again as YAML) and the line diff alone.
 func BenchmarkManifestDiff20k(b *testing.B) {
-	reset := ResetPeakRSS()
+	reset := peakrss.Reset()
 	prev := bigManifest(20000, "v1")
 	next := strings.ReplaceAll(bigManifest(20000, "v1"), "instances: 2\n  jobs:\n  - name: web\n    release: web\n    properties:\n      port: 8007", "instances: 3\n  jobs:\n  - name: web\n    release: web\n    properties:\n      port: 8007")
 	b.ReportAllocs()
@@ -38,7 +40,7 @@ func BenchmarkManifestDiff20k(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	ReportPeakRSS(b, reset)
+	peakrss.Report(b, reset)
 	a := redact(prev, func(string, string) string { return redacted })
 	c := redact(next, func(string, string) string { return redacted })
 	b.ReportMetric(allocBytes(func() {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/compleat/compleat/agent/applyspec"
 	"github.com/compleat/compleat/director/plan"
+	"github.com/compleat/compleat/test/peakrss"
 )
 
 func loadCase(t testing.TB, file string) golden {
@@ -141,8 +142,14 @@ func benchCase(b *testing.B, n int) golden {
 
 // BenchmarkPlan1000 plans a first deploy of 1,000 instances and a no-op
 // redeploy of them (everything rendered and compared).
-func BenchmarkPlan1000(b *testing.B) {
-	g := benchCase(b, 1000)
+func BenchmarkPlan1000(b *testing.B) { benchPlan(b, 1000) }
+
+// BenchmarkPlan10000 is BenchmarkPlan1000 with 10,000 instances; each
+// sub-benchmark also reports its peak resident set.
+func BenchmarkPlan10000(b *testing.B) { benchPlan(b, 10000) }
+
+func benchPlan(b *testing.B, n int) {
+	g := benchCase(b, n)
 	d, _ := g.desired(b, "manifest.yml", "director.yml", &plan.SequentialIDs{Prefix: "id-"})
 	if d.Manifest == nil {
 		b.Fatal("manifest does not parse")
@@ -153,14 +160,17 @@ func BenchmarkPlan1000(b *testing.B) {
 	}
 	state := deployed(first)
 	b.Run("first-deploy", func(b *testing.B) {
+		reset := peakrss.Reset()
 		for b.Loop() {
 			d.IDs = &plan.SequentialIDs{Prefix: "id-"}
 			if _, err := plan.Compute(d, plan.State{}); err != nil {
 				b.Fatal(err)
 			}
 		}
+		peakrss.Report(b, reset)
 	})
 	b.Run("no-op", func(b *testing.B) {
+		reset := peakrss.Reset()
 		for b.Loop() {
 			p, err := plan.Compute(d, state)
 			if err != nil {
@@ -170,6 +180,7 @@ func BenchmarkPlan1000(b *testing.B) {
 				b.Fatal("no-op plan has changes")
 			}
 		}
+		peakrss.Report(b, reset)
 	})
 }
 
