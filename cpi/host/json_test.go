@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/compleat/compleat/cpi"
 	"github.com/compleat/compleat/cpi/cpitest"
@@ -56,32 +58,22 @@ func TestJSONProcess(t *testing.T) {
 // long-lived plugin binary (gRPC, mTLS), through a new process per call
 // (the BOSH way, JSON on stdin/stdout), and, for reference, in-process
 // over loopback gRPC without TLS. Through the plugin it also reports the
-// CPU each call costs the host and the plugin process.
+// CPU each call costs the host and the plugin process, with and without
+// the observer the director installs for its metrics.
 func BenchmarkHasVM(b *testing.B) {
-	b.Run("plugin-grpc", func(b *testing.B) {
-		// FAKEPLUGIN_CPUPROFILE (testdata/fakeplugin) profiles the plugin's side.
-		env := map[string]string{}
-		for _, k := range []string{"FAKEPLUGIN_CPUPROFILE", "FAKEPLUGIN_CPUPROFILE_SECONDS"} {
-			if v, ok := os.LookupEnv(k); ok {
-				env[k] = v
-			}
+	b.Run("plugin-grpc", func(b *testing.B) { benchPluginHasVM(b, nil) })
+	// As the director calls: every call observed for its metrics
+	// (host.Config.Observe, a gRPC interceptor).
+	b.Run("plugin-grpc-observed", func(b *testing.B) {
+		var calls atomic.Int64
+		var took atomic.Int64
+		benchPluginHasVM(b, func(method string, d time.Duration, err error) {
+			calls.Add(1)
+			took.Add(int64(d))
+		})
+		if calls.Load() == 0 {
+			b.Fatal("no call observed")
 		}
-		p, err := host.Start(b.Context(), host.Config{Path: fakePlugin, Env: env, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer p.Close()
-		ctx := b.Context()
-		if _, err := p.HasVM(ctx, "vm-1"); err != nil {
-			b.Fatal(err)
-		}
-		report := cpuSplit(b, p.PID())
-		for b.Loop() {
-			if _, err := p.HasVM(ctx, "vm-1"); err != nil {
-				b.Fatal(err)
-			}
-		}
-		report()
 	})
 	b.Run("inprocess-grpc", func(b *testing.B) {
 		c := cpitest.ServeInProcess(b, cpitest.NewFake())
@@ -101,6 +93,34 @@ func BenchmarkHasVM(b *testing.B) {
 			}
 		}
 	})
+}
+
+// benchPluginHasVM calls HasVM through the fake plugin binary, reporting
+// the CPU each call costs the host and the plugin. FAKEPLUGIN_CPUPROFILE
+// (testdata/fakeplugin) profiles the plugin's side.
+func benchPluginHasVM(b *testing.B, observe cpi.CallObserver) {
+	env := map[string]string{}
+	for _, k := range []string{"FAKEPLUGIN_CPUPROFILE", "FAKEPLUGIN_CPUPROFILE_SECONDS"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env[k] = v
+		}
+	}
+	p, err := host.Start(b.Context(), host.Config{Path: fakePlugin, Env: env, Observe: observe, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	ctx := b.Context()
+	if _, err := p.HasVM(ctx, "vm-1"); err != nil {
+		b.Fatal(err)
+	}
+	report := cpuSplit(b, p.PID())
+	for b.Loop() {
+		if _, err := p.HasVM(ctx, "vm-1"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	report()
 }
 
 // The whole conformance suite through JSON mode, one process per call,
