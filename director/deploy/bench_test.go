@@ -7,7 +7,8 @@ package deploy_test
 // round trips. BOSH's figure for comparison: a no-op deploy of 175
 // instances takes about 130 s (about 740 ms per instance).
 //
-//	go test -run '^$' -bench . -benchtime 3x ./director/deploy/
+//	go test -run '^$' -bench '1000$|Update100' -benchtime 3x ./director/deploy/
+//	go test -run '^$' -bench '10000$' -benchtime 1x ./director/deploy/  # about 100 s
 
 import (
 	"fmt"
