@@ -39,13 +39,16 @@ func Report(b *testing.B, reset bool) {
 
 // Read is the peak resident set in MB since the last Reset (or the
 // process's start); ok is false where it cannot be read.
-func Read() (mb float64, ok bool) {
+func Read() (mb float64, ok bool) { return statusMB("VmHWM") }
+
+// statusMB is a field of /proc/self/status given in kB, in MB.
+func statusMB(field string) (mb float64, ok bool) {
 	raw, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0, false
 	}
 	for line := range strings.Lines(string(raw)) {
-		if v, found := strings.CutPrefix(line, "VmHWM:"); found {
+		if v, found := strings.CutPrefix(line, field+":"); found {
 			var kb float64
 			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%f", &kb); err != nil {
 				return 0, false

@@ -1,10 +1,7 @@
 package peakrss
 
 import (
-	"fmt"
-	"os"
 	"runtime"
-	"strings"
 	"testing"
 )
 
@@ -47,19 +44,9 @@ func TestPeakFollowsAnAllocation(t *testing.T) {
 
 // residentMB is the process's resident set now (VmRSS).
 func residentMB(t *testing.T) float64 {
-	raw, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Fatal(err)
+	mb, ok := statusMB("VmRSS")
+	if !ok {
+		t.Fatal("VmRSS not read")
 	}
-	for line := range strings.Lines(string(raw)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			var kb float64
-			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%f", &kb); err != nil {
-				t.Fatal(err)
-			}
-			return kb / 1024
-		}
-	}
-	t.Fatal("no VmRSS")
-	return 0
+	return mb
 }
