@@ -138,6 +138,16 @@ func (ca *CA) IssueServer(hosts []string, validity time.Duration) (*KeyPair, err
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
+	addHosts(tmpl, hosts)
+	kp, err := ca.issue(tmpl, validity)
+	if err != nil {
+		return nil, fmt.Errorf("issue server certificate for %v: %w", hosts, err)
+	}
+	return kp, nil
+}
+
+// addHosts names hosts (IP addresses or DNS names) in tmpl's SANs.
+func addHosts(tmpl *x509.Certificate, hosts []string) {
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
@@ -145,11 +155,6 @@ func (ca *CA) IssueServer(hosts []string, validity time.Duration) (*KeyPair, err
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	kp, err := ca.issue(tmpl, validity)
-	if err != nil {
-		return nil, fmt.Errorf("issue server certificate for %v: %w", hosts, err)
-	}
-	return kp, nil
 }
 
 // RouteCN is the common name of the certificates directors' bus servers
@@ -168,13 +173,7 @@ func (ca *CA) IssueRoute(hosts []string, validity time.Duration) (*KeyPair, erro
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
-		}
-	}
+	addHosts(tmpl, hosts)
 	kp, err := ca.issue(tmpl, validity)
 	if err != nil {
 		return nil, fmt.Errorf("issue route certificate for %v: %w", hosts, err)
