@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 
@@ -22,12 +21,12 @@ type client struct {
 }
 
 func (a *app) client() (*client, error) {
-	target := strings.TrimRight(a.g.Target, "/")
-	if target == "" {
+	if strings.TrimRight(a.g.Target, "/") == "" {
 		return nil, Usage(errors.New("no director: pass -e URL or set DIRECTOR_TARGET (serve --dev writes DIR/env to source)"))
 	}
-	if u, err := url.Parse(target); err != nil || u.Scheme == "" || u.Host == "" {
-		return nil, Usage(fmt.Errorf("target %q is not a URL like https://127.0.0.1:25555", target))
+	target, err := apiclient.Target(a.g.Target)
+	if err != nil {
+		return nil, Usage(err)
 	}
 	token := a.g.Token
 	if token == "" {

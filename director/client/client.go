@@ -42,10 +42,9 @@ type Options struct {
 
 // New returns a client for o. Errors name what is wrong in o.
 func New(o Options) (*Client, error) {
-	target := strings.TrimRight(o.Target, "/")
-	u, err := url.Parse(target)
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		return nil, fmt.Errorf("target %q is not a URL like https://127.0.0.1:25555", o.Target)
+	target, err := Target(o.Target)
+	if err != nil {
+		return nil, err
 	}
 	if o.Token == "" {
 		return nil, errors.New("no token")
@@ -63,8 +62,15 @@ func New(o Options) (*Client, error) {
 	return &Client{base: target, token: o.Token, http: &http.Client{Transport: tr}}, nil
 }
 
-// Target is the director's URL.
-func (c *Client) Target() string { return c.base }
+// Target checks a director URL and returns it without a trailing slash.
+func Target(raw string) (string, error) {
+	target := strings.TrimRight(raw, "/")
+	u, err := url.Parse(target)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return "", fmt.Errorf("target %q is not a URL like https://127.0.0.1:25555", raw)
+	}
+	return target, nil
+}
 
 // Error is an error answer of the director: its HTTP status, message and
 // code.
