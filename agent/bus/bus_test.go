@@ -24,6 +24,34 @@ func (echo) Handle(_ context.Context, req []byte) []byte {
 	return []byte(`{"value":"pong"}`)
 }
 
+// runAgent runs the agent's side of the bus with cfg until the test ends.
+func runAgent(t *testing.T, ctx context.Context, cfg bus.Config) {
+	t.Helper()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- bus.Run(runCtx, cfg) }()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+}
+
+// waitPong pings agent a1 through nc until it answers pong; the test fails
+// if ctx ends first.
+func waitPong(t *testing.T, ctx context.Context, nc *nats.Conn) {
+	t.Helper()
+	for {
+		m, err := nc.Request(protocol.Subject("a1"), []byte(`{"method":"ping","arguments":[]}`), time.Second)
+		if err == nil && string(m.Data) == `{"value":"pong"}` {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("agent does not answer: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 type state struct{}
 
 func (state) State() (protocol.State, error) {
@@ -49,15 +77,7 @@ func TestReconnectsAfterBusOutage(t *testing.T) {
 	s := settings.Settings{AgentID: "a1", HeartbeatInterval: protocol.Duration(50 * time.Millisecond),
 		Mbus: settings.Mbus{URL: srv.URL(), CACert: string(ca.CertPEM()), Cert: string(agentKP.CertPEM), Key: string(agentKP.KeyPEM)}}
 	alerts := make(chan protocol.Alert, 1)
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- bus.Run(runCtx, bus.Config{Settings: func() settings.Settings { return s }, Handler: echo{}, State: state{}, Alerts: alerts, MaxReconnectWait: 200 * time.Millisecond})
-	}()
-	t.Cleanup(func() {
-		stop()
-		<-done
-	})
+	runAgent(t, ctx, bus.Config{Settings: func() settings.Settings { return s }, Handler: echo{}, State: state{}, Alerts: alerts, MaxReconnectWait: 200 * time.Millisecond})
 
 	dirKP, _ := ca.IssueClient(pki.DirectorCN, 0)
 	ping := func(url string) {
@@ -72,16 +92,7 @@ func TestReconnectsAfterBusOutage(t *testing.T) {
 		nc.ChanSubscribe(protocol.HeartbeatSubject("a1"), hb)
 		nc.ChanSubscribe(protocol.AlertSubject("a1"), al)
 		nc.Flush()
-		for {
-			m, err := nc.Request(protocol.Subject("a1"), []byte(`{"method":"ping","arguments":[]}`), time.Second)
-			if err == nil && string(m.Data) == `{"value":"pong"}` {
-				break
-			}
-			if ctx.Err() != nil {
-				t.Fatalf("agent does not answer: %v", err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		waitPong(t, ctx, nc)
 		select {
 		case m := <-hb:
 			var h protocol.Heartbeat
@@ -145,15 +156,7 @@ func TestCertificateRotation(t *testing.T) {
 	holder := settings.NewHolder(settings.Settings{AgentID: "a1", HeartbeatInterval: protocol.Duration(50 * time.Millisecond),
 		Mbus: settings.Mbus{URL: srv.URL(), CACert: string(ca1.CertPEM()), Cert: string(boot.CertPEM), Key: string(boot.KeyPEM)}},
 		settings.Store{Dir: t.TempDir()})
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- bus.Run(runCtx, bus.Config{Settings: holder.Current, Handler: echo{}, State: state{}, MaxReconnectWait: 200 * time.Millisecond})
-	}()
-	t.Cleanup(func() {
-		stop()
-		<-done
-	})
+	runAgent(t, ctx, bus.Config{Settings: holder.Current, Handler: echo{}, State: state{}, MaxReconnectWait: 200 * time.Millisecond})
 
 	dirKP, _ := ca1.IssueClient(pki.DirectorCN, 0)
 	ping := func(url string) {
@@ -163,16 +166,7 @@ func TestCertificateRotation(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer nc.Close()
-		for {
-			m, err := nc.Request(protocol.Subject("a1"), []byte(`{"method":"ping","arguments":[]}`), time.Second)
-			if err == nil && string(m.Data) == `{"value":"pong"}` {
-				return
-			}
-			if ctx.Err() != nil {
-				t.Fatalf("agent does not answer: %v", err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		waitPong(t, ctx, nc)
 	}
 	ping(srv.URL())
 
@@ -235,15 +229,7 @@ func TestHandOverAnswersEveryRequest(t *testing.T) {
 	holder := settings.NewHolder(settings.Settings{AgentID: "a1", HeartbeatInterval: protocol.Duration(time.Second),
 		Mbus: settings.Mbus{URL: srv.URL(), CACert: string(ca.CertPEM()), Cert: string(boot.CertPEM), Key: string(boot.KeyPEM)}},
 		settings.Store{Dir: t.TempDir()})
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- bus.Run(runCtx, bus.Config{Settings: holder.Current, Handler: slowEcho{}, State: state{}, MaxReconnectWait: 200 * time.Millisecond})
-	}()
-	t.Cleanup(func() {
-		stop()
-		<-done
-	})
+	runAgent(t, ctx, bus.Config{Settings: holder.Current, Handler: slowEcho{}, State: state{}, MaxReconnectWait: 200 * time.Millisecond})
 
 	dirKP, _ := ca.IssueClient(pki.DirectorCN, 0)
 	nc, err := mbus.Connect(ctx, srv.URL(), ca.CertPEM(), dirKP.CertPEM, dirKP.KeyPEM)
@@ -367,29 +353,12 @@ func TestConnectsToAnyServerItIsGiven(t *testing.T) {
 	agentKP, _ := ca.IssueClient("a1", 0)
 	s := settings.Settings{AgentID: "a1", HeartbeatInterval: protocol.Duration(time.Second),
 		Mbus: settings.Mbus{URL: gone, URLs: []string{gone, srv.URL()}, CACert: string(ca.CertPEM()), Cert: string(agentKP.CertPEM), Key: string(agentKP.KeyPEM)}}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- bus.Run(runCtx, bus.Config{Settings: func() settings.Settings { return s }, Handler: echo{}, State: state{}, MaxReconnectWait: 200 * time.Millisecond})
-	}()
-	t.Cleanup(func() {
-		stop()
-		<-done
-	})
+	runAgent(t, ctx, bus.Config{Settings: func() settings.Settings { return s }, Handler: echo{}, State: state{}, MaxReconnectWait: 200 * time.Millisecond})
 	dirKP, _ := ca.IssueClient(pki.DirectorCN, 0)
 	nc, err := mbus.Connect(ctx, srv.URL(), ca.CertPEM(), dirKP.CertPEM, dirKP.KeyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	for {
-		m, err := nc.Request(protocol.Subject("a1"), []byte(`{"method":"ping","arguments":[]}`), time.Second)
-		if err == nil && string(m.Data) == `{"value":"pong"}` {
-			return
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("the agent does not answer through the second server: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitPong(t, ctx, nc)
 }
