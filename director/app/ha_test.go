@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/compleat/compleat/director/app"
 	"github.com/compleat/compleat/director/store/etcdtest"
+	"github.com/compleat/compleat/test/testbin"
 )
 
 // served is a director run in-process by `serve --config`.
@@ -131,15 +131,7 @@ func busCluster(t testing.TB, names ...string) map[string]string {
 	return out
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freePort(t testing.TB) int { return testbin.FreePort(t) }
 
 // TestHADirectorsLeadOneAtATime runs two directors on one etcd state and
 // one S3 bucket: one leads, a task submitted to the other runs on the

@@ -48,6 +48,8 @@ type director struct {
 	bin  string
 	data string
 	env  map[string]string
+	proc *testbin.Process
+	// logs, cmd and done are proc's.
 	logs *syncBuffer
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -61,7 +63,7 @@ func startDirector(t *testing.T, bin, data string) *director {
 	os.Remove(envFile)
 	p := testbin.Start(t, filepath.Join(bin, "director"), []string{"serve", "--dev", "--data", data, "--listen", "127.0.0.1:0"},
 		func(string) bool { _, err := os.Stat(envFile); return err == nil })
-	d := &director{t: t, bin: bin, data: data, logs: p.Logs, cmd: p.Cmd, done: p.Done, env: map[string]string{}}
+	d := &director{t: t, bin: bin, data: data, proc: p, logs: p.Logs, cmd: p.Cmd, done: p.Done, env: map[string]string{}}
 	t.Cleanup(func() { d.stop(syscall.SIGTERM) })
 	raw, err := os.ReadFile(envFile)
 	if err != nil {
@@ -78,18 +80,8 @@ func startDirector(t *testing.T, bin, data string) *director {
 
 // stop signals the director and waits for it to exit.
 func (d *director) stop(sig syscall.Signal) {
-	select {
-	case <-d.done:
-		return
-	default:
-	}
-	d.cmd.Process.Signal(sig)
-	select {
-	case <-d.done:
-	case <-time.After(30 * time.Second):
-		syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
-		<-d.done
-		d.t.Errorf("director did not stop within 30s of %v", sig)
+	if err := d.proc.Stop(sig); err != nil {
+		d.t.Error(err)
 	}
 }
 
@@ -109,6 +101,34 @@ func (d *director) run(args ...string) string {
 		d.t.Fatalf("director %s: %v\n%s\ndirector log tail:\n%s", strings.Join(args, " "), err, out, tail(d.logs.String(), 40))
 	}
 	return string(out)
+}
+
+// killDuring runs cmd (a command following a task with --json), calls kill
+// once the task has started stage, and waits for cmd to end. It reports
+// whether the stage was reached.
+func killDuring(t *testing.T, cmd *exec.Cmd, stage string, kill func()) bool {
+	t.Helper()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	reached := false
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		var e event
+		if json.Unmarshal(sc.Bytes(), &e) == nil && e.Stage == stage && e.State == "started" {
+			kill()
+			reached = true
+			break
+		}
+	}
+	io.Copy(io.Discard, out)
+	cmd.Wait()
+	return reached
 }
 
 // event is a task event as the CLI prints it with --json.
@@ -508,29 +528,12 @@ func TestDeployWeb(t *testing.T) {
 	})
 
 	t.Run("director killed mid-deploy converges on the next deploy", func(t *testing.T) {
-		cmd := d.command("-n", "--json", "deploy", manifest, "-v", "web_version=v3", "-v", "web_instances=2")
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		killed := false
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			var e event
-			if json.Unmarshal(sc.Bytes(), &e) == nil && e.Stage == "Creating missing vms" && e.State == "started" {
-				// Aim at the CPI call: the intent is recorded, the VM
-				// being made, the instance not yet pointing at it.
-				time.Sleep(8 * time.Millisecond)
-				d.stop(syscall.SIGKILL)
-				killed = true
-				break
-			}
-		}
-		io.Copy(io.Discard, out)
-		cmd.Wait()
+		killed := killDuring(t, d.command("-n", "--json", "deploy", manifest, "-v", "web_version=v3", "-v", "web_instances=2"), "Creating missing vms", func() {
+			// Aim at the CPI call: the intent is recorded, the VM being
+			// made, the instance not yet pointing at it.
+			time.Sleep(8 * time.Millisecond)
+			d.stop(syscall.SIGKILL)
+		})
 		if !killed {
 			t.Fatal("the deploy never reached VM creation")
 		}

@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -201,28 +199,11 @@ func TestHADirectorsFailOverMidDeploy(t *testing.T) {
 
 	// The deploy, accepted by a follower, runs on the leader; the leader
 	// dies once VMs are being made.
-	cmd := f.command("-n", "--json", "deploy", manifest)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = io.Discard
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		var e event
-		if json.Unmarshal(sc.Bytes(), &e) == nil && e.Stage == "Updating instance" && e.State == "started" {
-			c.d[0].stop(syscall.SIGKILL)
-			killed = true
-			break
-		}
-	}
-	killedAt := time.Now()
-	io.Copy(io.Discard, out)
-	cmd.Wait()
+	var killedAt time.Time
+	killed := killDuring(t, f.command("-n", "--json", "deploy", manifest), "Updating instance", func() {
+		c.d[0].stop(syscall.SIGKILL)
+		killedAt = time.Now()
+	})
 	if !killed {
 		t.Fatal("the deploy never reached the update of an instance")
 	}

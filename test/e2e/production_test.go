@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -119,7 +118,7 @@ func startProduction(t *testing.T, bin, file, target, token, caCert string) *dir
 	p := testbin.Start(t, filepath.Join(bin, "director"), []string{"serve", "--config", file}, func(logs string) bool {
 		return strings.Contains(logs, "director ready") || strings.Contains(logs, "Director ready")
 	})
-	d := &director{t: t, bin: bin, logs: p.Logs, cmd: p.Cmd, done: p.Done,
+	d := &director{t: t, bin: bin, proc: p, logs: p.Logs, cmd: p.Cmd, done: p.Done,
 		env: map[string]string{"DIRECTOR_TARGET": target, "DIRECTOR_TOKEN": token, "DIRECTOR_CA_CERT": caCert}}
 	t.Cleanup(func() { d.stop(syscall.SIGTERM) })
 	return d
@@ -146,15 +145,7 @@ func yamlBlockAfter(t *testing.T, doc, heading string) string {
 	return rest[:end]
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return testbin.FreePort(t) }
 
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()

@@ -3,6 +3,7 @@ package testbin
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os/exec"
 	"sync"
 	"syscall"
@@ -89,4 +90,15 @@ func (p *Process) Stop(sig syscall.Signal) error {
 		<-p.Done
 		return fmt.Errorf("%s did not stop within 30s of %v", p.Cmd.Path, sig)
 	}
+}
+
+// FreePort is a TCP port free on 127.0.0.1 a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
