@@ -128,9 +128,6 @@ type RegenerateRequest = apiv1.RegenerateRequest
 // DeployRequest is apiv1.DeployRequest.
 type DeployRequest = apiv1.DeployRequest
 
-// DryRunResult is apiv1.DryRunResult.
-const DryRunResult = apiv1.DryRunResult
-
 // StateRequest is apiv1.StateRequest.
 type StateRequest = apiv1.StateRequest
 

@@ -96,11 +96,6 @@ type DeployRequest struct {
 	FreshDiskOnCPIMove bool `json:"fresh_disk_on_cpi_move,omitempty"`
 }
 
-// DryRunResult starts the result of a dry run; the formatted plan
-// follows it. The task's events hold the manifest diff (stage "Manifest
-// diff", data.text), so `director deploy` shows both before it asks.
-const DryRunResult = "Dry run: nothing changed.\n\n"
-
 // StateRequest is POST /v1/deployments/{name}/state.
 type StateRequest struct {
 	Deployment string `json:"deployment"`

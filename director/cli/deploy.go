@@ -139,8 +139,6 @@ func (a *app) preview(ctx context.Context, c *client, name string, req map[strin
 		}
 		return nil, Failed(err)
 	}
-	plan, _, _ := strings.Cut(strings.TrimPrefix(t.Result, apiv1.DryRunResult), "\nPlan hash: ")
-	shown["Plan"] = plan
 	out := a.d.Stdout
 	fmt.Fprintf(out, "Using deployment %q (planned in task %d)\n\n", name, t.ID)
 	if diff := shown["Manifest diff"]; diff != "" {

@@ -29,8 +29,8 @@ import (
 
 // fakeDeployer is a stateful api.Deployer: it keeps the manifest deployed
 // last and reports a deploy as the real one does, with a "Manifest diff"
-// note (here the deployed and the submitted manifest, no redaction) and,
-// for a real deploy, a "Plan" note; a dry run's result is the plan.
+// note (here the deployed and the submitted manifest, no redaction) and a
+// "Plan" note; a dry run's result only says nothing changed.
 type fakeDeployer struct {
 	apitest.Refusing // errands, variables, pause: not in these tests
 	mu               sync.Mutex
@@ -66,10 +66,10 @@ func (f *fakeDeployer) Deploy(ctx context.Context, r *task.Reporter, req api.Dep
 		return "", task.BadInput(errors.New("manifest.yml:1: bad: not a field"))
 	}
 	note(r, "Manifest diff", "- "+f.deployed+"\n+ "+req.Manifest+"\n")
-	if req.DryRun {
-		return api.DryRunResult + f.plan(req), nil
-	}
 	note(r, "Plan", f.plan(req))
+	if req.DryRun {
+		return "Dry run: nothing changed.\n", nil
+	}
 	r.Stage("Updating instance", 1).Run("web/0", func() error { return nil }, "canary")
 	f.deployed = req.Manifest
 	return "Deployed " + req.Deployment, nil

@@ -133,6 +133,10 @@ func New(c Config) *Deployer {
 // blobTTL is how long a signed blob URL stays valid.
 const blobTTL = time.Hour
 
+// DryRunResult starts the result of a dry run; its plan hash follows. The
+// plan itself is the task's "Plan" note, as in a deploy.
+const DryRunResult = "Dry run: nothing changed.\n"
+
 // Deploy plans the manifest against what is deployed and carries the plan
 // out.
 func (d *Deployer) Deploy(ctx context.Context, r *task.Reporter, req apiv1.DeployRequest) (string, error) {
@@ -186,11 +190,12 @@ func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req apiv1.Deplo
 		return "", err
 	}
 	if req.DryRun {
-		// The plan is the result (not a note) so that a script reading the
-		// task record has it; `director deploy` shows it before asking.
+		// The plan is a note, as in a deploy, which `director deploy`
+		// shows before asking; the result says nothing changed.
+		d.note(r, "Plan", buf.String())
 		raw, _ := json.Marshal(map[string]string{"text": hash, "plan_hash": hash})
 		r.Event(store.Event{Stage: "Plan hash", State: "info", Data: raw})
-		return apiv1.DryRunResult + buf.String() + "\nPlan hash: " + hash + "\n", nil
+		return DryRunResult + "Plan hash: " + hash + "\n", nil
 	}
 	if req.PlanHash != "" && req.PlanHash != hash {
 		return "", fmt.Errorf("%w: the plan changed since the dry run that was reviewed (plan hash %s, now %s): review it again with deploy --dry-run", ErrPlanChanged, req.PlanHash, hash)

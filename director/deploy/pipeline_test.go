@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/compleat/compleat/director/api"
+	"github.com/compleat/compleat/director/deploy"
+	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
 )
 
@@ -18,17 +20,10 @@ func TestPipelineOnFakeCloudAndAgents(t *testing.T) {
 	m := benchManifest(3, "v1", 0)
 
 	res, evs := r.deploy(m, true)
-	if !strings.HasPrefix(res, api.DryRunResult) || !strings.Contains(res, "3 to create") {
-		t.Errorf("dry run result:\n%s", res)
+	if !strings.HasPrefix(res, deploy.DryRunResult) || !strings.Contains(note(evs, "Plan"), "3 to create") {
+		t.Errorf("dry run result:\n%s\nplan:\n%s", res, note(evs, "Plan"))
 	}
-	var diff string
-	for _, e := range evs {
-		if e.Stage == "Manifest diff" {
-			var d struct{ Text string }
-			json.Unmarshal(e.Data, &d)
-			diff = d.Text
-		}
-	}
+	diff := note(evs, "Manifest diff")
 	if !strings.Contains(diff, "+ name: big") || !strings.Contains(diff, "version: <redacted>") {
 		t.Errorf("a dry run records the manifest diff, redacted:\n%s", diff)
 	}
@@ -66,4 +61,17 @@ func TestPipelineOnFakeCloudAndAgents(t *testing.T) {
 	if n := r.fleet.scripts("post-start"); n != 6 {
 		t.Errorf("post-start ran %d times, want 3 (deploy) + 3 (restart)", n)
 	}
+}
+
+// note is the text of the last note of a stage among evs.
+func note(evs []store.Event, stage string) string {
+	var text string
+	for _, e := range evs {
+		if e.Stage == stage && e.State == "info" {
+			var d struct{ Text string }
+			json.Unmarshal(e.Data, &d)
+			text = d.Text
+		}
+	}
+	return text
 }

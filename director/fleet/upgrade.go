@@ -122,6 +122,7 @@ func (f *Fleet) rollOne(ctx context.Context, r *task.Reporter, row *UpgradeRow, 
 	}
 	row.TaskID = t.ID
 	var after uint64
+	var plan json.RawMessage // the deploy's "Plan" note
 	for !t.Finished() {
 		evs, cur, err := f.d.Tasks.Wait(ctx, t.ID, after)
 		if ctx.Err() != nil {
@@ -133,8 +134,11 @@ func (f *Fleet) rollOne(ctx context.Context, r *task.Reporter, row *UpgradeRow, 
 			row.Result, row.Error = ResultFailed, err.Error()
 			return err
 		}
-		if len(evs) > 0 {
-			after = evs[len(evs)-1].Seq
+		for _, e := range evs {
+			if e.Stage == "Plan" && e.State == "info" {
+				plan = e.Data
+			}
+			after = e.Seq
 		}
 		t = cur
 	}
@@ -148,8 +152,7 @@ func (f *Fleet) rollOne(ctx context.Context, r *task.Reporter, row *UpgradeRow, 
 	row.Result = ResultUpgraded
 	if dryRun {
 		row.Result = ResultPlanned
-		raw, _ := json.Marshal(map[string]string{"text": t.Result})
-		r.Event(store.Event{Stage: "Plan of " + row.Deployment, State: "info", Data: raw})
+		r.Event(store.Event{Stage: "Plan of " + row.Deployment, State: "info", Data: plan})
 	}
 	return nil
 }

@@ -423,16 +423,19 @@ func TestDeployWeb(t *testing.T) {
 
 	t.Run("dry run changes nothing", func(t *testing.T) {
 		evs, res := deploy("v1", 2, "--dry-run")
-		if !strings.Contains(res.Result, "3 to create") {
-			t.Errorf("dry run result:\n%s", res.Result)
-		}
-		// The manifest diff `deploy` shows before it asks: all new, the
-		// properties redacted.
-		var diff string
+		// The plan and the manifest diff `deploy` shows before it asks:
+		// all new, the properties redacted.
+		var diff, plan string
 		for _, e := range evs {
-			if e.Stage == "Manifest diff" {
+			switch e.Stage {
+			case "Manifest diff":
 				diff = e.Data.Text
+			case "Plan":
+				plan = e.Data.Text
 			}
+		}
+		if !strings.Contains(plan, "3 to create") || !strings.HasPrefix(res.Result, "Dry run: nothing changed.") {
+			t.Errorf("dry run result:\n%s\nplan:\n%s", res.Result, plan)
 		}
 		if !strings.Contains(diff, "+ name: web") || !strings.Contains(diff, "<redacted>") || strings.Contains(diff, "v1") {
 			t.Errorf("dry run manifest diff:\n%s", diff)

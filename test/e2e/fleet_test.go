@@ -160,7 +160,12 @@ instance_groups:
 	}
 
 	// A dry run plans both and changes nothing.
-	d.run("-n", "upgrade-stemcell", "linux", "--all", "--dry-run")
+	dry := d.run("-n", "upgrade-stemcell", "linux", "--all", "--dry-run")
+	for _, dep := range []string{"sc-a", "sc-b"} {
+		if _, plan, _ := strings.Cut(dry, "Plan of "+dep); !strings.Contains(plan, "to update") {
+			t.Errorf("the dry run shows no plan of %s:\n%s", dep, dry)
+		}
+	}
 	if got := vmStemcells("sc-b"); !slices.Equal(got, []string{v1cid}) {
 		t.Errorf("after a dry run sc-b's VMs are on %v, want %s", got, v1cid)
 	}
