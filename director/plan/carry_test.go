@@ -27,6 +27,7 @@ func loadCase(t testing.TB, file string) golden {
 }
 
 func TestRolloutAndCompileTargets(t *testing.T) {
+	t.Parallel()
 	g := loadCase(t, "testdata/property_change.txtar")
 	ids := &plan.SequentialIDs{Prefix: "id-"}
 	prevD, _ := g.desired(t, "deployed.yml", "director.yml", ids)
@@ -78,6 +79,7 @@ func TestRolloutAndCompileTargets(t *testing.T) {
 }
 
 func TestComputeIsDeterministic(t *testing.T) {
+	t.Parallel()
 	g := loadCase(t, "testdata/first_deploy.txtar")
 	var outs []string
 	for range 3 {
@@ -185,6 +187,7 @@ func benchPlan(b *testing.B, n int) {
 }
 
 func TestApplySpec(t *testing.T) {
+	t.Parallel()
 	g := loadCase(t, "testdata/first_deploy.txtar")
 	d, _ := g.desired(t, "manifest.yml", "director.yml", &plan.SequentialIDs{Prefix: "id-"})
 	p, err := plan.Compute(d, plan.State{})
@@ -214,6 +217,7 @@ func TestApplySpec(t *testing.T) {
 }
 
 func TestCompilationAddressesCollideWithNothing(t *testing.T) {
+	t.Parallel()
 	g := loadCase(t, "testdata/first_deploy.txtar")
 	d, _ := g.desired(t, "manifest.yml", "director.yml", &plan.SequentialIDs{Prefix: "id-"})
 	p, err := plan.Compute(d, plan.State{OtherIPs: map[string][]netip.Addr{"default": {netip.MustParseAddr("127.77.1.21")}}})
@@ -238,6 +242,7 @@ func TestCompilationAddressesCollideWithNothing(t *testing.T) {
 }
 
 func TestTeardown(t *testing.T) {
+	t.Parallel()
 	g := loadCase(t, "testdata/first_deploy.txtar")
 	d, _ := g.desired(t, "manifest.yml", "director.yml", &plan.SequentialIDs{Prefix: "id-"})
 	p, err := plan.Compute(d, plan.State{})
@@ -269,6 +274,7 @@ func TestTeardown(t *testing.T) {
 // addresses the cloud gave, nothing applied yet) and plans again: the second
 // plan renders the real addresses and has nothing pending.
 func TestDynamicAddressesTwoPasses(t *testing.T) {
+	t.Parallel()
 	g := loadCase(t, "testdata/networks.txtar")
 	ids := &plan.SequentialIDs{Prefix: "id-"}
 	d, _ := g.desired(t, "manifest.yml", "director.yml", ids)

@@ -45,6 +45,7 @@ func deployWith(t *testing.T, g golden, text string, state plan.State, ids plan.
 // updates only the web instances, canary first; a redeploy of the same
 // manifest compiles nothing and touches no instance.
 func TestDeployFlow(t *testing.T) {
+	t.Parallel()
 	g := loadCase(t, "testdata/first_deploy.txtar")
 	v1 := string(g.sections["manifest.yml"])
 	v2 := strings.Replace(v1, "version: v1", "version: v2", 1)
@@ -98,6 +99,7 @@ func TestDeployFlow(t *testing.T) {
 // web's link and may surge, surges in turn. Deploying the same manifest
 // again changes nothing: the new addresses are kept.
 func TestSurgeFlow(t *testing.T) {
+	t.Parallel()
 	g := loadCase(t, "testdata/max_surge.txtar")
 	v2 := string(g.sections["manifest.yml"])
 	v1 := strings.Replace(v2, "version: v2", "version: v1", 1)

@@ -14,6 +14,7 @@ import (
 // each: the planner jumps past them instead of walking them address by
 // address (which would not end), and hands out the first free addresses.
 func TestHugeIPv6RangesArePlannedWithoutWalkingThem(t *testing.T) {
+	t.Parallel()
 	g := loadCase(t, "testdata/networks.txtar")
 	cc := string(g.sections["cloud-config.yml"])
 	for old, new := range map[string]string{
@@ -68,6 +69,7 @@ func TestHugeIPv6RangesArePlannedWithoutWalkingThem(t *testing.T) {
 
 // A subnet's reserved list is bounded in entries, naming the limit.
 func TestSubnetRangeListsAreBounded(t *testing.T) {
+	t.Parallel()
 	var b strings.Builder
 	b.WriteString("azs: [{name: z1}]\nnetworks:\n- name: n\n  type: manual\n  subnets:\n  - range: fd00::/64\n    gateway: fd00::1\n    az: z1\n    reserved:\n")
 	for i := range manifest.MaxSubnetRanges + 1 {

@@ -189,12 +189,14 @@ func formatResult(p plan.Plan, err error, df directorFile) string {
 }
 
 func TestGolden(t *testing.T) {
+	t.Parallel()
 	files, err := filepath.Glob("testdata/*.txtar")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no golden files (%v)", err)
 	}
 	for _, file := range files {
 		t.Run(strings.TrimSuffix(filepath.Base(file), ".txtar"), func(t *testing.T) {
+			t.Parallel()
 			if strings.HasPrefix(filepath.Base(file), "bosh_") && erbRenderer() == nil {
 				t.Skip("ruby is not installed (Debian package ruby): BOSH jobs' ERB templates cannot be rendered")
 			}

@@ -71,6 +71,7 @@ instance_groups:
 // instances keep their AZ and index, and that planning the same manifest
 // again changes nothing.
 func TestPlanSequences(t *testing.T) {
+	t.Parallel()
 	ar, err := txtar.ParseFile("testdata/first_deploy.txtar")
 	if err != nil {
 		t.Fatal(err)
@@ -162,6 +163,7 @@ func TestPlanSequences(t *testing.T) {
 // every ignored instance as recorded — no change, its VM, disk and address
 // kept, its disk not orphaned.
 func TestIgnoredInstancesAreLeftAsTheyAre(t *testing.T) {
+	t.Parallel()
 	ar, err := txtar.ParseFile("testdata/first_deploy.txtar")
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 // rendered process files: the template contract as the sample release uses
 // it.
 func TestSampleWebDeployment(t *testing.T) {
+	t.Parallel()
 	root := filepath.Join("..", "..")
 	tarball := filepath.Join(t.TempDir(), "web.tgz")
 	if _, _, err := release.Create(filepath.Join(root, "releases", "web"), release.CreateOptions{Version: "1", Tarball: tarball}); err != nil {
