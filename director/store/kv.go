@@ -76,8 +76,15 @@ type backend interface {
 
 // boltBackend keeps the state in one bbolt file.
 type boltBackend struct {
-	db   *bolt.DB
-	path string
+	db    *bolt.DB
+	path  string
+	group groupCommit // batch's commits, over update
+}
+
+func newBoltBackend(db *bolt.DB, path string) *boltBackend {
+	b := &boltBackend{db: db, path: path}
+	b.group.update = b.update
+	return b
 }
 
 func (b *boltBackend) view(fn func(kvTx) error) error {
@@ -88,9 +95,7 @@ func (b *boltBackend) update(fn func(kvTx) error) error {
 	return b.db.Update(func(tx *bolt.Tx) error { return fn(boltTx{tx}) })
 }
 
-func (b *boltBackend) batch(fn func(kvTx) error) error {
-	return b.db.Batch(func(tx *bolt.Tx) error { return fn(boltTx{tx}) })
-}
+func (b *boltBackend) batch(fn func(kvTx) error) error { return b.group.do(fn) }
 
 func (b *boltBackend) backup(w io.Writer) (int64, error) {
 	var n int64

@@ -112,10 +112,7 @@ func Open(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open state file %s: %w", path, err)
 	}
-	// Batch commits wait at most this long for company: enough for the
-	// parallel steps of a stage to share a commit, short for a lone writer.
-	db.MaxBatchDelay = 500 * time.Microsecond
-	return open(&boltBackend{db: db, path: path}, opts)
+	return open(newBoltBackend(db, path), opts)
 }
 
 // open readies a store on a backend: key, schema, sealed configs. It closes
@@ -254,7 +251,8 @@ func (s *Store) Update(fn func(*Tx) error) error {
 
 // Batch runs fn in a write transaction that may be shared with other
 // concurrent Batch calls, so that many small writes from parallel goroutines
-// (task events of parallel steps) share one commit. fn may run more than
+// (the records of a batch's instances) share one commit: on bbolt, a group
+// commit (groupCommit) that never waits for company. fn may run more than
 // once and must only touch the transaction.
 func (s *Store) Batch(fn func(*Tx) error) error {
 	return s.db.batch(func(tx kvTx) error { return fn(&Tx{tx: tx, key: s.key, now: s.now}) })

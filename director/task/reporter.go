@@ -9,25 +9,84 @@ import (
 
 // Reporter records a task's events. It is safe for concurrent use by the
 // steps of a stage running in parallel.
+//
+// An event is queued and written by a writer of the reporter's own, so a
+// step never waits for its progress to be durable: what must be durable
+// before a step goes on (an instance's records) is written by the step
+// itself. The writer commits what queued meanwhile in one transaction, in
+// order; the task's end waits for the queue (flush), so a follower reads
+// every event before the task's final state. A director that dies loses
+// at most the events not yet written.
 type Reporter struct {
 	m  *Manager
 	id uint64
+
+	mu      sync.Mutex
+	queue   []store.Event
+	writing bool       // a writer goroutine runs
+	written *sync.Cond // on mu: the queue emptied and no writer runs
+}
+
+func newReporter(m *Manager, id uint64) *Reporter {
+	r := &Reporter{m: m, id: id}
+	r.written = sync.NewCond(&r.mu)
+	return r
 }
 
 // TaskID is the id of the task being reported.
 func (r *Reporter) TaskID() uint64 { return r.id }
 
-// Event records one event as given (TaskID and Time are filled in).
+// Event records one event as given (TaskID, and Time when zero, are
+// filled in: the time it was reported, not written).
 func (r *Reporter) Event(e store.Event) {
 	e.TaskID = r.id
-	err := r.m.store.Batch(func(tx *store.Tx) error {
-		_, err := tx.AddEvent(e)
-		return err
-	})
-	if err != nil {
-		r.m.log.Error("record task event", "task", r.id, "error", err)
+	if e.Time.IsZero() {
+		e.Time = r.m.store.Now().UTC()
 	}
-	r.m.changed(r.id)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.queue = append(r.queue, e)
+	if !r.writing {
+		r.writing = true
+		go r.write()
+	}
+}
+
+// write commits the queue until it is empty.
+func (r *Reporter) write() {
+	for {
+		r.mu.Lock()
+		evs := r.queue
+		r.queue = nil
+		if len(evs) == 0 {
+			r.writing = false
+			r.written.Broadcast()
+			r.mu.Unlock()
+			return
+		}
+		r.mu.Unlock()
+		err := r.m.store.Batch(func(tx *store.Tx) error {
+			for _, e := range evs {
+				if _, err := tx.AddEvent(e); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			r.m.log.Error("record task events", "task", r.id, "events", len(evs), "error", err)
+		}
+		r.m.changed(r.id)
+	}
+}
+
+// flush returns once every event reported so far is written.
+func (r *Reporter) flush() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.writing || len(r.queue) > 0 {
+		r.written.Wait()
+	}
 }
 
 // Stage begins a stage of total steps (0 when unknown).

@@ -428,7 +428,7 @@ func (m *Manager) Wake() {
 
 func (m *Manager) run(ctx context.Context, t store.Task, fn Func) {
 	log := m.log.With("task", t.ID, "type", t.Type)
-	r := &Reporter{m: m, id: t.ID}
+	r := newReporter(m, t.ID)
 	log.Info("task started", "description", t.Description)
 	var stopRenew func()
 	if t.Deployment != "" {
@@ -438,6 +438,7 @@ func (m *Manager) run(ctx context.Context, t store.Task, fn Func) {
 	if stopRenew != nil {
 		stopRenew()
 	}
+	r.flush() // every event before the task's end
 	m.finish(t, result, err, log)
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,6 +76,61 @@ func TestTaskRecordsStagesAndResult(t *testing.T) {
 	if evs[3].State != "failed" || evs[3].Error != "boom" || evs[3].Step != "web/1" {
 		t.Errorf("last event = %+v", evs[3])
 	}
+}
+
+// TestEveryEventIsWrittenBeforeTheTaskEnds: events are written behind the
+// steps that report them, yet a follower reads all of them, each step's in
+// the order reported, before the task's end; a direct read of the store
+// after the end finds them too.
+func TestEveryEventIsWrittenBeforeTheTaskEnds(t *testing.T) {
+	s := storetest.New(t)
+	m := task.NewManager(s, logger(t), task.Options{})
+	const steps, notes = 16, 50
+	tk, err := m.Start(context.Background(), task.Spec{Type: "test"}, func(ctx context.Context, r *task.Reporter) (string, error) {
+		var wg sync.WaitGroup
+		for i := range steps {
+			wg.Go(func() {
+				for j := range notes {
+					r.Event(store.Event{Stage: "Notes", Step: fmt.Sprint(i), Index: j, State: "info"})
+				}
+			})
+		}
+		wg.Wait()
+		// The last one right before the end: written after it unless
+		// the end waits for the writer.
+		r.Event(store.Event{Stage: "Notes", Step: "last", State: "info"})
+		return "done", nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, final := follow(t, m, tk.ID)
+	if final.State != store.TaskDone {
+		t.Fatalf("task = %+v", final)
+	}
+	check := func(how string, evs []store.Event) {
+		t.Helper()
+		if len(evs) != steps*notes+1 || evs[len(evs)-1].Step != "last" {
+			t.Fatalf("%s: %d events, want %d ending with the last one reported", how, len(evs), steps*notes+1)
+		}
+		next := map[string]int{}
+		for k, e := range evs {
+			if e.Seq != uint64(k+1) || e.Time.IsZero() {
+				t.Fatalf("%s: event %d has seq %d, time %v", how, k, e.Seq, e.Time)
+			}
+			if e.Index != next[e.Step] {
+				t.Fatalf("%s: step %s's event %d came as its %dth", how, e.Step, e.Index, next[e.Step])
+			}
+			next[e.Step]++
+		}
+	}
+	check("followed", evs)
+	var stored []store.Event
+	s.View(func(tx *store.Tx) error {
+		stored, err = tx.Events(tk.ID, 0)
+		return err
+	})
+	check("stored", stored)
 }
 
 func TestCancelStopsAtTheNextSafePoint(t *testing.T) {
