@@ -58,6 +58,8 @@ type Config struct {
 	// COMPLEAT_CPI_PROPERTIES. It may hold credentials; it is never logged.
 	Properties json.RawMessage
 	// Env adds variables to the plugin's environment (values never logged).
+	// Without GOMAXPROCS among them the plugin runs with GOMAXPROCS=1
+	// (PluginProcs).
 	Env map[string]string
 	// StartTimeout bounds starting the plugin and its handshake
 	// (default 1 minute).
@@ -72,6 +74,13 @@ type Config struct {
 	// (a gRPC interceptor: every method, present and future).
 	Observe cpi.CallObserver
 }
+
+// PluginProcs is a plugin's GOMAXPROCS unless Config.Env sets one. A
+// plugin mostly waits (on its cloud, on the host), and with one P the Go
+// runtime in it does not spin idle threads looking for work after each
+// call: a call through the plugin costs about a third less of the
+// plugin's CPU and takes about a sixth less time (BenchmarkHasVM).
+const PluginProcs = "1"
 
 // Plugin is a running CPI plugin. It implements cpi.CPI and is safe for
 // concurrent use. Close it when done.
@@ -152,6 +161,9 @@ func (p *Plugin) environ() []string {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}
+	}
+	if _, set := p.cfg.Env["GOMAXPROCS"]; !set {
+		env = append(env, "GOMAXPROCS="+PluginProcs)
 	}
 	for k, v := range p.cfg.Env {
 		env = append(env, k+"="+v)

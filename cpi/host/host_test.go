@@ -269,14 +269,17 @@ func TestPropertiesAndEnvironment(t *testing.T) {
 	for _, k := range strings.Split(rec.attrs["env"], ",") {
 		env[k] = true
 	}
-	for _, want := range []string{"PATH", "HOME", cpi.PropertiesEnv, "EXTRA_VAR", "PLUGIN_PROTOCOL_VERSIONS", "PLUGIN_CLIENT_CERT"} {
+	if rec.attrs["gomaxprocs"] != host.PluginProcs {
+		t.Errorf("plugin runs with GOMAXPROCS %s, want %s", rec.attrs["gomaxprocs"], host.PluginProcs)
+	}
+	for _, want := range []string{"PATH", "HOME", cpi.PropertiesEnv, "EXTRA_VAR", "GOMAXPROCS", "PLUGIN_PROTOCOL_VERSIONS", "PLUGIN_CLIENT_CERT"} {
 		if !env[want] && (want != "HOME" || os.Getenv("HOME") != "") {
 			t.Errorf("plugin environment lacks %s: %v", want, rec.attrs["env"])
 		}
 	}
 	for k := range env {
 		switch {
-		case k == "PATH", k == "HOME", k == "TMPDIR", k == cpi.PropertiesEnv, k == "EXTRA_VAR",
+		case k == "PATH", k == "HOME", k == "TMPDIR", k == cpi.PropertiesEnv, k == "EXTRA_VAR", k == "GOMAXPROCS",
 			strings.HasPrefix(k, "PLUGIN_"), k == cpi.Handshake().MagicCookieKey:
 		default:
 			t.Errorf("plugin inherited %s from the host", k)
@@ -287,6 +290,19 @@ func TestPropertiesAndEnvironment(t *testing.T) {
 		if strings.Contains(fmt.Sprint(r.msg, r.attrs), secret) {
 			t.Errorf("a log record holds the properties' secret: %s %v", r.msg, r.attrs)
 		}
+	}
+}
+
+// TestGOMAXPROCSGivenWins: a GOMAXPROCS in Config.Env replaces the
+// plugin's default.
+func TestGOMAXPROCSGivenWins(t *testing.T) {
+	logs, logger := newCapture(t)
+	p := start(t, host.Config{Env: map[string]string{"GOMAXPROCS": "3"}, Logger: logger})
+	if _, err := p.Info(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := logs.wait(t, "fake plugin starting").attrs["gomaxprocs"]; got != "3" {
+		t.Errorf("plugin runs with GOMAXPROCS %s, want the 3 given", got)
 	}
 }
 

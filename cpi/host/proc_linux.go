@@ -18,31 +18,22 @@ func setDeathSignal(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
 
-// procWatch tells whether a process runs from its /proc files, kept open
-// for the process's life: a look is two reads (pread), not two opens,
-// reads and closes, since the host looks before every call.
+// procWatch tells whether a process runs from its /proc/PID/stat, kept
+// open for the process's life: a look is one read (pread), not an open, a
+// read and a close, since the host looks before every call.
 type procWatch struct {
-	pid          int
-	mu           sync.Mutex
-	stat, status *os.File // nil: opened on each look
-	buf          []byte
+	pid  int
+	mu   sync.Mutex
+	stat *os.File // nil: opened on each look
+	buf  []byte
 }
 
-// watchProcess opens pid's /proc files (a process gone since reads as
+// watchProcess opens pid's /proc/PID/stat (a process gone since reads as
 // not running).
 func watchProcess(pid int) *procWatch {
-	w := &procWatch{pid: pid, buf: make([]byte, 8192)}
-	stat, err1 := os.Open(fmt.Sprintf("/proc/%d/stat", pid))
-	status, err2 := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err1 == nil && err2 == nil {
-		w.stat, w.status = stat, status
-		return w
-	}
-	if stat != nil {
-		stat.Close()
-	}
-	if status != nil {
-		status.Close()
+	w := &procWatch{pid: pid, buf: make([]byte, 4096)}
+	if f, err := os.Open(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		w.stat = f
 	}
 	return w
 }
@@ -55,50 +46,36 @@ func (w *procWatch) alive() bool {
 	if w.stat == nil {
 		return processAlive(w.pid)
 	}
-	b, ok := w.read(w.stat)
-	if !ok || !runningStat(b) {
+	// The process's /proc entry is generated anew on each read; once it
+	// is reaped, reads fail.
+	n, err := w.stat.ReadAt(w.buf, 0)
+	if n == 0 || (err != nil && err != io.EOF) {
 		return false
 	}
-	b, ok = w.read(w.status)
-	return ok && !sigkillPending(b)
+	return runningStat(w.buf[:n])
 }
 
-// read reads f from its start into w.buf (the process's /proc entry is
-// generated anew on each read; once it is reaped, reads fail).
-func (w *procWatch) read(f *os.File) ([]byte, bool) {
-	n, err := f.ReadAt(w.buf, 0)
-	if n == 0 || (err != nil && err != io.EOF) {
-		return nil, false
-	}
-	return w.buf[:n], true
-}
-
-// close closes the files.
+// close closes the file.
 func (w *procWatch) close() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.stat != nil {
 		w.stat.Close()
-		w.status.Close()
-		w.stat, w.status = nil, nil
+		w.stat = nil
 	}
 }
 
-// processAlive reports whether pid runs: it exists and is not a zombie
-// waiting to be reaped.
+// processAlive reports whether pid runs, as procWatch.alive does.
 func processAlive(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil || !runningStat(b) {
-		return false
-	}
-	return !killPending(pid)
+	return err == nil && runningStat(b)
 }
 
-// runningStat reports whether a /proc/PID/stat says running: not a zombie
-// and not exiting.
+// runningStat reports whether a /proc/PID/stat says running: not a zombie,
+// not exiting and no SIGKILL pending.
 func runningStat(b []byte) bool {
 	// The state follows the parenthesised command name, which may itself
-	// hold parentheses.
+	// hold parentheses; the fields after it are numbered from 3 (state).
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 || i+2 >= len(b) {
 		return false
@@ -107,40 +84,26 @@ func runningStat(b []byte) bool {
 	case 'Z', 'X', 'x':
 		return false
 	}
-	// The flags (the 7th field after the name) say PF_EXITING from the
-	// start of the exit, before the process turns zombie.
-	const pfExiting = 0x4
-	if f := bytes.Fields(b[i+1:]); len(f) > 6 {
-		if flags, err := strconv.ParseUint(string(f[6]), 10, 64); err == nil && flags&pfExiting != 0 {
-			return false
+	f := bytes.Fields(b[i+1:])
+	field := func(n int) (uint64, bool) {
+		if n-3 >= len(f) {
+			return 0, false
 		}
+		v, err := strconv.ParseUint(string(f[n-3]), 10, 64)
+		return v, err == nil
+	}
+	// flags (9) say PF_EXITING from the start of the exit, before the
+	// process turns zombie.
+	const pfExiting = 0x4
+	if flags, ok := field(9); ok && flags&pfExiting != 0 {
+		return false
+	}
+	// signal (31) is the main thread's pending signals: a SIGKILL sent to
+	// the process is put there at once (the kernel gives a fatal signal
+	// to every thread), so the process is as good as gone.
+	const sigkill = uint64(1) << (9 - 1)
+	if pending, ok := field(31); ok && pending&sigkill != 0 {
+		return false
 	}
 	return true
-}
-
-// killPending reports whether a SIGKILL waits to be delivered to pid: the
-// process is as good as gone (or gone: true when it cannot be read).
-func killPending(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return true
-	}
-	return sigkillPending(b)
-}
-
-// sigkillPending reports whether a /proc/PID/status shows a SIGKILL
-// pending (for the thread or the process).
-func sigkillPending(b []byte) bool {
-	const sigkill = uint64(1) << (9 - 1)
-	for line := range bytes.Lines(b) {
-		k, v, ok := bytes.Cut(line, []byte(":"))
-		if !ok || (string(k) != "SigPnd" && string(k) != "ShdPnd") {
-			continue
-		}
-		mask, err := strconv.ParseUint(string(bytes.TrimSpace(v)), 16, 64)
-		if err == nil && mask&sigkill != 0 {
-			return true
-		}
-	}
-	return false
 }

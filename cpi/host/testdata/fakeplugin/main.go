@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -73,7 +74,7 @@ func newPlugin(properties json.RawMessage, log *slog.Logger) (cpi.CPI, error) {
 		names = append(names, k)
 	}
 	slices.Sort(names)
-	log.Debug("fake plugin starting", "pid", os.Getpid(), "env", strings.Join(names, ","))
+	log.Debug("fake plugin starting", "pid", os.Getpid(), "env", strings.Join(names, ","), "gomaxprocs", runtime.GOMAXPROCS(0))
 	fake := cpitest.NewFake()
 	fake.RefuseUnknownCloudProperties() // as the contract asks of a plugin
 	if props.StateFile != "" {
