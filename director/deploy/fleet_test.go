@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -197,7 +198,28 @@ func (a *fakeAgent) answer(method string, arg json.RawMessage) (any, *protocol.E
 // and VMs it deletes halt theirs.
 type fleetCloud struct {
 	*cpitest.Fake
-	fleet *fleet
+	fleet    *fleet
+	unlisted *unlisted
+}
+
+// unlisted are VMs the cloud has but its ListVMs leaves out, as a cloud
+// whose list lags behind its VMs does.
+type unlisted struct {
+	mu   sync.Mutex
+	cids map[string]bool
+}
+
+func (u *unlisted) hide(cid string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.cids[cid] = true
+}
+
+func (c fleetCloud) ListVMs(ctx context.Context, filter cpi.ListFilter) ([]cpi.VMInfo, error) {
+	vms, err := c.Fake.ListVMs(ctx, filter)
+	c.unlisted.mu.Lock()
+	defer c.unlisted.mu.Unlock()
+	return slices.DeleteFunc(vms, func(v cpi.VMInfo) bool { return c.unlisted.cids[v.CID] }), err
 }
 
 func (c fleetCloud) CreateVM(ctx context.Context, req cpi.CreateVMRequest) (cpi.CreateVMResult, error) {
@@ -231,8 +253,10 @@ type rig struct {
 	tasks *task.Manager
 	d     *deploy.Deployer
 	cloud *cpitest.Fake
-	cpis  *cpimanager.Manager
-	fleet *fleet
+	// unlisted VMs are left out of the cloud's ListVMs.
+	unlisted *unlisted
+	cpis     *cpimanager.Manager
+	fleet    *fleet
 
 	stateFile string
 }
@@ -292,7 +316,7 @@ func newRigLogging(tb testing.TB, logger *slog.Logger) *rig {
 	if _, err := fl.serve(connect()); err != nil {
 		tb.Fatal(err)
 	}
-	cloud := fleetCloud{Fake: cpitest.NewFake(), fleet: fl}
+	cloud := fleetCloud{Fake: cpitest.NewFake(), fleet: fl, unlisted: &unlisted{cids: map[string]bool{}}}
 	// The launcher serves the fake in process; the file only satisfies the
 	// manager's rule that plugins run from next to the director.
 	pluginDir := filepath.Join(dir, "plugins")
@@ -313,7 +337,7 @@ func newRigLogging(tb testing.TB, logger *slog.Logger) *rig {
 		Blobs: blobs, Signer: blobstore.NewSigner([]byte("bench-signing-key-0123456789abcdef")), BlobURL: "https://127.0.0.1:1/blobs",
 		Logger: logger, AgentTimeout: 10 * time.Second, AgentAbsentGrace: 100 * time.Millisecond,
 	})
-	r := &rig{tb: tb, store: st, tasks: tasks, d: d, cloud: cloud.Fake, cpis: cpis, fleet: fl, stateFile: filepath.Join(dir, "state.db")}
+	r := &rig{tb: tb, store: st, tasks: tasks, d: d, cloud: cloud.Fake, unlisted: cloud.unlisted, cpis: cpis, fleet: fl, stateFile: filepath.Join(dir, "state.db")}
 
 	// The release, built from source and uploaded as the API does.
 	src := filepath.Join(dir, "release")

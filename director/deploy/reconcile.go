@@ -135,6 +135,7 @@ func (d *Deployer) reconcile(ctx context.Context, r *task.Reporter, deployment s
 	}
 	// Instances whose VM is gone: forget the VM so the plan recreates it.
 	return stage.Run(fmt.Sprintf("vms of %d instances", len(insts)), func() error {
+		present := map[string]map[string]bool{} // cpi → cids it listed
 		for _, in := range insts {
 			if in.VMCID == "" {
 				continue
@@ -147,11 +148,24 @@ func (d *Deployer) reconcile(ctx context.Context, r *task.Reporter, deployment s
 					return err
 				}
 			}
+			listed, ok := present[cpiName]
+			if !ok {
+				if listed, err = d.listedCIDs(ctx, cpiName); err != nil {
+					return err
+				}
+				present[cpiName] = listed
+			}
+			if listed[in.VMCID] {
+				continue
+			}
+			// Not listed (or no list): asked one by one. A list only
+			// proves presence; absence is confirmed, so that a cloud whose
+			// list lags behind its VMs never costs an instance its VM.
 			c, err := d.cpi(ctx, cpiName)
 			if err != nil {
 				return err
 			}
-			ok, err := c.HasVM(ctx, in.VMCID)
+			ok, err = c.HasVM(ctx, in.VMCID)
 			if err != nil {
 				return fmt.Errorf("has vm %s: %w", in.VMCID, err)
 			}
@@ -175,6 +189,28 @@ func (d *Deployer) reconcile(ctx context.Context, r *task.Reporter, deployment s
 		}
 		return nil
 	})
+}
+
+// listedCIDs is the set of this director's VMs a CPI lists, in one call:
+// nil when the CPI cannot list VMs.
+func (d *Deployer) listedCIDs(ctx context.Context, cpiName string) (map[string]bool, error) {
+	info, err := d.c.CPIs.Info(ctx, cpiName)
+	if err != nil || !info.Capabilities.ListVMs {
+		return nil, err
+	}
+	c, err := d.cpi(ctx, cpiName)
+	if err != nil {
+		return nil, err
+	}
+	vms, err := c.ListVMs(ctx, cpi.ListFilter{DirectorID: d.c.DirectorID})
+	if err != nil {
+		return nil, fmt.Errorf("list vms of cpi %s: %w", cpiName, err)
+	}
+	set := make(map[string]bool, len(vms))
+	for _, v := range vms {
+		set[v.CID] = true
+	}
+	return set, nil
 }
 
 func describeVM(vm store.VM) string {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/compleat/compleat/cpi"
+	"github.com/compleat/compleat/cpi/cpitest"
 	"github.com/compleat/compleat/director/api"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
@@ -229,5 +230,43 @@ func TestUnfinishedUpdateIsFinishedByTheNextDeploy(t *testing.T) {
 	})
 	if res, _ := r.deploy(m, false); res != "No changes: nothing to do." {
 		t.Errorf("the deploy after: %q", res)
+	}
+}
+
+// A deploy checks its instances' VMs with one ListVMs per CPI, and asks
+// HasVM only of the VMs the list leaves out: a VM gone from the cloud is
+// forgotten and made again, while a VM the list misses but the cloud has
+// (a list that lags) keeps its instance.
+func TestReconcileListsVMsOnceAndConfirmsTheMissing(t *testing.T) {
+	r := newRig(t)
+	m := benchManifest(4, "v1", 0)
+	r.deploy(m, false)
+	vms := r.cloud.VMs()
+	if len(vms) != 4 {
+		t.Fatalf("%d vms after the first deploy, want 4", len(vms))
+	}
+	gone, lagging := vms[0].CID, vms[1].CID
+	if err := r.cloud.DeleteVM(context.Background(), gone); err != nil {
+		t.Fatal(err)
+	}
+	r.unlisted.hide(lagging)
+	lists, asks := r.cloud.Calls(cpitest.MethodListVMs), r.cloud.Calls(cpitest.MethodHasVM)
+
+	res, evs := r.deploy(m, false)
+	if n := r.cloud.Calls(cpitest.MethodListVMs) - lists; n != 1 {
+		t.Errorf("%d ListVMs calls, want 1", n)
+	}
+	if n := r.cloud.Calls(cpitest.MethodHasVM) - asks; n != 2 {
+		t.Errorf("%d HasVM calls, want 2 (the gone vm and the unlisted one)", n)
+	}
+	if n := stageEvents(evs, "Creating missing vms", "finished"); n != 1 {
+		t.Errorf("%d vms created, want 1 for the gone one (result %q)", n, res)
+	}
+	have := map[string]bool{}
+	for _, vm := range r.cloud.VMs() {
+		have[vm.CID] = true
+	}
+	if len(have) != 4 || have[gone] || !have[lagging] {
+		t.Errorf("vms after the deploy %v: want 4, without %s, with %s", have, gone, lagging)
 	}
 }
