@@ -17,8 +17,7 @@ import (
 // ErrNoRollout is apiv1.ErrNoRollout.
 var ErrNoRollout = apiv1.ErrNoRollout
 
-// Pauser is the deploy pipeline's pause capability; the Deployer offers it
-// or the pause route answers 501.
+// Pauser is the deploy pipeline's pause capability, part of Deployer.
 type Pauser interface {
 	// Pause asks the deployment's rollout under way to stop after the
 	// batches in flight; ErrNoRollout when there is none.
