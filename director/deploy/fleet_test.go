@@ -14,13 +14,16 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -202,6 +205,20 @@ type fleetCloud struct {
 	unlisted *unlisted
 }
 
+// refusingBlobs is the director's blobstore, refusing every Put once
+// refuse is set, as a full disk does.
+type refusingBlobs struct {
+	blobstore.Store
+	refuse atomic.Bool
+}
+
+func (b *refusingBlobs) Put(ctx context.Context, r io.Reader) (blobstore.Blob, error) {
+	if b.refuse.Load() {
+		return blobstore.Blob{}, errors.New("no space left on device")
+	}
+	return b.Store.Put(ctx, r)
+}
+
 // unlisted are VMs the cloud has but its ListVMs leaves out, as a cloud
 // whose list lags behind its VMs does.
 type unlisted struct {
@@ -255,6 +272,7 @@ type rig struct {
 	cloud *cpitest.Fake
 	// unlisted VMs are left out of the cloud's ListVMs.
 	unlisted *unlisted
+	blobs    *refusingBlobs
 	cpis     *cpimanager.Manager
 	fleet    *fleet
 
@@ -328,16 +346,17 @@ func newRigLogging(tb testing.TB, logger *slog.Logger) *rig {
 	}
 	cpis := cpimanager.New(cpimanager.Config{CPIs: []cpimanager.Plugin{{Name: "fake", Type: "fake"}}}, cpimanager.Options{Launcher: fleetLauncher{cloud}, Logger: logger, SearchDirs: []string{pluginDir}})
 
-	blobs, err := blobstore.NewFS(filepath.Join(dir, "blobs"))
+	fsBlobs, err := blobstore.NewFS(filepath.Join(dir, "blobs"))
 	if err != nil {
 		tb.Fatal(err)
 	}
+	blobs := &refusingBlobs{Store: fsBlobs}
 	d := deploy.New(deploy.Config{
 		Store: st, CPIs: cpis, Conn: connect(), BusURL: bus.URL(), CA: ca,
 		Blobs: blobs, Signer: blobstore.NewSigner([]byte("bench-signing-key-0123456789abcdef")), BlobURL: "https://127.0.0.1:1/blobs",
 		Logger: logger, AgentTimeout: 10 * time.Second, AgentAbsentGrace: 100 * time.Millisecond,
 	})
-	r := &rig{tb: tb, store: st, tasks: tasks, d: d, cloud: cloud.Fake, unlisted: cloud.unlisted, cpis: cpis, fleet: fl, stateFile: filepath.Join(dir, "state.db")}
+	r := &rig{tb: tb, store: st, tasks: tasks, d: d, cloud: cloud.Fake, unlisted: cloud.unlisted, blobs: blobs, cpis: cpis, fleet: fl, stateFile: filepath.Join(dir, "state.db")}
 
 	// The release, built from source and uploaded as the API does.
 	src := filepath.Join(dir, "release")

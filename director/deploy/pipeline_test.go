@@ -75,3 +75,36 @@ func note(evs []store.Event, stage string) string {
 	}
 	return text
 }
+
+// TestRenderedJobsStoredBeforeAnInstanceIsTouched: an instance is taken
+// down only once its rendered jobs are stored. A blobstore that refuses
+// them fails the deploy with every instance untouched: no pre-stop ran,
+// none is marked unfinished; the deploy run again converges.
+func TestRenderedJobsStoredBeforeAnInstanceIsTouched(t *testing.T) {
+	r := newRig(t)
+	r.deploy(benchManifest(4, "v1", 0), false)
+	preStops := r.fleet.scripts("pre-stop")
+
+	r.blobs.refuse.Store(true)
+	msg := r.deployErr(api.DeployRequest{Deployment: "big", Manifest: benchManifest(4, "v2", 0)})
+	if !strings.Contains(msg, "store rendered job") || !strings.Contains(msg, "no space left on device") {
+		t.Errorf("deploy error %q, want the rendered jobs refused", msg)
+	}
+	if n := r.fleet.scripts("pre-stop"); n != preStops {
+		t.Errorf("pre-stop ran %d times on the failed deploy, want none", n-preStops)
+	}
+	r.store.View(func(tx *store.Tx) error {
+		insts, err := tx.Instances("big")
+		for _, in := range insts {
+			if in.Unfinished {
+				t.Errorf("instance %s marked unfinished", in.ID)
+			}
+		}
+		return err
+	})
+
+	r.blobs.refuse.Store(false)
+	if res, _ := r.deploy(benchManifest(4, "v2", 0), false); !strings.Contains(res, "4 updated") {
+		t.Errorf("the deploy again once the blobstore takes blobs: %q", res)
+	}
+}
