@@ -43,8 +43,25 @@ func TestFSLeavesNoTempFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	s.Put(ctx, strings.NewReader("a"))
+	a, err := s.Put(ctx, strings.NewReader("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, a.ID[:2], a.ID)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("blob %s: %v, mode %v; want 0600", a.ID, err, fi.Mode().Perm())
+	}
 	s.PutID(ctx, "xy", strings.NewReader("b"), "0000")
+	// A shard that cannot be made (a file in the way) fails the put and
+	// leaves nothing behind either.
+	if err := os.WriteFile(filepath.Join(dir, "zz"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !blobstore.ValidID("zzblocked") {
+		t.Fatal("zzblocked is not a valid id")
+	}
+	if _, err := s.PutID(ctx, "zzblocked", strings.NewReader("c"), ""); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Errorf("put into a shard blocked by a file: %v, want it refused", err)
+	}
 	left, _ := os.ReadDir(filepath.Join(dir, "tmp"))
 	if len(left) != 0 {
 		t.Fatalf("%d files left in tmp", len(left))

@@ -74,7 +74,6 @@ func (s *FS) Put(ctx context.Context, r io.Reader) (Blob, error) {
 	if err != nil {
 		return Blob{}, fmt.Errorf("put blob: %w", err)
 	}
-	defer os.Remove(tmp.Name())
 	b.ID = b.SHA256
 	if err := s.commit(tmp.Name(), b.ID); err != nil {
 		return Blob{}, fmt.Errorf("put blob %s: %w", b.ID, err)
@@ -91,8 +90,8 @@ func (s *FS) PutID(ctx context.Context, id string, r io.Reader, sum string) (Blo
 	if err != nil {
 		return Blob{}, fmt.Errorf("put blob %s: %w", id, err)
 	}
-	defer os.Remove(tmp.Name())
 	if sum != "" && sum != b.SHA256 {
+		os.Remove(tmp.Name())
 		return Blob{}, fmt.Errorf("put blob %s: got sha256 %s, want %s: %w", id, b.SHA256, sum, ErrDigestMismatch)
 	}
 	b.ID = id
@@ -102,14 +101,23 @@ func (s *FS) PutID(ctx context.Context, id string, r io.Reader, sum string) (Blo
 	return b, nil
 }
 
+// commit moves a spooled file (made 0600 by os.CreateTemp) into place,
+// making its shard directory when the first blob of the shard needs it:
+// a deploy stores a hundred rendered jobs at once, and a mkdir and a chmod
+// each on a busy filesystem cost as much as the write. On failure the
+// spooled file is removed.
 func (s *FS) commit(tmp, id string) error {
-	if err := os.MkdirAll(filepath.Dir(s.path(id)), 0o700); err != nil {
-		return err
+	dst := s.path(id)
+	err := os.Rename(tmp, dst)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(filepath.Dir(dst), 0o700); err == nil {
+			err = os.Rename(tmp, dst)
+		}
 	}
-	if err := os.Chmod(tmp, 0o600); err != nil {
-		return err
+	if err != nil {
+		os.Remove(tmp)
 	}
-	return os.Rename(tmp, s.path(id))
+	return err
 }
 
 // Get implements Store.
