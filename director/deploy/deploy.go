@@ -225,20 +225,22 @@ func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req apiv1.Deplo
 	if err != nil {
 		return "", err
 	}
-	// Rendered jobs.
-	jobBlobs, err := d.storeRendered(ctx, &p, func(id string) bool {
+	// Rendered jobs: the first batch's now, the rest behind it.
+	ro := p.Rollout()
+	jobs, err := d.storeRendered(ctx, &p, ro, func(id string) bool {
 		in, _ := p.Instance(id)
 		return len(in.Changes) > 0 // only changed instances are applied
 	})
 	if err != nil {
 		return "", err
 	}
+	defer jobs.stop()
 	if err := task.Checkpoint(ctx); err != nil {
 		return "", err
 	}
 
 	// Update.
-	x := d.newExecutor(&p, req.Deployment, in.place, jobBlobs, pkgBlobs, log)
+	x := d.newExecutor(&p, req.Deployment, in.place, jobs, pkgBlobs, log)
 	x.freshDisk = req.FreshDiskOnCPIMove
 	// An agent found silent is not asked to drain or stop its VM.
 	maps.Copy(x.unresponsive, in.desired.Unresponsive)
@@ -251,7 +253,6 @@ func (d *Deployer) deploy(ctx context.Context, r *task.Reporter, req apiv1.Deplo
 			detached[rec.ID] = true
 		}
 	}
-	ro := p.Rollout()
 	// A detached instance (stop --hard) keeps no VM: the deploy leaves it
 	// alone, and start brings it up with the deployment's manifest.
 	for gi := range ro.Groups {

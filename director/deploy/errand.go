@@ -195,15 +195,17 @@ func (d *Deployer) errandVMs(ctx context.Context, r *task.Reporter, dreq apiv1.D
 	if err != nil {
 		return err
 	}
-	jobBlobs, err := d.storeRendered(ctx, &p, func(id string) bool {
+	ro := p.Rollout()
+	jobs, err := d.storeRendered(ctx, &p, ro, func(id string) bool {
 		inst, _ := p.Instance(id)
 		return len(inst.Changes) > 0
 	})
 	if err != nil {
 		return err
 	}
-	x := d.newExecutor(&p, dreq.Deployment, in.place, jobBlobs, pkgBlobs, d.c.Logger.With("deployment", dreq.Deployment, "errand", e.Name))
-	_, err = d.rollout(ctx, r, x, p.Rollout(), dreq, &p, true, d.c.Logger.With("deployment", dreq.Deployment, "errand", e.Name))
+	defer jobs.stop()
+	x := d.newExecutor(&p, dreq.Deployment, in.place, jobs, pkgBlobs, d.c.Logger.With("deployment", dreq.Deployment, "errand", e.Name))
+	_, err = d.rollout(ctx, r, x, ro, dreq, &p, true, d.c.Logger.With("deployment", dreq.Deployment, "errand", e.Name))
 	return err
 }
 

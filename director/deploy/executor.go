@@ -14,7 +14,6 @@ import (
 	"github.com/compleat/compleat/agent/applyspec"
 	"github.com/compleat/compleat/agent/protocol"
 	"github.com/compleat/compleat/cpi"
-	"github.com/compleat/compleat/director/blobstore"
 	"github.com/compleat/compleat/director/compile"
 	"github.com/compleat/compleat/director/plan"
 	"github.com/compleat/compleat/director/store"
@@ -29,8 +28,8 @@ type executor struct {
 	d          *Deployer
 	p          *plan.Plan
 	deployment string
-	place      placement                            // where new VMs and disks go
-	jobBlobs   map[string]map[string]blobstore.Blob // instance id -> job -> blob
+	place      placement     // where new VMs and disks go
+	jobs       *renderedJobs // nil: the run applies none
 	pkgBlobs   map[string]map[string]compile.Compiled
 	log        *slog.Logger
 	force      bool // delete-deployment --force: go on past agent and CPI errors
@@ -52,8 +51,8 @@ type executor struct {
 
 var _ update.Executor = (*executor)(nil)
 
-func (d *Deployer) newExecutor(p *plan.Plan, deployment string, place placement, jobBlobs map[string]map[string]blobstore.Blob, pkgBlobs map[string]map[string]compile.Compiled, log *slog.Logger) *executor {
-	return &executor{d: d, p: p, deployment: deployment, place: place, jobBlobs: jobBlobs, pkgBlobs: pkgBlobs, log: log, steps: map[string]plan.Steps{}, fresh: map[string]bool{}, unresponsive: map[string]bool{}}
+func (d *Deployer) newExecutor(p *plan.Plan, deployment string, place placement, jobs *renderedJobs, pkgBlobs map[string]map[string]compile.Compiled, log *slog.Logger) *executor {
+	return &executor{d: d, p: p, deployment: deployment, place: place, jobs: jobs, pkgBlobs: pkgBlobs, log: log, steps: map[string]plan.Steps{}, fresh: map[string]bool{}, unresponsive: map[string]bool{}}
 }
 
 // stepsOf are the planned steps of an instance.
@@ -388,6 +387,11 @@ func (x *executor) PreStop(ctx context.Context, inst update.Instance) error {
 	if !x.takesDown(inst.ID) {
 		return nil
 	}
+	// Its rendered jobs stored before anything of it is touched: a
+	// blobstore that refuses them fails the update of a running instance.
+	if _, err := x.jobs.of(ctx, inst.ID); err != nil {
+		return err
+	}
 	// From here until its update is recorded the instance is not serving:
 	// a director that dies meanwhile leaves the mark for the next deploy
 	// (which recreates it), whatever this update was for (a --recreate
@@ -602,16 +606,20 @@ func (x *executor) Apply(ctx context.Context, inst update.Instance) error {
 	if err != nil {
 		return err
 	}
-	spec, err := x.applySpec(pi)
+	spec, err := x.applySpec(ctx, pi)
 	if err != nil {
 		return err
 	}
 	return x.d.agent(pi.AgentID).Apply(ctx, spec)
 }
 
-func (x *executor) applySpec(pi *plan.Instance) (applyspec.Spec, error) {
+func (x *executor) applySpec(ctx context.Context, pi *plan.Instance) (applyspec.Spec, error) {
+	stored, err := x.jobs.of(ctx, pi.ID)
+	if err != nil {
+		return applyspec.Spec{}, err
+	}
 	jobs := map[string]applyspec.Blob{}
-	for name, b := range x.jobBlobs[pi.ID] {
+	for name, b := range stored {
 		ref, err := x.d.blobRef(b.ID, b.SHA256, b.Size)
 		if err != nil {
 			return applyspec.Spec{}, err
@@ -671,6 +679,9 @@ func (x *executor) Start(ctx context.Context, inst update.Instance) error {
 		return err
 	}
 	_, err = x.d.agent(id).Start(ctx)
+	// The canaries are up and watched: the other instances' jobs are
+	// stored meanwhile.
+	x.jobs.release()
 	return err
 }
 

@@ -206,14 +206,15 @@ type fleetCloud struct {
 }
 
 // refusingBlobs is the director's blobstore, refusing every Put once
-// refuse is set, as a full disk does.
+// refuse is set, after the first allow of them, as a disk filling does.
 type refusingBlobs struct {
 	blobstore.Store
 	refuse atomic.Bool
+	allow  atomic.Int64
 }
 
 func (b *refusingBlobs) Put(ctx context.Context, r io.Reader) (blobstore.Blob, error) {
-	if b.refuse.Load() {
+	if b.refuse.Load() && b.allow.Add(-1) < 0 {
 		return blobstore.Blob{}, errors.New("no space left on device")
 	}
 	return b.Store.Put(ctx, r)

@@ -189,10 +189,11 @@ func (d *Deployer) ChangeState(ctx context.Context, r *task.Reporter, req apiv1.
 		if err != nil {
 			return "", err
 		}
-		jobs, err := d.storeRendered(ctx, &p, func(id string) bool { _, ok := lp.Steps[id]; return ok })
+		jobs, err := d.storeRendered(ctx, &p, lp.Rollout, func(id string) bool { _, ok := lp.Steps[id]; return ok })
 		if err != nil {
 			return "", err
 		}
+		defer jobs.stop()
 		x = d.newExecutor(&p, req.Deployment, in.place, jobs, pkgs, log)
 	}
 	x.steps = lp.Steps

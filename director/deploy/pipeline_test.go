@@ -78,8 +78,10 @@ func note(evs []store.Event, stage string) string {
 
 // TestRenderedJobsStoredBeforeAnInstanceIsTouched: an instance is taken
 // down only once its rendered jobs are stored. A blobstore that refuses
-// them fails the deploy with every instance untouched: no pre-stop ran,
-// none is marked unfinished; the deploy run again converges.
+// the canary's fails the deploy before the rollout; one that refuses the
+// others' (stored behind the rollout) fails it after the canary, with no
+// other instance touched: no pre-stop ran, none is marked unfinished. The
+// deploy run again converges.
 func TestRenderedJobsStoredBeforeAnInstanceIsTouched(t *testing.T) {
 	r := newRig(t)
 	r.deploy(benchManifest(4, "v1", 0), false)
@@ -103,8 +105,29 @@ func TestRenderedJobsStoredBeforeAnInstanceIsTouched(t *testing.T) {
 		return err
 	})
 
+	// The canary's jobs are stored before the rollout, the others' while
+	// it is watched: refused, they fail the next instance's update before
+	// it is taken down. The canary alone is updated.
+	r.blobs.allow.Store(1)
+	msg = r.deployErr(api.DeployRequest{Deployment: "big", Manifest: benchManifest(4, "v2", 0)})
+	if !strings.Contains(msg, "store rendered job") || strings.Contains(msg, "(canary)") {
+		t.Errorf("deploy error %q, want an instance after the canary refused its rendered jobs", msg)
+	}
+	if n := r.fleet.scripts("pre-stop"); n != preStops+1 {
+		t.Errorf("pre-stop ran %d times, want once (the canary)", n-preStops)
+	}
+	r.store.View(func(tx *store.Tx) error {
+		insts, err := tx.Instances("big")
+		for _, in := range insts {
+			if in.Unfinished {
+				t.Errorf("instance %s marked unfinished", in.ID)
+			}
+		}
+		return err
+	})
+
 	r.blobs.refuse.Store(false)
-	if res, _ := r.deploy(benchManifest(4, "v2", 0), false); !strings.Contains(res, "4 updated") {
-		t.Errorf("the deploy again once the blobstore takes blobs: %q", res)
+	if res, _ := r.deploy(benchManifest(4, "v2", 0), false); !strings.Contains(res, "3 updated") {
+		t.Errorf("the deploy again once the blobstore takes blobs: %q, want the 3 left updated", res)
 	}
 }

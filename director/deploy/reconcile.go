@@ -1,17 +1,13 @@
 package deploy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"golang.org/x/sync/errgroup"
 	"sync"
 	"time"
 
 	"github.com/compleat/compleat/cpi"
-	"github.com/compleat/compleat/director/blobstore"
-	"github.com/compleat/compleat/director/plan"
 	"github.com/compleat/compleat/director/store"
 	"github.com/compleat/compleat/director/task"
 )
@@ -334,55 +330,3 @@ func (d *Deployer) resolveVM(ctx context.Context, vm store.VM) error {
 		return nil
 	})
 }
-
-// storeRendered stores the rendered jobs of the planned instances that need
-// them (need reports which; nil: all) in the blobstore (content-addressed:
-// identical renderings share one blob), several at once: each Put hashes,
-// writes and syncs a file, and a hundred of them one after another would
-// hold up the rollout.
-func (d *Deployer) storeRendered(ctx context.Context, p *plan.Plan, need func(id string) bool) (map[string]map[string]blobstore.Blob, error) {
-	type rendered struct {
-		id   string
-		blob map[string]blobstore.Blob
-	}
-	var todo []*plan.Instance
-	for gi := range p.Groups {
-		for ii := range p.Groups[gi].Instances {
-			if in := &p.Groups[gi].Instances[ii]; need == nil || need(in.ID) {
-				todo = append(todo, in)
-			}
-		}
-	}
-	results := make([]rendered, len(todo))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(storeParallel)
-	for i, in := range todo {
-		g.Go(func() error {
-			m := map[string]blobstore.Blob{}
-			for _, j := range in.Jobs {
-				raw, err := j.Rendered.Archive()
-				if err != nil {
-					return fmt.Errorf("archive job %s of %s: %w", j.Name, in.Name(), err)
-				}
-				b, err := d.c.Blobs.Put(gctx, bytes.NewReader(raw))
-				if err != nil {
-					return fmt.Errorf("store rendered job %s of %s: %w", j.Name, in.Name(), err)
-				}
-				m[j.Name] = b
-			}
-			results[i] = rendered{in.ID, m}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	out := make(map[string]map[string]blobstore.Blob, len(results))
-	for _, r := range results {
-		out[r.id] = r.blob
-	}
-	return out, nil
-}
-
-// storeParallel bounds the rendered jobs stored at once.
-const storeParallel = 8
