@@ -86,6 +86,18 @@ func TestRenderedJobsStoredBeforeAnInstanceIsTouched(t *testing.T) {
 	r := newRig(t)
 	r.deploy(benchManifest(4, "v1", 0), false)
 	preStops := r.fleet.scripts("pre-stop")
+	noneUnfinished := func() {
+		t.Helper()
+		r.store.View(func(tx *store.Tx) error {
+			insts, err := tx.Instances("big")
+			for _, in := range insts {
+				if in.Unfinished {
+					t.Errorf("instance %s marked unfinished", in.ID)
+				}
+			}
+			return err
+		})
+	}
 
 	r.blobs.refuse.Store(true)
 	msg := r.deployErr(api.DeployRequest{Deployment: "big", Manifest: benchManifest(4, "v2", 0)})
@@ -95,15 +107,7 @@ func TestRenderedJobsStoredBeforeAnInstanceIsTouched(t *testing.T) {
 	if n := r.fleet.scripts("pre-stop"); n != preStops {
 		t.Errorf("pre-stop ran %d times on the failed deploy, want none", n-preStops)
 	}
-	r.store.View(func(tx *store.Tx) error {
-		insts, err := tx.Instances("big")
-		for _, in := range insts {
-			if in.Unfinished {
-				t.Errorf("instance %s marked unfinished", in.ID)
-			}
-		}
-		return err
-	})
+	noneUnfinished()
 
 	// The canary's jobs are stored before the rollout, the others' while
 	// it is watched: refused, they fail the next instance's update before
@@ -116,15 +120,7 @@ func TestRenderedJobsStoredBeforeAnInstanceIsTouched(t *testing.T) {
 	if n := r.fleet.scripts("pre-stop"); n != preStops+1 {
 		t.Errorf("pre-stop ran %d times, want once (the canary)", n-preStops)
 	}
-	r.store.View(func(tx *store.Tx) error {
-		insts, err := tx.Instances("big")
-		for _, in := range insts {
-			if in.Unfinished {
-				t.Errorf("instance %s marked unfinished", in.ID)
-			}
-		}
-		return err
-	})
+	noneUnfinished()
 
 	r.blobs.refuse.Store(false)
 	if res, _ := r.deploy(benchManifest(4, "v2", 0), false); !strings.Contains(res, "3 updated") {
