@@ -13,6 +13,7 @@ import (
 )
 
 func TestParseGoodConfig(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "admin.token"), []byte("s3cret\n"), 0o600)
 	doc := `listen: 0.0.0.0:25555
@@ -52,6 +53,7 @@ cpis:
 }
 
 func TestParseErrorsNameFileLineAndField(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ doc, want string }{
 		{"data_dir: /x\ntokens: [{name: a, sha256: ab, scopes: [admin]}]\n", "d.yml: listen: required"},
 		{"listen: nope\ndata_dir: /x\ntokens: [{name: a, token_file: t, scopes: [admin]}]\n", "d.yml:1: listen:"},
@@ -78,6 +80,7 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 // parses and validates as written (the one-machine example is also started
 // and deployed through by test/e2e TestProductionFromTheDocs).
 func TestOperationsExamplesParse(t *testing.T) {
+	t.Parallel()
 	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
 	if err != nil {
 		t.Fatal(err)
@@ -101,6 +104,7 @@ func TestOperationsExamplesParse(t *testing.T) {
 // nats.advertise and blobstore.advertise are nats.url and
 // blobstore.public_url under the listen/advertise naming.
 func TestAdvertiseNames(t *testing.T) {
+	t.Parallel()
 	d, err := config.Parse("d.yml", []byte("listen: 0.0.0.0:1\ndata_dir: /x\ntokens: [{name: a, token_file: t, scopes: [read]}]\n"+
 		"nats: {listen: 0.0.0.0:4222, advertise: nats://10.0.0.6:4222}\nblobstore: {type: fs, advertise: https://blobs.example.com:25555}\n"))
 	if err != nil {
@@ -112,6 +116,7 @@ func TestAdvertiseNames(t *testing.T) {
 }
 
 func TestStoreSection(t *testing.T) {
+	t.Parallel()
 	const head = "listen: :1\ndata_dir: /x\ntokens: [{name: a, token_file: t, scopes: [read]}]\n"
 	d, err := config.Parse(filepath.Join("/etc/compleat", "d.yml"), []byte(head+
 		"store: {backend: etcd, endpoints: [\"https://127.0.0.1:2379\"], ca_file: ca.crt, cert_file: c.crt, key_file: c.key, prefix: /a/}\n"))
@@ -139,6 +144,7 @@ func TestStoreSection(t *testing.T) {
 }
 
 func TestHASection(t *testing.T) {
+	t.Parallel()
 	const head = "listen: :1\ndata_dir: /x\ntokens: [{name: a, token_file: t, scopes: [read]}]\n"
 	const etcd = "store: {backend: etcd, endpoints: [\"https://127.0.0.1:2379\"]}\n"
 	const s3 = "blobstore: {type: s3, s3: {bucket: b}}\n"

@@ -10,6 +10,7 @@ import (
 // TestAliasBombs: a few lines of anchors that expand to a billion nodes are
 // refused with an error instead of exhausting memory.
 func TestAliasBombs(t *testing.T) {
+	t.Parallel()
 	var b strings.Builder
 	b.WriteString("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n")
 	for i := 1; i < 9; i++ {

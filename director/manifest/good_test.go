@@ -36,6 +36,7 @@ func parseGood(t *testing.T) (*Deployment, *CloudConfig) {
 }
 
 func TestFullManifest(t *testing.T) {
+	t.Parallel()
 	dep, _ := parseGood(t)
 	if dep.Name != "shop" || len(dep.Releases) != 2 || dep.Releases[0].Version != "1.2" || dep.Releases[1].Version != "latest" {
 		t.Errorf("releases: %+v", dep.Releases)
@@ -128,6 +129,7 @@ func TestFullManifest(t *testing.T) {
 }
 
 func TestFullCloudConfig(t *testing.T) {
+	t.Parallel()
 	_, cc := parseGood(t)
 	priv, ok := cc.Network("private")
 	if !ok || priv.Type != Manual || len(priv.Subnets) != 2 {
@@ -177,6 +179,7 @@ func TestFullCloudConfig(t *testing.T) {
 }
 
 func TestRuntimeConfigAddons(t *testing.T) {
+	t.Parallel()
 	rc, err := ParseRuntimeConfig("runtime.yml", mustRead(t, "testdata/good/runtime.yml"))
 	if err != nil {
 		t.Fatal(err)
@@ -214,6 +217,7 @@ func TestRuntimeConfigAddons(t *testing.T) {
 }
 
 func TestAmountAndWatchTime(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		in    string
 		total int
@@ -244,6 +248,7 @@ func TestAmountAndWatchTime(t *testing.T) {
 }
 
 func TestAddrRange(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ in, first, last string }{
 		{"10.0.0.5", "10.0.0.5", "10.0.0.5"},
 		{"10.0.0.5-10.0.0.9", "10.0.0.5", "10.0.0.9"},
@@ -266,6 +271,7 @@ func TestAddrRange(t *testing.T) {
 }
 
 func TestLookupsAndJSON(t *testing.T) {
+	t.Parallel()
 	dep, cc := parseGood(t)
 	if ig, ok := dep.InstanceGroup("web"); !ok || ig.Instances != 4 {
 		t.Errorf("InstanceGroup(web) = %+v, %v", ig, ok)

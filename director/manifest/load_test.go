@@ -37,6 +37,7 @@ instance_groups:
 `
 
 func TestLoadOpsThenVars(t *testing.T) {
+	t.Parallel()
 	opts := LoadOptions{
 		OpsFiles: []File{{Name: "scale.yml", Data: []byte(`
 - type: replace
@@ -74,6 +75,7 @@ func TestLoadOpsThenVars(t *testing.T) {
 }
 
 func TestVarFlagsWinOverFiles(t *testing.T) {
+	t.Parallel()
 	out, err := Interpolate(context.Background(), "small.yml", []byte("a: ((x))\nb: ((y))\n"), LoadOptions{
 		Vars:      []string{"x=flag", "x=later-flag"},
 		VarsFiles: []File{{Name: "v.yml", Data: []byte("x: file\ny: file\n")}},
@@ -87,6 +89,7 @@ func TestVarFlagsWinOverFiles(t *testing.T) {
 }
 
 func TestInterpolateLeavesUnknownWithoutStrict(t *testing.T) {
+	t.Parallel()
 	out, err := Interpolate(context.Background(), "m.yml", []byte("a: ((x))\nb: keep # comment\n"), LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -97,6 +100,7 @@ func TestInterpolateLeavesUnknownWithoutStrict(t *testing.T) {
 }
 
 func TestLoadErrorsNameTheirFile(t *testing.T) {
+	t.Parallel()
 	_, err := Load(context.Background(), "m.yml", []byte("a: 1\n"), LoadOptions{
 		OpsFiles: []File{{Name: "bad-ops.yml", Data: []byte("- type: replace\n  path: /b/c\n  value: 1\n")}},
 	})
@@ -124,6 +128,7 @@ func TestLoadErrorsNameTheirFile(t *testing.T) {
 }
 
 func TestLoadedDocumentVariables(t *testing.T) {
+	t.Parallel()
 	doc, err := Load(context.Background(), "small.yml", []byte(small), LoadOptions{Vars: []string{"instances=1"}})
 	if err != nil {
 		t.Fatal(err)
@@ -134,6 +139,7 @@ func TestLoadedDocumentVariables(t *testing.T) {
 }
 
 func TestErrorsJSON(t *testing.T) {
+	t.Parallel()
 	_, err := ParseDeployment("m.yml", []byte("name: [x]\n"))
 	var list Errors
 	if !errors.As(err, &list) {
@@ -149,6 +155,7 @@ func TestErrorsJSON(t *testing.T) {
 }
 
 func TestDocumentPath(t *testing.T) {
+	t.Parallel()
 	doc, err := Load(context.Background(), "small.yml", []byte(small), LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -163,6 +170,7 @@ func TestDocumentPath(t *testing.T) {
 }
 
 func TestLoadExpandsAliasesAndMerges(t *testing.T) {
+	t.Parallel()
 	in := `base: &base {a: 1, b: 2}
 one: *base
 two:
@@ -183,6 +191,7 @@ two:
 }
 
 func TestParseNamesUnresolvedVariables(t *testing.T) {
+	t.Parallel()
 	_, err := ParseDeployment("small.yml", []byte(small))
 	want := `small.yml:17:14: instance_groups[0].instances: must be an integer, not the unresolved variable ((instances))`
 	if err == nil || !strings.Contains(err.Error(), want) {

@@ -24,6 +24,7 @@ var update = flag.Bool("update", false, "rewrite the want section of testdata/ba
 //	runtime.yml   a runtime config
 //	want          the expected errors, one per line, exactly
 func TestBad(t *testing.T) {
+	t.Parallel()
 	files, err := filepath.Glob("testdata/bad/*.txtar")
 	if err != nil {
 		t.Fatal(err)

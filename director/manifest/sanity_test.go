@@ -6,6 +6,7 @@ import (
 )
 
 func TestLocalExamples(t *testing.T) {
+	t.Parallel()
 	ccData, err := os.ReadFile("../../manifests/local/cloud-config.yml")
 	if err != nil {
 		t.Fatal(err)

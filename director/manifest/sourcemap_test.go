@@ -12,6 +12,7 @@ import (
 // prepared text's positions back: the manifest's nodes to the manifest, the
 // ops file's value to the ops file.
 func TestSourceMapNamesTheOperatorsFiles(t *testing.T) {
+	t.Parallel()
 	manifest := "name: web\nreleases: [{name: web, version: latest}]\ninstance_groups:\n- {name: web, instances: 1}\n"
 	ops := "# more\n- type: replace\n  path: /instance_groups/name=web/instances\n  value: three\n"
 	p, err := Prepare(context.Background(), "web.yml", []byte(manifest), LoadOptions{OpsFiles: []File{{Name: "more.yml", Data: []byte(ops)}}})

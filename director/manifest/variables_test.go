@@ -8,6 +8,7 @@ import (
 // TestVariableOptionsRefused: options the generators would refuse fail the
 // parse at the option's line.
 func TestVariableOptionsRefused(t *testing.T) {
+	t.Parallel()
 	head := "name: app\nreleases: []\nstemcells: []\ninstance_groups: []\nupdate: {canaries: 1, max_in_flight: 1, canary_watch_time: 1000, update_watch_time: 1000}\nvariables:\n"
 	for _, tc := range []struct{ vars, want string }{
 		{"- name: k\n  type: rsa\n  options:\n    key_length: 1024\n", "m.yml:10:17: variables[0].options.key_length: 1024 is not one of 2048, 3072, 4096"},

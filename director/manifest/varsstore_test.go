@@ -13,6 +13,7 @@ import (
 )
 
 func TestVarsStoreGeneratesDeclaredVariablesOnce(t *testing.T) {
+	t.Parallel()
 	doc := []byte(`name: app
 properties:
   pw: ((admin_password))

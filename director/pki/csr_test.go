@@ -21,6 +21,7 @@ func csrPEM(t *testing.T, key any, tmpl *x509.CertificateRequest) []byte {
 }
 
 func TestSignCSR(t *testing.T) {
+	t.Parallel()
 	ca, err := NewCA("test ca", 0)
 	if err != nil {
 		t.Fatal(err)

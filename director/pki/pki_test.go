@@ -22,6 +22,7 @@ func newCA(t *testing.T) *pki.CA {
 }
 
 func TestCARoundTripPEM(t *testing.T) {
+	t.Parallel()
 	ca := newCA(t)
 	keyPEM, err := ca.KeyPEM()
 	if err != nil {
@@ -56,6 +57,7 @@ func mustKeyPEM(t *testing.T, ca *pki.CA) []byte {
 }
 
 func TestDecodeErrors(t *testing.T) {
+	t.Parallel()
 	if _, err := pki.DecodeCertificate([]byte("garbage")); !errors.Is(err, pki.ErrNoPEM) {
 		t.Fatalf("DecodeCertificate(garbage) = %v, want ErrNoPEM", err)
 	}
@@ -68,6 +70,7 @@ func TestDecodeErrors(t *testing.T) {
 }
 
 func TestClientCertificateIdentityAndUsage(t *testing.T) {
+	t.Parallel()
 	ca := newCA(t)
 	kp, err := ca.IssueClient("agent-1", 0)
 	if err != nil {
@@ -95,6 +98,7 @@ func TestClientCertificateIdentityAndUsage(t *testing.T) {
 }
 
 func TestBootstrapIsShortLived(t *testing.T) {
+	t.Parallel()
 	ca := newCA(t)
 	kp, err := ca.IssueBootstrap("agent-2")
 	if err != nil {
@@ -108,6 +112,7 @@ func TestBootstrapIsShortLived(t *testing.T) {
 // TestMutualTLS runs a real TLS handshake on loopback with a server
 // certificate for 127.0.0.1 and a client certificate, both from the CA.
 func TestMutualTLS(t *testing.T) {
+	t.Parallel()
 	ca := newCA(t)
 	srv, err := ca.IssueServer([]string{"127.0.0.1", "localhost"}, 0)
 	if err != nil {

@@ -106,6 +106,7 @@ func rewrite(t *testing.T, in string, edit func(string) string) string {
 // A BOSH compiled release opens with its compiled packages, their stemcell
 // and dependencies; the jobs need no source package.
 func TestOpenBOSHCompiledRelease(t *testing.T) {
+	t.Parallel()
 	a, err := release.Open(releasetest.BOSHCompiledTarball(t, kvRelease(), "kv", "3", "linux/1"))
 	if err != nil {
 		t.Fatal(err)
@@ -130,6 +131,7 @@ func TestOpenBOSHCompiledRelease(t *testing.T) {
 }
 
 func TestOpenBOSHTarballRefusals(t *testing.T) {
+	t.Parallel()
 	good := releasetest.BOSHTarball(t, kvRelease(), "kv", "1", releasetest.SHA1)
 	cases := []struct {
 		name string

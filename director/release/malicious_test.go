@@ -264,6 +264,7 @@ func mustGunzip(t testing.TB, b []byte) io.Reader {
 }
 
 func TestOpenRejectsMaliciousArchives(t *testing.T) {
+	t.Parallel()
 	// The unmodified archive opens, so every failure below is the mutation's.
 	if a, err := OpenReader(bytes.NewReader(rawTarGz(t, validEntries(t))), OpenOptions{TempDir: t.TempDir()}); err != nil {
 		t.Fatalf("valid archive: %v", err)
@@ -301,6 +302,7 @@ func TestOpenRejectsMaliciousArchives(t *testing.T) {
 }
 
 func TestOpenEnforcesLimits(t *testing.T) {
+	t.Parallel()
 	data := rawTarGz(t, validEntries(t))
 	_, err := OpenReader(bytes.NewReader(data), OpenOptions{TempDir: t.TempDir(),
 		Limits: tgz.Limits{MaxEntries: 100, MaxFileSize: 100, MaxTotalSize: 1 << 20}})

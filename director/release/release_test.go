@@ -76,6 +76,7 @@ excluded_files:
 }
 
 func TestLoadSourceSelectsFiles(t *testing.T) {
+	t.Parallel()
 	src, err := LoadSource(sampleSource(t))
 	if err != nil {
 		t.Fatal(err)
@@ -108,6 +109,7 @@ func TestLoadSourceSelectsFiles(t *testing.T) {
 }
 
 func TestCreateIsDeterministicAndVersionsByContent(t *testing.T) {
+	t.Parallel()
 	dir := sampleSource(t)
 	m1, tar1, err := Create(dir, CreateOptions{})
 	if err != nil {
@@ -212,6 +214,7 @@ func TestCreateIsDeterministicAndVersionsByContent(t *testing.T) {
 }
 
 func TestPackageFingerprintIncludesDependencies(t *testing.T) {
+	t.Parallel()
 	files := []FileDigest{{Name: "packaging", SHA256: strings.Repeat("a", 64)}}
 	a := PackageFingerprint(files, []string{"x", "y"})
 	b := PackageFingerprint(files, []string{"y", "x"})
@@ -228,6 +231,7 @@ func TestPackageFingerprintIncludesDependencies(t *testing.T) {
 }
 
 func TestOpenRoundTrip(t *testing.T) {
+	t.Parallel()
 	dir := sampleSource(t)
 	m, file, err := Create(dir, CreateOptions{})
 	if err != nil {
@@ -282,6 +286,7 @@ func TestOpenRoundTrip(t *testing.T) {
 }
 
 func TestLoadSourceErrors(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name  string
 		files map[string]string
@@ -335,6 +340,7 @@ func TestLoadSourceErrors(t *testing.T) {
 }
 
 func TestGlob(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		glob, path string
 		want       bool

@@ -10,6 +10,7 @@ import (
 // create-release), naming the file and line; jobs it can run, and errands
 // with an empty monit file, are accepted and classified.
 func TestJobRunner(t *testing.T) {
+	t.Parallel()
 	spec := func(name string, templates map[string]string) string {
 		s := "name: " + name + "\ntemplates:\n"
 		if len(templates) == 0 {
@@ -81,6 +82,7 @@ func TestJobRunner(t *testing.T) {
 // A package whose blob is listed in config/blobs.yml but not downloaded
 // gets advice instead of a bare "matches no file".
 func TestSourceBlobNotDownloaded(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	writeTree(t, dir, map[string]string{
 		"config/blobs.yml":        "ruby/ruby-3.3.0.tar.gz:\n  size: 100\n  object_id: abc\n  sha: sha256:00\n",

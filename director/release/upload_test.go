@@ -16,6 +16,7 @@ import (
 // refused before a byte of it is written. The entries here claim 4 GiB and
 // carry none of it: unpacking them first would end in a read error instead.
 func TestReleaseManifestIsCheckedBeforeWriting(t *testing.T) {
+	t.Parallel()
 	valid := validEntries(t)
 	mf := entryIndex(t, valid, ManifestFile)
 	withMFFirst := append([]rawEntry{valid[mf]}, append(append([]rawEntry{}, valid[:mf]...), valid[mf+1:]...)...)

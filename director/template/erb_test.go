@@ -75,6 +75,7 @@ func erbJob(text string) Job {
 // TestERBContext renders one template per row against BOSH's documented
 // behaviour of the template evaluation context.
 func TestERBContext(t *testing.T) {
+	t.Parallel()
 	e := erbForTest(t)
 	cases := []struct {
 		name, text, want string
@@ -155,6 +156,7 @@ func TestERBContext(t *testing.T) {
 // one interpreter did it all, that bin/ files are executable and that a
 // ruby error does not cost a restart.
 func TestERBOneInterpreter(t *testing.T) {
+	t.Parallel()
 	if _, err := exec.LookPath("ruby"); err != nil {
 		t.Skip("ruby is not installed (Debian package ruby): ERB rendering is not tested")
 	}
@@ -277,6 +279,7 @@ func BenchmarkERBRender1000(b *testing.B) {
 // A template that ends the interpreter fails with what it said on stderr;
 // the next rendering starts a new interpreter.
 func TestERBInterpreterDies(t *testing.T) {
+	t.Parallel()
 	if _, err := exec.LookPath("ruby"); err != nil {
 		t.Skip("ruby is not installed (Debian package ruby): ERB rendering is not tested")
 	}

@@ -78,6 +78,7 @@ func formatRendered(r Rendered, err error) string {
 }
 
 func TestGolden(t *testing.T) {
+	t.Parallel()
 	paths, err := filepath.Glob("testdata/*.txtar")
 	if err != nil || len(paths) == 0 {
 		t.Fatalf("no golden files: %v", err)
@@ -118,6 +119,7 @@ func TestGolden(t *testing.T) {
 }
 
 func TestMissingPropertyNamesPropertyJobTemplateAndLine(t *testing.T) {
+	t.Parallel()
 	job := Job{
 		Name:       "web",
 		Properties: map[string]Property{"web.port": {}},
@@ -139,6 +141,7 @@ func TestMissingPropertyNamesPropertyJobTemplateAndLine(t *testing.T) {
 }
 
 func TestHashAndArchiveAreDeterministic(t *testing.T) {
+	t.Parallel()
 	job := Job{
 		Name:       "web",
 		Properties: map[string]Property{"port": {Default: 8080}},
@@ -204,6 +207,7 @@ func TestHashAndArchiveAreDeterministic(t *testing.T) {
 }
 
 func TestDestinationMayNotEscape(t *testing.T) {
+	t.Parallel()
 	job := Job{Name: "web", Templates: []Template{{Source: "x", Dest: "../../etc/passwd", Text: "x"}}}
 	if _, err := Render(job, Input{}); err == nil || !strings.Contains(err.Error(), "escapes") {
 		t.Fatalf("want escape error, got %v", err)

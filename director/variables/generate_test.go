@@ -56,6 +56,7 @@ func gen(t *testing.T, spec Spec, cas map[string]map[string]any) map[string]any 
 }
 
 func TestPasswordOptions(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		options map[string]any
@@ -102,6 +103,7 @@ func isSpecial(r rune) bool {
 }
 
 func TestKeyLengths(t *testing.T) {
+	t.Parallel()
 	for _, bits := range []int{2048, 3072, 4096} {
 		for _, typ := range []string{RSA, SSH} {
 			m := gen(t, Spec{Name: "k", Type: typ, Options: map[string]any{"key_length": bits}}, nil)
@@ -124,6 +126,7 @@ func TestKeyLengths(t *testing.T) {
 }
 
 func TestSSHShape(t *testing.T) {
+	t.Parallel()
 	m := gen(t, Spec{Name: "jump", Type: SSH}, nil)
 	if len(m) != 3 {
 		t.Fatalf("ssh keys %v", keys(m))
@@ -154,6 +157,7 @@ func keys(m map[string]any) []string {
 
 // TestCertificateOptions checks each certificate option with crypto/x509.
 func TestCertificateOptions(t *testing.T) {
+	t.Parallel()
 	root := gen(t, Spec{Name: "root_ca", Type: Certificate, Options: map[string]any{"is_ca": true, "common_name": "Root", "organization": "Acme", "duration": 3650}}, nil)
 	inter := gen(t, Spec{Name: "inter_ca", Type: Certificate, Options: map[string]any{"is_ca": true, "ca": "root_ca", "common_name": "Inter"}}, map[string]map[string]any{"root_ca": root})
 	cas := map[string]map[string]any{"root_ca": root, "inter_ca": inter}
@@ -257,6 +261,7 @@ func TestCertificateOptions(t *testing.T) {
 // peer would, with openssl verify -purpose: a client_auth certificate is
 // good for sslclient and refused for sslserver.
 func TestChainWithOpenSSL(t *testing.T) {
+	t.Parallel()
 	openssl, err := exec.LookPath("openssl")
 	if err != nil {
 		t.Skip("openssl is not installed")
@@ -293,6 +298,7 @@ func TestChainWithOpenSSL(t *testing.T) {
 }
 
 func TestSelfSigned(t *testing.T) {
+	t.Parallel()
 	m := gen(t, Spec{Name: "self", Type: Certificate, Options: map[string]any{"self_sign": true, "common_name": "me"}}, nil)
 	c := parseCert(t, m["certificate"].(string))
 	if err := c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature); err != nil || m["ca"] != m["certificate"] {
@@ -301,6 +307,7 @@ func TestSelfSigned(t *testing.T) {
 }
 
 func TestNonsenseRefused(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		spec Spec
 		want string
@@ -324,6 +331,7 @@ func TestNonsenseRefused(t *testing.T) {
 }
 
 func TestDigest(t *testing.T) {
+	t.Parallel()
 	a := Spec{Type: Password, Options: map[string]any{"length": 10, "exclude_upper": true}}
 	b := Spec{Type: Password, Options: map[string]any{"exclude_upper": true, "length": 10}}
 	c := Spec{Type: Password, Options: map[string]any{"length": 11, "exclude_upper": true}}

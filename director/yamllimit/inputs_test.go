@@ -16,6 +16,7 @@ import (
 // linear time (the duplicate-key check of a decode is quadratic) and names
 // the limit, instead of holding a core.
 func TestEveryYAMLInputIsBounded(t *testing.T) {
+	t.Parallel()
 	big := flatMap(20001) // twice the per-map limit
 	indent := func(s, pre string) string {
 		return pre + strings.ReplaceAll(strings.TrimSuffix(s, "\n"), "\n", "\n"+pre) + "\n"

@@ -18,6 +18,7 @@ func flatMap(keys int) string {
 }
 
 func TestCheckNamesTheLimit(t *testing.T) {
+	t.Parallel()
 	l := yamllimit.Limits{Bytes: 1 << 20, Nodes: 1000, Aliases: 2, Keys: 100, Depth: 5}
 	cases := []struct{ doc, want string }{
 		{"a: 1\nb: [1, 2]\n", ""},
@@ -46,6 +47,7 @@ func TestCheckNamesTheLimit(t *testing.T) {
 // A billion-laughs document: Check counts each alias once and does not
 // follow it, so it stays linear in the input.
 func TestCheckDoesNotExpandAliases(t *testing.T) {
+	t.Parallel()
 	doc := "a: &a [x, x, x, x, x, x, x, x, x]\n"
 	prev := "a"
 	for i := 0; i < 8; i++ {

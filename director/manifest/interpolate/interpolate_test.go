@@ -42,6 +42,7 @@ var vars = Vars{
 }
 
 func TestInterpolate(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ name, in, want string }{
 		{"whole value keeps its type", "n: ((instances))\n", "n: 3\n"},
 		{"whole value map", "tls: ((tls))\n", "tls:\n    ca: CA\n    certificate: CERT\n    private_key: KEY\n"},
@@ -71,6 +72,7 @@ func TestInterpolate(t *testing.T) {
 }
 
 func TestStrictReportsEveryMissingName(t *testing.T) {
+	t.Parallel()
 	_, err := run(t, "a: ((one))\nb:\n  c: x((two))y\n  d: ((one))\n", vars, Options{Strict: true})
 	var errs Errors
 	if !errors.As(err, &errs) {
@@ -86,6 +88,7 @@ func TestStrictReportsEveryMissingName(t *testing.T) {
 }
 
 func TestErrorsNeverShowValues(t *testing.T) {
+	t.Parallel()
 	secret := Vars{"tls": map[string]any{"private_key": "TOP-SECRET-KEY"}, "pw": "TOP-SECRET-PW"}
 	for _, in := range []string{
 		"a: x-((tls))\n",
@@ -123,6 +126,7 @@ func (c *countingSource) Get(_ context.Context, name string) (any, bool, error) 
 }
 
 func TestSourcesPrecedenceAndCaching(t *testing.T) {
+	t.Parallel()
 	director := &countingSource{vals: map[string]any{"pw": "generated", "host": "from-director"}}
 	src := Sources{Vars{"host": "from-flag"}, nil, director}
 	got, err := run(t, "h: ((host))\np: ((pw))\nq: ((pw))-((pw))\n", src, Options{Strict: true})
@@ -141,6 +145,7 @@ func TestSourcesPrecedenceAndCaching(t *testing.T) {
 }
 
 func TestReferences(t *testing.T) {
+	t.Parallel()
 	var n yaml.Node
 	if err := yaml.Unmarshal([]byte("a: ((pw))\nb: [((tls.ca)), x((pw))]\n((key)): ((!other))\n"), &n); err != nil {
 		t.Fatal(err)
@@ -151,6 +156,7 @@ func TestReferences(t *testing.T) {
 }
 
 func TestParseVar(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		in   string
 		name string
@@ -178,6 +184,7 @@ func TestParseVar(t *testing.T) {
 }
 
 func TestParseVarsFile(t *testing.T) {
+	t.Parallel()
 	v, err := ParseVarsFile("vars.yml", []byte("a: 1\nb: {c: d}\n"))
 	if err != nil || v["a"] != 1 {
 		t.Fatalf("%v %v", v, err)

@@ -68,6 +68,7 @@ func setFlow(n *yaml.Node) {
 }
 
 func TestApply(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, ops, want string
 	}{
@@ -150,6 +151,7 @@ func TestApply(t *testing.T) {
 }
 
 func TestApplyErrors(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, ops, want string
 	}{
@@ -192,6 +194,7 @@ func TestApplyErrors(t *testing.T) {
 }
 
 func TestParseErrors(t *testing.T) {
+	t.Parallel()
 	ops := `
 - type: replace
   path: /a
@@ -235,6 +238,7 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestPointerRoundTrip(t *testing.T) {
+	t.Parallel()
 	for _, p := range []string{"/", "/a", "/a/0/b", "/a/-", "/a/name=web?/b?", "/x/k=v:before", "/x/3:next/y", "/a~1b/c~0d"} {
 		ptr, err := ParsePointer(p)
 		if err != nil {
@@ -252,6 +256,7 @@ func TestPointerRoundTrip(t *testing.T) {
 }
 
 func TestInsertedNodesAreRecorded(t *testing.T) {
+	t.Parallel()
 	var n yaml.Node
 	if err := yaml.Unmarshal([]byte(doc), &n); err != nil {
 		t.Fatal(err)
@@ -281,6 +286,7 @@ func TestInsertedNodesAreRecorded(t *testing.T) {
 // BOSH CLI ignores: name, release, and others. They apply; each ignored key
 // is reported with its position.
 func TestExtraKeysAreIgnored(t *testing.T) {
+	t.Parallel()
 	ops := `
 - name: cpi
   path: /releases/-

@@ -42,6 +42,7 @@ func build(t *testing.T, es ...raw) []byte {
 }
 
 func TestWriteIsDeterministic(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "f")
 	os.WriteFile(p, []byte("from disk"), 0o700)
@@ -89,6 +90,7 @@ func TestWriteIsDeterministic(t *testing.T) {
 }
 
 func TestWriteRejectsBadNames(t *testing.T) {
+	t.Parallel()
 	for _, n := range []string{"../x", "/abs", "a/../b", "", "a//b", "./a"} {
 		if _, err := Bytes([]File{{Name: n, Data: []byte("x")}}); err == nil {
 			t.Errorf("name %q accepted", n)
@@ -103,6 +105,7 @@ func TestWriteRejectsBadNames(t *testing.T) {
 }
 
 func TestWalkRefusesEscapes(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		es   []raw
@@ -146,6 +149,7 @@ func TestWalkRefusesEscapes(t *testing.T) {
 }
 
 func TestWalkAndExtractKeepInsideLinksAndModes(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	data := build(t,
 		raw{tar.Header{Name: "./bin/", Typeflag: tar.TypeDir, Mode: 0o755}, ""},
@@ -172,6 +176,7 @@ func TestWalkAndExtractKeepInsideLinksAndModes(t *testing.T) {
 }
 
 func TestWalkLimits(t *testing.T) {
+	t.Parallel()
 	data := build(t, reg("a", "12345"), reg("b", "1"))
 	err := Walk(bytes.NewReader(data), Limits{MaxEntries: 1, MaxFileSize: 10, MaxTotalSize: 1 << 20}, func(Entry, io.Reader) error { return nil })
 	if !errors.Is(err, ErrTooManyFiles) {
