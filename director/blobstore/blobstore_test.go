@@ -27,6 +27,7 @@ import (
 )
 
 func TestFS(t *testing.T) {
+	t.Parallel()
 	blobstoretest.Run(t, func(t *testing.T) blobstore.Store {
 		s, err := blobstore.NewFS(t.TempDir())
 		if err != nil {
@@ -37,6 +38,7 @@ func TestFS(t *testing.T) {
 }
 
 func TestFSLeavesNoTempFiles(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s, err := blobstore.NewFS(dir)
 	if err != nil {
@@ -91,6 +93,7 @@ func newFakeS3(t *testing.T) blobstore.S3Options {
 }
 
 func TestS3(t *testing.T) {
+	t.Parallel()
 	blobstoretest.Run(t, func(t *testing.T) blobstore.Store {
 		s, err := blobstore.NewS3(newFakeS3(t))
 		if err != nil {
@@ -101,6 +104,7 @@ func TestS3(t *testing.T) {
 }
 
 func TestS3UsesPrefix(t *testing.T) {
+	t.Parallel()
 	opts := newFakeS3(t)
 	s, err := blobstore.NewS3(opts)
 	if err != nil {
@@ -159,6 +163,7 @@ func do(t *testing.T, method, u string, body []byte) (int, []byte) {
 }
 
 func TestSignedGetAndPut(t *testing.T) {
+	t.Parallel()
 	s := newSignedServer(t)
 	data := []byte("compiled package bytes")
 
@@ -188,6 +193,7 @@ func TestSignedGetAndPut(t *testing.T) {
 }
 
 func TestSignedURLRefusals(t *testing.T) {
+	t.Parallel()
 	s := newSignedServer(t)
 	data := []byte("blob")
 	b, err := s.store.Put(context.Background(), bytes.NewReader(data))
@@ -255,6 +261,7 @@ func TestSignedURLRefusals(t *testing.T) {
 }
 
 func TestSignedPutSizeLimit(t *testing.T) {
+	t.Parallel()
 	store, _ := blobstore.NewFS(t.TempDir())
 	signer := blobstore.NewSigner([]byte("k"))
 	h := blobstore.NewHandler(store, signer, nil)
@@ -311,6 +318,7 @@ func BenchmarkS3Put(b *testing.B) {
 // A PUT URL is single-use: replaying it (within its lifetime) cannot replace
 // the blob it stored, so a compiled package cannot be swapped afterwards.
 func TestSignedPutIsSingleUse(t *testing.T) {
+	t.Parallel()
 	s := newSignedServer(t)
 	good, evil := []byte("compiled package"), []byte("poisoned package")
 	put, err := s.signer.URL(s.url, http.MethodPut, "compiled-8", time.Hour, "")

@@ -19,6 +19,7 @@ import (
 )
 
 func TestDetectTable(t *testing.T) {
+	t.Parallel()
 	inst := func(id, vm, agent string, disks ...string) store.Instance {
 		return store.Instance{Deployment: "d", Group: "web", ID: id, VMCID: vm, AgentID: agent, DiskCIDs: disks, State: "started"}
 	}
@@ -258,6 +259,7 @@ func ids(ps []cloudcheck.Problem) []string {
 }
 
 func TestCheckerFindsInjectedProblemsAndAutoFixes(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	vm1, _, _ := w.instance("1")        // healthy
 	vm2, _, _ := w.instance("2")        // its VM vanishes
@@ -390,6 +392,7 @@ func TestCheckerFindsInjectedProblemsAndAutoFixes(t *testing.T) {
 }
 
 func TestResolveRebootAndDeleteVMReference(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	vm1, agent1, _ := w.instance("1")
 	vm2, _, _ := w.instance("2")
@@ -442,6 +445,7 @@ func TestResolveRebootAndDeleteVMReference(t *testing.T) {
 // CPIVMs lists, through ListVMs, every CPI's VMs tagged with this
 // director, naming each VM's CPI; a CPI that cannot list is skipped.
 func TestCPIVMsListsEveryCPIsTaggedVMs(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	clouds := map[string]*cpitest.Fake{"east": cpitest.NewFake(), "west": cpitest.NewFake(), "old": cpitest.NewFake()}
 	clouds["old"].SetCapabilities(cpi.Capabilities{DynamicNetworks: true})

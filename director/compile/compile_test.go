@@ -38,6 +38,7 @@ func (r *events) Report(e compile.Event) {
 }
 
 func TestDependencyOrderAndTransitiveDependencies(t *testing.T) {
+	t.Parallel()
 	cloud := compiletest.NewCloud(5 * time.Millisecond)
 	c := compile.New(cloud, compiletest.NewCache(), nil)
 	ev := &events{}
@@ -77,6 +78,7 @@ func TestDependencyOrderAndTransitiveDependencies(t *testing.T) {
 }
 
 func TestWorkersBoundParallelism(t *testing.T) {
+	t.Parallel()
 	cloud := compiletest.NewCloud(20 * time.Millisecond)
 	c := compile.New(cloud, compiletest.NewCache(), nil)
 	var pkgs []compile.Package
@@ -95,6 +97,7 @@ func TestWorkersBoundParallelism(t *testing.T) {
 }
 
 func TestReuseCompilationVMs(t *testing.T) {
+	t.Parallel()
 	cloud := compiletest.NewCloud(5 * time.Millisecond)
 	c := compile.New(cloud, compiletest.NewCache(), nil)
 	var pkgs []compile.Package
@@ -113,6 +116,7 @@ func TestReuseCompilationVMs(t *testing.T) {
 }
 
 func TestCacheHitCreatesNoVM(t *testing.T) {
+	t.Parallel()
 	cloud := compiletest.NewCloud(time.Millisecond)
 	cache := compiletest.NewCache()
 	c := compile.New(cloud, cache, nil)
@@ -158,6 +162,7 @@ func TestCacheHitCreatesNoVM(t *testing.T) {
 }
 
 func TestCacheKey(t *testing.T) {
+	t.Parallel()
 	a := compile.CacheKey(pkg("app"), []compile.Package{pkg("x"), pkg("y")}, ubuntu)
 	b := compile.CacheKey(pkg("app"), []compile.Package{pkg("y"), pkg("x")}, ubuntu)
 	if a != b {
@@ -175,6 +180,7 @@ func TestCacheKey(t *testing.T) {
 }
 
 func TestPackagingFailureNamesPackageShowsLogTailAndDeletesVMs(t *testing.T) {
+	t.Parallel()
 	cloud := compiletest.NewCloud(5 * time.Millisecond)
 	var log strings.Builder
 	for i := range 30 {
@@ -211,6 +217,7 @@ func TestPackagingFailureNamesPackageShowsLogTailAndDeletesVMs(t *testing.T) {
 // Runs in a synctest bubble: the compilations take 10 s of fake time, and
 // synctest.Wait is the moment both workers are blocked compiling.
 func TestCancelDeletesVMs(t *testing.T) {
+	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		cloud := compiletest.NewCloud(10 * time.Second)
 		c := compile.New(cloud, compiletest.NewCache(), nil)
@@ -235,6 +242,7 @@ func TestCancelDeletesVMs(t *testing.T) {
 }
 
 func TestCreateVMFailure(t *testing.T) {
+	t.Parallel()
 	cloud := compiletest.NewCloud(time.Millisecond)
 	cloud.FailCreate = errors.New("quota exceeded")
 	c := compile.New(cloud, compiletest.NewCache(), nil)
@@ -245,6 +253,7 @@ func TestCreateVMFailure(t *testing.T) {
 }
 
 func TestConcurrentStagesCompileOnce(t *testing.T) {
+	t.Parallel()
 	cloud := compiletest.NewCloud(30 * time.Millisecond)
 	c := compile.New(cloud, compiletest.NewCache(), nil)
 	targets := []compile.Target{{Stemcell: ubuntu, Packages: diamond()}}
@@ -276,6 +285,7 @@ func TestConcurrentStagesCompileOnce(t *testing.T) {
 }
 
 func TestBadGraphs(t *testing.T) {
+	t.Parallel()
 	c := compile.New(compiletest.NewCloud(0), compiletest.NewCache(), nil)
 	for name, pkgs := range map[string][]compile.Package{
 		"cycle":   {pkg("a", "b"), pkg("b", "c"), pkg("c", "a")},
@@ -350,6 +360,7 @@ func startOrder(t *testing.T, opts compile.Options, first string) (firstTwo []st
 }
 
 func TestCriticalPathFirstBeatsNaiveOrder(t *testing.T) {
+	t.Parallel()
 	// Critical path: z1 (chain 60) and a (35) start; when z1 ends, z2 (40)
 	// goes before b (35).
 	two, next := startOrder(t, compile.Options{Workers: 2}, "z1")
@@ -364,6 +375,7 @@ func TestCriticalPathFirstBeatsNaiveOrder(t *testing.T) {
 }
 
 func TestWaiterCompilesItselfWhenTheLeaderIsCancelled(t *testing.T) {
+	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		cloud := compiletest.NewCloud(200 * time.Millisecond)
 		c := compile.New(cloud, compiletest.NewCache(), nil)
@@ -406,6 +418,7 @@ func TestWaiterCompilesItselfWhenTheLeaderIsCancelled(t *testing.T) {
 // A stage's own cloud (its compilation block, its CPI) makes its VMs; a
 // compiler without one refuses to start rather than guess.
 func TestStageCloudMakesTheStagesVMs(t *testing.T) {
+	t.Parallel()
 	shared := compiletest.NewCloud(0)
 	mine := compiletest.NewCloud(0)
 	c := compile.New(shared, compiletest.NewCache(), nil)

@@ -132,6 +132,7 @@ func (c *scriptCloud) DeleteVM(ctx context.Context, vm compile.VM) error {
 // of releases/dag, each of which fails unless its dependencies are already
 // compiled, on 8 workers.
 func TestReleasesDAGCompilesInDependencyOrder(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs 10 s of packaging scripts on 8 workers")
 	}

@@ -20,6 +20,7 @@ import (
 )
 
 func TestSetStemcellVersion(t *testing.T) {
+	t.Parallel()
 	v1 := store.Stemcell{Name: "compleat-local", OS: "linux", Version: "1", UploadedAt: time.Unix(1, 0)}
 	v2 := store.Stemcell{Name: "compleat-local", OS: "linux", Version: "2", UploadedAt: time.Unix(2, 0)}
 	v3 := store.Stemcell{Name: "compleat-local", OS: "linux", Version: "3", UploadedAt: time.Unix(3, 0)}
@@ -58,6 +59,7 @@ func TestSetStemcellVersion(t *testing.T) {
 }
 
 func TestOldestKeepsTheNewestUnused(t *testing.T) {
+	t.Parallel()
 	groups := [][]string{{"web/1", "web/2", "web/3", "web/4"}, {"db/1"}, nil}
 	if got := oldest(groups, false); !slices.Equal(got, []string{"web/1", "web/2"}) {
 		t.Errorf("without all: %v, want web/1 web/2 (the 2 newest unused of each name stay)", got)
@@ -68,6 +70,7 @@ func TestOldestKeepsTheNewestUnused(t *testing.T) {
 }
 
 func TestUsage(t *testing.T) {
+	t.Parallel()
 	ds := []store.Deployment{
 		{Name: "a", Stemcells: []string{"s/1"}},
 		{Name: "b", Stemcells: []string{"s/1"}, PendingStemcells: []string{"s/2"}},
@@ -196,6 +199,7 @@ func results(rows []UpgradeRow) []string {
 }
 
 func TestRolloutStopsAtTheFirstFailure(t *testing.T) {
+	t.Parallel()
 	fx := newRolloutFixture(t, "a", "b", "c")
 	fx.fail["b"] = true
 	tk, rows := fx.run(t, UpgradeRequest{OS: "linux", Deployments: []string{"a", "b", "c"}})
@@ -211,6 +215,7 @@ func TestRolloutStopsAtTheFirstFailure(t *testing.T) {
 }
 
 func TestRolloutContinuesOnFailureWhenAsked(t *testing.T) {
+	t.Parallel()
 	fx := newRolloutFixture(t, "a", "b", "c")
 	fx.fail["a"] = true
 	tk, rows := fx.run(t, UpgradeRequest{OS: "linux", All: true, ContinueOnFailure: true, MaxParallel: 3})
@@ -223,6 +228,7 @@ func TestRolloutContinuesOnFailureWhenAsked(t *testing.T) {
 }
 
 func TestRolloutSkipsWhatItCannotRoll(t *testing.T) {
+	t.Parallel()
 	fx := newRolloutFixture(t, "a")
 	fx.f.d.Store.Update(func(tx *store.Tx) error {
 		tx.PutDeployment(store.Deployment{Name: "new"}) // never deployed
@@ -250,6 +256,7 @@ func TestRolloutSkipsWhatItCannotRoll(t *testing.T) {
 }
 
 func TestCleanUpSweepsUnreferencedBlobs(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st := storetest.New(t)
 	dir := t.TempDir()

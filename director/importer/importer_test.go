@@ -106,6 +106,7 @@ func webSource(t *testing.T) string {
 }
 
 func TestReleaseUploadStoresEachFingerprintOnce(t *testing.T) {
+	t.Parallel()
 	f := newUploads(t)
 	src := webSource(t)
 	_, v1, err := release.Create(src, release.CreateOptions{Version: "1", Tarball: filepath.Join(t.TempDir(), "v1.tgz")})
@@ -168,6 +169,7 @@ func TestReleaseUploadStoresEachFingerprintOnce(t *testing.T) {
 }
 
 func TestBadReleaseTarballIsBadInput(t *testing.T) {
+	t.Parallel()
 	f := newUploads(t)
 	bad := filepath.Join(t.TempDir(), "bad.tgz")
 	os.WriteFile(bad, []byte("not a tarball"), 0o600)
@@ -178,6 +180,7 @@ func TestBadReleaseTarballIsBadInput(t *testing.T) {
 }
 
 func TestStemcellGoesToEveryCPITakingItsFormat(t *testing.T) {
+	t.Parallel()
 	f := newUploads(t)
 	agent := filepath.Join(t.TempDir(), "agent")
 	os.WriteFile(agent, []byte("#!/bin/sh\nexit 0\n"), 0o755)

@@ -9,6 +9,7 @@ import (
 )
 
 func TestAgentMetricsForgetSilentAgents(t *testing.T) {
+	t.Parallel()
 	m := New(nil, nil)
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	m.now = func() time.Time { return now }

@@ -26,6 +26,7 @@ func fakeAgent(t *testing.T) string {
 }
 
 func TestCreateLocalRoundTrip(t *testing.T) {
+	t.Parallel()
 	agent := fakeAgent(t)
 	out := filepath.Join(t.TempDir(), "stemcells", "local.tgz")
 	m, err := CreateLocal(agent, out, LocalOptions{Version: "7"})
@@ -73,6 +74,7 @@ func TestCreateLocalRoundTrip(t *testing.T) {
 }
 
 func TestLightStemcell(t *testing.T) {
+	t.Parallel()
 	out := filepath.Join(t.TempDir(), "light.tgz")
 	err := CreateLight(out, Manifest{
 		Name: "bosh-aws-xen-hvm-ubuntu-jammy-go_agent", Version: "1.200", OperatingSystem: "ubuntu-jammy",
@@ -125,6 +127,7 @@ func tgzOf(t *testing.T, es ...entry) []byte {
 }
 
 func TestOpenRejects(t *testing.T) {
+	t.Parallel()
 	goodMF := []byte("name: s\nversion: \"1\"\noperating_system: linux\napi_version: 2\nstemcell_formats: [local-tgz]\ncloud_properties: {}\n")
 	noAgent := tgzOf(t, reg("README", []byte("x"), 0o644))
 	notExec := tgzOf(t, reg("agent", []byte("x"), 0o644))

@@ -99,6 +99,7 @@ func (r *recorder) Report(e update.Event) {
 var fullUpdate = []string{"pre-stop", "drain", "stop", "apply", "pre-start", "start", "running", "post-start", "post-deploy"}
 
 func TestCanaryFirstThenBatches(t *testing.T) {
+	t.Parallel()
 	x := updatetest.New()
 	x.Delay["start"] = 5 * time.Millisecond
 	g := group(x, "web", 5, upd(1, 2, true))
@@ -136,6 +137,7 @@ func TestCanaryFirstThenBatches(t *testing.T) {
 }
 
 func TestNoPostDeployOutsideDeploys(t *testing.T) {
+	t.Parallel()
 	x := updatetest.New()
 	g := group(x, "web", 3, upd(1, 2, true))
 	rec := &recorder{}
@@ -159,6 +161,7 @@ func TestNoPostDeployOutsideDeploys(t *testing.T) {
 }
 
 func TestBatchesNeverSpanAZsAndPercentages(t *testing.T) {
+	t.Parallel()
 	x := updatetest.New()
 	u := upd(1, 0, true)
 	u.MaxInFlight = manifest.Amount{N: 30, Percent: true}
@@ -186,6 +189,7 @@ func TestBatchesNeverSpanAZsAndPercentages(t *testing.T) {
 }
 
 func TestFailedCanaryStopsWithTheRestUntouched(t *testing.T) {
+	t.Parallel()
 	x := updatetest.New()
 	g := group(x, "web", 4, upd(1, 2, true))
 	x.NeverRunning["web/w0"] = true
@@ -223,6 +227,7 @@ func TestFailedCanaryStopsWithTheRestUntouched(t *testing.T) {
 }
 
 func TestFailedBatchFinishesItsPeersAndStops(t *testing.T) {
+	t.Parallel()
 	x := updatetest.New()
 	x.Delay["apply"] = 10 * time.Millisecond
 	g := group(x, "web", 7, upd(1, 3, true))
@@ -253,6 +258,7 @@ func TestFailedBatchFinishesItsPeersAndStops(t *testing.T) {
 }
 
 func TestSerialAndParallelGroups(t *testing.T) {
+	t.Parallel()
 	x := updatetest.New()
 	x.Delay["start"] = 25 * time.Millisecond
 	a := group(x, "alpha", 2, upd(1, 1, true))
@@ -298,6 +304,7 @@ func TestSerialAndParallelGroups(t *testing.T) {
 }
 
 func TestOnlyChangedInstancesAreTouchedAndDeletionsComeLast(t *testing.T) {
+	t.Parallel()
 	x := updatetest.New()
 	g := group(x, "web", 3, upd(1, 1, true))
 	g.Instances[1].Changes = nil
@@ -355,6 +362,7 @@ func TestOnlyChangedInstancesAreTouchedAndDeletionsComeLast(t *testing.T) {
 }
 
 func TestNoChangesTouchesNothing(t *testing.T) {
+	t.Parallel()
 	x := updatetest.New()
 	g := group(x, "web", 3, upd(1, 1, true))
 	for i := range g.Instances {
@@ -373,6 +381,7 @@ func TestNoChangesTouchesNothing(t *testing.T) {
 }
 
 func TestSlowStartWithinWatchTime(t *testing.T) {
+	t.Parallel()
 	x := updatetest.New()
 	g := group(x, "web", 1, upd(1, 1, true))
 	g.Update.CanaryWatchTime = manifest.WatchTime{Min: time.Millisecond, Max: 50 * time.Millisecond}
@@ -383,6 +392,7 @@ func TestSlowStartWithinWatchTime(t *testing.T) {
 }
 
 func TestWatchSchedule(t *testing.T) {
+	t.Parallel()
 	ms := time.Millisecond
 	for _, c := range []struct {
 		w    manifest.WatchTime
@@ -400,6 +410,7 @@ func TestWatchSchedule(t *testing.T) {
 }
 
 func TestPauseAfterCurrentBatch(t *testing.T) {
+	t.Parallel()
 	x := updatetest.New()
 	g := group(x, "web", 5, upd(1, 2, true))
 	var mu sync.Mutex
@@ -433,6 +444,7 @@ func (p *pauser) Report(e update.Event) {
 }
 
 func TestCancel(t *testing.T) {
+	t.Parallel()
 	x := updatetest.New()
 	x.Delay["start"] = time.Second
 	g := group(x, "web", 3, upd(1, 1, true))
@@ -448,6 +460,7 @@ func TestCancel(t *testing.T) {
 }
 
 func TestUnansweredChecksAreRetriedUntilTheLast(t *testing.T) {
+	t.Parallel()
 	x := updatetest.New()
 	g := group(x, "web", 2, upd(1, 1, true))
 	g.Update.CanaryWatchTime = manifest.WatchTime{Min: time.Millisecond, Max: 20 * time.Millisecond}
@@ -464,6 +477,7 @@ func TestUnansweredChecksAreRetriedUntilTheLast(t *testing.T) {
 }
 
 func TestDeletionsContinuePastAFailure(t *testing.T) {
+	t.Parallel()
 	x := updatetest.New()
 	var gone []update.Instance
 	for i := range 4 {
@@ -487,6 +501,7 @@ func TestDeletionsContinuePastAFailure(t *testing.T) {
 }
 
 func TestCreateSwapDelete(t *testing.T) {
+	t.Parallel()
 	x := updatetest.NewSwap()
 	u := upd(1, 1, true)
 	u.VMStrategy = manifest.CreateSwapDelete
@@ -524,6 +539,7 @@ func TestCreateSwapDelete(t *testing.T) {
 }
 
 func TestCreateSwapDeleteFailureBeforeSwapLeavesTheOldVMServing(t *testing.T) {
+	t.Parallel()
 	x := updatetest.NewSwap()
 	u := upd(1, 1, true)
 	u.VMStrategy = manifest.CreateSwapDelete
@@ -541,6 +557,7 @@ func TestCreateSwapDeleteFailureBeforeSwapLeavesTheOldVMServing(t *testing.T) {
 }
 
 func TestCreateSwapDeleteWithoutTheCapabilityFallsBack(t *testing.T) {
+	t.Parallel()
 	x := updatetest.New()
 	u := upd(1, 1, true)
 	u.VMStrategy = manifest.CreateSwapDelete
@@ -579,6 +596,7 @@ func batchSizes(bs []update.Batch) []int {
 }
 
 func TestSurgeBatchesAreMaxSurgeCanariesIncluded(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name                  string
 		n, canaries, inFlight int
@@ -619,6 +637,7 @@ func TestSurgeBatchesAreMaxSurgeCanariesIncluded(t *testing.T) {
 }
 
 func TestSurgeBringsTheNewVMUpBeforeTheOldOneLeaves(t *testing.T) {
+	t.Parallel()
 	x := updatetest.NewSwap()
 	x.Delay["start"] = 20 * time.Millisecond
 	// vm_strategy is delete-create: max_surge alone makes the swap.
@@ -648,6 +667,7 @@ func TestSurgeBringsTheNewVMUpBeforeTheOldOneLeaves(t *testing.T) {
 }
 
 func TestSurgeFallsBackWithANote(t *testing.T) {
+	t.Parallel()
 	x := updatetest.NewSwap()
 	g := surgeGroup(x.Executor, 3, 1, 1, manifest.Amount{N: 2})
 	for i := range g.Instances {
@@ -673,6 +693,7 @@ func TestSurgeFallsBackWithANote(t *testing.T) {
 }
 
 func TestSurgeNeedsTheSwapCapability(t *testing.T) {
+	t.Parallel()
 	// An executor that cannot swap (the lifecycle verbs') keeps
 	// max_in_flight and takes instances down as usual, without a surge note.
 	x := updatetest.New()
@@ -702,6 +723,7 @@ func TestSurgeNeedsTheSwapCapability(t *testing.T) {
 // it fails (the new state could not be recorded) the instance's update
 // fails, so a canary that cannot be recorded stops the rollout.
 func TestUpdatedHookRecordsAndItsFailureFailsTheInstance(t *testing.T) {
+	t.Parallel()
 	x := updatetest.New()
 	g := group(x, "web", 3, upd(1, 2, true))
 	var mu sync.Mutex
