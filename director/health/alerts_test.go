@@ -28,6 +28,7 @@ func bigAlert(title string) protocol.Alert {
 // bounded events, another agent's alerts still land, and alert events
 // older than the retention are removed while other events stay.
 func TestAlertsAreRateLimitedCappedAndRetained(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	deployment(t, st, "web", 2)
 	clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}

@@ -282,6 +282,7 @@ func TestConsiderThresholdAndWindow(t *testing.T) {
 // the first is not resurrected until the others have spoken since, or are
 // found down too.
 func TestConsiderWaitsForTheOthersToBeAccountedFor(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	U, R := health.StatusUnresponsive, health.StatusRunning
 	ctx := context.Background()

@@ -97,6 +97,7 @@ func (b *bus) connect(t *testing.T, cn string) (*nats.Conn, *violations) {
 }
 
 func TestDirectorRequestsAgentReplies(t *testing.T) {
+	t.Parallel()
 	b := startBus(t)
 	director, _ := b.connect(t, pki.DirectorCN)
 	agent, _ := b.connect(t, "agent-a")
@@ -136,6 +137,7 @@ func TestDirectorRequestsAgentReplies(t *testing.T) {
 }
 
 func TestAgentConfinedToItsOwnSubjects(t *testing.T) {
+	t.Parallel()
 	b := startBus(t)
 	director, _ := b.connect(t, pki.DirectorCN)
 	_, _ = b.connect(t, "agent-a")
@@ -195,6 +197,7 @@ func TestAgentConfinedToItsOwnSubjects(t *testing.T) {
 }
 
 func TestRefusesClientsWithoutTrustedCertificate(t *testing.T) {
+	t.Parallel()
 	b := startBus(t)
 
 	// No client certificate.
@@ -235,6 +238,7 @@ func TestRefusesClientsWithoutTrustedCertificate(t *testing.T) {
 }
 
 func TestValidIdentity(t *testing.T) {
+	t.Parallel()
 	for cn, want := range map[string]bool{
 		"director": true, "4b9c-11ef_a": true, "": false, "a.b": false, "*": false, ">": false, "a b": false,
 	} {
@@ -245,6 +249,7 @@ func TestValidIdentity(t *testing.T) {
 }
 
 func TestBootstrapCertificateOnlyAnswers(t *testing.T) {
+	t.Parallel()
 	b := startBus(t)
 	director, _ := b.connect(t, pki.DirectorCN)
 	kp, err := b.ca.IssueBootstrap("agent-new")
@@ -273,6 +278,7 @@ func TestBootstrapCertificateOnlyAnswers(t *testing.T) {
 }
 
 func TestAdmitRefusesRotatedCertificates(t *testing.T) {
+	t.Parallel()
 	ca, _ := pki.NewCA("mbus test ca", 0)
 	sc, _ := ca.IssueServer([]string{"127.0.0.1"}, 0)
 	old, _ := ca.IssueClient("agent-a", 0)
