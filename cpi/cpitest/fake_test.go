@@ -35,16 +35,19 @@ func strict() *cpitest.Fake {
 }
 
 func TestFakeConformsDynamic(t *testing.T) {
+	t.Parallel()
 	cpitest.Run(t, func(t *testing.T) cpi.CPI { return strict() }, fakeConfig())
 }
 
 func TestFakeConformsManual(t *testing.T) {
+	t.Parallel()
 	cfg := fakeConfig()
 	cfg.Networks = cpitest.ManualNetworks("127.77.0.250")
 	cpitest.Run(t, func(t *testing.T) cpi.CPI { return strict() }, cfg)
 }
 
 func TestFakeConformsWithoutOptionalCapabilities(t *testing.T) {
+	t.Parallel()
 	cfg := fakeConfig()
 	cfg.Networks = cpitest.ManualNetworks("127.77.0.10")
 	cpitest.Run(t, func(t *testing.T) cpi.CPI {
@@ -55,6 +58,7 @@ func TestFakeConformsWithoutOptionalCapabilities(t *testing.T) {
 }
 
 func TestFakeFailNext(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := cpitest.NewFake()
 	sc, err := f.CreateStemcell(ctx, cpi.CreateStemcellRequest{ImagePath: "/img"})
@@ -94,6 +98,7 @@ func TestFakeFailNext(t *testing.T) {
 }
 
 func TestFakeManualIPInUse(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := cpitest.NewFake()
 	sc, _ := f.CreateStemcell(ctx, cpi.CreateStemcellRequest{ImagePath: "/img"})
@@ -108,6 +113,7 @@ func TestFakeManualIPInUse(t *testing.T) {
 }
 
 func TestFakeLoseVMDetachesDisks(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := cpitest.NewFake()
 	sc, _ := f.CreateStemcell(ctx, cpi.CreateStemcellRequest{ImagePath: "/img"})
@@ -134,6 +140,7 @@ func TestFakeLoseVMDetachesDisks(t *testing.T) {
 }
 
 func TestFakeHonoursCancelledContext(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := cpitest.NewFake().HasVM(ctx, "x"); !errors.Is(err, context.Canceled) {
@@ -142,6 +149,7 @@ func TestFakeHonoursCancelledContext(t *testing.T) {
 }
 
 func TestFakePersist(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "state.json")
 	a := cpitest.NewFake()

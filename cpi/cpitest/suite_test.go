@@ -403,8 +403,10 @@ func TestBrokenCPIHelper(t *testing.T) {
 }
 
 func TestSuiteCatchesBrokenCPIs(t *testing.T) {
+	t.Parallel()
 	for name, b := range broken {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			cmd := exec.Command(os.Args[0], "-test.run=^TestBrokenCPIHelper$", "-test.v")
 			cmd.Env = append(os.Environ(), "CPITEST_BROKEN="+name)
 			out, err := cmd.CombinedOutput()

@@ -66,12 +66,14 @@ func reapVMs(t *testing.T, dataDir string) {
 }
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	dataDir := t.TempDir()
 	reapVMs(t, dataDir)
 	cpitest.Run(t, func(t *testing.T) cpi.CPI { return newTestCPIOn(t, dataDir) }, conformanceConfig(t, dataDir))
 }
 
 func TestConformanceInProcess(t *testing.T) {
+	t.Parallel()
 	dataDir := t.TempDir()
 	reapVMs(t, dataDir)
 	cpitest.RunInProcess(t, func(t *testing.T) cpi.CPI { return newTestCPIOn(t, dataDir) }, conformanceConfig(t, dataDir))
@@ -80,6 +82,7 @@ func TestConformanceInProcess(t *testing.T) {
 // The conformance suite against the plugin binary, also on manual
 // networks.
 func TestConformanceBinary(t *testing.T) {
+	t.Parallel()
 	bin := pluginBinary(t)
 	dataDir := t.TempDir()
 	reapVMs(t, dataDir)

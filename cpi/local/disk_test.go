@@ -14,6 +14,7 @@ import (
 )
 
 func TestDiskLifecycle(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newTestCPI(t)
 	sc := createStemcell(t, c)
@@ -137,6 +138,7 @@ func TestDiskLifecycle(t *testing.T) {
 }
 
 func TestDeleteVMDetachesDisks(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newTestCPI(t)
 	sc := createStemcell(t, c)
@@ -171,6 +173,7 @@ func TestDeleteVMDetachesDisks(t *testing.T) {
 }
 
 func TestDiskNotFound(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newTestCPI(t)
 	sc := createStemcell(t, c)
@@ -225,6 +228,7 @@ func TestDiskNotFound(t *testing.T) {
 // TestNoResizeDisk: with resize_disk: false the plugin is a cloud that
 // cannot resize disks, as Info says.
 func TestNoResizeDisk(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c, err := New(json.RawMessage(fmt.Sprintf(`{"data_dir": %q, "resize_disk": false}`, t.TempDir())), WithLogger(testLogger(t)))
 	if err != nil {

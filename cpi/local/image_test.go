@@ -41,6 +41,7 @@ func loopsOf(t *testing.T, file string) string {
 // agent left behind is released, snapshots stay sparse, and resize grows the
 // file.
 func TestImageDisk(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	for _, tool := range []string{"nsenter", "losetup", "mkfs.ext4"} {
 		if _, err := exec.LookPath(tool); err != nil {

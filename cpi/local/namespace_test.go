@@ -100,6 +100,7 @@ func TestPrivateVarVcap(t *testing.T) {
 
 // Without a namespace (as without root) the agent works in <vm dir>/root.
 func TestWithoutNamespace(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newTestCPI(t)
 	c.isolate = false

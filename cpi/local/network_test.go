@@ -6,6 +6,7 @@ import (
 )
 
 func TestFreeAddress(t *testing.T) {
+	t.Parallel()
 	c := &CPI{dynamic: netip.MustParsePrefix("127.78.0.0/30")}
 	taken := map[netip.Addr]string{}
 	var got []string

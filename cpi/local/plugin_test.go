@@ -16,6 +16,7 @@ import (
 // the plugin the host starts again on the next call knows them and can
 // delete them.
 func TestPluginKilledVMsLiveOn(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	bin := pluginBinary(t)
 	dataDir := t.TempDir()
@@ -73,6 +74,7 @@ func TestPluginKilledVMsLiveOn(t *testing.T) {
 // time, never hand out the same address: the lock is the data directory's,
 // not a process's.
 func TestTwoPluginsShareAddresses(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	bin := pluginBinary(t)
 	dataDir := t.TempDir()

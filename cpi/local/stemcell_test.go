@@ -13,6 +13,7 @@ import (
 )
 
 func TestCreateStemcell(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newTestCPI(t)
 	img := filepath.Join(t.TempDir(), "image.tgz")
@@ -48,6 +49,7 @@ func TestCreateStemcell(t *testing.T) {
 
 // No image, however crafted, writes outside its directory or links out.
 func TestCreateStemcellRejectsEscapes(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	agent := tarEntry{name: "agent", typ: tar.TypeReg, mode: 0o755, body: "#!/bin/sh\n"}
 	for _, tc := range []struct {
@@ -107,6 +109,7 @@ func TestCreateStemcellRejectsEscapes(t *testing.T) {
 }
 
 func TestCreateStemcellBadFile(t *testing.T) {
+	t.Parallel()
 	c := newTestCPI(t)
 	notGzip := filepath.Join(t.TempDir(), "image")
 	if err := os.WriteFile(notGzip, []byte("not an archive"), 0o644); err != nil {
@@ -120,6 +123,7 @@ func TestCreateStemcellBadFile(t *testing.T) {
 }
 
 func TestNewRejectsBadProperties(t *testing.T) {
+	t.Parallel()
 	abs := t.TempDir()
 	for _, tc := range []struct {
 		props string
@@ -157,6 +161,7 @@ func TestNewRejectsBadProperties(t *testing.T) {
 // Default agent settings from the properties fill what the request leaves
 // out.
 func TestAgentDefaults(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	dir := t.TempDir()
 	c, err := New(json.RawMessage(`{"data_dir": "`+dir+`", "agent": {"heartbeat_interval": "1s", "agent_id": "ignored"}}`), WithLogger(testLogger(t)))

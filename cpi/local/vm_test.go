@@ -139,6 +139,7 @@ func TestVMLifecycle(t *testing.T) {
 }
 
 func TestVMNotFound(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newTestCPI(t)
 	for _, cid := range []string{"vm-0123456789abcdef", "../../etc", "", "disk-0123456789abcdef"} {
@@ -164,6 +165,7 @@ func TestVMNotFound(t *testing.T) {
 }
 
 func TestCreateVMRejectsBadRequests(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newTestCPI(t)
 	sc := createStemcell(t, c)
@@ -210,6 +212,7 @@ func TestCreateVMRejectsBadRequests(t *testing.T) {
 }
 
 func TestManualAddressHeldByAnotherVM(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newTestCPI(t)
 	sc := createStemcell(t, c)
@@ -226,6 +229,7 @@ func TestManualAddressHeldByAnotherVM(t *testing.T) {
 // Eight concurrent creates, through two CPI values on one data directory
 // (as two plugin processes would be), get eight distinct addresses.
 func TestConcurrentCreateVM(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	dataDir := t.TempDir()
 	a := newTestCPIOn(t, dataDir)
@@ -276,6 +280,7 @@ func TestConcurrentCreateVM(t *testing.T) {
 // A new CPI on the same data directory (a restarted plugin) knows the VMs,
 // their addresses and their processes.
 func TestRestartKnowsVMs(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	dataDir := t.TempDir()
 	old := newTestCPIOn(t, dataDir)
@@ -316,6 +321,7 @@ func TestRestartKnowsVMs(t *testing.T) {
 // A VM whose agent died is a failed VM that still exists; deleting it
 // works and ends what is left of it.
 func TestDeadAgent(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newTestCPI(t)
 	sc := createStemcell(t, c)
@@ -354,6 +360,7 @@ func TestDeadAgent(t *testing.T) {
 
 // A VM whose processes ignore SIGTERM is ended by SIGKILL.
 func TestDeleteVMEscalatesToKill(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newTestCPI(t)
 	c.stopTimeout = 200 * time.Millisecond
@@ -374,6 +381,7 @@ func TestDeleteVMEscalatesToKill(t *testing.T) {
 
 // A stemcell whose agent cannot start fails CreateVM and leaves nothing.
 func TestCreateVMAgentDoesNotStart(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newTestCPI(t)
 	sc := createStemcell(t, c)
@@ -406,6 +414,7 @@ func stemcellProcesses(c *CPI, sc string) []int {
 // delete comes first and the reboot finds no VM, or the delete stops the
 // agent the reboot started.
 func TestRebootRacingDelete(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newTestCPI(t)
 	c.stopTimeout = 500 * time.Millisecond

@@ -46,6 +46,7 @@ func build(t *testing.T, entries ...entry) []byte {
 }
 
 func TestExtractGoodArchive(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "target")
 	data := build(t,
 		entry{name: "./", typ: tar.TypeDir, mode: 0o755},
@@ -77,6 +78,7 @@ func TestExtractGoodArchive(t *testing.T) {
 // TestExtractRefusesMaliciousArchives feeds archives that try to write
 // outside the target and checks that nothing lands outside.
 func TestExtractRefusesMaliciousArchives(t *testing.T) {
+	t.Parallel()
 	for name, entries := range map[string][]entry{
 		"dotdot":               {{name: "../evil", typ: tar.TypeReg, body: "x"}},
 		"nested dotdot":        {{name: "a/../../evil", typ: tar.TypeReg, body: "x"}},
@@ -116,6 +118,7 @@ func TestExtractRefusesMaliciousArchives(t *testing.T) {
 }
 
 func TestExtractLimits(t *testing.T) {
+	t.Parallel()
 	data := build(t, entry{name: "big", typ: tar.TypeReg, body: "0123456789"})
 	if err := tarball.Extract(context.Background(), bytes.NewReader(data), t.TempDir(), tarball.Limits{MaxBytes: 5}); err == nil {
 		t.Fatal("archive over the size limit extracted")
@@ -126,6 +129,7 @@ func TestExtractLimits(t *testing.T) {
 }
 
 func TestCreateRoundTrip(t *testing.T) {
+	t.Parallel()
 	src := t.TempDir()
 	os.MkdirAll(filepath.Join(src, "bin"), 0o755)
 	os.WriteFile(filepath.Join(src, "bin", "app"), []byte("app"), 0o755)
