@@ -46,6 +46,7 @@ func serve(t *testing.T, tok string) (*client.Client, *task.Manager) {
 }
 
 func TestTypedCalls(t *testing.T) {
+	t.Parallel()
 	c, tasks := serve(t, token)
 	ctx := context.Background()
 	info, err := c.Info(ctx)
@@ -85,6 +86,7 @@ func TestTypedCalls(t *testing.T) {
 }
 
 func TestErrorsCarryTheDirectorsVerdict(t *testing.T) {
+	t.Parallel()
 	c, _ := serve(t, token)
 	ctx := context.Background()
 	_, err := c.Task(ctx, 999)

@@ -79,6 +79,7 @@ func pluginDir(t *testing.T) (dir, config string) {
 }
 
 func TestParseConfig(t *testing.T) {
+	t.Parallel()
 	cfg, err := cpimanager.ParseConfig("cpi.yml", []byte(twoCPIs))
 	if err != nil {
 		t.Fatal(err)
@@ -105,6 +106,7 @@ func TestParseConfig(t *testing.T) {
 }
 
 func TestParseConfigErrors(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ doc, want string }{
 		{"cpis: []\n", "cpi.yml: cpis: at least one cpi is required"},
 		{"cpis:\n- type: local\n  properties: {}\n", "cpi.yml:3: cpis[0].name: required"},
@@ -122,6 +124,7 @@ func TestParseConfigErrors(t *testing.T) {
 }
 
 func TestPluginsLaunchLazilyOnceAndRestartOnChange(t *testing.T) {
+	t.Parallel()
 	dir, twoCPIs := pluginDir(t)
 	cfg, _ := cpimanager.ParseConfig("cpi.yml", []byte(twoCPIs))
 	l := &launcher{t: t}
@@ -173,6 +176,7 @@ func TestPluginsLaunchLazilyOnceAndRestartOnChange(t *testing.T) {
 }
 
 func TestResolveAZCPI(t *testing.T) {
+	t.Parallel()
 	two, _ := cpimanager.ParseConfig("cpi.yml", []byte(twoCPIs))
 	m := cpimanager.New(two, cpimanager.Options{})
 	if n, err := m.Resolve(""); err != nil || n != "aws-east" {
@@ -219,6 +223,7 @@ func TestBinaryFoundNextToTheDirectorThenOnPath(t *testing.T) {
 // director.yml's external_cpis: an admin token cannot make the director run
 // a program of its choosing.
 func TestExecPathOnlyFromAllowedPlaces(t *testing.T) {
+	t.Parallel()
 	dir, _ := pluginDir(t)
 	other := t.TempDir()
 	evil := filepath.Join(other, "cpi-local")

@@ -140,6 +140,7 @@ func killVMs(t *testing.T, dataDir string) {
 // in its context; BOSH's error classes come back as typed errors; the
 // CPI's log is re-emitted through the director's logger.
 func TestExternalCPIConformance(t *testing.T) {
+	t.Parallel()
 	dir := externalBinaries(t)
 	dataDir := t.TempDir()
 	killVMs(t, dataDir)

@@ -16,6 +16,7 @@ import (
 // lets this director's VM (and one the CPI does not list) go; a run of
 // checks lists the cloud once.
 func TestCheckVMTagsFromOneListing(t *testing.T) {
+	t.Parallel()
 	dir, twoCPIs := pluginDir(t)
 	cfg, _ := cpimanager.ParseConfig("cpi.yml", []byte(twoCPIs))
 	l := &launcher{t: t}

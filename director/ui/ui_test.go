@@ -129,6 +129,7 @@ func get(t testing.TB, c *http.Client, u string) (int, string) {
 var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
 func TestSignInCookieAndSignOut(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 3)
 	c := f.browser(t)
 	if code, _ := get(t, c, f.srv.URL+"/ui/"); code != http.StatusSeeOther {
@@ -180,6 +181,7 @@ func TestSignInCookieAndSignOut(t *testing.T) {
 }
 
 func TestPagesShowNoSecret(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 2)
 	c := f.browser(t)
 	f.signIn(t, c, adminToken)
@@ -257,6 +259,7 @@ func blocked(t *testing.T, f *fixture, release chan struct{}) store.Task {
 }
 
 func TestReadTokenCannotCancel(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 1)
 	release := make(chan struct{})
 	defer close(release)
@@ -292,6 +295,7 @@ func TestReadTokenCannotCancel(t *testing.T) {
 }
 
 func TestAdminCancelNeedsCSRF(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 1)
 	release := make(chan struct{})
 	defer close(release)
@@ -334,6 +338,7 @@ func TestAdminCancelNeedsCSRF(t *testing.T) {
 }
 
 func TestStreamSendsEventsLive(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 1)
 	release := make(chan struct{})
 	tk := blocked(t, f, release)
@@ -380,6 +385,7 @@ func TestStreamSendsEventsLive(t *testing.T) {
 }
 
 func TestSecurityHeaders(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 1)
 	resp, err := f.browser(t).Get(f.srv.URL + "/ui/signin")
 	if err != nil {
@@ -430,6 +436,7 @@ func taskState(t testing.TB, f *fixture, id uint64) string {
 }
 
 func TestCPIsPageFromMetrics(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 1)
 	for i := range 20 {
 		f.metrics.ObserveCPI("east", "CreateVM", time.Duration(i+1)*time.Millisecond, nil)
