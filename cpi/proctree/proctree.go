@@ -85,33 +85,34 @@ func Start(s Spec) (Process, error) {
 		return Process{}, err
 	}
 	defer logFile.Close()
-	cmd := exec.Command(s.Path, s.Args...)
-	cmd.Dir = s.Root
-	if s.Isolate {
-		cmd.Dir = VcapDir
-	}
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	cmd.Env = s.Env
-	if cmd.Env == nil {
-		cmd.Env = AgentEnv()
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-
-	if !s.Isolate {
-		if err := cmd.Start(); err != nil {
-			return Process{}, err
+	newCmd := func() *exec.Cmd {
+		cmd := exec.Command(s.Path, s.Args...)
+		cmd.Dir = s.Root
+		if s.Isolate {
+			cmd.Dir = VcapDir
 		}
-	} else {
+		cmd.Stdout = logFile
+		cmd.Stderr = logFile
+		cmd.Env = s.Env
+		if cmd.Env == nil {
+			cmd.Env = AgentEnv()
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		return cmd
+	}
+	start := func(cmd *exec.Cmd) error { return cmd.Start() }
+	if s.Isolate {
 		binds := append([]Bind{{Source: s.Root, Target: VcapDir}}, s.Binds...)
 		for _, b := range binds {
 			if err := os.MkdirAll(b.Target, 0o755); err != nil {
 				return Process{}, fmt.Errorf("create mount point %s: %w", b.Target, err)
 			}
 		}
-		if err := startInNamespace(cmd, binds); err != nil {
-			return Process{}, err
-		}
+		start = func(cmd *exec.Cmd) error { return startInNamespace(cmd, binds) }
+	}
+	cmd, err := startRetryingBusy(newCmd, start)
+	if err != nil {
+		return Process{}, err
 	}
 	go cmd.Wait() // reap the agent if it dies while this process runs
 
@@ -123,6 +124,28 @@ func Start(s Spec) (Process, error) {
 		p.MountNS, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", p.PID))
 	}
 	return p, nil
+}
+
+// busyRetries and busyWait bound how long Start waits for an agent binary
+// that is busy (ETXTBSY): it was just written, and a process forked
+// meanwhile (by this process, for another VM) still holds the writing
+// descriptor until that child execs.
+const (
+	busyRetries = 50
+	busyWait    = 20 * time.Millisecond
+)
+
+// startRetryingBusy starts a command made by newCmd, again while the
+// binary is busy being written (an exec.Cmd is not reused).
+func startRetryingBusy(newCmd func() *exec.Cmd, start func(*exec.Cmd) error) (*exec.Cmd, error) {
+	for attempt := 0; ; attempt++ {
+		cmd := newCmd()
+		err := start(cmd)
+		if err == nil || !errors.Is(err, syscall.ETXTBSY) || attempt == busyRetries {
+			return cmd, err
+		}
+		time.Sleep(busyWait)
+	}
 }
 
 // startInNamespace starts cmd in a new mount namespace with the binds made.
