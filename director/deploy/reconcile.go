@@ -131,23 +131,31 @@ func (d *Deployer) reconcile(ctx context.Context, r *task.Reporter, deployment s
 	}
 	// Instances whose VM is gone: forget the VM so the plan recreates it.
 	return stage.Run(fmt.Sprintf("vms of %d instances", len(insts)), func() error {
+		cpiOf := make(map[string]string, len(vms)) // the instances' VMs are none of the stale ones
+		for _, vm := range vms {
+			cpiOf[vm.CID] = vm.CPI
+		}
 		present := map[string]map[string]bool{} // cpi → cids it listed
 		for _, in := range insts {
 			if in.VMCID == "" {
 				continue
 			}
-			var rec store.VM
-			err := d.c.Store.View(func(tx *store.Tx) error { var err error; rec, err = tx.VM(in.VMCID); return err })
-			cpiName := rec.CPI
-			if err != nil || cpiName == "" {
+			cpiName := cpiOf[in.VMCID]
+			var err error
+			if cpiName == "" {
 				if cpiName, err = d.c.CPIs.Resolve(""); err != nil {
 					return err
 				}
 			}
 			listed, ok := present[cpiName]
 			if !ok {
-				if listed, err = d.listedCIDs(ctx, cpiName); err != nil {
+				inCloud, _, err := d.listVMs(ctx, cpiName)
+				if err != nil {
 					return err
+				}
+				listed = make(map[string]bool, len(inCloud))
+				for _, v := range inCloud {
+					listed[v.CID] = true
 				}
 				present[cpiName] = listed
 			}
@@ -185,28 +193,6 @@ func (d *Deployer) reconcile(ctx context.Context, r *task.Reporter, deployment s
 		}
 		return nil
 	})
-}
-
-// listedCIDs is the set of this director's VMs a CPI lists, in one call:
-// nil when the CPI cannot list VMs.
-func (d *Deployer) listedCIDs(ctx context.Context, cpiName string) (map[string]bool, error) {
-	info, err := d.c.CPIs.Info(ctx, cpiName)
-	if err != nil || !info.Capabilities.ListVMs {
-		return nil, err
-	}
-	c, err := d.cpi(ctx, cpiName)
-	if err != nil {
-		return nil, err
-	}
-	vms, err := c.ListVMs(ctx, cpi.ListFilter{DirectorID: d.c.DirectorID})
-	if err != nil {
-		return nil, fmt.Errorf("list vms of cpi %s: %w", cpiName, err)
-	}
-	set := make(map[string]bool, len(vms))
-	for _, v := range vms {
-		set[v.CID] = true
-	}
-	return set, nil
 }
 
 func describeVM(vm store.VM) string {

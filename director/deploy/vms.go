@@ -73,20 +73,9 @@ func (d *Deployer) tags(deployment, group, instanceID, agentID string) map[strin
 // agent is agentID. ok is false when the CPI cannot list VMs (then nothing
 // is known); found is false when it can and no such VM exists.
 func (d *Deployer) listed(ctx context.Context, cpiName, agentID string) (vm cpi.VMInfo, found, ok bool, err error) {
-	info, err := d.c.CPIs.Info(ctx, cpiName)
-	if err != nil {
+	vms, ok, err := d.listVMs(ctx, cpiName)
+	if err != nil || !ok {
 		return cpi.VMInfo{}, false, false, err
-	}
-	if !info.Capabilities.ListVMs {
-		return cpi.VMInfo{}, false, false, nil
-	}
-	c, err := d.cpi(ctx, cpiName)
-	if err != nil {
-		return cpi.VMInfo{}, false, false, err
-	}
-	vms, err := c.ListVMs(ctx, cpi.ListFilter{DirectorID: d.c.DirectorID})
-	if err != nil {
-		return cpi.VMInfo{}, false, false, fmt.Errorf("list vms of cpi %s: %w", cpiName, err)
 	}
 	for _, v := range vms {
 		if v.AgentID == agentID || v.Tags[cpi.TagAgentID] == agentID {
@@ -94,6 +83,24 @@ func (d *Deployer) listed(ctx context.Context, cpiName, agentID string) (vm cpi.
 		}
 	}
 	return cpi.VMInfo{}, false, true, nil
+}
+
+// listVMs lists this director's VMs in a CPI, in one call. ok is false
+// when the CPI cannot list VMs.
+func (d *Deployer) listVMs(ctx context.Context, cpiName string) (vms []cpi.VMInfo, ok bool, err error) {
+	info, err := d.c.CPIs.Info(ctx, cpiName)
+	if err != nil || !info.Capabilities.ListVMs {
+		return nil, false, err
+	}
+	c, err := d.cpi(ctx, cpiName)
+	if err != nil {
+		return nil, false, err
+	}
+	vms, err = c.ListVMs(ctx, cpi.ListFilter{DirectorID: d.c.DirectorID})
+	if err != nil {
+		return nil, false, fmt.Errorf("list vms of cpi %s: %w", cpiName, err)
+	}
+	return vms, true, nil
 }
 
 // createdVM is a VM the director made and whose agent answers.
