@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"github.com/compleat/compleat/cpi/tarball"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -152,17 +151,6 @@ func (c *compiled) job(t *testing.T, name string) *release.ArchiveJob {
 	}
 	t.Fatalf("no job %s", name)
 	return nil
-}
-
-// freePort returns a port the kernel has just handed out on 127.0.0.1.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func needTools(t testing.TB, tools ...string) {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/compleat/compleat/director/release"
 	"github.com/compleat/compleat/director/template"
+	"github.com/compleat/compleat/test/testbin"
 )
 
 func TestWebReleaseIsDeterministic(t *testing.T) {
@@ -255,7 +256,7 @@ func TestWebRelease(t *testing.T) {
 	needTools(t, "bash", "go")
 	c := compileRelease(t, "web", "webapp", "lb")
 
-	port := freePort(t)
+	port := testbin.FreePort(t)
 	webIPs := []string{"127.0.0.1", "127.0.0.2"}
 	webProps := map[string]any{
 		"port": port, "version": "v-test",
@@ -276,7 +277,7 @@ func TestWebRelease(t *testing.T) {
 		t.Fatalf("web/0 /health = %d", code)
 	}
 
-	lbPort := freePort(t)
+	lbPort := testbin.FreePort(t)
 	link := &template.Link{Name: "web", Type: "http", Properties: map[string]any{"port": port}}
 	for i, ip := range webIPs {
 		link.Instances = append(link.Instances, template.LinkInstance{Name: "web", ID: fmt.Sprintf("id-%d", i), Index: i, Address: ip})
